@@ -1,0 +1,132 @@
+//! `api::Error`: the one error type of every handler, rendered as
+//! `{"error": {"code", "message", "details"}}` with a precise status.
+//!
+//! Internals never leak: a database or runtime failure is logged with its
+//! cause and answered with a bare 500 `internal` error.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde_json::{Value, json};
+use utoipa::ToSchema;
+
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Malformed syntax: bad JSON, bad query string, bad path parameter.
+    #[error("{message}")]
+    BadRequest { code: &'static str, message: String },
+    #[error("missing or invalid API key")]
+    Unauthorized,
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String, details: Value },
+    #[error("request body exceeds the limit of {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("expected a JSON body with Content-Type: application/json")]
+    UnsupportedMediaType,
+    /// Well-formed but semantically invalid input.
+    #[error("{message}")]
+    Unprocessable { field: String, message: String },
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("internal error")]
+    Internal(#[from] anyhow::Error),
+}
+
+/// The documented error body (for OpenAPI).
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable machine-readable code, e.g. `not_found`, `invalid_json`.
+    pub code: String,
+    /// Human-readable explanation.
+    pub message: String,
+    /// Extra structured context (offending field, limits, ...).
+    #[schema(value_type = Object)]
+    pub details: Value,
+}
+
+impl Error {
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Error::BadRequest { code, message: message.into() }
+    }
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::Unprocessable { field: field.into(), message: message.into() }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Error::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            Error::Unauthorized => StatusCode::UNAUTHORIZED,
+            Error::Forbidden(_) => StatusCode::FORBIDDEN,
+            Error::NotFound(_) => StatusCode::NOT_FOUND,
+            Error::Conflict { .. } => StatusCode::CONFLICT,
+            Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Error::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            Error::BadRequest { code, .. } | Error::Conflict { code, .. } => code,
+            Error::Unauthorized => "unauthorized",
+            Error::Forbidden(_) => "forbidden",
+            Error::NotFound(_) => "not_found",
+            Error::PayloadTooLarge { .. } => "payload_too_large",
+            Error::UnsupportedMediaType => "unsupported_media_type",
+            Error::Unprocessable { .. } => "validation_failed",
+            Error::Unavailable(_) => "unavailable",
+            Error::Internal(_) => "internal",
+        }
+    }
+
+    fn details(&self) -> Value {
+        match self {
+            Error::Unprocessable { field, .. } => json!({ "field": field }),
+            Error::PayloadTooLarge { limit } => json!({ "limit_bytes": limit }),
+            Error::Conflict { details, .. } => details.clone(),
+            _ => json!({}),
+        }
+    }
+
+    /// The JSON body, also used for per-item errors in batch responses.
+    pub fn body(&self) -> Value {
+        json!({ "code": self.code(), "message": self.to_string(), "details": self.details() })
+    }
+}
+
+impl From<StoreError> for Error {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::NotFound { entity } => Error::NotFound(entity),
+            StoreError::Conflict { code, message } => Error::Conflict { code, message, details: json!({}) },
+            StoreError::Invalid { field, message } => Error::Unprocessable { field, message },
+            StoreError::Database(e) => Error::Internal(anyhow::Error::new(e).context("database")),
+            StoreError::Corrupt(msg) => Error::Internal(anyhow::anyhow!("corrupt stored data: {msg}")),
+        }
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        if let Error::Internal(cause) = &self {
+            tracing::error!(error = ?cause, "internal error while handling a request");
+        }
+        (self.status(), Json(json!({ "error": self.body() }))).into_response()
+    }
+}
+
+pub type ApiResult<T> = Result<T, Error>;

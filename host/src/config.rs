@@ -1,0 +1,113 @@
+//! The server's own configuration file (`rapport serve --config FILE`), TOML.
+//!
+//! Unknown fields are errors, reported with file, line and field, because a
+//! misspelt setting silently falling back to its default is the worst kind of
+//! configuration bug.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub database: DatabaseConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to listen on; port 0 picks a free port.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `sqlite://PATH` (default, embedded) or `postgres://...`.
+    #[serde(default = "default_db_url")]
+    pub url: String,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+
+fn default_db_url() -> String {
+    "sqlite://rapport.db".to_string()
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig { listen: default_listen() }
+    }
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig { url: default_db_url() }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config { server: ServerConfig::default(), database: DatabaseConfig::default() }
+    }
+}
+
+/// A configuration file that could not be used, with where and why.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}:{line}:{column}: {message}")]
+    Parse { path: PathBuf, line: usize, column: usize, message: String },
+}
+
+/// Line and column (1-based) of a byte offset, for error messages.
+pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rfind('\n').map_or(before.len(), |nl| before.len() - nl - 1) + 1;
+    (line, column)
+}
+
+/// Parses TOML into `T`, turning errors into `file:line:column: message`.
+pub fn parse_toml<T: serde::de::DeserializeOwned>(path: &Path, text: &str) -> Result<T, ConfigError> {
+    toml::from_str(text).map_err(|e| {
+        let (line, column) = e.span().map_or((1, 1), |span| line_col(text, span.start));
+        ConfigError::Parse { path: path.to_path_buf(), line, column, message: e.message().trim().to_string() }
+    })
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        parse_toml(path, &text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_field_names_file_line_and_field() {
+        let text = "[server]\nlisten = \"127.0.0.1:0\"\n\n[database]\nurl = \"sqlite://x.db\"\npool = 3\n";
+        let err = parse_toml::<Config>(Path::new("rapport.toml"), text).unwrap_err().to_string();
+        assert!(err.starts_with("rapport.toml:6:1:"), "{err}");
+        assert!(err.contains("pool"), "{err}");
+    }
+
+    #[test]
+    fn defaults_apply() {
+        let config = parse_toml::<Config>(Path::new("x.toml"), "").unwrap();
+        assert_eq!(config.database.url, "sqlite://rapport.db");
+    }
+}

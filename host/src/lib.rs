@@ -1,0 +1,12 @@
+//! Rapport host library: the CRM server behind the `rapport` binary.
+//!
+//! See `ARCHITECTURE.md` at the repository root for the map of modules and
+//! the invariants they keep.
+
+pub mod api;
+pub mod config;
+pub mod db;
+pub mod import;
+pub mod server;
+pub mod store;
+pub mod telemetry;

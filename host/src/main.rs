@@ -1,0 +1,152 @@
+//! The `rapport` command line: serve, migrate, administer tenants and keys,
+//! and bulk-import data. Each subcommand is a thin shell over the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+
+use rapport::config::Config;
+use rapport::db::Db;
+use rapport::store::tenants::Role;
+use rapport::store::{Store, TenantId};
+
+#[derive(Parser)]
+#[command(name = "rapport", version, about = "Rapport CRM server and admin tool")]
+struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args)]
+struct GlobalArgs {
+    /// Server configuration file (TOML).
+    #[arg(long, short, global = true, env = "RAPPORT_CONFIG")]
+    config: Option<PathBuf>,
+    /// Database URL; overrides the config file (sqlite://PATH or postgres://...).
+    #[arg(long, global = true, env = "RAPPORT_DATABASE_URL")]
+    database: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the HTTP server.
+    Serve,
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Manage tenants.
+    #[command(subcommand)]
+    Tenant(TenantCommand),
+    /// Manage API keys.
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Bulk-import data into a tenant.
+    #[command(subcommand)]
+    Import(rapport::import::ImportCommand),
+}
+
+#[derive(Subcommand)]
+enum TenantCommand {
+    /// Create a tenant and print its id.
+    Create {
+        name: String,
+        /// Choose the id (a slug such as `acme`) instead of a generated one.
+        #[arg(long)]
+        id: Option<String>,
+    },
+    /// List tenants.
+    List,
+}
+
+#[derive(Subcommand)]
+enum KeyCommand {
+    /// Create an API key and print its token (shown only once).
+    Create {
+        /// Tenant id; omit for a platform admin key.
+        #[arg(long)]
+        tenant: Option<String>,
+        #[arg(long, value_enum, default_value = "tenant-admin")]
+        role: Role,
+        #[arg(long, default_value = "")]
+        name: String,
+    },
+    /// Revoke a key.
+    Revoke {
+        #[arg(long)]
+        tenant: Option<String>,
+        key_id: String,
+    },
+}
+
+impl GlobalArgs {
+    fn config(&self) -> anyhow::Result<Config> {
+        let mut config = match &self.config {
+            Some(path) => Config::load(path)?,
+            None => Config::default(),
+        };
+        if let Some(url) = &self.database {
+            config.database.url = url.clone();
+        }
+        Ok(config)
+    }
+
+    async fn store(&self) -> anyhow::Result<Store> {
+        let config = self.config()?;
+        let db = Db::open(&config.database.url)
+            .await
+            .with_context(|| format!("opening {}", rapport::server::redact(&config.database.url)))?;
+        Ok(Store::new(db))
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    rapport::telemetry::init_logging();
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve => rapport::server::serve(&cli.global.config()?).await,
+        Command::Migrate => {
+            cli.global.store().await?;
+            println!("migrations applied");
+            Ok(())
+        }
+        Command::Tenant(TenantCommand::Create { name, id }) => {
+            let tenant = cli.global.store().await?.create_tenant(&name, id.as_deref()).await?;
+            println!("{}", tenant.id);
+            Ok(())
+        }
+        Command::Tenant(TenantCommand::List) => {
+            for t in cli.global.store().await?.list_tenants().await? {
+                println!("{}\t{}", t.id, t.name);
+            }
+            Ok(())
+        }
+        Command::Key(KeyCommand::Create { tenant, role, name }) => {
+            let tenant = tenant.map(TenantId);
+            let key = cli.global.store().await?.create_key(tenant.as_ref(), role, &name).await?;
+            println!("{}", key.token);
+            eprintln!("key {} ({}) created; the token above is not shown again", key.key.id, role.as_str());
+            Ok(())
+        }
+        Command::Key(KeyCommand::Revoke { tenant, key_id }) => {
+            let tenant = tenant.map(TenantId);
+            cli.global.store().await?.revoke_key(tenant.as_ref(), &key_id).await?;
+            println!("revoked {key_id}");
+            Ok(())
+        }
+        Command::Import(cmd) => rapport::import::run(&cli.global.store().await?, cmd).await,
+    }
+}

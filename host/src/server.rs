@@ -1,0 +1,109 @@
+//! Start-up and shutdown: open the database, build the app, serve until
+//! Ctrl-C/SIGTERM with graceful draining of in-flight requests.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+use crate::api::{self, AppState};
+use crate::config::Config;
+use crate::db::Db;
+use crate::store::Store;
+use crate::telemetry::Metrics;
+
+/// A server bound to a port and running in the background (used by tests and
+/// by `rapport serve`).
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    pub state: AppState,
+    shutdown: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl RunningServer {
+    /// Base URL, e.g. `http://127.0.0.1:41234`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops accepting, drains in-flight requests, and waits.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.shutdown.send(true);
+        self.task.await.context("server task")?.context("server")?;
+        Ok(())
+    }
+}
+
+/// Builds the application state: database (migrated), store, metrics.
+pub async fn build_state(config: &Config) -> anyhow::Result<AppState> {
+    let db = Db::open(&config.database.url)
+        .await
+        .with_context(|| format!("opening database {}", redact(&config.database.url)))?;
+    Ok(AppState { store: Store::new(db), metrics: Arc::new(Metrics::global()) })
+}
+
+/// Binds `config.server.listen` and serves in a background task.
+pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
+    let state = build_state(config).await?;
+    start_with_state(config, state).await
+}
+
+pub async fn start_with_state(config: &Config, state: AppState) -> anyhow::Result<RunningServer> {
+    let listener = TcpListener::bind(config.server.listen)
+        .await
+        .with_context(|| format!("binding {}", config.server.listen))?;
+    let addr = listener.local_addr()?;
+    let app = api::app(state.clone());
+    let (shutdown, mut rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = rx.wait_for(|stop| *stop).await;
+            })
+            .await
+    });
+    Ok(RunningServer { addr, state, shutdown, task })
+}
+
+/// Serves until SIGINT/SIGTERM.
+pub async fn serve(config: &Config) -> anyhow::Result<()> {
+    let server = start(config).await?;
+    tracing::info!(url = %server.url(), "rapport listening");
+    shutdown_signal().await;
+    tracing::info!("shutting down: draining in-flight requests");
+    server.stop().await
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+/// Hides a password in a database URL before it goes into a log line.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}://{}:***@{}", &url[..scheme], user, &url[at + 1..])
+        }
+        _ => url.to_string(),
+    }
+}

@@ -1,0 +1,145 @@
+//! The store: every read and write of tenant data, always scoped by a
+//! [`TenantId`]. Only `host/src/store*` writes SQL.
+//!
+//! Each area lives in its own file (`store/customers.rs`, `store/loyalty.rs`,
+//! ...) as an `impl Store` block. Functions that must compose inside one
+//! transaction (ingest + reward ledger operations, say) also come in a
+//! `*_tx(&mut AnyConnection, ...)` form.
+
+pub mod customers;
+pub mod gdpr;
+pub mod interactions;
+pub mod loyalty;
+pub mod products;
+pub mod tenants;
+
+use serde::{Deserialize, Serialize};
+
+use crate::db::Db;
+
+/// The tenant a request acts for. It is only ever built from an
+/// authenticated API key or from host-side state (the plugin runtime), never
+/// from request bodies or guest input, so holding one means "this caller may
+/// see this tenant's data".
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct TenantId(pub String);
+
+impl TenantId {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for TenantId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Errors at the store boundary. The API maps each to a status code; the
+/// `Database` variant is the only one that becomes a 500, and its text is
+/// logged, never shown to the client.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{entity} not found")]
+    NotFound { entity: &'static str },
+    /// A uniqueness or state conflict the caller can act on (409).
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String },
+    /// Input that is well-formed JSON but violates a rule (422).
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        StoreError::Invalid { field: field.into(), message: message.into() }
+    }
+    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+        StoreError::Conflict { code, message: message.into() }
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// True when a database error is a unique-constraint violation (both backends).
+pub fn is_unique_violation(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Database(db) => db.is_unique_violation(),
+        _ => false,
+    }
+}
+
+/// The CRM store. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Store {
+    db: Db,
+}
+
+impl Store {
+    pub fn new(db: Db) -> Self {
+        Store { db }
+    }
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+}
+
+/// A fresh time-ordered id (UUIDv7), so ids sort roughly by creation and make
+/// stable pagination cursors.
+pub fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+/// Current time in epoch milliseconds, the unit of every stored time.
+pub fn now_ms() -> i64 {
+    millis(time::OffsetDateTime::now_utc())
+}
+
+pub fn millis(t: time::OffsetDateTime) -> i64 {
+    (t.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+pub fn from_millis(ms: i64) -> time::OffsetDateTime {
+    time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+}
+
+/// Parses a JSON column. A failure means the database holds something the
+/// application never wrote, hence `Corrupt` rather than a client error.
+pub fn json_column(text: &str) -> StoreResult<serde_json::Value> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("JSON column: {e}")))
+}
+
+/// Opaque pagination cursors: base64url of a small JSON array of the sort
+/// key of the last row returned.
+pub mod cursor {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+    use super::StoreError;
+
+    pub fn encode<T: serde::Serialize>(key: &T) -> String {
+        URL_SAFE_NO_PAD.encode(serde_json::to_vec(key).unwrap_or_default())
+    }
+
+    pub fn decode<T: serde::de::DeserializeOwned>(cursor: &str) -> Result<T, StoreError> {
+        let bytes = URL_SAFE_NO_PAD
+            .decode(cursor)
+            .map_err(|_| StoreError::invalid("cursor", "not a cursor returned by this API"))?;
+        serde_json::from_slice(&bytes)
+            .map_err(|_| StoreError::invalid("cursor", "not a cursor returned by this API"))
+    }
+}
+
+/// A page of results with the cursor for the next one (absent on the last page).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}

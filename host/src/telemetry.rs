@@ -1,0 +1,58 @@
+//! Logging set-up and the Prometheus metrics registry behind `/metrics`.
+//!
+//! One process-wide recorder: the `metrics` facade is global, and tests start
+//! several apps in one process, so installation happens once and every app
+//! shares the handle.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+pub struct Metrics {
+    handle: PrometheusHandle,
+}
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+impl Metrics {
+    pub fn global() -> Metrics {
+        let handle = HANDLE
+            .get_or_init(|| {
+                let recorder = PrometheusBuilder::new()
+                    .set_buckets(&[
+                        0.000_1, 0.000_5, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                    ])
+                    .unwrap_or_else(|_| PrometheusBuilder::new())
+                    .build_recorder();
+                let handle = recorder.handle();
+                // Fails only if another recorder is installed; then ours just
+                // renders nothing, which is visible and harmless.
+                let _ = metrics::set_global_recorder(recorder);
+                handle
+            })
+            .clone();
+        Metrics { handle }
+    }
+
+    pub fn render(&self) -> String {
+        self.handle.render()
+    }
+
+    pub fn http_request(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
+        let labels = [
+            ("method", method.to_owned()),
+            ("route", route.to_owned()),
+            ("status", status.to_string()),
+        ];
+        metrics::counter!("rapport_http_requests_total", &labels).increment(1);
+        metrics::histogram!("rapport_http_request_duration_seconds", &labels).record(elapsed.as_secs_f64());
+    }
+}
+
+/// Human-readable logs on stderr, filtered by `RUST_LOG` (default `info`).
+pub fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
