@@ -62,22 +62,40 @@ impl TestDb {
             Backend::Sqlite => {
                 let dir = tempfile::tempdir().expect("temp dir");
                 let url = format!("sqlite://{}", dir.path().join("rapport.db").display());
-                TestDb { url, _dir: Some(dir), pg_name: None }
+                TestDb {
+                    url,
+                    _dir: Some(dir),
+                    pg_name: None,
+                }
             }
             Backend::Postgres => {
                 let admin = postgres_url().expect("postgres url");
                 let name = format!("rapport_t_{}", uuid::Uuid::new_v4().simple());
                 sqlx::any::install_default_drivers();
-                let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&admin).await.expect("connect to postgres");
-                sqlx::Executor::execute(&mut conn, format!("CREATE DATABASE {name}").as_str()).await.expect("create database");
+                let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&admin)
+                    .await
+                    .expect("connect to postgres");
+                sqlx::Executor::execute(&mut conn, format!("CREATE DATABASE {name}").as_str())
+                    .await
+                    .expect("create database");
                 let url = match admin.rfind('/') {
-                    Some(slash) if admin[..slash].contains("://") && slash > admin.find("://").unwrap() + 2 => {
-                        let query = admin[slash..].find('?').map(|q| &admin[slash + q..]).unwrap_or("");
+                    Some(slash)
+                        if admin[..slash].contains("://")
+                            && slash > admin.find("://").unwrap() + 2 =>
+                    {
+                        let query = admin[slash..]
+                            .find('?')
+                            .map(|q| &admin[slash + q..])
+                            .unwrap_or("");
                         format!("{}/{}{}", &admin[..slash], name, query)
                     }
                     _ => format!("{}/{}", admin.trim_end_matches('/'), name),
                 };
-                TestDb { url, _dir: None, pg_name: Some((admin, name)) }
+                TestDb {
+                    url,
+                    _dir: None,
+                    pg_name: Some((admin, name)),
+                }
             }
         }
     }
@@ -89,12 +107,20 @@ impl Drop for TestDb {
             // Drop runs outside async context: use a short-lived runtime on a
             // plain thread. Best effort: a leftover database is harmless.
             let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .ok()?;
                 rt.block_on(async {
-                    let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&admin).await.ok()?;
-                    sqlx::Executor::execute(&mut conn, format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
+                    let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&admin)
                         .await
-                        .ok()
+                        .ok()?;
+                    sqlx::Executor::execute(
+                        &mut conn,
+                        format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str(),
+                    )
+                    .await
+                    .ok()
                 })
             })
             .join();
@@ -126,8 +152,20 @@ impl TestApp {
         config.server.listen = "127.0.0.1:0".parse().unwrap();
         config.database.url = db.url.clone();
         let server = rapport::server::start(&config).await.expect("start server");
-        let platform = server.state.store.create_key(None, Role::PlatformAdmin, "tests").await.expect("platform key").token;
-        TestApp { server, client: reqwest::Client::new(), platform, backend, db }
+        let platform = server
+            .state
+            .store
+            .create_key(None, Role::PlatformAdmin, "tests")
+            .await
+            .expect("platform key")
+            .token;
+        TestApp {
+            server,
+            client: reqwest::Client::new(),
+            platform,
+            backend,
+            db,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -136,12 +174,22 @@ impl TestApp {
 
     /// Creates a tenant through the API, plus admin, write and read keys.
     pub async fn tenant(&self, name: &str) -> TestTenant {
-        let (status, body) = self.call(Method::POST, "/v1/tenants", &self.platform, Some(json!({ "name": name }))).await;
+        let (status, body) = self
+            .call(
+                Method::POST,
+                "/v1/tenants",
+                &self.platform,
+                Some(json!({ "name": name })),
+            )
+            .await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
         let id = body["id"].as_str().unwrap().to_string();
         let store = &self.server.state.store;
-        let t = TenantId(id.clone());
-        let key = |role| async move { store.create_key(Some(&TenantId(t.0.clone())), role, "test").await.unwrap().token };
+        let tenant = TenantId(id.clone());
+        let key = |role| {
+            let tenant = tenant.clone();
+            async move { store.create_key(Some(&tenant), role, "test").await.unwrap().token }
+        };
         TestTenant {
             admin: key(Role::TenantAdmin).await,
             write: key(Role::TenantWrite).await,
@@ -152,15 +200,28 @@ impl TestApp {
 
     /// Sends a JSON request and returns the status and parsed body
     /// (`Value::Null` for an empty body).
-    pub async fn call(&self, method: Method, path: &str, token: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let mut req = self.client.request(method, self.url(path)).bearer_auth(token);
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self
+            .client
+            .request(method, self.url(path))
+            .bearer_auth(token);
         if let Some(body) = body {
             req = req.json(&body);
         }
         let resp = req.send().await.expect("request");
         let status = resp.status();
         let text = resp.text().await.expect("body");
-        let value = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        let value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
         (status, value)
     }
 
@@ -181,7 +242,14 @@ impl TestApp {
     }
 
     /// Sends raw bytes (for malformed-input tests).
-    pub async fn raw(&self, method: Method, path: &str, token: &str, content_type: &str, body: Vec<u8>) -> (StatusCode, Value) {
+    pub async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        token: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> (StatusCode, Value) {
         let resp = self
             .client
             .request(method, self.url(path))
@@ -193,14 +261,89 @@ impl TestApp {
             .expect("request");
         let status = resp.status();
         let text = resp.text().await.expect("body");
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 }
 
 /// Asserts the documented error shape and code.
 pub fn assert_error(status: StatusCode, body: &Value, expected_status: u16, code: &str) {
-    assert_eq!(status.as_u16(), expected_status, "unexpected status; body: {body}");
-    assert_eq!(body["error"]["code"], code, "unexpected error code; body: {body}");
-    assert!(body["error"]["message"].is_string(), "error without message: {body}");
-    assert!(body["error"]["details"].is_object(), "error without details: {body}");
+    assert_eq!(
+        status.as_u16(),
+        expected_status,
+        "unexpected status; body: {body}"
+    );
+    assert_eq!(
+        body["error"]["code"], code,
+        "unexpected error code; body: {body}"
+    );
+    assert!(
+        body["error"]["message"].is_string(),
+        "error without message: {body}"
+    );
+    assert!(
+        body["error"]["details"].is_object(),
+        "error without details: {body}"
+    );
+}
+
+impl TestApp {
+    /// Like [`TestApp::start`], with a config of the test's own (e.g. a
+    /// `[plugins] manifest`); the listen address and database are filled in.
+    pub async fn start_with(backend: Backend, mut config: Config) -> TestApp {
+        let db = TestDb::new(backend).await;
+        config.server.listen = "127.0.0.1:0".parse().unwrap();
+        config.database.url = db.url.clone();
+        let server = rapport::server::start(&config).await.expect("start server");
+        let platform = server
+            .state
+            .store
+            .create_key(None, Role::PlatformAdmin, "tests")
+            .await
+            .expect("platform key")
+            .token;
+        TestApp {
+            server,
+            client: reqwest::Client::new(),
+            platform,
+            backend,
+            db,
+        }
+    }
+
+    /// Creates a tenant with a chosen id (so a manifest can name it), plus
+    /// admin, write and read keys.
+    pub async fn tenant_with_id(&self, id: &str) -> TestTenant {
+        let (status, body) = self
+            .call(
+                Method::POST,
+                "/v1/tenants",
+                &self.platform,
+                Some(json!({ "name": id, "id": id })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let store = &self.server.state.store;
+        let t = TenantId(id.to_string());
+        TestTenant {
+            admin: store
+                .create_key(Some(&t), Role::TenantAdmin, "test")
+                .await
+                .unwrap()
+                .token,
+            write: store
+                .create_key(Some(&t), Role::TenantWrite, "test")
+                .await
+                .unwrap()
+                .token,
+            read: store
+                .create_key(Some(&t), Role::TenantRead, "test")
+                .await
+                .unwrap()
+                .token,
+            id: id.to_string(),
+        }
+    }
 }

@@ -16,6 +16,8 @@ pub struct Config {
     pub server: ServerConfig,
     #[serde(default)]
     pub database: DatabaseConfig,
+    #[serde(default)]
+    pub plugins: PluginsConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -32,6 +34,20 @@ pub struct DatabaseConfig {
     /// `sqlite://PATH` (default, embedded) or `postgres://...`.
     #[serde(default = "default_db_url")]
     pub url: String,
+}
+
+/// `[plugins]`: where the plugin manifest is. Relative paths resolve against
+/// the config file's directory (see [`Config::load`]), so a config and its
+/// manifest can be moved together.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginsConfig {
+    /// The plugin manifest (TOML); no plugins run when unset.
+    #[serde(default)]
+    pub manifest: Option<PathBuf>,
+    /// Where compiled components are cached between restarts.
+    #[serde(default)]
+    pub cache_dir: Option<PathBuf>,
 }
 
 fn default_listen() -> SocketAddr {
@@ -56,7 +72,7 @@ impl Default for DatabaseConfig {
 
 impl Default for Config {
     fn default() -> Self {
-        Config { server: ServerConfig::default(), database: DatabaseConfig::default() }
+        Config { server: ServerConfig::default(), database: DatabaseConfig::default(), plugins: PluginsConfig::default() }
     }
 }
 
@@ -86,10 +102,21 @@ pub fn parse_toml<T: serde::de::DeserializeOwned>(path: &Path, text: &str) -> Re
 }
 
 impl Config {
+    /// Reads a config file; relative `[plugins]` paths resolve against its directory.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
-        parse_toml(path, &text)
+        let mut config: Config = parse_toml(path, &text)?;
+        if let Some(dir) = path.parent() {
+            let resolve = |p: &mut Option<PathBuf>| {
+                if let Some(p) = p.as_mut().filter(|p| p.is_relative()) {
+                    *p = dir.join(&*p);
+                }
+            };
+            resolve(&mut config.plugins.manifest);
+            resolve(&mut config.plugins.cache_dir);
+        }
+        Ok(config)
     }
 }
 

@@ -41,7 +41,9 @@ pub async fn build_state(config: &Config) -> anyhow::Result<AppState> {
     let db = Db::open(&config.database.url)
         .await
         .with_context(|| format!("opening database {}", redact(&config.database.url)))?;
-    Ok(AppState { store: Store::new(db), metrics: Arc::new(Metrics::global()) })
+    let manifest = crate::manifest::ManifestHandle::open(config.plugins.manifest.as_deref())
+        .context("loading the plugin manifest")?;
+    Ok(AppState { store: Store::new(db), metrics: Arc::new(Metrics::global()), manifest: Arc::new(manifest) })
 }
 
 /// Binds `config.server.listen` and serves in a background task.
@@ -71,9 +73,30 @@ pub async fn start_with_state(config: &Config, state: AppState) -> anyhow::Resul
 pub async fn serve(config: &Config) -> anyhow::Result<()> {
     let server = start(config).await?;
     tracing::info!(url = %server.url(), "rapport listening");
+    let reloader = tokio::spawn(reload_manifest_on_sighup(server.state.manifest.clone()));
     shutdown_signal().await;
+    reloader.abort();
     tracing::info!("shutting down: draining in-flight requests");
     server.stop().await
+}
+
+/// `kill -HUP` re-reads the plugin manifest; a broken one is logged and the
+/// previous one stays in force (same as `POST /v1/admin/manifest/reload`).
+async fn reload_manifest_on_sighup(manifest: Arc<crate::manifest::ManifestHandle>) {
+    #[cfg(unix)]
+    {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else { return };
+        while hup.recv().await.is_some() {
+            let handle = manifest.clone();
+            match tokio::task::spawn_blocking(move || handle.reload()).await {
+                Ok(Ok(m)) => tracing::info!(plugins = m.plugins.len(), "SIGHUP: plugin manifest reloaded"),
+                Ok(Err(err)) => tracing::error!(error = %err, "SIGHUP: manifest reload failed; keeping the previous one"),
+                Err(err) => tracing::error!(error = %err, "SIGHUP: manifest reload task failed"),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = manifest;
 }
 
 async fn shutdown_signal() {

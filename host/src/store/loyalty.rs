@@ -1,0 +1,1622 @@
+//! Store: loyalty — accounts, the points ledger, tiers, the rewards catalogue
+//! and redemption.
+//!
+//! The ledger is a bank ledger: append-only, and `loyalty_accounts.balance` is
+//! a cache of `SUM(points)` updated in the same statement that hands out the
+//! entry's `seq` (`last_seq + 1`), inside the same write transaction as the
+//! entry itself. Credits (earn, positive adjust) are *lots*; every debit
+//! (redeem, expire, negative adjust) is allocated to lots oldest first and the
+//! allocation is recorded in `loyalty_allocations`, so the remaining points of
+//! any lot, and therefore what expires when, are derivable at any time.
+//!
+//! Concurrency. Every write on an account first *locks* it: the account row is
+//! created if missing and touched with an `UPDATE`. On SQLite the write
+//! transaction (`BEGIN IMMEDIATE`) already serialises writers; on PostgreSQL
+//! the `UPDATE` takes the row lock, so everything that follows (expiry sweep,
+//! lot allocation) sees a stable account. Debits are on top of that a
+//! conditional `UPDATE ... WHERE balance >= $n`, backed by `CHECK (balance >=
+//! 0)`, so a balance can never be overdrawn even if the lock were bypassed.
+//!
+//! Expiry. Lots whose `expires_at` has passed are swept into `expire` entries
+//! lazily at the start of every write transaction on the account (before any
+//! availability is computed) and by [`Store::expire_due_points`] (a
+//! tenant-wide sweep). Reads never write: [`Store::get_account`] *computes* the
+//! balance net of expired-but-unswept lots, so it is always what a write would
+//! find.
+//!
+//! The HTTP handlers and the plugin path ([`apply_ledger_ops_tx`]) run the same
+//! `*_tx` functions; there is one implementation of each operation.
+
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::Value;
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+
+use super::{
+    Page, Store, StoreError, StoreResult, TenantId, cursor, from_millis, is_unique_violation,
+    json_column, new_id, now_ms,
+};
+use crate::db::Backend;
+
+/// The window reported as "expiring soon" on an account.
+pub const EXPIRING_WINDOW_MS: i64 = 30 * 24 * 60 * 60 * 1000;
+/// Bound on a single entry's points, far below `i64::MAX` so sums cannot overflow.
+pub const MAX_POINTS: i64 = 1_000_000_000_000;
+pub const MAX_REASON_CHARS: usize = 500;
+pub const MAX_IDEMPOTENCY_KEY_CHARS: usize = 200;
+pub const MAX_NAME_CHARS: usize = 200;
+pub const MAX_DESCRIPTION_CHARS: usize = 2000;
+pub const DEFAULT_PAGE: u32 = 50;
+pub const MAX_PAGE: u32 = 500;
+
+/// Internal conflict code: a concurrent transaction inserted the same
+/// idempotency key first (PostgreSQL only; SQLite serialises writers). The
+/// `Store` wrappers retry the whole transaction, which then replays or reports
+/// `idempotency_conflict`.
+const RETRY: &str = "concurrent_write_retry";
+const MAX_ATTEMPTS: u32 = 4;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LedgerKind {
+    Earn,
+    Redeem,
+    Expire,
+    Adjust,
+}
+
+impl LedgerKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LedgerKind::Earn => "earn",
+            LedgerKind::Redeem => "redeem",
+            LedgerKind::Expire => "expire",
+            LedgerKind::Adjust => "adjust",
+        }
+    }
+
+    fn parse(s: &str) -> StoreResult<LedgerKind> {
+        Ok(match s {
+            "earn" => LedgerKind::Earn,
+            "redeem" => LedgerKind::Redeem,
+            "expire" => LedgerKind::Expire,
+            "adjust" => LedgerKind::Adjust,
+            other => {
+                return Err(StoreError::Corrupt(format!(
+                    "unknown ledger kind {other:?}"
+                )));
+            }
+        })
+    }
+}
+
+/// One immutable ledger line.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct LedgerEntry {
+    pub id: String,
+    pub customer_id: String,
+    /// Position in the account's ledger, 1, 2, 3, ... without gaps.
+    pub seq: i64,
+    pub kind: LedgerKind,
+    /// Positive for credits, negative for debits.
+    pub points: i64,
+    pub reason: String,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub expires_at: Option<OffsetDateTime>,
+    pub idempotency_key: Option<String>,
+    pub interaction_id: Option<String>,
+    pub reward_id: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+/// How many points of credit lot `credit_id` debit `debit_id` consumed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Allocation {
+    pub debit_id: String,
+    pub credit_id: String,
+    pub points: i64,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Tier {
+    pub id: String,
+    pub name: String,
+    /// Higher is better; rewards may require a minimum rank.
+    pub rank: i64,
+    pub min_points: i64,
+    #[schema(value_type = Object)]
+    pub perks: Value,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewTier {
+    pub name: String,
+    pub rank: i64,
+    #[serde(default)]
+    pub min_points: i64,
+    /// A JSON object describing the tier's perks (free form).
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub perks: Option<Value>,
+}
+
+/// Partial update of a tier: absent fields are left unchanged.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TierPatch {
+    pub name: Option<String>,
+    pub rank: Option<i64>,
+    pub min_points: Option<i64>,
+    #[schema(value_type = Option<Object>)]
+    pub perks: Option<Value>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Reward {
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    pub cost_points: i64,
+    /// Minimum tier rank needed to redeem; `null` means any customer.
+    pub min_tier_rank: Option<i64>,
+    /// Units left; `null` means unlimited.
+    pub stock: Option<i64>,
+    pub active: bool,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewReward {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    pub cost_points: i64,
+    #[serde(default)]
+    pub min_tier_rank: Option<i64>,
+    #[serde(default)]
+    pub stock: Option<i64>,
+    #[serde(default = "default_true")]
+    pub active: bool,
+}
+
+/// Distinguishes "field absent" (outer `None`) from "field set to null"
+/// (`Some(None)`) in partial updates.
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// Partial update of a reward: absent fields are left unchanged; `null`
+/// clears `min_tier_rank` (anyone) or `stock` (unlimited).
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RewardPatch {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub cost_points: Option<i64>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<i64>)]
+    pub min_tier_rank: Option<Option<i64>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<i64>)]
+    pub stock: Option<Option<i64>>,
+    pub active: Option<bool>,
+}
+
+/// A customer's loyalty account as seen now.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Account {
+    pub customer_id: String,
+    /// Spendable points now: expired lots are excluded even before a sweep
+    /// has recorded their `expire` entries.
+    pub balance: i64,
+    pub lifetime_earned: i64,
+    pub tier: Option<Tier>,
+    /// Points of lots that expire within the next 30 days.
+    pub expiring_in_30_days: i64,
+    /// Sequence number of the newest ledger entry (0 when none).
+    pub last_seq: i64,
+    /// `null` until the first ledger entry creates the account.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub created_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub updated_at: Option<OffsetDateTime>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TierChange {
+    pub id: String,
+    pub customer_id: String,
+    pub from_tier_id: Option<String>,
+    pub to_tier_id: Option<String>,
+    pub reason: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+/// The outcome of a ledger write: the entry, the account balance after it, and
+/// whether it was a replay of an earlier request with the same idempotency key.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct LedgerWrite {
+    pub entry: LedgerEntry,
+    pub balance: i64,
+    #[serde(skip)]
+    pub replayed: bool,
+}
+
+/// An operation on a customer's loyalty account, as requested over HTTP or
+/// returned by a reward-scheme plugin. Times are epoch milliseconds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LedgerOp {
+    Earn {
+        points: i64,
+        reason: String,
+        expires_at: Option<i64>,
+        idempotency_key: Option<String>,
+    },
+    /// Manual correction of either sign; a positive adjust is a non-expiring lot.
+    Adjust {
+        points: i64,
+        reason: String,
+        idempotency_key: Option<String>,
+    },
+    Redeem {
+        reward_id: String,
+        idempotency_key: Option<String>,
+    },
+    SetTier {
+        tier_id: Option<String>,
+        reason: String,
+    },
+}
+
+// ---------------------------------------------------------------------------
+// Row mapping
+
+pub(crate) const LEDGER_COLUMNS: &str = "id, customer_id, seq, kind, points, reason, expires_at, \
+     idempotency_key, interaction_id, reward_id, created_at";
+
+pub(crate) fn entry_from_row(row: &AnyRow) -> StoreResult<LedgerEntry> {
+    let kind: String = row.try_get("kind")?;
+    let expires: Option<i64> = row.try_get("expires_at")?;
+    Ok(LedgerEntry {
+        id: row.try_get("id")?,
+        customer_id: row.try_get("customer_id")?,
+        seq: row.try_get("seq")?,
+        kind: LedgerKind::parse(&kind)?,
+        points: row.try_get("points")?,
+        reason: row.try_get("reason")?,
+        expires_at: expires.map(from_millis),
+        idempotency_key: row.try_get("idempotency_key")?,
+        interaction_id: row.try_get("interaction_id")?,
+        reward_id: row.try_get("reward_id")?,
+        created_at: from_millis(row.try_get("created_at")?),
+    })
+}
+
+const TIER_COLUMNS: &str = "id, name, rank, min_points, perks, created_at";
+
+fn tier_from_row(row: &AnyRow) -> StoreResult<Tier> {
+    let perks: String = row.try_get("perks")?;
+    Ok(Tier {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        rank: row.try_get("rank")?,
+        min_points: row.try_get("min_points")?,
+        perks: json_column(&perks)?,
+        created_at: from_millis(row.try_get("created_at")?),
+    })
+}
+
+/// `active` is read as a BIGINT 0/1: sqlx's Any driver refuses a row holding
+/// a SQLite column *declared* BOOLEAN, while an expression has no declared type.
+const REWARD_COLUMNS: &str = "id, name, description, cost_points, min_tier_rank, stock, \
+     CAST(CASE WHEN active THEN 1 ELSE 0 END AS BIGINT) AS active, created_at, updated_at";
+
+fn get_bool(row: &AnyRow, column: &str) -> StoreResult<bool> {
+    Ok(row.try_get::<i64, _>(column)? != 0)
+}
+
+fn reward_from_row(row: &AnyRow) -> StoreResult<Reward> {
+    Ok(Reward {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        description: row.try_get("description")?,
+        cost_points: row.try_get("cost_points")?,
+        min_tier_rank: row.try_get("min_tier_rank")?,
+        stock: row.try_get("stock")?,
+        active: get_bool(row, "active")?,
+        created_at: from_millis(row.try_get("created_at")?),
+        updated_at: from_millis(row.try_get("updated_at")?),
+    })
+}
+
+pub(crate) const TIER_CHANGE_COLUMNS: &str =
+    "id, customer_id, from_tier_id, to_tier_id, reason, created_at";
+
+pub(crate) fn tier_change_from_row(row: &AnyRow) -> StoreResult<TierChange> {
+    Ok(TierChange {
+        id: row.try_get("id")?,
+        customer_id: row.try_get("customer_id")?,
+        from_tier_id: row.try_get("from_tier_id")?,
+        to_tier_id: row.try_get("to_tier_id")?,
+        reason: row.try_get("reason")?,
+        created_at: from_millis(row.try_get("created_at")?),
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Validation
+
+fn check_reason(reason: &str) -> StoreResult<String> {
+    let reason = reason.trim();
+    if reason.is_empty() || reason.chars().count() > MAX_REASON_CHARS {
+        return Err(StoreError::invalid(
+            "reason",
+            format!("must be 1 to {MAX_REASON_CHARS} characters"),
+        ));
+    }
+    Ok(reason.to_string())
+}
+
+fn check_key(key: &Option<String>) -> StoreResult<()> {
+    if let Some(k) = key
+        && (k.is_empty() || k.chars().count() > MAX_IDEMPOTENCY_KEY_CHARS)
+    {
+        return Err(StoreError::invalid(
+            "idempotency_key",
+            format!("must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} characters"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_points(points: i64, positive: bool) -> StoreResult<()> {
+    if positive && points <= 0 {
+        return Err(StoreError::invalid("points", "must be greater than 0"));
+    }
+    if points == 0 {
+        return Err(StoreError::invalid("points", "must not be 0"));
+    }
+    if points.abs() > MAX_POINTS {
+        return Err(StoreError::invalid(
+            "points",
+            format!("must be at most {MAX_POINTS} in absolute value"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_name(field: &str, name: &str) -> StoreResult<String> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > MAX_NAME_CHARS {
+        return Err(StoreError::invalid(
+            field,
+            format!("must be 1 to {MAX_NAME_CHARS} characters"),
+        ));
+    }
+    Ok(name.to_string())
+}
+
+fn check_non_negative(field: &str, value: i64) -> StoreResult<()> {
+    if value < 0 {
+        return Err(StoreError::invalid(field, "must not be negative"));
+    }
+    Ok(())
+}
+
+fn check_perks(perks: Option<Value>) -> StoreResult<String> {
+    match perks {
+        None => Ok("{}".to_string()),
+        Some(v @ Value::Object(_)) => Ok(v.to_string()),
+        Some(_) => Err(StoreError::invalid("perks", "must be a JSON object")),
+    }
+}
+
+fn check_reward(
+    name: &str,
+    description: &str,
+    cost: i64,
+    min_rank: Option<i64>,
+    stock: Option<i64>,
+) -> StoreResult<String> {
+    let name = check_name("name", name)?;
+    if description.chars().count() > MAX_DESCRIPTION_CHARS {
+        return Err(StoreError::invalid(
+            "description",
+            format!("must be at most {MAX_DESCRIPTION_CHARS} characters"),
+        ));
+    }
+    if cost <= 0 || cost > MAX_POINTS {
+        return Err(StoreError::invalid(
+            "cost_points",
+            format!("must be 1 to {MAX_POINTS}"),
+        ));
+    }
+    if let Some(r) = min_rank {
+        check_non_negative("min_tier_rank", r)?;
+    }
+    if let Some(s) = stock {
+        check_non_negative("stock", s)?;
+    }
+    Ok(name)
+}
+
+// ---------------------------------------------------------------------------
+// Transaction building blocks (all expect a write transaction)
+
+/// 404 unless the customer exists in this tenant.
+pub(crate) async fn require_customer(
+    conn: &mut AnyConnection,
+    t: &TenantId,
+    customer_id: &str,
+) -> StoreResult<()> {
+    sqlx::query("SELECT id FROM customers WHERE tenant_id = $1 AND id = $2")
+        .bind(t.as_str())
+        .bind(customer_id)
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or(StoreError::NotFound { entity: "customer" })?;
+    Ok(())
+}
+
+/// Creates the account if needed and takes its row lock (see module docs).
+async fn lock_account(
+    conn: &mut AnyConnection,
+    t: &TenantId,
+    customer_id: &str,
+    now: i64,
+) -> StoreResult<()> {
+    require_customer(conn, t, customer_id).await?;
+    sqlx::query(
+        "INSERT INTO loyalty_accounts (tenant_id, customer_id, balance, lifetime_earned, last_seq, created_at, updated_at) \
+         VALUES ($1, $2, 0, 0, 0, $3, $3) ON CONFLICT (tenant_id, customer_id) DO NOTHING",
+    )
+    .bind(t.as_str())
+    .bind(customer_id)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "UPDATE loyalty_accounts SET updated_at = $3 WHERE tenant_id = $1 AND customer_id = $2",
+    )
+    .bind(t.as_str())
+    .bind(customer_id)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// A credit lot with points not yet consumed.
+struct Lot {
+    id: String,
+    expires_at: Option<i64>,
+    remaining: i64,
+}
+
+/// The account's credit lots with points remaining, oldest first.
+async fn open_lots(
+    conn: &mut AnyConnection,
+    t: &TenantId,
+    customer_id: &str,
+) -> StoreResult<Vec<Lot>> {
+    let rows = sqlx::query(
+        "SELECT l.id, l.expires_at, CAST(l.points - COALESCE((SELECT SUM(a.points) FROM loyalty_allocations a \
+             WHERE a.tenant_id = l.tenant_id AND a.credit_id = l.id), 0) AS BIGINT) AS remaining \
+         FROM loyalty_ledger l WHERE l.tenant_id = $1 AND l.customer_id = $2 AND l.points > 0 ORDER BY l.seq",
+    )
+    .bind(t.as_str())
+    .bind(customer_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut lots = Vec::new();
+    for row in rows {
+        let remaining: i64 = row.try_get("remaining")?;
+        if remaining < 0 {
+            return Err(StoreError::Corrupt(format!(
+                "ledger lot over-allocated ({remaining})"
+            )));
+        }
+        if remaining > 0 {
+            lots.push(Lot {
+                id: row.try_get("id")?,
+                expires_at: row.try_get("expires_at")?,
+                remaining,
+            });
+        }
+    }
+    Ok(lots)
+}
+
+struct NewEntry<'a> {
+    customer_id: &'a str,
+    kind: LedgerKind,
+    points: i64,
+    reason: &'a str,
+    expires_at: Option<i64>,
+    idempotency_key: Option<&'a str>,
+    interaction_id: Option<&'a str>,
+    reward_id: Option<&'a str>,
+}
+
+/// Moves the balance and hands out the next `seq` in one statement. A debit
+/// is conditional on the balance covering it; `None` means it did not.
+async fn bump_account(
+    conn: &mut AnyConnection,
+    t: &TenantId,
+    customer_id: &str,
+    points: i64,
+    earned: i64,
+    now: i64,
+) -> StoreResult<Option<(i64, i64)>> {
+    let row = sqlx::query(
+        "UPDATE loyalty_accounts SET balance = balance + $3, lifetime_earned = lifetime_earned + $4, \
+             last_seq = last_seq + 1, updated_at = $5 \
+         WHERE tenant_id = $1 AND customer_id = $2 AND balance + $3 >= 0 RETURNING last_seq, balance",
+    )
+    .bind(t.as_str())
+    .bind(customer_id)
+    .bind(points)
+    .bind(earned)
+    .bind(now)
+    .fetch_optional(&mut *conn)
+    .await?;
+    match row {
+        Some(row) => Ok(Some((row.try_get("last_seq")?, row.try_get("balance")?))),
+        None => Ok(None),
+    }
+}
+
+async fn insert_entry(
+    conn: &mut AnyConnection,
+    t: &TenantId,
+    e: &NewEntry<'_>,
+    seq: i64,
+    now: i64,
+) -> StoreResult<LedgerEntry> {
+    let id = new_id();
+    let inserted = sqlx::query(
+        "INSERT INTO loyalty_ledger (tenant_id, id, customer_id, seq, kind, points, reason, expires_at, \
+             idempotency_key, interaction_id, reward_id, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+    )
+    .bind(t.as_str())
+    .bind(&id)
+    .bind(e.customer_id)
+    .bind(seq)
+    .bind(e.kind.as_str())
+    .bind(e.points)
+    .bind(e.reason)
+    .bind(e.expires_at)
+    .bind(e.idempotency_key)
+    .bind(e.interaction_id)
+    .bind(e.reward_id)
+    .bind(now)
+    .execute(&mut *conn)
+    .await;
+    match inserted {
+        Err(err) if is_unique_violation(&err) => {
+            return Err(StoreError::conflict(
+                RETRY,
+                "a concurrent request used the same idempotency key; retry",
+            ));
+        }
+        Err(err) if matches!(&err, sqlx::Error::Database(d) if d.is_foreign_key_violation()) => {
+            return Err(StoreError::NotFound {
+                entity: "interaction",
+            });
+        }
+        other => other?,
+    };
+    Ok(LedgerEntry {
+        id,
+        customer_id: e.customer_id.to_string(),
+        seq,
+        kind: e.kind,
+        points: e.points,
+        reason: e.reason.to_string(),
+        expires_at: e.expires_at.map(from_millis),
+        idempotency_key: e.idempotency_key.map(str::to_string),
+        interaction_id: e.interaction_id.map(str::to_string),
+        reward_id: e.reward_id.map(str::to_string),
+        created_at: from_millis(now),
+    })
+}
+
+async fn insert_allocation(
+    conn: &mut AnyConnection,
+    t: &TenantId,
+    debit: &str,
+    credit: &str,
+    points: i64,
+) -> StoreResult<()> {
+    sqlx::query("INSERT INTO loyalty_allocations (tenant_id, debit_id, credit_id, points) VALUES ($1, $2, $3, $4)")
+        .bind(t.as_str())
+        .bind(debit)
+        .bind(credit)
+        .bind(points)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Records `expire` entries for every lot of the (locked) account whose
+/// expiry has passed, each allocated to its own lot. Returns how many.
+async fn sweep_account_tx(
+    conn: &mut AnyConnection,
+    t: &TenantId,
+    customer_id: &str,
+    now: i64,
+) -> StoreResult<u64> {
+    let lots = open_lots(conn, t, customer_id).await?;
+    let mut swept = 0;
+    for lot in lots
+        .into_iter()
+        .filter(|l| l.expires_at.is_some_and(|at| at <= now))
+    {
+        let (seq, _) = bump_account(conn, t, customer_id, -lot.remaining, 0, now)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("account balance below its open lots".into()))?;
+        let entry = NewEntry {
+            customer_id,
+            kind: LedgerKind::Expire,
+            points: -lot.remaining,
+            reason: "points expired",
+            expires_at: None,
+            idempotency_key: None,
+            interaction_id: None,
+            reward_id: None,
+        };
+        let expired = insert_entry(conn, t, &entry, seq, now).await?;
+        insert_allocation(conn, t, &expired.id, &lot.id, lot.remaining).await?;
+        swept += 1;
+    }
+    Ok(swept)
+}
+
+/// Allocates a debit of `amount` (> 0) to the open lots, oldest first.
+async fn allocate_debit(
+    conn: &mut AnyConnection,
+    t: &TenantId,
+    customer_id: &str,
+    debit_id: &str,
+    amount: i64,
+) -> StoreResult<()> {
+    let mut left = amount;
+    for lot in open_lots(conn, t, customer_id).await? {
+        if left == 0 {
+            break;
+        }
+        let take = left.min(lot.remaining);
+        insert_allocation(conn, t, debit_id, &lot.id, take).await?;
+        left -= take;
+    }
+    if left > 0 {
+        return Err(StoreError::Corrupt(format!(
+            "balance covered a debit its lots could not ({left} short)"
+        )));
+    }
+    Ok(())
+}
+
+async fn current_balance(
+    conn: &mut AnyConnection,
+    t: &TenantId,
+    customer_id: &str,
+) -> StoreResult<i64> {
+    let row = sqlx::query(
+        "SELECT balance FROM loyalty_accounts WHERE tenant_id = $1 AND customer_id = $2",
+    )
+    .bind(t.as_str())
+    .bind(customer_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    match row {
+        Some(row) => Ok(row.try_get("balance")?),
+        None => Ok(0),
+    }
+}
+
+fn insufficient(balance: i64, required: i64) -> StoreError {
+    StoreError::conflict(
+        "insufficient_points",
+        format!("insufficient points: balance {balance}, required {required}"),
+    )
+}
+
+/// The request an idempotency key was first used for, to tell a retry from a
+/// reuse of the key for something else.
+struct Fingerprint<'a> {
+    customer_id: &'a str,
+    kind: LedgerKind,
+    points: Option<i64>,
+    reason: Option<&'a str>,
+    expires_at: Option<Option<i64>>,
+    reward_id: Option<&'a str>,
+}
+
+/// `Some(write)` when `key` was used before by the same request (a replay).
+async fn replay(
+    conn: &mut AnyConnection,
+    t: &TenantId,
+    key: Option<&str>,
+    fp: Fingerprint<'_>,
+) -> StoreResult<Option<LedgerWrite>> {
+    let Some(key) = key else { return Ok(None) };
+    let row = sqlx::query(&format!(
+        "SELECT {LEDGER_COLUMNS} FROM loyalty_ledger WHERE tenant_id = $1 AND idempotency_key = $2"
+    ))
+    .bind(t.as_str())
+    .bind(key)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(row) = row else { return Ok(None) };
+    let entry = entry_from_row(&row)?;
+    let same = entry.customer_id == fp.customer_id
+        && entry.kind == fp.kind
+        && fp.points.is_none_or(|p| p == entry.points)
+        && fp.reason.is_none_or(|r| r == entry.reason)
+        && fp
+            .expires_at
+            .is_none_or(|at| at == entry.expires_at.map(super::millis))
+        && fp
+            .reward_id
+            .is_none_or(|r| Some(r) == entry.reward_id.as_deref());
+    if !same {
+        return Err(StoreError::conflict(
+            "idempotency_conflict",
+            "this idempotency key was already used for a different request",
+        ));
+    }
+    let balance = current_balance(conn, t, &entry.customer_id).await?;
+    Ok(Some(LedgerWrite {
+        entry,
+        balance,
+        replayed: true,
+    }))
+}
+
+/// Earn or positive/negative adjust.
+#[allow(clippy::too_many_arguments)]
+async fn points_tx(
+    conn: &mut AnyConnection,
+    t: &TenantId,
+    customer_id: &str,
+    interaction_id: Option<&str>,
+    kind: LedgerKind,
+    points: i64,
+    reason: &str,
+    expires_at: Option<i64>,
+    key: Option<&str>,
+    now: i64,
+) -> StoreResult<LedgerWrite> {
+    lock_account(conn, t, customer_id, now).await?;
+    let fp = Fingerprint {
+        customer_id,
+        kind,
+        points: Some(points),
+        reason: Some(reason),
+        expires_at: Some(expires_at),
+        reward_id: None,
+    };
+    if let Some(done) = replay(conn, t, key, fp).await? {
+        return Ok(done);
+    }
+    sweep_account_tx(conn, t, customer_id, now).await?;
+    let earned = if kind == LedgerKind::Earn { points } else { 0 };
+    let Some((seq, balance)) = bump_account(conn, t, customer_id, points, earned, now).await?
+    else {
+        let balance = current_balance(conn, t, customer_id).await?;
+        return Err(insufficient(balance, -points));
+    };
+    let new = NewEntry {
+        customer_id,
+        kind,
+        points,
+        reason,
+        expires_at,
+        idempotency_key: key,
+        interaction_id,
+        reward_id: None,
+    };
+    let entry = insert_entry(conn, t, &new, seq, now).await?;
+    if points < 0 {
+        allocate_debit(conn, t, customer_id, &entry.id, -points).await?;
+    }
+    Ok(LedgerWrite {
+        entry,
+        balance,
+        replayed: false,
+    })
+}
+
+async fn redeem_tx(
+    conn: &mut AnyConnection,
+    t: &TenantId,
+    customer_id: &str,
+    interaction_id: Option<&str>,
+    reward_id: &str,
+    key: Option<&str>,
+    now: i64,
+) -> StoreResult<LedgerWrite> {
+    lock_account(conn, t, customer_id, now).await?;
+    let fp = Fingerprint {
+        customer_id,
+        kind: LedgerKind::Redeem,
+        points: None,
+        reason: None,
+        expires_at: None,
+        reward_id: Some(reward_id),
+    };
+    if let Some(done) = replay(conn, t, key, fp).await? {
+        return Ok(done);
+    }
+    let reward = get_reward_on(conn, t, reward_id).await?;
+    if !reward.active {
+        return Err(StoreError::conflict(
+            "reward_inactive",
+            "this reward is not active",
+        ));
+    }
+    if let Some(min_rank) = reward.min_tier_rank {
+        let rank: Option<i64> = sqlx::query(
+            "SELECT t.rank FROM loyalty_accounts a JOIN loyalty_tiers t ON t.tenant_id = a.tenant_id AND t.id = a.tier_id \
+             WHERE a.tenant_id = $1 AND a.customer_id = $2",
+        )
+        .bind(t.as_str())
+        .bind(customer_id)
+        .fetch_optional(&mut *conn)
+        .await?
+        .map(|row| row.try_get("rank"))
+        .transpose()?;
+        if rank.is_none_or(|r| r < min_rank) {
+            return Err(StoreError::conflict(
+                "tier_too_low",
+                format!("this reward requires a tier of rank {min_rank} or higher"),
+            ));
+        }
+    }
+    sweep_account_tx(conn, t, customer_id, now).await?;
+    let cost = reward.cost_points;
+    let Some((seq, balance)) = bump_account(conn, t, customer_id, -cost, 0, now).await? else {
+        let balance = current_balance(conn, t, customer_id).await?;
+        return Err(insufficient(balance, cost));
+    };
+    if reward.stock.is_some() {
+        let taken = sqlx::query(
+            "UPDATE loyalty_rewards SET stock = stock - 1, updated_at = $3 \
+             WHERE tenant_id = $1 AND id = $2 AND stock IS NOT NULL AND stock > 0",
+        )
+        .bind(t.as_str())
+        .bind(reward_id)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+        if taken.rows_affected() == 0 {
+            return Err(StoreError::conflict(
+                "out_of_stock",
+                "this reward is out of stock",
+            ));
+        }
+    }
+    let reason = format!("redeemed: {}", reward.name);
+    let new = NewEntry {
+        customer_id,
+        kind: LedgerKind::Redeem,
+        points: -cost,
+        reason: &reason,
+        expires_at: None,
+        idempotency_key: key,
+        interaction_id,
+        reward_id: Some(reward_id),
+    };
+    let entry = insert_entry(conn, t, &new, seq, now).await?;
+    allocate_debit(conn, t, customer_id, &entry.id, cost).await?;
+    Ok(LedgerWrite {
+        entry,
+        balance,
+        replayed: false,
+    })
+}
+
+/// Sets (or clears) the customer's tier and records the change. `None` when
+/// the tier was already the requested one (nothing recorded).
+async fn set_tier_tx(
+    conn: &mut AnyConnection,
+    t: &TenantId,
+    customer_id: &str,
+    tier_id: Option<&str>,
+    reason: &str,
+    now: i64,
+) -> StoreResult<Option<TierChange>> {
+    lock_account(conn, t, customer_id, now).await?;
+    if let Some(id) = tier_id {
+        get_tier_on(conn, t, id).await?;
+    }
+    let row = sqlx::query(
+        "SELECT tier_id FROM loyalty_accounts WHERE tenant_id = $1 AND customer_id = $2",
+    )
+    .bind(t.as_str())
+    .bind(customer_id)
+    .fetch_one(&mut *conn)
+    .await?;
+    let from: Option<String> = row.try_get("tier_id")?;
+    if from.as_deref() == tier_id {
+        return Ok(None);
+    }
+    sqlx::query("UPDATE loyalty_accounts SET tier_id = $3, updated_at = $4 WHERE tenant_id = $1 AND customer_id = $2")
+        .bind(t.as_str())
+        .bind(customer_id)
+        .bind(tier_id)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+    let change = TierChange {
+        id: new_id(),
+        customer_id: customer_id.to_string(),
+        from_tier_id: from,
+        to_tier_id: tier_id.map(str::to_string),
+        reason: reason.to_string(),
+        created_at: from_millis(now),
+    };
+    sqlx::query(
+        "INSERT INTO loyalty_tier_changes (tenant_id, id, customer_id, from_tier_id, to_tier_id, reason, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(t.as_str())
+    .bind(&change.id)
+    .bind(customer_id)
+    .bind(&change.from_tier_id)
+    .bind(&change.to_tier_id)
+    .bind(&change.reason)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    Ok(Some(change))
+}
+
+/// What one applied operation produced.
+enum Applied {
+    Ledger(LedgerWrite),
+    Tier(Option<TierChange>),
+}
+
+/// Validates and applies one operation inside the caller's write transaction.
+async fn apply_op_tx(
+    conn: &mut AnyConnection,
+    t: &TenantId,
+    customer_id: &str,
+    interaction_id: Option<&str>,
+    op: &LedgerOp,
+    now: i64,
+) -> StoreResult<Applied> {
+    Ok(match op {
+        LedgerOp::Earn {
+            points,
+            reason,
+            expires_at,
+            idempotency_key,
+        } => {
+            check_points(*points, true)?;
+            let reason = check_reason(reason)?;
+            check_key(idempotency_key)?;
+            if let Some(at) = expires_at
+                && *at <= now
+            {
+                return Err(StoreError::invalid("expires_at", "must be in the future"));
+            }
+            let key = idempotency_key.as_deref();
+            Applied::Ledger(
+                points_tx(
+                    conn,
+                    t,
+                    customer_id,
+                    interaction_id,
+                    LedgerKind::Earn,
+                    *points,
+                    &reason,
+                    *expires_at,
+                    key,
+                    now,
+                )
+                .await?,
+            )
+        }
+        LedgerOp::Adjust {
+            points,
+            reason,
+            idempotency_key,
+        } => {
+            check_points(*points, false)?;
+            let reason = check_reason(reason)?;
+            check_key(idempotency_key)?;
+            let key = idempotency_key.as_deref();
+            Applied::Ledger(
+                points_tx(
+                    conn,
+                    t,
+                    customer_id,
+                    interaction_id,
+                    LedgerKind::Adjust,
+                    *points,
+                    &reason,
+                    None,
+                    key,
+                    now,
+                )
+                .await?,
+            )
+        }
+        LedgerOp::Redeem {
+            reward_id,
+            idempotency_key,
+        } => {
+            check_key(idempotency_key)?;
+            let key = idempotency_key.as_deref();
+            Applied::Ledger(
+                redeem_tx(conn, t, customer_id, interaction_id, reward_id, key, now).await?,
+            )
+        }
+        LedgerOp::SetTier { tier_id, reason } => {
+            let reason = check_reason(reason)?;
+            Applied::Tier(
+                set_tier_tx(conn, t, customer_id, tier_id.as_deref(), &reason, now).await?,
+            )
+        }
+    })
+}
+
+/// Applies ledger operations (from a reward-scheme plugin, say) inside the
+/// caller's write transaction, e.g. the one that ingests the interaction they
+/// were computed from. Returns the ledger entries written (or replayed), in
+/// order; `SetTier` produces none.
+pub async fn apply_ledger_ops_tx(
+    conn: &mut AnyConnection,
+    t: &TenantId,
+    customer_id: &str,
+    interaction_id: Option<&str>,
+    ops: &[LedgerOp],
+) -> StoreResult<Vec<LedgerEntry>> {
+    let now = now_ms();
+    let mut entries = Vec::new();
+    for op in ops {
+        if let Applied::Ledger(write) =
+            apply_op_tx(conn, t, customer_id, interaction_id, op, now).await?
+        {
+            entries.push(write.entry);
+        }
+    }
+    Ok(entries)
+}
+
+/// Tenant-wide expiry of one customer's due lots, as its own sweep step.
+pub async fn expire_account_tx(
+    conn: &mut AnyConnection,
+    t: &TenantId,
+    customer_id: &str,
+    now: i64,
+) -> StoreResult<u64> {
+    lock_account(conn, t, customer_id, now).await?;
+    sweep_account_tx(conn, t, customer_id, now).await
+}
+
+async fn get_tier_on(conn: &mut AnyConnection, t: &TenantId, id: &str) -> StoreResult<Tier> {
+    let row = sqlx::query(&format!(
+        "SELECT {TIER_COLUMNS} FROM loyalty_tiers WHERE tenant_id = $1 AND id = $2"
+    ))
+    .bind(t.as_str())
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or(StoreError::NotFound { entity: "tier" })?;
+    tier_from_row(&row)
+}
+
+async fn get_reward_on(conn: &mut AnyConnection, t: &TenantId, id: &str) -> StoreResult<Reward> {
+    let row = sqlx::query(&format!(
+        "SELECT {REWARD_COLUMNS} FROM loyalty_rewards WHERE tenant_id = $1 AND id = $2"
+    ))
+    .bind(t.as_str())
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or(StoreError::NotFound { entity: "reward" })?;
+    reward_from_row(&row)
+}
+
+/// Starts a read transaction with one snapshot for all its statements
+/// (PostgreSQL defaults to a fresh snapshot per statement).
+pub(crate) async fn begin_read(
+    store: &Store,
+) -> StoreResult<sqlx::Transaction<'static, sqlx::Any>> {
+    let mut tx = store.db().pool().begin().await?;
+    if store.db().backend() == Backend::Postgres {
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .execute(&mut *tx)
+            .await?;
+    }
+    Ok(tx)
+}
+
+fn tier_conflict(err: sqlx::Error) -> StoreError {
+    if is_unique_violation(&err) {
+        StoreError::conflict(
+            "tier_exists",
+            "a tier with this name or rank already exists",
+        )
+    } else {
+        StoreError::Database(err)
+    }
+}
+
+impl Store {
+    /// Runs one ledger operation in its own write transaction, retrying when a
+    /// concurrent request raced on the same idempotency key.
+    async fn apply_op(
+        &self,
+        t: &TenantId,
+        customer_id: &str,
+        op: &LedgerOp,
+    ) -> StoreResult<Applied> {
+        let mut attempt = 1;
+        loop {
+            let mut tx = self.db().begin_write().await?;
+            match apply_op_tx(&mut tx, t, customer_id, None, op, now_ms()).await {
+                Ok(applied) => {
+                    tx.commit().await?;
+                    return Ok(applied);
+                }
+                Err(StoreError::Conflict { code: RETRY, .. }) if attempt < MAX_ATTEMPTS => {
+                    attempt += 1
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Earn, adjust or redeem for one customer (its own transaction).
+    pub async fn record_points(
+        &self,
+        t: &TenantId,
+        customer_id: &str,
+        op: &LedgerOp,
+    ) -> StoreResult<LedgerWrite> {
+        if matches!(op, LedgerOp::SetTier { .. }) {
+            return Err(StoreError::invalid("kind", "use set_tier for tier changes"));
+        }
+        match self.apply_op(t, customer_id, op).await? {
+            Applied::Ledger(write) => Ok(write),
+            Applied::Tier(_) => Err(StoreError::Corrupt(
+                "ledger operation produced a tier change".into(),
+            )),
+        }
+    }
+
+    /// Sets or clears a customer's tier; `None` when it was already so.
+    pub async fn set_tier(
+        &self,
+        t: &TenantId,
+        customer_id: &str,
+        tier_id: Option<String>,
+        reason: String,
+    ) -> StoreResult<Option<TierChange>> {
+        match self
+            .apply_op(t, customer_id, &LedgerOp::SetTier { tier_id, reason })
+            .await?
+        {
+            Applied::Tier(change) => Ok(change),
+            Applied::Ledger(_) => Err(StoreError::Corrupt(
+                "tier operation produced a ledger entry".into(),
+            )),
+        }
+    }
+
+    /// The account as of now, without writing (see module docs on expiry).
+    pub async fn get_account(&self, t: &TenantId, customer_id: &str) -> StoreResult<Account> {
+        let mut tx = begin_read(self).await?;
+        require_customer(&mut tx, t, customer_id).await?;
+        let now = now_ms();
+        let row = sqlx::query(
+            "SELECT tier_id, balance, lifetime_earned, last_seq, created_at, updated_at FROM loyalty_accounts \
+             WHERE tenant_id = $1 AND customer_id = $2",
+        )
+        .bind(t.as_str())
+        .bind(customer_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            return Ok(Account {
+                customer_id: customer_id.to_string(),
+                balance: 0,
+                lifetime_earned: 0,
+                tier: None,
+                expiring_in_30_days: 0,
+                last_seq: 0,
+                created_at: None,
+                updated_at: None,
+            });
+        };
+        let tier_id: Option<String> = row.try_get("tier_id")?;
+        let stored: i64 = row.try_get("balance")?;
+        let mut expired = 0;
+        let mut expiring = 0;
+        for lot in open_lots(&mut tx, t, customer_id).await? {
+            match lot.expires_at {
+                Some(at) if at <= now => expired += lot.remaining,
+                Some(at) if at <= now + EXPIRING_WINDOW_MS => expiring += lot.remaining,
+                _ => {}
+            }
+        }
+        let tier = match tier_id {
+            Some(id) => Some(get_tier_on(&mut tx, t, &id).await?),
+            None => None,
+        };
+        Ok(Account {
+            customer_id: customer_id.to_string(),
+            balance: stored - expired,
+            lifetime_earned: row.try_get("lifetime_earned")?,
+            tier,
+            expiring_in_30_days: expiring,
+            last_seq: row.try_get("last_seq")?,
+            created_at: Some(from_millis(row.try_get("created_at")?)),
+            updated_at: Some(from_millis(row.try_get("updated_at")?)),
+        })
+    }
+
+    /// The customer's ledger, newest first, `limit` per page.
+    pub async fn list_ledger(
+        &self,
+        t: &TenantId,
+        customer_id: &str,
+        limit: u32,
+        after: Option<&str>,
+    ) -> StoreResult<Page<LedgerEntry>> {
+        if limit == 0 || limit > MAX_PAGE {
+            return Err(StoreError::invalid(
+                "limit",
+                format!("must be 1 to {MAX_PAGE}"),
+            ));
+        }
+        let before_seq: Option<i64> = match after {
+            Some(c) => {
+                let (seq,): (i64,) = cursor::decode(c)?;
+                Some(seq)
+            }
+            None => None,
+        };
+        let mut tx = begin_read(self).await?;
+        require_customer(&mut tx, t, customer_id).await?;
+        let rows = sqlx::query(&format!(
+            "SELECT {LEDGER_COLUMNS} FROM loyalty_ledger WHERE tenant_id = $1 AND customer_id = $2 AND seq < $3 \
+             ORDER BY seq DESC LIMIT $4"
+        ))
+        .bind(t.as_str())
+        .bind(customer_id)
+        .bind(before_seq.unwrap_or(i64::MAX))
+        .bind(i64::from(limit) + 1)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut items = rows
+            .iter()
+            .map(entry_from_row)
+            .collect::<StoreResult<Vec<_>>>()?;
+        let next_cursor = if items.len() > limit as usize {
+            items.truncate(limit as usize);
+            items.last().map(|e| cursor::encode(&(e.seq,)))
+        } else {
+            None
+        };
+        Ok(Page { items, next_cursor })
+    }
+
+    /// The customer's tier changes, newest first.
+    pub async fn list_tier_changes(
+        &self,
+        t: &TenantId,
+        customer_id: &str,
+    ) -> StoreResult<Vec<TierChange>> {
+        let mut tx = begin_read(self).await?;
+        require_customer(&mut tx, t, customer_id).await?;
+        let rows = sqlx::query(&format!(
+            "SELECT {TIER_CHANGE_COLUMNS} FROM loyalty_tier_changes WHERE tenant_id = $1 AND customer_id = $2 \
+             ORDER BY created_at DESC, id DESC"
+        ))
+        .bind(t.as_str())
+        .bind(customer_id)
+        .fetch_all(&mut *tx)
+        .await?;
+        rows.iter().map(tier_change_from_row).collect()
+    }
+
+    /// Records `expire` entries for every due lot of the tenant, one account
+    /// per transaction (so a large sweep never holds one long lock). Returns
+    /// the number of entries written.
+    pub async fn expire_due_points(&self, t: &TenantId) -> StoreResult<u64> {
+        let now = now_ms();
+        let rows = sqlx::query(
+            "SELECT DISTINCT l.customer_id FROM loyalty_ledger l WHERE l.tenant_id = $1 AND l.points > 0 \
+               AND l.expires_at IS NOT NULL AND l.expires_at <= $2 \
+               AND l.points > COALESCE((SELECT SUM(a.points) FROM loyalty_allocations a \
+                   WHERE a.tenant_id = l.tenant_id AND a.credit_id = l.id), 0) \
+             ORDER BY l.customer_id",
+        )
+        .bind(t.as_str())
+        .bind(now)
+        .fetch_all(self.db().pool())
+        .await?;
+        let mut total = 0;
+        for row in rows {
+            let customer_id: String = row.try_get("customer_id")?;
+            let mut tx = self.db().begin_write().await?;
+            total += expire_account_tx(&mut tx, t, &customer_id, now).await?;
+            tx.commit().await?;
+        }
+        Ok(total)
+    }
+
+    // --- tiers ---
+
+    pub async fn create_tier(&self, t: &TenantId, new: NewTier) -> StoreResult<Tier> {
+        let name = check_name("name", &new.name)?;
+        check_non_negative("rank", new.rank)?;
+        check_non_negative("min_points", new.min_points)?;
+        let perks = check_perks(new.perks)?;
+        let now = now_ms();
+        let id = new_id();
+        sqlx::query(
+            "INSERT INTO loyalty_tiers (tenant_id, id, name, rank, min_points, perks, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(t.as_str())
+        .bind(&id)
+        .bind(&name)
+        .bind(new.rank)
+        .bind(new.min_points)
+        .bind(&perks)
+        .bind(now)
+        .execute(self.db().pool())
+        .await
+        .map_err(tier_conflict)?;
+        Ok(Tier {
+            id,
+            name,
+            rank: new.rank,
+            min_points: new.min_points,
+            perks: json_column(&perks)?,
+            created_at: from_millis(now),
+        })
+    }
+
+    pub async fn list_tiers(&self, t: &TenantId) -> StoreResult<Vec<Tier>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {TIER_COLUMNS} FROM loyalty_tiers WHERE tenant_id = $1 ORDER BY rank"
+        ))
+        .bind(t.as_str())
+        .fetch_all(self.db().pool())
+        .await?;
+        rows.iter().map(tier_from_row).collect()
+    }
+
+    pub async fn get_tier(&self, t: &TenantId, id: &str) -> StoreResult<Tier> {
+        let mut conn = self.db().pool().acquire().await?;
+        get_tier_on(&mut conn, t, id).await
+    }
+
+    pub async fn update_tier(&self, t: &TenantId, id: &str, patch: TierPatch) -> StoreResult<Tier> {
+        let mut tx = self.db().begin_write().await?;
+        let current = get_tier_on(&mut tx, t, id).await?;
+        let name = check_name("name", patch.name.as_deref().unwrap_or(&current.name))?;
+        let rank = patch.rank.unwrap_or(current.rank);
+        check_non_negative("rank", rank)?;
+        let min_points = patch.min_points.unwrap_or(current.min_points);
+        check_non_negative("min_points", min_points)?;
+        let perks = check_perks(Some(patch.perks.unwrap_or(current.perks)))?;
+        sqlx::query(
+            "UPDATE loyalty_tiers SET name = $3, rank = $4, min_points = $5, perks = $6 WHERE tenant_id = $1 AND id = $2",
+        )
+        .bind(t.as_str())
+        .bind(id)
+        .bind(&name)
+        .bind(rank)
+        .bind(min_points)
+        .bind(&perks)
+        .execute(&mut *tx)
+        .await
+        .map_err(tier_conflict)?;
+        tx.commit().await?;
+        Ok(Tier {
+            id: id.to_string(),
+            name,
+            rank,
+            min_points,
+            perks: json_column(&perks)?,
+            created_at: current.created_at,
+        })
+    }
+
+    /// Deletes a tier no account holds (409 `tier_in_use` otherwise).
+    pub async fn delete_tier(&self, t: &TenantId, id: &str) -> StoreResult<()> {
+        let mut tx = self.db().begin_write().await?;
+        get_tier_on(&mut tx, t, id).await?;
+        let row = sqlx::query("SELECT CAST(COUNT(*) AS BIGINT) AS n FROM loyalty_accounts WHERE tenant_id = $1 AND tier_id = $2")
+            .bind(t.as_str())
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?;
+        let holders: i64 = row.try_get("n")?;
+        if holders > 0 {
+            return Err(StoreError::conflict(
+                "tier_in_use",
+                format!("{holders} customer(s) hold this tier"),
+            ));
+        }
+        sqlx::query("DELETE FROM loyalty_tiers WHERE tenant_id = $1 AND id = $2")
+            .bind(t.as_str())
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    // --- rewards ---
+
+    pub async fn create_reward(&self, t: &TenantId, new: NewReward) -> StoreResult<Reward> {
+        let name = check_reward(
+            &new.name,
+            &new.description,
+            new.cost_points,
+            new.min_tier_rank,
+            new.stock,
+        )?;
+        let now = now_ms();
+        let reward = Reward {
+            id: new_id(),
+            name,
+            description: new.description,
+            cost_points: new.cost_points,
+            min_tier_rank: new.min_tier_rank,
+            stock: new.stock,
+            active: new.active,
+            created_at: from_millis(now),
+            updated_at: from_millis(now),
+        };
+        sqlx::query(
+            "INSERT INTO loyalty_rewards (tenant_id, id, name, description, cost_points, min_tier_rank, stock, active, \
+                 created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)",
+        )
+        .bind(t.as_str())
+        .bind(&reward.id)
+        .bind(&reward.name)
+        .bind(&reward.description)
+        .bind(reward.cost_points)
+        .bind(reward.min_tier_rank)
+        .bind(reward.stock)
+        .bind(reward.active)
+        .bind(now)
+        .execute(self.db().pool())
+        .await?;
+        Ok(reward)
+    }
+
+    /// The catalogue, optionally only active (or inactive) rewards.
+    pub async fn list_rewards(
+        &self,
+        t: &TenantId,
+        active: Option<bool>,
+    ) -> StoreResult<Vec<Reward>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {REWARD_COLUMNS} FROM loyalty_rewards WHERE tenant_id = $1 ORDER BY cost_points, id"
+        ))
+        .bind(t.as_str())
+        .fetch_all(self.db().pool())
+        .await?;
+        let rewards = rows
+            .iter()
+            .map(reward_from_row)
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(rewards
+            .into_iter()
+            .filter(|r| active.is_none_or(|a| r.active == a))
+            .collect())
+    }
+
+    pub async fn get_reward(&self, t: &TenantId, id: &str) -> StoreResult<Reward> {
+        let mut conn = self.db().pool().acquire().await?;
+        get_reward_on(&mut conn, t, id).await
+    }
+
+    pub async fn update_reward(
+        &self,
+        t: &TenantId,
+        id: &str,
+        patch: RewardPatch,
+    ) -> StoreResult<Reward> {
+        let mut tx = self.db().begin_write().await?;
+        let cur = get_reward_on(&mut tx, t, id).await?;
+        let description = patch.description.unwrap_or(cur.description);
+        let cost_points = patch.cost_points.unwrap_or(cur.cost_points);
+        let min_tier_rank = patch.min_tier_rank.unwrap_or(cur.min_tier_rank);
+        let stock = patch.stock.unwrap_or(cur.stock);
+        let active = patch.active.unwrap_or(cur.active);
+        let name = check_reward(
+            patch.name.as_deref().unwrap_or(&cur.name),
+            &description,
+            cost_points,
+            min_tier_rank,
+            stock,
+        )?;
+        let now = now_ms();
+        sqlx::query(
+            "UPDATE loyalty_rewards SET name = $3, description = $4, cost_points = $5, min_tier_rank = $6, stock = $7, \
+                 active = $8, updated_at = $9 WHERE tenant_id = $1 AND id = $2",
+        )
+        .bind(t.as_str())
+        .bind(id)
+        .bind(&name)
+        .bind(&description)
+        .bind(cost_points)
+        .bind(min_tier_rank)
+        .bind(stock)
+        .bind(active)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Reward {
+            id: id.to_string(),
+            name,
+            description,
+            cost_points,
+            min_tier_rank,
+            stock,
+            active,
+            created_at: cur.created_at,
+            updated_at: from_millis(now),
+        })
+    }
+
+    /// Deletes a reward never redeemed (409 `reward_in_use` otherwise: the
+    /// ledger references it; deactivate it instead).
+    pub async fn delete_reward(&self, t: &TenantId, id: &str) -> StoreResult<()> {
+        let mut tx = self.db().begin_write().await?;
+        get_reward_on(&mut tx, t, id).await?;
+        let row = sqlx::query("SELECT CAST(COUNT(*) AS BIGINT) AS n FROM loyalty_ledger WHERE tenant_id = $1 AND reward_id = $2")
+            .bind(t.as_str())
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?;
+        let uses: i64 = row.try_get("n")?;
+        if uses > 0 {
+            return Err(StoreError::conflict(
+                "reward_in_use",
+                "this reward has been redeemed; deactivate it instead",
+            ));
+        }
+        sqlx::query("DELETE FROM loyalty_rewards WHERE tenant_id = $1 AND id = $2")
+            .bind(t.as_str())
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
