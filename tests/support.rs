@@ -188,7 +188,13 @@ impl TestApp {
         let tenant = TenantId(id.clone());
         let key = |role| {
             let tenant = tenant.clone();
-            async move { store.create_key(Some(&tenant), role, "test").await.unwrap().token }
+            async move {
+                store
+                    .create_key(Some(&tenant), role, "test")
+                    .await
+                    .unwrap()
+                    .token
+            }
         };
         TestTenant {
             admin: key(Role::TenantAdmin).await,

@@ -13,6 +13,7 @@ pub mod gdpr;
 pub mod health;
 pub mod interactions;
 pub mod loyalty;
+pub mod plugins;
 pub mod products;
 
 use std::sync::Arc;
@@ -39,6 +40,8 @@ pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 pub struct AppState {
     pub store: Store,
     pub metrics: Arc<crate::telemetry::Metrics>,
+    /// The plugin manifest in force (empty when none is configured); hot-reloadable.
+    pub manifest: Arc<crate::manifest::ManifestHandle>,
 }
 
 #[derive(OpenApi)]
@@ -78,6 +81,7 @@ pub fn v1() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(products::router())
         .merge(loyalty::router())
         .merge(gdpr::router())
+        .merge(plugins::router())
         .split_for_parts()
 }
 

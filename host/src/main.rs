@@ -34,7 +34,11 @@ struct GlobalArgs {
 #[derive(Subcommand)]
 enum Command {
     /// Run the HTTP server.
-    Serve,
+    Serve {
+        /// Address to listen on (e.g. 127.0.0.1:8080); overrides `[server] listen`.
+        #[arg(long, env = "RAPPORT_LISTEN")]
+        listen: Option<std::net::SocketAddr>,
+    },
     /// Apply pending database migrations and exit.
     Migrate,
     /// Manage tenants.
@@ -46,6 +50,16 @@ enum Command {
     /// Bulk-import data into a tenant.
     #[command(subcommand)]
     Import(rapport::import::ImportCommand),
+    /// Work with the plugin manifest.
+    #[command(subcommand)]
+    Manifest(ManifestCommand),
+}
+
+#[derive(Subcommand)]
+enum ManifestCommand {
+    /// Validate a manifest (including artifact digests) without starting
+    /// the server; prints every problem as file:line:column: field: message.
+    Check { file: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -117,7 +131,13 @@ async fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve => rapport::server::serve(&cli.global.config()?).await,
+        Command::Serve { listen } => {
+            let mut config = cli.global.config()?;
+            if let Some(listen) = listen {
+                config.server.listen = listen;
+            }
+            rapport::server::serve(&config).await
+        }
         Command::Migrate => {
             cli.global.store().await?;
             println!("migrations applied");
@@ -148,5 +168,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Import(cmd) => rapport::import::run(&cli.global.store().await?, cmd).await,
+        Command::Manifest(ManifestCommand::Check { file }) => check_manifest(&file),
+    }
+}
+
+fn check_manifest(file: &std::path::Path) -> anyhow::Result<()> {
+    use rapport::manifest::{Manifest, ManifestError};
+    match Manifest::load(file) {
+        Ok(m) => {
+            println!("ok: {} plugins, {} tenants", m.plugins.len(), m.tenants.len());
+            Ok(())
+        }
+        Err(ManifestError::Invalid { errors }) => {
+            for issue in &errors {
+                eprintln!("{issue}");
+            }
+            anyhow::bail!("{}: {} problem(s)", file.display(), errors.len())
+        }
+        Err(err) => Err(err.into()),
     }
 }

@@ -10,6 +10,7 @@ pub mod customers;
 pub mod gdpr;
 pub mod interactions;
 pub mod loyalty;
+pub mod plugins;
 pub mod products;
 pub mod tenants;
 

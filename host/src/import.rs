@@ -1,0 +1,518 @@
+//! Bulk import (`rapport import ...`): a customers CSV, an interactions CSV,
+//! or the CDNOW purchase history, into one tenant.
+//!
+//! A reader thread parses the file (blocking I/O stays off the async
+//! runtime) and sends rows down a bounded channel; the async side ensures
+//! customers and ingests interactions through the store's batch ingest, 1000
+//! at a time. Every row carries its line number, so a rejected row is
+//! reported as `line N: reason`. A malformed row never stops the import; an
+//! unreadable file, a broken header or a database failure does.
+//!
+//! Re-running an import is safe: customers are matched by external id and
+//! every interaction has a deterministic idempotency key, so rows already
+//! present count as "replayed" and nothing is stored twice.
+
+pub mod cdnow;
+pub mod csv_files;
+pub mod fields;
+pub mod summary;
+
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use clap::Subcommand;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use tokio::sync::mpsc;
+
+use crate::store::customers::NewCustomer;
+use crate::store::interactions::{
+    Amount, Currency, IngestOutcome, MAX_BATCH, NewInteraction, NewLineItem,
+};
+use crate::store::{Store, StoreError, TenantId};
+
+pub use summary::{Rejections, Summary};
+
+/// Rows parsed ahead of the database: enough to keep a batch ready while
+/// the previous one commits, small enough to bound memory.
+const CHANNEL_ROWS: usize = 4 * MAX_BATCH;
+
+#[derive(Debug, Subcommand)]
+pub enum ImportCommand {
+    /// Customers from a CSV file whose header names the columns:
+    /// external_id (required), name, email, phone; any other column becomes
+    /// a string attribute. Existing customers (same external_id) are left
+    /// unchanged and counted as replayed.
+    Customers {
+        file: PathBuf,
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Interactions from a CSV file whose header names the columns:
+    /// customer_external_id, kind, occurred_at (RFC 3339 or YYYY-MM-DD) are
+    /// required; amount, currency, channel, idempotency_key, and sku,
+    /// quantity, unit_price (one line item) are optional. Unknown customers
+    /// are created. Rows without an idempotency_key get one derived from
+    /// their content, so re-running a file stores nothing twice.
+    Interactions {
+        file: PathBuf,
+        #[arg(long)]
+        tenant: String,
+    },
+    /// The CDNOW purchase history (CDNOW_master.txt, or a folder holding
+    /// it; CDNOW_sample.txt works too): one customer per CDNOW id and one
+    /// purchase per line, amounts exact to the cent.
+    Cdnow {
+        path: PathBuf,
+        #[arg(long)]
+        tenant: String,
+        /// Currency of the dollar_value column (2 decimals).
+        #[arg(long, default_value = "USD")]
+        currency: String,
+    },
+}
+
+/// Runs an import command and prints its summary on stdout.
+pub async fn run(store: &Store, cmd: ImportCommand) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let (label, path, summary) = match cmd {
+        ImportCommand::Customers { file, tenant } => {
+            let progress = Progress::stderr("customers");
+            let summary = import_customers(store, &TenantId(tenant), &file, &progress).await?;
+            ("customers", file, summary)
+        }
+        ImportCommand::Interactions { file, tenant } => {
+            let progress = Progress::stderr("interactions");
+            let summary = import_interactions(store, &TenantId(tenant), &file, &progress).await?;
+            ("interactions", file, summary)
+        }
+        ImportCommand::Cdnow {
+            path,
+            tenant,
+            currency,
+        } => {
+            let progress = Progress::stderr("cdnow");
+            let file = cdnow::resolve(&path);
+            let summary =
+                import_cdnow(store, &TenantId(tenant), &file, &currency, &progress).await?;
+            ("cdnow", file, summary)
+        }
+    };
+    println!("import {label} from {}", path.display());
+    println!("{summary}");
+    println!(
+        "elapsed:               {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Imports a customers CSV (see [`ImportCommand::Customers`]).
+pub async fn import_customers(
+    store: &Store,
+    tenant: &TenantId,
+    file: &Path,
+    progress: &Progress,
+) -> Result<Summary, ImportError> {
+    check_tenant(store, tenant).await?;
+    let path = file.to_path_buf();
+    let (mut rows, reader) = spawn_reader(progress, move |progress, emit| {
+        csv_files::read_customers(&path, progress, emit)
+    });
+    let mut sink = Sink::new(store, tenant, progress);
+    let consumed = async {
+        while let Some(row) = rows.recv().await {
+            sink.summary.rows_read += 1;
+            match row.parsed {
+                Err(reason) => sink.summary.reject(row.line, reason),
+                Ok(c) => {
+                    let new = NewCustomer {
+                        external_id: c.external_id,
+                        name: c.name,
+                        email: c.email,
+                        phone: c.phone,
+                        attributes: c.attributes,
+                    };
+                    match store.ensure_customer(tenant, new).await {
+                        Ok((_, true)) => sink.summary.customers_created += 1,
+                        Ok((_, false)) => sink.summary.replayed += 1,
+                        Err(e) => sink.row_error(row.line, e)?,
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+    .await;
+    finish(rows, reader, consumed, progress).await?;
+    Ok(sink.summary)
+}
+
+/// Imports an interactions CSV (see [`ImportCommand::Interactions`]).
+pub async fn import_interactions(
+    store: &Store,
+    tenant: &TenantId,
+    file: &Path,
+    progress: &Progress,
+) -> Result<Summary, ImportError> {
+    check_tenant(store, tenant).await?;
+    let path = file.to_path_buf();
+    let (mut rows, reader) = spawn_reader(progress, move |progress, emit| {
+        csv_files::read_interactions(&path, progress, emit)
+    });
+    let mut sink = Sink::new(store, tenant, progress);
+    let consumed = async {
+        while let Some(row) = rows.recv().await {
+            sink.summary.rows_read += 1;
+            let r = match row.parsed {
+                Err(reason) => {
+                    sink.summary.reject(row.line, reason);
+                    continue;
+                }
+                Ok(r) => r,
+            };
+            let customer = NewCustomer::with_external_id(r.customer_external_id);
+            let Some(customer_id) = sink.customer_id(row.line, customer).await? else {
+                continue;
+            };
+            let new = NewInteraction {
+                customer_id: Some(customer_id),
+                customer_external_id: None,
+                kind: r.kind,
+                channel: r.channel,
+                occurred_at: Some(r.occurred_at),
+                amount: r.amount.map(Amount::new),
+                currency: r.currency,
+                items: r
+                    .item
+                    .into_iter()
+                    .map(|i| NewLineItem {
+                        sku: i.sku,
+                        quantity: i.quantity,
+                        unit_price: Amount::new(i.unit_price),
+                    })
+                    .collect(),
+                payload: serde_json::Value::Object(serde_json::Map::new()),
+                idempotency_key: Some(r.idempotency_key),
+            };
+            sink.push(row.line, new).await?;
+        }
+        sink.flush().await
+    }
+    .await;
+    finish(rows, reader, consumed, progress).await?;
+    Ok(sink.summary)
+}
+
+/// Imports a CDNOW file (see [`cdnow`] for how rows map to customers and
+/// purchases). `currency` must have two decimals, like the file's amounts.
+pub async fn import_cdnow(
+    store: &Store,
+    tenant: &TenantId,
+    file: &Path,
+    currency: &str,
+    progress: &Progress,
+) -> Result<Summary, ImportError> {
+    let currency =
+        Currency::parse("currency", currency).map_err(|e| ImportError::Option(e.to_string()))?;
+    if currency.exponent != 2 {
+        return Err(ImportError::Option(format!(
+            "--currency {}: CDNOW amounts have 2 decimals, {} has {}",
+            currency.code, currency.code, currency.exponent
+        )));
+    }
+    check_tenant(store, tenant).await?;
+    let path = file.to_path_buf();
+    let (mut rows, reader) = spawn_reader(progress, move |progress, emit| {
+        cdnow::read(&path, progress, emit)
+    });
+    let mut sink = Sink::new(store, tenant, progress);
+    let consumed = async {
+        while let Some(row) = rows.recv().await {
+            sink.summary.rows_read += 1;
+            let purchase = match row.parsed {
+                Err(reason) => {
+                    sink.summary.reject(row.line, reason);
+                    continue;
+                }
+                Ok(p) => p,
+            };
+            let customer = NewCustomer {
+                attributes: [("source".to_string(), serde_json::Value::from("cdnow"))]
+                    .into_iter()
+                    .collect(),
+                ..NewCustomer::with_external_id(purchase.customer.clone())
+            };
+            let Some(customer_id) = sink.customer_id(row.line, customer).await? else {
+                continue;
+            };
+            let items = purchase
+                .line_items()
+                .into_iter()
+                .map(|(quantity, unit)| NewLineItem {
+                    sku: cdnow::SKU.to_string(),
+                    quantity,
+                    unit_price: Amount::new(fields::format_cents(unit)),
+                })
+                .collect();
+            let new = NewInteraction {
+                customer_id: Some(customer_id),
+                customer_external_id: None,
+                kind: "purchase".to_string(),
+                channel: None,
+                occurred_at: Some(purchase.occurred_at),
+                amount: Some(Amount::new(fields::format_cents(purchase.cents))),
+                currency: Some(currency.code.clone()),
+                items,
+                payload: serde_json::Value::Object(serde_json::Map::new()),
+                idempotency_key: Some(purchase.idempotency_key),
+            };
+            sink.push(row.line, new).await?;
+        }
+        sink.flush().await
+    }
+    .await;
+    finish(rows, reader, consumed, progress).await?;
+    Ok(sink.summary)
+}
+
+async fn check_tenant(store: &Store, tenant: &TenantId) -> Result<(), ImportError> {
+    match store.get_tenant(tenant.as_str()).await {
+        Ok(_) => Ok(()),
+        Err(StoreError::NotFound { .. }) => Err(ImportError::UnknownTenant(tenant.0.clone())),
+        Err(e) => Err(e.into()),
+    }
+}
+
+type Reader = tokio::task::JoinHandle<Result<(), ImportError>>;
+
+/// Runs a file reader on the blocking pool, its rows flowing into a bounded
+/// channel. When the receiver is dropped (the import failed), the reader
+/// stops at its next row.
+fn spawn_reader<T: Send + 'static>(
+    progress: &Progress,
+    read: impl FnOnce(&Progress, &mut dyn FnMut(Row<T>) -> bool) -> Result<(), ImportError>
+    + Send
+    + 'static,
+) -> (mpsc::Receiver<Row<T>>, Reader) {
+    let (tx, rx) = mpsc::channel(CHANNEL_ROWS);
+    let progress = progress.clone();
+    let handle = tokio::task::spawn_blocking(move || {
+        read(&progress, &mut |row| tx.blocking_send(row).is_ok())
+    });
+    (rx, handle)
+}
+
+/// Waits for the reader and reports the first cause of failure: a reader
+/// error (I/O, header) explains an early end better than anything after it.
+async fn finish<T>(
+    rows: mpsc::Receiver<Row<T>>,
+    reader: Reader,
+    consumed: Result<(), ImportError>,
+    progress: &Progress,
+) -> Result<(), ImportError> {
+    drop(rows);
+    let read = reader
+        .await
+        .map_err(|e| ImportError::Reader(e.to_string()))?;
+    progress.finish();
+    read?;
+    consumed
+}
+
+/// The database side of an import: customers by external id (cached, so
+/// each is ensured once per run) and interactions in batches.
+struct Sink<'a> {
+    store: &'a Store,
+    tenant: &'a TenantId,
+    progress: &'a Progress,
+    summary: Summary,
+    customers: HashMap<String, String>,
+    batch: Vec<NewInteraction>,
+    lines: Vec<u64>,
+}
+
+impl<'a> Sink<'a> {
+    fn new(store: &'a Store, tenant: &'a TenantId, progress: &'a Progress) -> Sink<'a> {
+        Sink {
+            store,
+            tenant,
+            progress,
+            summary: Summary::default(),
+            customers: HashMap::new(),
+            batch: Vec::with_capacity(MAX_BATCH),
+            lines: Vec::with_capacity(MAX_BATCH),
+        }
+    }
+
+    /// Records a store error against a row, or fails the import when the
+    /// database itself is at fault.
+    fn row_error(&mut self, line: u64, err: StoreError) -> Result<(), ImportError> {
+        match err {
+            StoreError::Database(_) | StoreError::Corrupt(_) => Err(ImportError::Store(err)),
+            other => {
+                self.summary.reject(line, reason(&other));
+                Ok(())
+            }
+        }
+    }
+
+    /// The id of the customer with `new.external_id`, created if needed;
+    /// `None` (and the row rejected) if the customer is invalid.
+    async fn customer_id(
+        &mut self,
+        line: u64,
+        new: NewCustomer,
+    ) -> Result<Option<String>, ImportError> {
+        if let Some(id) = self.customers.get(&new.external_id) {
+            return Ok(Some(id.clone()));
+        }
+        let external_id = new.external_id.clone();
+        match self.store.ensure_customer(self.tenant, new).await {
+            Ok((customer, created)) => {
+                if created {
+                    self.summary.customers_created += 1;
+                }
+                self.customers.insert(external_id, customer.id.clone());
+                Ok(Some(customer.id))
+            }
+            Err(e) => {
+                // The customer is named by the row's customer column.
+                let e = match e {
+                    StoreError::Invalid { field, message } if field == "external_id" => {
+                        StoreError::Invalid {
+                            field: "customer_external_id".into(),
+                            message,
+                        }
+                    }
+                    other => other,
+                };
+                self.row_error(line, e)?;
+                Ok(None)
+            }
+        }
+    }
+
+    async fn push(&mut self, line: u64, new: NewInteraction) -> Result<(), ImportError> {
+        self.batch.push(new);
+        self.lines.push(line);
+        if self.batch.len() >= MAX_BATCH {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<(), ImportError> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut self.batch);
+        let lines = std::mem::take(&mut self.lines);
+        let results = self.store.ingest_batch(self.tenant, batch).await?;
+        for (line, result) in lines.into_iter().zip(results) {
+            match result {
+                Ok((_, IngestOutcome::Created)) => self.summary.interactions_created += 1,
+                Ok((_, IngestOutcome::Replayed)) => self.summary.replayed += 1,
+                Err(e) => self.row_error(line, e)?,
+            }
+        }
+        self.progress.message(&self.summary);
+        Ok(())
+    }
+}
+
+/// A rejection reason for the summary. Store messages that embed a row's
+/// own value (an idempotency key, say) are replaced by their stable code so
+/// that such rows group together.
+fn reason(err: &StoreError) -> String {
+    match err {
+        StoreError::Conflict {
+            code: "idempotency_conflict",
+            ..
+        } => "idempotency key already stored with different content (idempotency_conflict)"
+            .to_string(),
+        StoreError::Conflict { code, message } => format!("{message} ({code})"),
+        other => other.to_string(),
+    }
+}
+
+/// Why an import stopped. Row-level problems are not errors: they are
+/// counted in the [`Summary`].
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    #[error("cannot open {}: {source}", path.display())]
+    Open {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}:{line}: read error: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        line: u64,
+        source: std::io::Error,
+    },
+    #[error("{}: bad header: {message}", path.display())]
+    Header { path: PathBuf, message: String },
+    #[error("tenant {0:?} does not exist (create it with `rapport tenant create NAME --id {0}`)")]
+    UnknownTenant(String),
+    #[error("invalid option: {0}")]
+    Option(String),
+    #[error("database: {0}")]
+    Store(#[from] StoreError),
+    #[error("the file reader stopped unexpectedly: {0}")]
+    Reader(String),
+}
+
+/// One data row of an input file: parsed, or rejected with a reason.
+#[derive(Debug)]
+pub struct Row<T> {
+    /// 1-based line number in the file.
+    pub line: u64,
+    pub parsed: Result<T, String>,
+}
+
+/// Progress in bytes of the input file, drawn on stderr only when stderr
+/// is a terminal (so logs and CI output stay clean).
+#[derive(Clone, Debug)]
+pub struct Progress(ProgressBar);
+
+impl Progress {
+    pub fn hidden() -> Progress {
+        Progress(ProgressBar::hidden())
+    }
+
+    /// A bar labelled `label` on stderr, or a hidden one if stderr is not a TTY.
+    pub fn stderr(label: &str) -> Progress {
+        if !std::io::stderr().is_terminal() {
+            return Progress::hidden();
+        }
+        let style =
+            ProgressStyle::with_template("{prefix} [{bar:40}] {bytes}/{total_bytes} {msg} ({eta})")
+                .map(|s| s.progress_chars("=> "))
+                .unwrap_or_else(|_| ProgressStyle::default_bar());
+        let bar =
+            ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr()).with_style(style);
+        bar.set_prefix(label.to_string());
+        Progress(bar)
+    }
+
+    fn set_length(&self, bytes: u64) {
+        self.0.set_length(bytes);
+    }
+    fn inc(&self, bytes: u64) {
+        self.0.inc(bytes);
+    }
+    fn message(&self, summary: &Summary) {
+        if !self.0.is_hidden() {
+            self.0.set_message(format!(
+                "{} rows, {} rejected",
+                summary.rows_read,
+                summary.rejected_rows()
+            ));
+        }
+    }
+    fn finish(&self) {
+        self.0.finish_and_clear();
+    }
+}

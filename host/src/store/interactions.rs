@@ -1,0 +1,1164 @@
+//! Store: interactions (purchases, visits, emails, tickets, ... and
+//! tenant-defined kinds), their line items, idempotent ingest (single and
+//! batch), the customer timeline, and the money types every area shares.
+//!
+//! Money never touches floating point: amounts arrive as decimal strings (or
+//! JSON numbers, taken by their shortest textual form) and are converted
+//! exactly to integer minor units using the currency's ISO 4217 exponent.
+//!
+//! Idempotency: a request with an `idempotency_key` stores a sha256 of its
+//! canonical form (`request_hash`). A repeat with the same hash replays the
+//! stored interaction; a different hash is a conflict. Concurrent repeats
+//! are settled by the `UNIQUE (tenant_id, idempotency_key)` constraint
+//! (`ON CONFLICT DO NOTHING`, then read back), never by a check-then-insert.
+
+use std::collections::HashMap;
+
+use serde::de::{self, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Executor, Row};
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+
+use super::customers::{Arg, NewCustomer, Sql, ensure_customer_tx, get_customer_tx, page_limit};
+use super::{
+    Page, Store, StoreError, StoreResult, TenantId, cursor, from_millis, json_column, millis,
+    new_id, now_ms,
+};
+
+/// Largest batch accepted by [`Store::ingest_batch`] and `POST /v1/interactions/batch`.
+pub const MAX_BATCH: usize = 1000;
+/// Largest `payload` object, serialized.
+pub const MAX_PAYLOAD_BYTES: usize = 64 * 1024;
+pub const MAX_ITEMS_PER_INTERACTION: usize = 500;
+pub const MAX_IDEMPOTENCY_KEY_CHARS: usize = 200;
+pub const MAX_SKU_CHARS: usize = 100;
+pub const MAX_CHANNEL_CHARS: usize = 64;
+pub const MAX_KIND_DESCRIPTION_CHARS: usize = 500;
+
+/// Kinds every tenant has, with their descriptions. Tenant-defined kinds may
+/// not reuse these names.
+pub const BUILT_IN_KINDS: &[(&str, &str)] = &[
+    ("purchase", "A purchase; needs an amount or line items"),
+    ("visit", "A visit to a store or a website"),
+    ("email_open", "A marketing email was opened"),
+    ("email_click", "A link in a marketing email was clicked"),
+    ("support_ticket", "A support ticket was opened"),
+    ("complaint", "A complaint was made"),
+    ("referral", "The customer referred someone"),
+];
+
+pub fn is_built_in_kind(name: &str) -> bool {
+    BUILT_IN_KINDS.iter().any(|(k, _)| *k == name)
+}
+
+// ---------------------------------------------------------------------------
+// Money
+
+/// An amount as given by a client: a decimal string (`"29.33"`) or a JSON
+/// number (`29.33`). Kept as text until its currency is known, because only
+/// the currency says how many decimals are allowed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(transparent)]
+pub struct Amount(String);
+
+impl Amount {
+    pub fn new(text: impl Into<String>) -> Amount {
+        Amount(text.into())
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+    /// Exact conversion to minor units of `currency` (already validated).
+    pub fn to_minor(&self, field: &str, currency: &Currency) -> StoreResult<i64> {
+        decimal_to_minor(&self.0, currency.exponent).map_err(|problem| {
+            StoreError::invalid(
+                field,
+                match problem {
+                    DecimalProblem::Syntax => format!("{:?} is not a decimal number", self.0),
+                    DecimalProblem::TooPrecise => {
+                        format!(
+                            "{} amounts have at most {} decimal places",
+                            currency.code, currency.exponent
+                        )
+                    }
+                    DecimalProblem::TooLarge => "is too large".to_string(),
+                },
+            )
+        })
+    }
+}
+
+/// JSON numbers with more significant digits than an f64 keeps exactly
+/// would silently change value, so they must be sent as strings.
+const MAX_NUMBER_DIGITS: usize = 15;
+
+impl<'de> Deserialize<'de> for Amount {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Amount, D::Error> {
+        struct AmountVisitor;
+        impl Visitor<'_> for AmountVisitor {
+            type Value = Amount;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a decimal amount, as a string (\"29.33\") or a number")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Amount, E> {
+                Ok(Amount(v.to_string()))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Amount, E> {
+                Ok(Amount(v.to_string()))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Amount, E> {
+                Ok(Amount(v.to_string()))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Amount, E> {
+                // serde_json's shortest round-trip form: 29.33 -> "29.33".
+                let text = serde_json::Number::from_f64(v)
+                    .map(|n| n.to_string())
+                    .ok_or_else(|| E::custom("amount is not a finite number"))?;
+                let mantissa = text.split(['e', 'E']).next().unwrap_or("");
+                let digits = mantissa
+                    .chars()
+                    .filter(char::is_ascii_digit)
+                    .skip_while(|c| *c == '0')
+                    .count();
+                if digits > MAX_NUMBER_DIGITS {
+                    return Err(E::custom(format!(
+                        "amount {text} has more than {MAX_NUMBER_DIGITS} significant digits; send it as a decimal string"
+                    )));
+                }
+                Ok(Amount(text))
+            }
+        }
+        d.deserialize_any(AmountVisitor)
+    }
+}
+
+/// A validated ISO 4217 currency with a minor unit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Currency {
+    pub code: String,
+    /// Number of decimals of the minor unit (USD 2, JPY 0, BHD 3).
+    pub exponent: u32,
+}
+
+impl Currency {
+    /// Accepts an ISO 4217 code (any case); codes without a minor unit
+    /// (gold, testing, "no currency") are refused.
+    pub fn parse(field: &str, code: &str) -> StoreResult<Currency> {
+        let upper = code.trim().to_ascii_uppercase();
+        match iso_currency::Currency::from_code(&upper).and_then(|c| c.exponent()) {
+            Some(exponent) => Ok(Currency {
+                code: upper,
+                exponent: u32::from(exponent),
+            }),
+            None => Err(StoreError::invalid(
+                field,
+                format!("{code:?} is not an ISO 4217 currency with a minor unit"),
+            )),
+        }
+    }
+}
+
+/// Money as the API returns it: `{"currency":"USD","amount":"29.33","amount_minor":2933}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Money {
+    pub currency: String,
+    /// Exact decimal string with the currency's number of decimals.
+    pub amount: String,
+    /// The same amount in minor units (cents).
+    pub amount_minor: i64,
+}
+
+impl Money {
+    pub fn new(currency: &Currency, amount_minor: i64) -> Money {
+        Money {
+            currency: currency.code.clone(),
+            amount: format_minor(amount_minor, currency.exponent),
+            amount_minor,
+        }
+    }
+    /// Money read back from the database; an unknown currency there is corruption.
+    pub fn stored(currency: &str, amount_minor: i64) -> StoreResult<Money> {
+        let c = Currency::parse("currency", currency)
+            .map_err(|_| StoreError::Corrupt(format!("unknown stored currency {currency:?}")))?;
+        Ok(Money::new(&c, amount_minor))
+    }
+}
+
+/// A price or amount given as money: `{"currency":"USD","amount":"9.99"}`.
+/// `amount_minor` may be echoed back (from a GET) but must then agree.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MoneyInput {
+    pub currency: String,
+    pub amount: Amount,
+    #[serde(default)]
+    pub amount_minor: Option<i64>,
+}
+
+impl MoneyInput {
+    pub fn validate(&self, field: &str) -> StoreResult<Money> {
+        let currency = Currency::parse(&format!("{field}.currency"), &self.currency)?;
+        let minor = self
+            .amount
+            .to_minor(&format!("{field}.amount"), &currency)?;
+        if let Some(given) = self.amount_minor
+            && given != minor
+        {
+            return Err(StoreError::invalid(
+                format!("{field}.amount_minor"),
+                "does not match amount",
+            ));
+        }
+        Ok(Money::new(&currency, minor))
+    }
+}
+
+/// `2933, 2` -> `"29.33"`; `-5, 2` -> `"-0.05"`; `500, 0` -> `"500"`.
+pub fn format_minor(minor: i64, exponent: u32) -> String {
+    let sign = if minor < 0 { "-" } else { "" };
+    let abs = minor.unsigned_abs();
+    if exponent == 0 {
+        return format!("{sign}{abs}");
+    }
+    let unit = 10u64.pow(exponent);
+    format!(
+        "{sign}{}.{:0width$}",
+        abs / unit,
+        abs % unit,
+        width = exponent as usize
+    )
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum DecimalProblem {
+    Syntax,
+    TooPrecise,
+    TooLarge,
+}
+
+/// Exact decimal text (`-12.50`, `1e-2`, `3`) to minor units with `exponent`
+/// decimals. Trailing zeros beyond the exponent are fine (`"1.500"` USD is
+/// 150); any other extra digit is `TooPrecise`, never rounded.
+fn decimal_to_minor(text: &str, exponent: u32) -> Result<i64, DecimalProblem> {
+    let (negative, rest) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text.strip_prefix('+').unwrap_or(text)),
+    };
+    let (mantissa, power) = match rest.find(['e', 'E']) {
+        Some(i) => {
+            let power: i32 = rest[i + 1..].parse().map_err(|_| DecimalProblem::Syntax)?;
+            (&rest[..i], power)
+        }
+        None => (rest, 0),
+    };
+    if !(-60..=60).contains(&power) {
+        return Err(if power > 0 {
+            DecimalProblem::TooLarge
+        } else {
+            DecimalProblem::TooPrecise
+        });
+    }
+    let (int_part, frac_part) = match mantissa.split_once('.') {
+        Some((i, f)) if !f.is_empty() => (i, f),
+        Some(_) => return Err(DecimalProblem::Syntax),
+        None => (mantissa, ""),
+    };
+    let all_digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if int_part.is_empty() || !all_digits(int_part) || !all_digits(frac_part) {
+        return Err(DecimalProblem::Syntax);
+    }
+    let digits = format!("{int_part}{frac_part}");
+    let digits = digits.trim_start_matches('0');
+    // value = digits * 10^-scale; minor = digits * 10^shift
+    let shift = exponent as i32 + power - frac_part.len() as i32;
+    let kept = if shift >= 0 {
+        digits
+    } else {
+        let dropped = (-shift) as usize;
+        let cut = digits.len().saturating_sub(dropped);
+        if !digits[cut..].bytes().all(|b| b == b'0') {
+            return Err(DecimalProblem::TooPrecise);
+        }
+        &digits[..cut]
+    };
+    if kept.len() > 30 {
+        return Err(DecimalProblem::TooLarge);
+    }
+    let mut value: u128 = if kept.is_empty() {
+        0
+    } else {
+        kept.parse().map_err(|_| DecimalProblem::Syntax)?
+    };
+    if shift > 0 && value != 0 {
+        let factor = 10u128
+            .checked_pow(shift as u32)
+            .ok_or(DecimalProblem::TooLarge)?;
+        value = value.checked_mul(factor).ok_or(DecimalProblem::TooLarge)?;
+    }
+    let value = i128::try_from(value).map_err(|_| DecimalProblem::TooLarge)?;
+    let signed = if negative { -value } else { value };
+    i64::try_from(signed).map_err(|_| DecimalProblem::TooLarge)
+}
+
+// ---------------------------------------------------------------------------
+// Types
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewLineItem {
+    pub sku: String,
+    /// At least 1.
+    pub quantity: i64,
+    /// Price of one unit, in the interaction's currency; not negative.
+    pub unit_price: Amount,
+}
+
+/// An interaction to ingest. Name the customer by exactly one of
+/// `customer_id` (must exist) or `customer_external_id` (created if new).
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewInteraction {
+    #[serde(default)]
+    pub customer_id: Option<String>,
+    #[serde(default)]
+    pub customer_external_id: Option<String>,
+    /// A built-in kind (`purchase`, `visit`, ...) or one defined by the tenant.
+    pub kind: String,
+    #[serde(default)]
+    pub channel: Option<String>,
+    /// When it happened; defaults to the time of ingest.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub occurred_at: Option<OffsetDateTime>,
+    /// Total amount; for a purchase with items and no amount, the items' sum.
+    #[serde(default)]
+    pub amount: Option<Amount>,
+    /// ISO 4217 code; required with `amount` or `items`.
+    #[serde(default)]
+    pub currency: Option<String>,
+    #[serde(default)]
+    pub items: Vec<NewLineItem>,
+    /// Free-form JSON object, at most 64 KiB serialized.
+    #[serde(default = "empty_object")]
+    #[schema(value_type = Object)]
+    pub payload: Value,
+    /// Retrying with the same key and body returns the first result.
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+}
+
+fn empty_object() -> Value {
+    Value::Object(serde_json::Map::new())
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct LineItem {
+    pub sku: String,
+    pub quantity: i64,
+    pub unit_price: Money,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct Interaction {
+    pub id: String,
+    pub customer_id: String,
+    pub kind: String,
+    pub channel: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub occurred_at: OffsetDateTime,
+    pub amount: Option<Money>,
+    pub items: Vec<LineItem>,
+    #[schema(value_type = Object)]
+    pub payload: Value,
+    pub idempotency_key: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+/// Whether an ingest stored a new interaction or replayed an earlier one
+/// with the same idempotency key and body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum IngestOutcome {
+    Created,
+    Replayed,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct InteractionKind {
+    pub name: String,
+    pub description: String,
+    pub built_in: bool,
+    /// Absent for built-in kinds.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub created_at: Option<OffsetDateTime>,
+}
+
+/// Filters of a customer's timeline (newest first).
+#[derive(Debug, Clone, Default)]
+pub struct TimelineFilter {
+    pub kind: Option<String>,
+    /// Only interactions that occurred strictly after this time.
+    pub after: Option<OffsetDateTime>,
+    /// Only interactions that occurred strictly before this time.
+    pub before: Option<OffsetDateTime>,
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
+}
+
+// ---------------------------------------------------------------------------
+// Validation
+
+enum CustomerRef {
+    Id(String),
+    ExternalId(String),
+}
+
+/// A request that passed every check that needs no database.
+struct Prepared {
+    customer: CustomerRef,
+    kind: String,
+    channel: Option<String>,
+    occurred_at: i64,
+    money: Option<(Currency, i64)>,
+    items: Vec<(String, i64, i64)>,
+    payload: Value,
+    payload_text: String,
+    idempotency_key: Option<String>,
+    request_hash: String,
+}
+
+pub fn validate_kind_name(name: &str) -> StoreResult<()> {
+    let bytes = name.as_bytes();
+    let ok = !bytes.is_empty()
+        && bytes.len() <= 64
+        && bytes[0].is_ascii_lowercase()
+        && bytes.iter().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'-')
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::invalid(
+            "kind",
+            "must match [a-z][a-z0-9_.-]{0,63}",
+        ))
+    }
+}
+
+fn validate_sku(field: &str, sku: &str) -> StoreResult<()> {
+    let n = sku.chars().count();
+    if n == 0
+        || n > MAX_SKU_CHARS
+        || sku
+            .chars()
+            .any(|c| c.is_control() || c.is_whitespace() || c == '/')
+    {
+        return Err(StoreError::invalid(
+            field,
+            format!(
+                "must be 1 to {MAX_SKU_CHARS} characters without spaces, slashes or control characters"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn short_text(field: &str, value: &str, max: usize) -> StoreResult<()> {
+    let n = value.chars().count();
+    if n == 0 || n > max || value.chars().any(char::is_control) {
+        return Err(StoreError::invalid(
+            field,
+            format!("must be 1 to {max} characters without control characters"),
+        ));
+    }
+    Ok(())
+}
+
+fn prepare(new: NewInteraction) -> StoreResult<Prepared> {
+    let customer = match (new.customer_id, new.customer_external_id) {
+        (Some(id), None) => CustomerRef::Id(id),
+        (None, Some(external)) => {
+            super::customers::validate_external_id(&external).map_err(|_| {
+                StoreError::invalid(
+                    "customer_external_id",
+                    "must be 1 to 200 characters, not blank",
+                )
+            })?;
+            CustomerRef::ExternalId(external)
+        }
+        _ => {
+            return Err(StoreError::invalid(
+                "customer_id",
+                "give exactly one of customer_id or customer_external_id",
+            ));
+        }
+    };
+    validate_kind_name(&new.kind)?;
+    if let Some(channel) = &new.channel {
+        short_text("channel", channel, MAX_CHANNEL_CHARS)?;
+    }
+    if let Some(key) = &new.idempotency_key {
+        short_text("idempotency_key", key, MAX_IDEMPOTENCY_KEY_CHARS)?;
+    }
+    if !new.payload.is_object() {
+        return Err(StoreError::invalid("payload", "must be a JSON object"));
+    }
+    let payload_text = new.payload.to_string();
+    if payload_text.len() > MAX_PAYLOAD_BYTES {
+        return Err(StoreError::invalid(
+            "payload",
+            format!("must be at most {MAX_PAYLOAD_BYTES} bytes serialized"),
+        ));
+    }
+    if new.items.len() > MAX_ITEMS_PER_INTERACTION {
+        return Err(StoreError::invalid(
+            "items",
+            format!("at most {MAX_ITEMS_PER_INTERACTION} items per interaction"),
+        ));
+    }
+    let currency = match &new.currency {
+        Some(code) => Some(Currency::parse("currency", code)?),
+        None if new.amount.is_some() || !new.items.is_empty() => {
+            return Err(StoreError::invalid(
+                "currency",
+                "is required with amount or items",
+            ));
+        }
+        None => None,
+    };
+    let mut items = Vec::with_capacity(new.items.len());
+    let mut items_total: Option<i64> = Some(0);
+    for (i, item) in new.items.iter().enumerate() {
+        validate_sku(&format!("items[{i}].sku"), &item.sku)?;
+        if item.quantity < 1 {
+            return Err(StoreError::invalid(
+                format!("items[{i}].quantity"),
+                "must be at least 1",
+            ));
+        }
+        // `currency` is Some whenever items exist (checked above).
+        let Some(cur) = &currency else {
+            return Err(StoreError::invalid("currency", "is required with items"));
+        };
+        let unit = item
+            .unit_price
+            .to_minor(&format!("items[{i}].unit_price"), cur)?;
+        if unit < 0 {
+            return Err(StoreError::invalid(
+                format!("items[{i}].unit_price"),
+                "must not be negative",
+            ));
+        }
+        items_total = items_total.and_then(|t| {
+            item.quantity
+                .checked_mul(unit)
+                .and_then(|line| t.checked_add(line))
+        });
+        items.push((item.sku.clone(), item.quantity, unit));
+    }
+    let amount_minor = match (&new.amount, &currency) {
+        (Some(amount), Some(cur)) => Some(amount.to_minor("amount", cur)?),
+        (None, Some(_)) if !items.is_empty() => Some(
+            items_total
+                .ok_or_else(|| StoreError::invalid("items", "the items' total is too large"))?,
+        ),
+        (None, Some(_)) => {
+            return Err(StoreError::invalid(
+                "currency",
+                "given without amount or items",
+            ));
+        }
+        _ => None,
+    };
+    if new.kind == "purchase" {
+        match amount_minor {
+            None => {
+                return Err(StoreError::invalid(
+                    "amount",
+                    "a purchase needs an amount or items",
+                ));
+            }
+            Some(a) if a < 0 => {
+                return Err(StoreError::invalid(
+                    "amount",
+                    "a purchase amount must not be negative",
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    let occurred_at = new.occurred_at.map(millis);
+    // The canonical request: normalized values (so "29.33" and 29.33 are the
+    // same request), the *given* occurred_at (a retry without one must not
+    // differ by the clock), and sorted object keys (serde_json's map).
+    let canonical = json!({
+        "customer_id": match &customer { CustomerRef::Id(id) => Some(id), _ => None },
+        "customer_external_id": match &customer { CustomerRef::ExternalId(e) => Some(e), _ => None },
+        "kind": new.kind,
+        "channel": new.channel,
+        "occurred_at": occurred_at,
+        "currency": currency.as_ref().map(|c| &c.code),
+        "amount_minor": new.amount.as_ref().and(amount_minor),
+        "items": items,
+        "payload": new.payload,
+    });
+    let request_hash = hex::encode(Sha256::digest(canonical.to_string().as_bytes()));
+    Ok(Prepared {
+        customer,
+        kind: new.kind,
+        channel: new.channel,
+        occurred_at: occurred_at.unwrap_or_else(now_ms),
+        money: currency.zip(amount_minor),
+        items,
+        payload: new.payload,
+        payload_text,
+        idempotency_key: new.idempotency_key,
+        request_hash,
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Reads
+
+const COLUMNS: &str = "id, customer_id, kind, channel, occurred_at, amount_minor, currency, payload, idempotency_key, created_at";
+
+fn interaction_from_row(row: &AnyRow) -> StoreResult<Interaction> {
+    let amount_minor: Option<i64> = row.try_get("amount_minor")?;
+    let currency: Option<String> = row.try_get("currency")?;
+    let amount = match (amount_minor, &currency) {
+        (Some(minor), Some(cur)) => Some(Money::stored(cur, minor)?),
+        _ => None,
+    };
+    let payload: String = row.try_get("payload")?;
+    Ok(Interaction {
+        id: row.try_get("id")?,
+        customer_id: row.try_get("customer_id")?,
+        kind: row.try_get("kind")?,
+        channel: row.try_get("channel")?,
+        occurred_at: from_millis(row.try_get("occurred_at")?),
+        amount,
+        items: Vec::new(),
+        payload: json_column(&payload)?,
+        idempotency_key: row.try_get("idempotency_key")?,
+        created_at: from_millis(row.try_get("created_at")?),
+    })
+}
+
+/// Loads the line items of `interactions` (one query) and attaches them.
+async fn attach_items(
+    conn: &mut AnyConnection,
+    t: &TenantId,
+    interactions: &mut [Interaction],
+) -> StoreResult<()> {
+    if interactions.is_empty() {
+        return Ok(());
+    }
+    let mut sql = Sql::new(
+        "SELECT interaction_id, sku, quantity, unit_price_minor FROM interaction_items WHERE tenant_id = ",
+    );
+    let p = sql.arg(Arg::Text(t.0.clone()));
+    sql.push(&p);
+    sql.push(" AND interaction_id IN (");
+    for (i, interaction) in interactions.iter().enumerate() {
+        let p = sql.arg(Arg::Text(interaction.id.clone()));
+        if i > 0 {
+            sql.push(", ");
+        }
+        sql.push(&p);
+    }
+    sql.push(") ORDER BY interaction_id, line_no");
+    let rows = sql.query().fetch_all(&mut *conn).await?;
+    let mut by_id: HashMap<String, Vec<(String, i64, i64)>> = HashMap::new();
+    for row in &rows {
+        by_id
+            .entry(row.try_get("interaction_id")?)
+            .or_default()
+            .push((
+                row.try_get("sku")?,
+                row.try_get("quantity")?,
+                row.try_get("unit_price_minor")?,
+            ));
+    }
+    for interaction in interactions.iter_mut() {
+        let Some(items) = by_id.remove(&interaction.id) else {
+            continue;
+        };
+        let currency = interaction
+            .amount
+            .as_ref()
+            .map(|m| m.currency.clone())
+            .ok_or_else(|| {
+                StoreError::Corrupt(format!(
+                    "interaction {} has items but no currency",
+                    interaction.id
+                ))
+            })?;
+        for (sku, quantity, unit) in items {
+            interaction.items.push(LineItem {
+                sku,
+                quantity,
+                unit_price: Money::stored(&currency, unit)?,
+            });
+        }
+    }
+    Ok(())
+}
+
+pub async fn get_interaction_tx(
+    conn: &mut AnyConnection,
+    t: &TenantId,
+    id: &str,
+) -> StoreResult<Interaction> {
+    let row = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM interactions WHERE tenant_id = $1 AND id = $2"
+    ))
+    .bind(t.as_str())
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or(StoreError::NotFound {
+        entity: "interaction",
+    })?;
+    let mut one = [interaction_from_row(&row)?];
+    attach_items(conn, t, &mut one).await?;
+    let [interaction] = one;
+    Ok(interaction)
+}
+
+// ---------------------------------------------------------------------------
+// Ingest
+
+/// Custom kinds already looked up in this transaction (a batch asks once per name).
+type KindCache = HashMap<String, bool>;
+
+async fn kind_exists(
+    conn: &mut AnyConnection,
+    t: &TenantId,
+    kind: &str,
+    cache: &mut KindCache,
+) -> StoreResult<bool> {
+    if is_built_in_kind(kind) {
+        return Ok(true);
+    }
+    if let Some(known) = cache.get(kind) {
+        return Ok(*known);
+    }
+    let found =
+        sqlx::query("SELECT name FROM interaction_kinds WHERE tenant_id = $1 AND name = $2")
+            .bind(t.as_str())
+            .bind(kind)
+            .fetch_optional(&mut *conn)
+            .await?
+            .is_some();
+    cache.insert(kind.to_string(), found);
+    Ok(found)
+}
+
+/// The outcome for a key that is already stored: a replay if the request is
+/// the same, a conflict otherwise.
+async fn replay(
+    conn: &mut AnyConnection,
+    t: &TenantId,
+    key: &str,
+    request_hash: &str,
+) -> StoreResult<Option<(Interaction, IngestOutcome)>> {
+    let row = sqlx::query(
+        "SELECT id, request_hash FROM interactions WHERE tenant_id = $1 AND idempotency_key = $2",
+    )
+    .bind(t.as_str())
+    .bind(key)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(row) = row else { return Ok(None) };
+    let stored_hash: Option<String> = row.try_get("request_hash")?;
+    if stored_hash.as_deref() != Some(request_hash) {
+        return Err(StoreError::conflict(
+            "idempotency_conflict",
+            format!("idempotency key {key:?} was already used with a different request"),
+        ));
+    }
+    let id: String = row.try_get("id")?;
+    Ok(Some((
+        get_interaction_tx(conn, t, &id).await?,
+        IngestOutcome::Replayed,
+    )))
+}
+
+async fn ingest_prepared(
+    conn: &mut AnyConnection,
+    t: &TenantId,
+    p: Prepared,
+    kinds: &mut KindCache,
+) -> StoreResult<(Interaction, IngestOutcome)> {
+    if let Some(key) = &p.idempotency_key
+        && let Some(done) = replay(conn, t, key, &p.request_hash).await?
+    {
+        return Ok(done);
+    }
+    if !kind_exists(conn, t, &p.kind, kinds).await? {
+        return Err(StoreError::invalid(
+            "kind",
+            format!(
+                "unknown interaction kind {:?}; define it with POST /v1/interaction-kinds",
+                p.kind
+            ),
+        ));
+    }
+    let customer = match &p.customer {
+        CustomerRef::Id(id) => get_customer_tx(conn, t, id).await?,
+        CustomerRef::ExternalId(external) => {
+            ensure_customer_tx(conn, t, NewCustomer::with_external_id(external.clone()))
+                .await?
+                .0
+        }
+    };
+    if customer.erased_at.is_some() {
+        return Err(StoreError::conflict(
+            "customer_erased",
+            "this customer's data has been erased",
+        ));
+    }
+    let id = new_id();
+    let created_at = now_ms();
+    let inserted = sqlx::query(
+        "INSERT INTO interactions (tenant_id, id, customer_id, kind, channel, occurred_at, amount_minor, currency, \
+         payload, idempotency_key, request_hash, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+         ON CONFLICT (tenant_id, idempotency_key) DO NOTHING",
+    )
+    .bind(t.as_str())
+    .bind(&id)
+    .bind(&customer.id)
+    .bind(&p.kind)
+    .bind(&p.channel)
+    .bind(p.occurred_at)
+    .bind(p.money.as_ref().map(|(_, minor)| *minor))
+    .bind(p.money.as_ref().map(|(c, _)| c.code.clone()))
+    .bind(&p.payload_text)
+    .bind(&p.idempotency_key)
+    .bind(p.idempotency_key.as_ref().map(|_| p.request_hash.clone()))
+    .bind(created_at)
+    .execute(&mut *conn)
+    .await?;
+    if inserted.rows_affected() == 0 {
+        // Lost a race on the idempotency key: the winner's row is committed now.
+        let key = p.idempotency_key.as_deref().unwrap_or_default();
+        return replay(conn, t, key, &p.request_hash).await?.ok_or_else(|| {
+            StoreError::Corrupt("idempotency key conflicted but no row holds it".into())
+        });
+    }
+    for (line_no, (sku, quantity, unit)) in p.items.iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO interaction_items (tenant_id, interaction_id, line_no, sku, quantity, unit_price_minor) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(t.as_str())
+        .bind(&id)
+        .bind(line_no as i64 + 1)
+        .bind(sku)
+        .bind(*quantity)
+        .bind(*unit)
+        .execute(&mut *conn)
+        .await?;
+    }
+    let items = match &p.money {
+        Some((currency, _)) => p
+            .items
+            .into_iter()
+            .map(|(sku, quantity, unit)| LineItem {
+                sku,
+                quantity,
+                unit_price: Money::new(currency, unit),
+            })
+            .collect(),
+        None => Vec::new(),
+    };
+    let interaction = Interaction {
+        id,
+        customer_id: customer.id,
+        kind: p.kind,
+        channel: p.channel,
+        occurred_at: from_millis(p.occurred_at),
+        amount: p.money.as_ref().map(|(c, minor)| Money::new(c, *minor)),
+        items,
+        payload: p.payload,
+        idempotency_key: p.idempotency_key,
+        created_at: from_millis(created_at),
+    };
+    Ok((interaction, IngestOutcome::Created))
+}
+
+/// Ingests one interaction on `conn`, which the caller has put in a write
+/// transaction, so further work (reward ledger entries, say) can join the
+/// same transaction.
+pub async fn ingest_interaction_tx(
+    conn: &mut AnyConnection,
+    t: &TenantId,
+    new: NewInteraction,
+) -> StoreResult<(Interaction, IngestOutcome)> {
+    let prepared = prepare(new)?;
+    ingest_prepared(conn, t, prepared, &mut KindCache::new()).await
+}
+
+/// Errors that mean the database, not the item, is at fault: they abort a batch.
+fn is_fatal(err: &StoreError) -> bool {
+    matches!(err, StoreError::Database(_) | StoreError::Corrupt(_))
+}
+
+impl Store {
+    pub async fn ingest_interaction(
+        &self,
+        t: &TenantId,
+        new: NewInteraction,
+    ) -> StoreResult<(Interaction, IngestOutcome)> {
+        let prepared = prepare(new)?;
+        let mut tx = self.db().begin_write().await?;
+        let result = ingest_prepared(&mut tx, t, prepared, &mut KindCache::new()).await?;
+        tx.commit().await?;
+        Ok(result)
+    }
+
+    /// Ingests many interactions in one transaction, one savepoint per item:
+    /// a bad item is rolled back alone and reported in its slot; good items
+    /// are kept. Only a database failure fails the whole batch.
+    pub async fn ingest_batch(
+        &self,
+        t: &TenantId,
+        items: Vec<NewInteraction>,
+    ) -> StoreResult<Vec<Result<(Interaction, IngestOutcome), StoreError>>> {
+        if items.len() > MAX_BATCH {
+            return Err(StoreError::invalid(
+                "items",
+                format!("at most {MAX_BATCH} items per batch"),
+            ));
+        }
+        let mut results = Vec::with_capacity(items.len());
+        let mut kinds = KindCache::new();
+        let mut tx = self.db().begin_write().await?;
+        for new in items {
+            let prepared = match prepare(new) {
+                Ok(p) => p,
+                Err(e) => {
+                    results.push(Err(e));
+                    continue;
+                }
+            };
+            tx.execute("SAVEPOINT ingest_item").await?;
+            match ingest_prepared(&mut tx, t, prepared, &mut kinds).await {
+                Ok(done) => {
+                    tx.execute("RELEASE SAVEPOINT ingest_item").await?;
+                    results.push(Ok(done));
+                }
+                Err(e) if is_fatal(&e) => return Err(e),
+                Err(e) => {
+                    tx.execute("ROLLBACK TO SAVEPOINT ingest_item").await?;
+                    tx.execute("RELEASE SAVEPOINT ingest_item").await?;
+                    results.push(Err(e));
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(results)
+    }
+
+    pub async fn get_interaction(&self, t: &TenantId, id: &str) -> StoreResult<Interaction> {
+        let mut conn = self.db().pool().acquire().await?;
+        get_interaction_tx(&mut conn, t, id).await
+    }
+
+    /// A customer's interactions, newest first (`occurred_at` desc, then id
+    /// desc so equal times still page deterministically).
+    pub async fn customer_timeline(
+        &self,
+        t: &TenantId,
+        customer_id: &str,
+        filter: TimelineFilter,
+    ) -> StoreResult<Page<Interaction>> {
+        let limit = page_limit(filter.limit)?;
+        let mut conn = self.db().pool().acquire().await?;
+        get_customer_tx(&mut conn, t, customer_id).await?;
+        let mut sql = Sql::new(&format!(
+            "SELECT {COLUMNS} FROM interactions WHERE tenant_id = "
+        ));
+        let p = sql.arg(Arg::Text(t.0.clone()));
+        sql.push(&p);
+        let p = sql.arg(Arg::Text(customer_id.to_string()));
+        sql.push(&format!(" AND customer_id = {p}"));
+        if let Some(c) = &filter.cursor {
+            let (at, id): (i64, String) = cursor::decode(c)?;
+            let at = sql.arg(Arg::Int(at));
+            let id = sql.arg(Arg::Text(id));
+            sql.push(&format!(
+                " AND (occurred_at < {at} OR (occurred_at = {at} AND id < {id}))"
+            ));
+        }
+        if let Some(kind) = filter.kind {
+            let p = sql.arg(Arg::Text(kind));
+            // Not indexable on purpose (`|| ''`): the timeline index already
+            // narrows to one customer, and SQLite would otherwise pick the
+            // tenant-wide kind index.
+            sql.push(&format!(" AND kind || '' = {p}"));
+        }
+        if let Some(after) = filter.after {
+            let p = sql.arg(Arg::Int(millis(after)));
+            sql.push(&format!(" AND occurred_at > {p}"));
+        }
+        if let Some(before) = filter.before {
+            let p = sql.arg(Arg::Int(millis(before)));
+            sql.push(&format!(" AND occurred_at < {p}"));
+        }
+        let p = sql.arg(Arg::Int(limit + 1));
+        sql.push(&format!(" ORDER BY occurred_at DESC, id DESC LIMIT {p}"));
+        let rows = sql.query().fetch_all(&mut *conn).await?;
+        let mut items = rows
+            .iter()
+            .map(interaction_from_row)
+            .collect::<StoreResult<Vec<_>>>()?;
+        let next_cursor = if items.len() as i64 > limit {
+            items.truncate(limit as usize);
+            items
+                .last()
+                .map(|i| cursor::encode(&(millis(i.occurred_at), i.id.clone())))
+        } else {
+            None
+        };
+        attach_items(&mut conn, t, &mut items).await?;
+        Ok(Page { items, next_cursor })
+    }
+
+    /// Defines a tenant kind. Built-in names cannot be shadowed.
+    pub async fn create_interaction_kind(
+        &self,
+        t: &TenantId,
+        name: &str,
+        description: &str,
+    ) -> StoreResult<InteractionKind> {
+        validate_kind_name(name)
+            .map_err(|_| StoreError::invalid("name", "must match [a-z][a-z0-9_.-]{0,63}"))?;
+        if is_built_in_kind(name) {
+            return Err(StoreError::invalid(
+                "name",
+                format!("{name:?} is a built-in kind"),
+            ));
+        }
+        let description = description.trim();
+        if description.chars().count() > MAX_KIND_DESCRIPTION_CHARS {
+            return Err(StoreError::invalid(
+                "description",
+                format!("must be at most {MAX_KIND_DESCRIPTION_CHARS} characters"),
+            ));
+        }
+        let now = now_ms();
+        let inserted = sqlx::query("INSERT INTO interaction_kinds (tenant_id, name, description, created_at) VALUES ($1, $2, $3, $4)")
+            .bind(t.as_str())
+            .bind(name)
+            .bind(description)
+            .bind(now)
+            .execute(self.db().pool())
+            .await;
+        match inserted {
+            Err(e) if super::is_unique_violation(&e) => {
+                return Err(StoreError::conflict(
+                    "kind_exists",
+                    format!("interaction kind {name:?} already exists"),
+                ));
+            }
+            other => other?,
+        };
+        Ok(InteractionKind {
+            name: name.to_string(),
+            description: description.to_string(),
+            built_in: false,
+            created_at: Some(from_millis(now)),
+        })
+    }
+
+    /// Built-in kinds first, then the tenant's own by name.
+    pub async fn list_interaction_kinds(&self, t: &TenantId) -> StoreResult<Vec<InteractionKind>> {
+        let mut kinds: Vec<InteractionKind> = BUILT_IN_KINDS
+            .iter()
+            .map(|(name, description)| InteractionKind {
+                name: name.to_string(),
+                description: description.to_string(),
+                built_in: true,
+                created_at: None,
+            })
+            .collect();
+        let rows = sqlx::query("SELECT name, description, created_at FROM interaction_kinds WHERE tenant_id = $1 ORDER BY name")
+            .bind(t.as_str())
+            .fetch_all(self.db().pool())
+            .await?;
+        for row in &rows {
+            kinds.push(InteractionKind {
+                name: row.try_get("name")?,
+                description: row.try_get("description")?,
+                built_in: false,
+                created_at: Some(from_millis(row.try_get("created_at")?)),
+            });
+        }
+        Ok(kinds)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimals_convert_exactly() {
+        assert_eq!(decimal_to_minor("29.33", 2), Ok(2933));
+        assert_eq!(decimal_to_minor("0.1", 2), Ok(10));
+        assert_eq!(decimal_to_minor("-0.05", 2), Ok(-5));
+        assert_eq!(decimal_to_minor("1.500", 2), Ok(150));
+        assert_eq!(
+            decimal_to_minor("1.005", 2),
+            Err(DecimalProblem::TooPrecise)
+        );
+        assert_eq!(decimal_to_minor("500", 0), Ok(500));
+        assert_eq!(
+            decimal_to_minor("500.5", 0),
+            Err(DecimalProblem::TooPrecise)
+        );
+        assert_eq!(decimal_to_minor("1e2", 2), Ok(10000));
+        assert_eq!(decimal_to_minor("1e-2", 2), Ok(1));
+        assert_eq!(decimal_to_minor("0.000", 2), Ok(0));
+        assert_eq!(decimal_to_minor("1.234", 3), Ok(1234));
+        assert_eq!(decimal_to_minor("92233720368547758.07", 2), Ok(i64::MAX));
+        assert_eq!(
+            decimal_to_minor("92233720368547758.08", 2),
+            Err(DecimalProblem::TooLarge)
+        );
+        for bad in ["", "-", "1.", ".5", "1,5", "abc", "1e", "0x10", " 1"] {
+            assert_eq!(
+                decimal_to_minor(bad, 2),
+                Err(DecimalProblem::Syntax),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn money_formats_with_the_exponent() {
+        assert_eq!(format_minor(2933, 2), "29.33");
+        assert_eq!(format_minor(-5, 2), "-0.05");
+        assert_eq!(format_minor(500, 0), "500");
+        assert_eq!(format_minor(1234, 3), "1.234");
+        assert_eq!(format_minor(i64::MIN, 2), "-92233720368547758.08");
+    }
+
+    #[test]
+    fn json_numbers_use_their_shortest_form() {
+        let a: Amount = serde_json::from_str("29.33").unwrap();
+        assert_eq!(a.as_str(), "29.33");
+        let a: Amount = serde_json::from_str("0.1").unwrap();
+        assert_eq!(a.as_str(), "0.1");
+        let a: Amount = serde_json::from_str("12").unwrap();
+        assert_eq!(a.as_str(), "12");
+        assert!(serde_json::from_str::<Amount>("1234567890.1234567").is_err());
+        assert!(serde_json::from_str::<Amount>("true").is_err());
+    }
+}

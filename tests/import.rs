@@ -1,0 +1,562 @@
+//! Bulk import tests: the real CDNOW sample (every customer's total spend
+//! checked to the cent against the file, then a re-run that stores nothing
+//! new), CSV files with bad rows (reported by line and reason, good rows
+//! kept), aborting errors, and the `rapport import` command line itself.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use rapport::import::{self, ImportError, Progress, Rejections, Summary};
+use rapport::store::customers::CustomerFilter;
+use rapport::store::interactions::{Money, TimelineFilter};
+use rapport::store::{Store, TenantId};
+use support::{Backend, TestApp};
+
+/// `<repo>/../shared/data/cdnow/`, where the CDNOW files live beside the repo.
+fn cdnow_dir() -> PathBuf {
+    Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../shared/data/cdnow/"
+    ))
+    .to_path_buf()
+}
+
+/// The sample file, or `None` (with a message saying why the test is skipped).
+fn cdnow_sample(test: &str) -> Option<PathBuf> {
+    let path = cdnow_dir().join("CDNOW_sample.txt");
+    if path.is_file() {
+        Some(path)
+    } else {
+        eprintln!(
+            "SKIPPED {test}: CDNOW data not found at {} (see README: ../shared/data/cdnow/)",
+            path.display()
+        );
+        None
+    }
+}
+
+/// Per-customer purchase count and total in cents, computed straight from
+/// the file with its own parsing (no code shared with the importer).
+fn expected_totals(path: &Path) -> BTreeMap<String, (i64, i64)> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut totals = BTreeMap::new();
+    for line in text.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.is_empty() {
+            continue;
+        }
+        // The sample has 5 columns: customer, sample id, date, cds, dollars.
+        let dollars = fields[fields.len() - 1];
+        let (whole, cents) = dollars.split_once('.').unwrap();
+        assert_eq!(cents.len(), 2, "{line}");
+        let value = whole.parse::<i64>().unwrap() * 100 + cents.parse::<i64>().unwrap();
+        let entry = totals.entry(fields[0].to_string()).or_insert((0, 0));
+        entry.0 += 1;
+        entry.1 += value;
+    }
+    totals
+}
+
+async fn new_tenant(app: &TestApp, name: &str) -> TenantId {
+    let tenant = app
+        .server
+        .state
+        .store
+        .create_tenant(name, None)
+        .await
+        .unwrap();
+    TenantId(tenant.id)
+}
+
+/// A read key for an existing tenant.
+async fn app_key(app: &TestApp, tenant: &TenantId) -> String {
+    let store = &app.server.state.store;
+    store
+        .create_key(
+            Some(tenant),
+            rapport::store::tenants::Role::TenantRead,
+            "test",
+        )
+        .await
+        .unwrap()
+        .token
+}
+
+fn usd(cents: i64) -> Money {
+    Money {
+        currency: "USD".into(),
+        amount: format!("{}.{:02}", cents / 100, cents % 100),
+        amount_minor: cents,
+    }
+}
+
+async fn cdnow_sample_totals_are_exact_and_reimport_is_a_no_op(backend: Backend) {
+    let Some(sample) = cdnow_sample("cdnow_sample_totals_are_exact_and_reimport_is_a_no_op") else {
+        return;
+    };
+    let app = TestApp::start(backend).await;
+    let store: &Store = &app.server.state.store;
+    let tenant = new_tenant(&app, "CDNOW").await;
+    let expected = expected_totals(&sample);
+    assert_eq!(expected.len(), 2357);
+
+    let summary = import::import_cdnow(store, &tenant, &sample, "USD", &Progress::hidden())
+        .await
+        .unwrap();
+    assert_eq!(
+        summary,
+        Summary {
+            rows_read: 6919,
+            customers_created: 2357,
+            interactions_created: 6919,
+            replayed: 0,
+            rejected: BTreeMap::new()
+        }
+    );
+
+    // Every customer: purchase count and total spend exactly as in the file.
+    let mut checked = 0;
+    let mut zero_total = 0;
+    for (external_id, (purchases, cents)) in &expected {
+        let customer = store
+            .get_customer_by_external_id(&tenant, external_id)
+            .await
+            .unwrap();
+        assert_eq!(
+            customer.attributes,
+            serde_json::json!({ "source": "cdnow" })
+        );
+        let stats = store.customer_stats(&tenant, &customer.id).await.unwrap();
+        assert_eq!(stats.purchase_count, *purchases, "customer {external_id}");
+        assert_eq!(
+            stats.total_spend,
+            vec![usd(*cents)],
+            "customer {external_id}"
+        );
+        checked += 1;
+        zero_total += (*cents == 0) as i32;
+    }
+    assert_eq!(checked, 2357);
+    assert!(
+        zero_total > 0,
+        "the sample has customers whose only purchase cost 0.00"
+    );
+
+    // A row that does not divide evenly: 00004 19970101 2 CDs for 29.33.
+    let c4 = store
+        .get_customer_by_external_id(&tenant, "00004")
+        .await
+        .unwrap();
+    let timeline = store
+        .customer_timeline(
+            &tenant,
+            &c4.id,
+            TimelineFilter {
+                limit: Some(500),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(timeline.items.len(), 4);
+    let first = timeline.items.last().unwrap();
+    assert_eq!(first.occurred_at.unix_timestamp(), 852_076_800); // 1997-01-01T00:00:00Z
+    assert_eq!(first.amount, Some(usd(2933)));
+    assert_eq!(
+        first.idempotency_key.as_deref(),
+        Some("cdnow:00004:19970101:2:2933:1")
+    );
+    let items: Vec<(String, i64, i64)> = first
+        .items
+        .iter()
+        .map(|i| (i.sku.clone(), i.quantity, i.unit_price.amount_minor))
+        .collect();
+    assert_eq!(items, vec![("CD".into(), 1, 1466), ("CD".into(), 1, 1467)]);
+
+    // A zero-dollar purchase is kept, with its quantity at unit price 0.
+    let zero = expected
+        .iter()
+        .find(|(_, (_, cents))| *cents == 0)
+        .map(|(id, _)| id.clone())
+        .unwrap();
+    let zc = store
+        .get_customer_by_external_id(&tenant, &zero)
+        .await
+        .unwrap();
+    let timeline = store
+        .customer_timeline(&tenant, &zc.id, TimelineFilter::default())
+        .await
+        .unwrap();
+    let free = &timeline.items[0];
+    assert_eq!(free.amount, Some(usd(0)));
+    assert!(
+        free.items
+            .iter()
+            .all(|i| i.sku == "CD" && i.unit_price.amount_minor == 0 && i.quantity > 0)
+    );
+
+    // Through the HTTP API: the same total for this tenant, nothing for another.
+    let (s, body) = app
+        .get(
+            &format!("/v1/customers/{}", c4.id),
+            &app_key(&app, &tenant).await,
+        )
+        .await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(
+        body["stats"]["total_spend"],
+        serde_json::json!([{ "currency": "USD", "amount": "100.50", "amount_minor": 10050 }])
+    );
+    let other = app.tenant("Other").await;
+    let (s, _) = app
+        .get(&format!("/v1/customers/{}", c4.id), &other.read)
+        .await;
+    assert_eq!(s, 404);
+
+    // Re-running stores nothing: every row is a replay.
+    let again = import::import_cdnow(store, &tenant, &sample, "USD", &Progress::hidden())
+        .await
+        .unwrap();
+    assert_eq!(
+        again,
+        Summary {
+            rows_read: 6919,
+            customers_created: 0,
+            interactions_created: 0,
+            replayed: 6919,
+            rejected: BTreeMap::new()
+        }
+    );
+    let stats = store.customer_stats(&tenant, &c4.id).await.unwrap();
+    assert_eq!(
+        (stats.purchase_count, stats.total_spend),
+        (4, vec![usd(2933 + 2973 + 1496 + 2648)])
+    );
+    let all = store
+        .list_customers(
+            &tenant,
+            CustomerFilter {
+                limit: Some(500),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(all.items.len(), 500);
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn rejections(summary: &Summary) -> Vec<(String, u64, Vec<u64>)> {
+    summary
+        .rejected
+        .iter()
+        .map(|(r, Rejections { count, first_lines })| (r.clone(), *count, first_lines.clone()))
+        .collect()
+}
+
+async fn csv_files_report_bad_rows_and_import_good_ones(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let store: &Store = &app.server.state.store;
+    let tenant = new_tenant(&app, "Shop").await;
+    let dir = tempfile::tempdir().unwrap();
+
+    let customers = write(
+        dir.path(),
+        "customers.csv",
+        "external_id,name,email,phone,tier\r\n\
+         ada,Ada Lovelace,ada@example.com,+44 20 7946 0000,gold\r\n\
+         grace,Grace Hopper,not-an-email,,\r\n\
+         ,Nobody,,,\r\n\
+         linus,\"Torvalds, Linus\",linus@example.org,,silver\r\n\
+         too,many,cells,,,,\r\n\
+         ada,Ada Again,,,\r\n",
+    );
+    let summary = import::import_customers(store, &tenant, &customers, &Progress::hidden())
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            summary.rows_read,
+            summary.customers_created,
+            summary.replayed
+        ),
+        (6, 2, 1)
+    );
+    assert_eq!(
+        rejections(&summary),
+        vec![
+            ("email: is not an email address".to_string(), 1, vec![3]),
+            ("expected 5 cells like the header".to_string(), 1, vec![6]),
+            ("external_id: required".to_string(), 1, vec![4]),
+        ]
+    );
+    let ada = store
+        .get_customer_by_external_id(&tenant, "ada")
+        .await
+        .unwrap();
+    // The second "ada" row did not overwrite the first.
+    assert_eq!(ada.name.as_deref(), Some("Ada Lovelace"));
+    assert_eq!(ada.phone.as_deref(), Some("+44 20 7946 0000"));
+    assert_eq!(ada.attributes, serde_json::json!({ "tier": "gold" }));
+    let linus = store
+        .get_customer_by_external_id(&tenant, "linus")
+        .await
+        .unwrap();
+    assert_eq!(linus.name.as_deref(), Some("Torvalds, Linus"));
+
+    let interactions = write(
+        dir.path(),
+        "interactions.csv",
+        "customer_external_id,kind,occurred_at,amount,currency,channel,idempotency_key,sku,quantity,unit_price\n\
+         ada,purchase,2024-05-01T10:00:00Z,19.98,EUR,web,order-1,BOOK,2,9.99\n\
+         ada,visit,2024-05-02,,,store,,,,\n\
+         newbie,purchase,2024-05-03,5.00,EUR,,,,,\n\
+         ada,purchase,May 4th,5.00,EUR,,,,,\n\
+         ada,purchase,2024-05-05,5.001,EUR,,,,,\n\
+         ada,teleport,2024-05-06,,,,,,,\n\
+         ada,purchase,2024-05-07,,,,,,,\n\
+         ada,purchase,2024-05-08,3.00,XXX,,,,,\n\
+         ada,purchase,2024-05-09,abc,EUR,,,,,\n\
+         ada,purchase,2024-05-10,1.00,EUR,,order-1,,,\n",
+    );
+    let summary = import::import_interactions(store, &tenant, &interactions, &Progress::hidden())
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            summary.rows_read,
+            summary.customers_created,
+            summary.interactions_created
+        ),
+        (10, 1, 3)
+    );
+    assert_eq!(summary.replayed, 0);
+    assert_eq!(
+        rejections(&summary),
+        vec![
+            ("amount: \"abc\" is not a decimal number".to_string(), 1, vec![10]),
+            ("amount: EUR amounts have at most 2 decimal places".to_string(), 1, vec![6]),
+            ("amount: a purchase needs an amount or items".to_string(), 1, vec![8]),
+            ("currency: \"XXX\" is not an ISO 4217 currency with a minor unit".to_string(), 1, vec![9]),
+            (
+                "idempotency key already stored with different content (idempotency_conflict)".to_string(),
+                1,
+                vec![11]
+            ),
+            (
+                "kind: unknown interaction kind \"teleport\"; define it with POST /v1/interaction-kinds".to_string(),
+                1,
+                vec![7]
+            ),
+            ("occurred_at: expected RFC 3339 (2024-05-01T10:00:00Z) or YYYY-MM-DD".to_string(), 1, vec![5]),
+        ]
+    );
+    let stats = store.customer_stats(&tenant, &ada.id).await.unwrap();
+    assert_eq!(stats.interaction_count, 2);
+    assert_eq!(
+        stats.total_spend,
+        vec![Money {
+            currency: "EUR".into(),
+            amount: "19.98".into(),
+            amount_minor: 1998
+        }]
+    );
+    let timeline = store
+        .customer_timeline(&tenant, &ada.id, TimelineFilter::default())
+        .await
+        .unwrap();
+    let order = timeline
+        .items
+        .iter()
+        .find(|i| i.kind == "purchase")
+        .unwrap();
+    assert_eq!(order.channel.as_deref(), Some("web"));
+    assert_eq!(order.items.len(), 1);
+    assert_eq!(
+        (order.items[0].sku.as_str(), order.items[0].quantity),
+        ("BOOK", 2)
+    );
+    let newbie = store
+        .get_customer_by_external_id(&tenant, "newbie")
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .customer_stats(&tenant, &newbie.id)
+            .await
+            .unwrap()
+            .purchase_count,
+        1
+    );
+
+    // Re-running both files stores nothing new; the same rows are rejected.
+    let again = import::import_customers(store, &tenant, &customers, &Progress::hidden())
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            again.customers_created,
+            again.replayed,
+            again.rejected_rows()
+        ),
+        (0, 3, 3)
+    );
+    let again = import::import_interactions(store, &tenant, &interactions, &Progress::hidden())
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            again.customers_created,
+            again.interactions_created,
+            again.replayed,
+            again.rejected_rows()
+        ),
+        (0, 0, 3, 7)
+    );
+}
+
+async fn broken_input_aborts_with_a_clear_error(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let store: &Store = &app.server.state.store;
+    let tenant = new_tenant(&app, "Shop").await;
+    let dir = tempfile::tempdir().unwrap();
+
+    let bad_header = write(
+        dir.path(),
+        "i.csv",
+        "customer,kind,occurred_at\nada,visit,2024-01-01\n",
+    );
+    let err = import::import_interactions(store, &tenant, &bad_header, &Progress::hidden())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ImportError::Header { .. }), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.ends_with("i.csv: bad header: missing required column(s): customer_external_id"),
+        "{text}"
+    );
+
+    let missing = dir.path().join("nope.csv");
+    let err = import::import_customers(store, &tenant, &missing, &Progress::hidden())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ImportError::Open { .. }), "{err}");
+    assert!(err.to_string().contains("nope.csv"), "{err}");
+
+    let good = write(dir.path(), "c.csv", "external_id\nx\n");
+    let err =
+        import::import_customers(store, &TenantId("ghost".into()), &good, &Progress::hidden())
+            .await
+            .unwrap_err();
+    assert!(matches!(err, ImportError::UnknownTenant(_)), "{err}");
+
+    let cdnow = write(dir.path(), "cdnow.txt", "00001 19970101 1 11.77\n");
+    let err = import::import_cdnow(store, &tenant, &cdnow, "JPY", &Progress::hidden())
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("CDNOW amounts have 2 decimals"),
+        "{err}"
+    );
+
+    // Nothing was stored by any of these.
+    let page = store
+        .list_customers(&tenant, CustomerFilter::default())
+        .await
+        .unwrap();
+    assert!(page.items.is_empty());
+}
+
+/// The real binary: `rapport --database URL import cdnow FILE --tenant ID`.
+async fn command_line_prints_the_summary(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let tenant = new_tenant(&app, "Cli").await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "cdnow.txt",
+        " customer_id  date number_of_cds  dollar_value\r\n\
+          00001 19970101  1   11.77\r\n\
+          00002 19970112  5   77.00\r\n\
+          00002 19970112  5   77.00\r\n\
+          00003 19970230  1    5.00\r\n\
+          00004 19970102  0    0.00\r\n\
+          00005 19970102  1    0.00\r\n",
+    );
+    let run = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_rapport"))
+            .args(["--database", &app.db.url, "import", "cdnow"])
+            .arg(&file)
+            .args(["--tenant", &tenant.0])
+            .output()
+            .unwrap()
+    };
+    let out = run();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for expected in [
+        "rows read:             6",
+        "customers created:     3",
+        "interactions created:  4",
+        "replayed (present):    0",
+        "rejected:              2",
+        "1 × date: not a valid calendar date (line 5)",
+        "1 × number_of_cds: must be a positive integer (line 6)",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "missing {expected:?} in:\n{stdout}"
+        );
+    }
+    // The duplicate line is a second purchase, not a replay.
+    let store = &app.server.state.store;
+    let c2 = store
+        .get_customer_by_external_id(&tenant, "00002")
+        .await
+        .unwrap();
+    let stats = store.customer_stats(&tenant, &c2.id).await.unwrap();
+    assert_eq!(
+        (stats.purchase_count, stats.total_spend),
+        (2, vec![usd(15400)])
+    );
+
+    let out = run();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("interactions created:  0") && stdout.contains("replayed (present):    4"),
+        "{stdout}"
+    );
+
+    // A header error fails the command with a message naming the file.
+    let bad = write(dir.path(), "bad.csv", "name\nAda\n");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rapport"))
+        .args(["--database", &app.db.url, "import", "customers"])
+        .arg(&bad)
+        .args(["--tenant", &tenant.0])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("bad.csv: bad header: missing required column(s): external_id"),
+        "{stderr}"
+    );
+}
+
+both_backends!(
+    cdnow_sample_totals_are_exact_and_reimport_is_a_no_op,
+    csv_files_report_bad_rows_and_import_good_ones,
+    broken_input_aborts_with_a_clear_error,
+    command_line_prints_the_summary,
+);
