@@ -7,6 +7,7 @@ pub mod api;
 pub mod config;
 pub mod db;
 pub mod import;
+pub mod runtime;
 pub mod server;
 pub mod store;
 pub mod telemetry;
