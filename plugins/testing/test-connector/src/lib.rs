@@ -3,11 +3,12 @@
 //! values.
 //!
 //! `deliver(message)`: POSTs the message as a JSON object
-//! `{"id","customer_id","channel","to","subject","body","metadata","attempt"}`
-//! (`metadata` embedded as JSON when it parses, else as a string) to the URL
-//! in `message.to` through `outbound-http`, with headers
-//! `content-type: application/json` and `idempotency-key: {message.id}`, and
-//! no per-request timeout (the host's limit applies). Outcome:
+//! `{"attempt","body","channel","customer_id","id","metadata","subject","to"}`
+//! (compact, keys in this alphabetical order; `metadata` embedded as JSON
+//! when it parses, else as a string) to the URL in `message.to` through
+//! `outbound-http`, with headers `content-type: application/json` and
+//! `idempotency-key: {message.id}`, and no per-request timeout (the host's
+//! limit applies). Outcome:
 //!
 //! | host answer                    | result                                                   |
 //! |--------------------------------|----------------------------------------------------------|
