@@ -635,14 +635,14 @@ impl Runtime {
 /// Loads a cached artifact; any failure (missing, truncated, built by
 /// another engine) means "recompile", never an error.
 fn load_cached(engine: &Engine, path: &Path) -> Option<Component> {
-    if !path.is_file() {
-        return None;
-    }
+    // Read, don't mmap (`deserialize_file`): a mapped file truncated or
+    // rewritten in place by anyone would turn into SIGBUS in running code.
+    let bytes = std::fs::read(path).ok()?;
     // SAFETY: the cache directory is trusted operator storage written only
     // by `write_atomically` below with `precompile_component` output; the
     // file name carries the engine's compatibility hash and wasmtime checks
     // the header again.
-    match unsafe { Component::deserialize_file(engine, path) } {
+    match unsafe { Component::deserialize(engine, &bytes) } {
         Ok(c) => Some(c),
         Err(e) => {
             tracing::warn!(path = %path.display(), error = %e, "ignoring unusable compiled-plugin cache file");

@@ -24,7 +24,7 @@ wasmtime::component::bindgen!({
     path: "../wit/crm@0.1.0",
     imports: { default: async | trappable },
     exports: { default: async },
-    additional_derives: [serde::Serialize, serde::Deserialize],
+    additional_derives: [PartialEq, serde::Serialize, serde::Deserialize],
 });
 
 /// The contract string that selects these bindings.

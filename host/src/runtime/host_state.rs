@@ -225,7 +225,12 @@ impl WasiView for HostState {
             // every socket address denied, name lookup denied.
             let pipe = MemoryOutputPipe::new(limits.max_log_bytes);
             let mut builder = WasiCtxBuilder::new();
-            builder.stdout(pipe.clone()).stderr(pipe.clone());
+            builder
+                .stdout(pipe.clone())
+                .stderr(pipe.clone())
+                .allow_tcp(false)
+                .allow_udp(false)
+                .allow_ip_name_lookup(false);
             *output = Some(pipe);
             builder.build()
         });

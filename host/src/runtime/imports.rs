@@ -1,8 +1,14 @@
 //! Deny by default, before linking: every import of a component must be a
 //! granted `rapport:crm` capability of the plugin's contract version, a
-//! type-only contract interface, or one of the WASI interfaces that Rust's
-//! std needs to start (and which the empty WASI context renders harmless).
-//! Anything else (sockets, HTTP, an unknown package) is refused by name.
+//! type-only contract interface, or one of the WASI 0.2 interfaces that
+//! Rust's std imports (and which the empty WASI context renders harmless).
+//! Anything else (`wasi:http`, an unknown package, another contract
+//! version) is refused by name.
+//!
+//! `wasi:sockets/*` is accepted because std links it as soon as a guest
+//! touches `std::net`; the context denies every TCP/UDP address and name
+//! lookup, so a connect fails at run time (tests/runtime_hostile.rs proves
+//! it with `hostile-wasi-escape`).
 
 use wasmtime::Engine;
 use wasmtime::component::Component;
@@ -10,8 +16,8 @@ use wasmtime::component::Component;
 use super::contract_v0_1_0::{PACKAGE_PREFIX, VERSION_SUFFIX};
 use super::{Capability, LoadError, PluginDefinition, PluginKind};
 
-/// WASI 0.2 interfaces a std guest may import. Filesystem and CLI calls hit
-/// an empty context (no preopens, no env, closed stdin, captured output).
+/// WASI 0.2 interfaces a std guest may import. Calls hit an empty context:
+/// no preopens, no env, closed stdin, captured output, no network.
 const WASI_ALLOWED: &[&str] = &[
     "wasi:cli/environment",
     "wasi:cli/exit",
@@ -33,6 +39,13 @@ const WASI_ALLOWED: &[&str] = &[
     "wasi:random/insecure-seed",
     "wasi:filesystem/types",
     "wasi:filesystem/preopens",
+    "wasi:sockets/network",
+    "wasi:sockets/instance-network",
+    "wasi:sockets/tcp",
+    "wasi:sockets/tcp-create-socket",
+    "wasi:sockets/udp",
+    "wasi:sockets/udp-create-socket",
+    "wasi:sockets/ip-name-lookup",
 ];
 
 /// Checks the component's imports against the definition's grants.

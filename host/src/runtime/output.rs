@@ -122,15 +122,28 @@ pub(crate) fn finite(what: &str, v: f64) -> Result<(), String> {
     }
 }
 
+/// Text the host stores must not contain NUL (PostgreSQL TEXT refuses it).
+pub(crate) fn text(what: &str, s: &str) -> Result<(), String> {
+    if s.contains('\0') {
+        Err(format!("{what} contains a NUL character"))
+    } else {
+        Ok(())
+    }
+}
+
 pub(crate) fn validate_score(s: &CustomerScore) -> Result<(), String> {
     finite("score value", s.value)?;
     for (name, v) in &s.components {
+        text("component name", name)?;
         finite(&format!("component `{name}`"), *v)?;
     }
-    Ok(())
+    text("label", s.label.as_deref().unwrap_or_default())?;
+    text("segment", s.segment.as_deref().unwrap_or_default())?;
+    text("explanation", &s.explanation)
 }
 
 pub(crate) fn validate_json(what: &str, json: &str) -> Result<(), String> {
+    text(what, json)?;
     serde_json::from_str::<serde::de::IgnoredAny>(json)
         .map(|_| ())
         .map_err(|e| format!("{what} is not valid JSON: {e}"))

@@ -675,7 +675,11 @@ impl Session<'_> {
                 CallError::Guest(kind, e.message)
             })
         });
-        self.finish("deliver", started, result, |_| Ok(()))
+        self.finish("deliver", started, result, |r| {
+            output::text("provider id", r.provider_id.as_deref().unwrap_or_default())
+                .and_then(|_| output::text("detail", r.detail.as_deref().unwrap_or_default()))
+                .map_err(CallError::InvalidOutput)
+        })
     }
 
     pub async fn parse_inbound(
