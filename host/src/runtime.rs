@@ -20,7 +20,10 @@
 //! Calls use wasmtime's async support (`call_async`, async host imports). A
 //! guest runs on a fiber polled by the caller's tokio task, and the epoch
 //! callback makes it *yield* to the executor at every ticker tick (1 ms by
-//! default) until its deadline, where it traps. So a guest spinning in a loop
+//! default) until its deadline, where it traps. With fuel on, it also yields
+//! every [`RuntimeConfig::fuel_yield_interval`] units, which keeps the
+//! executor responsive even when the ticker thread is starved by the OS; a
+//! tokio timer around each call then enforces the deadline too. So a guest spinning in a loop
 //! holds a tokio worker for at most one tick at a time, host imports await
 //! the database without blocking a thread, and no extra thread hop is paid
 //! per call (a `spawn_blocking` round trip costs more than the whole call
@@ -85,6 +88,12 @@ pub struct RuntimeConfig {
     /// The epoch ticker period: the timeout precision and the longest a
     /// spinning guest holds a worker thread before yielding.
     pub epoch_tick: Duration,
+    /// With fuel on, a guest also yields to the executor after burning this
+    /// much fuel (~1 unit per instruction). Unlike epoch ticks this does not
+    /// depend on the ticker thread being scheduled: on an overloaded host a
+    /// sleeping thread can be starved for 100+ ms (measured on the 2-core
+    /// CI machines), and a spinning guest must not hold a worker that long.
+    pub fuel_yield_interval: u64,
 }
 
 impl Default for RuntimeConfig {
@@ -96,6 +105,7 @@ impl Default for RuntimeConfig {
             max_memory_mb: 256,
             max_instances: 256,
             epoch_tick: Duration::from_millis(1),
+            fuel_yield_interval: 1_000_000,
         }
     }
 }
@@ -442,6 +452,11 @@ impl Runtime {
         if config.epoch_tick.is_zero() {
             return Err(RuntimeError::Config("epoch_tick must be positive".into()));
         }
+        if config.fuel_yield_interval == 0 {
+            return Err(RuntimeError::Config(
+                "fuel_yield_interval must be positive".into(),
+            ));
+        }
         let max_stack = (config.max_stack_kb as usize) << 10;
         let mut pool = PoolingAllocationConfig::new();
         pool.total_component_instances(config.max_instances)
@@ -629,6 +644,10 @@ impl Runtime {
 
     pub(crate) fn consume_fuel(&self) -> bool {
         self.inner.config.consume_fuel
+    }
+
+    pub(crate) fn fuel_yield_interval(&self) -> u64 {
+        self.inner.config.fuel_yield_interval
     }
 }
 

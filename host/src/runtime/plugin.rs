@@ -437,7 +437,10 @@ impl Session<'_> {
             let mut store = plugin.new_store(&self.ctx);
             store.set_epoch_deadline(1);
             if plugin.runtime.consume_fuel() {
+                // Errors only when fuel is off or the interval is 0, both
+                // excluded by `Runtime::new`.
                 let _ = store.set_fuel(u64::MAX);
+                let _ = store.fuel_async_yield_interval(Some(plugin.runtime.fuel_yield_interval()));
             }
             let deadline = store.data().deadline;
             match within(deadline, plugin.pre.instantiate_async(&mut store)).await {
