@@ -1,8 +1,7 @@
 //! API tests: customers — CRUD with merge-patch, statistics, list filters,
 //! cursor pagination, tenant isolation, roles and malformed input.
 
-#[path = "/tmp/support_fixed.rs"]
-mod support; // TEMP-LOCAL
+mod support;
 
 use std::collections::HashSet;
 

@@ -2,8 +2,7 @@
 //! (replays, conflicts, concurrent retries), batches with mixed items,
 //! timelines, tenant kinds, tenant isolation, roles and malformed input.
 
-#[path = "/tmp/support_fixed.rs"]
-mod support; // TEMP-LOCAL
+mod support;
 
 use std::collections::HashSet;
 use std::time::Instant;

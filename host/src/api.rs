@@ -13,6 +13,7 @@ pub mod gdpr;
 pub mod health;
 pub mod interactions;
 pub mod loyalty;
+pub mod plugin_calls;
 pub mod plugins;
 pub mod products;
 
@@ -42,6 +43,8 @@ pub struct AppState {
     pub metrics: Arc<crate::telemetry::Metrics>,
     /// The plugin manifest in force (empty when none is configured); hot-reloadable.
     pub manifest: Arc<crate::manifest::ManifestHandle>,
+    /// Runs the tenants' plugins (shares the manifest above).
+    pub plugins: Arc<crate::plugins::PluginService>,
 }
 
 #[derive(OpenApi)]
@@ -82,6 +85,7 @@ pub fn v1() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(loyalty::router())
         .merge(gdpr::router())
         .merge(plugins::router())
+        .merge(plugin_calls::router())
         .split_for_parts()
 }
 

@@ -8,6 +8,8 @@ pub mod config;
 pub mod db;
 pub mod import;
 pub mod manifest;
+pub mod plugins;
+pub mod runtime;
 pub mod server;
 pub mod store;
 pub mod telemetry;

@@ -74,83 +74,9 @@ impl PluginSpec {
     }
 }
 
-/// What a plugin is for; decides which WIT world it must implement.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, ToSchema)]
-#[serde(rename_all = "kebab-case")]
-pub enum PluginKind {
-    ScoringRule,
-    CrossSell,
-    RewardScheme,
-    ChannelConnector,
-}
-
-impl PluginKind {
-    pub const ALL: [PluginKind; 4] = [
-        PluginKind::ScoringRule,
-        PluginKind::CrossSell,
-        PluginKind::RewardScheme,
-        PluginKind::ChannelConnector,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PluginKind::ScoringRule => "scoring-rule",
-            PluginKind::CrossSell => "cross-sell",
-            PluginKind::RewardScheme => "reward-scheme",
-            PluginKind::ChannelConnector => "channel-connector",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<PluginKind> {
-        PluginKind::ALL.into_iter().find(|k| k.as_str() == s)
-    }
-}
-
-/// A host interface a plugin may import. The runtime links only the granted
-/// ones, so a plugin importing anything else fails to instantiate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, ToSchema)]
-#[serde(rename_all = "kebab-case")]
-pub enum Capability {
-    Customers,
-    Interactions,
-    Loyalty,
-    Catalog,
-    Kv,
-    Log,
-    Config,
-    /// Outgoing HTTP to `allowed_hosts`; channel connectors only.
-    OutboundHttp,
-}
-
-impl Capability {
-    pub const ALL: [Capability; 8] = [
-        Capability::Customers,
-        Capability::Interactions,
-        Capability::Loyalty,
-        Capability::Catalog,
-        Capability::Kv,
-        Capability::Log,
-        Capability::Config,
-        Capability::OutboundHttp,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Capability::Customers => "customers",
-            Capability::Interactions => "interactions",
-            Capability::Loyalty => "loyalty",
-            Capability::Catalog => "catalog",
-            Capability::Kv => "kv",
-            Capability::Log => "log",
-            Capability::Config => "config",
-            Capability::OutboundHttp => "outbound-http",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Capability> {
-        Capability::ALL.into_iter().find(|c| c.as_str() == s)
-    }
-}
+/// Plugin kinds and capabilities are the runtime's own types: one
+/// definition for what the manifest declares and what the runtime enforces.
+pub use crate::runtime::{Capability, PluginKind};
 
 /// Per-call and per-tenant resource limits. Every field is optional in the
 /// manifest; the defaults are deliberately tight, since a plugin that needs

@@ -43,7 +43,14 @@ pub async fn build_state(config: &Config) -> anyhow::Result<AppState> {
         .with_context(|| format!("opening database {}", redact(&config.database.url)))?;
     let manifest = crate::manifest::ManifestHandle::open(config.plugins.manifest.as_deref())
         .context("loading the plugin manifest")?;
-    Ok(AppState { store: Store::new(db), metrics: Arc::new(Metrics::global()), manifest: Arc::new(manifest) })
+    let manifest = Arc::new(manifest);
+    let store = Store::new(db);
+    let runtime_config = crate::runtime::RuntimeConfig {
+        cache_dir: config.plugins.cache_dir.clone(),
+        ..Default::default()
+    };
+    let plugins = Arc::new(crate::plugins::PluginService::new(runtime_config, manifest.clone(), store.clone()));
+    Ok(AppState { store, metrics: Arc::new(Metrics::global()), manifest, plugins })
 }
 
 /// Binds `config.server.listen` and serves in a background task.

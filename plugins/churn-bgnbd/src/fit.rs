@@ -128,11 +128,9 @@ pub fn fit(population: &[CustomerSummary]) -> Result<FitReport, FitError> {
     if let Some(i) = theta.iter().position(|t| t.abs() >= BOUND - 1.0) {
         return Err(FitError::Degenerate(NAMES[i]));
     }
-    let gradient_norm = data
-        .gradient(&theta)
-        .iter()
-        .fold(0.0, |m: f64, g| m.max(g.abs()));
-    if !(gradient_norm <= 1e-6) {
+    let gradient = data.gradient(&theta);
+    let gradient_norm = gradient.iter().fold(0.0, |m: f64, g| m.max(g.abs()));
+    if gradient.iter().any(|g| !g.is_finite()) || gradient_norm > 1e-6 {
         return Err(FitError::NoConvergence(gradient_norm));
     }
     let scaled = to_params(&theta);
@@ -301,8 +299,9 @@ fn solve4(mut m: [[f64; 4]; 4], mut rhs: [f64; 4]) -> Option<[f64; 4]> {
         rhs.swap(col, pivot);
         for row in col + 1..4 {
             let factor = m[row][col] / m[col][col];
-            for k in col..4 {
-                m[row][k] -= factor * m[col][k];
+            let pivot_row = m[col];
+            for (dst, src) in m[row][col..].iter_mut().zip(&pivot_row[col..]) {
+                *dst -= factor * src;
             }
             rhs[row] -= factor * rhs[col];
         }

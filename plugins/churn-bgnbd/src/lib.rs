@@ -26,5 +26,4 @@ pub use fit::{FitError, FitReport, fit};
 pub use input::{History, Interaction, PurchaseSummary};
 pub use model::{ModelError, Params};
 pub use score::{ChurnError, ChurnScore, Config, FittedModel, fit_population, score_history};
-
 pub use summary::{CustomerSummary, MS_PER_DAY, summarise_aggregate, summarise_purchases};

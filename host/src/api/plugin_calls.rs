@@ -1,0 +1,202 @@
+//! Endpoints that run a tenant's plugins on demand: score a customer with
+//! its scoring rules, recommend products with its cross-sell plugins.
+//!
+//! A plugin that fails (traps, times out, runs out of memory, returns
+//! garbage) never fails the request: its entry in `results` carries the
+//! error code and message, the other plugins' results stand, and the
+//! failure counts towards the plugin's suspension for this tenant.
+
+use axum::extract::State;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::extract::{Auth, Json, Path, Query};
+use super::{ApiResult, AppState, Error};
+use crate::plugins::{PluginFailure, PluginRun};
+use crate::runtime::contract::types;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(score_customer)).routes(routes!(recommendations))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct PluginQuery {
+    /// Run only this plugin (it must be active for the tenant).
+    pub plugin: Option<String>,
+}
+
+/// One plugin's outcome.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RunReport {
+    pub plugin: String,
+    /// `ok` or `error`.
+    pub status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<PluginFailure>,
+    pub duration_ms: f64,
+    /// Fuel (≈ instructions) the call used, when metered.
+    pub fuel_used: Option<u64>,
+    /// Log lines the plugin wrote during the call (capped by its limits).
+    #[schema(value_type = Vec<Object>)]
+    pub logs: Vec<serde_json::Value>,
+    pub logs_dropped: u32,
+}
+
+fn report<T>(run: &PluginRun<T>) -> RunReport {
+    RunReport {
+        plugin: run.plugin.clone(),
+        status: if run.result.is_ok() { "ok" } else { "error" },
+        error: run.result.as_ref().err().cloned(),
+        duration_ms: run.report.duration.as_secs_f64() * 1000.0,
+        fuel_used: run.report.fuel_used,
+        logs: run
+            .report
+            .logs
+            .iter()
+            .map(|l| serde_json::to_value(l).unwrap_or(serde_json::Value::Null))
+            .collect(),
+        logs_dropped: run.report.logs_dropped,
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Score {
+    pub value: f64,
+    pub label: Option<String>,
+    pub segment: Option<String>,
+    pub explanation: String,
+    #[schema(value_type = Object)]
+    pub components: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ScoreResult {
+    #[serde(flatten)]
+    pub run: RunReport,
+    pub score: Option<Score>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ScoreResponse {
+    pub customer_id: String,
+    pub results: Vec<ScoreResult>,
+}
+
+fn score_out(s: &crate::runtime::contract::scoring::CustomerScore) -> Score {
+    Score {
+        value: s.value,
+        label: s.label.clone(),
+        segment: s.segment.clone(),
+        explanation: s.explanation.clone(),
+        components: s.components.iter().map(|(k, v)| (k.clone(), serde_json::json!(v))).collect(),
+    }
+}
+
+/// Score a customer now with the tenant's active scoring plugins.
+#[utoipa::path(post, path = "/v1/customers/{id}/score", tag = "plugins",
+    params(("id" = String, Path), PluginQuery),
+    responses((status = 200, body = ScoreResponse), (status = 404, body = super::error::ErrorBody),
+              (status = 409, body = super::error::ErrorBody)))]
+async fn score_customer(
+    State(s): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+    Query(q): Query<PluginQuery>,
+) -> ApiResult<Json<ScoreResponse>> {
+    let tenant = auth.read()?;
+    let runs = s.plugins.score_customer(&tenant, &id, q.plugin.as_deref()).await?;
+    let results = runs
+        .iter()
+        .map(|run| ScoreResult { run: report(run), score: run.result.as_ref().ok().map(score_out) })
+        .collect();
+    Ok(Json(ScoreResponse { customer_id: id, results }))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct RecommendQuery {
+    /// Run only this plugin.
+    pub plugin: Option<String>,
+    /// Comma-separated SKUs of a basket to recommend against.
+    pub basket: Option<String>,
+    /// How many recommendations (1-100, default 10).
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Recommendation {
+    pub sku: String,
+    pub score: f64,
+    pub reason: String,
+    /// Which plugin recommended it.
+    pub plugin: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RecommendResponse {
+    pub customer_id: String,
+    /// Best first, one entry per SKU (the best-scoring plugin's).
+    pub recommendations: Vec<Recommendation>,
+    pub runs: Vec<RunReport>,
+}
+
+/// Recommend products for a customer (optionally for a basket).
+#[utoipa::path(get, path = "/v1/customers/{id}/recommendations", tag = "plugins",
+    params(("id" = String, Path), RecommendQuery),
+    responses((status = 200, body = RecommendResponse), (status = 404, body = super::error::ErrorBody)))]
+async fn recommendations(
+    State(s): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+    Query(q): Query<RecommendQuery>,
+) -> ApiResult<Json<RecommendResponse>> {
+    let tenant = auth.read()?;
+    let limit = q.limit.unwrap_or(10);
+    if !(1..=100).contains(&limit) {
+        return Err(Error::invalid("limit", "must be 1 to 100"));
+    }
+    // A basket is SKUs only: prices come from the catalogue, not the caller.
+    // A SKU the catalogue does not know still counts as "in the basket"
+    // (its price is zero in ISO 4217 "XXX", no currency).
+    let basket = match q.basket.as_deref() {
+        None => None,
+        Some(list) => {
+            let skus: Vec<&str> = list.split(',').map(str::trim).filter(|sku| !sku.is_empty()).collect();
+            if skus.len() > 100 {
+                return Err(Error::invalid("basket", "at most 100 SKUs"));
+            }
+            let mut items = Vec::with_capacity(skus.len());
+            for sku in skus {
+                let unit_price = match s.store.get_product(&tenant, sku).await {
+                    Ok(p) => types::Money { currency: p.price.currency, amount_minor: p.price.amount_minor },
+                    Err(crate::store::StoreError::NotFound { .. }) => {
+                        types::Money { currency: "XXX".into(), amount_minor: 0 }
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                items.push(types::LineItem { sku: sku.to_string(), quantity: 1, unit_price });
+            }
+            Some(items)
+        }
+    };
+    let runs = s.plugins.recommend(&tenant, &id, basket, limit, q.plugin.as_deref()).await?;
+    let mut best: std::collections::BTreeMap<String, Recommendation> = Default::default();
+    for run in &runs {
+        for r in run.result.as_ref().map(|v| v.as_slice()).unwrap_or_default() {
+            let keep = best.get(&r.sku).is_none_or(|b| r.score > b.score);
+            if keep && r.score.is_finite() {
+                best.insert(
+                    r.sku.clone(),
+                    Recommendation { sku: r.sku.clone(), score: r.score, reason: r.reason.clone(), plugin: run.plugin.clone() },
+                );
+            }
+        }
+    }
+    let mut recommendations: Vec<Recommendation> = best.into_values().collect();
+    recommendations.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.sku.cmp(&b.sku)));
+    recommendations.truncate(limit as usize);
+    Ok(Json(RecommendResponse { customer_id: id, recommendations, runs: runs.iter().map(report).collect() }))
+}

@@ -1,0 +1,330 @@
+//! The plugin service: the glue between the manifest (which plugins exist,
+//! what they may do), the per-tenant state in the database (enabled,
+//! config, suspension), the wasmtime runtime (which runs them) and the store
+//! (what their capabilities read).
+//!
+//! Callers (the API, batch jobs) ask for "the tenant's active plugins of a
+//! kind" and run them; this module makes sure that
+//! - the tenant comes from the caller (never from plugin input) and is the
+//!   one the runtime binds into the call's host state;
+//! - a plugin is loaded lazily, once per artifact digest, and a load failure
+//!   (digest mismatch, ungranted import, not a component) is remembered and
+//!   reported on every call instead of recompiling each time;
+//! - every failed call is counted against (tenant, plugin) in the database,
+//!   and the plugin is suspended for that tenant after the manifest's
+//!   `max_consecutive_failures`, visible in `GET /v1/plugins` until an admin
+//!   resumes it. The database is the single source of truth for
+//!   suspension, so it survives restarts and is shared by several nodes.
+
+pub mod store_services;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::manifest::effective::{EffectivePlugin, effective_plugin, effective_plugins};
+use crate::manifest::{ManifestHandle, PluginKind, PluginSpec};
+use crate::runtime::contract::inputs::CustomerHistory;
+use crate::runtime::contract::types;
+use crate::runtime::{CallContext, CallError, CallReport, Plugin, PluginDefinition, Runtime, RuntimeConfig};
+use crate::store::interactions::TimelineFilter;
+use crate::store::{Store, StoreError, StoreResult, TenantId, now_ms};
+
+/// How much history a plugin gets with each customer. Beyond this the
+/// oldest interactions are left out and `truncated` is set; a plugin that
+/// needs everything pages through the `interactions` capability.
+pub const MAX_HISTORY: usize = 2_000;
+
+/// Why a plugin call produced no result, as the API reports it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct PluginFailure {
+    /// `plugin_timeout`, `plugin_trap`, `plugin_load_failed`, ...
+    pub code: String,
+    pub message: String,
+}
+
+/// One plugin's answer (or failure) plus what the call cost.
+#[derive(Debug, Clone)]
+pub struct PluginRun<T> {
+    pub plugin: String,
+    pub result: Result<T, PluginFailure>,
+    pub report: CallReport,
+}
+
+/// Loaded plugins by id; the digest says which artifact version the entry
+/// is for, so a manifest reload that changes `sha256` reloads the plugin.
+type LoadCache = HashMap<String, (String, Result<Arc<Plugin>, String>)>;
+
+pub struct PluginService {
+    /// Created on the first plugin call: an app that never runs a plugin
+    /// (most tests, a node with no manifest) never reserves the engine's
+    /// instance pool or starts its epoch ticker.
+    runtime_config: RuntimeConfig,
+    runtime: Mutex<Option<Runtime>>,
+    manifest: Arc<ManifestHandle>,
+    store: Store,
+    services: Arc<store_services::StoreServices>,
+    loaded: Mutex<LoadCache>,
+}
+
+fn failure(code: &str, message: impl Into<String>) -> PluginFailure {
+    PluginFailure { code: code.to_string(), message: message.into() }
+}
+
+/// A runtime error as the API names it: `plugin_` + the runtime's cause.
+fn call_failure(err: &CallError) -> PluginFailure {
+    failure(&format!("plugin_{}", err.cause()), err.to_string())
+}
+
+/// The runtime's view of a manifest entry. The manifest has already checked
+/// ranges and patterns; the runtime checks again what only it can (stack
+/// size against the engine, capabilities against the kind).
+fn definition(spec: &PluginSpec, wasm: Vec<u8>) -> PluginDefinition {
+    let limits = &spec.limits;
+    PluginDefinition {
+        id: spec.id.clone(),
+        kind: spec.kind,
+        contract: spec.contract.clone(),
+        wasm,
+        sha256: spec.sha256.clone(),
+        capabilities: spec.capabilities.clone(),
+        allowed_hosts: spec.allowed_hosts.iter().map(|h| h.to_string()).collect(),
+        limits: crate::runtime::Limits {
+            timeout_ms: limits.timeout_ms,
+            fuel: limits.fuel,
+            memory_mb: u32::try_from(limits.memory_mb).unwrap_or(u32::MAX),
+            stack_kb: u32::try_from(limits.stack_kb).unwrap_or(u32::MAX),
+            max_output_bytes: usize::try_from(limits.max_output_bytes).unwrap_or(usize::MAX),
+            max_log_bytes: usize::try_from(limits.max_log_bytes).unwrap_or(usize::MAX),
+            // Suspension is tracked in the database (see the module doc),
+            // not in the runtime's memory.
+            max_consecutive_failures: 0,
+            kv_max_bytes: limits.kv_max_bytes,
+            ..crate::runtime::Limits::default()
+        },
+    }
+}
+
+impl PluginService {
+    pub fn new(runtime_config: RuntimeConfig, manifest: Arc<ManifestHandle>, store: Store) -> PluginService {
+        let services = Arc::new(store_services::StoreServices::new(store.clone()));
+        PluginService {
+            runtime_config,
+            runtime: Mutex::new(None),
+            manifest,
+            store,
+            services,
+            loaded: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The runtime, created on first use.
+    pub fn runtime(&self) -> Result<Runtime, PluginFailure> {
+        let mut slot = self.runtime.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(runtime) = slot.as_ref() {
+            return Ok(runtime.clone());
+        }
+        let runtime = Runtime::new(self.runtime_config.clone())
+            .map_err(|e| failure("plugin_runtime_unavailable", e.to_string()))?;
+        *slot = Some(runtime.clone());
+        Ok(runtime)
+    }
+
+    /// The tenant's plugins of `kind` that may run now, in manifest order.
+    pub async fn active(&self, tenant: &TenantId, kind: PluginKind) -> StoreResult<Vec<EffectivePlugin>> {
+        let manifest = self.manifest.current();
+        let states = self.store.plugin_states(tenant).await?;
+        Ok(effective_plugins(&manifest, tenant.as_str(), &states)
+            .into_iter()
+            .filter(|p| p.kind == kind && p.runs())
+            .collect())
+    }
+
+    /// One plugin of the tenant's, whatever its status (`None`: the tenant
+    /// has no such plugin).
+    pub async fn find(&self, tenant: &TenantId, plugin: &str) -> StoreResult<Option<EffectivePlugin>> {
+        let manifest = self.manifest.current();
+        let state = self.store.plugin_state(tenant, plugin).await?;
+        Ok(effective_plugin(&manifest, tenant.as_str(), plugin, state.as_ref()))
+    }
+
+    /// The loaded plugin for the manifest's current version of `id`,
+    /// compiling it (off the async workers) on first use.
+    async fn load(&self, id: &str) -> Result<Arc<Plugin>, PluginFailure> {
+        let manifest = self.manifest.current();
+        let spec = manifest
+            .plugin(id)
+            .ok_or_else(|| failure("plugin_not_found", format!("plugin `{id}` is not in the manifest")))?
+            .clone();
+        if let Some((digest, entry)) = self.lock_loaded().get(id)
+            && *digest == spec.sha256
+        {
+            return entry.clone().map_err(|message| failure("plugin_load_failed", message));
+        }
+        let runtime = self.runtime()?;
+        let spec_for_load = spec.clone();
+        let loaded = tokio::task::spawn_blocking(move || {
+            let wasm = std::fs::read(&spec_for_load.artifact).map_err(|e| {
+                format!("plugin `{}`: cannot read {}: {e}", spec_for_load.id, spec_for_load.artifact.display())
+            })?;
+            runtime.load(definition(&spec_for_load, wasm)).map_err(|e| e.to_string())
+        })
+        .await
+        .unwrap_or_else(|join| Err(format!("plugin `{id}`: loader task failed: {join}")));
+        if let Err(message) = &loaded {
+            tracing::error!(plugin = id, error = %message, "plugin failed to load");
+        }
+        self.lock_loaded().insert(id.to_string(), (spec.sha256.clone(), loaded.clone()));
+        loaded.map_err(|message| failure("plugin_load_failed", message))
+    }
+
+    fn lock_loaded(&self) -> std::sync::MutexGuard<'_, LoadCache> {
+        // A panic while holding the lock cannot leave the map inconsistent
+        // (single inserts), so a poisoned lock is still usable.
+        self.loaded.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs one call of one plugin for `tenant` and records its outcome.
+    async fn run<T, F, Fut>(&self, tenant: &TenantId, plugin: &EffectivePlugin, call: F) -> PluginRun<T>
+    where
+        F: FnOnce(Arc<Plugin>, CallContext) -> Fut,
+        Fut: std::future::Future<Output = (Result<T, CallError>, CallReport)>,
+    {
+        let loaded = match self.load(&plugin.id).await {
+            Ok(loaded) => loaded,
+            Err(fail) => {
+                self.record_failure(tenant, plugin, &fail).await;
+                return PluginRun { plugin: plugin.id.clone(), result: Err(fail), report: CallReport::default() };
+            }
+        };
+        let ctx = CallContext {
+            tenant: tenant.clone(),
+            config_json: plugin.config.to_string(),
+            services: self.services.clone(),
+        };
+        let (result, report) = call(loaded, ctx).await;
+        let result = match result {
+            Ok(value) => {
+                if plugin.consecutive_failures > 0
+                    && let Err(e) = self.store.record_plugin_success(tenant, &plugin.id).await
+                {
+                    tracing::warn!(plugin = %plugin.id, error = %e, "could not record plugin success");
+                }
+                Ok(value)
+            }
+            Err(err) => {
+                let fail = call_failure(&err);
+                self.record_failure(tenant, plugin, &fail).await;
+                Err(fail)
+            }
+        };
+        PluginRun { plugin: plugin.id.clone(), result, report }
+    }
+
+    async fn record_failure(&self, tenant: &TenantId, plugin: &EffectivePlugin, fail: &PluginFailure) {
+        tracing::warn!(tenant = %tenant, plugin = %plugin.id, code = %fail.code, error = %fail.message, "plugin call failed");
+        match self
+            .store
+            .record_plugin_failure(tenant, &plugin.id, &fail.code, &fail.message, plugin.max_consecutive_failures)
+            .await
+        {
+            Ok(true) => tracing::error!(tenant = %tenant, plugin = %plugin.id, "plugin suspended for this tenant"),
+            Ok(false) => {}
+            Err(e) => tracing::error!(plugin = %plugin.id, error = %e, "could not record plugin failure"),
+        }
+    }
+
+    /// The customer and up to [`MAX_HISTORY`] of their interactions, oldest
+    /// first, as plugins receive them.
+    pub async fn customer_history(&self, tenant: &TenantId, customer_id: &str) -> StoreResult<CustomerHistory> {
+        let customer = self.store.get_customer(tenant, customer_id).await?;
+        let mut interactions = Vec::new();
+        let mut cursor = None;
+        let mut truncated = false;
+        loop {
+            let filter = TimelineFilter { limit: Some(500), cursor, ..Default::default() };
+            let page = self.store.customer_timeline(tenant, customer_id, filter).await?;
+            interactions.extend(page.items.into_iter().map(store_services::interaction_to_guest));
+            if interactions.len() >= MAX_HISTORY {
+                truncated = page.next_cursor.is_some() || interactions.len() > MAX_HISTORY;
+                interactions.truncate(MAX_HISTORY);
+                break;
+            }
+            match page.next_cursor {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        interactions.reverse();
+        Ok(CustomerHistory {
+            customer: store_services::customer_to_guest(customer),
+            interactions,
+            truncated,
+            now: now_ms(),
+        })
+    }
+
+    /// Runs the tenant's active scoring plugins (or just `only`) on one
+    /// customer. Plugins run one after another; each failure is reported in
+    /// its own entry and never hides the others' results.
+    pub async fn score_customer(
+        &self,
+        tenant: &TenantId,
+        customer_id: &str,
+        only: Option<&str>,
+    ) -> StoreResult<Vec<PluginRun<crate::runtime::contract::scoring::CustomerScore>>> {
+        let plugins = self.selected(tenant, PluginKind::ScoringRule, only).await?;
+        let history = self.customer_history(tenant, customer_id).await?;
+        let mut runs = Vec::with_capacity(plugins.len());
+        for plugin in &plugins {
+            let history = &history;
+            runs.push(self.run(tenant, plugin, |p, ctx| async move { p.score(ctx, history).await }).await);
+        }
+        Ok(runs)
+    }
+
+    /// Runs the tenant's active cross-sell plugins (or just `only`).
+    pub async fn recommend(
+        &self,
+        tenant: &TenantId,
+        customer_id: &str,
+        basket: Option<Vec<types::LineItem>>,
+        limit: u32,
+        only: Option<&str>,
+    ) -> StoreResult<Vec<PluginRun<Vec<crate::runtime::contract::cross_selling::Recommendation>>>> {
+        let plugins = self.selected(tenant, PluginKind::CrossSell, only).await?;
+        let history = self.customer_history(tenant, customer_id).await?;
+        let request = crate::runtime::contract::cross_selling::RecommendRequest { history, basket, limit };
+        let mut runs = Vec::with_capacity(plugins.len());
+        for plugin in &plugins {
+            let request = &request;
+            runs.push(self.run(tenant, plugin, |p, ctx| async move { p.recommend(ctx, request).await }).await);
+        }
+        Ok(runs)
+    }
+
+    /// The active plugins of `kind`, or exactly `only`: an unknown or
+    /// other-kind plugin is "not found", a disabled or suspended one a
+    /// conflict the caller can act on.
+    async fn selected(&self, tenant: &TenantId, kind: PluginKind, only: Option<&str>) -> StoreResult<Vec<EffectivePlugin>> {
+        match only {
+            None => self.active(tenant, kind).await,
+            Some(id) => {
+                let plugin = self
+                    .find(tenant, id)
+                    .await?
+                    .filter(|p| p.kind == kind)
+                    .ok_or(StoreError::NotFound { entity: "plugin" })?;
+                if !plugin.runs() {
+                    return Err(StoreError::conflict(
+                        "plugin_not_active",
+                        format!("plugin `{id}` is {:?} for this tenant", plugin.status).to_lowercase(),
+                    ));
+                }
+                Ok(vec![plugin])
+            }
+        }
+    }
+}

@@ -1,0 +1,240 @@
+//! Capability `outbound-http` (channel connectors): HTTP requests to the
+//! manifest's `allowed_hosts` only, with a timeout and a response-size cap.
+//!
+//! Host patterns: `host`, `host:port`, `*.suffix`, `*.suffix:port`. Without
+//! a port only the scheme's default port is allowed, so `example.com` does
+//! not open `example.com:22`. `*.example.com` matches subdomains, not
+//! `example.com` itself. Redirects are not followed (the client is built
+//! with `Policy::none()`): a 3xx could point anywhere. Anything else is
+//! answered `http-error::denied` without touching the network.
+
+use std::time::{Duration, Instant};
+
+use wasmtime::component::{HasSelf, Linker};
+
+use crate::runtime::contract_v0_1_0::rapport::crm::outbound_http::{
+    self, HttpError, Request, Response,
+};
+use crate::runtime::host_state::HostState;
+
+/// One parsed `allowed_hosts` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPattern {
+    /// Lowercase host, or the suffix (with its leading dot) for wildcards.
+    host: String,
+    wildcard: bool,
+    port: Option<u16>,
+}
+
+impl HostPattern {
+    pub fn parse(pattern: &str) -> Result<HostPattern, String> {
+        let p = pattern.trim().to_ascii_lowercase();
+        if p.is_empty() || p.contains('/') || p.contains('@') {
+            return Err("expected `host`, `host:port`, `*.suffix` or `*.suffix:port`".into());
+        }
+        let (host, port) = match p.rsplit_once(':') {
+            Some((h, port)) => (
+                h.to_owned(),
+                Some(
+                    port.parse::<u16>()
+                        .map_err(|_| format!("bad port `{port}`"))?,
+                ),
+            ),
+            None => (p.clone(), None),
+        };
+        let (host, wildcard) = match host.strip_prefix("*.") {
+            Some(suffix) => (format!(".{suffix}"), true),
+            None => (host, false),
+        };
+        let bare = host.trim_start_matches('.');
+        if bare.is_empty() || bare.contains('*') || !bare.split('.').all(|l| !l.is_empty()) {
+            return Err("empty or wildcard-in-the-middle host".into());
+        }
+        Ok(HostPattern {
+            host,
+            wildcard,
+            port,
+        })
+    }
+
+    fn matches(&self, host: &str, port: u16, default_port: u16) -> bool {
+        let host_ok = if self.wildcard {
+            host.ends_with(&self.host) && host.len() > self.host.len()
+        } else {
+            host == self.host
+        };
+        host_ok && port == self.port.unwrap_or(default_port)
+    }
+}
+
+/// A connector's outbound policy, built at load from its manifest entry.
+#[derive(Debug)]
+pub struct HttpPolicy {
+    pub allowed: Vec<HostPattern>,
+    pub client: reqwest::Client,
+    pub max_timeout: Duration,
+    pub max_response_bytes: usize,
+}
+
+impl HttpPolicy {
+    /// Why `url` may not be requested, if it may not.
+    pub fn check(&self, url: &reqwest::Url) -> Result<(), String> {
+        let default_port = match url.scheme() {
+            "http" => 80,
+            "https" => 443,
+            other => return Err(format!("scheme `{other}` is not allowed")),
+        };
+        let host = url
+            .host_str()
+            .ok_or("URL has no host")?
+            .to_ascii_lowercase();
+        let port = url.port().unwrap_or(default_port);
+        if self
+            .allowed
+            .iter()
+            .any(|p| p.matches(&host, port, default_port))
+        {
+            Ok(())
+        } else {
+            Err(format!(
+                "{host}:{port} is not in the plugin's allowed hosts"
+            ))
+        }
+    }
+}
+
+pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    outbound_http::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)
+}
+
+impl outbound_http::Host for HostState {
+    async fn send(&mut self, request: Request) -> wasmtime::Result<Result<Response, HttpError>> {
+        let Some(policy) = self.http.clone() else {
+            return Ok(Err(HttpError::Denied(
+                "outbound-http is not configured for this plugin".into(),
+            )));
+        };
+        // Never outlive the call's own deadline.
+        let remaining = self.deadline.saturating_duration_since(Instant::now());
+        Ok(send(&policy, request, remaining).await)
+    }
+}
+
+async fn send(
+    policy: &HttpPolicy,
+    request: Request,
+    remaining: Duration,
+) -> Result<Response, HttpError> {
+    let url = reqwest::Url::parse(&request.url)
+        .map_err(|e| HttpError::InvalidRequest(format!("bad URL: {e}")))?;
+    policy.check(&url).map_err(HttpError::Denied)?;
+    let method = match request.method.to_ascii_uppercase().as_str() {
+        "GET" => reqwest::Method::GET,
+        "POST" => reqwest::Method::POST,
+        "PUT" => reqwest::Method::PUT,
+        "PATCH" => reqwest::Method::PATCH,
+        "DELETE" => reqwest::Method::DELETE,
+        other => {
+            return Err(HttpError::InvalidRequest(format!(
+                "method `{other}` is not allowed"
+            )));
+        }
+    };
+    let mut headers = reqwest::header::HeaderMap::new();
+    for (name, value) in &request.headers {
+        let name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| HttpError::InvalidRequest(format!("bad header name `{name}`")))?;
+        let value = reqwest::header::HeaderValue::from_str(value)
+            .map_err(|_| HttpError::InvalidRequest(format!("bad value for header `{name}`")))?;
+        headers.append(name, value);
+    }
+    let mut timeout = policy.max_timeout.min(remaining);
+    if let Some(ms) = request.timeout_ms {
+        timeout = timeout.min(Duration::from_millis(u64::from(ms)));
+    }
+    let result = policy
+        .client
+        .request(method, url)
+        .headers(headers)
+        .body(request.body)
+        .timeout(timeout)
+        .send()
+        .await;
+    let mut response = result.map_err(classify)?;
+    let status = response.status().as_u16();
+    let headers = response
+        .headers()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_owned(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    if response
+        .content_length()
+        .is_some_and(|n| n > policy.max_response_bytes as u64)
+    {
+        return Err(HttpError::ResponseTooLarge);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(classify)? {
+        if body.len() + chunk.len() > policy.max_response_bytes {
+            return Err(HttpError::ResponseTooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Response {
+        status,
+        headers,
+        body,
+    })
+}
+
+fn classify(e: reqwest::Error) -> HttpError {
+    if e.is_timeout() {
+        HttpError::Timeout
+    } else {
+        HttpError::Connection(format!("{e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(hosts: &[&str]) -> HttpPolicy {
+        HttpPolicy {
+            allowed: hosts
+                .iter()
+                .map(|h| HostPattern::parse(h).unwrap())
+                .collect(),
+            client: reqwest::Client::new(),
+            max_timeout: Duration::from_secs(1),
+            max_response_bytes: 10,
+        }
+    }
+
+    #[test]
+    fn host_patterns() {
+        let p = policy(&["api.example.com", "*.hooks.io", "127.0.0.1:8080"]);
+        let ok = |u: &str| p.check(&reqwest::Url::parse(u).unwrap()).is_ok();
+        assert!(ok("https://api.example.com/x"));
+        assert!(ok("http://API.example.com/x"));
+        assert!(!ok("https://api.example.com:8443/x"));
+        assert!(!ok("https://evil.com/api.example.com"));
+        assert!(!ok("https://api.example.com.evil.com/"));
+        assert!(ok("https://a.hooks.io/"));
+        assert!(ok("https://a.b.hooks.io/"));
+        assert!(!ok("https://hooks.io/"));
+        assert!(!ok("https://xhooks.io/"));
+        assert!(ok("http://127.0.0.1:8080/"));
+        assert!(!ok("http://127.0.0.1:8081/"));
+        assert!(!ok("http://127.0.0.1/"));
+        assert!(!ok("file:///etc/passwd"));
+        assert!(HostPattern::parse("a.*.com").is_err());
+        assert!(HostPattern::parse("http://a.com").is_err());
+        assert!(HostPattern::parse("a.com:99999").is_err());
+    }
+}

@@ -1,0 +1,239 @@
+//! The per-call host state stored in each wasmtime `Store`: who the call is
+//! for (tenant, plugin), what it may use (limits, config, services) and what
+//! it produced besides its result (logs, captured stderr).
+//!
+//! The tenant lives here and only here: host imports read it from the store,
+//! never from their arguments, which is what keeps a plugin inside the
+//! tenant it was called for.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use wasmtime::component::ResourceTable;
+use wasmtime::{ResourceLimiter, StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use super::Limits;
+use super::capabilities::outbound_http::HttpPolicy;
+use super::services::HostServices;
+use crate::store::TenantId;
+
+/// Severity of a plugin log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+/// One line a plugin logged during a call (capability `log`), or a chunk of
+/// what it wrote to stdout/stderr (level `warn`, field `stream`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLine {
+    pub level: LogLevel,
+    pub message: String,
+    pub fields: Vec<(String, String)>,
+}
+
+impl LogLine {
+    fn size(&self) -> usize {
+        self.message.len()
+            + self
+                .fields
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>()
+    }
+}
+
+/// Log lines of one call, capped at `max_bytes`; lines that would go over
+/// are dropped whole and counted.
+#[derive(Debug, Default)]
+pub(crate) struct LogBuffer {
+    pub lines: Vec<LogLine>,
+    pub bytes: usize,
+    pub dropped: u32,
+    pub max_bytes: usize,
+}
+
+impl LogBuffer {
+    pub fn push(&mut self, line: LogLine) {
+        let size = line.size();
+        if self.bytes + size > self.max_bytes {
+            self.dropped = self.dropped.saturating_add(1);
+        } else {
+            self.bytes += size;
+            self.lines.push(line);
+        }
+    }
+}
+
+/// Memory and table limits, remembering whether a growth was refused so a
+/// failure can be reported as [`super::CallError::MemoryLimit`] rather than
+/// as whatever trap the guest's allocator turns it into.
+pub(crate) struct Limiter {
+    inner: StoreLimits,
+    pub memory_denied: bool,
+}
+
+impl Limiter {
+    pub fn new(memory_bytes: usize) -> Limiter {
+        Limiter {
+            inner: StoreLimitsBuilder::new()
+                .memory_size(memory_bytes)
+                .instances(16)
+                .build(),
+            memory_denied: false,
+        }
+    }
+}
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let ok = self.inner.memory_growing(current, desired, maximum)?;
+        if !ok {
+            self.memory_denied = true;
+        }
+        Ok(ok)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.inner.table_growing(current, desired, maximum)
+    }
+
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.memory_denied = true;
+        self.inner.memory_grow_failed(error)
+    }
+
+    fn instances(&self) -> usize {
+        self.inner.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.inner.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.inner.memories()
+    }
+}
+
+pub(crate) struct HostState {
+    pub tenant: TenantId,
+    pub plugin_id: Arc<str>,
+    pub config_json: String,
+    pub services: Arc<dyn HostServices>,
+    pub limits: Arc<Limits>,
+    pub limiter: Limiter,
+    pub log: LogBuffer,
+    pub http: Option<Arc<HttpPolicy>>,
+    /// When the current call must end; read by the epoch callback.
+    pub deadline: Instant,
+    /// Built on first use: most calls never touch WASI, and building a
+    /// context (RNG seeding) is a measurable part of a small call.
+    wasi: Option<WasiCtx>,
+    table: ResourceTable,
+    /// Guest stdout+stderr (panic messages land here), capped like logs.
+    output: Option<MemoryOutputPipe>,
+    /// How much of `output` earlier calls of a session already reported.
+    output_seen: usize,
+}
+
+impl HostState {
+    pub fn new(
+        tenant: TenantId,
+        plugin_id: Arc<str>,
+        config_json: String,
+        services: Arc<dyn HostServices>,
+        limits: Arc<Limits>,
+        http: Option<Arc<HttpPolicy>>,
+        deadline: Instant,
+    ) -> HostState {
+        let limiter = Limiter::new((limits.memory_mb as usize) << 20);
+        let log = LogBuffer {
+            max_bytes: limits.max_log_bytes,
+            ..LogBuffer::default()
+        };
+        HostState {
+            tenant,
+            plugin_id,
+            config_json,
+            services,
+            limits,
+            limiter,
+            log,
+            http,
+            deadline,
+            wasi: None,
+            table: ResourceTable::new(),
+            output: None,
+            output_seen: 0,
+        }
+    }
+
+    /// What the guest wrote to stdout/stderr since the last
+    /// [`Self::take_captured_output`], lossily decoded.
+    pub fn captured_output(&self) -> String {
+        match &self.output {
+            Some(pipe) => {
+                let bytes = pipe.contents();
+                String::from_utf8_lossy(bytes.get(self.output_seen..).unwrap_or_default())
+                    .trim_end()
+                    .to_owned()
+            }
+            None => String::new(),
+        }
+    }
+
+    /// Like [`Self::captured_output`], and marks it reported.
+    pub fn take_captured_output(&mut self) -> String {
+        let text = self.captured_output();
+        if let Some(pipe) = &self.output {
+            self.output_seen = pipe.contents().len();
+        }
+        text
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        let HostState {
+            wasi,
+            table,
+            output,
+            limits,
+            ..
+        } = self;
+        let ctx = wasi.get_or_insert_with(|| {
+            // Empty by default: no preopens, no env, no args, stdin closed,
+            // every socket address denied, name lookup denied.
+            let pipe = MemoryOutputPipe::new(limits.max_log_bytes);
+            let mut builder = WasiCtxBuilder::new();
+            builder
+                .stdout(pipe.clone())
+                .stderr(pipe.clone())
+                .allow_tcp(false)
+                .allow_udp(false)
+                .allow_ip_name_lookup(false);
+            *output = Some(pipe);
+            builder.build()
+        });
+        WasiCtxView { ctx, table }
+    }
+}

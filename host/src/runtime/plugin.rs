@@ -1,0 +1,758 @@
+//! A loaded plugin version (`Plugin`) and the calls into it.
+//!
+//! Every one-shot call (`Plugin::score`, ...) builds a fresh `Store` whose
+//! host state carries the tenant, instantiates from the plugin's
+//! `InstancePre` (cheap with the pooling allocator and copy-on-write memory
+//! images) and calls one export. A [`Session`] keeps one instance for many
+//! calls of the same tenant (batch rescoring); after any trap it throws the
+//! store away and instantiates afresh, so a trap never leaks into a later
+//! call.
+//!
+//! Limits per call: wall-clock deadline (epoch callback traps the guest;
+//! a tokio timer also bounds time spent awaiting host services), fuel,
+//! memory (`Limiter`), stack (engine-wide), output size, log volume.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use wasmtime::component::{Instance, InstancePre, Linker};
+use wasmtime::{Store, Trap, UpdateDeadline};
+
+use super::capabilities::outbound_http::{HostPattern, HttpPolicy};
+use super::capabilities::{self};
+use super::contract_v0_1_0::channel::{
+    self, InboundError, InboundEvent, InboundRequest, Message, Receipt,
+};
+use super::contract_v0_1_0::cross_selling::{self, RecommendRequest, Recommendation};
+use super::contract_v0_1_0::inputs::{CustomerHistory, PurchaseSummary};
+use super::contract_v0_1_0::rewards::{self, InteractionContext, LedgerIntent, RewardOutcome};
+use super::contract_v0_1_0::scoring::{self, CustomerScore};
+use super::contract_v0_1_0::types::{LoyaltyAccount, PluginError, Reward, Tier, Timestamp};
+use super::host_state::{HostState, LogLevel, LogLine};
+use super::output::{self, OutputSize};
+use super::services::HostServices;
+use super::{
+    CallError, Capability, Limits, LoadError, PluginDefinition, PluginErrorKind, PluginKind,
+    Runtime,
+};
+use crate::store::TenantId;
+
+/// Who a call is for. The tenant comes from the caller's authenticated
+/// context, never from plugin input.
+#[derive(Clone)]
+pub struct CallContext {
+    pub tenant: TenantId,
+    /// The tenant's configuration of this plugin, a JSON object.
+    pub config_json: String,
+    pub services: Arc<dyn HostServices>,
+}
+
+/// What a call cost and logged, returned with every result (also on error).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CallReport {
+    pub duration: Duration,
+    /// `None` when the runtime does not meter fuel.
+    pub fuel_used: Option<u64>,
+    pub logs: Vec<LogLine>,
+    pub logs_dropped: u32,
+}
+
+/// Export indices of the plugin's kind, resolved once at load.
+enum Exports {
+    Scoring(scoring::GuestIndices),
+    CrossSell(cross_selling::GuestIndices),
+    Rewards(rewards::GuestIndices),
+    Channel(channel::GuestIndices),
+}
+
+/// One loaded, verified and pre-linked plugin version.
+pub struct Plugin {
+    runtime: Runtime,
+    id: Arc<str>,
+    kind: PluginKind,
+    sha256: String,
+    capabilities: BTreeSet<Capability>,
+    limits: Arc<Limits>,
+    pre: InstancePre<HostState>,
+    exports: Exports,
+    http: Option<Arc<HttpPolicy>>,
+    compiled_from_cache: bool,
+    /// Consecutive failures per tenant (circuit breaker).
+    failures: Mutex<HashMap<TenantId, u32>>,
+}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin")
+            .field("id", &self.id)
+            .field("kind", &self.kind)
+            .field("sha256", &self.sha256)
+            .field("capabilities", &self.capabilities)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Marks the tokio-timer side of the deadline (time spent in host calls).
+#[derive(Debug)]
+struct DeadlineExceeded;
+
+impl std::fmt::Display for DeadlineExceeded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("deadline exceeded while awaiting a host call")
+    }
+}
+
+impl std::error::Error for DeadlineExceeded {}
+
+impl Plugin {
+    pub(crate) fn prepare(
+        runtime: Runtime,
+        def: PluginDefinition,
+        component: wasmtime::component::Component,
+        compiled_from_cache: bool,
+    ) -> Result<Arc<Plugin>, LoadError> {
+        let plugin = def.id.clone();
+        let link_err = |e: wasmtime::Error| LoadError::Link {
+            plugin: plugin.clone(),
+            message: format!("{e:#}"),
+        };
+        let mut linker: Linker<HostState> = Linker::new(runtime.engine());
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(link_err)?;
+        capabilities::link_type_interfaces(&mut linker).map_err(link_err)?;
+        for &cap in &def.capabilities {
+            capabilities::link(&mut linker, cap).map_err(link_err)?;
+        }
+        let pre = linker.instantiate_pre(&component).map_err(link_err)?;
+        let missing = |export: &str, e: wasmtime::Error| LoadError::MissingExport {
+            plugin: plugin.clone(),
+            kind: def.kind,
+            export: format!("rapport:crm/{export}@0.1.0"),
+            message: format!("{e:#}"),
+        };
+        let exports = match def.kind {
+            PluginKind::ScoringRule => Exports::Scoring(
+                scoring::GuestIndices::new(&pre).map_err(|e| missing("scoring", e))?,
+            ),
+            PluginKind::CrossSell => Exports::CrossSell(
+                cross_selling::GuestIndices::new(&pre).map_err(|e| missing("cross-selling", e))?,
+            ),
+            PluginKind::RewardScheme => Exports::Rewards(
+                rewards::GuestIndices::new(&pre).map_err(|e| missing("rewards", e))?,
+            ),
+            PluginKind::ChannelConnector => Exports::Channel(
+                channel::GuestIndices::new(&pre).map_err(|e| missing("channel", e))?,
+            ),
+        };
+        let http = if def.capabilities.contains(&Capability::OutboundHttp) {
+            let allowed = def
+                .allowed_hosts
+                .iter()
+                .map(|h| {
+                    HostPattern::parse(h).map_err(|message| LoadError::AllowedHost {
+                        plugin: plugin.clone(),
+                        host: h.clone(),
+                        message,
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Some(Arc::new(HttpPolicy {
+                allowed,
+                client: runtime.http().clone(),
+                max_timeout: Duration::from_millis(def.limits.http_timeout_ms),
+                max_response_bytes: def.limits.http_max_response_bytes,
+            }))
+        } else {
+            None
+        };
+        Ok(Arc::new(Plugin {
+            runtime,
+            id: def.id.into(),
+            kind: def.kind,
+            sha256: def.sha256.to_ascii_lowercase(),
+            capabilities: def.capabilities,
+            limits: Arc::new(def.limits),
+            pre,
+            exports,
+            http,
+            compiled_from_cache,
+            failures: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn kind(&self) -> PluginKind {
+        self.kind
+    }
+
+    pub fn sha256(&self) -> &str {
+        &self.sha256
+    }
+
+    pub fn capabilities(&self) -> &BTreeSet<Capability> {
+        &self.capabilities
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// True when the compiled code came from the disk or memory cache
+    /// rather than from compiling WebAssembly.
+    pub fn compiled_from_cache(&self) -> bool {
+        self.compiled_from_cache
+    }
+
+    /// Consecutive failed calls for `tenant` (0 after a success).
+    pub fn consecutive_failures(&self, tenant: &TenantId) -> u32 {
+        self.lock_failures().get(tenant).copied().unwrap_or(0)
+    }
+
+    /// Lifts a suspension (e.g. after the tenant fixed its config).
+    pub fn reset_failures(&self, tenant: &TenantId) {
+        self.lock_failures().remove(tenant);
+    }
+
+    fn lock_failures(&self) -> std::sync::MutexGuard<'_, HashMap<TenantId, u32>> {
+        // Plain counters: still meaningful after a panic elsewhere.
+        self.failures.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A reusable instance for many calls of one tenant.
+    pub fn session(&self, ctx: CallContext) -> Session<'_> {
+        Session {
+            plugin: self,
+            ctx,
+            store: None,
+            fresh_since: None,
+        }
+    }
+
+    pub async fn score(
+        &self,
+        ctx: CallContext,
+        input: &CustomerHistory,
+    ) -> (Result<CustomerScore, CallError>, CallReport) {
+        self.session(ctx).score(input).await
+    }
+
+    pub async fn score_batch(
+        &self,
+        ctx: CallContext,
+        inputs: &[CustomerHistory],
+    ) -> (
+        Result<Vec<Result<CustomerScore, CallError>>, CallError>,
+        CallReport,
+    ) {
+        self.session(ctx).score_batch(inputs).await
+    }
+
+    /// Scoring plugins: population fit, returning the plugin's JSON summary.
+    pub async fn fit(
+        &self,
+        ctx: CallContext,
+        population: &[PurchaseSummary],
+        now: Timestamp,
+    ) -> (Result<String, CallError>, CallReport) {
+        self.session(ctx).fit(population, now).await
+    }
+
+    pub async fn recommend(
+        &self,
+        ctx: CallContext,
+        request: &RecommendRequest,
+    ) -> (Result<Vec<Recommendation>, CallError>, CallReport) {
+        self.session(ctx).recommend(request).await
+    }
+
+    /// Cross-sell plugins: learn from baskets, returning a JSON summary.
+    pub async fn fit_baskets(
+        &self,
+        ctx: CallContext,
+        baskets: &[Vec<String>],
+    ) -> (Result<String, CallError>, CallReport) {
+        self.session(ctx).fit_baskets(baskets).await
+    }
+
+    pub async fn on_interaction(
+        &self,
+        ctx: CallContext,
+        context: &InteractionContext,
+    ) -> (Result<RewardOutcome, CallError>, CallReport) {
+        self.session(ctx).on_interaction(context).await
+    }
+
+    pub async fn redeemable(
+        &self,
+        ctx: CallContext,
+        account: &LoyaltyAccount,
+        tiers: &[Tier],
+        rewards: &[Reward],
+    ) -> (Result<Vec<String>, CallError>, CallReport) {
+        self.session(ctx).redeemable(account, tiers, rewards).await
+    }
+
+    pub async fn deliver(
+        &self,
+        ctx: CallContext,
+        message: &Message,
+    ) -> (Result<Receipt, CallError>, CallReport) {
+        self.session(ctx).deliver(message).await
+    }
+
+    pub async fn parse_inbound(
+        &self,
+        ctx: CallContext,
+        request: &InboundRequest,
+    ) -> (Result<Vec<InboundEvent>, CallError>, CallReport) {
+        self.session(ctx).parse_inbound(request).await
+    }
+
+    fn new_store(&self, ctx: &CallContext) -> Store<HostState> {
+        let deadline = Instant::now() + Duration::from_millis(self.limits.timeout_ms);
+        let state = HostState::new(
+            ctx.tenant.clone(),
+            self.id.clone(),
+            ctx.config_json.clone(),
+            ctx.services.clone(),
+            self.limits.clone(),
+            self.http.clone(),
+            deadline,
+        );
+        let mut store = Store::new(self.runtime.engine(), state);
+        store.limiter(|s| &mut s.limiter);
+        // Yield to the executor at every tick; trap once past the deadline.
+        store.epoch_deadline_callback(|ctx| {
+            if Instant::now() >= ctx.data().deadline {
+                Ok(UpdateDeadline::Interrupt)
+            } else {
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+        store
+    }
+
+    fn record(
+        &self,
+        export: &'static str,
+        result: Result<(), &CallError>,
+        report: &CallReport,
+        tenant: &TenantId,
+    ) {
+        let plugin = self.id.to_string();
+        metrics::counter!("rapport_plugin_calls_total", "plugin" => plugin.clone(), "kind" => self.kind.as_str(), "export" => export)
+            .increment(1);
+        metrics::histogram!("rapport_plugin_call_duration_seconds", "plugin" => plugin.clone(), "export" => export)
+            .record(report.duration.as_secs_f64());
+        if let Some(fuel) = report.fuel_used {
+            metrics::counter!("rapport_plugin_fuel_used_total", "plugin" => plugin.clone())
+                .increment(fuel);
+        }
+        match result {
+            Ok(()) => {
+                if self.limits.max_consecutive_failures > 0 {
+                    let mut failures = self.lock_failures();
+                    if failures.contains_key(tenant) {
+                        failures.remove(tenant);
+                    }
+                }
+            }
+            Err(e) => {
+                metrics::counter!("rapport_plugin_errors_total", "plugin" => plugin, "cause" => e.cause()).increment(1);
+                // A typed plugin error is an answer, not a malfunction; a
+                // suspension or a wrong-kind call says nothing new.
+                if !matches!(
+                    e,
+                    CallError::Guest(..) | CallError::Suspended { .. } | CallError::WrongKind
+                ) {
+                    *self.lock_failures().entry(tenant.clone()).or_insert(0) += 1;
+                }
+                tracing::debug!(plugin = %self.id, tenant = %tenant, export, error = %e, "plugin call failed");
+            }
+        }
+    }
+}
+
+/// One instance of a plugin kept across calls for one tenant. Each call
+/// gets its own deadline, fuel budget and log buffer.
+pub struct Session<'p> {
+    plugin: &'p Plugin,
+    ctx: CallContext,
+    store: Option<(Store<HostState>, Instance)>,
+    /// Set right after instantiation: the next call's duration counts it.
+    fresh_since: Option<Instant>,
+}
+
+/// Runs one export of the session's instance: `$variant` is the plugin
+/// kind's `Exports` case, `$call` uses `$guest` and `$store`.
+macro_rules! guest_call {
+    ($session:ident, $export:literal, $variant:ident, |$guest:ident, $store:ident| $call:expr) => {{
+        let started = Instant::now();
+        match &$session.plugin.exports {
+            Exports::$variant(indices) => match $session.prepare().await {
+                Err(e) => (Err(e), started),
+                Ok(started) => match &mut $session.store {
+                    None => (Err(CallError::Instantiate("no instance".into())), started),
+                    Some((store, instance)) => {
+                        let deadline = store.data().deadline;
+                        let raw = match indices.load(&mut *store, instance) {
+                            Ok($guest) => {
+                                let $store = &mut *store;
+                                within(deadline, $call).await
+                            }
+                            Err(e) => Err(e),
+                        };
+                        match raw {
+                            Ok(v) => (Ok(v), started),
+                            Err(e) => (
+                                Err(classify(e, store, $session.plugin.limits.timeout_ms)),
+                                started,
+                            ),
+                        }
+                    }
+                },
+            },
+            _ => (Err(CallError::WrongKind), started),
+        }
+    }};
+}
+
+impl Session<'_> {
+    /// Makes sure an instance exists (instantiating after a trap), then
+    /// resets the per-call budget. Returns when the call's clock started.
+    async fn prepare(&mut self) -> Result<Instant, CallError> {
+        let plugin = self.plugin;
+        let max = plugin.limits.max_consecutive_failures;
+        if max > 0 {
+            let failures = plugin.consecutive_failures(&self.ctx.tenant);
+            if failures >= max {
+                return Err(CallError::Suspended { failures });
+            }
+        }
+        let now = Instant::now();
+        if self.store.is_none() {
+            let mut store = plugin.new_store(&self.ctx);
+            store.set_epoch_deadline(1);
+            if plugin.runtime.consume_fuel() {
+                // Errors only when fuel is off or the interval is 0, both
+                // excluded by `Runtime::new`.
+                let _ = store.set_fuel(u64::MAX);
+                let _ = store.fuel_async_yield_interval(Some(plugin.runtime.fuel_yield_interval()));
+            }
+            let deadline = store.data().deadline;
+            match within(deadline, plugin.pre.instantiate_async(&mut store)).await {
+                Ok(instance) => {
+                    self.store = Some((store, instance));
+                    self.fresh_since = Some(now);
+                }
+                Err(e) => {
+                    return Err(match classify(e, &store, plugin.limits.timeout_ms) {
+                        CallError::Trap(m) => CallError::Instantiate(m),
+                        other => other,
+                    });
+                }
+            }
+        }
+        let started = self.fresh_since.take().unwrap_or(now);
+        if let Some((store, _)) = &mut self.store {
+            let state = store.data_mut();
+            state.deadline = started + Duration::from_millis(plugin.limits.timeout_ms);
+            state.log.lines.clear();
+            state.log.bytes = 0;
+            state.log.dropped = 0;
+            store.set_epoch_deadline(1);
+            if plugin.runtime.consume_fuel() {
+                let _ = store.set_fuel(plugin.limits.fuel.unwrap_or(u64::MAX));
+            }
+        }
+        Ok(started)
+    }
+
+    /// Size-checks and validates the result, builds the report, records
+    /// metrics, and drops the instance after anything trap-like.
+    fn finish<T: OutputSize>(
+        &mut self,
+        export: &'static str,
+        started: Instant,
+        result: Result<T, CallError>,
+        validate: impl FnOnce(&T) -> Result<(), CallError>,
+    ) -> (Result<T, CallError>, CallReport) {
+        let plugin = self.plugin;
+        let result = result.and_then(|v| {
+            output::check_size(&v, plugin.limits.max_output_bytes)?;
+            validate(&v)?;
+            Ok(v)
+        });
+        let mut report = CallReport {
+            duration: started.elapsed(),
+            ..CallReport::default()
+        };
+        if let Some((store, _)) = &mut self.store {
+            if plugin.runtime.consume_fuel() {
+                let budget = plugin.limits.fuel.unwrap_or(u64::MAX);
+                report.fuel_used = store
+                    .get_fuel()
+                    .ok()
+                    .map(|left| budget.saturating_sub(left));
+            }
+            let state = store.data_mut();
+            let captured = state.take_captured_output();
+            if !captured.is_empty() {
+                state.log.push(LogLine {
+                    level: LogLevel::Warn,
+                    message: captured,
+                    fields: vec![("stream".into(), "stdio".into())],
+                });
+            }
+            report.logs = std::mem::take(&mut state.log.lines);
+            report.logs_dropped = state.log.dropped;
+        }
+        if let Err(e) = &result {
+            if !matches!(
+                e,
+                CallError::Guest(..)
+                    | CallError::InvalidOutput(_)
+                    | CallError::OutputTooLarge { .. }
+                    | CallError::Suspended { .. }
+                    | CallError::WrongKind
+            ) {
+                // The instance may be mid-way through anything: never reuse it.
+                self.store = None;
+            }
+        }
+        plugin.record(
+            export,
+            result.as_ref().map(|_| ()),
+            &report,
+            &self.ctx.tenant,
+        );
+        (result, report)
+    }
+
+    pub async fn score(
+        &mut self,
+        input: &CustomerHistory,
+    ) -> (Result<CustomerScore, CallError>, CallReport) {
+        let (raw, started) = guest_call!(self, "score", Scoring, |g, s| g.call_score(s, input));
+        let result = raw.and_then(|r| r.map_err(plugin_error));
+        self.finish("score", started, result, |s| {
+            output::validate_score(s).map_err(CallError::InvalidOutput)
+        })
+    }
+
+    pub async fn score_batch(
+        &mut self,
+        inputs: &[CustomerHistory],
+    ) -> (
+        Result<Vec<Result<CustomerScore, CallError>>, CallError>,
+        CallReport,
+    ) {
+        let (raw, started) = guest_call!(self, "score-batch", Scoring, |g, s| g
+            .call_score_batch(s, inputs));
+        let expected = inputs.len();
+        let (result, report) = self.finish("score-batch", started, raw, |v| {
+            if v.len() == expected {
+                Ok(())
+            } else {
+                Err(CallError::InvalidOutput(format!(
+                    "{} results for {expected} inputs",
+                    v.len()
+                )))
+            }
+        });
+        let result = result.map(|items| {
+            items
+                .into_iter()
+                .map(|r| {
+                    let s = r.map_err(plugin_error)?;
+                    output::validate_score(&s).map_err(CallError::InvalidOutput)?;
+                    Ok(s)
+                })
+                .collect()
+        });
+        (result, report)
+    }
+
+    pub async fn fit(
+        &mut self,
+        population: &[PurchaseSummary],
+        now: Timestamp,
+    ) -> (Result<String, CallError>, CallReport) {
+        let (raw, started) =
+            guest_call!(self, "fit", Scoring, |g, s| g.call_fit(s, population, now));
+        let result = raw.and_then(|r| r.map_err(plugin_error));
+        self.finish("fit", started, result, |j| {
+            output::validate_json("fit summary", j).map_err(CallError::InvalidOutput)
+        })
+    }
+
+    pub async fn recommend(
+        &mut self,
+        request: &RecommendRequest,
+    ) -> (Result<Vec<Recommendation>, CallError>, CallReport) {
+        let (raw, started) = guest_call!(self, "recommend", CrossSell, |g, s| g
+            .call_recommend(s, request));
+        let result = raw.and_then(|r| r.map_err(plugin_error));
+        let limit = request.limit as usize;
+        self.finish("recommend", started, result, |recs| {
+            if recs.len() > limit {
+                return Err(CallError::InvalidOutput(format!(
+                    "{} recommendations, {limit} wanted",
+                    recs.len()
+                )));
+            }
+            for r in recs {
+                output::finite(&format!("score of `{}`", r.sku), r.score)
+                    .map_err(CallError::InvalidOutput)?;
+            }
+            Ok(())
+        })
+    }
+
+    pub async fn fit_baskets(
+        &mut self,
+        baskets: &[Vec<String>],
+    ) -> (Result<String, CallError>, CallReport) {
+        let (raw, started) = guest_call!(self, "fit-baskets", CrossSell, |g, s| g
+            .call_fit(s, baskets));
+        let result = raw.and_then(|r| r.map_err(plugin_error));
+        self.finish("fit-baskets", started, result, |j| {
+            output::validate_json("fit summary", j).map_err(CallError::InvalidOutput)
+        })
+    }
+
+    pub async fn on_interaction(
+        &mut self,
+        context: &InteractionContext,
+    ) -> (Result<RewardOutcome, CallError>, CallReport) {
+        let (raw, started) = guest_call!(self, "on-interaction", Rewards, |g, s| g
+            .call_on_interaction(s, context));
+        let result = raw.and_then(|r| r.map_err(plugin_error));
+        self.finish("on-interaction", started, result, |o| {
+            for intent in &o.ledger {
+                if let LedgerIntent::Earn(e) = intent {
+                    if e.points <= 0 {
+                        return Err(CallError::InvalidOutput(format!(
+                            "earn intent of {} points",
+                            e.points
+                        )));
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+
+    pub async fn redeemable(
+        &mut self,
+        account: &LoyaltyAccount,
+        tiers: &[Tier],
+        rewards: &[Reward],
+    ) -> (Result<Vec<String>, CallError>, CallReport) {
+        let (raw, started) = guest_call!(self, "redeemable", Rewards, |g, s| g
+            .call_redeemable(s, account, tiers, rewards));
+        let result = raw.and_then(|r| r.map_err(plugin_error));
+        self.finish("redeemable", started, result, |ids| {
+            match ids.iter().find(|id| !rewards.iter().any(|r| &r.id == *id)) {
+                Some(id) => Err(CallError::InvalidOutput(format!(
+                    "unknown reward id `{id}`"
+                ))),
+                None => Ok(()),
+            }
+        })
+    }
+
+    pub async fn deliver(&mut self, message: &Message) -> (Result<Receipt, CallError>, CallReport) {
+        let (raw, started) =
+            guest_call!(self, "deliver", Channel, |g, s| g.call_deliver(s, message));
+        let result = raw.and_then(|r| {
+            r.map_err(|e| {
+                let kind = if e.retryable {
+                    PluginErrorKind::DeliveryRetryable
+                } else {
+                    PluginErrorKind::DeliveryFailed
+                };
+                CallError::Guest(kind, e.message)
+            })
+        });
+        self.finish("deliver", started, result, |r| {
+            output::text("provider id", r.provider_id.as_deref().unwrap_or_default())
+                .and_then(|_| output::text("detail", r.detail.as_deref().unwrap_or_default()))
+                .map_err(CallError::InvalidOutput)
+        })
+    }
+
+    pub async fn parse_inbound(
+        &mut self,
+        request: &InboundRequest,
+    ) -> (Result<Vec<InboundEvent>, CallError>, CallReport) {
+        let (raw, started) = guest_call!(self, "parse-inbound", Channel, |g, s| g
+            .call_parse_inbound(s, request));
+        let result = raw.and_then(|r| {
+            r.map_err(|e| match e {
+                InboundError::Unauthenticated(m) => {
+                    CallError::Guest(PluginErrorKind::Unauthenticated, m)
+                }
+                InboundError::Malformed(m) => CallError::Guest(PluginErrorKind::Malformed, m),
+            })
+        });
+        self.finish("parse-inbound", started, result, |events| {
+            for e in events {
+                output::validate_json("event payload", &e.payload)
+                    .map_err(CallError::InvalidOutput)?;
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Bounds time spent awaiting host services (the epoch callback bounds
+/// time spent in guest code).
+async fn within<T>(
+    deadline: Instant,
+    fut: impl std::future::Future<Output = wasmtime::Result<T>>,
+) -> wasmtime::Result<T> {
+    match tokio::time::timeout_at(deadline.into(), fut).await {
+        Ok(r) => r,
+        Err(_) => Err(wasmtime::Error::new(DeadlineExceeded)),
+    }
+}
+
+/// Turns a wasmtime failure into the precise [`CallError`].
+fn classify(e: wasmtime::Error, store: &Store<HostState>, timeout_ms: u64) -> CallError {
+    if e.downcast_ref::<DeadlineExceeded>().is_some() {
+        return CallError::Timeout { ms: timeout_ms };
+    }
+    let trap = e.downcast_ref::<Trap>().copied();
+    match trap {
+        Some(Trap::Interrupt) => return CallError::Timeout { ms: timeout_ms },
+        Some(Trap::OutOfFuel) => return CallError::OutOfFuel,
+        Some(Trap::StackOverflow) => return CallError::StackOverflow,
+        _ => {}
+    }
+    if store.data().limiter.memory_denied {
+        return CallError::MemoryLimit;
+    }
+    let mut message = match trap {
+        Some(t) => t.to_string(),
+        None => format!("{e:#}"),
+    };
+    let captured = store.data().captured_output();
+    if !captured.is_empty() {
+        message.push_str("; guest output: ");
+        message.push_str(&captured);
+    }
+    CallError::Trap(message)
+}
+
+fn plugin_error(e: PluginError) -> CallError {
+    match e {
+        PluginError::InvalidInput(m) => CallError::Guest(PluginErrorKind::InvalidInput, m),
+        PluginError::InvalidConfig(m) => CallError::Guest(PluginErrorKind::InvalidConfig, m),
+        PluginError::Unavailable(m) => CallError::Guest(PluginErrorKind::Unavailable, m),
+        PluginError::Internal(m) => CallError::Guest(PluginErrorKind::Internal, m),
+    }
+}

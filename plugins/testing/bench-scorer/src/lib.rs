@@ -1,0 +1,58 @@
+//! `bench-scorer`: the benchmark plugin (scoring-rule world). Pure compute:
+//! it imports no Rapport capability and makes no host call, so a benchmark
+//! measures the runtime's per-call overhead (instantiation, lifting and
+//! lowering the history) plus a trivial loop.
+//!
+//! value = Σ `amount-minor` (0 when absent) × 0.01 + number of interactions;
+//! see `model.rs`, which the native twin of the benchmark includes as-is.
+//! label and segment are `none`, explanation is the fixed text
+//! `"sum(amount_minor * 0.01) + count"`, components are empty. `score-batch`
+//! maps `score`; `fit` returns `"{}"`.
+//!
+//! (Like every Rust wasm32-wasip2 component it still imports a few WASI
+//! interfaces from `std`; the host gives those an empty context.)
+
+wit_bindgen::generate!({
+    path: "../../../wit/crm@0.1.0",
+    world: "scoring-rule",
+});
+
+mod model;
+
+use exports::rapport::crm::scoring::{CustomerScore, Guest};
+use rapport::crm::inputs::{CustomerHistory, PurchaseSummary};
+use rapport::crm::types::{Json, PluginError, Timestamp};
+
+struct BenchScorer;
+
+fn score_one(input: &CustomerHistory) -> CustomerScore {
+    let value = model::bench_value(
+        input
+            .interactions
+            .iter()
+            .map(|interaction| interaction.amount.as_ref().map(|money| money.amount_minor)),
+    );
+    CustomerScore {
+        value,
+        label: None,
+        segment: None,
+        explanation: "sum(amount_minor * 0.01) + count".to_string(),
+        components: Vec::new(),
+    }
+}
+
+impl Guest for BenchScorer {
+    fn score(input: CustomerHistory) -> Result<CustomerScore, PluginError> {
+        Ok(score_one(&input))
+    }
+
+    fn score_batch(inputs: Vec<CustomerHistory>) -> Vec<Result<CustomerScore, PluginError>> {
+        inputs.iter().map(|input| Ok(score_one(input))).collect()
+    }
+
+    fn fit(_population: Vec<PurchaseSummary>, _now: Timestamp) -> Result<Json, PluginError> {
+        Ok("{}".to_string())
+    }
+}
+
+export!(BenchScorer);

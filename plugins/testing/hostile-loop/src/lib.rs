@@ -1,0 +1,43 @@
+//! `hostile-loop` (scoring-rule): `score`, `score-batch` and `fit` all spin
+//! forever in a loop the optimiser cannot remove (`core::hint::black_box`).
+//! No host call, no allocation: only the host's CPU budget (epoch deadline
+//! or fuel) can stop it. The host must interrupt the call, report a timeout
+//! / budget error, and stay responsive; other plugins and tenants must be
+//! unaffected.
+//!
+//! Capabilities imported: none.
+
+wit_bindgen::generate!({
+    path: "../../../wit/crm@0.1.0",
+    world: "scoring-rule",
+});
+
+use core::hint::black_box;
+use exports::rapport::crm::scoring::{CustomerScore, Guest};
+use rapport::crm::inputs::{CustomerHistory, PurchaseSummary};
+use rapport::crm::types::{Json, PluginError, Timestamp};
+
+struct HostileLoop;
+
+fn spin() -> ! {
+    let mut turns: u64 = 0;
+    loop {
+        turns = black_box(turns.wrapping_add(1));
+    }
+}
+
+impl Guest for HostileLoop {
+    fn score(_input: CustomerHistory) -> Result<CustomerScore, PluginError> {
+        spin()
+    }
+
+    fn score_batch(_inputs: Vec<CustomerHistory>) -> Vec<Result<CustomerScore, PluginError>> {
+        spin()
+    }
+
+    fn fit(_population: Vec<PurchaseSummary>, _now: Timestamp) -> Result<Json, PluginError> {
+        spin()
+    }
+}
+
+export!(HostileLoop);

@@ -1,0 +1,76 @@
+//! `tenant-probe`: a scoring-rule plugin that probes tenant isolation from
+//! inside the sandbox. The input customer's `attributes` JSON names another
+//! customer id under `"probe_customer_id"`; the plugin asks the host for it
+//! (`customers.get-customer`) and reports what it saw:
+//!
+//! - value 1.0, label `"visible"`, explanation
+//!   `"customer {id} visible (external id {external-id})"` when the host
+//!   returned a customer;
+//! - value 0.0, label `"not-found"`, explanation `"customer {id} not found"`
+//!   when it returned none — what the host MUST answer for an id that belongs
+//!   to another tenant.
+//!
+//! segment none, components empty. Attributes that are not a JSON object or
+//! lack a string `"probe_customer_id"` yield `plugin-error::invalid-input`.
+//! `score-batch` maps `score`; `fit` returns `"{}"`.
+//!
+//! Capability imported: `customers`.
+
+wit_bindgen::generate!({
+    path: "../../../wit/crm@0.1.0",
+    world: "scoring-rule",
+});
+
+use exports::rapport::crm::scoring::{CustomerScore, Guest};
+use rapport::crm::customers::get_customer;
+use rapport::crm::inputs::{CustomerHistory, PurchaseSummary};
+use rapport::crm::types::{Json, PluginError, Timestamp};
+
+const PROBE_ATTRIBUTE: &str = "probe_customer_id";
+
+struct TenantProbe;
+
+fn probe_id(attributes: &str) -> Result<String, PluginError> {
+    let value: serde_json::Value = serde_json::from_str(attributes)
+        .map_err(|err| PluginError::InvalidInput(format!("attributes are not JSON: {err}")))?;
+    value
+        .get(PROBE_ATTRIBUTE)
+        .and_then(serde_json::Value::as_str)
+        .map(str::to_string)
+        .ok_or_else(|| {
+            PluginError::InvalidInput(format!(
+                "attribute \"{PROBE_ATTRIBUTE}\" (a string) is missing"
+            ))
+        })
+}
+
+impl Guest for TenantProbe {
+    fn score(input: CustomerHistory) -> Result<CustomerScore, PluginError> {
+        let id = probe_id(&input.customer.attributes)?;
+        let (value, label, explanation) = match get_customer(&id) {
+            Some(found) => (
+                1.0,
+                "visible",
+                format!("customer {id} visible (external id {})", found.external_id),
+            ),
+            None => (0.0, "not-found", format!("customer {id} not found")),
+        };
+        Ok(CustomerScore {
+            value,
+            label: Some(label.to_string()),
+            segment: None,
+            explanation,
+            components: Vec::new(),
+        })
+    }
+
+    fn score_batch(inputs: Vec<CustomerHistory>) -> Vec<Result<CustomerScore, PluginError>> {
+        inputs.into_iter().map(Self::score).collect()
+    }
+
+    fn fit(_population: Vec<PurchaseSummary>, _now: Timestamp) -> Result<Json, PluginError> {
+        Ok("{}".to_string())
+    }
+}
+
+export!(TenantProbe);

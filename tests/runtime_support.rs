@@ -1,0 +1,181 @@
+//! Shared helpers for the runtime tests (`tests/runtime_*.rs`): locating the
+//! guest components that `scripts/build-plugins` builds from
+//! `plugins/testing/`, building plugin definitions, and a two-tenant
+//! fixture. Included by each test file with `#[path]`; not a test itself.
+#![allow(dead_code)]
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use rapport::runtime::contract::inputs::CustomerHistory;
+use rapport::runtime::contract::types::{Customer, Interaction, LineItem, Money, Product};
+use rapport::runtime::fixture::{FixtureData, FixtureServices, TenantFixture};
+use rapport::runtime::{
+    CallContext, Capability, Limits, PluginDefinition, PluginKind, Runtime, RuntimeConfig,
+};
+use rapport::store::TenantId;
+use sha2::{Digest, Sha256};
+
+pub const ACME: &str = "acme";
+pub const GLOBEX: &str = "globex";
+
+/// `<target>/wasm32-wasip2/release/<name>.wasm`, where `<target>` is
+/// `$CARGO_TARGET_DIR` or the workspace's `target/`.
+pub fn wasm_path(crate_name: &str) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("..")
+                .join("target")
+        });
+    let file = crate_name.replace('-', "_");
+    let path = target
+        .join("wasm32-wasip2")
+        .join("release")
+        .join(format!("{file}.wasm"));
+    assert!(
+        path.is_file(),
+        "test plugin {} is missing: run `scripts/build-plugins` (with the same CARGO_TARGET_DIR) first",
+        path.display()
+    );
+    path
+}
+
+pub fn wasm(crate_name: &str) -> Vec<u8> {
+    std::fs::read(wasm_path(crate_name)).unwrap()
+}
+
+pub fn sha256(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+pub fn definition(
+    crate_name: &str,
+    kind: PluginKind,
+    capabilities: &[Capability],
+) -> PluginDefinition {
+    let wasm = wasm(crate_name);
+    PluginDefinition {
+        id: crate_name.to_owned(),
+        kind,
+        contract: "rapport:crm@0.1.0".to_owned(),
+        sha256: sha256(&wasm),
+        wasm,
+        capabilities: capabilities.iter().copied().collect::<BTreeSet<_>>(),
+        allowed_hosts: Vec::new(),
+        limits: Limits::default(),
+    }
+}
+
+pub fn runtime() -> Runtime {
+    Runtime::new(RuntimeConfig::default()).unwrap()
+}
+
+pub fn tenant(t: &str) -> TenantId {
+    TenantId(t.to_owned())
+}
+
+pub fn ctx(t: &str, config_json: &str, services: &Arc<FixtureServices>) -> CallContext {
+    CallContext {
+        tenant: tenant(t),
+        config_json: config_json.to_owned(),
+        services: services.clone(),
+    }
+}
+
+pub fn usd(amount_minor: i64) -> Money {
+    Money {
+        currency: "USD".into(),
+        amount_minor,
+    }
+}
+
+pub fn customer(id: &str, external_id: &str, attributes: &str) -> Customer {
+    Customer {
+        id: id.into(),
+        external_id: external_id.into(),
+        name: Some(format!("Customer {id}")),
+        email: None,
+        phone: None,
+        attributes: attributes.into(),
+        created_at: 1_700_000_000_000,
+    }
+}
+
+pub fn purchase(
+    id: &str,
+    customer_id: &str,
+    at: i64,
+    amount_minor: i64,
+    skus: &[&str],
+) -> Interaction {
+    Interaction {
+        id: id.into(),
+        customer_id: customer_id.into(),
+        kind: "purchase".into(),
+        channel: Some("web".into()),
+        occurred_at: at,
+        amount: Some(usd(amount_minor)),
+        items: skus
+            .iter()
+            .map(|s| LineItem {
+                sku: (*s).into(),
+                quantity: 1,
+                unit_price: usd(amount_minor),
+            })
+            .collect(),
+        payload: "{}".into(),
+    }
+}
+
+pub fn product(sku: &str, price_minor: i64) -> Product {
+    Product {
+        sku: sku.into(),
+        name: format!("Product {sku}"),
+        category: None,
+        price: usd(price_minor),
+        attributes: "{}".into(),
+    }
+}
+
+pub fn history(customer: Customer, interactions: Vec<Interaction>) -> CustomerHistory {
+    CustomerHistory {
+        customer,
+        interactions,
+        truncated: false,
+        now: 1_750_000_000_000,
+    }
+}
+
+/// Two tenants with disjoint customers and catalogues: `acme` (a-1, a-2;
+/// products A-CHEAP 500, A-MID 1250, A-TOP 9900) and `globex` (g-1;
+/// products G-ONLY 100000).
+pub fn fixture() -> Arc<FixtureServices> {
+    let mut data = FixtureData::default();
+    data.tenants.insert(
+        ACME.into(),
+        TenantFixture {
+            customers: vec![
+                customer("a-1", "EXT-A1", "{}"),
+                customer("a-2", "EXT-A2", "{}"),
+            ],
+            products: vec![
+                product("A-CHEAP", 500),
+                product("A-MID", 1250),
+                product("A-TOP", 9900),
+            ],
+            ..TenantFixture::default()
+        },
+    );
+    data.tenants.insert(
+        GLOBEX.into(),
+        TenantFixture {
+            customers: vec![customer("g-1", "EXT-G1", "{}")],
+            products: vec![product("G-ONLY", 100_000)],
+            ..TenantFixture::default()
+        },
+    );
+    Arc::new(FixtureServices::new(data))
+}
