@@ -977,7 +977,34 @@ async fn openapi_lists_the_endpoints(backend: Backend) {
     }
 }
 
+/// Two batches creating the same new customers in opposite orders, at the
+/// same time: on PostgreSQL they can deadlock; the store retries the losing
+/// transaction, so both succeed and every customer exists once.
+async fn concurrent_batches_creating_the_same_customers(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let t = app.tenant("Acme").await;
+    let item = |n: usize, tag: &str| {
+        json!({ "customer_external_id": format!("c{n}"), "kind": "visit", "idempotency_key": format!("{tag}-{n}") })
+    };
+    let forward: Vec<_> = (0..60).map(|n| item(n, "f")).collect();
+    let backward: Vec<_> = (0..60).rev().map(|n| item(n, "b")).collect();
+    for _round in 0..3 {
+        let (a, b) = tokio::join!(
+            app.post("/v1/interactions/batch", &t.write, json!({ "items": forward.clone() })),
+            app.post("/v1/interactions/batch", &t.write, json!({ "items": backward.clone() })),
+        );
+        for (s, body) in [a, b] {
+            assert_eq!(s, 200, "{body}");
+            assert_eq!(body["failed"], 0, "{body}");
+        }
+    }
+    let (s, body) = app.get("/v1/customers?limit=500", &t.read).await;
+    assert_eq!(s, 200);
+    assert_eq!(body["items"].as_array().unwrap().len(), 60, "{body}");
+}
+
 both_backends!(
+    concurrent_batches_creating_the_same_customers,
     openapi_lists_the_endpoints,
     ingest_and_money,
     idempotent_ingest,

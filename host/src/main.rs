@@ -57,8 +57,9 @@ enum Command {
 
 #[derive(Subcommand)]
 enum ManifestCommand {
-    /// Validate a manifest (including artifact digests) without starting
-    /// the server; prints every problem as file:line:column: field: message.
+    /// Validate a manifest without starting the server: the file (every
+    /// problem as file:line:column: field: message), the artifact digests,
+    /// and that each component loads with the capabilities it is granted.
     Check { file: PathBuf },
 }
 
@@ -176,6 +177,16 @@ fn check_manifest(file: &std::path::Path) -> anyhow::Result<()> {
     use rapport::manifest::{Manifest, ManifestError};
     match Manifest::load(file) {
         Ok(m) => {
+            // The file is valid; now load every component as the server
+            // would, so an ungranted import or a non-component is caught here.
+            let runtime = rapport::runtime::Runtime::new(rapport::runtime::RuntimeConfig::default())?;
+            let failures = rapport::plugins::check_components(&m, &runtime);
+            for (plugin, reason) in &failures {
+                eprintln!("{}: plugin {plugin}: {reason}", file.display());
+            }
+            if !failures.is_empty() {
+                anyhow::bail!("{} of {} plugins cannot be loaded", failures.len(), m.plugins.len());
+            }
             println!("ok: {} plugins, {} tenants", m.plugins.len(), m.tenants.len());
             Ok(())
         }

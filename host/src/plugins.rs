@@ -107,6 +107,24 @@ fn definition(spec: &PluginSpec, wasm: Vec<u8>) -> PluginDefinition {
     }
 }
 
+/// Loads (compiles, verifies and links) every plugin of `manifest`, as the
+/// server would on first use, and returns `(plugin id, reason)` for each one
+/// that would fail: not a component, an import its capabilities do not
+/// grant, an unknown contract, limits the engine cannot honour.
+/// `rapport manifest check` reports these before anything is deployed.
+pub fn check_components(manifest: &crate::manifest::Manifest, runtime: &Runtime) -> Vec<(String, String)> {
+    let mut failures = Vec::new();
+    for spec in &manifest.plugins {
+        let loaded = std::fs::read(&spec.artifact)
+            .map_err(|e| format!("cannot read {}: {e}", spec.artifact.display()))
+            .and_then(|wasm| runtime.load(definition(spec, wasm)).map(|_| ()).map_err(|e| e.to_string()));
+        if let Err(reason) = loaded {
+            failures.push((spec.id.clone(), reason));
+        }
+    }
+    failures
+}
+
 impl PluginService {
     pub fn new(runtime_config: RuntimeConfig, manifest: Arc<ManifestHandle>, store: Store) -> PluginService {
         let services = Arc::new(store_services::StoreServices::new(store.clone()));

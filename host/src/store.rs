@@ -76,6 +76,18 @@ pub fn is_unique_violation(err: &sqlx::Error) -> bool {
     }
 }
 
+/// True for errors that mean "try the transaction again": a deadlock
+/// (PostgreSQL 40P01), a serialization failure (40001), or SQLite still
+/// busy after its timeout.
+pub fn is_transient(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Database(db) => {
+            matches!(db.code().as_deref(), Some("40P01" | "40001" | "5" | "517" | "6"))
+        }
+        _ => false,
+    }
+}
+
 /// The CRM store. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Store {

@@ -936,6 +936,28 @@ impl Store {
                 format!("at most {MAX_BATCH} items per batch"),
             ));
         }
+        // Two batches creating the same new customers in different orders
+        // can deadlock on PostgreSQL; the database aborts one of them, and
+        // since a batch is one transaction, running it again is safe.
+        let mut attempt = 0u32;
+        loop {
+            match self.ingest_batch_once(t, items.clone()).await {
+                Err(StoreError::Database(e)) if super::is_transient(&e) && attempt < 5 => {
+                    attempt += 1;
+                    tracing::debug!(attempt, error = %e, "batch ingest hit a transient conflict; retrying");
+                    let jitter = rand::random::<u64>() % 20;
+                    tokio::time::sleep(std::time::Duration::from_millis(10 * u64::from(attempt) + jitter)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn ingest_batch_once(
+        &self,
+        t: &TenantId,
+        items: Vec<NewInteraction>,
+    ) -> StoreResult<Vec<Result<(Interaction, IngestOutcome), StoreError>>> {
         let mut results = Vec::with_capacity(items.len());
         let mut kinds = KindCache::new();
         let mut tx = self.db().begin_write().await?;
