@@ -161,6 +161,10 @@ pub(crate) enum Arg {
 
 /// SQL text assembled at run time with its arguments, numbering `$N`
 /// placeholders as they are added so optional filters stay correct.
+///
+/// Why not `sqlx::QueryBuilder`: with the `Any` driver it writes `?`
+/// placeholders (`AnyArguments` keeps the trait's default
+/// `format_placeholder`), which PostgreSQL rejects; `$N` works on both.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Sql {
     pub text: String,
