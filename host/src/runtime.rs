@@ -58,7 +58,7 @@ use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 pub use contract_v0_1_0 as contract;
 pub use host_state::{LogLevel, LogLine};
@@ -467,7 +467,17 @@ impl Runtime {
             .total_stacks(config.max_instances)
             .max_memories_per_component(2)
             .max_tables_per_component(4)
-            .max_memory_size((config.max_memory_mb as usize) << 20);
+            .max_memory_size((config.max_memory_mb as usize) << 20)
+            // Reset a freed slot by rewriting only its dirty pages (found with
+            // the PAGEMAP_SCAN ioctl) instead of madvise + page faults on the
+            // next instantiation: measured, madvise, TLB shootdowns and page
+            // faults were ~60% of a fresh call. 2 MiB covers a Rust guest's
+            // 1 MiB shadow stack, its data and a first heap.
+            .linear_memory_keep_resident(2 << 20)
+            .table_keep_resident(64 << 10)
+            // Without the ioctl (kernels < 6.7) wasmtime would memset the
+            // whole kept range instead: `Auto` falls back to madvise then.
+            .pagemap_scan(Enabled::Auto);
         let mut wasm = Config::new();
         wasm.epoch_interruption(true)
             .consume_fuel(config.consume_fuel)
