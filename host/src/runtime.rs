@@ -269,6 +269,32 @@ pub struct PluginDefinition {
     pub limits: Limits,
 }
 
+impl PluginDefinition {
+    /// A definition for a component on disk whose digest is taken as
+    /// declared (the plugin author's inner loop, `rapport plugin run`): the
+    /// id is the file stem, limits are the defaults.
+    pub fn from_local_file(
+        path: &Path,
+        kind: PluginKind,
+        capabilities: BTreeSet<Capability>,
+        allowed_hosts: Vec<String>,
+    ) -> std::io::Result<PluginDefinition> {
+        let wasm = std::fs::read(path)?;
+        Ok(PluginDefinition {
+            id: path
+                .file_stem()
+                .map_or_else(|| "plugin".into(), |s| s.to_string_lossy().into_owned()),
+            kind,
+            contract: contract_v0_1_0::CONTRACT.to_owned(),
+            sha256: hex::encode(Sha256::digest(&wasm)),
+            wasm,
+            capabilities,
+            allowed_hosts,
+            limits: Limits::default(),
+        })
+    }
+}
+
 /// Why a plugin could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {

@@ -547,18 +547,18 @@ impl Session<'_> {
             report.logs = std::mem::take(&mut state.log.lines);
             report.logs_dropped = state.log.dropped;
         }
-        if let Err(e) = &result {
-            if !matches!(
+        if let Err(e) = &result
+            && !matches!(
                 e,
                 CallError::Guest(..)
                     | CallError::InvalidOutput(_)
                     | CallError::OutputTooLarge { .. }
                     | CallError::Suspended { .. }
                     | CallError::WrongKind
-            ) {
-                // The instance may be mid-way through anything: never reuse it.
-                self.live = None;
-            }
+            )
+        {
+            // The instance may be mid-way through anything: never reuse it.
+            self.live = None;
         }
         plugin.record(
             export,
@@ -643,6 +643,8 @@ impl Session<'_> {
             }
             for r in recs {
                 output::finite(&format!("score of `{}`", r.sku), r.score)
+                    .and_then(|_| output::text("sku", &r.sku))
+                    .and_then(|_| output::text("reason", &r.reason))
                     .map_err(CallError::InvalidOutput)?;
             }
             Ok(())
@@ -670,16 +672,24 @@ impl Session<'_> {
         let result = raw.and_then(|r| r.map_err(plugin_error));
         self.finish("on-interaction", started, result, |o| {
             for intent in &o.ledger {
-                if let LedgerIntent::Earn(e) = intent {
-                    if e.points <= 0 {
+                let reason = match intent {
+                    LedgerIntent::Earn(e) if e.points <= 0 => {
                         return Err(CallError::InvalidOutput(format!(
                             "earn intent of {} points",
                             e.points
                         )));
                     }
-                }
+                    LedgerIntent::Earn(e) => &e.reason,
+                    LedgerIntent::Adjust(a) => &a.reason,
+                };
+                output::text("ledger reason", reason).map_err(CallError::InvalidOutput)?;
             }
-            Ok(())
+            match &o.tier_change {
+                Some(t) => {
+                    output::text("tier-change reason", &t.reason).map_err(CallError::InvalidOutput)
+                }
+                None => Ok(()),
+            }
         })
     }
 
@@ -739,6 +749,9 @@ impl Session<'_> {
         self.finish("parse-inbound", started, result, |events| {
             for e in events {
                 output::validate_json("event payload", &e.payload)
+                    .and_then(|_| output::text("customer external id", &e.customer_external_id))
+                    .and_then(|_| output::text("kind", &e.kind))
+                    .and_then(|_| output::text("idempotency key", &e.idempotency_key))
                     .map_err(CallError::InvalidOutput)?;
             }
             Ok(())
