@@ -27,7 +27,7 @@
 //! holds a tokio worker for at most one tick at a time, host imports await
 //! the database without blocking a thread, and no extra thread hop is paid
 //! per call (a `spawn_blocking` round trip costs more than the whole call
-//! budget of a small plugin). `tests/runtime_isolation.rs` proves other
+//! budget of a small plugin). `tests/runtime_hostile.rs` proves other
 //! tenants' calls complete promptly while a hostile plugin loops.
 //!
 //! # Fuel
