@@ -23,8 +23,9 @@
 //! default) until its deadline, where it traps. With fuel on, it also yields
 //! every [`RuntimeConfig::fuel_yield_interval`] units, which keeps the
 //! executor responsive even when the ticker thread is starved by the OS; a
-//! tokio timer around each call then enforces the deadline too. So a guest spinning in a loop
-//! holds a tokio worker for at most one tick at a time, host imports await
+//! tokio timer around each call then enforces the deadline too. So a guest
+//! spinning in a loop holds a tokio worker for at most about one tick at a
+//! time, host imports await
 //! the database without blocking a thread, and no extra thread hop is paid
 //! per call (a `spawn_blocking` round trip costs more than the whole call
 //! budget of a small plugin). `tests/runtime_hostile.rs` proves other
@@ -35,6 +36,20 @@
 //! [`RuntimeConfig::consume_fuel`] decides for every plugin; plugins without
 //! a fuel limit then get a practically infinite budget. The wall-clock
 //! deadline is the primary guard; fuel adds determinism for those who ask.
+//! Measured (`cargo bench --bench plugin_call`): +6-10% on guest-heavy calls,
+//! within noise on small ones, so it is on by default: it buys per-plugin
+//! fuel limits and the ticker-independent yields described above.
+//!
+//! # Cost of a call
+//! On the 2-core dev machines: fresh instance + call ≈ 12-19 µs with a
+//! 10-interaction history (≈ 9-15 µs with an empty one), a call on a reused
+//! instance ([`Session`]) ≈ 1.2 µs plus ≈ 0.35 µs per interaction passed in:
+//! the canonical ABI lowers every string through a guest `cabi_realloc`
+//! call, which dominates warm calls. Freed pool slots are reset by rewriting
+//! only their dirty pages (`PAGEMAP_SCAN`) rather than madvise + page
+//! faults, which halved the fresh-instance cost. Calls must run inside a
+//! tokio runtime with timers enabled; [`Runtime::load`] compiles with
+//! Cranelift on a cache miss, so call it from a blocking context.
 
 pub mod capabilities;
 pub mod contract_v0_1_0;
