@@ -703,3 +703,122 @@ async fn fixture_loads_from_json() {
     assert!(FixtureServices::from_json(r#"{"tenants":{"acme":{"bogus":1}}}"#).is_err());
     let _ = Arc::new(services);
 }
+
+/// A server that accepts one connection and answers `response` after
+/// `delay` (or never reads the request at all when `delay` is long).
+fn slow_server(response: &'static str, delay: std::time::Duration) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut buf = vec![0u8; 65536];
+        let _ = stream.read(&mut buf);
+        std::thread::sleep(delay);
+        let _ = stream.write_all(response.as_bytes());
+    });
+    port
+}
+
+#[tokio::test]
+async fn outbound_http_enforces_timeout_and_response_cap() {
+    let rt = runtime();
+    let services = fixture();
+    let load = |port: u16| {
+        let mut def = definition(
+            "test-connector",
+            PluginKind::ChannelConnector,
+            &[Capability::OutboundHttp],
+        );
+        def.allowed_hosts = vec![format!("127.0.0.1:{port}")];
+        def.limits.http_timeout_ms = 100;
+        def.limits.http_max_response_bytes = 16;
+        rt.load(def).unwrap()
+    };
+
+    let port = slow_server(
+        "HTTP/1.1 200 OK\r\ncontent-length: 64\r\nconnection: close\r\n\r\n0123456789012345678901234567890123456789012345678901234567890123",
+        std::time::Duration::ZERO,
+    );
+    let (result, _) = load(port)
+        .deliver(
+            ctx(ACME, "{}", &services),
+            &message(format!("http://127.0.0.1:{port}/")),
+        )
+        .await;
+    assert_eq!(
+        result.unwrap_err(),
+        CallError::Guest(PluginErrorKind::DeliveryFailed, "response too large".into())
+    );
+
+    let port = slow_server(
+        "HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n",
+        std::time::Duration::from_secs(2),
+    );
+    let started = std::time::Instant::now();
+    let (result, _) = load(port)
+        .deliver(
+            ctx(ACME, "{}", &services),
+            &message(format!("http://127.0.0.1:{port}/")),
+        )
+        .await;
+    assert_eq!(
+        result.unwrap_err(),
+        CallError::Guest(PluginErrorKind::DeliveryRetryable, "timeout".into())
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_millis(1_000),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn calls_are_counted_in_metrics() {
+    let metrics = rapport::telemetry::Metrics::global();
+    let rt = runtime();
+    let mut def = definition("test-reward", PluginKind::RewardScheme, &[]);
+    def.id = "metrics-probe".into();
+    let plugin = rt.load(def).unwrap();
+    let services = fixture();
+    let account = LoyaltyAccount {
+        customer_id: "a-1".into(),
+        balance: 0,
+        lifetime_earned: 0,
+        tier_id: None,
+    };
+    for _ in 0..2 {
+        let (result, _) = plugin
+            .redeemable(ctx(ACME, "{}", &services), &account, &[], &[])
+            .await;
+        assert_eq!(result.unwrap(), Vec::<String>::new());
+    }
+    let (result, _) = plugin
+        .score(
+            ctx(ACME, "{}", &services),
+            &history(customer("a-1", "E", "{}"), vec![]),
+        )
+        .await;
+    assert_eq!(result.unwrap_err(), CallError::WrongKind);
+    let text = metrics.render();
+    let line = |prefix: &str| {
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .map(str::to_owned)
+    };
+    assert_eq!(
+        line(r#"rapport_plugin_calls_total{plugin="metrics-probe",kind="reward-scheme",export="redeemable"}"#).as_deref(),
+        Some(r#"rapport_plugin_calls_total{plugin="metrics-probe",kind="reward-scheme",export="redeemable"} 2"#),
+        "{text}"
+    );
+    assert_eq!(
+        line(r#"rapport_plugin_errors_total{plugin="metrics-probe",cause="wrong_kind"}"#)
+            .as_deref(),
+        Some(r#"rapport_plugin_errors_total{plugin="metrics-probe",cause="wrong_kind"} 1"#),
+        "{text}"
+    );
+    assert!(text.contains(r#"rapport_plugin_call_duration_seconds_count{plugin="metrics-probe",export="redeemable"} 2"#), "{text}");
+    assert!(
+        text.contains(r#"rapport_plugin_fuel_used_total{plugin="metrics-probe"}"#),
+        "{text}"
+    );
+}

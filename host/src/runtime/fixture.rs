@@ -63,12 +63,15 @@ pub enum FixtureError {
     },
 }
 
+/// Key-value stores by (tenant, plugin id).
+type KvStores = HashMap<(TenantId, String), BTreeMap<String, Vec<u8>>>;
+
 /// In-memory, multi-tenant host services.
 #[derive(Debug, Default)]
 pub struct FixtureServices {
     data: FixtureData,
     /// (tenant, plugin) → key → value.
-    kv: Mutex<HashMap<(TenantId, String), BTreeMap<String, Vec<u8>>>>,
+    kv: Mutex<KvStores>,
 }
 
 impl FixtureServices {
@@ -112,9 +115,7 @@ impl FixtureServices {
         self.data.tenants.get(tenant.as_str())
     }
 
-    fn lock_kv(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<(TenantId, String), BTreeMap<String, Vec<u8>>>> {
+    fn lock_kv(&self) -> std::sync::MutexGuard<'_, KvStores> {
         self.kv.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

@@ -13,10 +13,11 @@
 //! memory (`Limiter`), stack (engine-wide), output size, log volume.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use wasmtime::component::{Instance, InstancePre, Linker};
+use wasmtime::component::{InstancePre, Linker};
 use wasmtime::{Store, Trap, UpdateDeadline};
 
 use super::capabilities::outbound_http::{HostPattern, HttpPolicy};
@@ -78,8 +79,12 @@ pub struct Plugin {
     exports: Exports,
     http: Option<Arc<HttpPolicy>>,
     compiled_from_cache: bool,
+    /// The `plugin` metrics label, shared rather than reallocated per call.
+    label: metrics::SharedString,
     /// Consecutive failures per tenant (circuit breaker).
     failures: Mutex<HashMap<TenantId, u32>>,
+    /// False while `failures` is empty: the common path skips the lock.
+    any_failures: AtomicBool,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -165,9 +170,11 @@ impl Plugin {
         } else {
             None
         };
+        let id: Arc<str> = def.id.into();
         Ok(Arc::new(Plugin {
             runtime,
-            id: def.id.into(),
+            label: metrics::SharedString::from_shared(id.clone()),
+            id,
             kind: def.kind,
             sha256: def.sha256.to_ascii_lowercase(),
             capabilities: def.capabilities,
@@ -177,6 +184,7 @@ impl Plugin {
             http,
             compiled_from_cache,
             failures: Mutex::new(HashMap::new()),
+            any_failures: AtomicBool::new(false),
         }))
     }
 
@@ -208,12 +216,18 @@ impl Plugin {
 
     /// Consecutive failed calls for `tenant` (0 after a success).
     pub fn consecutive_failures(&self, tenant: &TenantId) -> u32 {
+        if !self.any_failures.load(Ordering::Acquire) {
+            return 0;
+        }
         self.lock_failures().get(tenant).copied().unwrap_or(0)
     }
 
     /// Lifts a suspension (e.g. after the tenant fixed its config).
     pub fn reset_failures(&self, tenant: &TenantId) {
-        self.lock_failures().remove(tenant);
+        let mut failures = self.lock_failures();
+        failures.remove(tenant);
+        self.any_failures
+            .store(!failures.is_empty(), Ordering::Release);
     }
 
     fn lock_failures(&self) -> std::sync::MutexGuard<'_, HashMap<TenantId, u32>> {
@@ -226,7 +240,7 @@ impl Plugin {
         Session {
             plugin: self,
             ctx,
-            store: None,
+            live: None,
             fresh_since: None,
         }
     }
@@ -342,7 +356,7 @@ impl Plugin {
         report: &CallReport,
         tenant: &TenantId,
     ) {
-        let plugin = self.id.to_string();
+        let plugin = self.label.clone();
         metrics::counter!("rapport_plugin_calls_total", "plugin" => plugin.clone(), "kind" => self.kind.as_str(), "export" => export)
             .increment(1);
         metrics::histogram!("rapport_plugin_call_duration_seconds", "plugin" => plugin.clone(), "export" => export)
@@ -353,11 +367,8 @@ impl Plugin {
         }
         match result {
             Ok(()) => {
-                if self.limits.max_consecutive_failures > 0 {
-                    let mut failures = self.lock_failures();
-                    if failures.contains_key(tenant) {
-                        failures.remove(tenant);
-                    }
+                if self.any_failures.load(Ordering::Acquire) {
+                    self.reset_failures(tenant);
                 }
             }
             Err(e) => {
@@ -368,7 +379,9 @@ impl Plugin {
                     e,
                     CallError::Guest(..) | CallError::Suspended { .. } | CallError::WrongKind
                 ) {
-                    *self.lock_failures().entry(tenant.clone()).or_insert(0) += 1;
+                    let mut failures = self.lock_failures();
+                    *failures.entry(tenant.clone()).or_insert(0) += 1;
+                    self.any_failures.store(true, Ordering::Release);
                 }
                 tracing::debug!(plugin = %self.id, tenant = %tenant, export, error = %e, "plugin call failed");
             }
@@ -381,9 +394,23 @@ impl Plugin {
 pub struct Session<'p> {
     plugin: &'p Plugin,
     ctx: CallContext,
-    store: Option<(Store<HostState>, Instance)>,
+    live: Option<Live>,
     /// Set right after instantiation: the next call's duration counts it.
     fresh_since: Option<Instant>,
+}
+
+/// A live instance with its exports looked up once (type-checking an
+/// export on every call was a visible part of a warm call).
+struct Live {
+    store: Store<HostState>,
+    guest: Loaded,
+}
+
+enum Loaded {
+    Scoring(scoring::Guest),
+    CrossSell(cross_selling::Guest),
+    Rewards(rewards::Guest),
+    Channel(channel::Guest),
 }
 
 /// Runs one export of the session's instance: `$variant` is the plugin
@@ -391,19 +418,20 @@ pub struct Session<'p> {
 macro_rules! guest_call {
     ($session:ident, $export:literal, $variant:ident, |$guest:ident, $store:ident| $call:expr) => {{
         let started = Instant::now();
-        match &$session.plugin.exports {
-            Exports::$variant(indices) => match $session.prepare().await {
+        if !matches!($session.plugin.exports, Exports::$variant(_)) {
+            (Err(CallError::WrongKind), started)
+        } else {
+            match $session.prepare().await {
                 Err(e) => (Err(e), started),
-                Ok(started) => match &mut $session.store {
-                    None => (Err(CallError::Instantiate("no instance".into())), started),
-                    Some((store, instance)) => {
+                Ok(started) => match &mut $session.live {
+                    Some(Live {
+                        store,
+                        guest: Loaded::$variant($guest),
+                    }) => {
                         let deadline = store.data().deadline;
-                        let raw = match indices.load(&mut *store, instance) {
-                            Ok($guest) => {
-                                let $store = &mut *store;
-                                within(deadline, $call).await
-                            }
-                            Err(e) => Err(e),
+                        let raw = {
+                            let $store = &mut *store;
+                            within(deadline, $call).await
                         };
                         match raw {
                             Ok(v) => (Ok(v), started),
@@ -413,9 +441,9 @@ macro_rules! guest_call {
                             ),
                         }
                     }
+                    _ => (Err(CallError::Instantiate("no instance".into())), started),
                 },
-            },
-            _ => (Err(CallError::WrongKind), started),
+            }
         }
     }};
 }
@@ -433,7 +461,7 @@ impl Session<'_> {
             }
         }
         let now = Instant::now();
-        if self.store.is_none() {
+        if self.live.is_none() {
             let mut store = plugin.new_store(&self.ctx);
             store.set_epoch_deadline(1);
             if plugin.runtime.consume_fuel() {
@@ -443,9 +471,18 @@ impl Session<'_> {
                 let _ = store.fuel_async_yield_interval(Some(plugin.runtime.fuel_yield_interval()));
             }
             let deadline = store.data().deadline;
-            match within(deadline, plugin.pre.instantiate_async(&mut store)).await {
-                Ok(instance) => {
-                    self.store = Some((store, instance));
+            let instantiated = within(deadline, plugin.pre.instantiate_async(&mut store)).await;
+            let loaded = instantiated.and_then(|instance| {
+                Ok(match &plugin.exports {
+                    Exports::Scoring(i) => Loaded::Scoring(i.load(&mut store, &instance)?),
+                    Exports::CrossSell(i) => Loaded::CrossSell(i.load(&mut store, &instance)?),
+                    Exports::Rewards(i) => Loaded::Rewards(i.load(&mut store, &instance)?),
+                    Exports::Channel(i) => Loaded::Channel(i.load(&mut store, &instance)?),
+                })
+            });
+            match loaded {
+                Ok(guest) => {
+                    self.live = Some(Live { store, guest });
                     self.fresh_since = Some(now);
                 }
                 Err(e) => {
@@ -457,7 +494,7 @@ impl Session<'_> {
             }
         }
         let started = self.fresh_since.take().unwrap_or(now);
-        if let Some((store, _)) = &mut self.store {
+        if let Some(Live { store, .. }) = &mut self.live {
             let state = store.data_mut();
             state.deadline = started + Duration::from_millis(plugin.limits.timeout_ms);
             state.log.lines.clear();
@@ -490,7 +527,7 @@ impl Session<'_> {
             duration: started.elapsed(),
             ..CallReport::default()
         };
-        if let Some((store, _)) = &mut self.store {
+        if let Some(Live { store, .. }) = &mut self.live {
             if plugin.runtime.consume_fuel() {
                 let budget = plugin.limits.fuel.unwrap_or(u64::MAX);
                 report.fuel_used = store
@@ -510,18 +547,18 @@ impl Session<'_> {
             report.logs = std::mem::take(&mut state.log.lines);
             report.logs_dropped = state.log.dropped;
         }
-        if let Err(e) = &result {
-            if !matches!(
+        if let Err(e) = &result
+            && !matches!(
                 e,
                 CallError::Guest(..)
                     | CallError::InvalidOutput(_)
                     | CallError::OutputTooLarge { .. }
                     | CallError::Suspended { .. }
                     | CallError::WrongKind
-            ) {
-                // The instance may be mid-way through anything: never reuse it.
-                self.store = None;
-            }
+            )
+        {
+            // The instance may be mid-way through anything: never reuse it.
+            self.live = None;
         }
         plugin.record(
             export,
@@ -606,6 +643,8 @@ impl Session<'_> {
             }
             for r in recs {
                 output::finite(&format!("score of `{}`", r.sku), r.score)
+                    .and_then(|_| output::text("sku", &r.sku))
+                    .and_then(|_| output::text("reason", &r.reason))
                     .map_err(CallError::InvalidOutput)?;
             }
             Ok(())
@@ -633,16 +672,24 @@ impl Session<'_> {
         let result = raw.and_then(|r| r.map_err(plugin_error));
         self.finish("on-interaction", started, result, |o| {
             for intent in &o.ledger {
-                if let LedgerIntent::Earn(e) = intent {
-                    if e.points <= 0 {
+                let reason = match intent {
+                    LedgerIntent::Earn(e) if e.points <= 0 => {
                         return Err(CallError::InvalidOutput(format!(
                             "earn intent of {} points",
                             e.points
                         )));
                     }
-                }
+                    LedgerIntent::Earn(e) => &e.reason,
+                    LedgerIntent::Adjust(a) => &a.reason,
+                };
+                output::text("ledger reason", reason).map_err(CallError::InvalidOutput)?;
             }
-            Ok(())
+            match &o.tier_change {
+                Some(t) => {
+                    output::text("tier-change reason", &t.reason).map_err(CallError::InvalidOutput)
+                }
+                None => Ok(()),
+            }
         })
     }
 
@@ -702,6 +749,9 @@ impl Session<'_> {
         self.finish("parse-inbound", started, result, |events| {
             for e in events {
                 output::validate_json("event payload", &e.payload)
+                    .and_then(|_| output::text("customer external id", &e.customer_external_id))
+                    .and_then(|_| output::text("kind", &e.kind))
+                    .and_then(|_| output::text("idempotency key", &e.idempotency_key))
                     .map_err(CallError::InvalidOutput)?;
             }
             Ok(())
