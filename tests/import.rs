@@ -311,10 +311,12 @@ async fn csv_files_report_bad_rows_and_import_good_ones(backend: Backend) {
         .unwrap();
     assert_eq!(linus.name.as_deref(), Some("Torvalds, Linus"));
 
+    let long_id = "x".repeat(201);
     let interactions = write(
         dir.path(),
         "interactions.csv",
-        "customer_external_id,kind,occurred_at,amount,currency,channel,idempotency_key,sku,quantity,unit_price\n\
+        &format!(
+            "customer_external_id,kind,occurred_at,amount,currency,channel,idempotency_key,sku,quantity,unit_price\n\
          ada,purchase,2024-05-01T10:00:00Z,19.98,EUR,web,order-1,BOOK,2,9.99\n\
          ada,visit,2024-05-02,,,store,,,,\n\
          newbie,purchase,2024-05-03,5.00,EUR,,,,,\n\
@@ -324,7 +326,10 @@ async fn csv_files_report_bad_rows_and_import_good_ones(backend: Backend) {
          ada,purchase,2024-05-07,,,,,,,\n\
          ada,purchase,2024-05-08,3.00,XXX,,,,,\n\
          ada,purchase,2024-05-09,abc,EUR,,,,,\n\
-         ada,purchase,2024-05-10,1.00,EUR,,order-1,,,\n",
+         ada,purchase,2024-05-10,1.00,EUR,,order-1,,,\n\
+         {long_id},visit,2024-05-11,,,,,,,\n\
+         {long_id},visit,2024-05-12,,,,,,,\n"
+        ),
     );
     let summary = import::import_interactions(store, &tenant, &interactions, &Progress::hidden())
         .await
@@ -335,7 +340,7 @@ async fn csv_files_report_bad_rows_and_import_good_ones(backend: Backend) {
             summary.customers_created,
             summary.interactions_created
         ),
-        (10, 1, 3)
+        (12, 1, 3)
     );
     assert_eq!(summary.replayed, 0);
     assert_eq!(
@@ -345,6 +350,12 @@ async fn csv_files_report_bad_rows_and_import_good_ones(backend: Backend) {
             ("amount: EUR amounts have at most 2 decimal places".to_string(), 1, vec![6]),
             ("amount: a purchase needs an amount or items".to_string(), 1, vec![8]),
             ("currency: \"XXX\" is not an ISO 4217 currency with a minor unit".to_string(), 1, vec![9]),
+            (
+                "customer_external_id: must be 1 to 200 characters, not blank, without control characters"
+                    .to_string(),
+                2,
+                vec![12, 13]
+            ),
             (
                 "idempotency key already stored with different content (idempotency_conflict)".to_string(),
                 1,
@@ -418,7 +429,7 @@ async fn csv_files_report_bad_rows_and_import_good_ones(backend: Backend) {
             again.replayed,
             again.rejected_rows()
         ),
-        (0, 0, 3, 7)
+        (0, 0, 3, 9)
     );
 }
 

@@ -58,7 +58,23 @@ impl Db {
                 Backend::Postgres => 16,
             })
             .acquire_timeout(Duration::from_secs(30));
-        let options = if backend == Backend::Sqlite {
+        let options = if backend == Backend::Postgres {
+            options.after_connect(|conn, _meta| {
+                Box::pin(async move {
+                    // Prepared statements are cached per connection. Left to
+                    // itself PostgreSQL switches a statement to a generic
+                    // plan, and one chosen while the tables were nearly empty
+                    // (a fresh tenant, an import's first batch) can scan the
+                    // whole tenant on every idempotency or customer lookup;
+                    // with autovacuum slow to re-analyze, an import became
+                    // quadratic (542 s for CDNOW instead of ~43 s). Planning
+                    // each execution with its real parameters costs little
+                    // next to that.
+                    conn.execute("SET plan_cache_mode = force_custom_plan").await?;
+                    Ok(())
+                })
+            })
+        } else if backend == Backend::Sqlite {
             options.after_connect(|conn, _meta| {
                 Box::pin(async move {
                     // WAL lets readers run beside the writer; busy_timeout makes
