@@ -418,16 +418,12 @@ fn manifest_check_command_exit_codes() {
         .arg(fx.manifest_path())
         .output()
         .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
-        "ok: 2 plugins, 2 tenants\n"
-    );
+    // The file is valid, but `check` also loads each component as the
+    // server would, and these artifacts are not WebAssembly.
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("plugin rfm: plugin `rfm`: not a WebAssembly component"), "{stderr}");
+    assert!(stderr.contains("2 of 2 plugins cannot be loaded"), "{stderr}");
 
     let bad = GOOD
         .replace("\"log\", \"outbound-http\"", "\"log\", \"network\"")
@@ -501,4 +497,45 @@ fn server_config_resolves_the_manifest_against_its_directory() {
             .manifest
             .is_none()
     );
+}
+
+/// `manifest check` with real components: a well-behaved one passes; one
+/// importing a capability the manifest does not grant is refused, naming the
+/// import.
+#[test]
+fn manifest_check_loads_real_components() {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let wasm = |name: &str| {
+        let path = target.join("wasm32-wasip2/release").join(format!("{name}.wasm"));
+        assert!(path.is_file(), "{} missing: run scripts/build-plugins", path.display());
+        path
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let entry = |id: &str, path: &Path, caps: &str| {
+        format!(
+            "[[plugin]]\nid = {id:?}\nkind = \"scoring-rule\"\nversion = \"0.1.0\"\ncontract = \"rapport:crm@0.1.0\"\n\
+             artifact = {:?}\nsha256 = {:?}\ncapabilities = [{caps}]\n\n",
+            path.display().to_string(),
+            sha256_file(path).unwrap(),
+        )
+    };
+    let check = |text: String| {
+        let manifest = dir.path().join("plugins.toml");
+        std::fs::write(&manifest, text).unwrap();
+        std::process::Command::new(env!("CARGO_BIN_EXE_rapport"))
+            .args(["manifest", "check"])
+            .arg(&manifest)
+            .output()
+            .unwrap()
+    };
+    let out = check(entry("scorer", &wasm("test_scorer"), "\"log\", \"config\""));
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "ok: 1 plugins, 0 tenants\n");
+
+    let out = check(entry("sneaky", &wasm("hostile_ungranted"), "\"log\""));
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("plugin sneaky: plugin `sneaky`: imports `rapport:crm/kv@0.1.0` but capability `kv` is not granted"), "{stderr}");
 }
