@@ -1,5 +1,8 @@
 //! The `rapport` command line: serve, migrate, administer tenants and keys,
 //! and bulk-import data. Each subcommand is a thin shell over the library.
+//! `rapport plugin ...` (plugin authors' tools) lives in `plugin_tool.rs`.
+
+mod plugin_tool;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -63,6 +66,9 @@ enum Command {
         #[arg(long)]
         plugin: Option<String>,
     },
+    /// Plugin authors' tools: run one call against a fixture, scaffold a crate.
+    #[command(subcommand)]
+    Plugin(plugin_tool::PluginCommand),
 }
 
 #[derive(Subcommand)]
@@ -131,6 +137,11 @@ impl GlobalArgs {
 async fn main() -> ExitCode {
     rapport::telemetry::init_logging();
     let cli = Cli::parse();
+    // Plugin tools have their own exit codes (1: the plugin failed, 2: bad
+    // usage or fixture) and need no config or database.
+    if let Command::Plugin(command) = cli.command {
+        return plugin_tool::main(command).await;
+    }
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -181,6 +192,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Import(cmd) => rapport::import::run(&cli.global.store().await?, cmd).await,
         Command::Manifest(ManifestCommand::Check { file }) => check_manifest(&file),
         Command::Score { tenant, plugin } => score_tenant(&cli.global, TenantId(tenant), plugin.as_deref()).await,
+        // Dispatched in `main` before this point.
+        Command::Plugin(_) => Ok(()),
     }
 }
 
