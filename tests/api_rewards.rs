@@ -37,12 +37,19 @@ fn wasm_path(crate_name: &str) -> PathBuf {
     path
 }
 
+/// A reward-scheme plugin entry; `hostile-reward` imports `kv` (for its
+/// `kv-write` mode), so it is granted.
 fn plugin_entry(id: &str, crate_name: &str, limits: &str) -> String {
+    let capabilities = if crate_name == "hostile-reward" {
+        "\"kv\""
+    } else {
+        ""
+    };
     let path = wasm_path(crate_name);
     let digest = hex::encode(Sha256::digest(std::fs::read(&path).unwrap()));
     format!(
         "[[plugin]]\nid = {id:?}\nkind = \"reward-scheme\"\nversion = \"0.1.0\"\ncontract = \"rapport:crm@0.1.0\"\n\
-         artifact = {path:?}\nsha256 = {digest:?}\ncapabilities = []\n[plugin.limits]\n{limits}\n\n",
+         artifact = {path:?}\nsha256 = {digest:?}\ncapabilities = [{capabilities}]\n[plugin.limits]\n{limits}\n\n",
         path = path.display().to_string(),
     )
 }
@@ -473,6 +480,33 @@ async fn failing_plugin_keeps_the_interaction(backend: Backend) {
     assert_eq!(s, 200, "{p}");
     assert_eq!(p["status"], "active", "{p}");
     assert_eq!(p["consecutive_failures"], 7, "{p}");
+
+    // A kv write during on-interaction: refused on SQLite (the ingest holds
+    // the write lock it would need), a normal write on PostgreSQL.
+    let body = purchase(
+        &app,
+        &globex,
+        &bob,
+        "50.00",
+        json!({ "channel": "kv-write" }),
+    )
+    .await;
+    let h = reward(&body, "hostile");
+    match backend {
+        Backend::Sqlite => {
+            assert_eq!(h["status"], "failed", "{body}");
+            assert_eq!(h["error"]["code"], "plugin_plugin_error", "{body}");
+            let message = h["error"]["message"].as_str().unwrap();
+            assert!(message.contains("kv writes are not available"), "{body}");
+            assert_eq!(account(&app, &globex, &bob).await["balance"], 310);
+        }
+        Backend::Postgres => {
+            assert_eq!(h["status"], "applied", "{body}");
+            assert_eq!(h["entries"][0]["points"], 1, "{body}");
+            assert_eq!(h["entries"][0]["reason"], "kv written", "{body}");
+            assert_eq!(account(&app, &globex, &bob).await["balance"], 311);
+        }
+    }
 
     // fragile (the same component) is suspended for initech after 2
     // failures; later interactions are still stored, without it.

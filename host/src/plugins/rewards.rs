@@ -25,7 +25,12 @@
 //! [`rolling_spend_tx`](crate::store::interactions::rolling_spend_tx)), and
 //! the host's now. The second plugin sees the account as the first one left
 //! it. Host capabilities a plugin calls during `on-interaction` read through
-//! the pool, i.e. committed data: they do not see this transaction.
+//! the pool, i.e. committed data: they do not see this transaction. On
+//! SQLite its key-value *writes* (`kv.set`, `kv.delete`) are refused with
+//! `host-error::unavailable`: they would need the write lock this very
+//! ingest holds, and would wait for it until the plugin timed out. Reward
+//! plugins are best stateless on the ingest path (first-party
+//! `tiered-points` is); on PostgreSQL kv writes work as everywhere else.
 //!
 //! Trade-off: reading and applying in one transaction means the transaction
 //! stays open while the plugins run. On SQLite that is the database's single
@@ -66,17 +71,20 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
+use async_trait::async_trait;
 use serde::Serialize;
 use sqlx::AnyConnection;
 use utoipa::ToSchema;
 
 use super::store_services::interaction_to_guest;
 use super::{PluginFailure, PluginService, call_failure, failure};
+use crate::db::Backend;
 use crate::manifest::PluginKind;
 use crate::manifest::effective::EffectivePlugin;
+use crate::runtime::contract::rapport::crm::{catalog, customers, interactions, loyalty};
 use crate::runtime::contract::rewards::{InteractionContext, LedgerIntent, RewardOutcome};
 use crate::runtime::contract::types;
-use crate::runtime::{CallContext, Plugin};
+use crate::runtime::{CallContext, HostServices, Plugin, ServiceError};
 use crate::store::interactions::{
     HookedIngest, IngestHook, IngestOutcome, Interaction, NewInteraction, RewardAccount,
     RewardTierChange, apply_reward_ops_tx, lock_reward_account_tx, reward_account_tx,
@@ -155,9 +163,132 @@ struct ReadyPlugin {
 }
 
 /// The [`IngestHook`] that runs the reward plugins inside the ingest.
-struct RewardHook<'a> {
-    service: &'a PluginService,
+struct RewardHook {
     plugins: Vec<ReadyPlugin>,
+    /// What the plugins' capabilities run against during the ingest.
+    services: Arc<dyn HostServices>,
+}
+
+/// The capabilities of a reward plugin inside a SQLite ingest: everything
+/// reads as usual; kv writes are refused (see the module doc) instead of
+/// waiting for the write lock their own ingest holds.
+struct NoKvWrites(Arc<dyn HostServices>);
+
+fn kv_write_refused() -> ServiceError {
+    ServiceError::Unavailable(
+        "kv writes are not available during on-interaction on this database: the ingest holds its write lock"
+            .into(),
+    )
+}
+
+#[async_trait]
+impl HostServices for NoKvWrites {
+    async fn get_customer(
+        &self,
+        t: &TenantId,
+        id: &str,
+    ) -> Result<Option<types::Customer>, ServiceError> {
+        self.0.get_customer(t, id).await
+    }
+    async fn get_customer_by_external_id(
+        &self,
+        t: &TenantId,
+        external_id: &str,
+    ) -> Result<Option<types::Customer>, ServiceError> {
+        self.0.get_customer_by_external_id(t, external_id).await
+    }
+    async fn list_customers(
+        &self,
+        t: &TenantId,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<customers::CustomerPage, ServiceError> {
+        self.0.list_customers(t, cursor, limit).await
+    }
+    async fn list_interactions(
+        &self,
+        t: &TenantId,
+        customer_id: &str,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<interactions::InteractionPage, ServiceError> {
+        self.0
+            .list_interactions(t, customer_id, cursor, limit)
+            .await
+    }
+    async fn get_account(
+        &self,
+        t: &TenantId,
+        customer_id: &str,
+    ) -> Result<Option<types::LoyaltyAccount>, ServiceError> {
+        self.0.get_account(t, customer_id).await
+    }
+    async fn list_ledger(
+        &self,
+        t: &TenantId,
+        customer_id: &str,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<loyalty::LedgerPage, ServiceError> {
+        self.0.list_ledger(t, customer_id, cursor, limit).await
+    }
+    async fn list_tiers(&self, t: &TenantId) -> Result<Vec<types::Tier>, ServiceError> {
+        self.0.list_tiers(t).await
+    }
+    async fn list_rewards(&self, t: &TenantId) -> Result<Vec<types::Reward>, ServiceError> {
+        self.0.list_rewards(t).await
+    }
+    async fn get_product(
+        &self,
+        t: &TenantId,
+        sku: &str,
+    ) -> Result<Option<types::Product>, ServiceError> {
+        self.0.get_product(t, sku).await
+    }
+    async fn list_products(
+        &self,
+        t: &TenantId,
+        category: Option<&str>,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<catalog::ProductPage, ServiceError> {
+        self.0.list_products(t, category, cursor, limit).await
+    }
+    async fn kv_get(
+        &self,
+        t: &TenantId,
+        plugin_id: &str,
+        key: &str,
+    ) -> Result<Option<Vec<u8>>, ServiceError> {
+        self.0.kv_get(t, plugin_id, key).await
+    }
+    async fn kv_set(
+        &self,
+        _t: &TenantId,
+        _plugin_id: &str,
+        _key: &str,
+        _value: &[u8],
+        _max_bytes: u64,
+    ) -> Result<(), ServiceError> {
+        Err(kv_write_refused())
+    }
+    async fn kv_delete(
+        &self,
+        _t: &TenantId,
+        _plugin_id: &str,
+        _key: &str,
+    ) -> Result<(), ServiceError> {
+        Err(kv_write_refused())
+    }
+    async fn kv_list_keys(
+        &self,
+        t: &TenantId,
+        plugin_id: &str,
+        prefix: &str,
+        limit: u32,
+    ) -> Result<Vec<String>, ServiceError> {
+        self.0.kv_list_keys(t, plugin_id, prefix, limit).await
+    }
 }
 
 fn account_to_guest(a: &RewardAccount) -> types::LoyaltyAccount {
@@ -259,7 +390,7 @@ fn refusal(err: &StoreError) -> PluginFailure {
     failure("plugin_invalid_intent", message)
 }
 
-impl RewardHook<'_> {
+impl RewardHook {
     /// Runs one plugin on one interaction and applies its answer (all or
     /// nothing). Only a database failure is an `Err`.
     async fn run_one(
@@ -278,7 +409,7 @@ impl RewardHook<'_> {
         let ctx = CallContext {
             tenant: t.clone(),
             config_json: ready.plugin.config.to_string(),
-            services: self.service.services.clone(),
+            services: self.services.clone(),
         };
         let (result, _report) = loaded.on_interaction(ctx, context).await;
         let outcome = match result {
@@ -313,7 +444,7 @@ impl RewardHook<'_> {
     }
 }
 
-impl IngestHook for RewardHook<'_> {
+impl IngestHook for RewardHook {
     type Output = Vec<RewardRun>;
 
     async fn after_ingest(
@@ -370,16 +501,18 @@ impl IngestHook for RewardHook<'_> {
 
 impl PluginService {
     /// The tenant's active reward plugins, compiled (outside any transaction).
-    async fn reward_hook(&self, t: &TenantId) -> StoreResult<RewardHook<'_>> {
+    async fn reward_hook(&self, t: &TenantId) -> StoreResult<RewardHook> {
         let mut plugins = Vec::new();
         for plugin in self.active(t, PluginKind::RewardScheme).await? {
             let loaded = self.load(&plugin.id).await;
             plugins.push(ReadyPlugin { plugin, loaded });
         }
-        Ok(RewardHook {
-            service: self,
-            plugins,
-        })
+        let services: Arc<dyn HostServices> = self.services.clone();
+        let services = match self.store.db().backend() {
+            Backend::Sqlite => Arc::new(NoKvWrites(services)),
+            Backend::Postgres => services,
+        };
+        Ok(RewardHook { plugins, services })
     }
 
     /// Counts the committed ingest's plugin failures and successes, in the
@@ -387,7 +520,7 @@ impl PluginService {
     async fn record_reward_runs<'r>(
         &self,
         t: &TenantId,
-        hook: &RewardHook<'_>,
+        hook: &RewardHook,
         runs: impl Iterator<Item = &'r RewardRun>,
     ) {
         // Consecutive failures as the database has them, updated as we go, so

@@ -12,6 +12,10 @@
 //! - `"panic"`: panics (`"hostile reward plugin panicked on purpose"`), which
 //!   ends in an `unreachable` trap.
 //! - `"error"`: returns `plugin-error::internal("refusing on purpose")`.
+//! - `"kv-write"`: writes its kv key `"last"` (value: the interaction id).
+//!   On success, `earn` 1 point (reason `"kv written"`); on a host error,
+//!   returns `plugin-error::unavailable("kv: {error:?}")`. (Not hostile as
+//!   such: it shows what a stateful reward plugin meets on the ingest path.)
 //! - anything else (or no channel): one `earn` intent of -5 points (reason
 //!   `"negative earn"`), which the host must reject (earn points must be
 //!   greater than 0).
@@ -20,7 +24,7 @@
 //! host that intersects plugin answers with its own rules still shows only
 //! what the stricter rules allow.
 //!
-//! Capabilities imported: none.
+//! Capabilities imported: `kv` (only used by `"kv-write"`).
 
 wit_bindgen::generate!({
     path: "../../../wit/crm@0.1.0",
@@ -30,6 +34,7 @@ wit_bindgen::generate!({
 use exports::rapport::crm::rewards::{
     AdjustIntent, EarnIntent, Guest, InteractionContext, LedgerIntent, RewardOutcome, TierChange,
 };
+use rapport::crm::kv;
 use rapport::crm::types::{LoyaltyAccount, PluginError, Reward, Tier};
 
 struct HostileReward;
@@ -64,6 +69,17 @@ impl Guest for HostileReward {
             }),
             Some("panic") => panic!("hostile reward plugin panicked on purpose"),
             Some("error") => Err(PluginError::Internal("refusing on purpose".to_string())),
+            Some("kv-write") => match kv::set("last", context.interaction.id.as_bytes()) {
+                Ok(()) => Ok(RewardOutcome {
+                    ledger: vec![LedgerIntent::Earn(EarnIntent {
+                        points: 1,
+                        reason: "kv written".to_string(),
+                        expires_at: None,
+                    })],
+                    tier_change: None,
+                }),
+                Err(error) => Err(PluginError::Unavailable(format!("kv: {error:?}"))),
+            },
             _ => Ok(RewardOutcome {
                 ledger: vec![LedgerIntent::Earn(EarnIntent {
                     points: -5,
