@@ -535,9 +535,6 @@ fn new_scaffolds_crates_that_test_build_and_run_for_every_kind() {
             ".gitignore",
             "src/lib.rs",
             "fixture.json",
-            "wit/crm@0.1.0/types.wit",
-            "wit/crm@0.1.0/host.wit",
-            "wit/crm@0.1.0/worlds.wit",
         ] {
             assert!(crate_dir.join(file).is_file(), "{kind}: {file} missing");
         }
@@ -545,10 +542,14 @@ fn new_scaffolds_crates_that_test_build_and_run_for_every_kind() {
         assert!(manifest.contains(&format!("name = \"{name}\"")));
         assert!(manifest.contains("crate-type = [\"cdylib\", \"rlib\"]"));
         assert!(manifest.contains("\n[workspace]\n"), "standalone crate");
-        // The contract copy is byte-identical to the one the host serves.
-        assert_eq!(
-            std::fs::read(crate_dir.join("wit/crm@0.1.0/worlds.wit")).unwrap(),
-            std::fs::read(repo().join("wit/crm@0.1.0/worlds.wit")).unwrap()
+        // Outside the checkout: the SDK of the checkout this binary was built from.
+        let sdk = std::fs::canonicalize(repo().join("plugins/sdk")).unwrap();
+        assert!(
+            manifest.contains(&format!(
+                "rapport-plugin-sdk = {{ path = \"{}\" }}",
+                sdk.display()
+            )),
+            "{manifest}"
         );
 
         let out = cargo(&crate_dir, &["test", "--quiet"], &target);

@@ -91,6 +91,14 @@ pub struct NewArgs {
     /// The folder to create the crate in (default: ./NAME).
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// Depend on the plugin SDK at this path (`plugins/sdk` of a Rapport
+    /// checkout). Default: found from the crate's folder when it is inside
+    /// a checkout, else the checkout this binary was built from.
+    #[arg(long, conflicts_with = "sdk_git")]
+    pub sdk_path: Option<PathBuf>,
+    /// Depend on the plugin SDK from this git repository instead.
+    #[arg(long)]
+    pub sdk_git: Option<String>,
     /// Overwrite files in a non-empty folder.
     #[arg(long)]
     pub force: bool,

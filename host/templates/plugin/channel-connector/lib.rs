@@ -11,16 +11,24 @@
 //!
 //! Capabilities imported: `outbound-http`, `config`.
 
-wit_bindgen::generate!({ path: "wit/crm@0.1.0", world: "channel-connector" });
+use rapport_plugin_sdk::{
+    self as sdk, ChannelConnector, DeliveryError, HttpError, HttpRequest, HttpResponse, InboundError, InboundEvent,
+    InboundRequest, Message, Receipt,
+};
+use serde::Deserialize;
 
-use exports::rapport::crm::channel::{DeliveryError, Guest, InboundError, InboundEvent, InboundRequest, Message, Receipt};
-use rapport::crm::outbound_http::{HttpError, Request, Response, send};
+/// The tenant's settings for this plugin (its config JSON object).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// When set, inbound requests must carry it in header `x-token`.
+    pub inbound_token: Option<String>,
+}
 
 /// The business logic of `parse-inbound`.
-pub fn parse_event(request: &InboundRequest, expected_token: Option<&str>) -> Result<InboundEvent, InboundError> {
-    if let Some(token) = expected_token {
-        let given = request.headers.iter().find(|(name, _)| name.eq_ignore_ascii_case("x-token")).map(|(_, v)| v.as_str());
-        if given != Some(token) {
+pub fn parse_event(request: &InboundRequest, settings: &Settings) -> Result<InboundEvent, InboundError> {
+    if let Some(token) = &settings.inbound_token {
+        if request.header("x-token") != Some(token.as_str()) {
             return Err(InboundError::Unauthenticated("missing or wrong x-token".into()));
         }
     }
@@ -41,12 +49,12 @@ pub fn parse_event(request: &InboundRequest, expected_token: Option<&str>) -> Re
         kind: text("kind")?,
         occurred_at: at,
         idempotency_key: text("id")?,
-        payload: body.to_string(),
+        payload: body.clone(),
     })
 }
 
 /// The business logic of `deliver`: what an HTTP outcome means.
-pub fn delivery_outcome(outcome: Result<Response, HttpError>) -> Result<Receipt, DeliveryError> {
+pub fn delivery_outcome(outcome: Result<HttpResponse, HttpError>) -> Result<Receipt, DeliveryError> {
     let fail = |retryable, message: String| Err(DeliveryError { retryable, message });
     match outcome {
         Ok(r) if (200..300).contains(&r.status) => Ok(Receipt {
@@ -57,20 +65,16 @@ pub fn delivery_outcome(outcome: Result<Response, HttpError>) -> Result<Receipt,
         Err(HttpError::Timeout) => fail(true, "timeout".into()),
         Err(HttpError::Connection(m)) => fail(true, format!("connection: {m}")),
         Err(HttpError::Denied(m)) => fail(false, m),
-        Err(HttpError::InvalidRequest(m)) => fail(false, format!("invalid request: {m}")),
-        Err(HttpError::ResponseTooLarge) => fail(false, "response too large".into()),
+        Err(other) => fail(false, other.to_string()),
     }
 }
 
-fn inbound_token() -> Option<String> {
-    let config: serde_json::Value = serde_json::from_str(&rapport::crm::config::get_config()).ok()?;
-    config.get("inbound_token")?.as_str().map(str::to_owned)
-}
+pub struct Plugin;
 
-struct Plugin;
+sdk::export_channel_connector!(Plugin);
 
-impl Guest for Plugin {
-    fn deliver(message: Message) -> Result<Receipt, DeliveryError> {
+impl ChannelConnector for Plugin {
+    fn deliver(message: &Message) -> Result<Receipt, DeliveryError> {
         let body = serde_json::json!({
             "id": message.id,
             "customer_id": message.customer_id,
@@ -78,7 +82,7 @@ impl Guest for Plugin {
             "body": message.body,
             "attempt": message.attempt,
         });
-        let request = Request {
+        let request = HttpRequest {
             method: "POST".into(),
             url: message.to.clone(),
             headers: vec![
@@ -88,19 +92,16 @@ impl Guest for Plugin {
             body: body.to_string().into_bytes(),
             timeout_ms: None,
         };
-        delivery_outcome(send(&request))
+        delivery_outcome(sdk::host::http::send(&request))
     }
 
-    fn parse_inbound(request: InboundRequest) -> Result<Vec<InboundEvent>, InboundError> {
-        Ok(vec![parse_event(&request, inbound_token().as_deref())?])
+    fn parse_inbound(request: &InboundRequest) -> Result<Vec<InboundEvent>, InboundError> {
+        // An unusable config cannot authenticate anything: refuse.
+        let settings: Settings =
+            sdk::config().map_err(|e| InboundError::Unauthenticated(format!("connector misconfigured: {e}")))?;
+        Ok(vec![parse_event(request, &settings)?])
     }
 }
-
-// Only the WebAssembly build exports: export names such as
-// `rapport:crm/...@0.1.0#fn` cannot be linked into a native library, and
-// `cargo test` builds one.
-#[cfg(target_arch = "wasm32")]
-export!(Plugin);
 
 #[cfg(test)]
 mod tests {
@@ -118,19 +119,20 @@ mod tests {
 
     #[test]
     fn parses_an_event_and_checks_the_token() {
+        let settings = Settings { inbound_token: Some("s3cret".into()) };
         let body = r#"{"customer":"E1","kind":"email_open","at":1750000000000,"id":"evt-1"}"#;
-        let event = parse_event(&request(&[("X-Token", "s3cret")], body), Some("s3cret")).unwrap();
+        let event = parse_event(&request(&[("X-Token", "s3cret")], body), &settings).unwrap();
         assert_eq!(
             (event.customer_external_id.as_str(), event.kind.as_str(), event.occurred_at, event.idempotency_key.as_str()),
             ("E1", "email_open", 1_750_000_000_000, "evt-1")
         );
-        assert!(matches!(parse_event(&request(&[], body), Some("s3cret")), Err(InboundError::Unauthenticated(_))));
-        assert!(matches!(parse_event(&request(&[], "{}"), None), Err(InboundError::Malformed(_))));
+        assert!(matches!(parse_event(&request(&[], body), &settings), Err(InboundError::Unauthenticated(_))));
+        assert!(matches!(parse_event(&request(&[], "{}"), &Settings::default()), Err(InboundError::Malformed(_))));
     }
 
     #[test]
     fn maps_http_outcomes() {
-        let response = |status| Ok(Response { status, headers: vec![], body: vec![] });
+        let response = |status| Ok(HttpResponse { status, headers: vec![], body: vec![] });
         assert_eq!(delivery_outcome(response(202)).unwrap().detail.as_deref(), Some("HTTP 202"));
         assert!(delivery_outcome(response(503)).unwrap_err().retryable);
         assert!(!delivery_outcome(response(404)).unwrap_err().retryable);

@@ -5,15 +5,12 @@
 //! units, ties by SKU. Replace [`rank`] with your own model: it is plain
 //! Rust, tested natively by `cargo test`.
 //!
-//! Capabilities imported: `catalog` (only what the code calls is imported).
-
-wit_bindgen::generate!({ path: "wit/crm@0.1.0", world: "cross-sell" });
+//! Capabilities imported: `catalog` (a component imports only what its code
+//! calls).
 
 use std::collections::BTreeSet;
 
-use exports::rapport::crm::cross_selling::{Guest, RecommendRequest, Recommendation};
-use rapport::crm::catalog::list_products;
-use rapport::crm::types::{Json, PluginError, Product};
+use rapport_plugin_sdk::{self as sdk, CrossSell, PluginError, Product, RecommendRequest, Recommendation};
 
 /// Catalogue page size (the host caps it at 500).
 const PAGE: u32 = 500;
@@ -49,48 +46,40 @@ pub fn owned_skus(request: &RecommendRequest) -> BTreeSet<String> {
     bought.chain(basket).collect()
 }
 
-struct Plugin;
+pub struct Plugin;
 
-impl Guest for Plugin {
-    fn recommend(request: RecommendRequest) -> Result<Vec<Recommendation>, PluginError> {
+sdk::export_cross_sell!(Plugin);
+
+impl CrossSell for Plugin {
+    fn recommend(request: &RecommendRequest) -> Result<Vec<Recommendation>, PluginError> {
         let mut products = Vec::new();
-        let mut cursor = None;
+        let mut cursor: Option<String> = None;
         loop {
-            let page = list_products(None, cursor.as_deref(), PAGE)
-                .map_err(|e| PluginError::Unavailable(format!("catalogue: {e:?}")))?;
+            // A host failure becomes `unavailable` through `?`.
+            let page = sdk::host::catalog::products(None, cursor.as_deref(), PAGE)?;
             products.extend(page.items);
             match page.next_cursor {
                 Some(next) => cursor = Some(next),
                 None => break,
             }
         }
-        Ok(rank(&products, &owned_skus(&request), request.limit as usize))
+        Ok(rank(&products, &owned_skus(request), request.limit as usize))
     }
-
-    fn fit(baskets: Vec<Vec<String>>) -> Result<Json, PluginError> {
-        // Nothing to learn for this rule: report what was seen.
-        Ok(format!("{{\"baskets\":{}}}", baskets.len()))
-    }
+    // `fit` keeps the SDK's default (nothing to learn: `{}`).
 }
-
-// Only the WebAssembly build exports: export names such as
-// `rapport:crm/...@0.1.0#fn` cannot be linked into a native library, and
-// `cargo test` builds one.
-#[cfg(target_arch = "wasm32")]
-export!(Plugin);
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rapport::crm::types::Money;
+    use rapport_plugin_sdk::Money;
 
     fn product(sku: &str, amount_minor: i64) -> Product {
         Product {
             sku: sku.into(),
             name: format!("Product {sku}"),
             category: None,
-            price: Money { currency: "USD".into(), amount_minor },
-            attributes: "{}".into(),
+            price: Money::new("USD", amount_minor),
+            attributes: serde_json::json!({}),
         }
     }
 

@@ -7,36 +7,38 @@
 //! account's tier reaches. Replace [`earn`] and [`can_redeem`] with your
 //! own scheme: they are plain Rust, tested natively by `cargo test`.
 //!
-//! Capabilities imported: `config` (only what the code calls is imported).
+//! Capabilities imported: `config` (a component imports only what its code
+//! calls).
 
-wit_bindgen::generate!({ path: "wit/crm@0.1.0", world: "reward-scheme" });
+use rapport_plugin_sdk::{
+    self as sdk, EarnIntent, Interaction, InteractionContext, LedgerIntent, LoyaltyAccount, PluginError, Reward,
+    RewardOutcome, RewardScheme, Tier,
+};
+use serde::Deserialize;
 
-use exports::rapport::crm::rewards::{EarnIntent, Guest, InteractionContext, LedgerIntent, RewardOutcome};
-use rapport::crm::types::{Interaction, LoyaltyAccount, PluginError, Reward, Tier};
+/// The tenant's settings for this plugin (its config JSON object).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    pub points_per_unit: i64,
+}
 
-/// Points per currency unit, from the tenant's config.
-pub fn points_per_unit(config: &str) -> Result<i64, PluginError> {
-    let config: serde_json::Value = serde_json::from_str(config)
-        .map_err(|e| PluginError::InvalidConfig(format!("config is not JSON: {e}")))?;
-    match config.get("points_per_unit") {
-        None => Ok(1),
-        Some(v) => v
-            .as_i64()
-            .filter(|p| *p > 0)
-            .ok_or_else(|| PluginError::InvalidConfig("\"points_per_unit\" must be a positive integer".into())),
+impl Default for Settings {
+    fn default() -> Self {
+        Settings { points_per_unit: 1 }
     }
 }
 
 /// The business logic: what one interaction earns.
-pub fn earn(interaction: &Interaction, points_per_unit: i64) -> Option<EarnIntent> {
+pub fn earn(interaction: &Interaction, settings: &Settings) -> Option<EarnIntent> {
     if interaction.kind != "purchase" {
         return None;
     }
     let units = interaction.amount.as_ref()?.amount_minor / 100;
-    let points = units.saturating_mul(points_per_unit);
+    let points = units.saturating_mul(settings.points_per_unit);
     (points > 0).then(|| EarnIntent {
         points,
-        reason: format!("{points_per_unit} point(s) per unit spent"),
+        reason: format!("{} point(s) per unit spent", settings.points_per_unit),
         expires_at: None,
     })
 }
@@ -55,32 +57,31 @@ pub fn can_redeem(account: &LoyaltyAccount, tiers: &[Tier], reward: &Reward) -> 
     reward.cost_points <= account.balance && reward.stock != Some(0) && tier_ok
 }
 
-struct Plugin;
+pub struct Plugin;
 
-impl Guest for Plugin {
-    fn on_interaction(context: InteractionContext) -> Result<RewardOutcome, PluginError> {
-        let per_unit = points_per_unit(&rapport::crm::config::get_config())?;
+sdk::export_reward_scheme!(Plugin);
+
+impl RewardScheme for Plugin {
+    fn on_interaction(context: &InteractionContext) -> Result<RewardOutcome, PluginError> {
+        let settings: Settings = sdk::config()?;
+        if settings.points_per_unit <= 0 {
+            return Err(PluginError::InvalidConfig("\"points_per_unit\" must be positive".into()));
+        }
         Ok(RewardOutcome {
-            ledger: earn(&context.interaction, per_unit).map(LedgerIntent::Earn).into_iter().collect(),
+            ledger: earn(&context.interaction, &settings).map(LedgerIntent::Earn).into_iter().collect(),
             tier_change: None,
         })
     }
 
-    fn redeemable(account: LoyaltyAccount, tiers: Vec<Tier>, rewards: Vec<Reward>) -> Result<Vec<String>, PluginError> {
-        Ok(rewards.iter().filter(|r| can_redeem(&account, &tiers, r)).map(|r| r.id.clone()).collect())
+    fn redeemable(account: &LoyaltyAccount, tiers: &[Tier], rewards: &[Reward]) -> Result<Vec<String>, PluginError> {
+        Ok(rewards.iter().filter(|r| can_redeem(account, tiers, r)).map(|r| r.id.clone()).collect())
     }
 }
-
-// Only the WebAssembly build exports: export names such as
-// `rapport:crm/...@0.1.0#fn` cannot be linked into a native library, and
-// `cargo test` builds one.
-#[cfg(target_arch = "wasm32")]
-export!(Plugin);
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rapport::crm::types::Money;
+    use rapport_plugin_sdk::{Money, testing};
 
     fn interaction(kind: &str, amount_minor: Option<i64>) -> Interaction {
         Interaction {
@@ -89,20 +90,36 @@ mod tests {
             kind: kind.into(),
             channel: None,
             occurred_at: 0,
-            amount: amount_minor.map(|amount_minor| Money { currency: "USD".into(), amount_minor }),
+            amount: amount_minor.map(|a| Money::new("USD", a)),
             items: vec![],
-            payload: "{}".into(),
+            payload: serde_json::json!({}),
         }
     }
 
     #[test]
     fn purchases_earn_points_per_whole_unit() {
-        let intent = earn(&interaction("purchase", Some(2999)), 2).unwrap();
+        let intent = earn(&interaction("purchase", Some(2999)), &Settings { points_per_unit: 2 }).unwrap();
         assert_eq!((intent.points, intent.reason.as_str()), (58, "2 point(s) per unit spent"));
-        assert!(earn(&interaction("purchase", Some(99)), 1).is_none());
-        assert!(earn(&interaction("visit", None), 1).is_none());
-        assert_eq!(points_per_unit("{}").unwrap(), 1);
-        assert!(points_per_unit(r#"{"points_per_unit": 0}"#).is_err());
+        assert!(earn(&interaction("purchase", Some(99)), &Settings::default()).is_none());
+        assert!(earn(&interaction("visit", None), &Settings::default()).is_none());
+    }
+
+    #[test]
+    fn the_rate_comes_from_the_tenant_config() {
+        let account = LoyaltyAccount { customer_id: "c1".into(), balance: 0, lifetime_earned: 0, tier_id: None };
+        let context = InteractionContext {
+            interaction: interaction("purchase", Some(1000)),
+            account,
+            tiers: vec![],
+            rolling_spend_minor: 1000,
+            now: 0,
+        };
+        testing::reset();
+        testing::set_config(serde_json::json!({ "points_per_unit": 3 }));
+        let outcome = Plugin::on_interaction(&context).unwrap();
+        assert!(matches!(&outcome.ledger[..], [LedgerIntent::Earn(e)] if e.points == 30));
+        testing::set_config(serde_json::json!({ "points_per_unit": 0 }));
+        assert!(matches!(Plugin::on_interaction(&context), Err(PluginError::InvalidConfig(_))));
     }
 
     #[test]

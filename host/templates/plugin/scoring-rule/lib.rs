@@ -5,18 +5,17 @@
 //! (older purchases only) or `prospect` (none). Replace [`score_history`]
 //! with your own rule: it is plain Rust, tested natively by `cargo test`.
 //!
-//! Capabilities imported: `config` (only what the code calls is imported).
+//! Capabilities imported: `config` (a component imports only what its code
+//! calls).
 
-wit_bindgen::generate!({ path: "wit/crm@0.1.0", world: "scoring-rule" });
-
-use exports::rapport::crm::scoring::{CustomerScore, Guest};
-use rapport::crm::inputs::{CustomerHistory, PurchaseSummary};
-use rapport::crm::types::{Json, PluginError, Timestamp};
+use rapport_plugin_sdk::{self as sdk, History, PluginError, Score, ScoringRule};
+use serde::Deserialize;
 
 const MS_PER_DAY: i64 = 86_400_000;
 
 /// The tenant's settings for this plugin (its config JSON object).
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Settings {
     pub window_days: i64,
 }
@@ -28,27 +27,21 @@ impl Default for Settings {
 }
 
 impl Settings {
-    /// Parses the config; unknown keys are ignored.
-    pub fn from_json(text: &str) -> Result<Settings, PluginError> {
-        let config: serde_json::Value = serde_json::from_str(text)
-            .map_err(|e| PluginError::InvalidConfig(format!("config is not JSON: {e}")))?;
-        let mut settings = Settings::default();
-        if let Some(days) = config.get("window_days") {
-            settings.window_days = days
-                .as_i64()
-                .filter(|d| *d > 0)
-                .ok_or_else(|| PluginError::InvalidConfig("\"window_days\" must be a positive integer".into()))?;
+    /// The config, decoded and checked (bad config → `invalid-config`).
+    pub fn load() -> Result<Settings, PluginError> {
+        let settings: Settings = sdk::config()?;
+        if settings.window_days <= 0 {
+            return Err(PluginError::InvalidConfig("\"window_days\" must be positive".into()));
         }
         Ok(settings)
     }
 }
 
 /// The business logic: one customer's score from their history.
-pub fn score_history(history: &CustomerHistory, settings: Settings) -> CustomerScore {
+pub fn score_history(history: &History, settings: &Settings) -> Score {
     let since = history.now.saturating_sub(settings.window_days.saturating_mul(MS_PER_DAY));
-    let purchases = history.interactions.iter().filter(|i| i.kind == "purchase");
     let (mut all, mut recent, mut recent_spend) = (0u32, 0u32, 0i64);
-    for purchase in purchases {
+    for purchase in history.interactions.iter().filter(|i| i.kind == "purchase") {
         all += 1;
         if purchase.occurred_at >= since {
             recent += 1;
@@ -60,7 +53,7 @@ pub fn score_history(history: &CustomerHistory, settings: Settings) -> CustomerS
         (0, _) => "lapsed",
         _ => "active",
     };
-    CustomerScore {
+    Score {
         value: f64::from(recent),
         label: Some(recent.to_string()),
         segment: Some(segment.into()),
@@ -72,39 +65,30 @@ pub fn score_history(history: &CustomerHistory, settings: Settings) -> CustomerS
     }
 }
 
-struct Plugin;
+pub struct Plugin;
 
-fn settings() -> Result<Settings, PluginError> {
-    Settings::from_json(&rapport::crm::config::get_config())
+sdk::export_scoring_rule!(Plugin);
+
+impl ScoringRule for Plugin {
+    fn score(input: &History) -> Result<Score, PluginError> {
+        Ok(score_history(input, &Settings::load()?))
+    }
+
+    fn score_batch(inputs: &[History]) -> Vec<Result<Score, PluginError>> {
+        // Read the config once per batch; one result per input, in order.
+        match Settings::load() {
+            Ok(settings) => inputs.iter().map(|input| Ok(score_history(input, &settings))).collect(),
+            Err(err) => inputs.iter().map(|_| Err(err.clone())).collect(),
+        }
+    }
+    // `fit` keeps the SDK's default (nothing to fit: `{}`).
 }
-
-impl Guest for Plugin {
-    fn score(input: CustomerHistory) -> Result<CustomerScore, PluginError> {
-        Ok(score_history(&input, settings()?))
-    }
-
-    fn score_batch(inputs: Vec<CustomerHistory>) -> Vec<Result<CustomerScore, PluginError>> {
-        // Read the config once; one result per input, in order.
-        let settings = settings();
-        inputs.iter().map(|input| settings.clone().map(|s| score_history(input, s))).collect()
-    }
-
-    fn fit(population: Vec<PurchaseSummary>, _now: Timestamp) -> Result<Json, PluginError> {
-        // No population parameters: report what was seen.
-        Ok(format!("{{\"customers\":{}}}", population.len()))
-    }
-}
-
-// Only the WebAssembly build exports: export names such as
-// `rapport:crm/...@0.1.0#fn` cannot be linked into a native library, and
-// `cargo test` builds one.
-#[cfg(target_arch = "wasm32")]
-export!(Plugin);
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rapport::crm::types::{Customer, Interaction, Money};
+    use rapport_plugin_sdk::{Customer, Interaction, Money, testing};
+    use serde_json::json;
 
     const NOW: i64 = 1_750_000_000_000;
 
@@ -115,32 +99,28 @@ mod tests {
             kind: "purchase".into(),
             channel: None,
             occurred_at: NOW - days_ago * MS_PER_DAY,
-            amount: Some(Money { currency: "USD".into(), amount_minor }),
+            amount: Some(Money::new("USD", amount_minor)),
             items: vec![],
-            payload: "{}".into(),
+            payload: json!({}),
         }
     }
 
-    fn history(interactions: Vec<Interaction>) -> CustomerHistory {
-        CustomerHistory {
-            customer: Customer {
-                id: "c1".into(),
-                external_id: "E1".into(),
-                name: None,
-                email: None,
-                phone: None,
-                attributes: "{}".into(),
-                created_at: 0,
-            },
-            interactions,
-            truncated: false,
-            now: NOW,
-        }
+    fn history(interactions: Vec<Interaction>) -> History {
+        let customer = Customer {
+            id: "c1".into(),
+            external_id: "E1".into(),
+            name: None,
+            email: None,
+            phone: None,
+            attributes: json!({}),
+            created_at: 0,
+        };
+        History { customer, interactions, truncated: false, now: NOW }
     }
 
     #[test]
     fn counts_recent_purchases_only() {
-        let score = score_history(&history(vec![purchase(400, 999), purchase(30, 1250), purchase(2, 500)]), Settings::default());
+        let score = score_history(&history(vec![purchase(400, 999), purchase(30, 1250), purchase(2, 500)]), &Settings::default());
         assert_eq!(score.value, 2.0);
         assert_eq!(score.segment.as_deref(), Some("active"));
         assert_eq!(score.explanation, "2 purchase(s) in the last 365 days (3 in all), spend 1750 minor units");
@@ -148,16 +128,21 @@ mod tests {
 
     #[test]
     fn segments_lapsed_and_prospects() {
-        let lapsed = score_history(&history(vec![purchase(400, 999)]), Settings::default());
+        let lapsed = score_history(&history(vec![purchase(400, 999)]), &Settings::default());
         assert_eq!((lapsed.value, lapsed.segment.as_deref()), (0.0, Some("lapsed")));
-        let prospect = score_history(&history(vec![]), Settings::default());
+        let prospect = score_history(&history(vec![]), &Settings::default());
         assert_eq!(prospect.segment.as_deref(), Some("prospect"));
     }
 
     #[test]
-    fn reads_and_validates_the_config() {
-        assert_eq!(Settings::from_json(r#"{"window_days": 30}"#).unwrap(), Settings { window_days: 30 });
-        assert_eq!(Settings::from_json("{}").unwrap(), Settings::default());
-        assert!(matches!(Settings::from_json(r#"{"window_days": -1}"#), Err(PluginError::InvalidConfig(_))));
+    fn the_window_comes_from_the_tenant_config() {
+        testing::reset();
+        testing::set_config(json!({ "window_days": 30 }));
+        let score = Plugin::score(&history(vec![purchase(60, 999), purchase(10, 500)])).unwrap();
+        assert_eq!(score.value, 1.0);
+        testing::set_config(json!({ "window_days": -1 }));
+        assert!(matches!(Plugin::score(&history(vec![])), Err(PluginError::InvalidConfig(_))));
+        testing::set_config(json!({ "window": 30 }));
+        assert!(matches!(Plugin::score(&history(vec![])), Err(PluginError::InvalidConfig(_))));
     }
 }
