@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use rapport::runtime::contract::channel::{InboundRequest, Message};
 use rapport::runtime::contract::cross_selling::{RecommendRequest, Recommendation};
-use rapport::runtime::contract::inputs::PurchaseSummary;
+use rapport::runtime::contract::inputs::{Purchase, PurchaseSummary};
 use rapport::runtime::contract::rewards::{
     EarnIntent, InteractionContext, LedgerIntent, RewardOutcome, TierChange,
 };
@@ -107,11 +107,19 @@ async fn log_lines_are_captured_and_capped() {
     let population = vec![
         PurchaseSummary {
             customer_id: "a-1".into(),
-            purchases: 2,
-            first_purchase_at: Some(1),
-            last_purchase_at: Some(2),
-            total_spend_minor: 1750,
             created_at: 0,
+            purchases: vec![
+                Purchase {
+                    at: 1,
+                    amount_minor: 1000,
+                    currency: "USD".into(),
+                },
+                Purchase {
+                    at: 2,
+                    amount_minor: 750,
+                    currency: "USD".into(),
+                },
+            ],
         };
         3
     ];
