@@ -40,10 +40,10 @@ fn wasm_path(crate_name: &str) -> PathBuf {
 /// A reward-scheme plugin entry; `hostile-reward` imports `kv` (for its
 /// `kv-write` mode), so it is granted.
 fn plugin_entry(id: &str, crate_name: &str, limits: &str) -> String {
-    let capabilities = if crate_name == "hostile-reward" {
-        "\"kv\""
-    } else {
-        ""
+    let capabilities = match crate_name {
+        "hostile-reward" => "\"kv\"",
+        "rapport-plugin-tiered-points" => "\"config\"",
+        _ => "",
     };
     let path = wasm_path(crate_name);
     let digest = hex::encode(Sha256::digest(std::fs::read(&path).unwrap()));
@@ -70,10 +70,16 @@ fn manifest(dir: &Path) -> PathBuf {
         "hostile-reward",
         "timeout_ms = 2000\nmax_consecutive_failures = 2",
     );
-    let tenants: [(&str, &[&str]); 3] = [
+    text += &plugin_entry(
+        "tiered",
+        "rapport-plugin-tiered-points",
+        "timeout_ms = 2000",
+    );
+    let tenants: [(&str, &[&str]); 4] = [
         ("acme", &["points"]),
         ("globex", &["points", "hostile"]),
         ("initech", &["fragile"]),
+        ("hooli", &["tiered"]),
     ];
     for (tenant, plugins) in tenants {
         text += &format!("[[tenant]]\nid = {tenant:?}\n");
@@ -93,6 +99,7 @@ struct Setup {
     globex: TestTenant,
     initech: TestTenant,
     umbrella: TestTenant,
+    hooli: TestTenant,
     _dir: tempfile::TempDir,
 }
 
@@ -106,12 +113,14 @@ async fn start(backend: Backend) -> Setup {
     let globex = app.tenant_with_id("globex").await;
     let initech = app.tenant_with_id("initech").await;
     let umbrella = app.tenant_with_id("umbrella").await;
+    let hooli = app.tenant_with_id("hooli").await;
     Setup {
         app,
         acme,
         globex,
         initech,
         umbrella,
+        hooli,
         _dir: dir,
     }
 }
@@ -728,7 +737,74 @@ async fn redeemable_rewards(backend: Backend) {
     }
 }
 
+/// The first-party `tiered-points` plugin (default config: Bronze/Silver/Gold
+/// at 0 / 500.00 / 2000.00 rolling spend earning 1x / 1.5x / 2x, points
+/// expiring after 365 days, a welcome bonus of 100) through the same path.
+async fn first_party_tiered_points(backend: Backend) {
+    let Setup { app, hooli, .. } = start(backend).await;
+    let mut tiers = std::collections::HashMap::new();
+    for (name, rank) in [("Bronze", 0), ("Silver", 1), ("Gold", 2)] {
+        let (s, t) = app
+            .post(
+                "/v1/loyalty/tiers",
+                &hooli.admin,
+                json!({ "name": name, "rank": rank }),
+            )
+            .await;
+        assert_eq!(s, 201, "{t}");
+        tiers.insert(name, t["id"].as_str().unwrap().to_string());
+    }
+    let ann = customer(&app, &hooli, "ann").await;
+
+    // First purchase: Bronze, 123 points at 1x plus the welcome bonus.
+    let body = purchase(&app, &hooli, &ann, "123.45", json!({})).await;
+    let r = reward(&body, "tiered");
+    assert_eq!(r["status"], "applied", "{body}");
+    let points: Vec<i64> = r["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["points"].as_i64().unwrap())
+        .collect();
+    assert_eq!(points.iter().sum::<i64>(), 223, "{body}");
+    assert!(points.contains(&123) && points.contains(&100), "{body}");
+    assert!(
+        r["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["expires_at"].is_string()),
+        "{body}"
+    );
+    assert_eq!(
+        r["tier_change"]["to_tier_id"],
+        tiers["Bronze"].as_str(),
+        "{body}"
+    );
+
+    // 123.45 + 500.00 crosses 500.00: Silver, and this purchase earns 1.5x.
+    let body = purchase(&app, &hooli, &ann, "500.00", json!({})).await;
+    let r = reward(&body, "tiered");
+    assert_eq!(r["entries"].as_array().unwrap().len(), 1, "{body}");
+    assert_eq!(r["entries"][0]["points"], 750, "{body}");
+    assert_eq!(
+        r["tier_change"]["from_tier_id"],
+        tiers["Bronze"].as_str(),
+        "{body}"
+    );
+    assert_eq!(
+        r["tier_change"]["to_tier_id"],
+        tiers["Silver"].as_str(),
+        "{body}"
+    );
+    let a = account(&app, &hooli, &ann).await;
+    assert_eq!(a["balance"], 973, "{a}");
+    assert_eq!(a["lifetime_earned"], 973, "{a}");
+    assert_eq!(a["tier"]["name"], "Silver", "{a}");
+}
+
 both_backends!(
+    first_party_tiered_points,
     purchase_earns_points_exactly_once,
     batch_with_mixed_items,
     tier_change_is_applied,
