@@ -759,3 +759,76 @@ async fn python_scorer_runs_through_the_runtime_and_plugin_run() {
         json!([{"level": "info", "message": "scored a-1", "fields": [["label", "hot"]]}])
     );
 }
+
+#[test]
+fn run_score_batch_reports_each_item_and_fails_when_any_item_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let single: Value =
+        serde_json::from_slice(&std::fs::read(fixture("test-scorer")).unwrap()).unwrap();
+    let mut empty_history = single["call"]["input"].clone();
+    empty_history["interactions"] = json!([]);
+    let batch = |config: Value| {
+        json!({
+            "tenant": "acme",
+            "config": config,
+            "call": {"export": "score-batch", "input": [single["call"]["input"], empty_history]}
+        })
+    };
+    let wasm = support::wasm_path("test-scorer");
+
+    let path = dir.path().join("batch.json");
+    std::fs::write(&path, batch(json!({"bonus": 1})).to_string()).unwrap();
+    let (code, report) = run_json(&wasm, &path, &[]);
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(report["result"][0]["ok"]["value"], json!(3.0));
+    assert_eq!(
+        report["result"][1],
+        json!({"ok": {
+            "value": 1.0, "label": "0", "segment": "prospect",
+            "explanation": "0 purchase(s), spend 0 minor units, bonus 1",
+            "components": [["purchases", 0.0], ["spend_minor", 0.0]]
+        }})
+    );
+
+    std::fs::write(&path, batch(json!({"bonus": "x"})).to_string()).unwrap();
+    let (code, report) = run_json(&wasm, &path, &[]);
+    assert_eq!(code, 1, "{report}");
+    assert_eq!(
+        report["error"],
+        json!({"code": "plugin_error", "message": "2 of 2 items failed", "limit": null})
+    );
+    assert_eq!(
+        report["result"][1],
+        json!({"error": {"code": "plugin_error.invalid_config", "message": "plugin error (invalid_config): \"bonus\" must be a number", "limit": null}})
+    );
+}
+
+#[test]
+fn run_builds_a_history_from_the_tenants_data() {
+    let wasm = support::wasm_path("test-scorer");
+    // `{"customer_id": "a-1"}` expands to acme's a-1 and its interactions;
+    // globex's records (same customer id) never leak in.
+    let (code, report) = run_json(&wasm, &fixture("test-scorer-from-data"), &[]);
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(
+        report["result"],
+        json!({
+            "value": 2.5, "label": "2", "segment": "buyer",
+            "explanation": "2 purchase(s), spend 1750 minor units, bonus 0.5",
+            "components": [["purchases", 2.0], ["spend_minor", 1750.0]]
+        })
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut other: Value =
+        serde_json::from_slice(&std::fs::read(fixture("test-scorer-from-data")).unwrap()).unwrap();
+    other["call"]["input"]["customer_id"] = json!("a-2");
+    let path = dir.path().join("a-2.json");
+    std::fs::write(&path, other.to_string()).unwrap();
+    let out = run_plugin(&wasm, &path, &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        stderr(&out),
+        "error: customer_id `a-2`: tenant `acme` has no such customer in the fixture's data\n"
+    );
+}

@@ -15,8 +15,9 @@
 //! `data` is what the host capabilities serve (`runtime::fixture`), per
 //! tenant, so a fixture can also prove that another tenant's records stay
 //! invisible. `input` is the export's argument in the contract's JSON form
-//! (snake_case fields; see `Export::parse_input` for the exports taking
-//! several arguments).
+//! (snake_case fields; see `parse_input` for the exports taking several
+//! arguments). Where a customer-history is expected, `{"customer_id": "c1",
+//! "now": ...}` builds it from `data` instead (`expand_histories`).
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -271,6 +272,85 @@ fn parse_input(export: Export, kind: PluginKind, input: Value) -> Result<CallInp
     })
 }
 
+/// Where the export takes a customer-history, a fixture may write
+/// `{"customer_id": "a-1", "now": 1750000000000}` instead: the history is
+/// then built from the tenant's `data` as the server builds it (the
+/// customer, their interactions oldest first; `now` defaults to the
+/// current time). Keeps fixtures short and the data in one place.
+fn expand_histories(
+    export: Export,
+    input: &mut Value,
+    data: &FixtureData,
+    tenant: &str,
+) -> Result<(), UsageError> {
+    match export {
+        Export::Score => expand_history(input, data, tenant),
+        Export::ScoreBatch => match input.as_array_mut() {
+            Some(items) => items
+                .iter_mut()
+                .try_for_each(|item| expand_history(item, data, tenant)),
+            None => Ok(()),
+        },
+        Export::Recommend => match input.get_mut("history") {
+            Some(history) => expand_history(history, data, tenant),
+            None => Ok(()),
+        },
+        _ => Ok(()),
+    }
+}
+
+fn expand_history(value: &mut Value, data: &FixtureData, tenant: &str) -> Result<(), UsageError> {
+    let Some(object) = value.as_object() else {
+        return Ok(());
+    };
+    if object.contains_key("customer") {
+        return Ok(());
+    }
+    let Some(id) = object.get("customer_id").and_then(Value::as_str) else {
+        return Ok(());
+    };
+    let unknown = || {
+        UsageError::Invalid(format!(
+            "customer_id `{id}`: tenant `{tenant}` has no such customer in the fixture's data"
+        ))
+    };
+    let records = data.tenants.get(tenant).ok_or_else(unknown)?;
+    let customer = records
+        .customers
+        .iter()
+        .find(|c| c.id == id)
+        .ok_or_else(unknown)?;
+    let mut interactions: Vec<_> = records
+        .interactions
+        .iter()
+        .filter(|i| i.customer_id == id)
+        .collect();
+    interactions.sort_by(|a, b| {
+        a.occurred_at
+            .cmp(&b.occurred_at)
+            .then_with(|| a.id.cmp(&b.id))
+    });
+    let now = match object.get("now") {
+        Some(now) => now.as_i64().ok_or_else(|| {
+            UsageError::Invalid(format!(
+                "customer_id `{id}`: `now` must be epoch milliseconds"
+            ))
+        })?,
+        None => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+            .unwrap_or(0),
+    };
+    let expanded = json!({
+        "customer": customer,
+        "interactions": interactions,
+        "truncated": false,
+        "now": now,
+    });
+    *value = expanded;
+    Ok(())
+}
+
 /// Everything resolved from the command line, the fixture and the manifest.
 struct Prepared {
     definition: PluginDefinition,
@@ -466,7 +546,9 @@ fn prepare(args: &RunArgs) -> Result<Prepared, UsageError> {
         .config
         .or(manifest_config)
         .unwrap_or_else(|| json!({}));
-    let input = parse_input(export, kind, fixture.call.input)?;
+    let mut call_input = fixture.call.input;
+    expand_histories(export, &mut call_input, &fixture.data, &tenant)?;
+    let input = parse_input(export, kind, call_input)?;
     Ok(Prepared {
         definition: PluginDefinition {
             id,
