@@ -39,3 +39,37 @@ pub fn parse_config<T: DeserializeOwned>(text: &str) -> Result<T, PluginError> {
     }
     serde_json::from_value(value).map_err(|err| PluginError::InvalidConfig(err.to_string()))
 }
+
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod tests {
+    use super::*;
+    use crate::testing;
+
+    #[derive(Debug, PartialEq, serde::Deserialize)]
+    #[serde(default, deny_unknown_fields)]
+    struct Knobs {
+        bonus: i64,
+    }
+
+    impl Default for Knobs {
+        fn default() -> Self {
+            Knobs { bonus: 7 }
+        }
+    }
+
+    #[test]
+    fn config_is_typed_and_errors_are_invalid_config() {
+        testing::reset();
+        assert_eq!(config::<Knobs>(), Ok(Knobs { bonus: 7 }));
+        testing::set_config(serde_json::json!({"bonus": 3}));
+        assert_eq!(config::<Knobs>(), Ok(Knobs { bonus: 3 }));
+        assert_eq!(config_json(), r#"{"bonus":3}"#);
+        for bad in [r#"{"bonus": "x"}"#, r#"{"other": 1}"#, "[]", "nope"] {
+            testing::set_config_json(bad);
+            assert!(
+                matches!(config::<Knobs>(), Err(PluginError::InvalidConfig(_))),
+                "{bad}"
+            );
+        }
+    }
+}

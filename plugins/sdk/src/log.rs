@@ -59,3 +59,31 @@ pub fn warn(message: &str) {
 pub fn error(message: &str) {
     log(Level::Error, message, &[]);
 }
+
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod tests {
+    use super::*;
+    use crate::testing::{self, LogLine};
+
+    #[test]
+    fn lines_are_captured_natively() {
+        testing::reset();
+        info("fit done");
+        log(Level::Warn, "slow", &[("ms", "1200")]);
+        assert_eq!(
+            testing::logs(),
+            vec![
+                LogLine {
+                    level: Level::Info,
+                    message: "fit done".into(),
+                    fields: vec![]
+                },
+                LogLine {
+                    level: Level::Warn,
+                    message: "slow".into(),
+                    fields: vec![("ms".into(), "1200".into())]
+                },
+            ]
+        );
+    }
+}

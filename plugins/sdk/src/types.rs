@@ -381,3 +381,33 @@ pub enum HttpError {
     #[error("connection failed: {0}")]
     Connection(String),
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_serialise_as_tagged_objects() {
+        assert_eq!(
+            serde_json::to_value(PluginError::Unavailable("not fitted".into())).unwrap(),
+            serde_json::json!({"kind": "unavailable", "message": "not fitted"})
+        );
+        assert_eq!(
+            PluginError::from(HostError::InvalidArgument("cursor".into())),
+            PluginError::Internal("host refused: cursor".into())
+        );
+    }
+
+    #[test]
+    fn inbound_headers_compare_case_insensitively() {
+        let request = InboundRequest {
+            method: "POST".into(),
+            path: "/hook".into(),
+            headers: vec![("X-Signature".into(), "abc".into())],
+            body: vec![],
+            received_at: 0,
+        };
+        assert_eq!(request.header("x-signature"), Some("abc"));
+        assert_eq!(request.header("x-other"), None);
+    }
+}
