@@ -234,6 +234,10 @@ impl PluginService {
                 }
                 Ok(value)
             }
+            // A typed error the plugin returned on purpose (bad input, not
+            // fitted yet, ...) is an answer, not misbehaviour: it is
+            // reported but does not count towards suspension.
+            Err(CallError::Guest(kind, message)) => Err(failure(&format!("plugin_{kind}"), message)),
             Err(err) => {
                 let fail = call_failure(&err);
                 self.record_failure(tenant, plugin, &fail).await;
