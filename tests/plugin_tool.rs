@@ -159,7 +159,7 @@ fn run_fit_shows_the_captured_log_line() {
     let out = run_plugin(&wasm, &fixture("test-scorer-fit"), &[]);
     assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
     assert!(
-        stdout(&out).contains("result:\n{}\nlogs:\n  [info] fit over 3 customers population=3\n"),
+        stdout(&out).contains("result:\n{}\nlogs:\n  [info population=3] fit over 3 customers\n"),
         "{}",
         stdout(&out)
     );
@@ -246,6 +246,33 @@ fn run_reports_a_timeout_with_exit_code_1() {
     assert_eq!(report["result"], Value::Null);
     let took = report["duration_ms"].as_f64().unwrap();
     assert!((200.0..2000.0).contains(&took), "took {took} ms");
+}
+
+#[test]
+fn run_reports_memory_and_output_limits_with_exit_code_1() {
+    let out = run_plugin(
+        &support::wasm_path("hostile-memory-bomb"),
+        &fixture("test-scorer"),
+        &["--memory-mb", "16"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let text = stdout(&out);
+    assert!(
+        text.contains(
+            "error:  plugin_memory_limit: plugin exceeded its memory limit\nlimit hit: memory (16 MiB, --memory-mb)\nlogs:\n  [warn stream=stdio] memory allocation of 1048576 bytes failed\n"
+        ),
+        "{text}"
+    );
+
+    let (code, report) = run_json(
+        &support::wasm_path("hostile-oversized"),
+        &fixture("test-scorer"),
+        &[],
+    );
+    assert_eq!(code, 1);
+    assert_eq!(report["error"]["code"], json!("plugin_output_too_large"));
+    assert_eq!(report["error"]["limit"], json!("output_size"));
+    assert_eq!(report["result"], Value::Null);
 }
 
 #[test]

@@ -823,7 +823,10 @@ fn print_report(args: &RunArgs, report: &Report) {
                 .iter()
                 .map(|(k, v)| format!(" {k}={v}"))
                 .collect::<String>();
-            println!("  [{level}] {}{fields}", line.message);
+            // Fields first: captured stdout/stderr spans several lines,
+            // indented under its header.
+            let message = line.message.trim_end().replace('\n', "\n      ");
+            println!("  [{level}{fields}] {message}");
         }
     }
     if report.logs_dropped > 0 {
