@@ -859,3 +859,67 @@ fn run_builds_a_history_from_the_tenants_data() {
         "error: customer_id `a-2`: tenant `acme` has no such customer in the fixture's data\n"
     );
 }
+
+/// A one-shot HTTP/1.1 server on loopback: answers one request with a 202
+/// and hands back the request's head.
+fn one_shot_server() -> (u16, std::thread::JoinHandle<String>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let handle = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&got).contains("\r\n\r\n") {
+            let n = stream.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        stream
+            .write_all(b"HTTP/1.1 202 Accepted\r\nx-provider-id: prov-7\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+            .unwrap();
+        String::from_utf8_lossy(&got).into_owned()
+    });
+    (port, handle)
+}
+
+#[test]
+fn run_deliver_reaches_only_the_allowed_host() {
+    let (port, server) = one_shot_server();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("deliver.json");
+    let fixture = json!({
+        "tenant": "acme",
+        "call": {"export": "deliver", "input": {
+            "id": "m-1", "customer_id": "a-1", "channel": "webhook",
+            "to": format!("http://127.0.0.1:{port}/hook"), "subject": null,
+            "body": "hello", "metadata": "{}", "attempt": 1
+        }}
+    });
+    std::fs::write(&path, fixture.to_string()).unwrap();
+    let wasm = support::wasm_path("test-connector");
+
+    // No --allow-host: the network stays closed.
+    let (code, report) = run_json(&wasm, &path, &[]);
+    assert_eq!(code, 1, "{report}");
+    assert_eq!(
+        report["error"],
+        json!({
+            "code": "plugin_error.delivery_failed",
+            "message": format!("plugin error (delivery_failed): 127.0.0.1:{port} is not in the plugin's allowed hosts"),
+            "limit": null
+        })
+    );
+
+    let host = format!("127.0.0.1:{port}");
+    let (code, report) = run_json(&wasm, &path, &["--allow-host", &host]);
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(
+        report["result"],
+        json!({"provider_id": "prov-7", "detail": "HTTP 202"})
+    );
+    let request = server.join().unwrap();
+    assert!(request.starts_with("POST /hook HTTP/1.1"), "{request}");
+}
