@@ -55,7 +55,8 @@ fn plugin_entry(id: &str, crate_name: &str, limits: &str) -> String {
 }
 
 /// acme: `points` only. globex: `points` then `hostile` (tolerant limit).
-/// initech: `fragile` only (the hostile plugin, suspended after 2 failures).
+/// initech: `fragile` (the hostile plugin, suspended after 2 failures) and
+/// `points`, disabled. hooli: the first-party `tiered-points`.
 /// umbrella is not in the manifest: no reward plugin at all.
 fn manifest(dir: &Path) -> PathBuf {
     let mut text = String::new();
@@ -78,13 +79,18 @@ fn manifest(dir: &Path) -> PathBuf {
     let tenants: [(&str, &[&str]); 4] = [
         ("acme", &["points"]),
         ("globex", &["points", "hostile"]),
-        ("initech", &["fragile"]),
+        ("initech", &["fragile", "-points"]),
         ("hooli", &["tiered"]),
     ];
     for (tenant, plugins) in tenants {
         text += &format!("[[tenant]]\nid = {tenant:?}\n");
+        // "-id": listed for the tenant but disabled.
         for plugin in plugins {
-            text += &format!("[[tenant.plugin]]\nid = {plugin:?}\nenabled = true\n");
+            let (id, enabled) = match plugin.strip_prefix('-') {
+                Some(id) => (id, false),
+                None => (*plugin, true),
+            };
+            text += &format!("[[tenant.plugin]]\nid = {id:?}\nenabled = {enabled}\n");
         }
         text += "\n";
     }
@@ -803,7 +809,92 @@ async fn first_party_tiered_points(backend: Backend) {
     assert_eq!(a["tier"]["name"], "Silver", "{a}");
 }
 
+async fn admin_retries_a_plugin(backend: Backend) {
+    let Setup {
+        app,
+        globex,
+        initech,
+        ..
+    } = start(backend).await;
+    let carol = customer(&app, &initech, "carol").await;
+    let body = purchase(&app, &initech, &carol, "42.00", json!({})).await;
+    let id = body["id"].as_str().unwrap().to_string();
+    assert_eq!(body["rewards"].as_array().unwrap().len(), 1, "{body}");
+    assert_eq!(reward(&body, "fragile")["status"], "failed");
+    let retry = format!("/v1/interactions/{id}/rewards/retry");
+
+    // points was disabled at ingest; once enabled, an admin re-runs it.
+    let (s, b) = app
+        .post(&retry, &initech.write, json!({ "plugin": "points" }))
+        .await;
+    assert_error(s, &b, 403, "forbidden");
+    let (s, b) = app
+        .post("/v1/plugins/points/enable", &initech.admin, json!({}))
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let (s, run) = app
+        .post(&retry, &initech.admin, json!({ "plugin": "points" }))
+        .await;
+    assert_eq!(s, 200, "{run}");
+    assert_eq!(run["plugin"], "points");
+    assert_eq!(run["status"], "applied", "{run}");
+    assert_eq!(run["entries"].as_array().unwrap().len(), 1, "{run}");
+    assert_eq!(run["entries"][0]["points"], 42);
+    assert_eq!(run["entries"][0]["interaction_id"], id.as_str());
+    assert_eq!(
+        run["entries"][0]["idempotency_key"],
+        format!("reward:{id}:points:0")
+    );
+    assert_eq!(account(&app, &initech, &carol).await["balance"], 42);
+    // At most once.
+    let (s, b) = app
+        .post(&retry, &initech.admin, json!({ "plugin": "points" }))
+        .await;
+    assert_error(s, &b, 409, "rewards_already_applied");
+    assert_eq!(account(&app, &initech, &carol).await["balance"], 42);
+
+    // A plugin that fails again reports it, counts it (fragile: 2 -> suspended)...
+    let (s, run) = app
+        .post(&retry, &initech.admin, json!({ "plugin": "fragile" }))
+        .await;
+    assert_eq!(s, 200, "{run}");
+    assert_eq!(run["status"], "failed", "{run}");
+    assert_eq!(run["error"]["code"], "plugin_invalid_output", "{run}");
+    let (s, b) = app
+        .post(&retry, &initech.admin, json!({ "plugin": "fragile" }))
+        .await;
+    assert_error(s, &b, 409, "plugin_not_active");
+    assert_eq!(account(&app, &initech, &carol).await["balance"], 42);
+
+    // Unknown plugin, unknown interaction, another tenant: 404.
+    let (s, b) = app
+        .post(&retry, &initech.admin, json!({ "plugin": "nope" }))
+        .await;
+    assert_error(s, &b, 404, "not_found");
+    let (s, b) = app
+        .post(
+            "/v1/interactions/nope/rewards/retry",
+            &initech.admin,
+            json!({ "plugin": "points" }),
+        )
+        .await;
+    assert_error(s, &b, 404, "not_found");
+    let (s, b) = app
+        .post(&retry, &globex.admin, json!({ "plugin": "points" }))
+        .await;
+    assert_error(s, &b, 404, "not_found");
+    let (s, b) = app
+        .post(
+            &retry,
+            &initech.admin,
+            json!({ "plugin": "points", "x": 1 }),
+        )
+        .await;
+    assert_eq!(s.as_u16() / 100, 4, "{b}");
+}
+
 both_backends!(
+    admin_retries_a_plugin,
     first_party_tiered_points,
     purchase_earns_points_exactly_once,
     batch_with_mixed_items,

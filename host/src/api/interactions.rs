@@ -49,6 +49,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(ingest))
         .routes(routes!(ingest_batch))
         .routes(routes!(get_interaction))
+        .routes(routes!(retry_rewards))
         .routes(routes!(timeline))
         .routes(routes!(create_kind, list_kinds))
 }
@@ -251,6 +252,35 @@ async fn ingest_batch(
         results,
     };
     Ok(Json(response).into_response())
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetryRewards {
+    /// The reward-scheme plugin to run again.
+    pub plugin: String,
+}
+
+/// Run one reward plugin again on a stored interaction (admin), e.g. after
+/// it failed and was fixed or resumed. Applies at most once: 409
+/// `rewards_already_applied` when the plugin already wrote ledger entries
+/// for the interaction. A plugin that fails again answers 200 with status
+/// `failed`, as in an ingest.
+#[utoipa::path(post, path = "/v1/interactions/{id}/rewards/retry", tag = "interactions",
+    params(("id" = String, Path)), request_body = RetryRewards,
+    responses((status = 200, body = RewardRun),
+        (status = 404, description = "No such interaction or reward plugin", body = ErrorBody),
+        (status = 409, description = "rewards_already_applied or plugin_not_active", body = ErrorBody)))]
+async fn retry_rewards(
+    State(s): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+    Json(body): Json<RetryRewards>,
+) -> ApiResult<Json<RewardRun>> {
+    let tenant = auth.admin()?;
+    Ok(Json(
+        s.plugins.retry_rewards(&tenant, &id, &body.plugin).await?,
+    ))
 }
 
 /// One interaction with its line items.

@@ -58,8 +58,14 @@
 //!
 //! Retry. A failed plugin's effect is not re-applied automatically, neither
 //! by a replayed ingest (which would otherwise award points long after the
-//! fact whenever a client retried) nor later. Operators correct an account
-//! with a manual ledger `adjust` (`POST /v1/customers/{id}/loyalty/ledger`).
+//! fact whenever a client retried) nor later. An admin re-runs one plugin on
+//! one interaction explicitly ([`PluginService::retry_rewards`],
+//! `POST /v1/interactions/{id}/rewards/retry`), e.g. after fixing its config
+//! or resuming it: in a transaction of its own, with the same context as an
+//! ingest (the account as it is *now*) and the same deterministic keys, so
+//! it applies at most once; it is refused (409 `rewards_already_applied`)
+//! when the plugin already wrote entries for that interaction. Operators can
+//! also correct an account with a manual ledger `adjust`.
 //!
 //! `redeemable`: the active rewards the host's own rules allow (cost within
 //! the balance, tier rank, stock: what redemption enforces anyway),
@@ -507,12 +513,17 @@ impl PluginService {
             let loaded = self.load(&plugin.id).await;
             plugins.push(ReadyPlugin { plugin, loaded });
         }
+        Ok(self.reward_hook_for(plugins))
+    }
+
+    /// A hook running `plugins`, with the capabilities an ingest allows.
+    fn reward_hook_for(&self, plugins: Vec<ReadyPlugin>) -> RewardHook {
         let services: Arc<dyn HostServices> = self.services.clone();
         let services = match self.store.db().backend() {
             Backend::Sqlite => Arc::new(NoKvWrites(services)),
             Backend::Postgres => services,
         };
-        Ok(RewardHook { plugins, services })
+        RewardHook { plugins, services }
     }
 
     /// Counts the committed ingest's plugin failures and successes, in the
@@ -579,6 +590,35 @@ impl PluginService {
             .flat_map(|(_, _, runs)| runs.iter());
         self.record_reward_runs(t, &hook, runs).await;
         Ok(results)
+    }
+
+    /// Re-runs the reward plugin `plugin` on the stored interaction
+    /// `interaction_id` (see "Retry" in the module doc). The plugin must be
+    /// an active reward-scheme plugin of the tenant (404 / 409
+    /// `plugin_not_active` otherwise).
+    pub async fn retry_rewards(
+        &self,
+        t: &TenantId,
+        interaction_id: &str,
+        plugin: &str,
+    ) -> StoreResult<RewardRun> {
+        let mut selected = self
+            .selected(t, PluginKind::RewardScheme, Some(plugin))
+            .await?;
+        let Some(plugin) = selected.pop() else {
+            return Err(StoreError::NotFound { entity: "plugin" });
+        };
+        let id = plugin.id.clone();
+        let loaded = self.load(&id).await;
+        let hook = self.reward_hook_for(vec![ReadyPlugin { plugin, loaded }]);
+        let runs = self
+            .store
+            .rerun_rewards_with(t, interaction_id, &id, &hook)
+            .await?;
+        self.record_reward_runs(t, &hook, runs.iter()).await;
+        runs.into_iter()
+            .next()
+            .ok_or_else(|| StoreError::Corrupt("a reward re-run produced no outcome".into()))
     }
 
     /// The rewards `customer_id` may redeem now (see the module doc).

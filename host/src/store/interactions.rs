@@ -1080,6 +1080,38 @@ impl Store {
         Ok(results)
     }
 
+    /// Runs `hook` for the stored interaction `interaction_id` in a write
+    /// transaction of its own, as an ingest would have (re-running one
+    /// reward plugin for an interaction after it failed). 409
+    /// `rewards_already_applied` when `plugin` already has ledger entries for
+    /// it: its effect happened; the deterministic keys would refuse a second
+    /// one anyway.
+    pub async fn rerun_rewards_with<H: IngestHook>(
+        &self,
+        t: &TenantId,
+        interaction_id: &str,
+        plugin: &str,
+        hook: &H,
+    ) -> StoreResult<H::Output> {
+        let mut tx = self.db().begin_write().await?;
+        let interaction = get_interaction_tx(&mut tx, t, interaction_id).await?;
+        let applied = reward_entries_tx(&mut tx, t, interaction_id)
+            .await?
+            .into_iter()
+            .any(|(p, _)| p == plugin);
+        if applied {
+            return Err(StoreError::conflict(
+                "rewards_already_applied",
+                format!("plugin `{plugin}` already wrote ledger entries for this interaction"),
+            ));
+        }
+        let output = hook
+            .after_ingest(&mut tx, t, &interaction, IngestOutcome::Created)
+            .await?;
+        tx.commit().await?;
+        Ok(output)
+    }
+
     pub async fn get_interaction(&self, t: &TenantId, id: &str) -> StoreResult<Interaction> {
         let mut conn = self.db().pool().acquire().await?;
         get_interaction_tx(&mut conn, t, id).await
