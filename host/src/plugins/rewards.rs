@@ -36,8 +36,9 @@
 //! stays open while the plugins run. On SQLite that is the database's single
 //! write lock, so every other writer of the database waits for the plugin
 //! calls (each bounded by the plugin's `timeout_ms`, and a batch holds it for
-//! all its items); on PostgreSQL it is the customer's and account's row
-//! locks. We accept this: correct points (no double award, no award against
+//! all its items); on PostgreSQL it is the account's row lock (and those of
+//! the rows the ingest wrote), so only writers of the same customers wait.
+//! We accept this: correct points (no double award, no award against
 //! a stale balance, no interaction without its points) matter more than
 //! write throughput, and reward plugins are meant to be small and fast.
 //! Plugins are compiled *before* the transaction starts, so a first-use
