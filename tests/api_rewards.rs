@@ -444,7 +444,7 @@ async fn failing_plugin_keeps_the_interaction(backend: Backend) {
         ("overdraw", "plugin_invalid_intent", "insufficient_points"),
         ("unknown-tier", "plugin_invalid_intent", "unknown tier"),
         ("panic", "plugin_trap", "panicked on purpose"),
-        ("error", "plugin_plugin_error", "refusing on purpose"),
+        ("error", "plugin_internal", "refusing on purpose"),
     ];
     for (channel, code, needle) in cases {
         let body = purchase(&app, &globex, &bob, "50.00", json!({ "channel": channel })).await;
@@ -490,11 +490,12 @@ async fn failing_plugin_keeps_the_interaction(backend: Backend) {
         assert_eq!(reward(item, "points")["status"], "applied", "{body}");
     }
     assert_eq!(account(&app, &globex, &bob).await["balance"], 260);
-    // hostile tolerates 1000 failures: still active, failures counted.
+    // hostile tolerates 1000 failures: still active, misbehaviour counted
+    // (7 failures, less the typed `internal` error, which is an answer).
     let (s, p) = app.get("/v1/plugins/hostile", &globex.read).await;
     assert_eq!(s, 200, "{p}");
     assert_eq!(p["status"], "active", "{p}");
-    assert_eq!(p["consecutive_failures"], 7, "{p}");
+    assert_eq!(p["consecutive_failures"], 6, "{p}");
 
     // A kv write during on-interaction: refused on SQLite (the ingest holds
     // the write lock it would need), a normal write on PostgreSQL.
@@ -510,7 +511,7 @@ async fn failing_plugin_keeps_the_interaction(backend: Backend) {
     match backend {
         Backend::Sqlite => {
             assert_eq!(h["status"], "failed", "{body}");
-            assert_eq!(h["error"]["code"], "plugin_plugin_error", "{body}");
+            assert_eq!(h["error"]["code"], "plugin_unavailable", "{body}");
             let message = h["error"]["message"].as_str().unwrap();
             assert!(message.contains("kv writes are not available"), "{body}");
             assert_eq!(account(&app, &globex, &bob).await["balance"], 310);

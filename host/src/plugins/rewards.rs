@@ -49,8 +49,10 @@
 //! the balance below zero, an unknown tier, an expiry in the past, too many
 //! intents) never costs the interaction: it is stored, that plugin's effects
 //! are rolled back as a whole (its own savepoint), its entry in the response
-//! says `failed` with the error, and the failure counts towards the plugin's
-//! suspension for the tenant like any other plugin call. Failures and
+//! says `failed` with the error, and misbehaviour (a trap, a timeout,
+//! refused intents) counts towards the plugin's suspension for the tenant
+//! like any other plugin call; a typed `plugin-error` returned on purpose
+//! (code `plugin_<kind>`) is reported but not counted. Failures and
 //! successes are recorded in the plugin state *after* the ingest commits:
 //! recording them from another connection while the SQLite write lock is
 //! held would wait on ourselves. So within one batch a failing plugin keeps
@@ -91,7 +93,7 @@ use crate::manifest::effective::EffectivePlugin;
 use crate::runtime::contract::rapport::crm::{catalog, customers, interactions, loyalty};
 use crate::runtime::contract::rewards::{InteractionContext, LedgerIntent, RewardOutcome};
 use crate::runtime::contract::types;
-use crate::runtime::{CallContext, HostServices, Plugin, ServiceError};
+use crate::runtime::{CallContext, CallError, HostServices, Plugin, ServiceError};
 use crate::store::interactions::{
     HookedIngest, IngestHook, IngestOutcome, Interaction, NewInteraction, RewardAccount,
     RewardTierChange, apply_reward_ops_tx, lock_reward_account_tx, reward_account_tx,
@@ -127,6 +129,12 @@ pub struct RewardRun {
     pub tier_change: Option<RewardTierChange>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<PluginFailure>,
+    /// Whether the failure counts towards suspension: misbehaviour (trap,
+    /// timeout, refused intents) does; a typed `plugin-error` the plugin
+    /// returned on purpose is an answer and does not (as for every plugin
+    /// call, see `PluginService::run`).
+    #[serde(skip)]
+    pub counts_as_failure: bool,
 }
 
 impl RewardRun {
@@ -137,6 +145,7 @@ impl RewardRun {
             entries: Vec::new(),
             tier_change: None,
             error: Some(error),
+            counts_as_failure: true,
         }
     }
 }
@@ -421,6 +430,11 @@ impl RewardHook {
         let (result, _report) = loaded.on_interaction(ctx, context).await;
         let outcome = match result {
             Ok(outcome) => outcome,
+            Err(CallError::Guest(kind, message)) => {
+                let mut run = RewardRun::failed(id, failure(&format!("plugin_{kind}"), message));
+                run.counts_as_failure = false;
+                return Ok(run);
+            }
             Err(err) => return Ok(RewardRun::failed(id, call_failure(&err))),
         };
         let ops = match outcome_to_ops(&interaction.id, id, outcome) {
@@ -434,6 +448,7 @@ impl RewardHook {
                 entries: Vec::new(),
                 tier_change: None,
                 error: None,
+                counts_as_failure: false,
             });
         }
         Ok(
@@ -444,6 +459,7 @@ impl RewardHook {
                     entries: applied.entries,
                     tier_change: applied.tier_change,
                     error: None,
+                    counts_as_failure: false,
                 },
                 Err(refused) => RewardRun::failed(id, refusal(&refused)),
             },
@@ -473,6 +489,7 @@ impl IngestHook for RewardHook {
                         entries: vec![entry],
                         tier_change: None,
                         error: None,
+                        counts_as_failure: false,
                     }),
                 }
             }
@@ -548,7 +565,7 @@ impl PluginService {
             };
             let count = failures.entry(ready.plugin.id.as_str()).or_default();
             match (&run.status, &run.error) {
-                (RewardStatus::Failed, Some(fail)) => {
+                (RewardStatus::Failed, Some(fail)) if run.counts_as_failure => {
                     self.record_failure(t, &ready.plugin, fail).await;
                     *count += 1;
                 }
