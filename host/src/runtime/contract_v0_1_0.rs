@@ -37,5 +37,7 @@ pub use exports::rapport::crm::channel;
 pub use exports::rapport::crm::cross_selling;
 pub use exports::rapport::crm::rewards;
 pub use exports::rapport::crm::scoring;
-pub use rapport::crm::inputs;
-pub use rapport::crm::types;
+// `self::`: the generated module `rapport` would otherwise be ambiguous with
+// this crate's own name, which rustdoc passes as `--extern` for doctests.
+pub use self::rapport::crm::inputs;
+pub use self::rapport::crm::types;
