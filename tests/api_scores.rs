@@ -182,6 +182,92 @@ fn sorted(mut v: Vec<&String>) -> Vec<String> {
     v.into_iter().cloned().collect()
 }
 
+/// The bulk history reads that feed scoring agree with the timeline the API
+/// serves (the same interactions, items, amounts, payloads, oldest first).
+async fn check_bulk_histories(app: &TestApp, ids: &[&String]) {
+    let store = &app.server.state.store;
+    let tenant = rapport::store::TenantId("acme".into());
+    let mut wanted: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
+    wanted.push("not-a-customer".into());
+    let histories = store
+        .scoring_histories(&tenant, &wanted, 2_000)
+        .await
+        .unwrap();
+    assert_eq!(histories.len(), ids.len());
+    let paged = store
+        .scoring_histories_page(&tenant, None, 500, 2_000)
+        .await
+        .unwrap();
+    assert_eq!(paged, histories);
+    for h in &histories {
+        let (s, page) = app
+            .get(
+                &format!("/v1/customers/{}/interactions", h.customer.id),
+                &app_read_key(app).await,
+            )
+            .await;
+        assert_eq!(s, 200, "{page}");
+        let mut expected = page["items"].as_array().unwrap().clone();
+        expected.reverse();
+        assert_eq!(h.interactions.len(), expected.len());
+        assert!(!h.truncated);
+        for (got, want) in h.interactions.iter().zip(&expected) {
+            assert_eq!(got.id, want["id"].as_str().unwrap());
+            assert_eq!(got.kind, want["kind"].as_str().unwrap());
+            assert_eq!(got.channel.as_deref(), want["channel"].as_str());
+            assert_eq!(got.amount_minor, want["amount"]["amount_minor"].as_i64());
+            assert_eq!(got.currency.as_deref(), want["amount"]["currency"].as_str());
+            let payload: Value = serde_json::from_str(&got.payload).unwrap();
+            assert_eq!(payload, want["payload"]);
+            let items: Vec<(String, i64, i64)> = got
+                .items
+                .iter()
+                .map(|i| (i.sku.clone(), i.quantity, i.unit_price_minor))
+                .collect();
+            let want_items: Vec<(String, i64, i64)> = want["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| {
+                    (
+                        i["sku"].as_str().unwrap().to_string(),
+                        i["quantity"].as_i64().unwrap(),
+                        i["unit_price"]["amount_minor"].as_i64().unwrap(),
+                    )
+                })
+                .collect();
+            assert_eq!(items, want_items);
+        }
+    }
+    // The cap keeps the most recent interactions.
+    let capped = store
+        .scoring_histories(&tenant, &[ids[0].to_string()], 1)
+        .await
+        .unwrap();
+    assert!(capped[0].truncated);
+    assert_eq!(capped[0].interactions.len(), 1);
+    let first = histories.iter().find(|h| h.customer.id == *ids[0]).unwrap();
+    assert_eq!(
+        &capped[0].interactions[0],
+        first.interactions.last().unwrap()
+    );
+}
+
+async fn app_read_key(app: &TestApp) -> String {
+    let tenant = rapport::store::TenantId("acme".into());
+    app.server
+        .state
+        .store
+        .create_key(
+            Some(&tenant),
+            rapport::store::tenants::Role::TenantRead,
+            "bulk",
+        )
+        .await
+        .unwrap()
+        .token
+}
+
 async fn job_stores_scores_with_history_segments_and_filters(backend: Backend) {
     let (app, _dir) = start_with_manifest(backend, manifest).await;
     let acme = app.tenant_with_id("acme").await;
@@ -201,6 +287,16 @@ async fn job_stores_scores_with_history_segments_and_filters(backend: Backend) {
     purchase(&app, &acme, &alice, "10.00").await;
     purchase(&app, &acme, &alice, "5.25").await;
     purchase(&app, &acme, &carol, "1.00").await;
+    let (s, b) = app
+        .post(
+            "/v1/interactions",
+            &acme.write,
+            json!({ "customer_id": carol, "kind": "email_open", "channel": "email",
+                    "payload": { "subject": "a\u{1e}b\u{1f}c", "n": 1 } }),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    check_bulk_histories(&app, &[&alice, &bob, &carol]).await;
     purchase(&app, &globex, &dave, "3.00").await;
 
     // Starting a job is for tenant admins.

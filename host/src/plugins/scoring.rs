@@ -25,7 +25,7 @@
 //! and keeps its previous score.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value, json};
 use tokio::sync::{mpsc, watch};
@@ -412,7 +412,10 @@ impl PluginService {
         if plugins.is_empty() {
             return Ok(Some("this tenant has no active scoring plugin".to_string()));
         }
+        let started = Instant::now();
         let fits = self.fit_plugins(tenant, &plugins, now_ms()).await?;
+        tracing::info!(tenant = %tenant, job = %job.id, fit_ms = started.elapsed().as_millis() as u64,
+            "scoring job: population loaded and plugins fitted");
         let mut summary = Map::new();
         let mut running = Vec::with_capacity(plugins.len());
         let mut fit_errors = Vec::new();
@@ -459,13 +462,16 @@ impl PluginService {
         total: i64,
         progress: ProgressFn<'_>,
     ) -> StoreResult<Option<String>> {
-        let (tx, mut rx) = mpsc::channel::<StoreResult<(Vec<ScoringHistory>, i64)>>(2);
+        // (chunk, when it was read, how long reading took)
+        type Loaded = StoreResult<(Vec<ScoringHistory>, i64, Duration)>;
+        let (tx, mut rx) = mpsc::channel::<Loaded>(2);
         let store = self.store.clone();
         let loader_tenant = tenant.clone();
         tokio::spawn(async move {
             let mut after: Option<String> = None;
             loop {
                 let read_at = now_ms();
+                let started = Instant::now();
                 let page = store
                     .scoring_histories_page(
                         &loader_tenant,
@@ -484,7 +490,11 @@ impl PluginService {
                 let Some(last) = page.last() else { return };
                 after = Some(last.customer.id.clone());
                 // A closed channel means the run stopped: stop reading.
-                if tx.send(Ok((page, read_at))).await.is_err() {
+                if tx
+                    .send(Ok((page, read_at, started.elapsed())))
+                    .await
+                    .is_err()
+                {
                     return;
                 }
             }
@@ -492,21 +502,45 @@ impl PluginService {
         let (mut done, mut failed) = (0i64, 0i64);
         let mut pending: Option<(Vec<NewScore>, i64, i64)> = None;
         let mut stopped = None;
-        while let Some(page) = rx.recv().await {
-            let (histories, read_at) = page?;
+        // Where the time goes, for the log: each stage's busy time, and how
+        // long this task waited for the loader (the pipeline's bottleneck
+        // is whichever stage is busiest).
+        let (mut load, mut waited, mut scoring, mut saving) = (
+            Duration::ZERO,
+            Duration::ZERO,
+            Duration::ZERO,
+            Duration::ZERO,
+        );
+        loop {
+            let wait_started = Instant::now();
+            let Some(page) = rx.recv().await else { break };
+            waited += wait_started.elapsed();
+            let (histories, read_at, load_time) = page?;
+            load += load_time;
             let customers = histories.len() as i64;
             let save = async {
-                match pending.take() {
+                let started = Instant::now();
+                let saved = match pending.take() {
                     Some((scores, n, f)) => self
                         .store
                         .save_scores(tenant, &scores)
                         .await
                         .map(|_| Some((n, f))),
                     None => Ok(None),
-                }
+                };
+                (saved, started.elapsed())
             };
-            let score = self.score_chunk(tenant, plugins, histories, read_at, Some(job_id));
-            let (saved, (scores, chunk_failed)) = tokio::join!(save, score);
+            let score = async {
+                let started = Instant::now();
+                let scored = self
+                    .score_chunk(tenant, plugins, histories, read_at, Some(job_id))
+                    .await;
+                (scored, started.elapsed())
+            };
+            let ((saved, save_time), ((scores, chunk_failed), score_time)) =
+                tokio::join!(save, score);
+            saving += save_time;
+            scoring += score_time;
             if let Some((n, f)) = saved? {
                 done += n;
                 failed += f;
@@ -534,7 +568,9 @@ impl PluginService {
         }
         drop(rx);
         if let Some((scores, n, f)) = pending.take() {
+            let started = Instant::now();
             self.store.save_scores(tenant, &scores).await?;
+            saving += started.elapsed();
             done += n;
             failed += f;
             self.store
@@ -542,6 +578,10 @@ impl PluginService {
                 .await?;
             progress(done, total);
         }
+        let ms = |d: Duration| d.as_millis() as u64;
+        tracing::info!(tenant = %tenant, job = job_id, customers = done, load_ms = ms(load),
+            waited_for_load_ms = ms(waited), score_ms = ms(scoring), save_ms = ms(saving),
+            "scoring job stages");
         Ok(stopped)
     }
 
