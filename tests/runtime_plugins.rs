@@ -3,7 +3,8 @@
 //! runtime with exact expected values, per-tenant config, tenant isolation
 //! of host capabilities, log capture and its cap, the key-value quota, the
 //! on-disk compiled-code cache, and load-time refusals (digest mismatch,
-//! ungranted import, unknown contract, missing export).
+//! ungranted import, unknown contract, missing export), and a host lookup
+//! failing as a `host-error` the plugin handles rather than a trap.
 
 #[path = "runtime_support.rs"]
 mod support;
@@ -14,7 +15,7 @@ use std::sync::Arc;
 
 use rapport::runtime::contract::channel::{InboundRequest, Message};
 use rapport::runtime::contract::cross_selling::{RecommendRequest, Recommendation};
-use rapport::runtime::contract::inputs::PurchaseSummary;
+use rapport::runtime::contract::inputs::{Purchase, PurchaseSummary};
 use rapport::runtime::contract::rewards::{
     EarnIntent, InteractionContext, LedgerIntent, RewardOutcome, TierChange,
 };
@@ -107,11 +108,19 @@ async fn log_lines_are_captured_and_capped() {
     let population = vec![
         PurchaseSummary {
             customer_id: "a-1".into(),
-            purchases: 2,
-            first_purchase_at: Some(1),
-            last_purchase_at: Some(2),
-            total_spend_minor: 1750,
             created_at: 0,
+            purchases: vec![
+                Purchase {
+                    at: 1,
+                    amount_minor: 1000,
+                    currency: "USD".into(),
+                },
+                Purchase {
+                    at: 2,
+                    amount_minor: 750,
+                    currency: "USD".into(),
+                },
+            ],
         };
         3
     ];
@@ -822,3 +831,151 @@ async fn calls_are_counted_in_metrics() {
         "{text}"
     );
 }
+/// Host services whose backing store is down: every call fails.
+struct DownServices;
+
+#[async_trait::async_trait]
+impl HostServices for DownServices {
+    async fn get_customer(
+        &self,
+        _: &rapport::store::TenantId,
+        _: &str,
+    ) -> Result<Option<rapport::runtime::contract::types::Customer>, ServiceError> {
+        Err(ServiceError::Unavailable("database is down".into()))
+    }
+    async fn get_customer_by_external_id(
+        &self,
+        _: &rapport::store::TenantId,
+        _: &str,
+    ) -> Result<Option<rapport::runtime::contract::types::Customer>, ServiceError> {
+        Err(ServiceError::Unavailable("database is down".into()))
+    }
+    async fn list_customers(
+        &self,
+        _: &rapport::store::TenantId,
+        _: Option<&str>,
+        _: u32,
+    ) -> Result<rapport::runtime::contract::rapport::crm::customers::CustomerPage, ServiceError>
+    {
+        Err(ServiceError::Unavailable("database is down".into()))
+    }
+    async fn list_interactions(
+        &self,
+        _: &rapport::store::TenantId,
+        _: &str,
+        _: Option<&str>,
+        _: u32,
+    ) -> Result<rapport::runtime::contract::rapport::crm::interactions::InteractionPage, ServiceError>
+    {
+        Err(ServiceError::Unavailable("database is down".into()))
+    }
+    async fn get_account(
+        &self,
+        _: &rapport::store::TenantId,
+        _: &str,
+    ) -> Result<Option<LoyaltyAccount>, ServiceError> {
+        Err(ServiceError::Unavailable("database is down".into()))
+    }
+    async fn list_ledger(
+        &self,
+        _: &rapport::store::TenantId,
+        _: &str,
+        _: Option<&str>,
+        _: u32,
+    ) -> Result<rapport::runtime::contract::rapport::crm::loyalty::LedgerPage, ServiceError> {
+        Err(ServiceError::Unavailable("database is down".into()))
+    }
+    async fn list_tiers(&self, _: &rapport::store::TenantId) -> Result<Vec<Tier>, ServiceError> {
+        Err(ServiceError::Unavailable("database is down".into()))
+    }
+    async fn list_rewards(
+        &self,
+        _: &rapport::store::TenantId,
+    ) -> Result<Vec<Reward>, ServiceError> {
+        Err(ServiceError::Unavailable("database is down".into()))
+    }
+    async fn get_product(
+        &self,
+        _: &rapport::store::TenantId,
+        _: &str,
+    ) -> Result<Option<rapport::runtime::contract::types::Product>, ServiceError> {
+        Err(ServiceError::Unavailable("database is down".into()))
+    }
+    async fn list_products(
+        &self,
+        _: &rapport::store::TenantId,
+        _: Option<&str>,
+        _: Option<&str>,
+        _: u32,
+    ) -> Result<rapport::runtime::contract::rapport::crm::catalog::ProductPage, ServiceError> {
+        Err(ServiceError::Unavailable("database is down".into()))
+    }
+    async fn kv_get(
+        &self,
+        _: &rapport::store::TenantId,
+        _: &str,
+        _: &str,
+    ) -> Result<Option<Vec<u8>>, ServiceError> {
+        Err(ServiceError::Unavailable("database is down".into()))
+    }
+    async fn kv_set(
+        &self,
+        _: &rapport::store::TenantId,
+        _: &str,
+        _: &str,
+        _: &[u8],
+        _: u64,
+    ) -> Result<(), ServiceError> {
+        Err(ServiceError::Unavailable("database is down".into()))
+    }
+    async fn kv_delete(
+        &self,
+        _: &rapport::store::TenantId,
+        _: &str,
+        _: &str,
+    ) -> Result<(), ServiceError> {
+        Err(ServiceError::Unavailable("database is down".into()))
+    }
+    async fn kv_list_keys(
+        &self,
+        _: &rapport::store::TenantId,
+        _: &str,
+        _: &str,
+        _: u32,
+    ) -> Result<Vec<String>, ServiceError> {
+        Err(ServiceError::Unavailable("database is down".into()))
+    }
+}
+
+#[tokio::test]
+async fn a_failing_host_lookup_is_a_host_error_the_plugin_handles_not_a_trap() {
+    let rt = runtime();
+    let plugin = rt
+        .load(definition(
+            "tenant-probe",
+            PluginKind::ScoringRule,
+            &[Capability::Customers],
+        ))
+        .unwrap();
+    let down = rapport::runtime::CallContext {
+        tenant: tenant(ACME),
+        config_json: "{}".into(),
+        services: Arc::new(DownServices),
+    };
+    let input = history(
+        customer("a-1", "EXT-A1", r#"{"probe_customer_id":"a-2"}"#),
+        vec![],
+    );
+    // tenant-probe maps the `host-error` of get-customer to its own
+    // `plugin-error::unavailable`, carrying the host's message.
+    let (result, _) = plugin.score(down, &input).await;
+    assert_eq!(
+        result.unwrap_err(),
+        CallError::Guest(
+            PluginErrorKind::Unavailable,
+            "get-customer: HostError::Unavailable(\"database is down\")".into()
+        )
+    );
+    // The instance was not poisoned: the next call, with the store back, works.
+    let (result, _) = plugin.score(ctx(ACME, "{}", &fixture()), &input).await;
+    assert_eq!(result.unwrap().label.as_deref(), Some("visible"));}

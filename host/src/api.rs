@@ -16,6 +16,7 @@ pub mod loyalty;
 pub mod plugin_calls;
 pub mod plugins;
 pub mod products;
+pub mod scores;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -86,6 +87,7 @@ pub fn v1() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(gdpr::router())
         .merge(plugins::router())
         .merge(plugin_calls::router())
+        .merge(scores::router())
         .split_for_parts()
 }
 

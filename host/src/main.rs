@@ -1,5 +1,8 @@
 //! The `rapport` command line: serve, migrate, administer tenants and keys,
 //! and bulk-import data. Each subcommand is a thin shell over the library.
+//! `rapport plugin ...` (plugin authors' tools) lives in `plugin_tool.rs`.
+
+mod plugin_tool;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -53,6 +56,19 @@ enum Command {
     /// Work with the plugin manifest.
     #[command(subcommand)]
     Manifest(ManifestCommand),
+    /// Score every customer of a tenant now, in this process: fit the
+    /// tenant's active scoring plugins (or --plugin), then rescore and store
+    /// everyone, with a progress bar (same as `POST /v1/scoring/jobs`).
+    Score {
+        #[arg(long)]
+        tenant: String,
+        /// Only this scoring plugin.
+        #[arg(long)]
+        plugin: Option<String>,
+    },
+    /// Plugin authors' tools: run one call against a fixture, scaffold a crate.
+    #[command(subcommand)]
+    Plugin(plugin_tool::PluginCommand),
 }
 
 #[derive(Subcommand)]
@@ -121,6 +137,11 @@ impl GlobalArgs {
 async fn main() -> ExitCode {
     rapport::telemetry::init_logging();
     let cli = Cli::parse();
+    // Plugin tools have their own exit codes (1: the plugin failed, 2: bad
+    // usage or fixture) and need no config or database.
+    if let Command::Plugin(command) = cli.command {
+        return plugin_tool::main(command).await;
+    }
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -170,6 +191,45 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Import(cmd) => rapport::import::run(&cli.global.store().await?, cmd).await,
         Command::Manifest(ManifestCommand::Check { file }) => check_manifest(&file),
+        Command::Score { tenant, plugin } => score_tenant(&cli.global, TenantId(tenant), plugin.as_deref()).await,
+        // Dispatched in `main` before this point.
+        Command::Plugin(_) => Ok(()),
+    }
+}
+
+/// `rapport score`: runs a batch scoring job in-process and prints a summary.
+async fn score_tenant(global: &GlobalArgs, tenant: TenantId, plugin: Option<&str>) -> anyhow::Result<()> {
+    use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+    let state = rapport::server::build_state(&global.config()?).await?;
+    let job = state.plugins.create_scoring_job(&tenant, plugin).await?;
+    let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr()).with_style(
+        ProgressStyle::with_template("scoring [{bar:40}] {pos}/{len} customers ({per_sec}, {eta} left)")
+            .map(|s| s.progress_chars("=> "))
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let started = std::time::Instant::now();
+    let progress = |done: i64, total: i64| {
+        bar.set_length(total.max(0) as u64);
+        bar.set_position(done.max(0) as u64);
+    };
+    let job = state.plugins.run_job_with_progress(&tenant, &job.id, &progress).await?;
+    bar.finish_and_clear();
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "job {}: {} of {} customers scored, {} failed, {:.1} s, {:.0} customers/s",
+        job.id,
+        job.done - job.failed_customers,
+        job.total,
+        job.failed_customers,
+        secs,
+        job.done as f64 / secs.max(1e-9),
+    );
+    if let Some(fit) = &job.fit_summary {
+        println!("fit: {fit}");
+    }
+    match job.error {
+        Some(error) => anyhow::bail!("scoring job {} failed: {error}", job.id),
+        None => Ok(()),
     }
 }
 

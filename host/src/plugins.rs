@@ -16,6 +16,8 @@
 //!   resumes it. The database is the single source of truth for
 //!   suspension, so it survives restarts and is shared by several nodes.
 
+pub mod rewards;
+pub mod scoring;
 pub mod store_services;
 
 use std::collections::HashMap;
@@ -232,6 +234,10 @@ impl PluginService {
                 }
                 Ok(value)
             }
+            // A typed error the plugin returned on purpose (bad input, not
+            // fitted yet, ...) is an answer, not misbehaviour: it is
+            // reported but does not count towards suspension.
+            Err(CallError::Guest(kind, message)) => Err(failure(&format!("plugin_{kind}"), message)),
             Err(err) => {
                 let fail = call_failure(&err);
                 self.record_failure(tenant, plugin, &fail).await;

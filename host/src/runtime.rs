@@ -735,7 +735,11 @@ fn load_cached(engine: &Engine, path: &Path) -> Option<Component> {
 /// Write to a temporary file then rename, so a crash or a concurrent loader
 /// never sees half an artifact.
 fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    // Unique per process AND per write: two threads compiling the same
+    // digest at once must not rename each other's temporary file away.
+    static WRITES: AtomicU64 = AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, Ordering::Relaxed);
+    let tmp = path.with_extension(format!("tmp{}-{n}", std::process::id()));
     std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, path)
         .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;

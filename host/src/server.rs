@@ -66,6 +66,9 @@ pub async fn start_with_state(config: &Config, state: AppState) -> anyhow::Resul
     let addr = listener.local_addr()?;
     let app = api::app(state.clone());
     let (shutdown, mut rx) = tokio::sync::watch::channel(false);
+    // Rescores customers queued by ingest (see plugins/scoring.rs); stops
+    // with the server.
+    state.plugins.clone().spawn_rescore_worker(crate::plugins::scoring::RESCORE_INTERVAL, rx.clone());
     let task = tokio::spawn(async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(async move {

@@ -12,6 +12,7 @@ pub mod interactions;
 pub mod loyalty;
 pub mod plugins;
 pub mod products;
+pub mod scores;
 pub mod tenants;
 
 use serde::{Deserialize, Serialize};

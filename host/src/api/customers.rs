@@ -59,6 +59,15 @@ pub struct ListCustomersQuery {
     /// Updated strictly after this RFC 3339 time (incremental sync).
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub updated_after: Option<OffsetDateTime>,
+    /// Only customers with a stored score of this scoring plugin (see
+    /// `/v1/customers/{id}/scores`); needed by the three filters below.
+    pub score_plugin: Option<String>,
+    /// `score_plugin`'s stored segment, exactly (e.g. `Champions`).
+    pub segment: Option<String>,
+    /// `score_plugin`'s stored score at least this (inclusive).
+    pub min_score: Option<f64>,
+    /// `score_plugin`'s stored score at most this (inclusive).
+    pub max_score: Option<f64>,
 }
 
 /// Create a customer. 409 `customer_exists` if the external id is taken.
@@ -92,6 +101,10 @@ async fn list_customers(
         created_after: q.created_after,
         created_before: q.created_before,
         updated_after: q.updated_after,
+        score_plugin: q.score_plugin,
+        segment: q.segment,
+        min_score: q.min_score,
+        max_score: q.max_score,
         limit: q.limit,
         cursor: q.cursor,
     };

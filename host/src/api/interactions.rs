@@ -11,6 +11,13 @@
 //! the body itself is well-formed and within the byte limit (413 is for
 //! that), it breaks a rule about its content, which is what 422 means.
 //!
+//! Ingest runs the tenant's active reward-scheme plugins on every created
+//! interaction in the same transaction (see `plugins::rewards`): the
+//! response (and each batch item) carries `rewards`, one entry per plugin
+//! with the ledger entries and tier change it produced, or its error (absent
+//! when there is none, e.g. for a tenant without reward plugins). A failing
+//! plugin never fails the ingest.
+//!
 //! Roles: reads need any tenant key, ingest a write key, defining a kind an
 //! admin key (kinds are part of the tenant's configuration).
 
@@ -27,6 +34,7 @@ use utoipa_axum::routes;
 use super::error::ErrorBody;
 use super::extract::{Auth, Json, Path, Query};
 use super::{ApiResult, AppState, Error};
+use crate::plugins::rewards::RewardRun;
 use crate::store::Page;
 pub use crate::store::interactions::MAX_BATCH;
 use crate::store::interactions::{
@@ -41,6 +49,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(ingest))
         .routes(routes!(ingest_batch))
         .routes(routes!(get_interaction))
+        .routes(routes!(retry_rewards))
         .routes(routes!(timeline))
         .routes(routes!(create_kind, list_kinds))
 }
@@ -69,9 +78,27 @@ pub struct BatchResult {
     pub status: BatchStatus,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub interaction: Option<Interaction>,
+    /// The reward plugins' effects, as in a single ingest (absent when
+    /// empty, and for a failed item).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rewards: Vec<RewardRun>,
     /// `{code, message, details}`, as in error responses.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<super::error::ErrorDetail>,
+}
+
+/// A stored (or replayed) interaction with what the reward plugins did.
+#[derive(Serialize, ToSchema)]
+pub struct IngestResponse {
+    #[serde(flatten)]
+    pub interaction: Interaction,
+    /// One entry per active reward-scheme plugin (status `applied` or
+    /// `failed`); on a replay, the entries the first ingest wrote (status
+    /// `replayed`). Absent when empty (the tenant runs no reward plugin, or
+    /// a replay whose first ingest wrote no reward entry), so a stored
+    /// interaction reads back exactly as it was returned.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rewards: Vec<RewardRun>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -122,9 +149,9 @@ fn error_detail(err: Error) -> super::error::ErrorDetail {
 /// Ingest one interaction (idempotent with `idempotency_key`).
 #[utoipa::path(post, path = "/v1/interactions", tag = "interactions", request_body = NewInteraction,
     responses(
-        (status = 201, description = "Stored", body = Interaction),
+        (status = 201, description = "Stored", body = IngestResponse),
         (status = 200, description = "Replay of an earlier request with the same idempotency key and body",
-            body = Interaction, headers(("idempotent-replayed" = String, description = "`true`"))),
+            body = IngestResponse, headers(("idempotent-replayed" = String, description = "`true`"))),
         (status = 404, description = "customer_id does not exist", body = ErrorBody),
         (status = 409, description = "idempotency_conflict", body = ErrorBody),
         (status = 422, body = ErrorBody)))]
@@ -134,16 +161,20 @@ async fn ingest(
     Json(body): Json<NewInteraction>,
 ) -> ApiResult<Response> {
     let tenant = auth.write()?;
-    let (interaction, outcome) = s.store.ingest_interaction(&tenant, body).await?;
+    let (interaction, outcome, rewards) = s.plugins.ingest_with_rewards(&tenant, body).await?;
+    let response = IngestResponse {
+        interaction,
+        rewards,
+    };
     Ok(match outcome {
-        IngestOutcome::Created => (StatusCode::CREATED, Json(interaction)).into_response(),
+        IngestOutcome::Created => (StatusCode::CREATED, Json(response)).into_response(),
         IngestOutcome::Replayed => (
             StatusCode::OK,
             [(
                 HeaderName::from_static(REPLAYED_HEADER),
                 HeaderValue::from_static("true"),
             )],
-            Json(interaction),
+            Json(response),
         )
             .into_response(),
     })
@@ -182,6 +213,7 @@ async fn ingest_batch(
                 index,
                 status: BatchStatus::Error,
                 interaction: None,
+                rewards: Vec::new(),
                 error: Some(error_detail(Error::invalid(
                     format!("items[{index}]"),
                     e.to_string(),
@@ -189,22 +221,24 @@ async fn ingest_batch(
             })),
         }
     }
-    let outcomes = s.store.ingest_batch(&tenant, parsed).await?;
+    let outcomes = s.plugins.ingest_batch_with_rewards(&tenant, parsed).await?;
     for (index, outcome) in parsed_index.into_iter().zip(outcomes) {
         results[index] = Some(match outcome {
-            Ok((interaction, outcome)) => BatchResult {
+            Ok((interaction, outcome, rewards)) => BatchResult {
                 index,
                 status: match outcome {
                     IngestOutcome::Created => BatchStatus::Created,
                     IngestOutcome::Replayed => BatchStatus::Replayed,
                 },
                 interaction: Some(interaction),
+                rewards,
                 error: None,
             },
             Err(e) => BatchResult {
                 index,
                 status: BatchStatus::Error,
                 interaction: None,
+                rewards: Vec::new(),
                 error: Some(error_detail(e.into())),
             },
         });
@@ -218,6 +252,35 @@ async fn ingest_batch(
         results,
     };
     Ok(Json(response).into_response())
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetryRewards {
+    /// The reward-scheme plugin to run again.
+    pub plugin: String,
+}
+
+/// Run one reward plugin again on a stored interaction (admin), e.g. after
+/// it failed and was fixed or resumed. Applies at most once: 409
+/// `rewards_already_applied` when the plugin already wrote ledger entries
+/// for the interaction. A plugin that fails again answers 200 with status
+/// `failed`, as in an ingest.
+#[utoipa::path(post, path = "/v1/interactions/{id}/rewards/retry", tag = "interactions",
+    params(("id" = String, Path)), request_body = RetryRewards,
+    responses((status = 200, body = RewardRun),
+        (status = 404, description = "No such interaction or reward plugin", body = ErrorBody),
+        (status = 409, description = "rewards_already_applied or plugin_not_active", body = ErrorBody)))]
+async fn retry_rewards(
+    State(s): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+    Json(body): Json<RetryRewards>,
+) -> ApiResult<Json<RewardRun>> {
+    let tenant = auth.admin()?;
+    Ok(Json(
+        s.plugins.retry_rewards(&tenant, &id, &body.plugin).await?,
+    ))
 }
 
 /// One interaction with its line items.

@@ -6,6 +6,9 @@
 //! an admin key (they change balances or terms outside the normal flow).
 //! Replaying a request with the same `idempotency_key` answers 200 with the
 //! original entry; a fresh write answers 201.
+//!
+//! `GET /v1/customers/{id}/loyalty/redeemable` asks the tenant's reward-scheme
+//! plugins which rewards the customer may redeem now (see `plugins::rewards`).
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -28,6 +31,7 @@ use crate::store::{Page, StoreError, TenantId, millis};
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(get_account))
+        .routes(routes!(redeemable))
         .routes(routes!(list_ledger, post_ledger))
         .routes(routes!(redeem))
         .routes(routes!(set_tier))
@@ -158,6 +162,22 @@ async fn get_account(
 ) -> ApiResult<Json<Account>> {
     let t = auth.read()?;
     Ok(Json(s.store.get_account(&t, &customer_id).await?))
+}
+
+/// The active rewards a customer may redeem now: those the host's rules allow
+/// (cost within the balance, tier rank, stock), intersected with every active
+/// reward plugin's `redeemable` answer. A failing plugin is reported in
+/// `plugins` and, if every plugin fails, nothing is redeemable.
+#[utoipa::path(get, path = "/v1/customers/{customer_id}/loyalty/redeemable", tag = "loyalty",
+    params(("customer_id" = String, Path)),
+    responses((status = 200, body = crate::plugins::rewards::Redeemable), (status = 404, body = ErrorBody)))]
+async fn redeemable(
+    State(s): State<AppState>,
+    auth: Auth,
+    Path(customer_id): Path<String>,
+) -> ApiResult<Json<crate::plugins::rewards::Redeemable>> {
+    let t = auth.read()?;
+    Ok(Json(s.plugins.redeemable(&t, &customer_id).await?))
 }
 
 /// A customer's ledger, newest first.

@@ -57,17 +57,13 @@ pub(crate) fn page_limit(limit: u32) -> u32 {
     limit.clamp(1, MAX_PAGE)
 }
 
-/// For functions with a `host-error` channel.
+/// Every data-access function has a `host-error` channel (contract 0.1.0),
+/// so a service failure reaches the guest as an error it can handle, never
+/// as a trap or as a false "not found".
 pub(crate) fn host_error(e: ServiceError) -> HostError {
     match e {
         ServiceError::InvalidArgument(m) => HostError::InvalidArgument(m),
         ServiceError::QuotaExceeded(m) => HostError::QuotaExceeded(m),
         ServiceError::Unavailable(m) => HostError::Unavailable(m),
     }
-}
-
-/// For functions without one: the guest cannot tell "not found" from "the
-/// database is down" through an `option`, so it traps instead of lying.
-pub(crate) fn trap(function: &str, e: ServiceError) -> wasmtime::Error {
-    wasmtime::Error::msg(format!("host call `{function}` failed: {e}"))
 }

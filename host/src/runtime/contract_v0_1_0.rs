@@ -7,9 +7,9 @@
 //! through its `GuestIndices`, so a scoring plugin needs only `scoring`.
 //!
 //! Imports are `async | trappable`: they await the tenant-scoped
-//! [`HostServices`](super::services::HostServices), and a service failure on
-//! a function with no error channel (e.g. `get-customer`) traps the guest
-//! rather than pretending "not found".
+//! [`HostServices`](super::services::HostServices); a service failure reaches
+//! the guest through the function's `host-error` channel, while host-side
+//! faults the guest cannot handle (e.g. a broken invariant) may still trap.
 
 wasmtime::component::bindgen!({
     inline: "
@@ -37,5 +37,7 @@ pub use exports::rapport::crm::channel;
 pub use exports::rapport::crm::cross_selling;
 pub use exports::rapport::crm::rewards;
 pub use exports::rapport::crm::scoring;
-pub use rapport::crm::inputs;
-pub use rapport::crm::types;
+// `self::`: the generated module `rapport` would otherwise be ambiguous with
+// this crate's own name, which rustdoc passes as `--extern` for doctests.
+pub use self::rapport::crm::inputs;
+pub use self::rapport::crm::types;

@@ -13,8 +13,8 @@ use super::contract_v0_1_0::rapport::crm::{catalog, customers, interactions, loy
 use super::contract_v0_1_0::types::{Customer, LoyaltyAccount, Product, Reward, Tier};
 use crate::store::TenantId;
 
-/// Why a service call failed. Mapped onto the contract's `host-error` where
-/// the function has one; functions without an error channel trap instead.
+/// Why a service call failed. Mapped onto the contract's `host-error`, which
+/// every data-access function of the contract returns.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ServiceError {
     /// The cursor, key or argument was not acceptable.

@@ -136,6 +136,15 @@ pub struct CustomerFilter {
     pub created_after: Option<OffsetDateTime>,
     pub created_before: Option<OffsetDateTime>,
     pub updated_after: Option<OffsetDateTime>,
+    /// Only customers with a stored score of this plugin; `segment`,
+    /// `min_score` and `max_score` refine it and need it.
+    pub score_plugin: Option<String>,
+    /// Exact segment of `score_plugin`'s current score.
+    pub segment: Option<String>,
+    /// `score_plugin`'s current score at least this (inclusive).
+    pub min_score: Option<f64>,
+    /// `score_plugin`'s current score at most this (inclusive).
+    pub max_score: Option<f64>,
     pub limit: Option<u32>,
     pub cursor: Option<String>,
 }
@@ -157,6 +166,7 @@ pub fn page_limit(limit: Option<u32>) -> StoreResult<i64> {
 pub(crate) enum Arg {
     Text(String),
     Int(i64),
+    Float(f64),
 }
 
 /// SQL text assembled at run time with its arguments, numbering `$N`
@@ -192,6 +202,7 @@ impl Sql {
             q = match arg {
                 Arg::Text(s) => q.bind(s.as_str()),
                 Arg::Int(i) => q.bind(*i),
+                Arg::Float(f) => q.bind(*f),
             };
         }
         q
@@ -420,6 +431,53 @@ pub async fn ensure_customer_tx(
     Ok((existing, false))
 }
 
+/// The stored-score filters of the customer list: an `EXISTS` on the
+/// customer's current score of `score_plugin` (a primary-key lookup).
+fn push_score_filter(sql: &mut Sql, filter: &CustomerFilter) -> StoreResult<()> {
+    let Some(plugin) = &filter.score_plugin else {
+        for (field, given) in [
+            ("segment", filter.segment.is_some()),
+            ("min_score", filter.min_score.is_some()),
+            ("max_score", filter.max_score.is_some()),
+        ] {
+            if given {
+                return Err(StoreError::invalid(
+                    field,
+                    "needs score_plugin (whose score to filter on)",
+                ));
+            }
+        }
+        return Ok(());
+    };
+    for (field, bound) in [
+        ("min_score", filter.min_score),
+        ("max_score", filter.max_score),
+    ] {
+        if bound.is_some_and(|b| !b.is_finite()) {
+            return Err(StoreError::invalid(field, "must be a finite number"));
+        }
+    }
+    let p = sql.arg(Arg::Text(plugin.clone()));
+    sql.push(&format!(
+        " AND EXISTS (SELECT 1 FROM customer_scores s WHERE s.tenant_id = customers.tenant_id \
+         AND s.customer_id = customers.id AND s.plugin_id = {p}"
+    ));
+    if let Some(segment) = &filter.segment {
+        let p = sql.arg(Arg::Text(segment.clone()));
+        sql.push(&format!(" AND s.segment = {p}"));
+    }
+    if let Some(min) = filter.min_score {
+        let p = sql.arg(Arg::Float(min));
+        sql.push(&format!(" AND s.value >= {p}"));
+    }
+    if let Some(max) = filter.max_score {
+        let p = sql.arg(Arg::Float(max));
+        sql.push(&format!(" AND s.value <= {p}"));
+    }
+    sql.push(")");
+    Ok(())
+}
+
 impl Store {
     pub async fn create_customer(&self, t: &TenantId, new: NewCustomer) -> StoreResult<Customer> {
         let row = prepare(new)?;
@@ -584,6 +642,9 @@ impl Store {
         if history > 0 {
             return Err(has_history());
         }
+        // Scores computed for a customer without history (a batch job
+        // scores everyone) go with it.
+        super::scores::delete_customer_scores_tx(&mut tx, t, id).await?;
         let deleted = sqlx::query("DELETE FROM customers WHERE tenant_id = $1 AND id = $2")
             .bind(t.as_str())
             .bind(id)
@@ -617,6 +678,8 @@ impl Store {
             let p = sql.arg(Arg::Text(after_id));
             sql.push(&format!(" AND id > {p}"));
         }
+        // Before the filters below move their fields out of `filter`.
+        push_score_filter(&mut sql, &filter)?;
         if let Some(external_id) = filter.external_id {
             let p = sql.arg(Arg::Text(external_id));
             sql.push(&format!(" AND external_id = {p}"));

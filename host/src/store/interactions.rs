@@ -11,6 +11,13 @@
 //! stored interaction; a different hash is a conflict. Concurrent repeats
 //! are settled by the `UNIQUE (tenant_id, idempotency_key)` constraint
 //! (`ON CONFLICT DO NOTHING`, then read back), never by a check-then-insert.
+//!
+//! Work that must commit or roll back with an interaction (reward plugins'
+//! ledger effects, see `plugins::rewards`) joins the ingest's transaction
+//! through an [`IngestHook`]: it runs on the same connection right after the
+//! interaction is stored (inside the item's savepoint in a batch). The
+//! reward-specific reads and the per-plugin savepoint live at the end of this
+//! file ("Rewards"), so that the plugin service never writes SQL itself.
 
 use std::collections::HashMap;
 
@@ -24,6 +31,10 @@ use time::OffsetDateTime;
 use utoipa::ToSchema;
 
 use super::customers::{Arg, NewCustomer, Sql, ensure_customer_tx, get_customer_tx, page_limit};
+use super::loyalty::{
+    LEDGER_COLUMNS, LedgerEntry, LedgerOp, Tier, apply_ledger_ops_tx, entry_from_row,
+    expire_account_tx,
+};
 use super::{
     Page, Store, StoreError, StoreResult, TenantId, cursor, from_millis, json_column, millis,
     new_id, now_ms,
@@ -865,6 +876,10 @@ async fn ingest_prepared(
         .execute(&mut *conn)
         .await?;
     }
+    // The customer's stored scores are now stale; queue them for the
+    // rescoring job in the same transaction, so a rolled-back interaction
+    // leaves no queue entry and a committed one never misses its rescore.
+    super::scores::enqueue_rescore_tx(conn, t, &customer.id).await?;
     let items = match &p.money {
         Some((currency, _)) => p
             .items
@@ -905,9 +920,47 @@ pub async fn ingest_interaction_tx(
 }
 
 /// Errors that mean the database, not the item, is at fault: they abort a batch.
-fn is_fatal(err: &StoreError) -> bool {
+pub fn is_fatal(err: &StoreError) -> bool {
     matches!(err, StoreError::Database(_) | StoreError::Corrupt(_))
 }
+
+/// Work that joins an ingest's write transaction for every interaction it
+/// stores or replays (e.g. running reward plugins and applying their ledger
+/// effects), so that it commits or rolls back together with the interaction.
+///
+/// An `Err` from the hook fails the interaction like any other error: in a
+/// batch a fatal one ([`is_fatal`]) aborts the batch and any other rolls the
+/// item back alone. A hook that must never cost the interaction (reward
+/// plugins) therefore handles its own failures and returns `Ok`.
+pub trait IngestHook: Sync {
+    type Output: Send;
+    fn after_ingest(
+        &self,
+        conn: &mut AnyConnection,
+        t: &TenantId,
+        interaction: &Interaction,
+        outcome: IngestOutcome,
+    ) -> impl std::future::Future<Output = StoreResult<Self::Output>> + Send;
+}
+
+/// The hook of a plain ingest: nothing joins the transaction.
+pub struct NoHook;
+
+impl IngestHook for NoHook {
+    type Output = ();
+    async fn after_ingest(
+        &self,
+        _conn: &mut AnyConnection,
+        _t: &TenantId,
+        _interaction: &Interaction,
+        _outcome: IngestOutcome,
+    ) -> StoreResult<()> {
+        Ok(())
+    }
+}
+
+/// One batch item's result with what the hook produced for it.
+pub type HookedIngest<O> = (Interaction, IngestOutcome, O);
 
 impl Store {
     pub async fn ingest_interaction(
@@ -915,11 +968,24 @@ impl Store {
         t: &TenantId,
         new: NewInteraction,
     ) -> StoreResult<(Interaction, IngestOutcome)> {
+        let (interaction, outcome, ()) = self.ingest_interaction_with(t, new, &NoHook).await?;
+        Ok((interaction, outcome))
+    }
+
+    /// Ingests one interaction and runs `hook` in the same transaction.
+    pub async fn ingest_interaction_with<H: IngestHook>(
+        &self,
+        t: &TenantId,
+        new: NewInteraction,
+        hook: &H,
+    ) -> StoreResult<HookedIngest<H::Output>> {
         let prepared = prepare(new)?;
         let mut tx = self.db().begin_write().await?;
-        let result = ingest_prepared(&mut tx, t, prepared, &mut KindCache::new()).await?;
+        let (interaction, outcome) =
+            ingest_prepared(&mut tx, t, prepared, &mut KindCache::new()).await?;
+        let output = hook.after_ingest(&mut tx, t, &interaction, outcome).await?;
         tx.commit().await?;
-        Ok(result)
+        Ok((interaction, outcome, output))
     }
 
     /// Ingests many interactions in one transaction, one savepoint per item:
@@ -930,6 +996,22 @@ impl Store {
         t: &TenantId,
         items: Vec<NewInteraction>,
     ) -> StoreResult<Vec<Result<(Interaction, IngestOutcome), StoreError>>> {
+        let results = self.ingest_batch_with(t, items, &NoHook).await?;
+        Ok(results
+            .into_iter()
+            .map(|r| r.map(|(interaction, outcome, ())| (interaction, outcome)))
+            .collect())
+    }
+
+    /// [`Store::ingest_batch`] with `hook` run inside each item's savepoint.
+    /// A retried batch (see below) runs the hook again from scratch: the
+    /// failed attempt's effects were rolled back with it.
+    pub async fn ingest_batch_with<H: IngestHook>(
+        &self,
+        t: &TenantId,
+        items: Vec<NewInteraction>,
+        hook: &H,
+    ) -> StoreResult<Vec<Result<HookedIngest<H::Output>, StoreError>>> {
         if items.len() > MAX_BATCH {
             return Err(StoreError::invalid(
                 "items",
@@ -941,23 +1023,27 @@ impl Store {
         // since a batch is one transaction, running it again is safe.
         let mut attempt = 0u32;
         loop {
-            match self.ingest_batch_once(t, items.clone()).await {
+            match self.ingest_batch_once(t, items.clone(), hook).await {
                 Err(StoreError::Database(e)) if super::is_transient(&e) && attempt < 5 => {
                     attempt += 1;
                     tracing::debug!(attempt, error = %e, "batch ingest hit a transient conflict; retrying");
                     let jitter = rand::random::<u64>() % 20;
-                    tokio::time::sleep(std::time::Duration::from_millis(10 * u64::from(attempt) + jitter)).await;
+                    tokio::time::sleep(std::time::Duration::from_millis(
+                        10 * u64::from(attempt) + jitter,
+                    ))
+                    .await;
                 }
                 other => return other,
             }
         }
     }
 
-    async fn ingest_batch_once(
+    async fn ingest_batch_once<H: IngestHook>(
         &self,
         t: &TenantId,
         items: Vec<NewInteraction>,
-    ) -> StoreResult<Vec<Result<(Interaction, IngestOutcome), StoreError>>> {
+        hook: &H,
+    ) -> StoreResult<Vec<Result<HookedIngest<H::Output>, StoreError>>> {
         let mut results = Vec::with_capacity(items.len());
         let mut kinds = KindCache::new();
         let mut tx = self.db().begin_write().await?;
@@ -970,7 +1056,14 @@ impl Store {
                 }
             };
             tx.execute("SAVEPOINT ingest_item").await?;
-            match ingest_prepared(&mut tx, t, prepared, &mut kinds).await {
+            let done = match ingest_prepared(&mut tx, t, prepared, &mut kinds).await {
+                Ok((interaction, outcome)) => hook
+                    .after_ingest(&mut tx, t, &interaction, outcome)
+                    .await
+                    .map(|output| (interaction, outcome, output)),
+                Err(e) => Err(e),
+            };
+            match done {
                 Ok(done) => {
                     tx.execute("RELEASE SAVEPOINT ingest_item").await?;
                     results.push(Ok(done));
@@ -985,6 +1078,38 @@ impl Store {
         }
         tx.commit().await?;
         Ok(results)
+    }
+
+    /// Runs `hook` for the stored interaction `interaction_id` in a write
+    /// transaction of its own, as an ingest would have (re-running one
+    /// reward plugin for an interaction after it failed). 409
+    /// `rewards_already_applied` when `plugin` already has ledger entries for
+    /// it: its effect happened; the deterministic keys would refuse a second
+    /// one anyway.
+    pub async fn rerun_rewards_with<H: IngestHook>(
+        &self,
+        t: &TenantId,
+        interaction_id: &str,
+        plugin: &str,
+        hook: &H,
+    ) -> StoreResult<H::Output> {
+        let mut tx = self.db().begin_write().await?;
+        let interaction = get_interaction_tx(&mut tx, t, interaction_id).await?;
+        let applied = reward_entries_tx(&mut tx, t, interaction_id)
+            .await?
+            .into_iter()
+            .any(|(p, _)| p == plugin);
+        if applied {
+            return Err(StoreError::conflict(
+                "rewards_already_applied",
+                format!("plugin `{plugin}` already wrote ledger entries for this interaction"),
+            ));
+        }
+        let output = hook
+            .after_ingest(&mut tx, t, &interaction, IngestOutcome::Created)
+            .await?;
+        tx.commit().await?;
+        Ok(output)
     }
 
     pub async fn get_interaction(&self, t: &TenantId, id: &str) -> StoreResult<Interaction> {
@@ -1124,6 +1249,255 @@ impl Store {
         }
         Ok(kinds)
     }
+}
+
+// ---------------------------------------------------------------------------
+// Rewards: what the reward-plugin hook (`plugins::rewards`) reads and writes
+// inside the ingest's transaction.
+
+/// Length of the rolling window of [`rolling_spend_tx`]: 12 months, taken as
+/// 365 days.
+pub const ROLLING_SPEND_WINDOW_MS: i64 = 365 * 24 * 60 * 60 * 1000;
+
+/// The prefix of the idempotency keys of one interaction's reward entries.
+fn reward_key_prefix(interaction_id: &str) -> String {
+    format!("reward:{interaction_id}:")
+}
+
+/// The idempotency key of the `n`th (from 0) ledger intent that `plugin`
+/// returned for `interaction_id`. Deterministic, so the ledger's unique key
+/// guarantees an intent is applied at most once whatever happens upstream.
+pub fn reward_key(interaction_id: &str, plugin: &str, n: usize) -> String {
+    format!("{}{plugin}:{n}", reward_key_prefix(interaction_id))
+}
+
+/// A loyalty account as a reward plugin sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RewardAccount {
+    pub customer_id: String,
+    pub balance: i64,
+    pub lifetime_earned: i64,
+    pub tier_id: Option<String>,
+}
+
+/// A tier change a reward plugin made, as the ingest response reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct RewardTierChange {
+    pub from_tier_id: Option<String>,
+    pub to_tier_id: Option<String>,
+    pub reason: String,
+}
+
+/// What one plugin's operations wrote.
+#[derive(Debug, Clone)]
+pub struct AppliedReward {
+    pub entries: Vec<LedgerEntry>,
+    /// `None` when the plugin asked for no change or for the current tier.
+    pub tier_change: Option<RewardTierChange>,
+}
+
+/// Creates the customer's account if needed, locks it for the rest of the
+/// transaction (so nothing changes it between what a plugin is shown and
+/// what is applied) and records any due expiry, then returns it. The stored
+/// balance is exact after the sweep.
+pub async fn lock_reward_account_tx(
+    conn: &mut AnyConnection,
+    t: &TenantId,
+    customer_id: &str,
+) -> StoreResult<RewardAccount> {
+    expire_account_tx(conn, t, customer_id, now_ms()).await?;
+    reward_account_tx(conn, t, customer_id).await
+}
+
+/// The account as this transaction sees it (zero when it has none yet).
+pub async fn reward_account_tx(
+    conn: &mut AnyConnection,
+    t: &TenantId,
+    customer_id: &str,
+) -> StoreResult<RewardAccount> {
+    let row = sqlx::query(
+        "SELECT balance, lifetime_earned, tier_id FROM loyalty_accounts WHERE tenant_id = $1 AND customer_id = $2",
+    )
+    .bind(t.as_str())
+    .bind(customer_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(match row {
+        Some(row) => RewardAccount {
+            customer_id: customer_id.to_string(),
+            balance: row.try_get("balance")?,
+            lifetime_earned: row.try_get("lifetime_earned")?,
+            tier_id: row.try_get("tier_id")?,
+        },
+        None => RewardAccount {
+            customer_id: customer_id.to_string(),
+            balance: 0,
+            lifetime_earned: 0,
+            tier_id: None,
+        },
+    })
+}
+
+/// The tenant's tiers, lowest rank first, as this transaction sees them.
+pub async fn reward_tiers_tx(conn: &mut AnyConnection, t: &TenantId) -> StoreResult<Vec<Tier>> {
+    let rows = sqlx::query(
+        "SELECT id, name, rank, min_points, perks, created_at FROM loyalty_tiers WHERE tenant_id = $1 ORDER BY rank",
+    )
+    .bind(t.as_str())
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut tiers = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let perks: String = row.try_get("perks")?;
+        tiers.push(Tier {
+            id: row.try_get("id")?,
+            name: row.try_get("name")?,
+            rank: row.try_get("rank")?,
+            min_points: row.try_get("min_points")?,
+            perks: json_column(&perks)?,
+            created_at: from_millis(row.try_get("created_at")?),
+        });
+    }
+    Ok(tiers)
+}
+
+/// The customer's purchase spend over the 12 months up to and including
+/// `interaction` (by `occurred_at`, so an imported historical interaction
+/// sees the spend as it was then), in the interaction's currency, minor
+/// units; the interaction itself counts when it is a purchase. An
+/// interaction without a currency uses the currency of the customer's latest
+/// purchase (0 when there is none): tier rules still need a spend figure for
+/// a visit. Purchases in other currencies are not converted, they are left
+/// out.
+pub async fn rolling_spend_tx(
+    conn: &mut AnyConnection,
+    t: &TenantId,
+    interaction: &Interaction,
+) -> StoreResult<i64> {
+    let currency = match &interaction.amount {
+        Some(money) => money.currency.clone(),
+        None => {
+            let row = sqlx::query(
+                "SELECT currency FROM interactions WHERE tenant_id = $1 AND customer_id = $2 AND kind = 'purchase' \
+                 AND currency IS NOT NULL ORDER BY occurred_at DESC, id DESC LIMIT 1",
+            )
+            .bind(t.as_str())
+            .bind(&interaction.customer_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+            match row {
+                Some(row) => row.try_get("currency")?,
+                None => return Ok(0),
+            }
+        }
+    };
+    let end = millis(interaction.occurred_at);
+    let row = sqlx::query(
+        "SELECT CAST(COALESCE(SUM(amount_minor), 0) AS BIGINT) AS spend FROM interactions \
+         WHERE tenant_id = $1 AND customer_id = $2 AND kind = 'purchase' AND currency = $3 \
+         AND occurred_at > $4 AND occurred_at <= $5",
+    )
+    .bind(t.as_str())
+    .bind(&interaction.customer_id)
+    .bind(&currency)
+    .bind(end.saturating_sub(ROLLING_SPEND_WINDOW_MS))
+    .bind(end)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(row.try_get("spend")?)
+}
+
+/// Applies one plugin's operations for `interaction` all or nothing, inside
+/// a savepoint of the caller's transaction. The outer `Err` is a fatal
+/// (database) error; the inner one says why the operations were refused (an
+/// invalid intent, a debit the balance does not cover, an unknown tier), in
+/// which case none of them was applied and the transaction goes on.
+pub async fn apply_reward_ops_tx(
+    conn: &mut AnyConnection,
+    t: &TenantId,
+    interaction: &Interaction,
+    ops: &[LedgerOp],
+) -> StoreResult<Result<AppliedReward, StoreError>> {
+    conn.execute("SAVEPOINT reward_plugin").await?;
+    let applied = apply_reward_ops_inner(conn, t, interaction, ops).await;
+    match applied {
+        Ok(applied) => {
+            conn.execute("RELEASE SAVEPOINT reward_plugin").await?;
+            Ok(Ok(applied))
+        }
+        Err(e) if is_fatal(&e) => Err(e),
+        Err(e) => {
+            // Also clears PostgreSQL's "transaction aborted" state after a
+            // failed statement, so the ingest can still commit.
+            conn.execute("ROLLBACK TO SAVEPOINT reward_plugin").await?;
+            conn.execute("RELEASE SAVEPOINT reward_plugin").await?;
+            Ok(Err(e))
+        }
+    }
+}
+
+async fn apply_reward_ops_inner(
+    conn: &mut AnyConnection,
+    t: &TenantId,
+    interaction: &Interaction,
+    ops: &[LedgerOp],
+) -> StoreResult<AppliedReward> {
+    let customer_id = interaction.customer_id.as_str();
+    let before = reward_account_tx(conn, t, customer_id).await?.tier_id;
+    let entries = apply_ledger_ops_tx(conn, t, customer_id, Some(&interaction.id), ops).await?;
+    let after = reward_account_tx(conn, t, customer_id).await?.tier_id;
+    let reason = ops.iter().rev().find_map(|op| match op {
+        LedgerOp::SetTier { reason, .. } => Some(reason.trim().to_string()),
+        _ => None,
+    });
+    let tier_change = match reason {
+        Some(reason) if before != after => Some(RewardTierChange {
+            from_tier_id: before,
+            to_tier_id: after,
+            reason,
+        }),
+        _ => None,
+    };
+    Ok(AppliedReward {
+        entries,
+        tier_change,
+    })
+}
+
+/// The ledger entries reward plugins wrote for `interaction_id`, with the
+/// plugin each came from (read back from the idempotency key), in ledger
+/// order: what a replayed ingest reports.
+pub async fn reward_entries_tx(
+    conn: &mut AnyConnection,
+    t: &TenantId,
+    interaction_id: &str,
+) -> StoreResult<Vec<(String, LedgerEntry)>> {
+    let prefix = reward_key_prefix(interaction_id);
+    // Interaction ids are UUIDs: the prefix holds no LIKE wildcard.
+    let rows = sqlx::query(&format!(
+        "SELECT {LEDGER_COLUMNS} FROM loyalty_ledger WHERE tenant_id = $1 AND interaction_id = $2 \
+         AND idempotency_key LIKE $3 ORDER BY seq"
+    ))
+    .bind(t.as_str())
+    .bind(interaction_id)
+    .bind(format!("{prefix}%"))
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut entries = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let entry = entry_from_row(row)?;
+        let plugin = entry
+            .idempotency_key
+            .as_deref()
+            .and_then(|key| key.strip_prefix(&prefix))
+            .and_then(|rest| rest.rsplit_once(':'))
+            .map(|(plugin, _)| plugin.to_string())
+            .ok_or_else(|| {
+                StoreError::Corrupt(format!("reward entry {} has a malformed key", entry.id))
+            })?;
+        entries.push((plugin, entry));
+    }
+    Ok(entries)
 }
 
 #[cfg(test)]

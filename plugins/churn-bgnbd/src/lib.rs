@@ -15,6 +15,7 @@
 //! - [`fit`]: maximum-likelihood fit of (r, α, a, b).
 //! - [`score`]: configuration, the stored model and per-customer scores.
 
+pub mod component;
 pub mod fit;
 pub mod input;
 pub mod model;

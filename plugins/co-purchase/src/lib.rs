@@ -10,6 +10,7 @@
 //! the serialised [`Model`] in the plugin's key-value store.
 
 mod baskets;
+pub mod component;
 mod config;
 mod fit;
 mod model;

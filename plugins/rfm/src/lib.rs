@@ -14,6 +14,7 @@
 //! - [`segment`]: the (R, FM) → segment map.
 //! - [`score`]: configuration, the stored model, per-customer scores.
 
+pub mod component;
 pub mod input;
 pub mod quintile;
 pub mod score;

@@ -9,6 +9,7 @@
 //! back. The binding layer maps the WIT records onto [`types`] and calls
 //! [`on_interaction`] and [`redeemable`].
 
+pub mod component;
 mod config;
 mod earn;
 mod money;

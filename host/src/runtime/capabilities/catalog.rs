@@ -2,7 +2,7 @@
 
 use wasmtime::component::{HasSelf, Linker};
 
-use super::{host_error, page_limit, trap};
+use super::{host_error, page_limit};
 use crate::runtime::contract_v0_1_0::rapport::crm::catalog::{self, HostError, ProductPage};
 use crate::runtime::contract_v0_1_0::types::Product;
 use crate::runtime::host_state::HostState;
@@ -12,11 +12,15 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
 }
 
 impl catalog::Host for HostState {
-    async fn get_product(&mut self, sku: String) -> wasmtime::Result<Option<Product>> {
-        self.services
+    async fn get_product(
+        &mut self,
+        sku: String,
+    ) -> wasmtime::Result<Result<Option<Product>, HostError>> {
+        Ok(self
+            .services
             .get_product(&self.tenant, &sku)
             .await
-            .map_err(|e| trap("get-product", e))
+            .map_err(host_error))
     }
 
     async fn list_products(

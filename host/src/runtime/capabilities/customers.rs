@@ -2,7 +2,7 @@
 
 use wasmtime::component::{HasSelf, Linker};
 
-use super::{host_error, page_limit, trap};
+use super::{host_error, page_limit};
 use crate::runtime::contract_v0_1_0::rapport::crm::customers::{self, CustomerPage, HostError};
 use crate::runtime::contract_v0_1_0::types::Customer;
 use crate::runtime::host_state::HostState;
@@ -12,21 +12,26 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
 }
 
 impl customers::Host for HostState {
-    async fn get_customer(&mut self, id: String) -> wasmtime::Result<Option<Customer>> {
-        self.services
+    async fn get_customer(
+        &mut self,
+        id: String,
+    ) -> wasmtime::Result<Result<Option<Customer>, HostError>> {
+        Ok(self
+            .services
             .get_customer(&self.tenant, &id)
             .await
-            .map_err(|e| trap("get-customer", e))
+            .map_err(host_error))
     }
 
     async fn get_customer_by_external_id(
         &mut self,
         external_id: String,
-    ) -> wasmtime::Result<Option<Customer>> {
-        self.services
+    ) -> wasmtime::Result<Result<Option<Customer>, HostError>> {
+        Ok(self
+            .services
             .get_customer_by_external_id(&self.tenant, &external_id)
             .await
-            .map_err(|e| trap("get-customer-by-external-id", e))
+            .map_err(host_error))
     }
 
     async fn list_customers(

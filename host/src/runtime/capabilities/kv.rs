@@ -3,7 +3,7 @@
 
 use wasmtime::component::{HasSelf, Linker};
 
-use super::{host_error, trap};
+use super::host_error;
 use crate::runtime::contract_v0_1_0::rapport::crm::kv::{self, HostError};
 use crate::runtime::host_state::HostState;
 
@@ -15,11 +15,12 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
 }
 
 impl kv::Host for HostState {
-    async fn get(&mut self, key: String) -> wasmtime::Result<Option<Vec<u8>>> {
-        self.services
+    async fn get(&mut self, key: String) -> wasmtime::Result<Result<Option<Vec<u8>>, HostError>> {
+        Ok(self
+            .services
             .kv_get(&self.tenant, &self.plugin_id, &key)
             .await
-            .map_err(|e| trap("kv.get", e))
+            .map_err(host_error))
     }
 
     async fn set(
@@ -35,17 +36,22 @@ impl kv::Host for HostState {
             .map_err(host_error))
     }
 
-    async fn delete(&mut self, key: String) -> wasmtime::Result<()> {
-        self.services
+    async fn delete(&mut self, key: String) -> wasmtime::Result<Result<(), HostError>> {
+        Ok(self
+            .services
             .kv_delete(&self.tenant, &self.plugin_id, &key)
             .await
-            .map_err(|e| trap("kv.delete", e))
+            .map_err(host_error))
     }
 
-    async fn list_keys(&mut self, prefix: String) -> wasmtime::Result<Vec<String>> {
-        self.services
+    async fn list_keys(
+        &mut self,
+        prefix: String,
+    ) -> wasmtime::Result<Result<Vec<String>, HostError>> {
+        Ok(self
+            .services
             .kv_list_keys(&self.tenant, &self.plugin_id, &prefix, MAX_KEYS)
             .await
-            .map_err(|e| trap("kv.list-keys", e))
+            .map_err(host_error))
     }
 }

@@ -2,7 +2,7 @@
 
 use wasmtime::component::{HasSelf, Linker};
 
-use super::{host_error, page_limit, trap};
+use super::{host_error, page_limit};
 use crate::runtime::contract_v0_1_0::rapport::crm::loyalty::{self, HostError, LedgerPage};
 use crate::runtime::contract_v0_1_0::types::{LoyaltyAccount, Reward, Tier};
 use crate::runtime::host_state::HostState;
@@ -15,11 +15,12 @@ impl loyalty::Host for HostState {
     async fn get_account(
         &mut self,
         customer_id: String,
-    ) -> wasmtime::Result<Option<LoyaltyAccount>> {
-        self.services
+    ) -> wasmtime::Result<Result<Option<LoyaltyAccount>, HostError>> {
+        Ok(self
+            .services
             .get_account(&self.tenant, &customer_id)
             .await
-            .map_err(|e| trap("get-account", e))
+            .map_err(host_error))
     }
 
     async fn list_ledger(
@@ -40,17 +41,19 @@ impl loyalty::Host for HostState {
             .map_err(host_error))
     }
 
-    async fn list_tiers(&mut self) -> wasmtime::Result<Vec<Tier>> {
-        self.services
+    async fn list_tiers(&mut self) -> wasmtime::Result<Result<Vec<Tier>, HostError>> {
+        Ok(self
+            .services
             .list_tiers(&self.tenant)
             .await
-            .map_err(|e| trap("list-tiers", e))
+            .map_err(host_error))
     }
 
-    async fn list_rewards(&mut self) -> wasmtime::Result<Vec<Reward>> {
-        self.services
+    async fn list_rewards(&mut self) -> wasmtime::Result<Result<Vec<Reward>, HostError>> {
+        Ok(self
+            .services
             .list_rewards(&self.tenant)
             .await
-            .map_err(|e| trap("list-rewards", e))
+            .map_err(host_error))
     }
 }

@@ -2,7 +2,8 @@
 //! `score` reads the key `"probe"`), but the test manifest does NOT grant
 //! `kv`. Loading must fail, naming the import
 //! (`rapport:crm/kv@0.1.0`), before any code runs. Were it loaded anyway,
-//! `score` would return value 1.0 if the key exists, else 0.0.
+//! `score` would return value 1.0 if the key exists, else 0.0 (also on a
+//! host error: this plugin exists only to be refused).
 //!
 //! Capabilities imported: `kv` (deliberately ungranted).
 
@@ -20,7 +21,7 @@ struct HostileUngranted;
 
 impl Guest for HostileUngranted {
     fn score(_input: CustomerHistory) -> Result<CustomerScore, PluginError> {
-        let found = kv::get("probe").is_some();
+        let found = matches!(kv::get("probe"), Ok(Some(_)));
         Ok(CustomerScore {
             value: if found { 1.0 } else { 0.0 },
             label: None,

@@ -10,6 +10,7 @@
 //!   when it returned none — what the host MUST answer for an id that belongs
 //!   to another tenant.
 //!
+//! A host error from `get-customer` yields `plugin-error::unavailable`.
 //! segment none, components empty. Attributes that are not a JSON object or
 //! lack a string `"probe_customer_id"` yield `plugin-error::invalid-input`.
 //! `score-batch` maps `score`; `fit` returns `"{}"`.
@@ -47,7 +48,9 @@ fn probe_id(attributes: &str) -> Result<String, PluginError> {
 impl Guest for TenantProbe {
     fn score(input: CustomerHistory) -> Result<CustomerScore, PluginError> {
         let id = probe_id(&input.customer.attributes)?;
-        let (value, label, explanation) = match get_customer(&id) {
+        let found = get_customer(&id)
+            .map_err(|error| PluginError::Unavailable(format!("get-customer: {error:?}")))?;
+        let (value, label, explanation) = match found {
             Some(found) => (
                 1.0,
                 "visible",

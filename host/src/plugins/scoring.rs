@@ -1,0 +1,659 @@
+//! Stored scores: fitting scoring plugins on a tenant's population, scoring
+//! customers in batches (`score-batch`) and storing the results, batch jobs
+//! over whole tenants, and the background worker that rescores customers
+//! after new interactions.
+//!
+//! Two ways scores get recomputed, on purpose:
+//! - **Queued rescoring** (per customer): ingest enqueues the customer in
+//!   the same transaction as the interaction (`store::scores::enqueue_rescore_tx`);
+//!   the worker started by the server drains the queue every
+//!   [`RESCORE_INTERVAL`], so a stored score is at most ~1-2 s behind. Doing
+//!   it inline would put every plugin's latency (and failures) on the ingest
+//!   path, and would rescore a customer once per interaction of a batch.
+//! - **Batch jobs** (whole tenant, `POST /v1/scoring/jobs`, `rapport score`):
+//!   fit each plugin on the population (quintile breakpoints, BG/NBD
+//!   parameters, ...), then rescore every customer, with progress.
+//!
+//! A job is a three-stage pipeline so the two cores stay busy: a loader task
+//! reads the next chunk of histories while this task runs the plugins on the
+//! current one and concurrently saves the previous one's scores.
+//!
+//! Failures: a call that fails counts towards the plugin's suspension like
+//! any other call (see `plugins.rs`); once a plugin is no longer active for
+//! the tenant the run stops calling it. A customer whose score the plugin
+//! refused (`plugin-error` for that item) is counted in `failed_customers`
+//! and keeps its previous score.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Map, Value, json};
+use tokio::sync::{mpsc, watch};
+
+use super::{MAX_HISTORY, PluginFailure, PluginRun, PluginService};
+use crate::manifest::PluginKind;
+use crate::manifest::effective::EffectivePlugin;
+use crate::runtime::contract::inputs::{CustomerHistory, Purchase, PurchaseSummary};
+use crate::runtime::contract::scoring::CustomerScore;
+use crate::runtime::contract::types;
+use crate::store::scores::{NewScore, PopulationMember, ScoringHistory, ScoringJob};
+use crate::store::{StoreError, StoreResult, TenantId, now_ms};
+
+/// Customers per `score-batch` call (and per stored chunk). Large enough to
+/// amortise instantiation and a transaction, small enough that one call of
+/// a simple plugin stays far inside a one-second deadline.
+pub const BATCH_SIZE: usize = 500;
+/// How often the background worker looks at the rescore queue.
+pub const RESCORE_INTERVAL: Duration = Duration::from_secs(1);
+/// Batches one tenant may take per worker pass, so a tenant ingesting
+/// non-stop cannot starve the others.
+pub const QUEUE_BATCHES_PER_TENANT: usize = 20;
+
+/// What a rescoring pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RescoreOutcome {
+    /// Customers processed.
+    pub customers: u64,
+    /// Scores stored (one per customer and plugin that succeeded).
+    pub scores_stored: u64,
+    /// Customers at least one plugin could not score.
+    pub failed_customers: u64,
+}
+
+impl std::ops::AddAssign for RescoreOutcome {
+    fn add_assign(&mut self, o: RescoreOutcome) {
+        self.customers += o.customers;
+        self.scores_stored += o.scores_stored;
+        self.failed_customers += o.failed_customers;
+    }
+}
+
+/// A plugin during a long run: its state when the run began, kept up to
+/// date with the run's own calls, and why it was stopped, if it was.
+struct RunningPlugin {
+    plugin: EffectivePlugin,
+    stopped: Option<PluginFailure>,
+}
+
+impl RunningPlugin {
+    fn new(plugin: EffectivePlugin) -> RunningPlugin {
+        RunningPlugin {
+            plugin,
+            stopped: None,
+        }
+    }
+}
+
+/// Progress callback of a job: `(customers done, customers in total)`.
+pub type ProgressFn<'a> = &'a (dyn Fn(i64, i64) + Send + Sync);
+
+fn history_to_guest(h: ScoringHistory, now: i64) -> CustomerHistory {
+    let customer_id = h.customer.id.clone();
+    CustomerHistory {
+        customer: types::Customer {
+            id: h.customer.id,
+            external_id: h.customer.external_id,
+            name: h.customer.name,
+            email: h.customer.email,
+            phone: h.customer.phone,
+            attributes: h.customer.attributes,
+            created_at: h.customer.created_at,
+        },
+        interactions: h
+            .interactions
+            .into_iter()
+            .map(|i| {
+                // Items are priced in the interaction's currency; ingest
+                // never stores items without one, "XXX" is only a fallback.
+                let currency = i.currency.clone().unwrap_or_else(|| "XXX".to_string());
+                types::Interaction {
+                    id: i.id,
+                    customer_id: customer_id.clone(),
+                    kind: i.kind,
+                    channel: i.channel,
+                    occurred_at: i.occurred_at,
+                    amount: match (i.amount_minor, i.currency) {
+                        (Some(amount_minor), Some(currency)) => Some(types::Money {
+                            currency,
+                            amount_minor,
+                        }),
+                        _ => None,
+                    },
+                    items: i
+                        .items
+                        .into_iter()
+                        .map(|item| types::LineItem {
+                            sku: item.sku,
+                            quantity: item.quantity,
+                            unit_price: types::Money {
+                                currency: currency.clone(),
+                                amount_minor: item.unit_price_minor,
+                            },
+                        })
+                        .collect(),
+                    payload: i.payload,
+                }
+            })
+            .collect(),
+        truncated: h.truncated,
+        now,
+    }
+}
+
+fn summary_to_guest(m: PopulationMember) -> PurchaseSummary {
+    PurchaseSummary {
+        customer_id: m.customer_id,
+        created_at: m.created_at,
+        purchases: m
+            .purchases
+            .into_iter()
+            .map(|p| Purchase {
+                at: p.at,
+                amount_minor: p.amount_minor,
+                currency: p.currency,
+            })
+            .collect(),
+    }
+}
+
+/// Blank labels and segments are no label or segment (so they group as
+/// `null`, not as a segment named "").
+fn non_blank(s: Option<String>) -> Option<String> {
+    s.filter(|s| !s.trim().is_empty())
+}
+
+fn new_score(
+    customer_id: &str,
+    plugin_id: &str,
+    s: CustomerScore,
+    read_at: i64,
+    job_id: Option<&str>,
+) -> NewScore {
+    NewScore {
+        customer_id: customer_id.to_string(),
+        plugin_id: plugin_id.to_string(),
+        value: s.value,
+        label: non_blank(s.label),
+        segment: non_blank(s.segment),
+        explanation: s.explanation,
+        components: s.components,
+        computed_at: read_at,
+        job_id: job_id.map(str::to_owned),
+    }
+}
+
+/// A store error as a job's `error` text: database internals stay in the log.
+fn job_error(e: &StoreError) -> String {
+    match e {
+        StoreError::Database(_) | StoreError::Corrupt(_) => {
+            "database error (see the server log)".to_string()
+        }
+        other => other.to_string(),
+    }
+}
+
+impl PluginService {
+    /// Validates and creates a batch job (queued; run it with
+    /// [`PluginService::run_job`]). `plugin`: 404 if the tenant has no such
+    /// scoring plugin, 409 `plugin_not_active` if it is disabled or
+    /// suspended; without one, 409 `no_active_scoring_plugins` if none is
+    /// active. 409 `scoring_job_active` while another job runs.
+    pub async fn create_scoring_job(
+        &self,
+        tenant: &TenantId,
+        plugin: Option<&str>,
+    ) -> StoreResult<ScoringJob> {
+        let plugins = self
+            .selected(tenant, PluginKind::ScoringRule, plugin)
+            .await?;
+        if plugins.is_empty() {
+            return Err(StoreError::conflict(
+                "no_active_scoring_plugins",
+                "this tenant has no active scoring plugin",
+            ));
+        }
+        self.store.create_scoring_job(tenant, plugin).await
+    }
+
+    /// Fits the tenant's active scoring plugins (or just `only`) on the
+    /// tenant's population, returning each plugin's JSON summary.
+    pub async fn fit_scoring(
+        &self,
+        tenant: &TenantId,
+        only: Option<&str>,
+    ) -> StoreResult<Vec<PluginRun<String>>> {
+        let plugins = self.selected(tenant, PluginKind::ScoringRule, only).await?;
+        self.fit_plugins(tenant, &plugins, now_ms()).await
+    }
+
+    async fn fit_plugins(
+        &self,
+        tenant: &TenantId,
+        plugins: &[EffectivePlugin],
+        now: i64,
+    ) -> StoreResult<Vec<PluginRun<String>>> {
+        if plugins.is_empty() {
+            return Ok(Vec::new());
+        }
+        let population: Vec<PurchaseSummary> = self
+            .store
+            .population(tenant)
+            .await?
+            .into_iter()
+            .map(summary_to_guest)
+            .collect();
+        let mut runs = Vec::with_capacity(plugins.len());
+        for plugin in plugins {
+            let population = &population;
+            runs.push(
+                self.run(tenant, plugin, |p, ctx| async move {
+                    p.fit(ctx, population, now).await
+                })
+                .await,
+            );
+        }
+        Ok(runs)
+    }
+
+    /// Rescores the given customers (ids the tenant does not have are
+    /// skipped) with the tenant's active scoring plugins, or just `only`,
+    /// and stores the scores.
+    pub async fn rescore_customers(
+        &self,
+        tenant: &TenantId,
+        only: Option<&str>,
+        customer_ids: &[String],
+    ) -> StoreResult<RescoreOutcome> {
+        let mut plugins: Vec<RunningPlugin> = self
+            .selected(tenant, PluginKind::ScoringRule, only)
+            .await?
+            .into_iter()
+            .map(RunningPlugin::new)
+            .collect();
+        self.rescore_ids(tenant, &mut plugins, customer_ids).await
+    }
+
+    async fn rescore_ids(
+        &self,
+        tenant: &TenantId,
+        plugins: &mut [RunningPlugin],
+        customer_ids: &[String],
+    ) -> StoreResult<RescoreOutcome> {
+        let mut outcome = RescoreOutcome::default();
+        if plugins.is_empty() {
+            return Ok(outcome);
+        }
+        for chunk in customer_ids.chunks(BATCH_SIZE) {
+            let read_at = now_ms();
+            let histories = self
+                .store
+                .scoring_histories(tenant, chunk, MAX_HISTORY)
+                .await?;
+            let customers = histories.len() as u64;
+            let (scores, failed) = self
+                .score_chunk(tenant, plugins, histories, read_at, None)
+                .await;
+            outcome += RescoreOutcome {
+                customers,
+                scores_stored: self.store.save_scores(tenant, &scores).await?,
+                failed_customers: failed,
+            };
+        }
+        Ok(outcome)
+    }
+
+    /// Runs every plugin still running on one chunk. Returns the scores and
+    /// how many customers at least one plugin failed to score.
+    async fn score_chunk(
+        &self,
+        tenant: &TenantId,
+        plugins: &mut [RunningPlugin],
+        histories: Vec<ScoringHistory>,
+        read_at: i64,
+        job_id: Option<&str>,
+    ) -> (Vec<NewScore>, u64) {
+        let ids: Vec<String> = histories.iter().map(|h| h.customer.id.clone()).collect();
+        let inputs: Vec<CustomerHistory> = histories
+            .into_iter()
+            .map(|h| history_to_guest(h, read_at))
+            .collect();
+        let mut failed = vec![false; ids.len()];
+        let mut scores = Vec::with_capacity(ids.len() * plugins.len());
+        for running in plugins.iter_mut() {
+            if running.stopped.is_some() {
+                failed.iter_mut().for_each(|f| *f = true);
+                continue;
+            }
+            let inputs = &inputs;
+            let run = self
+                .run(tenant, &running.plugin, |p, ctx| async move {
+                    p.score_batch(ctx, inputs).await
+                })
+                .await;
+            match run.result {
+                Ok(results) => {
+                    running.plugin.consecutive_failures = 0;
+                    for ((customer_id, result), failed) in
+                        ids.iter().zip(results).zip(failed.iter_mut())
+                    {
+                        match result {
+                            Ok(score) => scores.push(new_score(
+                                customer_id,
+                                &running.plugin.id,
+                                score,
+                                read_at,
+                                job_id,
+                            )),
+                            Err(err) => {
+                                *failed = true;
+                                tracing::debug!(tenant = %tenant, plugin = %running.plugin.id, customer = %customer_id,
+                                    error = %err, "plugin could not score a customer");
+                            }
+                        }
+                    }
+                }
+                Err(fail) => {
+                    running.plugin.consecutive_failures += 1;
+                    failed.iter_mut().for_each(|f| *f = true);
+                    // Suspended by this failure (or disabled meanwhile)?
+                    // Then the rest of the run leaves it alone.
+                    match self.find(tenant, &running.plugin.id).await {
+                        Ok(Some(now)) if now.runs() => {}
+                        _ => running.stopped = Some(fail),
+                    }
+                }
+            }
+        }
+        (scores, failed.iter().filter(|f| **f).count() as u64)
+    }
+
+    /// Runs a queued job to the end: fit, then rescore every customer.
+    /// Returns the finished job (status `failed` with its `error` when it
+    /// could not complete).
+    pub async fn run_job(&self, tenant: &TenantId, job_id: &str) -> StoreResult<ScoringJob> {
+        self.run_job_with_progress(tenant, job_id, &|_, _| {}).await
+    }
+
+    /// [`PluginService::run_job`], calling `progress(done, total)` after each chunk.
+    pub async fn run_job_with_progress(
+        &self,
+        tenant: &TenantId,
+        job_id: &str,
+        progress: ProgressFn<'_>,
+    ) -> StoreResult<ScoringJob> {
+        let job = self.store.get_scoring_job(tenant, job_id).await?;
+        let total = self.store.count_customers(tenant).await?;
+        self.store.start_scoring_job(tenant, job_id, total).await?;
+        progress(0, total);
+        let error = match self.job_body(tenant, &job, total, progress).await {
+            Ok(error) => error,
+            Err(e) => {
+                tracing::error!(tenant = %tenant, job = job_id, error = %e, "scoring job failed");
+                Some(job_error(&e))
+            }
+        };
+        self.store
+            .finish_scoring_job(tenant, job_id, error.as_deref())
+            .await
+    }
+
+    /// The job's work; `Ok(Some(reason))` when it ended without scoring
+    /// everyone for a reason the operator should read.
+    async fn job_body(
+        &self,
+        tenant: &TenantId,
+        job: &ScoringJob,
+        total: i64,
+        progress: ProgressFn<'_>,
+    ) -> StoreResult<Option<String>> {
+        let plugins = self
+            .selected(tenant, PluginKind::ScoringRule, job.plugin.as_deref())
+            .await?;
+        if plugins.is_empty() {
+            return Ok(Some("this tenant has no active scoring plugin".to_string()));
+        }
+        let started = Instant::now();
+        let fits = self.fit_plugins(tenant, &plugins, now_ms()).await?;
+        tracing::info!(tenant = %tenant, job = %job.id, fit_ms = started.elapsed().as_millis() as u64,
+            "scoring job: population loaded and plugins fitted");
+        let mut summary = Map::new();
+        let mut running = Vec::with_capacity(plugins.len());
+        let mut fit_errors = Vec::new();
+        for (plugin, fit) in plugins.into_iter().zip(fits) {
+            match fit.result {
+                Ok(text) => {
+                    // The runtime checked it is JSON; a string fallback
+                    // keeps the summary even if that ever changes.
+                    let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+                    summary.insert(plugin.id.clone(), value);
+                    running.push(RunningPlugin::new(plugin));
+                }
+                Err(fail) => {
+                    // Scoring with parameters that failed to fit would
+                    // store scores on stale (or no) parameters: skip it.
+                    fit_errors.push(format!("{}: {} ({})", plugin.id, fail.message, fail.code));
+                    summary.insert(
+                        plugin.id.clone(),
+                        json!({ "error": { "code": fail.code, "message": fail.message } }),
+                    );
+                }
+            }
+        }
+        self.store
+            .scoring_job_fit_summary(tenant, &job.id, &Value::Object(summary))
+            .await?;
+        if running.is_empty() {
+            return Ok(Some(format!(
+                "every plugin failed to fit: {}",
+                fit_errors.join("; ")
+            )));
+        }
+        self.rescore_all(tenant, &mut running, &job.id, total, progress)
+            .await
+    }
+
+    /// Rescores every customer of the tenant, in id order, as a pipeline
+    /// (see the module doc).
+    async fn rescore_all(
+        &self,
+        tenant: &TenantId,
+        plugins: &mut [RunningPlugin],
+        job_id: &str,
+        total: i64,
+        progress: ProgressFn<'_>,
+    ) -> StoreResult<Option<String>> {
+        // (chunk, when it was read, how long reading took)
+        type Loaded = StoreResult<(Vec<ScoringHistory>, i64, Duration)>;
+        let (tx, mut rx) = mpsc::channel::<Loaded>(2);
+        let store = self.store.clone();
+        let loader_tenant = tenant.clone();
+        tokio::spawn(async move {
+            let mut after: Option<String> = None;
+            loop {
+                let read_at = now_ms();
+                let started = Instant::now();
+                let page = store
+                    .scoring_histories_page(
+                        &loader_tenant,
+                        after.as_deref(),
+                        BATCH_SIZE,
+                        MAX_HISTORY,
+                    )
+                    .await;
+                let page = match page {
+                    Ok(page) => page,
+                    Err(e) => {
+                        let _ = tx.send(Err(e)).await;
+                        return;
+                    }
+                };
+                let Some(last) = page.last() else { return };
+                after = Some(last.customer.id.clone());
+                // A closed channel means the run stopped: stop reading.
+                if tx
+                    .send(Ok((page, read_at, started.elapsed())))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        });
+        let (mut done, mut failed) = (0i64, 0i64);
+        let mut pending: Option<(Vec<NewScore>, i64, i64)> = None;
+        let mut stopped = None;
+        // Where the time goes, for the log: each stage's busy time, and how
+        // long this task waited for the loader (the pipeline's bottleneck
+        // is whichever stage is busiest).
+        let (mut load, mut waited, mut scoring, mut saving) = (
+            Duration::ZERO,
+            Duration::ZERO,
+            Duration::ZERO,
+            Duration::ZERO,
+        );
+        loop {
+            let wait_started = Instant::now();
+            let Some(page) = rx.recv().await else { break };
+            waited += wait_started.elapsed();
+            let (histories, read_at, load_time) = page?;
+            load += load_time;
+            let customers = histories.len() as i64;
+            let save = async {
+                let started = Instant::now();
+                let saved = match pending.take() {
+                    Some((scores, n, f)) => self
+                        .store
+                        .save_scores(tenant, &scores)
+                        .await
+                        .map(|_| Some((n, f))),
+                    None => Ok(None),
+                };
+                (saved, started.elapsed())
+            };
+            let score = async {
+                let started = Instant::now();
+                let scored = self
+                    .score_chunk(tenant, plugins, histories, read_at, Some(job_id))
+                    .await;
+                (scored, started.elapsed())
+            };
+            let ((saved, save_time), ((scores, chunk_failed), score_time)) =
+                tokio::join!(save, score);
+            saving += save_time;
+            scoring += score_time;
+            if let Some((n, f)) = saved? {
+                done += n;
+                failed += f;
+                self.store
+                    .scoring_job_progress(tenant, job_id, done, failed)
+                    .await?;
+                progress(done, total);
+            }
+            pending = Some((scores, customers, chunk_failed as i64));
+            if plugins.iter().all(|p| p.stopped.is_some()) {
+                let reasons: Vec<String> = plugins
+                    .iter()
+                    .filter_map(|p| {
+                        p.stopped
+                            .as_ref()
+                            .map(|f| format!("{}: {} ({})", p.plugin.id, f.message, f.code))
+                    })
+                    .collect();
+                stopped = Some(format!(
+                    "stopped: no plugin is active any more: {}",
+                    reasons.join("; ")
+                ));
+                break;
+            }
+        }
+        drop(rx);
+        if let Some((scores, n, f)) = pending.take() {
+            let started = Instant::now();
+            self.store.save_scores(tenant, &scores).await?;
+            saving += started.elapsed();
+            done += n;
+            failed += f;
+            self.store
+                .scoring_job_progress(tenant, job_id, done, failed)
+                .await?;
+            progress(done, total);
+        }
+        let ms = |d: Duration| d.as_millis() as u64;
+        tracing::info!(tenant = %tenant, job = job_id, customers = done, load_ms = ms(load),
+            waited_for_load_ms = ms(waited), score_ms = ms(scoring), save_ms = ms(saving),
+            "scoring job stages");
+        Ok(stopped)
+    }
+
+    /// One pass over the rescore queue of every tenant: rescores queued
+    /// customers with the tenant's active scoring plugins and removes them
+    /// from the queue (a tenant without any just has its queue emptied).
+    /// One tenant's failure is logged and does not stop the others.
+    pub async fn drain_rescore_queue(&self) -> StoreResult<RescoreOutcome> {
+        let mut outcome = RescoreOutcome::default();
+        for tenant in self.store.tenants_with_queued_rescores().await? {
+            match self.drain_tenant_queue(&tenant).await {
+                Ok(o) => outcome += o,
+                Err(e) => {
+                    tracing::warn!(tenant = %tenant, error = %e, "rescoring queued customers failed")
+                }
+            }
+        }
+        Ok(outcome)
+    }
+
+    async fn drain_tenant_queue(&self, tenant: &TenantId) -> StoreResult<RescoreOutcome> {
+        let mut outcome = RescoreOutcome::default();
+        for _ in 0..QUEUE_BATCHES_PER_TENANT {
+            let batch = self.store.peek_rescore_queue(tenant, BATCH_SIZE).await?;
+            if batch.is_empty() {
+                break;
+            }
+            let mut plugins: Vec<RunningPlugin> = self
+                .active(tenant, PluginKind::ScoringRule)
+                .await?
+                .into_iter()
+                .map(RunningPlugin::new)
+                .collect();
+            let ids: Vec<String> = batch.iter().map(|q| q.customer_id.clone()).collect();
+            outcome += self.rescore_ids(tenant, &mut plugins, &ids).await?;
+            self.store.ack_rescores(tenant, &batch).await?;
+            if batch.len() < BATCH_SIZE {
+                break;
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// Starts the background worker that drains the rescore queue every
+    /// `every`, until `shutdown` turns true (or its sender goes away).
+    pub fn spawn_rescore_worker(
+        self: Arc<Self>,
+        every: Duration,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    changed = shutdown.changed() => if changed.is_err() { return },
+                }
+                if *shutdown.borrow() {
+                    return;
+                }
+                match self.drain_rescore_queue().await {
+                    Ok(o) if o.customers > 0 => tracing::debug!(
+                        customers = o.customers,
+                        scores = o.scores_stored,
+                        failed = o.failed_customers,
+                        "rescored queued customers"
+                    ),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "rescore worker: cannot read the queue"),
+                }
+            }
+        })
+    }
+}

@@ -1,0 +1,413 @@
+//! Plain Rust mirrors of the `rapport:crm@0.1.0` records, the types a
+//! plugin's business logic sees.
+//!
+//! They exist on every target (the generated WIT bindings only exist on
+//! wasm32), derive serde so a plugin can keep them in `kv` or build test
+//! fixtures from JSON, and are converted field by field from and to the
+//! generated types in `bindings`. Naming follows the WIT with Rust case;
+//! a few records get shorter names (`History` for `customer-history`,
+//! `Score` for `customer-score`). Times are epoch milliseconds (UTC), money
+//! is integer minor units plus an ISO 4217 currency.
+
+use serde::{Deserialize, Serialize};
+
+/// Milliseconds since 1970-01-01T00:00:00Z (WIT `timestamp`).
+pub type Timestamp = i64;
+
+/// WIT `money`: `amount_minor` in minor units of `currency`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Money {
+    pub currency: String,
+    pub amount_minor: i64,
+}
+
+/// WIT `customer`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Customer {
+    pub id: String,
+    pub external_id: String,
+    pub name: Option<String>,
+    pub email: Option<String>,
+    pub phone: Option<String>,
+    /// Tenant-defined attributes, a JSON object.
+    pub attributes: serde_json::Value,
+    pub created_at: Timestamp,
+}
+
+/// WIT `line-item`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LineItem {
+    pub sku: String,
+    pub quantity: i64,
+    pub unit_price: Money,
+}
+
+/// WIT `interaction`: one entry of a customer's contact history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Interaction {
+    pub id: String,
+    pub customer_id: String,
+    /// purchase, visit, email_open, ... or a tenant-defined kind.
+    pub kind: String,
+    pub channel: Option<String>,
+    pub occurred_at: Timestamp,
+    pub amount: Option<Money>,
+    pub items: Vec<LineItem>,
+    /// Free-form event data, a JSON object.
+    pub payload: serde_json::Value,
+}
+
+/// WIT `product`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Product {
+    pub sku: String,
+    pub name: String,
+    pub category: Option<String>,
+    pub price: Money,
+    pub attributes: serde_json::Value,
+}
+
+/// WIT `loyalty-account`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoyaltyAccount {
+    pub customer_id: String,
+    /// Spendable points (never negative).
+    pub balance: i64,
+    pub lifetime_earned: i64,
+    pub tier_id: Option<String>,
+}
+
+/// WIT `ledger-kind`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LedgerKind {
+    Earn,
+    Redeem,
+    Expire,
+    Adjust,
+}
+
+/// WIT `ledger-entry`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LedgerEntry {
+    pub id: String,
+    pub kind: LedgerKind,
+    /// Signed: positive for credits, negative for debits.
+    pub points: i64,
+    pub reason: String,
+    pub expires_at: Option<Timestamp>,
+    pub created_at: Timestamp,
+}
+
+/// WIT `tier`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tier {
+    pub id: String,
+    pub name: String,
+    /// 0 is the entry tier; higher is better.
+    pub rank: i64,
+    pub min_points: i64,
+}
+
+/// WIT `reward`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reward {
+    pub id: String,
+    pub name: String,
+    pub cost_points: i64,
+    pub min_tier_rank: Option<i64>,
+    /// Remaining stock; `None` means unlimited.
+    pub stock: Option<i64>,
+}
+
+/// WIT `plugin-error`: how a plugin fails on purpose (never panic).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "message")]
+pub enum PluginError {
+    /// The input cannot be handled.
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    /// The tenant's configuration for this plugin is unusable.
+    #[error("invalid config: {0}")]
+    InvalidConfig(String),
+    /// Something the plugin depends on is temporarily unavailable (e.g. no
+    /// fitted model yet, or a host capability failed).
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// A bug or unexpected state inside the plugin.
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+/// WIT `host-error`: a host capability call failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "message")]
+pub enum HostError {
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    #[error("quota exceeded: {0}")]
+    QuotaExceeded(String),
+    #[error("host unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// A failed host call becomes the plugin error a caller would expect: a
+/// quota or outage is `unavailable` (retrying later may work), a rejected
+/// argument is the plugin's own bug (`internal`).
+impl From<HostError> for PluginError {
+    fn from(err: HostError) -> Self {
+        match err {
+            HostError::InvalidArgument(m) => PluginError::Internal(format!("host refused: {m}")),
+            HostError::QuotaExceeded(m) => PluginError::Unavailable(format!("quota exceeded: {m}")),
+            HostError::Unavailable(m) => PluginError::Unavailable(m),
+        }
+    }
+}
+
+/// WIT `customer-history`: the customer and their interactions, oldest
+/// first (capped by the host; `truncated` says so), and the host's `now`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct History {
+    pub customer: Customer,
+    pub interactions: Vec<Interaction>,
+    pub truncated: bool,
+    pub now: Timestamp,
+}
+
+/// WIT `purchase`: one purchase, for population fits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Purchase {
+    pub at: Timestamp,
+    pub amount_minor: i64,
+    pub currency: String,
+}
+
+/// WIT `purchase-summary`: a customer's purchases (oldest first), for
+/// population fits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PurchaseSummary {
+    pub customer_id: String,
+    pub created_at: Timestamp,
+    pub purchases: Vec<Purchase>,
+}
+
+/// WIT `customer-score`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Score {
+    /// Must be finite (the host refuses NaN and infinities).
+    pub value: f64,
+    /// Short label, e.g. "555" or "high".
+    pub label: Option<String>,
+    /// Named segment, e.g. "Champions".
+    pub segment: Option<String>,
+    pub explanation: String,
+    /// Named sub-scores (each finite).
+    pub components: Vec<(String, f64)>,
+}
+
+/// WIT `recommendation`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Recommendation {
+    pub sku: String,
+    /// Higher is better; the host sorts by it.
+    pub score: f64,
+    pub reason: String,
+}
+
+/// WIT `recommend-request`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecommendRequest {
+    pub history: History,
+    /// An optional basket (e.g. the cart) to recommend against.
+    pub basket: Option<Vec<LineItem>>,
+    /// The most recommendations wanted.
+    pub limit: u32,
+}
+
+/// WIT `earn-intent`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EarnIntent {
+    pub points: i64,
+    pub reason: String,
+    pub expires_at: Option<Timestamp>,
+}
+
+/// WIT `adjust-intent` (signed; may not take the balance below zero).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdjustIntent {
+    pub points: i64,
+    pub reason: String,
+}
+
+/// WIT `ledger-intent`: a ledger change the plugin asks the host for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LedgerIntent {
+    Earn(EarnIntent),
+    Adjust(AdjustIntent),
+}
+
+/// WIT `tier-change`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TierChange {
+    /// The new tier's id, or `None` for no tier.
+    pub tier_id: Option<String>,
+    pub reason: String,
+}
+
+/// WIT `reward-outcome`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct RewardOutcome {
+    pub ledger: Vec<LedgerIntent>,
+    pub tier_change: Option<TierChange>,
+}
+
+/// WIT `interaction-context`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InteractionContext {
+    pub interaction: Interaction,
+    pub account: LoyaltyAccount,
+    pub tiers: Vec<Tier>,
+    /// Spend over the last 12 months, minor units, interaction's currency.
+    pub rolling_spend_minor: i64,
+    pub now: Timestamp,
+}
+
+/// WIT `message` (channel connectors).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    /// Stable id: use it as the delivery's idempotency key.
+    pub id: String,
+    pub customer_id: String,
+    pub channel: String,
+    pub to: String,
+    pub subject: Option<String>,
+    pub body: String,
+    pub metadata: serde_json::Value,
+    /// Which attempt this is, starting at 1.
+    pub attempt: u32,
+}
+
+/// WIT `receipt`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Receipt {
+    pub provider_id: Option<String>,
+    pub detail: Option<String>,
+}
+
+/// WIT `delivery-error`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("delivery failed (retryable: {retryable}): {message}")]
+pub struct DeliveryError {
+    /// True when trying again later may succeed (timeouts, 5xx, 429).
+    pub retryable: bool,
+    pub message: String,
+}
+
+/// WIT `inbound-request`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InboundRequest {
+    pub method: String,
+    pub path: String,
+    /// Compare names case-insensitively ([`InboundRequest::header`]).
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub received_at: Timestamp,
+}
+
+impl InboundRequest {
+    /// The first header named `name`, compared case-insensitively.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// WIT `inbound-event`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InboundEvent {
+    pub customer_external_id: String,
+    pub kind: String,
+    pub occurred_at: Timestamp,
+    pub idempotency_key: String,
+    pub payload: serde_json::Value,
+}
+
+/// WIT `inbound-error`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "message")]
+pub enum InboundError {
+    /// Signature missing or wrong: the host answers 401.
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(String),
+    /// Not a request this connector understands: 400.
+    #[error("malformed: {0}")]
+    Malformed(String),
+}
+
+/// WIT `outbound-http.request`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HttpRequest {
+    /// GET, POST, PUT, PATCH or DELETE.
+    pub method: String,
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub timeout_ms: Option<u32>,
+}
+
+/// WIT `outbound-http.response`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+/// WIT `outbound-http.http-error`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "message")]
+pub enum HttpError {
+    #[error("destination not allowed: {0}")]
+    Denied(String),
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    #[error("timed out")]
+    Timeout,
+    #[error("response too large")]
+    ResponseTooLarge,
+    #[error("connection failed: {0}")]
+    Connection(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_serialise_as_tagged_objects() {
+        assert_eq!(
+            serde_json::to_value(PluginError::Unavailable("not fitted".into())).unwrap(),
+            serde_json::json!({"kind": "unavailable", "message": "not fitted"})
+        );
+        assert_eq!(
+            PluginError::from(HostError::InvalidArgument("cursor".into())),
+            PluginError::Internal("host refused: cursor".into())
+        );
+    }
+
+    #[test]
+    fn inbound_headers_compare_case_insensitively() {
+        let request = InboundRequest {
+            method: "POST".into(),
+            path: "/hook".into(),
+            headers: vec![("X-Signature".into(), "abc".into())],
+            body: vec![],
+            received_at: 0,
+        };
+        assert_eq!(request.header("x-signature"), Some("abc"));
+        assert_eq!(request.header("x-other"), None);
+    }
+}

@@ -1,0 +1,753 @@
+//! Stored scores through the HTTP API, with real plugin components built
+//! from `plugins/` (by `scripts/build-plugins`): batch jobs (fit, rescore
+//! everyone, progress), the stored current score and its history, queued
+//! rescoring after a new interaction, segment sizes, the customer-list
+//! filters on scores, roles, bad input and tenant isolation.
+//!
+//! `test-scorer` is deterministic: value = purchases + the tenant's config
+//! `bonus`, label = purchases, segment `buyer` (>= 1 purchase) or
+//! `prospect`, so every stored value is asserted exactly.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use support::{Backend, TestApp, TestTenant, assert_error};
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("..")
+                .join("target")
+        })
+}
+
+fn wasm_path(crate_name: &str) -> PathBuf {
+    target_dir()
+        .join("wasm32-wasip2/release")
+        .join(format!("{}.wasm", crate_name.replace('-', "_")))
+}
+
+fn plugin_entry(id: &str, crate_name: &str, capabilities: &[&str], limits: &str) -> String {
+    let path = wasm_path(crate_name);
+    assert!(
+        path.is_file(),
+        "{} is missing: run scripts/build-plugins first",
+        path.display()
+    );
+    let digest = hex::encode(Sha256::digest(std::fs::read(&path).unwrap()));
+    let caps: Vec<String> = capabilities.iter().map(|c| format!("{c:?}")).collect();
+    format!(
+        "[[plugin]]\nid = {id:?}\nkind = \"scoring-rule\"\nversion = \"0.1.0\"\ncontract = \"rapport:crm@0.1.0\"\n\
+         artifact = {path:?}\nsha256 = {digest:?}\ncapabilities = [{}]\n[plugin.limits]\n{limits}\n\n",
+        caps.join(", "),
+        path = path.display().to_string(),
+    )
+}
+
+/// acme: `scorer` with bonus 0.5, `panic` available but disabled. globex:
+/// `scorer` without bonus.
+fn manifest(dir: &Path) -> PathBuf {
+    let mut text = String::new();
+    text += &plugin_entry(
+        "scorer",
+        "test-scorer",
+        &["log", "config"],
+        "timeout_ms = 5000",
+    );
+    text += &plugin_entry(
+        "panic",
+        "hostile-panic",
+        &[],
+        "timeout_ms = 5000\nmax_consecutive_failures = 2",
+    );
+    text += "[[tenant]]\nid = \"acme\"\n\
+             [[tenant.plugin]]\nid = \"scorer\"\nenabled = true\nconfig = { bonus = 0.5 }\n\
+             [[tenant.plugin]]\nid = \"panic\"\nenabled = false\n\n\
+             [[tenant]]\nid = \"globex\"\n[[tenant.plugin]]\nid = \"scorer\"\nenabled = true\n";
+    let path = dir.join("plugins.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+async fn start_with_manifest(
+    backend: Backend,
+    manifest_text: impl FnOnce(&Path) -> PathBuf,
+) -> (TestApp, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = rapport::config::Config::default();
+    config.plugins.manifest = Some(manifest_text(dir.path()));
+    config.plugins.cache_dir = Some(dir.path().join("cache"));
+    (TestApp::start_with(backend, config).await, dir)
+}
+
+async fn customer(app: &TestApp, t: &TestTenant, external_id: &str) -> String {
+    let (s, c) = app
+        .post(
+            "/v1/customers",
+            &t.write,
+            json!({ "external_id": external_id }),
+        )
+        .await;
+    assert_eq!(s, 201, "{c}");
+    c["id"].as_str().unwrap().to_string()
+}
+
+async fn purchase(app: &TestApp, t: &TestTenant, customer_id: &str, price: &str) {
+    let (s, b) = app
+        .post(
+            "/v1/interactions",
+            &t.write,
+            json!({ "customer_id": customer_id, "kind": "purchase", "currency": "USD",
+                    "items": [{ "sku": "SKU", "quantity": 1, "unit_price": price }] }),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+}
+
+/// Polls `path` until `done(body)` holds; fails after `timeout`.
+async fn poll(
+    app: &TestApp,
+    path: &str,
+    token: &str,
+    timeout: Duration,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let started = Instant::now();
+    loop {
+        let (s, body) = app.get(path, token).await;
+        assert_eq!(s, 200, "{path}: {body}");
+        if done(&body) {
+            return body;
+        }
+        assert!(
+            started.elapsed() < timeout,
+            "{path}: condition not reached in {timeout:?}; last: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn run_job(app: &TestApp, t: &TestTenant, body: Value) -> Value {
+    let (s, job) = app.post("/v1/scoring/jobs", &t.admin, body).await;
+    assert_eq!(s, 202, "{job}");
+    assert!(
+        matches!(
+            job["status"].as_str(),
+            Some("queued" | "running" | "succeeded")
+        ),
+        "{job}"
+    );
+    let id = job["id"].as_str().unwrap().to_string();
+    poll(
+        app,
+        &format!("/v1/scoring/jobs/{id}"),
+        &t.read,
+        Duration::from_secs(60),
+        |j| matches!(j["status"].as_str(), Some("succeeded" | "failed")),
+    )
+    .await
+}
+
+fn current<'a>(body: &'a Value, plugin: &str) -> &'a Value {
+    body["scores"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no scores: {body}"))
+        .iter()
+        .find(|s| s["plugin"] == plugin)
+        .unwrap_or_else(|| panic!("no {plugin} score: {body}"))
+}
+
+async fn ids(app: &TestApp, t: &TestTenant, query: &str) -> Vec<String> {
+    let (s, page) = app.get(&format!("/v1/customers?{query}"), &t.read).await;
+    assert_eq!(s, 200, "{query}: {page}");
+    let mut ids: Vec<String> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap().to_string())
+        .collect();
+    ids.sort();
+    ids
+}
+
+fn sorted(mut v: Vec<&String>) -> Vec<String> {
+    v.sort();
+    v.into_iter().cloned().collect()
+}
+
+/// The bulk history reads that feed scoring agree with the timeline the API
+/// serves (the same interactions, items, amounts, payloads, oldest first).
+async fn check_bulk_histories(app: &TestApp, ids: &[&String]) {
+    let store = &app.server.state.store;
+    let tenant = rapport::store::TenantId("acme".into());
+    let mut wanted: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
+    wanted.push("not-a-customer".into());
+    let histories = store
+        .scoring_histories(&tenant, &wanted, 2_000)
+        .await
+        .unwrap();
+    assert_eq!(histories.len(), ids.len());
+    let paged = store
+        .scoring_histories_page(&tenant, None, 500, 2_000)
+        .await
+        .unwrap();
+    assert_eq!(paged, histories);
+    for h in &histories {
+        let (s, page) = app
+            .get(
+                &format!("/v1/customers/{}/interactions", h.customer.id),
+                &app_read_key(app).await,
+            )
+            .await;
+        assert_eq!(s, 200, "{page}");
+        let mut expected = page["items"].as_array().unwrap().clone();
+        expected.reverse();
+        assert_eq!(h.interactions.len(), expected.len());
+        assert!(!h.truncated);
+        for (got, want) in h.interactions.iter().zip(&expected) {
+            assert_eq!(got.id, want["id"].as_str().unwrap());
+            assert_eq!(got.kind, want["kind"].as_str().unwrap());
+            assert_eq!(got.channel.as_deref(), want["channel"].as_str());
+            assert_eq!(got.amount_minor, want["amount"]["amount_minor"].as_i64());
+            assert_eq!(got.currency.as_deref(), want["amount"]["currency"].as_str());
+            let payload: Value = serde_json::from_str(&got.payload).unwrap();
+            assert_eq!(payload, want["payload"]);
+            let items: Vec<(String, i64, i64)> = got
+                .items
+                .iter()
+                .map(|i| (i.sku.clone(), i.quantity, i.unit_price_minor))
+                .collect();
+            let want_items: Vec<(String, i64, i64)> = want["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| {
+                    (
+                        i["sku"].as_str().unwrap().to_string(),
+                        i["quantity"].as_i64().unwrap(),
+                        i["unit_price"]["amount_minor"].as_i64().unwrap(),
+                    )
+                })
+                .collect();
+            assert_eq!(items, want_items);
+        }
+    }
+    // The cap keeps the most recent interactions.
+    let capped = store
+        .scoring_histories(&tenant, &[ids[0].to_string()], 1)
+        .await
+        .unwrap();
+    assert!(capped[0].truncated);
+    assert_eq!(capped[0].interactions.len(), 1);
+    let first = histories.iter().find(|h| h.customer.id == *ids[0]).unwrap();
+    assert_eq!(
+        &capped[0].interactions[0],
+        first.interactions.last().unwrap()
+    );
+}
+
+async fn app_read_key(app: &TestApp) -> String {
+    let tenant = rapport::store::TenantId("acme".into());
+    app.server
+        .state
+        .store
+        .create_key(
+            Some(&tenant),
+            rapport::store::tenants::Role::TenantRead,
+            "bulk",
+        )
+        .await
+        .unwrap()
+        .token
+}
+
+async fn job_stores_scores_with_history_segments_and_filters(backend: Backend) {
+    let (app, _dir) = start_with_manifest(backend, manifest).await;
+    let acme = app.tenant_with_id("acme").await;
+    let globex = app.tenant_with_id("globex").await;
+    let alice = customer(&app, &acme, "alice").await;
+    let bob = customer(&app, &acme, "bob").await;
+    let carol = customer(&app, &acme, "carol").await;
+    let dave = customer(&app, &globex, "dave").await;
+
+    // Nothing stored yet.
+    let (s, body) = app
+        .get(&format!("/v1/customers/{alice}/scores"), &acme.read)
+        .await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(body, json!({ "customer_id": alice, "scores": [] }));
+
+    purchase(&app, &acme, &alice, "10.00").await;
+    purchase(&app, &acme, &alice, "5.25").await;
+    purchase(&app, &acme, &carol, "1.00").await;
+    let (s, b) = app
+        .post(
+            "/v1/interactions",
+            &acme.write,
+            json!({ "customer_id": carol, "kind": "email_open", "channel": "email",
+                    "payload": { "subject": "a\u{1e}b\u{1f}c", "n": 1 } }),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    check_bulk_histories(&app, &[&alice, &bob, &carol]).await;
+    purchase(&app, &globex, &dave, "3.00").await;
+
+    // Starting a job is for tenant admins.
+    for key in [&acme.read, &acme.write] {
+        let (s, b) = app.post("/v1/scoring/jobs", key, json!({})).await;
+        assert_error(s, &b, 403, "forbidden");
+    }
+    let (s, b) = app.post("/v1/scoring/jobs", "not-a-key", json!({})).await;
+    assert_error(s, &b, 401, "unauthorized");
+    // Bad input: unknown field, unknown plugin, disabled plugin.
+    let (s, b) = app
+        .post(
+            "/v1/scoring/jobs",
+            &acme.admin,
+            json!({ "plugins": "scorer" }),
+        )
+        .await;
+    assert_error(s, &b, 422, "validation_failed");
+    let (s, b) = app
+        .post("/v1/scoring/jobs", &acme.admin, json!({ "plugin": "nope" }))
+        .await;
+    assert_error(s, &b, 404, "not_found");
+    let (s, b) = app
+        .post(
+            "/v1/scoring/jobs",
+            &acme.admin,
+            json!({ "plugin": "panic" }),
+        )
+        .await;
+    assert_error(s, &b, 409, "plugin_not_active");
+
+    let job = run_job(&app, &acme, json!({})).await;
+    let job_id = job["id"].as_str().unwrap();
+    assert_eq!(job["status"], "succeeded", "{job}");
+    assert_eq!(
+        (job["total"].as_i64(), job["done"].as_i64()),
+        (Some(3), Some(3)),
+        "{job}"
+    );
+    assert_eq!(job["percent"], 100.0, "{job}");
+    assert_eq!(job["failed_customers"], 0, "{job}");
+    assert_eq!(job["fit_summary"], json!({ "scorer": {} }), "{job}");
+    assert_eq!(job["plugin"], Value::Null);
+    assert!(
+        job["error"].is_null() && job["started_at"].is_string() && job["finished_at"].is_string(),
+        "{job}"
+    );
+
+    // Exact stored values (bonus 0.5 from acme's config).
+    let (s, body) = app
+        .get(&format!("/v1/customers/{alice}/scores"), &acme.read)
+        .await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(body["scores"].as_array().unwrap().len(), 1, "{body}");
+    let score = current(&body, "scorer");
+    assert_eq!(score["value"], 2.5);
+    assert_eq!(score["label"], "2");
+    assert_eq!(score["segment"], "buyer");
+    assert_eq!(
+        score["explanation"],
+        "2 purchase(s), spend 1525 minor units, bonus 0.5"
+    );
+    assert_eq!(
+        score["components"],
+        json!({ "purchases": 2.0, "spend_minor": 1525.0 })
+    );
+    assert!(body.get("history").is_none(), "{body}");
+    let (_, body) = app
+        .get(&format!("/v1/customers/{bob}/scores"), &acme.read)
+        .await;
+    let score = current(&body, "scorer");
+    assert_eq!(
+        (score["value"].as_f64(), score["segment"].as_str()),
+        (Some(0.5), Some("prospect")),
+        "{body}"
+    );
+    // Bob has no interactions: only the job scored him.
+    assert_eq!(score["job_id"], job_id, "{body}");
+
+    // Segment sizes, largest first; another tenant's are its own.
+    let (s, body) = app.get("/v1/segments?plugin=scorer", &acme.read).await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(
+        body["segments"],
+        json!([{ "plugin": "scorer", "segment": "buyer", "customers": 2 },
+               { "plugin": "scorer", "segment": "prospect", "customers": 1 }])
+    );
+    let (_, body) = app.get("/v1/segments", &globex.read).await;
+    assert_eq!(body["segments"], json!([]), "globex ran no job: {body}");
+    let (_, body) = app.get("/v1/segments?plugin=nope", &acme.read).await;
+    assert_eq!(body["segments"], json!([]));
+    let (s, b) = app.get("/v1/segments?plugins=scorer", &acme.read).await;
+    assert_error(s, &b, 400, "invalid_query");
+
+    // Customer list filters on the stored score.
+    assert_eq!(
+        ids(&app, &acme, "score_plugin=scorer&segment=buyer").await,
+        sorted(vec![&alice, &carol])
+    );
+    assert_eq!(
+        ids(&app, &acme, "score_plugin=scorer&min_score=1.6").await,
+        vec![alice.clone()]
+    );
+    assert_eq!(
+        ids(
+            &app,
+            &acme,
+            "score_plugin=scorer&min_score=1.5&max_score=1.5"
+        )
+        .await,
+        vec![carol.clone()]
+    );
+    assert_eq!(
+        ids(&app, &acme, "score_plugin=scorer&max_score=1").await,
+        vec![bob.clone()]
+    );
+    assert_eq!(
+        ids(&app, &acme, "score_plugin=scorer").await,
+        sorted(vec![&alice, &bob, &carol])
+    );
+    assert_eq!(
+        ids(
+            &app,
+            &acme,
+            "score_plugin=scorer&segment=prospect&external_id=bob"
+        )
+        .await,
+        vec![bob.clone()]
+    );
+    assert!(ids(&app, &acme, "score_plugin=other").await.is_empty());
+    assert!(
+        ids(&app, &globex, "score_plugin=scorer").await.is_empty(),
+        "another tenant's scores leaked"
+    );
+    let (s, b) = app.get("/v1/customers?segment=buyer", &acme.read).await;
+    assert_error(s, &b, 422, "validation_failed");
+    assert_eq!(b["error"]["details"]["field"], "segment");
+    let (s, b) = app
+        .get(
+            "/v1/customers?score_plugin=scorer&min_score=NaN",
+            &acme.read,
+        )
+        .await;
+    assert_error(s, &b, 422, "validation_failed");
+    let (s, b) = app
+        .get(
+            "/v1/customers?score_plugin=scorer&min_score=high",
+            &acme.read,
+        )
+        .await;
+    assert_error(s, &b, 400, "invalid_query");
+
+    // A second job appends to the history; the current score stays one row.
+    let job2 = run_job(&app, &acme, json!({ "plugin": "scorer" })).await;
+    assert_eq!(job2["status"], "succeeded", "{job2}");
+    assert_eq!(job2["plugin"], "scorer");
+    let job2_id = job2["id"].as_str().unwrap();
+    let (s, body) = app
+        .get(
+            &format!("/v1/customers/{alice}/scores?history=true&plugin=scorer"),
+            &acme.read,
+        )
+        .await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(body["scores"].as_array().unwrap().len(), 1, "{body}");
+    let history = body["history"].as_array().unwrap();
+    // The queued rescoring after alice's purchases adds entries without a
+    // job; each job added exactly one, the newer first.
+    let by_job = |id: &str| {
+        history
+            .iter()
+            .filter(|h| h["job_id"] == id)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(by_job(job_id).len(), 1, "{body}");
+    assert_eq!(by_job(job2_id).len(), 1, "{body}");
+    for entry in history {
+        assert_eq!(entry["plugin"], "scorer");
+    }
+    let position = |id: &str| history.iter().position(|h| h["job_id"] == id).unwrap();
+    assert!(
+        position(job2_id) < position(job_id),
+        "history is not newest first: {body}"
+    );
+    assert_eq!(by_job(job2_id)[0]["value"], 2.5);
+    let times: Vec<&str> = history
+        .iter()
+        .map(|h| h["computed_at"].as_str().unwrap())
+        .collect();
+    let mut newest_first = times.clone();
+    newest_first.sort_by(|a, b| b.cmp(a));
+    assert_eq!(times, newest_first);
+    let (_, body) = app
+        .get(
+            &format!("/v1/customers/{bob}/scores?history=true&limit=1"),
+            &acme.read,
+        )
+        .await;
+    let history = body["history"].as_array().unwrap();
+    assert_eq!(history.len(), 1, "{body}");
+    assert_eq!(history[0]["job_id"], job2_id);
+    let (s, b) = app
+        .get(
+            &format!("/v1/customers/{bob}/scores?history=true&limit=0"),
+            &acme.read,
+        )
+        .await;
+    assert_error(s, &b, 422, "validation_failed");
+    let (s, b) = app
+        .get(
+            &format!("/v1/customers/{bob}/scores?history=maybe"),
+            &acme.read,
+        )
+        .await;
+    assert_error(s, &b, 400, "invalid_query");
+
+    // Isolation: globex's keys see none of acme's customers, jobs or scores.
+    let (s, b) = app
+        .get(&format!("/v1/customers/{alice}/scores"), &globex.read)
+        .await;
+    assert_error(s, &b, 404, "not_found");
+    let (s, b) = app
+        .get(&format!("/v1/scoring/jobs/{job_id}"), &globex.read)
+        .await;
+    assert_error(s, &b, 404, "not_found");
+    let (s, b) = app.get("/v1/scoring/jobs/no-such-job", &acme.read).await;
+    assert_error(s, &b, 404, "not_found");
+    let (s, b) = app
+        .get(&format!("/v1/customers/{alice}/scores"), "not-a-key")
+        .await;
+    assert_error(s, &b, 401, "unauthorized");
+
+    // globex's own job scores only globex, with globex's config (no bonus).
+    let job = run_job(&app, &globex, json!({})).await;
+    assert_eq!(
+        (job["status"].as_str(), job["total"].as_i64()),
+        (Some("succeeded"), Some(1)),
+        "{job}"
+    );
+    let (_, body) = app
+        .get(&format!("/v1/customers/{dave}/scores"), &globex.read)
+        .await;
+    assert_eq!(current(&body, "scorer")["value"], 1.0, "{body}");
+    let (_, body) = app.get("/v1/segments", &globex.read).await;
+    assert_eq!(
+        body["segments"],
+        json!([{ "plugin": "scorer", "segment": "buyer", "customers": 1 }])
+    );
+    let (_, body) = app.get("/v1/segments?plugin=scorer", &acme.read).await;
+    assert_eq!(
+        body["segments"][0]["customers"], 2,
+        "acme's segments changed: {body}"
+    );
+
+    // One job per tenant at a time: a queued one blocks the next.
+    let tenant = rapport::store::TenantId("globex".into());
+    let queued = app
+        .server
+        .state
+        .store
+        .create_scoring_job(&tenant, None)
+        .await
+        .unwrap();
+    let (s, b) = app.post("/v1/scoring/jobs", &globex.admin, json!({})).await;
+    assert_error(s, &b, 409, "scoring_job_active");
+    assert!(
+        b["error"]["message"].as_str().unwrap().contains(&queued.id),
+        "{b}"
+    );
+    // ...but not another tenant's.
+    let job = run_job(&app, &acme, json!({})).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+
+    // A customer without history can still be deleted once scored.
+    let (s, b) = app
+        .delete(&format!("/v1/customers/{bob}"), &acme.write)
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{b}");
+    let (s, b) = app
+        .get(&format!("/v1/customers/{bob}/scores"), &acme.read)
+        .await;
+    assert_error(s, &b, 404, "not_found");
+    let (_, body) = app.get("/v1/segments?plugin=scorer", &acme.read).await;
+    assert_eq!(
+        body["segments"],
+        json!([{ "plugin": "scorer", "segment": "buyer", "customers": 2 }])
+    );
+}
+
+async fn new_interaction_rescores_the_stored_score(backend: Backend) {
+    let (app, _dir) = start_with_manifest(backend, manifest).await;
+    let acme = app.tenant_with_id("acme").await;
+    let globex = app.tenant_with_id("globex").await;
+    let erin = customer(&app, &acme, "erin").await;
+    let frank = customer(&app, &globex, "frank").await;
+    let job = run_job(&app, &acme, json!({})).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    let (_, body) = app
+        .get(&format!("/v1/customers/{erin}/scores"), &acme.read)
+        .await;
+    assert_eq!(current(&body, "scorer")["value"], 0.5, "{body}");
+
+    // A purchase makes the stored score stale; the worker rescores it
+    // within about a second (queued, not inline).
+    let started = Instant::now();
+    purchase(&app, &acme, &erin, "7.00").await;
+    let path = format!("/v1/customers/{erin}/scores?history=true");
+    let body = poll(&app, &path, &acme.read, Duration::from_secs(10), |b| {
+        b["scores"].as_array().is_some_and(|s| {
+            s.iter()
+                .any(|s| s["plugin"] == "scorer" && s["value"] == 1.5)
+        })
+    })
+    .await;
+    let waited = started.elapsed();
+    assert!(waited < Duration::from_secs(5), "rescoring took {waited:?}");
+    let score = current(&body, "scorer");
+    assert_eq!(
+        score["explanation"],
+        "1 purchase(s), spend 700 minor units, bonus 0.5"
+    );
+    assert_eq!(score["segment"], "buyer");
+    assert_eq!(
+        score["job_id"],
+        Value::Null,
+        "rescored by the worker, not a job: {body}"
+    );
+    let history = body["history"].as_array().unwrap();
+    assert_eq!(history.len(), 2, "{body}");
+    assert_eq!(
+        (history[0]["value"].as_f64(), history[1]["value"].as_f64()),
+        (Some(1.5), Some(0.5))
+    );
+    assert_eq!(history[1]["job_id"], job["id"]);
+
+    // Without any job, a new customer's first purchase gets a score too;
+    // globex's scores use globex's config and stay invisible to acme.
+    purchase(&app, &globex, &frank, "2.00").await;
+    poll(
+        &app,
+        &format!("/v1/customers/{frank}/scores"),
+        &globex.read,
+        Duration::from_secs(10),
+        |b| {
+            b["scores"]
+                .as_array()
+                .is_some_and(|s| s.iter().any(|s| s["value"] == 1.0))
+        },
+    )
+    .await;
+    let (s, b) = app
+        .get(&format!("/v1/customers/{frank}/scores"), &acme.read)
+        .await;
+    assert_error(s, &b, 404, "not_found");
+    let (_, body) = app.get("/v1/segments", &acme.read).await;
+    assert_eq!(
+        body["segments"],
+        json!([{ "plugin": "scorer", "segment": "buyer", "customers": 1 }])
+    );
+}
+
+/// The first-party RFM plugin on the CDNOW sample: every customer gets a
+/// segment, so the segment sizes add up to the customer count.
+async fn rfm_job_on_cdnow_sample(backend: Backend) {
+    if !wasm_path("rapport-plugin-rfm").is_file() {
+        eprintln!(
+            "SKIPPED rfm_job_on_cdnow_sample: {} is not built",
+            wasm_path("rapport-plugin-rfm").display()
+        );
+        return;
+    }
+    let sample =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/cdnow/CDNOW_sample.txt");
+    let (app, _dir) = start_with_manifest(backend, |dir| {
+        let mut text = plugin_entry("rfm", "rapport-plugin-rfm", &["config", "kv"], "timeout_ms = 30000");
+        // The data is from 1997-98: a window reaching back that far.
+        text += "[[tenant]]\nid = \"acme\"\n[[tenant.plugin]]\nid = \"rfm\"\nenabled = true\nconfig = { window_days = 36500 }\n";
+        let path = dir.join("plugins.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    })
+    .await;
+    let acme = app.tenant_with_id("acme").await;
+    let store = &app.server.state.store;
+    let tenant = rapport::store::TenantId("acme".into());
+    let summary = rapport::import::import_cdnow(
+        store,
+        &tenant,
+        &sample,
+        "USD",
+        &rapport::import::Progress::hidden(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(summary.rejected_rows(), 0);
+    let customers = store.count_customers(&tenant).await.unwrap();
+    assert_eq!(customers, 2_357);
+
+    let job = run_job(&app, &acme, json!({ "plugin": "rfm" })).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    assert_eq!(
+        (job["total"].as_i64(), job["done"].as_i64()),
+        (Some(customers), Some(customers)),
+        "{job}"
+    );
+    assert_eq!(job["failed_customers"], 0, "{job}");
+    assert!(job["fit_summary"]["rfm"].is_object(), "{job}");
+
+    let (s, body) = app.get("/v1/segments?plugin=rfm", &acme.read).await;
+    assert_eq!(s, 200, "{body}");
+    let segments = body["segments"].as_array().unwrap();
+    let total: i64 = segments
+        .iter()
+        .map(|s| s["customers"].as_i64().unwrap())
+        .sum();
+    assert_eq!(total, customers, "{body}");
+    assert!(
+        segments.iter().all(|s| s["segment"].is_string()),
+        "every RFM score has a segment: {body}"
+    );
+    assert!(
+        segments.iter().any(|s| s["segment"] == "Champions"),
+        "{body}"
+    );
+    // The list filter agrees with the segment sizes.
+    let champions = segments
+        .iter()
+        .find(|s| s["segment"] == "Champions")
+        .unwrap()["customers"]
+        .as_i64()
+        .unwrap();
+    let mut listed = 0;
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut path = "/v1/customers?score_plugin=rfm&segment=Champions&limit=500".to_string();
+        if let Some(c) = &cursor {
+            path += &format!("&cursor={c}");
+        }
+        let (s, page) = app.get(&path, &acme.read).await;
+        assert_eq!(s, 200, "{page}");
+        listed += page["items"].as_array().unwrap().len() as i64;
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(listed, champions);
+}
+
+both_backends!(
+    job_stores_scores_with_history_segments_and_filters,
+    new_interaction_rescores_the_stored_score,
+    rfm_job_on_cdnow_sample,
+);
