@@ -83,6 +83,9 @@ async fn start(backend: Backend) -> (TestApp, TestTenant, TestTenant, tempfile::
     let mut config = rapport::config::Config::default();
     config.plugins.manifest = Some(manifest(dir.path()));
     config.plugins.cache_dir = Some(dir.path().join("cache"));
+    // These tests count exactly which calls each plugin gets; the background
+    // rescore worker would call the enabled hostile plugins too.
+    config.plugins.rescore_interval_ms = Some(0);
     let app = TestApp::start_with(backend, config).await;
     let acme = app.tenant_with_id("acme").await;
     let globex = app.tenant_with_id("globex").await;

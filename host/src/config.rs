@@ -48,6 +48,11 @@ pub struct PluginsConfig {
     /// Where compiled components are cached between restarts.
     #[serde(default)]
     pub cache_dir: Option<PathBuf>,
+    /// How often this node drains the rescore queue (customers with new
+    /// interactions), in milliseconds; 0 turns the worker off on this node
+    /// (another node, or batch jobs, keep scores fresh). Default 1000.
+    #[serde(default)]
+    pub rescore_interval_ms: Option<u64>,
 }
 
 fn default_listen() -> SocketAddr {

@@ -67,8 +67,14 @@ pub async fn start_with_state(config: &Config, state: AppState) -> anyhow::Resul
     let app = api::app(state.clone());
     let (shutdown, mut rx) = tokio::sync::watch::channel(false);
     // Rescores customers queued by ingest (see plugins/scoring.rs); stops
-    // with the server.
-    state.plugins.clone().spawn_rescore_worker(crate::plugins::scoring::RESCORE_INTERVAL, rx.clone());
+    // with the server. `rescore_interval_ms = 0` leaves it to other nodes.
+    let interval = config
+        .plugins
+        .rescore_interval_ms
+        .map_or(crate::plugins::scoring::RESCORE_INTERVAL, std::time::Duration::from_millis);
+    if !interval.is_zero() {
+        state.plugins.clone().spawn_rescore_worker(interval, rx.clone());
+    }
     let task = tokio::spawn(async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(async move {
