@@ -53,6 +53,12 @@ pub struct PluginsConfig {
     /// (another node, or batch jobs, keep scores fresh). Default 1000.
     #[serde(default)]
     pub rescore_interval_ms: Option<u64>,
+    /// The most linear memory any plugin may be granted (`memory_mb` in the
+    /// manifest), in MiB; the engine sizes its instance pool slots by it.
+    /// Default 256. Population fits over large tenants need more (rfm on
+    /// 1,000,000 customers: about 300 MiB; churn-bgnbd about 400 MiB).
+    #[serde(default)]
+    pub max_memory_mb: Option<u32>,
 }
 
 fn default_listen() -> SocketAddr {

@@ -16,6 +16,7 @@
 //!   resumes it. The database is the single source of truth for
 //!   suspension, so it survives restarts and is shared by several nodes.
 
+pub mod cross_sell;
 pub mod rewards;
 pub mod scoring;
 pub mod store_services;

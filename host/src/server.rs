@@ -45,9 +45,11 @@ pub async fn build_state(config: &Config) -> anyhow::Result<AppState> {
         .context("loading the plugin manifest")?;
     let manifest = Arc::new(manifest);
     let store = Store::new(db);
+    let defaults = crate::runtime::RuntimeConfig::default();
     let runtime_config = crate::runtime::RuntimeConfig {
         cache_dir: config.plugins.cache_dir.clone(),
-        ..Default::default()
+        max_memory_mb: config.plugins.max_memory_mb.unwrap_or(defaults.max_memory_mb),
+        ..defaults
     };
     let plugins = Arc::new(crate::plugins::PluginService::new(runtime_config, manifest.clone(), store.clone()));
     Ok(AppState { store, metrics: Arc::new(Metrics::global()), manifest, plugins })

@@ -18,7 +18,10 @@ use crate::plugins::{PluginFailure, PluginRun};
 use crate::runtime::contract::types;
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(score_customer)).routes(routes!(recommendations))
+    OpenApiRouter::new()
+        .routes(routes!(score_customer))
+        .routes(routes!(recommendations))
+        .routes(routes!(fit_cross_sell))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -199,4 +202,35 @@ async fn recommendations(
     recommendations.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.sku.cmp(&b.sku)));
     recommendations.truncate(limit as usize);
     Ok(Json(RecommendResponse { customer_id: id, recommendations, runs: runs.iter().map(report).collect() }))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FitResult {
+    #[serde(flatten)]
+    pub run: RunReport,
+    /// The plugin's summary of what it learnt.
+    #[schema(value_type = Object)]
+    pub summary: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FitResponse {
+    pub results: Vec<FitResult>,
+}
+
+/// Fit the tenant's cross-sell plugins on its purchase baskets (tenant admin).
+#[utoipa::path(post, path = "/v1/cross-sell/fit", tag = "plugins", params(PluginQuery),
+    responses((status = 200, body = FitResponse), (status = 403, body = super::error::ErrorBody),
+              (status = 404, body = super::error::ErrorBody)))]
+async fn fit_cross_sell(State(s): State<AppState>, auth: Auth, Query(q): Query<PluginQuery>) -> ApiResult<Json<FitResponse>> {
+    let tenant = auth.admin()?;
+    let runs = s.plugins.fit_cross_sell(&tenant, q.plugin.as_deref()).await?;
+    let results = runs
+        .iter()
+        .map(|run| FitResult {
+            run: report(run),
+            summary: run.result.as_ref().ok().map(|text| serde_json::from_str(text).unwrap_or(serde_json::Value::Null)),
+        })
+        .collect();
+    Ok(Json(FitResponse { results }))
 }
