@@ -62,7 +62,7 @@ const JOB_CHUNK: usize = rapport::plugins::scoring::BATCH_SIZE;
 /// variant then scores the block in its own chunk size, so all variants run
 /// interleaved under the same machine load.
 const BLOCK: usize = 10_000;
-const SEED: u64 = 0x5EED_0F_4A99_0127;
+const SEED: u64 = 0x5E_ED0F_4A99_0127;
 const DAY_MS: i64 = 86_400_000;
 /// "Now" of the synthetic tenant (2026-01-01T00:00:00Z).
 const SYNTH_NOW: i64 = 1_767_225_600_000;
@@ -713,7 +713,7 @@ fn rows(ds: &Dataset, variants: &[Variant]) -> Vec<Row> {
         .iter()
         .map(|v| {
             let score = v.score.as_secs_f64();
-            let fit = v.fit_error.is_none().then(|| v.fit.as_secs_f64());
+            let fit = v.fit_error.is_none().then_some(v.fit.as_secs_f64());
             let total = fit.map(|f| f + score);
             let mut note = Vec::new();
             if let Some(e) = &v.fit_error {
