@@ -664,37 +664,58 @@ impl Store {
     }
 
     /// Every customer of the tenant with their purchases, oldest first, in
-    /// customer id order: one query, streamed, so memory holds the result
-    /// and never the raw rows.
+    /// customer id order. Two streamed scans and no join: customers, then
+    /// the tenant's purchases in (customer, time) order, matched up in one
+    /// walk. A join looked the same but, on PostgreSQL without fresh
+    /// statistics (right after a bulk import), was planned as a nested loop
+    /// over every purchase per customer: 112 s instead of 0.2 s for 15,000
+    /// customers. `kind || ''` keeps the purchases on the per-customer
+    /// timeline index, which already yields the order (SQLite would
+    /// otherwise pick the kind index and sort).
     pub async fn population(&self, t: &TenantId) -> StoreResult<Vec<PopulationMember>> {
+        let mut members: Vec<PopulationMember> = Vec::new();
+        let mut rows =
+            sqlx::query("SELECT id, created_at FROM customers WHERE tenant_id = $1 ORDER BY id")
+                .bind(t.as_str())
+                .fetch(self.db().pool());
+        while let Some(row) = rows.try_next().await? {
+            members.push(PopulationMember {
+                customer_id: row.try_get(0)?,
+                created_at: row.try_get(1)?,
+                purchases: Vec::new(),
+            });
+        }
+        drop(rows);
         let mut rows = sqlx::query(
-            "SELECT c.id, c.created_at, i.occurred_at, i.amount_minor, i.currency \
-             FROM customers c LEFT JOIN interactions i \
-               ON i.tenant_id = c.tenant_id AND i.customer_id = c.id AND i.kind = 'purchase' \
-             WHERE c.tenant_id = $1 ORDER BY c.id, i.occurred_at, i.id",
+            "SELECT customer_id, occurred_at, amount_minor, currency FROM interactions \
+             WHERE tenant_id = $1 AND kind || '' = 'purchase' ORDER BY customer_id, occurred_at, id",
         )
         .bind(t.as_str())
         .fetch(self.db().pool());
-        let mut members: Vec<PopulationMember> = Vec::new();
+        // Both scans are in the database's id order, so the purchases'
+        // customers appear in the same order as `members`: advance until
+        // equal (no comparison in Rust, whose order may differ from the
+        // database collation).
+        let mut slot = 0;
         while let Some(row) = rows.try_next().await? {
-            let id: String = row.try_get(0)?;
-            if members.last().is_none_or(|m| m.customer_id != id) {
-                members.push(PopulationMember {
-                    customer_id: id,
-                    created_at: row.try_get(1)?,
-                    purchases: Vec::new(),
-                });
+            let customer_id: String = row.try_get(0)?;
+            while members
+                .get(slot)
+                .is_some_and(|m| m.customer_id != customer_id)
+            {
+                slot += 1;
             }
-            let at: Option<i64> = row.try_get(2)?;
-            if let (Some(at), Some(member)) = (at, members.last_mut()) {
-                let amount_minor: Option<i64> = row.try_get(3)?;
-                let currency: Option<String> = row.try_get(4)?;
-                member.purchases.push(PopulationPurchase {
-                    at,
-                    amount_minor: amount_minor.unwrap_or(0),
-                    currency: currency.unwrap_or_else(|| "XXX".to_string()),
-                });
-            }
+            let Some(member) = members.get_mut(slot) else {
+                // A customer created after the first scan: not in this population.
+                break;
+            };
+            let amount_minor: Option<i64> = row.try_get(2)?;
+            let currency: Option<String> = row.try_get(3)?;
+            member.purchases.push(PopulationPurchase {
+                at: row.try_get(1)?,
+                amount_minor: amount_minor.unwrap_or(0),
+                currency: currency.unwrap_or_else(|| "XXX".to_string()),
+            });
         }
         Ok(members)
     }
