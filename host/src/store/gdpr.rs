@@ -39,6 +39,9 @@ pub struct CustomerExport {
     /// Oldest first.
     pub interactions: Vec<ExportedInteraction>,
     pub loyalty: ExportedLoyalty,
+    /// Current score per plugin, and every score ever stored (newest first).
+    pub scores: Vec<crate::store::scores::StoredScore>,
+    pub score_history: Vec<crate::store::scores::StoredScore>,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -261,8 +264,15 @@ impl Store {
         .map(tier_change_from_row)
         .collect::<StoreResult<Vec<_>>>()?;
         tx.commit().await?;
+        // Scores are derived data the plugins keep about the customer; they
+        // are exported too (read after the snapshot above: a score computed
+        // in between is newer, never inconsistent).
+        let scores = self.customer_scores(t, customer_id, None).await?;
+        let score_history = self.customer_score_history(t, customer_id, None, i64::MAX).await?;
 
         Ok(CustomerExport {
+            scores,
+            score_history,
             format_version: EXPORT_FORMAT_VERSION,
             generated_at: from_millis(now_ms()),
             tenant_id: t.to_string(),
