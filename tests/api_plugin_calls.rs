@@ -12,49 +12,27 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 use support::{Backend, TestApp, TestTenant, assert_error};
-
-fn wasm_path(crate_name: &str) -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join("target"));
-    let path = target.join("wasm32-wasip2/release").join(format!("{}.wasm", crate_name.replace('-', "_")));
-    assert!(path.is_file(), "{} is missing: run scripts/build-plugins first", path.display());
-    path
-}
-
-fn plugin_entry(id: &str, crate_name: &str, kind: &str, capabilities: &[&str], limits: &str) -> String {
-    let path = wasm_path(crate_name);
-    let digest = hex::encode(Sha256::digest(std::fs::read(&path).unwrap()));
-    let caps: Vec<String> = capabilities.iter().map(|c| format!("{c:?}")).collect();
-    format!(
-        "[[plugin]]\nid = {id:?}\nkind = {kind:?}\nversion = \"0.1.0\"\ncontract = \"rapport:crm@0.1.0\"\n\
-         artifact = {path:?}\nsha256 = {digest:?}\ncapabilities = [{}]\n[plugin.limits]\n{limits}\n\n",
-        caps.join(", "),
-        path = path.display().to_string(),
-    )
-}
 
 /// acme enables everything; globex only the well-behaved scorer.
 fn manifest(dir: &Path) -> PathBuf {
     let mut text = String::new();
-    text += &plugin_entry("scorer", "test-scorer", "scoring-rule", &["log", "config"], "timeout_ms = 2000");
-    text += &plugin_entry("probe", "tenant-probe", "scoring-rule", &["customers"], "timeout_ms = 2000");
-    text += &plugin_entry("xsell", "test-cross-sell", "cross-sell", &["catalog"], "timeout_ms = 2000");
-    text += &plugin_entry("loop", "hostile-loop", "scoring-rule", &[], "timeout_ms = 200");
-    text += &plugin_entry("bomb", "hostile-memory-bomb", "scoring-rule", &[], "timeout_ms = 5000\nmemory_mb = 16");
-    text += &plugin_entry(
+    text += &support::plugin_manifest_entry("scorer", "test-scorer", "scoring-rule", &["log", "config"], "timeout_ms = 2000");
+    text += &support::plugin_manifest_entry("probe", "tenant-probe", "scoring-rule", &["customers"], "timeout_ms = 2000");
+    text += &support::plugin_manifest_entry("xsell", "test-cross-sell", "cross-sell", &["catalog"], "timeout_ms = 2000");
+    text += &support::plugin_manifest_entry("loop", "hostile-loop", "scoring-rule", &[], "timeout_ms = 200");
+    text += &support::plugin_manifest_entry("bomb", "hostile-memory-bomb", "scoring-rule", &[], "timeout_ms = 5000\nmemory_mb = 16");
+    text += &support::plugin_manifest_entry(
         "panic",
         "hostile-panic",
         "scoring-rule",
         &[],
         "timeout_ms = 2000\nmax_consecutive_failures = 3",
     );
-    text += &plugin_entry("oversized", "hostile-oversized", "scoring-rule", &[], "timeout_ms = 5000");
-    text += &plugin_entry("garbage", "hostile-garbage", "scoring-rule", &[], "timeout_ms = 2000");
+    text += &support::plugin_manifest_entry("oversized", "hostile-oversized", "scoring-rule", &[], "timeout_ms = 5000");
+    text += &support::plugin_manifest_entry("garbage", "hostile-garbage", "scoring-rule", &[], "timeout_ms = 2000");
     // Uses kv, which is deliberately not granted.
-    text += &plugin_entry("ungranted", "hostile-ungranted", "scoring-rule", &["log"], "timeout_ms = 2000");
+    text += &support::plugin_manifest_entry("ungranted", "hostile-ungranted", "scoring-rule", &["log"], "timeout_ms = 2000");
     text += "[[tenant]]\nid = \"acme\"\n";
     for (id, enabled) in [
         ("scorer", true),

@@ -15,43 +15,17 @@ mod support;
 use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 use support::{Backend, TestApp, TestTenant, assert_error};
-
-fn wasm_path(crate_name: &str) -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("..")
-                .join("target")
-        });
-    let path = target
-        .join("wasm32-wasip2/release")
-        .join(format!("{}.wasm", crate_name.replace('-', "_")));
-    assert!(
-        path.is_file(),
-        "{} is missing: run scripts/build-plugins first",
-        path.display()
-    );
-    path
-}
 
 /// A reward-scheme plugin entry; `hostile-reward` imports `kv` (for its
 /// `kv-write` mode), so it is granted.
 fn plugin_entry(id: &str, crate_name: &str, limits: &str) -> String {
-    let capabilities = match crate_name {
-        "hostile-reward" => "\"kv\"",
-        "rapport-plugin-tiered-points" => "\"config\"",
-        _ => "",
+    let capabilities: &[&str] = match crate_name {
+        "hostile-reward" => &["kv"],
+        "rapport-plugin-tiered-points" => &["config"],
+        _ => &[],
     };
-    let path = wasm_path(crate_name);
-    let digest = hex::encode(Sha256::digest(std::fs::read(&path).unwrap()));
-    format!(
-        "[[plugin]]\nid = {id:?}\nkind = \"reward-scheme\"\nversion = \"0.1.0\"\ncontract = \"rapport:crm@0.1.0\"\n\
-         artifact = {path:?}\nsha256 = {digest:?}\ncapabilities = [{capabilities}]\n[plugin.limits]\n{limits}\n\n",
-        path = path.display().to_string(),
-    )
+    support::plugin_manifest_entry(id, crate_name, "reward-scheme", capabilities, limits)
 }
 
 /// acme: `points` only. globex: `points` then `hostile` (tolerant limit).

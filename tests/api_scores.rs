@@ -15,40 +15,13 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 use support::{Backend, TestApp, TestTenant, assert_error};
 
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("..")
-                .join("target")
-        })
-}
+use support::plugin_wasm as wasm_path;
 
-fn wasm_path(crate_name: &str) -> PathBuf {
-    target_dir()
-        .join("wasm32-wasip2/release")
-        .join(format!("{}.wasm", crate_name.replace('-', "_")))
-}
-
+/// A scoring-rule manifest entry.
 fn plugin_entry(id: &str, crate_name: &str, capabilities: &[&str], limits: &str) -> String {
-    let path = wasm_path(crate_name);
-    assert!(
-        path.is_file(),
-        "{} is missing: run scripts/build-plugins first",
-        path.display()
-    );
-    let digest = hex::encode(Sha256::digest(std::fs::read(&path).unwrap()));
-    let caps: Vec<String> = capabilities.iter().map(|c| format!("{c:?}")).collect();
-    format!(
-        "[[plugin]]\nid = {id:?}\nkind = \"scoring-rule\"\nversion = \"0.1.0\"\ncontract = \"rapport:crm@0.1.0\"\n\
-         artifact = {path:?}\nsha256 = {digest:?}\ncapabilities = [{}]\n[plugin.limits]\n{limits}\n\n",
-        caps.join(", "),
-        path = path.display().to_string(),
-    )
+    support::plugin_manifest_entry(id, crate_name, "scoring-rule", capabilities, limits)
 }
 
 /// acme: `scorer` with bonus 0.5, `panic` available but disabled. globex:

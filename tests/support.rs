@@ -353,3 +353,28 @@ impl TestApp {
         }
     }
 }
+
+/// `<target>/wasm32-wasip2/release/<crate>.wasm`, built by
+/// `scripts/build-plugins` (`$CARGO_TARGET_DIR` or the workspace's `target/`).
+pub fn plugin_wasm(crate_name: &str) -> std::path::PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join("target"));
+    target.join("wasm32-wasip2/release").join(format!("{}.wasm", crate_name.replace('-', "_")))
+}
+
+/// One `[[plugin]]` manifest entry for a component built from `plugins/`,
+/// with its real sha256. `limits` is the body of `[plugin.limits]`.
+pub fn plugin_manifest_entry(id: &str, crate_name: &str, kind: &str, capabilities: &[&str], limits: &str) -> String {
+    use sha2::Digest;
+    let path = plugin_wasm(crate_name);
+    assert!(path.is_file(), "{} is missing: run scripts/build-plugins first", path.display());
+    let digest = hex::encode(sha2::Sha256::digest(std::fs::read(&path).unwrap()));
+    let caps: Vec<String> = capabilities.iter().map(|c| format!("{c:?}")).collect();
+    format!(
+        "[[plugin]]\nid = {id:?}\nkind = {kind:?}\nversion = \"0.1.0\"\ncontract = \"rapport:crm@0.1.0\"\n\
+         artifact = {path:?}\nsha256 = {digest:?}\ncapabilities = [{}]\n[plugin.limits]\n{limits}\n\n",
+        caps.join(", "),
+        path = path.display().to_string(),
+    )
+}

@@ -65,6 +65,10 @@ enum Command {
         /// Only this scoring plugin.
         #[arg(long)]
         plugin: Option<String>,
+        /// Score as of this date (YYYY-MM-DD, UTC midnight, or RFC 3339):
+        /// the "now" the plugins see, for historical data such as CDNOW.
+        #[arg(long, value_parser = parse_as_of)]
+        as_of: Option<i64>,
     },
     /// Plugin authors' tools: run one call against a fixture, scaffold a crate.
     #[command(subcommand)]
@@ -190,15 +194,27 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Import(cmd) => rapport::import::run(&cli.global.store().await?, cmd).await,
-        Command::Manifest(ManifestCommand::Check { file }) => check_manifest(&file),
-        Command::Score { tenant, plugin } => score_tenant(&cli.global, TenantId(tenant), plugin.as_deref()).await,
+        Command::Manifest(ManifestCommand::Check { file }) => check_manifest(&cli.global.config()?, &file),
+        Command::Score { tenant, plugin, as_of } => {
+            score_tenant(&cli.global, TenantId(tenant), plugin.as_deref(), as_of).await
+        }
         // Dispatched in `main` before this point.
         Command::Plugin(_) => Ok(()),
     }
 }
 
 /// `rapport score`: runs a batch scoring job in-process and prints a summary.
-async fn score_tenant(global: &GlobalArgs, tenant: TenantId, plugin: Option<&str>) -> anyhow::Result<()> {
+/// `--as-of`: a date (midnight UTC) or an RFC 3339 time, as epoch ms.
+fn parse_as_of(text: &str) -> Result<i64, String> {
+    use time::format_description::well_known::Rfc3339;
+    let parsed = time::OffsetDateTime::parse(text, &Rfc3339).or_else(|_| {
+        time::Date::parse(text, time::macros::format_description!("[year]-[month]-[day]"))
+            .map(|d| d.midnight().assume_utc())
+    });
+    parsed.map(rapport::store::millis).map_err(|_| format!("{text:?} is neither YYYY-MM-DD nor an RFC 3339 time"))
+}
+
+async fn score_tenant(global: &GlobalArgs, tenant: TenantId, plugin: Option<&str>, as_of: Option<i64>) -> anyhow::Result<()> {
     use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
     let state = rapport::server::build_state(&global.config()?).await?;
     let job = state.plugins.create_scoring_job(&tenant, plugin).await?;
@@ -212,7 +228,7 @@ async fn score_tenant(global: &GlobalArgs, tenant: TenantId, plugin: Option<&str
         bar.set_length(total.max(0) as u64);
         bar.set_position(done.max(0) as u64);
     };
-    let job = state.plugins.run_job_with_progress(&tenant, &job.id, &progress).await?;
+    let job = state.plugins.run_job_with_progress(&tenant, &job.id, as_of, &progress).await?;
     bar.finish_and_clear();
     let secs = started.elapsed().as_secs_f64();
     println!(
@@ -233,13 +249,13 @@ async fn score_tenant(global: &GlobalArgs, tenant: TenantId, plugin: Option<&str
     }
 }
 
-fn check_manifest(file: &std::path::Path) -> anyhow::Result<()> {
+fn check_manifest(config: &Config, file: &std::path::Path) -> anyhow::Result<()> {
     use rapport::manifest::{Manifest, ManifestError};
     match Manifest::load(file) {
         Ok(m) => {
             // The file is valid; now load every component as the server
             // would, so an ungranted import or a non-component is caught here.
-            let runtime = rapport::runtime::Runtime::new(rapport::runtime::RuntimeConfig::default())?;
+            let runtime = rapport::runtime::Runtime::new(rapport::server::runtime_config(config))?;
             let failures = rapport::plugins::check_components(&m, &runtime);
             for (plugin, reason) in &failures {
                 eprintln!("{}: plugin {plugin}: {reason}", file.display());

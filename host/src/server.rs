@@ -45,14 +45,20 @@ pub async fn build_state(config: &Config) -> anyhow::Result<AppState> {
         .context("loading the plugin manifest")?;
     let manifest = Arc::new(manifest);
     let store = Store::new(db);
+    let runtime_config = runtime_config(config);
+    let plugins = Arc::new(crate::plugins::PluginService::new(runtime_config, manifest.clone(), store.clone()));
+    Ok(AppState { store, metrics: Arc::new(Metrics::global()), manifest, plugins })
+}
+
+/// The plugin runtime's settings from the `[plugins]` section, shared by the
+/// server and `rapport manifest check` so both judge a manifest alike.
+pub fn runtime_config(config: &Config) -> crate::runtime::RuntimeConfig {
     let defaults = crate::runtime::RuntimeConfig::default();
-    let runtime_config = crate::runtime::RuntimeConfig {
+    crate::runtime::RuntimeConfig {
         cache_dir: config.plugins.cache_dir.clone(),
         max_memory_mb: config.plugins.max_memory_mb.unwrap_or(defaults.max_memory_mb),
         ..defaults
-    };
-    let plugins = Arc::new(crate::plugins::PluginService::new(runtime_config, manifest.clone(), store.clone()));
-    Ok(AppState { store, metrics: Arc::new(Metrics::global()), manifest, plugins })
+    }
 }
 
 /// Binds `config.server.listen` and serves in a background task.

@@ -101,6 +101,9 @@ pub struct NewScoringJob {
     /// Run only this scoring plugin; absent = every active scoring plugin.
     #[serde(default)]
     pub plugin: Option<String>,
+    /// Score as of this time (the "now" plugins see), for historical data.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub as_of: Option<time::OffsetDateTime>,
 }
 
 /// Start a batch job: fit the scoring plugins on the tenant's population,
@@ -122,8 +125,9 @@ async fn create_job(
         .await?;
     let plugins = s.plugins.clone();
     let job_id = job.id.clone();
+    let as_of = body.as_of.map(crate::store::millis);
     tokio::spawn(async move {
-        match plugins.run_job(&tenant, &job_id).await {
+        match plugins.run_job_with_progress(&tenant, &job_id, as_of, &|_, _| {}).await {
             Ok(job) => {
                 tracing::info!(tenant = %tenant, job = %job.id, status = job.status.as_str(), done = job.done,
                 failed = job.failed_customers, "scoring job finished")

@@ -291,7 +291,7 @@ impl PluginService {
                 .await?;
             let customers = histories.len() as u64;
             let (scores, failed) = self
-                .score_chunk(tenant, plugins, histories, read_at, None)
+                .score_chunk(tenant, plugins, histories, read_at, None, None)
                 .await;
             outcome += RescoreOutcome {
                 customers,
@@ -310,12 +310,17 @@ impl PluginService {
         plugins: &mut [RunningPlugin],
         histories: Vec<ScoringHistory>,
         read_at: i64,
+        as_of: Option<i64>,
         job_id: Option<&str>,
     ) -> (Vec<NewScore>, u64) {
         let ids: Vec<String> = histories.iter().map(|h| h.customer.id.clone()).collect();
+        // The plugins' "now": the job's as-of time when one is set (scoring a
+        // historical dataset), else when the data was read. `computed_at`
+        // stays `read_at` either way: it orders stored scores by freshness.
+        let now = as_of.unwrap_or(read_at);
         let inputs: Vec<CustomerHistory> = histories
             .into_iter()
-            .map(|h| history_to_guest(h, read_at))
+            .map(|h| history_to_guest(h, now))
             .collect();
         let mut failed = vec![false; ids.len()];
         let mut scores = Vec::with_capacity(ids.len() * plugins.len());
@@ -371,21 +376,25 @@ impl PluginService {
     /// Returns the finished job (status `failed` with its `error` when it
     /// could not complete).
     pub async fn run_job(&self, tenant: &TenantId, job_id: &str) -> StoreResult<ScoringJob> {
-        self.run_job_with_progress(tenant, job_id, &|_, _| {}).await
+        self.run_job_with_progress(tenant, job_id, None, &|_, _| {}).await
     }
 
-    /// [`PluginService::run_job`], calling `progress(done, total)` after each chunk.
+    /// [`PluginService::run_job`], calling `progress(done, total)` after each
+    /// chunk. `as_of` (epoch ms) is the "now" the plugins see, for scoring a
+    /// historical dataset as of its end; interactions after it are not
+    /// excluded, so set it no earlier than the newest one.
     pub async fn run_job_with_progress(
         &self,
         tenant: &TenantId,
         job_id: &str,
+        as_of: Option<i64>,
         progress: ProgressFn<'_>,
     ) -> StoreResult<ScoringJob> {
         let job = self.store.get_scoring_job(tenant, job_id).await?;
         let total = self.store.count_customers(tenant).await?;
         self.store.start_scoring_job(tenant, job_id, total).await?;
         progress(0, total);
-        let error = match self.job_body(tenant, &job, total, progress).await {
+        let error = match self.job_body(tenant, &job, total, as_of, progress).await {
             Ok(error) => error,
             Err(e) => {
                 tracing::error!(tenant = %tenant, job = job_id, error = %e, "scoring job failed");
@@ -404,6 +413,7 @@ impl PluginService {
         tenant: &TenantId,
         job: &ScoringJob,
         total: i64,
+        as_of: Option<i64>,
         progress: ProgressFn<'_>,
     ) -> StoreResult<Option<String>> {
         let plugins = self
@@ -413,7 +423,7 @@ impl PluginService {
             return Ok(Some("this tenant has no active scoring plugin".to_string()));
         }
         let started = Instant::now();
-        let fits = self.fit_plugins(tenant, &plugins, now_ms()).await?;
+        let fits = self.fit_plugins(tenant, &plugins, as_of.unwrap_or_else(now_ms)).await?;
         tracing::info!(tenant = %tenant, job = %job.id, fit_ms = started.elapsed().as_millis() as u64,
             "scoring job: population loaded and plugins fitted");
         let mut summary = Map::new();
@@ -448,7 +458,7 @@ impl PluginService {
                 fit_errors.join("; ")
             )));
         }
-        self.rescore_all(tenant, &mut running, &job.id, total, progress)
+        self.rescore_all(tenant, &mut running, &job.id, total, as_of, progress)
             .await
     }
 
@@ -460,6 +470,7 @@ impl PluginService {
         plugins: &mut [RunningPlugin],
         job_id: &str,
         total: i64,
+        as_of: Option<i64>,
         progress: ProgressFn<'_>,
     ) -> StoreResult<Option<String>> {
         // (chunk, when it was read, how long reading took)
@@ -533,7 +544,7 @@ impl PluginService {
             let score = async {
                 let started = Instant::now();
                 let scored = self
-                    .score_chunk(tenant, plugins, histories, read_at, Some(job_id))
+                    .score_chunk(tenant, plugins, histories, read_at, as_of, Some(job_id))
                     .await;
                 (scored, started.elapsed())
             };
