@@ -39,11 +39,7 @@ async fn customers_crud(backend: Backend) {
 
     // Duplicate external id: 409.
     let (s, b) = app
-        .post(
-            "/v1/customers",
-            &acme.write,
-            json!({ "external_id": "c-1" }),
-        )
+        .post("/v1/customers", &acme.write, json!({ "external_id": "c-1" }))
         .await;
     assert_error(s, &b, 409, "customer_exists");
 
@@ -57,14 +53,10 @@ async fn customers_crud(backend: Backend) {
         json!({ "interaction_count": 0, "purchase_count": 0, "total_spend": [], "first_purchase_at": null,
                 "last_purchase_at": null, "last_interaction_at": null })
     );
-    let (s, b) = app
-        .get("/v1/customers/by-external-id/c-1", &acme.read)
-        .await;
+    let (s, b) = app.get("/v1/customers/by-external-id/c-1", &acme.read).await;
     assert_eq!(s, 200, "{b}");
     assert_eq!(b["id"], id.as_str());
-    let (s, b) = app
-        .get("/v1/customers/by-external-id/nope", &acme.read)
-        .await;
+    let (s, b) = app.get("/v1/customers/by-external-id/nope", &acme.read).await;
     assert_error(s, &b, 404, "not_found");
     let (s, b) = app.get("/v1/customers/no-such-id", &acme.read).await;
     assert_error(s, &b, 404, "not_found");
@@ -80,21 +72,14 @@ async fn customers_crud(backend: Backend) {
     assert_eq!(s, 200, "{b}");
     assert_eq!(b["name"], "Ada King");
     assert_eq!(b["phone"], Value::Null);
-    assert_eq!(
-        b["email"], "ada@example.com",
-        "absent fields are left alone"
-    );
+    assert_eq!(b["email"], "ada@example.com", "absent fields are left alone");
     assert_eq!(b["external_id"], "c-1");
     assert_eq!(
         b["attributes"],
         json!({ "prefs": { "news": true, "sms": true }, "vip": 1 })
     );
     let time_of = |v: &Value| {
-        time::OffsetDateTime::parse(
-            v.as_str().unwrap(),
-            &time::format_description::well_known::Rfc3339,
-        )
-        .unwrap()
+        time::OffsetDateTime::parse(v.as_str().unwrap(), &time::format_description::well_known::Rfc3339).unwrap()
     };
     assert!(time_of(&b["updated_at"]) >= time_of(&c["updated_at"]));
     let (_, b) = app.get(&format!("/v1/customers/{id}"), &acme.read).await;
@@ -146,10 +131,7 @@ async fn customers_crud(backend: Backend) {
     for (body, field) in [
         (json!({ "external_id": "" }), "external_id"),
         (json!({ "external_id": "x".repeat(201) }), "external_id"),
-        (
-            json!({ "external_id": "ok", "email": "not-an-email" }),
-            "email",
-        ),
+        (json!({ "external_id": "ok", "email": "not-an-email" }), "email"),
         (
             json!({ "external_id": "ok", "email": format!("{}@example.com", "a".repeat(250)) }),
             "email",
@@ -177,17 +159,11 @@ async fn customers_crud(backend: Backend) {
     // Delete: a customer without history goes; one with history does not.
     let plain = create(&app, &acme.write, json!({ "external_id": "to-delete" })).await;
     let plain_id = plain["id"].as_str().unwrap();
-    let (s, b) = app
-        .delete(&format!("/v1/customers/{plain_id}"), &acme.write)
-        .await;
+    let (s, b) = app.delete(&format!("/v1/customers/{plain_id}"), &acme.write).await;
     assert_eq!(s, 204, "{b}");
-    let (s, b) = app
-        .get(&format!("/v1/customers/{plain_id}"), &acme.read)
-        .await;
+    let (s, b) = app.get(&format!("/v1/customers/{plain_id}"), &acme.read).await;
     assert_error(s, &b, 404, "not_found");
-    let (s, b) = app
-        .delete(&format!("/v1/customers/{plain_id}"), &acme.write)
-        .await;
+    let (s, b) = app.delete(&format!("/v1/customers/{plain_id}"), &acme.write).await;
     assert_error(s, &b, 404, "not_found");
     let (s, b) = app
         .post(
@@ -197,14 +173,9 @@ async fn customers_crud(backend: Backend) {
         )
         .await;
     assert_eq!(s, 201, "{b}");
-    let (s, b) = app
-        .delete(&format!("/v1/customers/{id}"), &acme.write)
-        .await;
+    let (s, b) = app.delete(&format!("/v1/customers/{id}"), &acme.write).await;
     assert_error(s, &b, 409, "customer_has_history");
-    assert_eq!(
-        app.get(&format!("/v1/customers/{id}"), &acme.read).await.0,
-        200
-    );
+    assert_eq!(app.get(&format!("/v1/customers/{id}"), &acme.read).await.0, 200);
 }
 
 async fn customer_stats(backend: Backend) {
@@ -213,37 +184,12 @@ async fn customer_stats(backend: Backend) {
     let c = create(&app, &acme.write, json!({ "external_id": "buyer" })).await;
     let id = c["id"].as_str().unwrap();
     for (kind, at, amount, currency) in [
-        (
-            "purchase",
-            "2024-01-05T10:00:00Z",
-            Some(json!("0.1")),
-            Some("USD"),
-        ),
-        (
-            "purchase",
-            "2024-03-01T10:00:00Z",
-            Some(json!(0.2)),
-            Some("USD"),
-        ),
-        (
-            "purchase",
-            "2024-02-01T10:00:00Z",
-            Some(json!("1500")),
-            Some("JPY"),
-        ),
-        (
-            "purchase",
-            "2024-02-02T10:00:00Z",
-            Some(json!("19.99")),
-            Some("EUR"),
-        ),
+        ("purchase", "2024-01-05T10:00:00Z", Some(json!("0.1")), Some("USD")),
+        ("purchase", "2024-03-01T10:00:00Z", Some(json!(0.2)), Some("USD")),
+        ("purchase", "2024-02-01T10:00:00Z", Some(json!("1500")), Some("JPY")),
+        ("purchase", "2024-02-02T10:00:00Z", Some(json!("19.99")), Some("EUR")),
         ("visit", "2024-04-01T09:00:00Z", None, None),
-        (
-            "complaint",
-            "2023-12-01T09:00:00Z",
-            Some(json!("5.00")),
-            Some("USD"),
-        ),
+        ("complaint", "2023-12-01T09:00:00Z", Some(json!("5.00")), Some("USD")),
     ] {
         let mut body = json!({ "customer_external_id": "buyer", "kind": kind, "occurred_at": at });
         if let (Some(a), Some(cur)) = (amount, currency) {
@@ -296,10 +242,7 @@ async fn customers_list_filters_and_pagination(backend: Backend) {
             .await,
         );
     }
-    let mut expected_ids: Vec<String> = all
-        .iter()
-        .map(|c| c["id"].as_str().unwrap().to_string())
-        .collect();
+    let mut expected_ids: Vec<String> = all.iter().map(|c| c["id"].as_str().unwrap().to_string()).collect();
     expected_ids.sort();
 
     // Walk every page: each customer exactly once, in id order.
@@ -334,15 +277,11 @@ async fn customers_list_filters_and_pagination(backend: Backend) {
     assert_eq!(b["next_cursor"], Value::Null);
 
     // Filters.
-    let (_, b) = app
-        .get("/v1/customers?external_id=ext-042", &acme.read)
-        .await;
+    let (_, b) = app.get("/v1/customers?external_id=ext-042", &acme.read).await;
     let items = b["items"].as_array().unwrap();
     assert_eq!(items.len(), 1);
     assert_eq!(items[0]["name"], "Customer 42");
-    let (_, b) = app
-        .get("/v1/customers?email=USER42@example.com", &acme.read)
-        .await;
+    let (_, b) = app.get("/v1/customers?email=USER42@example.com", &acme.read).await;
     assert_eq!(
         b["items"].as_array().unwrap().len(),
         1,
@@ -357,34 +296,18 @@ async fn customers_list_filters_and_pagination(backend: Backend) {
         .collect();
     assert_eq!(names.len(), 12, "{names:?}");
     assert!(names.iter().all(|n| n.contains("Hopper")));
-    let (_, b) = app
-        .get("/v1/customers?q=example.com&limit=500", &acme.read)
-        .await;
-    assert_eq!(
-        b["items"].as_array().unwrap().len(),
-        40,
-        "q matches emails too"
-    );
+    let (_, b) = app.get("/v1/customers?q=example.com&limit=500", &acme.read).await;
+    assert_eq!(b["items"].as_array().unwrap().len(), 40, "q matches emails too");
     let (_, b) = app.get("/v1/customers?q=%25", &acme.read).await;
-    assert_eq!(
-        b["items"].as_array().unwrap().len(),
-        0,
-        "LIKE wildcards are literal"
-    );
+    assert_eq!(b["items"].as_array().unwrap().len(), 0, "LIKE wildcards are literal");
     let (_, b) = app
         .get("/v1/customers?q=grace&email=user30@example.com", &acme.read)
         .await;
-    assert_eq!(
-        b["items"].as_array().unwrap().len(),
-        1,
-        "filters combine with AND"
-    );
+    assert_eq!(b["items"].as_array().unwrap().len(), 1, "filters combine with AND");
 
     // Time filters, checked against the created_at values the API returned.
     let pivot = all[60]["created_at"].as_str().unwrap().to_string();
-    let pivot_t =
-        time::OffsetDateTime::parse(&pivot, &time::format_description::well_known::Rfc3339)
-            .unwrap();
+    let pivot_t = time::OffsetDateTime::parse(&pivot, &time::format_description::well_known::Rfc3339).unwrap();
     let created = |c: &Value| {
         time::OffsetDateTime::parse(
             c["created_at"].as_str().unwrap(),
@@ -395,18 +318,12 @@ async fn customers_list_filters_and_pagination(backend: Backend) {
     let after_count = all.iter().filter(|c| created(c) > pivot_t).count();
     let before_count = all.iter().filter(|c| created(c) < pivot_t).count();
     let (s, b) = app
-        .get(
-            &format!("/v1/customers?limit=500&created_after={pivot}"),
-            &acme.read,
-        )
+        .get(&format!("/v1/customers?limit=500&created_after={pivot}"), &acme.read)
         .await;
     assert_eq!(s, 200, "{b}");
     assert_eq!(b["items"].as_array().unwrap().len(), after_count);
     let (_, b) = app
-        .get(
-            &format!("/v1/customers?limit=500&created_before={pivot}"),
-            &acme.read,
-        )
+        .get(&format!("/v1/customers?limit=500&created_before={pivot}"), &acme.read)
         .await;
     assert_eq!(b["items"].as_array().unwrap().len(), before_count);
     assert!(before_count > 0);
@@ -438,10 +355,7 @@ async fn customers_list_filters_and_pagination(backend: Backend) {
         .await;
     assert_eq!(s, 200);
     let (_, b) = app
-        .get(
-            &format!("/v1/customers?updated_after={last_update}"),
-            &acme.read,
-        )
+        .get(&format!("/v1/customers?updated_after={last_update}"), &acme.read)
         .await;
     let items = b["items"].as_array().unwrap();
     assert_eq!(items.len(), 1, "{b}");
@@ -453,18 +367,11 @@ async fn customers_list_filters_and_pagination(backend: Backend) {
         assert_error(s, &b, 422, "validation_failed");
         assert_eq!(b["error"]["details"]["field"], "limit");
     }
-    for bad in [
-        "limit=abc",
-        "limit=-1",
-        "created_after=yesterday",
-        "colour=red",
-    ] {
+    for bad in ["limit=abc", "limit=-1", "created_after=yesterday", "colour=red"] {
         let (s, b) = app.get(&format!("/v1/customers?{bad}"), &acme.read).await;
         assert_error(s, &b, 400, "invalid_query");
     }
-    let (s, b) = app
-        .get("/v1/customers?cursor=not-a-cursor!", &acme.read)
-        .await;
+    let (s, b) = app.get("/v1/customers?cursor=not-a-cursor!", &acme.read).await;
     assert_error(s, &b, 422, "validation_failed");
     assert_eq!(b["error"]["details"]["field"], "cursor");
 }
@@ -483,21 +390,13 @@ async fn customers_tenant_isolation(backend: Backend) {
 
     let (s, b) = app.get(&format!("/v1/customers/{id}"), &other.admin).await;
     assert_error(s, &b, 404, "not_found");
-    let (s, b) = app
-        .get("/v1/customers/by-external-id/shared-ext", &other.admin)
-        .await;
+    let (s, b) = app.get("/v1/customers/by-external-id/shared-ext", &other.admin).await;
     assert_error(s, &b, 404, "not_found");
     let (s, b) = app
-        .patch(
-            &format!("/v1/customers/{id}"),
-            &other.admin,
-            json!({ "name": "Pwned" }),
-        )
+        .patch(&format!("/v1/customers/{id}"), &other.admin, json!({ "name": "Pwned" }))
         .await;
     assert_error(s, &b, 404, "not_found");
-    let (s, b) = app
-        .delete(&format!("/v1/customers/{id}"), &other.admin)
-        .await;
+    let (s, b) = app.delete(&format!("/v1/customers/{id}"), &other.admin).await;
     assert_error(s, &b, 404, "not_found");
     for path in [
         "/v1/customers",
@@ -531,11 +430,7 @@ async fn customers_roles_and_malformed_input(backend: Backend) {
         .await;
     assert_error(s, &b, 403, "forbidden");
     let (s, b) = app
-        .patch(
-            &format!("/v1/customers/{id}"),
-            &acme.read,
-            json!({ "name": "n" }),
-        )
+        .patch(&format!("/v1/customers/{id}"), &acme.read, json!({ "name": "n" }))
         .await;
     assert_error(s, &b, 403, "forbidden");
     let (s, b) = app.delete(&format!("/v1/customers/{id}"), &acme.read).await;
@@ -566,22 +461,11 @@ async fn customers_roles_and_malformed_input(backend: Backend) {
             .await;
         assert_error(s, &b, 400, "invalid_json");
         let (s, b) = app
-            .raw(
-                method.clone(),
-                &path,
-                &acme.write,
-                "text/plain",
-                b"{}".to_vec(),
-            )
+            .raw(method.clone(), &path, &acme.write, "text/plain", b"{}".to_vec())
             .await;
         assert_error(s, &b, 415, "unsupported_media_type");
         let (s, b) = app
-            .call(
-                method.clone(),
-                &path,
-                &acme.write,
-                Some(json!({ "external_id": 5 })),
-            )
+            .call(method.clone(), &path, &acme.write, Some(json!({ "external_id": 5 })))
             .await;
         assert_error(s, &b, 422, "validation_failed");
         let (s, b) = app
@@ -594,13 +478,7 @@ async fn customers_roles_and_malformed_input(backend: Backend) {
             .await;
         assert_error(s, &b, 422, "validation_failed");
         let (s, b) = app
-            .raw(
-                method.clone(),
-                &path,
-                &acme.write,
-                "application/json",
-                big.clone(),
-            )
+            .raw(method.clone(), &path, &acme.write, "application/json", big.clone())
             .await;
         assert_error(s, &b, 413, "payload_too_large");
     }

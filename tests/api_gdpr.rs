@@ -71,11 +71,7 @@ async fn rich_customer(app: &TestApp, t: &TestTenant) -> String {
         .await;
     assert_eq!(s, 201, "{b}");
     let (_, tier) = app
-        .post(
-            "/v1/loyalty/tiers",
-            &t.admin,
-            json!({ "name": "Gold", "rank": 1 }),
-        )
+        .post("/v1/loyalty/tiers", &t.admin, json!({ "name": "Gold", "rank": 1 }))
         .await;
     let (s, b) = app
         .put(
@@ -93,22 +89,14 @@ async fn export_then_erase(backend: Backend) {
     let t = app.tenant("Acme").await;
     let cid = rich_customer(&app, &t).await;
 
-    let (s, export) = app
-        .get(&format!("/v1/customers/{cid}/export"), &t.admin)
-        .await;
+    let (s, export) = app.get(&format!("/v1/customers/{cid}/export"), &t.admin).await;
     assert_eq!(s, 200, "{export}");
     assert_eq!(export["format_version"], 1);
     assert!(export["generated_at"].as_str().unwrap().ends_with('Z'));
     assert_eq!(export["tenant_id"], t.id.as_str());
     let c = &export["customer"];
     assert_eq!(
-        (
-            &c["id"],
-            &c["external_id"],
-            &c["name"],
-            &c["email"],
-            &c["phone"]
-        ),
+        (&c["id"], &c["external_id"], &c["name"], &c["email"], &c["phone"]),
         (
             &json!(cid),
             &json!("crm-42"),
@@ -117,10 +105,7 @@ async fn export_then_erase(backend: Backend) {
             &json!("+44 20 7946 0000")
         )
     );
-    assert_eq!(
-        c["attributes"],
-        json!({ "birthday": "1815-12-10", "newsletter": true })
-    );
+    assert_eq!(c["attributes"], json!({ "birthday": "1815-12-10", "newsletter": true }));
     assert!(c["erased_at"].is_null());
     let interactions = export["interactions"].as_array().unwrap();
     assert_eq!(interactions.len(), 2);
@@ -130,10 +115,7 @@ async fn export_then_erase(backend: Backend) {
         (Some("purchase"), Some("web"))
     );
     assert_eq!(
-        (
-            purchase["amount_minor"].as_i64(),
-            purchase["currency"].as_str()
-        ),
+        (purchase["amount_minor"].as_i64(), purchase["currency"].as_str()),
         (Some(2498), Some("EUR"))
     );
     assert_eq!(purchase["occurred_at"], "2024-03-01T10:00:00Z");
@@ -148,10 +130,7 @@ async fn export_then_erase(backend: Backend) {
             { "line_no": 2, "sku": "CD-2", "quantity": 1, "unit_price_minor": 500 }
         ])
     );
-    assert_eq!(
-        interactions[1]["payload"],
-        json!({ "device": "Ada's phone" })
-    );
+    assert_eq!(interactions[1]["payload"], json!({ "device": "Ada's phone" }));
     assert_eq!(interactions[1]["items"], json!([]));
     let loyalty = &export["loyalty"];
     assert_eq!(
@@ -178,10 +157,7 @@ async fn export_then_erase(backend: Backend) {
         json!([{ "debit_id": ledger[1]["id"], "credit_id": ledger[0]["id"], "points": 120 }])
     );
     let changes = loyalty["tier_changes"].as_array().unwrap();
-    assert_eq!(
-        (changes.len(), changes[0]["reason"].as_str()),
-        (1, Some("vip"))
-    );
+    assert_eq!((changes.len(), changes[0]["reason"].as_str()), (1, Some("vip")));
     assert_eq!(loyalty["account"]["tier_id"], changes[0]["to_tier_id"]);
 
     // Erase: 200, and a second call gives the same result.
@@ -190,10 +166,7 @@ async fn export_then_erase(backend: Backend) {
         .await;
     assert_eq!(s, 200, "{first}");
     assert_eq!(
-        (
-            first["customer_id"].as_str(),
-            first["interactions_scrubbed"].as_i64()
-        ),
+        (first["customer_id"].as_str(), first["interactions_scrubbed"].as_i64()),
         (Some(cid.as_str()), Some(2))
     );
     let (s, second) = app
@@ -202,36 +175,20 @@ async fn export_then_erase(backend: Backend) {
     assert_eq!(s, 200, "{second}");
     assert_eq!(second, first);
 
-    let (s, after) = app
-        .get(&format!("/v1/customers/{cid}/export"), &t.admin)
-        .await;
+    let (s, after) = app.get(&format!("/v1/customers/{cid}/export"), &t.admin).await;
     assert_eq!(s, 200, "{after}");
     let c = &after["customer"];
     assert_eq!(c["external_id"], format!("erased:{cid}"));
     assert_eq!(
-        (
-            c["name"].is_null(),
-            c["email"].is_null(),
-            c["phone"].is_null()
-        ),
+        (c["name"].is_null(), c["email"].is_null(), c["phone"].is_null()),
         (true, true, true)
     );
     assert_eq!(c["attributes"], json!({}));
     assert_eq!(c["erased_at"], first["erased_at"]);
     // No trace of the personal values anywhere in the document.
     let text = after.to_string();
-    for secret in [
-        "Ada",
-        "ada@example.com",
-        "7946",
-        "1815",
-        "crm-42",
-        "St James",
-    ] {
-        assert!(
-            !text.contains(secret),
-            "{secret:?} survived erasure: {text}"
-        );
+    for secret in ["Ada", "ada@example.com", "7946", "1815", "crm-42", "St James"] {
+        assert!(!text.contains(secret), "{secret:?} survived erasure: {text}");
     }
     // History is intact: kinds, channels, times, amounts, items, ledger, balance.
     let scrubbed = after["interactions"].as_array().unwrap();
@@ -254,36 +211,18 @@ async fn export_then_erase(backend: Backend) {
     assert_eq!(after["loyalty"]["ledger"], loyalty["ledger"]);
     assert_eq!(after["loyalty"]["allocations"], loyalty["allocations"]);
     assert_eq!(after["loyalty"]["account"]["balance"], 180);
-    let (_, account) = app
-        .get(&format!("/v1/customers/{cid}/loyalty"), &t.read)
-        .await;
+    let (_, account) = app.get(&format!("/v1/customers/{cid}/loyalty"), &t.read).await;
     assert_eq!(account["balance"], 180);
 
     // The old identifiers no longer find anyone; the external id is free again.
     let (s, list) = app.get("/v1/customers?external_id=crm-42", &t.read).await;
-    assert_eq!(
-        (s.as_u16(), list["items"].clone()),
-        (200, json!([])),
-        "{list}"
-    );
-    let (s, list) = app
-        .get("/v1/customers?email=ada@example.com", &t.read)
-        .await;
-    assert_eq!(
-        (s.as_u16(), list["items"].clone()),
-        (200, json!([])),
-        "{list}"
-    );
-    let (s, b) = app
-        .get("/v1/customers/by-external-id/crm-42", &t.read)
-        .await;
+    assert_eq!((s.as_u16(), list["items"].clone()), (200, json!([])), "{list}");
+    let (s, list) = app.get("/v1/customers?email=ada@example.com", &t.read).await;
+    assert_eq!((s.as_u16(), list["items"].clone()), (200, json!([])), "{list}");
+    let (s, b) = app.get("/v1/customers/by-external-id/crm-42", &t.read).await;
     assert_error(s, &b, 404, "not_found");
     let (s, fresh) = app
-        .post(
-            "/v1/customers",
-            &t.write,
-            json!({ "external_id": "crm-42" }),
-        )
+        .post("/v1/customers", &t.write, json!({ "external_id": "crm-42" }))
         .await;
     assert_eq!(s, 201, "{fresh}");
     assert_ne!(fresh["id"], json!(cid));
@@ -312,18 +251,13 @@ async fn isolation_and_roles(backend: Backend) {
     // Unknown customer.
     let (s, body) = app.get("/v1/customers/nobody/export", &a.admin).await;
     assert_error(s, &body, 404, "not_found");
-    let (s, body) = app
-        .post("/v1/customers/nobody/erase", &a.admin, json!({}))
-        .await;
+    let (s, body) = app.post("/v1/customers/nobody/erase", &a.admin, json!({})).await;
     assert_error(s, &body, 404, "not_found");
 
     let (s, doc) = app.get(&export, &a.admin).await;
     assert_eq!(s, 200);
     assert_eq!(
-        (
-            doc["customer"]["name"].as_str(),
-            doc["customer"]["erased_at"].is_null()
-        ),
+        (doc["customer"]["name"].as_str(), doc["customer"]["erased_at"].is_null()),
         (Some("Ada Lovelace"), true)
     );
     assert_eq!(doc["interactions"][0]["payload"]["note"], "gift");

@@ -13,11 +13,7 @@ use support::{Backend, TestApp, assert_error};
 
 async fn new_customer(app: &TestApp, token: &str, external_id: &str) -> String {
     let (s, b) = app
-        .post(
-            "/v1/customers",
-            token,
-            json!({ "external_id": external_id }),
-        )
+        .post("/v1/customers", token, json!({ "external_id": external_id }))
         .await;
     assert_eq!(s, 201, "{b}");
     b["id"].as_str().unwrap().to_string()
@@ -26,10 +22,7 @@ async fn new_customer(app: &TestApp, token: &str, external_id: &str) -> String {
 /// Every interaction of a customer, walking the timeline.
 async fn timeline_ids(app: &TestApp, token: &str, customer: &str) -> Vec<String> {
     let (s, b) = app
-        .get(
-            &format!("/v1/customers/{customer}/interactions?limit=500"),
-            token,
-        )
+        .get(&format!("/v1/customers/{customer}/interactions?limit=500"), token)
         .await;
     assert_eq!(s, 200, "{b}");
     b["items"]
@@ -99,7 +92,11 @@ async fn ingest_and_money(backend: Backend) {
         (json!("1.500"), "USD", "1.50", 150),
     ] {
         let (s, b) = app
-            .post("/v1/interactions", &acme.write, json!({ "customer_id": cid, "kind": "purchase", "amount": amount, "currency": currency }))
+            .post(
+                "/v1/interactions",
+                &acme.write,
+                json!({ "customer_id": cid, "kind": "purchase", "amount": amount, "currency": currency }),
+            )
             .await;
         assert_eq!(s, 201, "{b}");
         assert_eq!(
@@ -118,55 +115,29 @@ async fn ingest_and_money(backend: Backend) {
         body
     };
     for (body, field) in [
-        (
-            with(json!({ "amount": "1.005", "currency": "USD" })),
-            "amount",
-        ),
-        (
-            with(json!({ "amount": 1.005, "currency": "USD" })),
-            "amount",
-        ),
-        (
-            with(json!({ "amount": "1.5", "currency": "JPY" })),
-            "amount",
-        ),
-        (
-            with(json!({ "amount": "12,50", "currency": "USD" })),
-            "amount",
-        ),
-        (
-            with(json!({ "amount": "1", "currency": "XYZ" })),
-            "currency",
-        ),
-        (
-            with(json!({ "amount": "1", "currency": "XAU" })),
-            "currency",
-        ),
+        (with(json!({ "amount": "1.005", "currency": "USD" })), "amount"),
+        (with(json!({ "amount": 1.005, "currency": "USD" })), "amount"),
+        (with(json!({ "amount": "1.5", "currency": "JPY" })), "amount"),
+        (with(json!({ "amount": "12,50", "currency": "USD" })), "amount"),
+        (with(json!({ "amount": "1", "currency": "XYZ" })), "currency"),
+        (with(json!({ "amount": "1", "currency": "XAU" })), "currency"),
         (with(json!({ "amount": "-5", "currency": "USD" })), "amount"),
         (with(json!({ "amount": "5" })), "currency"),
         (with(json!({})), "amount"),
         (
-            with(
-                json!({ "currency": "USD", "items": [ { "sku": "A", "quantity": 0, "unit_price": "1" } ] }),
-            ),
+            with(json!({ "currency": "USD", "items": [ { "sku": "A", "quantity": 0, "unit_price": "1" } ] })),
             "items[0].quantity",
         ),
         (
-            with(
-                json!({ "currency": "USD", "items": [ { "sku": "A", "quantity": 1, "unit_price": "-1" } ] }),
-            ),
+            with(json!({ "currency": "USD", "items": [ { "sku": "A", "quantity": 1, "unit_price": "-1" } ] })),
             "items[0].unit_price",
         ),
         (
-            with(
-                json!({ "currency": "USD", "items": [ { "sku": "A", "quantity": 1, "unit_price": "0.001" } ] }),
-            ),
+            with(json!({ "currency": "USD", "items": [ { "sku": "A", "quantity": 1, "unit_price": "0.001" } ] })),
             "items[0].unit_price",
         ),
         (
-            with(
-                json!({ "currency": "USD", "items": [ { "sku": "", "quantity": 1, "unit_price": "1" } ] }),
-            ),
+            with(json!({ "currency": "USD", "items": [ { "sku": "", "quantity": 1, "unit_price": "1" } ] })),
             "items[0].sku",
         ),
         (
@@ -194,9 +165,7 @@ async fn ingest_and_money(backend: Backend) {
             "idempotency_key",
         ),
     ] {
-        let (s, b) = app
-            .post("/v1/interactions", &acme.write, body.clone())
-            .await;
+        let (s, b) = app.post("/v1/interactions", &acme.write, body.clone()).await;
         assert_error(s, &b, 422, "validation_failed");
         assert_eq!(b["error"]["details"]["field"], field, "{body} -> {b}");
     }
@@ -237,9 +206,7 @@ async fn ingest_and_money(backend: Backend) {
         )
         .await;
     assert_eq!(s, 201, "{b}");
-    let (s, c) = app
-        .get("/v1/customers/by-external-id/walk-in", &acme.read)
-        .await;
+    let (s, c) = app.get("/v1/customers/by-external-id/walk-in", &acme.read).await;
     assert_eq!(s, 200);
     assert_eq!(c["id"], b["customer_id"]);
     let (s, b2) = app
@@ -250,10 +217,7 @@ async fn ingest_and_money(backend: Backend) {
         )
         .await;
     assert_eq!(s, 201);
-    assert_eq!(
-        b2["customer_id"], b["customer_id"],
-        "the existing customer is reused"
-    );
+    assert_eq!(b2["customer_id"], b["customer_id"], "the existing customer is reused");
     let (s, b) = app.get("/v1/interactions/nope", &acme.read).await;
     assert_error(s, &b, 404, "not_found");
 }
@@ -308,11 +272,8 @@ async fn idempotent_ingest(backend: Backend) {
     assert_error(s, &b, 409, "idempotency_conflict");
 
     // A retry without occurred_at is still the same request.
-    let lazy =
-        json!({ "customer_external_id": "new-c", "kind": "visit", "idempotency_key": "visit-1" });
-    let (s, a) = app
-        .post("/v1/interactions", &acme.write, lazy.clone())
-        .await;
+    let lazy = json!({ "customer_external_id": "new-c", "kind": "visit", "idempotency_key": "visit-1" });
+    let (s, a) = app.post("/v1/interactions", &acme.write, lazy.clone()).await;
     assert_eq!(s, 201, "{a}");
     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     let (s, b) = app.post("/v1/interactions", &acme.write, lazy).await;
@@ -348,28 +309,14 @@ async fn idempotent_ingest(backend: Backend) {
         );
     }
     statuses.sort();
-    assert_eq!(
-        statuses.iter().filter(|s| **s == 201).count(),
-        1,
-        "{statuses:?}"
-    );
-    assert_eq!(
-        statuses.iter().filter(|s| **s == 200).count(),
-        19,
-        "{statuses:?}"
-    );
+    assert_eq!(statuses.iter().filter(|s| **s == 201).count(), 1, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 19, "{statuses:?}");
     assert_eq!(ids.len(), 1);
-    let (_, racer_customer) = app
-        .get("/v1/customers/by-external-id/racer", &acme.read)
-        .await;
+    let (_, racer_customer) = app.get("/v1/customers/by-external-id/racer", &acme.read).await;
     let racer_id = racer_customer["id"].as_str().unwrap();
     assert_eq!(timeline_ids(&app, &acme.read, racer_id).await.len(), 1);
     let (_, all) = app.get("/v1/customers?external_id=racer", &acme.read).await;
-    assert_eq!(
-        all["items"].as_array().unwrap().len(),
-        1,
-        "one customer too"
-    );
+    assert_eq!(all["items"].as_array().unwrap().len(), 1, "one customer too");
 }
 
 async fn batch_ingest(backend: Backend) {
@@ -389,31 +336,19 @@ async fn batch_ingest(backend: Backend) {
         { "customer_external_id": "batch-fail", "kind": "purchase" },
     ]);
     let (s, b) = app
-        .post(
-            "/v1/interactions/batch",
-            &acme.write,
-            json!({ "items": items }),
-        )
+        .post("/v1/interactions/batch", &acme.write, json!({ "items": items }))
         .await;
     assert_eq!(s, 200, "{b}");
     let results = b["results"].as_array().unwrap();
-    let statuses: Vec<&str> = results
-        .iter()
-        .map(|r| r["status"].as_str().unwrap())
-        .collect();
+    let statuses: Vec<&str> = results.iter().map(|r| r["status"].as_str().unwrap()).collect();
     assert_eq!(
         statuses,
         vec![
-            "created", "error", "error", "error", "created", "replayed", "error", "error", "error",
-            "error"
+            "created", "error", "error", "error", "created", "replayed", "error", "error", "error", "error"
         ]
     );
     assert_eq!(
-        (
-            b["created"].as_u64(),
-            b["replayed"].as_u64(),
-            b["failed"].as_u64()
-        ),
+        (b["created"].as_u64(), b["replayed"].as_u64(), b["failed"].as_u64()),
         (Some(2), Some(1), Some(7))
     );
     for (i, r) in results.iter().enumerate() {
@@ -432,55 +367,31 @@ async fn batch_ingest(backend: Backend) {
     // Good items are stored; failed ones left nothing behind.
     let (s, stored) = app
         .get(
-            &format!(
-                "/v1/interactions/{}",
-                results[0]["interaction"]["id"].as_str().unwrap()
-            ),
+            &format!("/v1/interactions/{}", results[0]["interaction"]["id"].as_str().unwrap()),
             &acme.read,
         )
         .await;
     assert_eq!(s, 200);
     assert_eq!(stored, results[0]["interaction"]);
     assert_eq!(timeline_ids(&app, &acme.read, &cid).await.len(), 1);
-    let (s, _) = app
-        .get("/v1/customers/by-external-id/batch-new", &acme.read)
-        .await;
+    let (s, _) = app.get("/v1/customers/by-external-id/batch-new", &acme.read).await;
     assert_eq!(s, 200);
-    let (s, _) = app
-        .get("/v1/customers/by-external-id/batch-fail", &acme.read)
-        .await;
+    let (s, _) = app.get("/v1/customers/by-external-id/batch-fail", &acme.read).await;
     assert_eq!(s, 404, "a failed item creates no customer");
 
     // Limits: empty is fine; more than MAX_BATCH items is refused whole.
     let (s, b) = app
-        .post(
-            "/v1/interactions/batch",
-            &acme.write,
-            json!({ "items": [] }),
-        )
+        .post("/v1/interactions/batch", &acme.write, json!({ "items": [] }))
         .await;
     assert_eq!(s, 200);
-    assert_eq!(
-        b,
-        json!({ "results": [], "created": 0, "replayed": 0, "failed": 0 })
-    );
-    let too_many: Vec<Value> = (0..=rapport::api::interactions::MAX_BATCH)
-        .map(|_| json!({}))
-        .collect();
+    assert_eq!(b, json!({ "results": [], "created": 0, "replayed": 0, "failed": 0 }));
+    let too_many: Vec<Value> = (0..=rapport::api::interactions::MAX_BATCH).map(|_| json!({})).collect();
     let (s, b) = app
-        .post(
-            "/v1/interactions/batch",
-            &acme.write,
-            json!({ "items": too_many }),
-        )
+        .post("/v1/interactions/batch", &acme.write, json!({ "items": too_many }))
         .await;
     assert_error(s, &b, 422, "batch_too_large");
     let (s, b) = app
-        .post(
-            "/v1/interactions/batch",
-            &acme.write,
-            json!({ "items": {} }),
-        )
+        .post("/v1/interactions/batch", &acme.write, json!({ "items": {} }))
         .await;
     assert_error(s, &b, 422, "validation_failed");
     let (s, b) = app
@@ -508,17 +419,11 @@ async fn batch_of_max_size(backend: Backend) {
                     "idempotency_key": format!("cdnow-{i}") })
         })
         .collect();
-    let expected_minor: i64 = (0..max)
-        .map(|i| (i % 100) as i64 * 100 + (i % 97) as i64)
-        .sum();
+    let expected_minor: i64 = (0..max).map(|i| (i % 100) as i64 * 100 + (i % 97) as i64).sum();
 
     let started = Instant::now();
     let (s, b) = app
-        .post(
-            "/v1/interactions/batch",
-            &acme.write,
-            json!({ "items": items }),
-        )
+        .post("/v1/interactions/batch", &acme.write, json!({ "items": items }))
         .await;
     let first = started.elapsed();
     assert_eq!(s, 200);
@@ -530,11 +435,7 @@ async fn batch_of_max_size(backend: Backend) {
     );
     let started = Instant::now();
     let (s, b) = app
-        .post(
-            "/v1/interactions/batch",
-            &acme.write,
-            json!({ "items": items }),
-        )
+        .post("/v1/interactions/batch", &acme.write, json!({ "items": items }))
         .await;
     let replay = started.elapsed();
     assert_eq!(s, 200);
@@ -549,14 +450,9 @@ async fn batch_of_max_size(backend: Backend) {
     let mut purchases = 0;
     for c in customers {
         let (_, full) = app
-            .get(
-                &format!("/v1/customers/{}", c["id"].as_str().unwrap()),
-                &acme.read,
-            )
+            .get(&format!("/v1/customers/{}", c["id"].as_str().unwrap()), &acme.read)
             .await;
-        total += full["stats"]["total_spend"][0]["amount_minor"]
-            .as_i64()
-            .unwrap();
+        total += full["stats"]["total_spend"][0]["amount_minor"].as_i64().unwrap();
         purchases += full["stats"]["purchase_count"].as_i64().unwrap();
     }
     assert_eq!(purchases, max as i64);
@@ -623,10 +519,7 @@ async fn timeline_order_and_pagination(backend: Backend) {
 
     // Filters.
     let (_, b) = app
-        .get(
-            &format!("/v1/customers/{cid}/interactions?kind=visit"),
-            &acme.read,
-        )
+        .get(&format!("/v1/customers/{cid}/interactions?kind=visit"), &acme.read)
         .await;
     let kinds: Vec<&str> = b["items"]
         .as_array()
@@ -636,7 +529,10 @@ async fn timeline_order_and_pagination(backend: Backend) {
         .collect();
     assert_eq!(kinds, vec!["visit", "visit", "visit"]);
     let (_, b) = app
-        .get(&format!("/v1/customers/{cid}/interactions?after=2024-01-02T00:00:00Z&before=2024-01-05T00:00:00Z"), &acme.read)
+        .get(
+            &format!("/v1/customers/{cid}/interactions?after=2024-01-02T00:00:00Z&before=2024-01-05T00:00:00Z"),
+            &acme.read,
+        )
         .await;
     let at: Vec<&str> = b["items"]
         .as_array()
@@ -646,10 +542,7 @@ async fn timeline_order_and_pagination(backend: Backend) {
         .collect();
     assert_eq!(at, vec!["2024-01-04T00:00:00Z", "2024-01-03T00:00:00Z"]);
     let (_, b) = app
-        .get(
-            &format!("/v1/customers/{cid}/interactions?kind=purchase"),
-            &acme.read,
-        )
+        .get(&format!("/v1/customers/{cid}/interactions?kind=purchase"), &acme.read)
         .await;
     assert!(
         b["items"]
@@ -661,31 +554,20 @@ async fn timeline_order_and_pagination(backend: Backend) {
 
     // Bad input.
     let (s, b) = app
-        .get(
-            &format!("/v1/customers/{cid}/interactions?cursor=bad"),
-            &acme.read,
-        )
+        .get(&format!("/v1/customers/{cid}/interactions?cursor=bad"), &acme.read)
         .await;
     assert_error(s, &b, 422, "validation_failed");
     let (s, b) = app
-        .get(
-            &format!("/v1/customers/{cid}/interactions?limit=501"),
-            &acme.read,
-        )
+        .get(&format!("/v1/customers/{cid}/interactions?limit=501"), &acme.read)
         .await;
     assert_error(s, &b, 422, "validation_failed");
     for bad in ["limit=x", "after=soon", "sort=asc"] {
         let (s, b) = app
-            .get(
-                &format!("/v1/customers/{cid}/interactions?{bad}"),
-                &acme.read,
-            )
+            .get(&format!("/v1/customers/{cid}/interactions?{bad}"), &acme.read)
             .await;
         assert_error(s, &b, 400, "invalid_query");
     }
-    let (s, b) = app
-        .get("/v1/customers/nobody/interactions", &acme.read)
-        .await;
+    let (s, b) = app.get("/v1/customers/nobody/interactions", &acme.read).await;
     assert_error(s, &b, 404, "not_found");
 }
 
@@ -705,29 +587,14 @@ async fn interaction_kinds(backend: Backend) {
     assert_eq!(b["name"], "store.return");
     assert_eq!(b["built_in"], false);
     let (s, b) = app
-        .post(
-            "/v1/interaction-kinds",
-            &acme.admin,
-            json!({ "name": "store.return" }),
-        )
+        .post("/v1/interaction-kinds", &acme.admin, json!({ "name": "store.return" }))
         .await;
     assert_error(s, &b, 409, "kind_exists");
     let (s, b) = app
-        .post(
-            "/v1/interaction-kinds",
-            &acme.write,
-            json!({ "name": "webinar" }),
-        )
+        .post("/v1/interaction-kinds", &acme.write, json!({ "name": "webinar" }))
         .await;
     assert_error(s, &b, 403, "forbidden");
-    for bad in [
-        "purchase",
-        "Upper",
-        "1abc",
-        "",
-        "has space",
-        &"a".repeat(65),
-    ] {
+    for bad in ["purchase", "Upper", "1abc", "", "has space", &"a".repeat(65)] {
         let (s, b) = app
             .post("/v1/interaction-kinds", &acme.admin, json!({ "name": bad }))
             .await;
@@ -765,11 +632,7 @@ async fn interaction_kinds(backend: Backend) {
         ]
     );
     let (_, b) = app.get("/v1/interaction-kinds", &other.read).await;
-    assert_eq!(
-        b.as_array().unwrap().len(),
-        7,
-        "another tenant's kinds are not listed"
-    );
+    assert_eq!(b.as_array().unwrap().len(), 7, "another tenant's kinds are not listed");
 
     // The custom kind can be ingested here, not in the other tenant.
     let (s, b) = app
@@ -806,9 +669,7 @@ async fn interactions_tenant_isolation(backend: Backend) {
     assert_eq!(s, 201);
     let iid = b["id"].as_str().unwrap().to_string();
 
-    let (s, b) = app
-        .get(&format!("/v1/interactions/{iid}"), &other.admin)
-        .await;
+    let (s, b) = app.get(&format!("/v1/interactions/{iid}"), &other.admin).await;
     assert_error(s, &b, 404, "not_found");
     let (s, b) = app
         .get(&format!("/v1/customers/{cid}/interactions"), &other.admin)
@@ -833,24 +694,20 @@ async fn interactions_tenant_isolation(backend: Backend) {
     assert_eq!(b["results"][0]["error"]["code"], "not_found");
     // Kind names are per tenant too: Other may define one Acme has.
     let (s, b) = app
-        .post(
-            "/v1/interaction-kinds",
-            &acme.admin,
-            json!({ "name": "webinar" }),
-        )
+        .post("/v1/interaction-kinds", &acme.admin, json!({ "name": "webinar" }))
         .await;
     assert_eq!(s, 201, "{b}");
     let (s, b) = app
-        .post(
-            "/v1/interaction-kinds",
-            &other.admin,
-            json!({ "name": "webinar" }),
-        )
+        .post("/v1/interaction-kinds", &other.admin, json!({ "name": "webinar" }))
         .await;
     assert_eq!(s, 201, "{b}");
     // An idempotency key is per tenant: the same key elsewhere is a new interaction...
     let (s, b) = app
-        .post("/v1/interactions", &other.write, json!({ "customer_external_id": "c1", "kind": "visit", "idempotency_key": "shared-key" }))
+        .post(
+            "/v1/interactions",
+            &other.write,
+            json!({ "customer_external_id": "c1", "kind": "visit", "idempotency_key": "shared-key" }),
+        )
         .await;
     assert_eq!(s, 201, "{b}");
     assert_ne!(b["id"], iid.as_str());
@@ -889,39 +746,17 @@ async fn interactions_roles_and_malformed_input(backend: Backend) {
         v.extend(b"\"}}");
         v
     };
-    for path in [
-        "/v1/interactions",
-        "/v1/interactions/batch",
-        "/v1/interaction-kinds",
-    ] {
+    for path in ["/v1/interactions", "/v1/interactions/batch", "/v1/interaction-kinds"] {
         let (s, b) = app
-            .raw(
-                Method::POST,
-                path,
-                &acme.admin,
-                "application/json",
-                b"{,".to_vec(),
-            )
+            .raw(Method::POST, path, &acme.admin, "application/json", b"{,".to_vec())
             .await;
         assert_error(s, &b, 400, "invalid_json");
         let (s, b) = app
-            .raw(
-                Method::POST,
-                path,
-                &acme.admin,
-                "application/json",
-                big.clone(),
-            )
+            .raw(Method::POST, path, &acme.admin, "application/json", big.clone())
             .await;
         assert_error(s, &b, 413, "payload_too_large");
         let (s, b) = app
-            .raw(
-                Method::POST,
-                path,
-                &acme.admin,
-                "text/plain",
-                b"{}".to_vec(),
-            )
+            .raw(Method::POST, path, &acme.admin, "text/plain", b"{}".to_vec())
             .await;
         assert_error(s, &b, 415, "unsupported_media_type");
     }
@@ -983,9 +818,7 @@ async fn openapi_lists_the_endpoints(backend: Backend) {
 async fn concurrent_batches_creating_the_same_customers(backend: Backend) {
     let app = TestApp::start(backend).await;
     let t = app.tenant("Acme").await;
-    let item = |n: usize, tag: &str| {
-        json!({ "customer_external_id": format!("c{n}"), "kind": "visit", "idempotency_key": format!("{tag}-{n}") })
-    };
+    let item = |n: usize, tag: &str| json!({ "customer_external_id": format!("c{n}"), "kind": "visit", "idempotency_key": format!("{tag}-{n}") });
     let forward: Vec<_> = (0..60).map(|n| item(n, "f")).collect();
     let backward: Vec<_> = (0..60).rev().map(|n| item(n, "b")).collect();
     for _round in 0..3 {

@@ -33,32 +33,20 @@ async fn reward(app: &TestApp, t: &TestTenant, body: Value) -> String {
     b["id"].as_str().unwrap().to_string()
 }
 
-async fn earn(
-    app: &TestApp,
-    t: &TestTenant,
-    cid: &str,
-    points: i64,
-    expires_at: Option<String>,
-) -> Value {
+async fn earn(app: &TestApp, t: &TestTenant, cid: &str, points: i64, expires_at: Option<String>) -> Value {
     let mut body = json!({ "kind": "earn", "points": points, "reason": "purchase" });
     if let Some(at) = expires_at {
         body["expires_at"] = json!(at);
     }
     let (s, b) = app
-        .post(
-            &format!("/v1/customers/{cid}/loyalty/ledger"),
-            &t.write,
-            body,
-        )
+        .post(&format!("/v1/customers/{cid}/loyalty/ledger"), &t.write, body)
         .await;
     assert_eq!(s, 201, "{b}");
     b
 }
 
 async fn balance(app: &TestApp, t: &TestTenant, cid: &str) -> i64 {
-    let (s, b) = app
-        .get(&format!("/v1/customers/{cid}/loyalty"), &t.read)
-        .await;
+    let (s, b) = app.get(&format!("/v1/customers/{cid}/loyalty"), &t.read).await;
     assert_eq!(s, 200, "{b}");
     b["balance"].as_i64().unwrap()
 }
@@ -66,10 +54,7 @@ async fn balance(app: &TestApp, t: &TestTenant, cid: &str) -> i64 {
 /// The whole ledger, oldest first.
 async fn ledger(app: &TestApp, t: &TestTenant, cid: &str) -> Vec<Value> {
     let (s, b) = app
-        .get(
-            &format!("/v1/customers/{cid}/loyalty/ledger?limit=500"),
-            &t.read,
-        )
+        .get(&format!("/v1/customers/{cid}/loyalty/ledger?limit=500"), &t.read)
         .await;
     assert_eq!(s, 200, "{b}");
     assert!(b["next_cursor"].is_null());
@@ -124,39 +109,25 @@ async fn concurrent_redemptions(backend: Backend) {
             409 => {
                 refused += 1;
                 assert_eq!(body["error"]["code"], "insufficient_points", "{body}");
-                assert_eq!(
-                    body["error"]["details"],
-                    json!({ "balance": 0, "required": 100 })
-                );
+                assert_eq!(body["error"]["details"], json!({ "balance": 0, "required": 100 }));
             }
             other => panic!("unexpected status {other}: {body}"),
         }
     }
     assert_eq!((ok, refused), (10, 40));
     balances_after.sort();
-    assert_eq!(
-        balances_after,
-        vec![0, 100, 200, 300, 400, 500, 600, 700, 800, 900]
-    );
+    assert_eq!(balances_after, vec![0, 100, 200, 300, 400, 500, 600, 700, 800, 900]);
     assert_eq!(balance(&app, &t, &cid).await, 0);
 
     let entries = ledger(&app, &t, &cid).await;
     assert_eq!(entries.len(), 11);
-    assert_eq!(
-        entries
-            .iter()
-            .map(|e| e["points"].as_i64().unwrap())
-            .sum::<i64>(),
-        0
-    );
+    assert_eq!(entries.iter().map(|e| e["points"].as_i64().unwrap()).sum::<i64>(), 0);
     assert_eq!(entries.iter().filter(|e| e["kind"] == "redeem").count(), 10);
     let seqs: Vec<i64> = entries.iter().map(|e| e["seq"].as_i64().unwrap()).collect();
     assert_eq!(seqs, (1..=11).collect::<Vec<_>>());
 
     // Every redemption drew 100 from the one earn lot.
-    let (s, export) = app
-        .get(&format!("/v1/customers/{cid}/export"), &t.admin)
-        .await;
+    let (s, export) = app.get(&format!("/v1/customers/{cid}/export"), &t.admin).await;
     assert_eq!(s, 200, "{export}");
     let allocations = export["loyalty"]["allocations"].as_array().unwrap();
     assert_eq!(allocations.len(), 10);
@@ -175,11 +146,7 @@ async fn concurrent_redemptions(backend: Backend) {
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..10 {
         let client = app.client.clone();
-        let who = if i % 2 == 0 {
-            cid.clone()
-        } else {
-            other.clone()
-        };
+        let who = if i % 2 == 0 { cid.clone() } else { other.clone() };
         let url = app.url(&format!("/v1/customers/{who}/loyalty/ledger"));
         let token = t.write.clone();
         tasks.spawn(async move {
@@ -195,11 +162,7 @@ async fn concurrent_redemptions(backend: Backend) {
         *outcomes.entry((who, status)).or_default() += 1;
     }
     let winner = outcomes.keys().find(|(_, s)| *s == 201).unwrap().0.clone();
-    let loser = if winner == cid {
-        other.clone()
-    } else {
-        cid.clone()
-    };
+    let loser = if winner == cid { other.clone() } else { cid.clone() };
     let expected: HashMap<(String, u16), usize> = HashMap::from([
         ((winner.clone(), 201), 1),
         ((winner.clone(), 200), 4),
@@ -241,13 +204,10 @@ async fn fifo_lots_and_expiry(backend: Backend) {
     let soon = expiry.format(&Rfc3339).unwrap();
     let a = earn(&app, &t, &cid, 100, Some(soon.clone())).await["entry"].clone();
     let b_lot = earn(&app, &t, &cid, 50, None).await["entry"].clone();
-    let c =
-        earn(&app, &t, &cid, 30, Some(rfc3339_in(10 * 24 * 3600 * 1000))).await["entry"].clone();
+    let c = earn(&app, &t, &cid, 30, Some(rfc3339_in(10 * 24 * 3600 * 1000))).await["entry"].clone();
     earn(&app, &t, &lazy, 100, Some(soon)).await;
     earn(&app, &t, &lazy, 50, None).await;
-    let (_, account) = app
-        .get(&format!("/v1/customers/{cid}/loyalty"), &t.read)
-        .await;
+    let (_, account) = app.get(&format!("/v1/customers/{cid}/loyalty"), &t.read).await;
     assert_eq!(account["balance"], 180);
     assert_eq!(account["lifetime_earned"], 180);
     assert_eq!(account["expiring_in_30_days"], 130);
@@ -268,15 +228,10 @@ async fn fifo_lots_and_expiry(backend: Backend) {
         left.is_positive(),
         "the machine is too slow for this test's 3 s expiry window"
     );
-    tokio::time::sleep(Duration::from_millis(
-        left.whole_milliseconds() as u64 + 300,
-    ))
-    .await;
+    tokio::time::sleep(Duration::from_millis(left.whole_milliseconds() as u64 + 300)).await;
 
     // Reads exclude the expired remainder of A (60) without writing anything.
-    let (_, account) = app
-        .get(&format!("/v1/customers/{cid}/loyalty"), &t.read)
-        .await;
+    let (_, account) = app.get(&format!("/v1/customers/{cid}/loyalty"), &t.read).await;
     assert_eq!(account["balance"], 80);
     assert_eq!(account["expiring_in_30_days"], 30);
     assert_eq!(ledger(&app, &t, &cid).await.len(), 4);
@@ -289,19 +244,12 @@ async fn fifo_lots_and_expiry(backend: Backend) {
         .iter()
         .map(|e| (e["kind"].as_str().unwrap(), e["points"].as_i64().unwrap()))
         .collect();
-    assert_eq!(
-        kinds,
-        vec![("earn", 100), ("earn", 50), ("expire", -100), ("earn", 10)]
-    );
+    assert_eq!(kinds, vec![("earn", 100), ("earn", 50), ("expire", -100), ("earn", 10)]);
     assert_eq!(balance(&app, &t, &lazy).await, 60);
 
     // The tenant-wide sweep records c-1's expiry; a second sweep finds nothing.
     let (s, b) = app.post("/v1/loyalty/expire", &t.admin, json!({})).await;
-    assert_eq!(
-        (s.as_u16(), b["expired_entries"].as_u64()),
-        (200, Some(1)),
-        "{b}"
-    );
+    assert_eq!((s.as_u16(), b["expired_entries"].as_u64()), (200, Some(1)), "{b}");
     let (_, b) = app.post("/v1/loyalty/expire", &t.admin, json!({})).await;
     assert_eq!(b["expired_entries"], 0);
     let entries = ledger(&app, &t, &cid).await;
@@ -320,11 +268,7 @@ async fn fifo_lots_and_expiry(backend: Backend) {
             json!({ "reward_id": r40 }),
         )
         .await;
-    assert_eq!(
-        (s.as_u16(), second["balance"].as_i64()),
-        (201, Some(40)),
-        "{second}"
-    );
+    assert_eq!((s.as_u16(), second["balance"].as_i64()), (201, Some(40)), "{second}");
     let (s, adjust) = app
         .post(
             &format!("/v1/customers/{cid}/loyalty/ledger"),
@@ -332,15 +276,9 @@ async fn fifo_lots_and_expiry(backend: Backend) {
             json!({ "kind": "adjust", "points": -20, "reason": "goodwill reversal" }),
         )
         .await;
-    assert_eq!(
-        (s.as_u16(), adjust["balance"].as_i64()),
-        (201, Some(20)),
-        "{adjust}"
-    );
+    assert_eq!((s.as_u16(), adjust["balance"].as_i64()), (201, Some(20)), "{adjust}");
 
-    let (_, export) = app
-        .get(&format!("/v1/customers/{cid}/export"), &t.admin)
-        .await;
+    let (_, export) = app.get(&format!("/v1/customers/{cid}/export"), &t.admin).await;
     let id = |v: &Value| v["id"].as_str().unwrap().to_string();
     let expire_id = id(&entries[4]);
     let got: Vec<(String, String, i64)> = export["loyalty"]["allocations"]
@@ -383,9 +321,7 @@ async fn idempotency_stock_tiers(backend: Backend) {
     let redeem = format!("/v1/customers/{cid}/loyalty/redeem");
 
     // GET on a customer without an account: zeros, and nothing written.
-    let (s, account) = app
-        .get(&format!("/v1/customers/{cid}/loyalty"), &t.read)
-        .await;
+    let (s, account) = app.get(&format!("/v1/customers/{cid}/loyalty"), &t.read).await;
     assert_eq!(s, 200);
     assert_eq!(
         (
@@ -398,14 +334,9 @@ async fn idempotency_stock_tiers(backend: Backend) {
     );
 
     // Idempotent earn: the retry returns the first entry (200), no second entry.
-    let body =
-        json!({ "kind": "earn", "points": 500, "reason": "welcome", "idempotency_key": "k1" });
+    let body = json!({ "kind": "earn", "points": 500, "reason": "welcome", "idempotency_key": "k1" });
     let (s, first) = app.post(&path, &t.write, body.clone()).await;
-    assert_eq!(
-        (s.as_u16(), first["balance"].as_i64()),
-        (201, Some(500)),
-        "{first}"
-    );
+    assert_eq!((s.as_u16(), first["balance"].as_i64()), (201, Some(500)), "{first}");
     let (s, again) = app.post(&path, &t.write, body).await;
     assert_eq!(s, 200, "{again}");
     assert_eq!(again["entry"], first["entry"]);
@@ -431,11 +362,7 @@ async fn idempotency_stock_tiers(backend: Backend) {
         assert_error(s, &b, 422, "validation_failed");
     }
     let (s, b) = app
-        .post(
-            &path,
-            &t.write,
-            json!({ "kind": "earn", "points": 5, "reason": "  " }),
-        )
+        .post(&path, &t.write, json!({ "kind": "earn", "points": 5, "reason": "  " }))
         .await;
     assert_error(s, &b, 422, "validation_failed");
 
@@ -448,10 +375,7 @@ async fn idempotency_stock_tiers(backend: Backend) {
         )
         .await;
     assert_error(s, &b, 409, "insufficient_points");
-    assert_eq!(
-        b["error"]["details"],
-        json!({ "balance": 500, "required": 501 })
-    );
+    assert_eq!(b["error"]["details"], json!({ "balance": 500, "required": 501 }));
     let (s, b) = app
         .post(
             &path,
@@ -460,21 +384,12 @@ async fn idempotency_stock_tiers(backend: Backend) {
         )
         .await;
     assert_eq!(
-        (
-            s.as_u16(),
-            b["balance"].as_i64(),
-            b["entry"]["kind"].as_str()
-        ),
+        (s.as_u16(), b["balance"].as_i64(), b["entry"]["kind"].as_str()),
         (201, Some(525), Some("adjust"))
     );
 
     // Idempotent redemption, stock and out-of-stock.
-    let limited = reward(
-        &app,
-        &t,
-        json!({ "name": "Poster", "cost_points": 100, "stock": 1 }),
-    )
-    .await;
+    let limited = reward(&app, &t, json!({ "name": "Poster", "cost_points": 100, "stock": 1 })).await;
     let (s, r1) = app
         .post(
             &redeem,
@@ -482,11 +397,7 @@ async fn idempotency_stock_tiers(backend: Backend) {
             json!({ "reward_id": limited, "idempotency_key": "r1" }),
         )
         .await;
-    assert_eq!(
-        (s.as_u16(), r1["balance"].as_i64()),
-        (201, Some(425)),
-        "{r1}"
-    );
+    assert_eq!((s.as_u16(), r1["balance"].as_i64()), (201, Some(425)), "{r1}");
     assert_eq!(r1["entry"]["reward_id"], limited.as_str());
     let (s, r1b) = app
         .post(
@@ -508,13 +419,9 @@ async fn idempotency_stock_tiers(backend: Backend) {
         )
         .await;
     assert_error(s, &b, 409, "idempotency_conflict");
-    let (_, r) = app
-        .get(&format!("/v1/loyalty/rewards/{limited}"), &t.read)
-        .await;
+    let (_, r) = app.get(&format!("/v1/loyalty/rewards/{limited}"), &t.read).await;
     assert_eq!(r["stock"], 0);
-    let (s, b) = app
-        .post(&redeem, &t.write, json!({ "reward_id": limited }))
-        .await;
+    let (s, b) = app.post(&redeem, &t.write, json!({ "reward_id": limited })).await;
     assert_error(s, &b, 409, "out_of_stock");
     assert_eq!(balance(&app, &t, &cid).await, 425);
     // Restock to unlimited (null), then it redeems again.
@@ -530,22 +437,13 @@ async fn idempotency_stock_tiers(backend: Backend) {
         (200, true, Some(100)),
         "{r}"
     );
-    let (s, _) = app
-        .post(&redeem, &t.write, json!({ "reward_id": limited }))
-        .await;
+    let (s, _) = app.post(&redeem, &t.write, json!({ "reward_id": limited })).await;
     assert_eq!(s, 201);
     assert_eq!(balance(&app, &t, &cid).await, 325);
 
     // Inactive and unknown rewards.
-    let inactive = reward(
-        &app,
-        &t,
-        json!({ "name": "Old", "cost_points": 10, "active": false }),
-    )
-    .await;
-    let (s, b) = app
-        .post(&redeem, &t.write, json!({ "reward_id": inactive }))
-        .await;
+    let inactive = reward(&app, &t, json!({ "name": "Old", "cost_points": 10, "active": false })).await;
+    let (s, b) = app.post(&redeem, &t.write, json!({ "reward_id": inactive })).await;
     assert_error(s, &b, 409, "reward_inactive");
     let (s, b) = app
         .post(&redeem, &t.write, json!({ "reward_id": "no-such-reward" }))
@@ -564,20 +462,14 @@ async fn idempotency_stock_tiers(backend: Backend) {
         .await;
     assert_error(s, &b, 422, "validation_failed");
     // A redeemed reward cannot be deleted; an unused one can.
-    let (s, b) = app
-        .delete(&format!("/v1/loyalty/rewards/{limited}"), &t.admin)
-        .await;
+    let (s, b) = app.delete(&format!("/v1/loyalty/rewards/{limited}"), &t.admin).await;
     assert_error(s, &b, 409, "reward_in_use");
     assert_eq!(
-        app.delete(&format!("/v1/loyalty/rewards/{inactive}"), &t.admin)
-            .await
-            .0,
+        app.delete(&format!("/v1/loyalty/rewards/{inactive}"), &t.admin).await.0,
         204
     );
     assert_eq!(
-        app.get(&format!("/v1/loyalty/rewards/{inactive}"), &t.read)
-            .await
-            .0,
+        app.get(&format!("/v1/loyalty/rewards/{inactive}"), &t.read).await.0,
         404
     );
 
@@ -591,15 +483,16 @@ async fn idempotency_stock_tiers(backend: Backend) {
         .await;
     assert_eq!(s, 201, "{silver}");
     assert_eq!(silver["perks"], json!({}));
-    let (s, gold) =
-        app.post("/v1/loyalty/tiers", &t.admin, json!({ "name": "Gold", "rank": 2, "min_points": 1000, "perks": { "free_shipping": true } })).await;
-    assert_eq!(s, 201, "{gold}");
-    let (s, b) = app
+    let (s, gold) = app
         .post(
             "/v1/loyalty/tiers",
             &t.admin,
-            json!({ "name": "Other", "rank": 2 }),
+            json!({ "name": "Gold", "rank": 2, "min_points": 1000, "perks": { "free_shipping": true } }),
         )
+        .await;
+    assert_eq!(s, 201, "{gold}");
+    let (s, b) = app
+        .post("/v1/loyalty/tiers", &t.admin, json!({ "name": "Other", "rank": 2 }))
         .await;
     assert_error(s, &b, 409, "tier_exists");
     let (s, b) = app
@@ -617,17 +510,11 @@ async fn idempotency_stock_tiers(backend: Backend) {
         json!({ "name": "Lounge", "cost_points": 50, "min_tier_rank": 2 }),
     )
     .await;
-    let (s, b) = app
-        .post(&redeem, &t.write, json!({ "reward_id": vip }))
-        .await;
+    let (s, b) = app.post(&redeem, &t.write, json!({ "reward_id": vip })).await;
     assert_error(s, &b, 409, "tier_too_low");
     let tier_path = format!("/v1/customers/{cid}/loyalty/tier");
     let (s, b) = app
-        .put(
-            &tier_path,
-            &t.admin,
-            json!({ "tier_id": silver_id, "reason": "spend" }),
-        )
+        .put(&tier_path, &t.admin, json!({ "tier_id": silver_id, "reason": "spend" }))
         .await;
     assert_eq!(s, 200, "{b}");
     assert_eq!(
@@ -638,9 +525,7 @@ async fn idempotency_stock_tiers(backend: Backend) {
         (true, Some(silver_id))
     );
     assert_eq!(b["account"]["tier"]["name"], "Silver");
-    let (s, b) = app
-        .post(&redeem, &t.write, json!({ "reward_id": vip }))
-        .await;
+    let (s, b) = app.post(&redeem, &t.write, json!({ "reward_id": vip })).await;
     assert_error(s, &b, 409, "tier_too_low");
     let (s, b) = app
         .put(
@@ -655,42 +540,23 @@ async fn idempotency_stock_tiers(backend: Backend) {
         "{b}"
     );
     let (s, b) = app
-        .put(
-            &tier_path,
-            &t.admin,
-            json!({ "tier_id": gold_id, "reason": "again" }),
-        )
+        .put(&tier_path, &t.admin, json!({ "tier_id": gold_id, "reason": "again" }))
         .await;
     assert_eq!((s.as_u16(), b["change"].is_null()), (200, true), "{b}");
     let (s, b) = app
-        .put(
-            &tier_path,
-            &t.admin,
-            json!({ "tier_id": "nope", "reason": "x" }),
-        )
+        .put(&tier_path, &t.admin, json!({ "tier_id": "nope", "reason": "x" }))
         .await;
     assert_error(s, &b, 404, "not_found");
-    let (s, b) = app
-        .post(&redeem, &t.write, json!({ "reward_id": vip }))
-        .await;
+    let (s, b) = app.post(&redeem, &t.write, json!({ "reward_id": vip })).await;
     assert_eq!((s.as_u16(), b["balance"].as_i64()), (201, Some(275)), "{b}");
     let (_, changes) = app
-        .get(
-            &format!("/v1/customers/{cid}/loyalty/tier-changes"),
-            &t.read,
-        )
+        .get(&format!("/v1/customers/{cid}/loyalty/tier-changes"), &t.read)
         .await;
     let changes: Vec<(Value, Value, Value)> = changes
         .as_array()
         .unwrap()
         .iter()
-        .map(|c| {
-            (
-                c["from_tier_id"].clone(),
-                c["to_tier_id"].clone(),
-                c["reason"].clone(),
-            )
-        })
+        .map(|c| (c["from_tier_id"].clone(), c["to_tier_id"].clone(), c["reason"].clone()))
         .collect();
     assert_eq!(
         changes,
@@ -730,34 +596,17 @@ async fn idempotency_stock_tiers(backend: Backend) {
         )
         .await;
     assert_error(s, &b, 409, "tier_exists");
-    let (s, b) = app
-        .delete(&format!("/v1/loyalty/tiers/{gold_id}"), &t.admin)
-        .await;
+    let (s, b) = app.delete(&format!("/v1/loyalty/tiers/{gold_id}"), &t.admin).await;
     assert_error(s, &b, 409, "tier_in_use");
     assert_eq!(
-        app.delete(&format!("/v1/loyalty/tiers/{silver_id}"), &t.admin)
-            .await
-            .0,
+        app.delete(&format!("/v1/loyalty/tiers/{silver_id}"), &t.admin).await.0,
         204
     );
-    assert_eq!(
-        app.get(&format!("/v1/loyalty/tiers/{silver_id}"), &t.read)
-            .await
-            .0,
-        404
-    );
+    assert_eq!(app.get(&format!("/v1/loyalty/tiers/{silver_id}"), &t.read).await.0, 404);
     let (s, b) = app
-        .put(
-            &tier_path,
-            &t.admin,
-            json!({ "tier_id": null, "reason": "reset" }),
-        )
+        .put(&tier_path, &t.admin, json!({ "tier_id": null, "reason": "reset" }))
         .await;
-    assert_eq!(
-        (s.as_u16(), b["account"]["tier"].is_null()),
-        (200, true),
-        "{b}"
-    );
+    assert_eq!((s.as_u16(), b["account"]["tier"].is_null()), (200, true), "{b}");
 
     // Ledger pagination, newest first.
     let (s, page1) = app.get(&format!("{path}?limit=3"), &t.read).await;
@@ -772,9 +621,7 @@ async fn idempotency_stock_tiers(backend: Backend) {
     };
     assert_eq!(seqs(&page1), vec![5, 4, 3]);
     let cursor = page1["next_cursor"].as_str().unwrap();
-    let (_, page2) = app
-        .get(&format!("{path}?limit=3&cursor={cursor}"), &t.read)
-        .await;
+    let (_, page2) = app.get(&format!("{path}?limit=3&cursor={cursor}"), &t.read).await;
     assert_eq!(seqs(&page2), vec![2, 1]);
     assert!(page2["next_cursor"].is_null());
     let (s, b) = app.get(&format!("{path}?limit=0"), &t.read).await;
@@ -805,11 +652,7 @@ async fn tenant_isolation(backend: Backend) {
     let b_cid = customer(&app, &b, "c-1").await;
     let rid = reward(&app, &a, json!({ "name": "Mug", "cost_points": 10 })).await;
     let (_, tier) = app
-        .post(
-            "/v1/loyalty/tiers",
-            &a.admin,
-            json!({ "name": "Gold", "rank": 1 }),
-        )
+        .post("/v1/loyalty/tiers", &a.admin, json!({ "name": "Gold", "rank": 1 }))
         .await;
     let tid = tier["id"].as_str().unwrap().to_string();
     earn(&app, &a, &cid, 100, Some(rfc3339_in(3_600_000))).await;
@@ -821,12 +664,8 @@ async fn tenant_isolation(backend: Backend) {
     .await;
 
     let nf = |(s, body): (reqwest::StatusCode, Value)| assert_error(s, &body, 404, "not_found");
-    nf(app
-        .get(&format!("/v1/customers/{cid}/loyalty"), &b.admin)
-        .await);
-    nf(app
-        .get(&format!("/v1/customers/{cid}/loyalty/ledger"), &b.admin)
-        .await);
+    nf(app.get(&format!("/v1/customers/{cid}/loyalty"), &b.admin).await);
+    nf(app.get(&format!("/v1/customers/{cid}/loyalty/ledger"), &b.admin).await);
     nf(app
         .post(
             &format!("/v1/customers/{cid}/loyalty/ledger"),
@@ -856,25 +695,14 @@ async fn tenant_isolation(backend: Backend) {
         )
         .await);
     nf(app
-        .get(
-            &format!("/v1/customers/{cid}/loyalty/tier-changes"),
-            &b.admin,
-        )
+        .get(&format!("/v1/customers/{cid}/loyalty/tier-changes"), &b.admin)
         .await);
     nf(app.get(&format!("/v1/loyalty/tiers/{tid}"), &b.admin).await);
     nf(app
-        .patch(
-            &format!("/v1/loyalty/tiers/{tid}"),
-            &b.admin,
-            json!({ "name": "Mine" }),
-        )
+        .patch(&format!("/v1/loyalty/tiers/{tid}"), &b.admin, json!({ "name": "Mine" }))
         .await);
-    nf(app
-        .delete(&format!("/v1/loyalty/tiers/{tid}"), &b.admin)
-        .await);
-    nf(app
-        .get(&format!("/v1/loyalty/rewards/{rid}"), &b.admin)
-        .await);
+    nf(app.delete(&format!("/v1/loyalty/tiers/{tid}"), &b.admin).await);
+    nf(app.get(&format!("/v1/loyalty/rewards/{rid}"), &b.admin).await);
     nf(app
         .patch(
             &format!("/v1/loyalty/rewards/{rid}"),
@@ -882,9 +710,7 @@ async fn tenant_isolation(backend: Backend) {
             json!({ "active": false }),
         )
         .await);
-    nf(app
-        .delete(&format!("/v1/loyalty/rewards/{rid}"), &b.admin)
-        .await);
+    nf(app.delete(&format!("/v1/loyalty/rewards/{rid}"), &b.admin).await);
     // B's own customer cannot use A's reward or tier either.
     earn(&app, &b, &b_cid, 100, None).await;
     nf(app
@@ -909,32 +735,23 @@ async fn tenant_isolation(backend: Backend) {
         0
     );
     assert_eq!(
-        app.get(
-            &format!("/v1/customers/{b_cid}/loyalty/tier-changes"),
-            &b.read
-        )
-        .await
-        .1,
+        app.get(&format!("/v1/customers/{b_cid}/loyalty/tier-changes"), &b.read)
+            .await
+            .1,
         json!([])
     );
 
     // Nothing of A changed.
-    let (_, account) = app
-        .get(&format!("/v1/customers/{cid}/loyalty"), &a.read)
-        .await;
+    let (_, account) = app.get(&format!("/v1/customers/{cid}/loyalty"), &a.read).await;
     assert_eq!(
         (account["balance"].as_i64(), account["tier"]["id"].as_str()),
         (Some(100), Some(tid.as_str()))
     );
     assert_eq!(ledger(&app, &a, &cid).await.len(), 1);
-    let (_, r) = app
-        .get(&format!("/v1/loyalty/rewards/{rid}"), &a.read)
-        .await;
+    let (_, r) = app.get(&format!("/v1/loyalty/rewards/{rid}"), &a.read).await;
     assert_eq!(r["active"], true);
     assert_eq!(
-        app.get(&format!("/v1/loyalty/tiers/{tid}"), &a.read)
-            .await
-            .1["name"],
+        app.get(&format!("/v1/loyalty/tiers/{tid}"), &a.read).await.1["name"],
         "Gold"
     );
     assert_eq!(balance(&app, &b, &b_cid).await, 100);
@@ -945,17 +762,11 @@ async fn roles(backend: Backend) {
     let t = app.tenant("Acme").await;
     let cid = customer(&app, &t, "c-1").await;
     let rid = reward(&app, &t, json!({ "name": "Mug", "cost_points": 10 })).await;
-    let forbidden =
-        |(s, body): (reqwest::StatusCode, Value)| assert_error(s, &body, 403, "forbidden");
+    let forbidden = |(s, body): (reqwest::StatusCode, Value)| assert_error(s, &body, 403, "forbidden");
     let ledger_path = format!("/v1/customers/{cid}/loyalty/ledger");
 
     // Read keys read but never write.
-    assert_eq!(
-        app.get(&format!("/v1/customers/{cid}/loyalty"), &t.read)
-            .await
-            .0,
-        200
-    );
+    assert_eq!(app.get(&format!("/v1/customers/{cid}/loyalty"), &t.read).await.0, 200);
     forbidden(
         app.post(
             &ledger_path,
@@ -991,12 +802,8 @@ async fn roles(backend: Backend) {
         .await,
     );
     forbidden(
-        app.post(
-            "/v1/loyalty/tiers",
-            &t.write,
-            json!({ "name": "Gold", "rank": 1 }),
-        )
-        .await,
+        app.post("/v1/loyalty/tiers", &t.write, json!({ "name": "Gold", "rank": 1 }))
+            .await,
     );
     forbidden(
         app.post(
@@ -1014,19 +821,11 @@ async fn roles(backend: Backend) {
         )
         .await,
     );
-    forbidden(
-        app.delete(&format!("/v1/loyalty/rewards/{rid}"), &t.write)
-            .await,
-    );
+    forbidden(app.delete(&format!("/v1/loyalty/rewards/{rid}"), &t.write).await);
     forbidden(app.post("/v1/loyalty/expire", &t.write, json!({})).await);
     // Platform keys see no tenant data.
-    forbidden(
-        app.get(&format!("/v1/customers/{cid}/loyalty"), &app.platform)
-            .await,
-    );
-    let (s, b) = app
-        .get(&format!("/v1/customers/{cid}/loyalty"), "rpk_nope")
-        .await;
+    forbidden(app.get(&format!("/v1/customers/{cid}/loyalty"), &app.platform).await);
+    let (s, b) = app.get(&format!("/v1/customers/{cid}/loyalty"), "rpk_nope").await;
     assert_error(s, &b, 401, "unauthorized");
     // Every endpoint is in the generated OpenAPI document.
     let (_, doc) = app.get("/v1/openapi.json", "").await;
@@ -1058,11 +857,7 @@ async fn malformed_input(backend: Backend) {
     let cid = customer(&app, &t, "c-1").await;
     let rid = reward(&app, &t, json!({ "name": "Mug", "cost_points": 10 })).await;
     let (_, tier) = app
-        .post(
-            "/v1/loyalty/tiers",
-            &t.admin,
-            json!({ "name": "Gold", "rank": 1 }),
-        )
+        .post("/v1/loyalty/tiers", &t.admin, json!({ "name": "Gold", "rank": 1 }))
         .await;
     let tid = tier["id"].as_str().unwrap();
 
@@ -1114,41 +909,19 @@ async fn malformed_input(backend: Backend) {
     let big = vec![b' '; rapport::api::MAX_BODY_BYTES + 10];
     for (method, path, wrong_type, unknown_field) in cases {
         let (s, b) = app
-            .raw(
-                method.clone(),
-                &path,
-                &t.admin,
-                "application/json",
-                b"{".to_vec(),
-            )
+            .raw(method.clone(), &path, &t.admin, "application/json", b"{".to_vec())
             .await;
         assert_error(s, &b, 400, "invalid_json");
-        let (s, b) = app
-            .call(method.clone(), &path, &t.admin, Some(wrong_type))
-            .await;
+        let (s, b) = app.call(method.clone(), &path, &t.admin, Some(wrong_type)).await;
+        assert_error(s, &b, 422, "validation_failed");
+        let (s, b) = app.call(method.clone(), &path, &t.admin, Some(unknown_field)).await;
         assert_error(s, &b, 422, "validation_failed");
         let (s, b) = app
-            .call(method.clone(), &path, &t.admin, Some(unknown_field))
-            .await;
-        assert_error(s, &b, 422, "validation_failed");
-        let (s, b) = app
-            .raw(
-                method.clone(),
-                &path,
-                &t.admin,
-                "text/plain",
-                b"{}".to_vec(),
-            )
+            .raw(method.clone(), &path, &t.admin, "text/plain", b"{}".to_vec())
             .await;
         assert_error(s, &b, 415, "unsupported_media_type");
         let (s, b) = app
-            .raw(
-                method.clone(),
-                &path,
-                &t.admin,
-                "application/json",
-                big.clone(),
-            )
+            .raw(method.clone(), &path, &t.admin, "application/json", big.clone())
             .await;
         assert_error(s, &b, 413, "payload_too_large");
     }
@@ -1162,16 +935,12 @@ async fn malformed_input(backend: Backend) {
         .await;
     assert_error(s, &b, 422, "validation_failed");
     // Nothing was written by any of it.
-    let (_, account) = app
-        .get(&format!("/v1/customers/{cid}/loyalty"), &t.read)
-        .await;
+    let (_, account) = app.get(&format!("/v1/customers/{cid}/loyalty"), &t.read).await;
     assert_eq!(
         (account["balance"].as_i64(), account["last_seq"].as_i64()),
         (Some(0), Some(0))
     );
-    let (_, r) = app
-        .get(&format!("/v1/loyalty/rewards/{rid}"), &t.read)
-        .await;
+    let (_, r) = app.get(&format!("/v1/loyalty/rewards/{rid}"), &t.read).await;
     let snapshot: HashMap<&str, Value> = [
         ("cost_points", r["cost_points"].clone()),
         ("active", r["active"].clone()),
@@ -1193,11 +962,7 @@ async fn ledger_ops_in_caller_transaction(backend: Backend) {
     let rid = reward(&app, &t, json!({ "name": "Mug", "cost_points": 50 })).await;
     let pricey = reward(&app, &t, json!({ "name": "TV", "cost_points": 1000 })).await;
     let (_, tier) = app
-        .post(
-            "/v1/loyalty/tiers",
-            &t.admin,
-            json!({ "name": "Gold", "rank": 1 }),
-        )
+        .post("/v1/loyalty/tiers", &t.admin, json!({ "name": "Gold", "rank": 1 }))
         .await;
     let tid = tier["id"].as_str().unwrap().to_string();
     let (s, visit) = app
@@ -1252,9 +1017,7 @@ async fn ledger_ops_in_caller_transaction(backend: Backend) {
             (LedgerKind::Redeem, -50, Some(iid.clone()))
         ]
     );
-    let (_, account) = app
-        .get(&format!("/v1/customers/{cid}/loyalty"), &t.read)
-        .await;
+    let (_, account) = app.get(&format!("/v1/customers/{cid}/loyalty"), &t.read).await;
     assert_eq!(
         (account["balance"].as_i64(), account["tier"]["id"].as_str()),
         (Some(150), Some(tid.as_str()))
@@ -1299,38 +1062,24 @@ async fn ledger_ops_in_caller_transaction(backend: Backend) {
     let err = apply_ledger_ops_tx(&mut tx, &tenant, &cid, foreign["id"].as_str(), &ops[2..])
         .await
         .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            StoreError::NotFound {
-                entity: "interaction"
-            }
-        ),
-        "{err:?}"
-    );
+    assert!(matches!(err, StoreError::NotFound { entity: "interaction" }), "{err:?}");
     drop(tx);
     let mut tx = store.db().begin_write().await.unwrap();
     let err = apply_ledger_ops_tx(&mut tx, &TenantId(other.id.clone()), &cid, None, &ops[..1])
         .await
         .unwrap_err();
-    assert!(
-        matches!(err, StoreError::NotFound { entity: "customer" }),
-        "{err:?}"
-    );
+    assert!(matches!(err, StoreError::NotFound { entity: "customer" }), "{err:?}");
     drop(tx);
 
     assert_eq!(balance(&app, &t, &cid).await, 150);
     assert_eq!(ledger(&app, &t, &cid).await.len(), 2);
     assert_eq!(
-        app.get(
-            &format!("/v1/customers/{cid}/loyalty/tier-changes"),
-            &t.read
-        )
-        .await
-        .1
-        .as_array()
-        .unwrap()
-        .len(),
+        app.get(&format!("/v1/customers/{cid}/loyalty/tier-changes"), &t.read)
+            .await
+            .1
+            .as_array()
+            .unwrap()
+            .len(),
         1
     );
     // The store's tenant-wide sweep has nothing to do here.

@@ -17,11 +17,35 @@ use support::{Backend, TestApp, TestTenant, assert_error};
 /// acme enables everything; globex only the well-behaved scorer.
 fn manifest(dir: &Path) -> PathBuf {
     let mut text = String::new();
-    text += &support::plugin_manifest_entry("scorer", "test-scorer", "scoring-rule", &["log", "config"], "timeout_ms = 2000");
-    text += &support::plugin_manifest_entry("probe", "tenant-probe", "scoring-rule", &["customers"], "timeout_ms = 2000");
-    text += &support::plugin_manifest_entry("xsell", "test-cross-sell", "cross-sell", &["catalog"], "timeout_ms = 2000");
+    text += &support::plugin_manifest_entry(
+        "scorer",
+        "test-scorer",
+        "scoring-rule",
+        &["log", "config"],
+        "timeout_ms = 2000",
+    );
+    text += &support::plugin_manifest_entry(
+        "probe",
+        "tenant-probe",
+        "scoring-rule",
+        &["customers"],
+        "timeout_ms = 2000",
+    );
+    text += &support::plugin_manifest_entry(
+        "xsell",
+        "test-cross-sell",
+        "cross-sell",
+        &["catalog"],
+        "timeout_ms = 2000",
+    );
     text += &support::plugin_manifest_entry("loop", "hostile-loop", "scoring-rule", &[], "timeout_ms = 200");
-    text += &support::plugin_manifest_entry("bomb", "hostile-memory-bomb", "scoring-rule", &[], "timeout_ms = 5000\nmemory_mb = 16");
+    text += &support::plugin_manifest_entry(
+        "bomb",
+        "hostile-memory-bomb",
+        "scoring-rule",
+        &[],
+        "timeout_ms = 5000\nmemory_mb = 16",
+    );
     text += &support::plugin_manifest_entry(
         "panic",
         "hostile-panic",
@@ -29,10 +53,22 @@ fn manifest(dir: &Path) -> PathBuf {
         &[],
         "timeout_ms = 2000\nmax_consecutive_failures = 3",
     );
-    text += &support::plugin_manifest_entry("oversized", "hostile-oversized", "scoring-rule", &[], "timeout_ms = 5000");
+    text += &support::plugin_manifest_entry(
+        "oversized",
+        "hostile-oversized",
+        "scoring-rule",
+        &[],
+        "timeout_ms = 5000",
+    );
     text += &support::plugin_manifest_entry("garbage", "hostile-garbage", "scoring-rule", &[], "timeout_ms = 2000");
     // Uses kv, which is deliberately not granted.
-    text += &support::plugin_manifest_entry("ungranted", "hostile-ungranted", "scoring-rule", &["log"], "timeout_ms = 2000");
+    text += &support::plugin_manifest_entry(
+        "ungranted",
+        "hostile-ungranted",
+        "scoring-rule",
+        &["log"],
+        "timeout_ms = 2000",
+    );
     text += "[[tenant]]\nid = \"acme\"\n";
     for (id, enabled) in [
         ("scorer", true),
@@ -71,7 +107,9 @@ async fn start(backend: Backend) -> (TestApp, TestTenant, TestTenant, tempfile::
 }
 
 async fn customer_with_purchases(app: &TestApp, t: &TestTenant, external_id: &str, purchases: usize) -> String {
-    let (s, c) = app.post("/v1/customers", &t.write, json!({ "external_id": external_id })).await;
+    let (s, c) = app
+        .post("/v1/customers", &t.write, json!({ "external_id": external_id }))
+        .await;
     assert_eq!(s, 201, "{c}");
     let id = c["id"].as_str().unwrap().to_string();
     for n in 0..purchases {
@@ -89,7 +127,9 @@ async fn customer_with_purchases(app: &TestApp, t: &TestTenant, external_id: &st
 }
 
 async fn enable(app: &TestApp, t: &TestTenant, plugin: &str) {
-    let (s, b) = app.post(&format!("/v1/plugins/{plugin}/enable"), &t.admin, json!({})).await;
+    let (s, b) = app
+        .post(&format!("/v1/plugins/{plugin}/enable"), &t.admin, json!({}))
+        .await;
     assert_eq!(s, 200, "{b}");
 }
 
@@ -103,7 +143,9 @@ async fn score(app: &TestApp, t: &TestTenant, customer: &str, plugin: Option<&st
 }
 
 fn only_result(body: &Value) -> &Value {
-    let results = body["results"].as_array().unwrap_or_else(|| panic!("no results: {body}"));
+    let results = body["results"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no results: {body}"));
     assert_eq!(results.len(), 1, "{body}");
     &results[0]
 }
@@ -139,40 +181,83 @@ async fn well_behaved_plugins(backend: Backend) {
     assert_error(reqwest::StatusCode::from_u16(s).unwrap(), &b, 409, "plugin_not_active");
     let (s, body) = score(&app, &globex, &bob, None).await;
     assert_eq!(s, 200, "{body}");
-    assert_eq!(only_result(&body)["score"]["value"], 0.0, "globex has no bonus configured: {body}");
+    assert_eq!(
+        only_result(&body)["score"]["value"],
+        0.0,
+        "globex has no bonus configured: {body}"
+    );
 
     // The tenant-probe plugin asks the host for a customer id it read from
     // the input: its own tenant's customer is found, globex's is not.
     enable(&app, &acme, "probe").await;
     let (s, c) = app
-        .post("/v1/customers", &acme.write, json!({ "external_id": "spy", "attributes": { "probe_customer_id": bob } }))
+        .post(
+            "/v1/customers",
+            &acme.write,
+            json!({ "external_id": "spy", "attributes": { "probe_customer_id": bob } }),
+        )
         .await;
     assert_eq!(s, 201, "{c}");
     let spy = c["id"].as_str().unwrap();
     let (_, body) = score(&app, &acme, spy, Some("probe")).await;
-    assert_eq!(only_result(&body)["score"]["value"], 0.0, "another tenant's customer leaked: {body}");
+    assert_eq!(
+        only_result(&body)["score"]["value"],
+        0.0,
+        "another tenant's customer leaked: {body}"
+    );
     let (s, c) = app
-        .post("/v1/customers", &acme.write, json!({ "external_id": "ally", "attributes": { "probe_customer_id": alice } }))
+        .post(
+            "/v1/customers",
+            &acme.write,
+            json!({ "external_id": "ally", "attributes": { "probe_customer_id": alice } }),
+        )
         .await;
     assert_eq!(s, 201, "{c}");
     let (_, body) = score(&app, &acme, c["id"].as_str().unwrap(), Some("probe")).await;
-    assert_eq!(only_result(&body)["score"]["value"], 1.0, "own customer not visible: {body}");
+    assert_eq!(
+        only_result(&body)["score"]["value"],
+        1.0,
+        "own customer not visible: {body}"
+    );
 
     // Cross-sell: catalogue products not owned and not in the basket, by price.
-    for (sku, price) in [("SKU-0", "10.00"), ("CHEAP", "1.00"), ("MID", "5.00"), ("DEAR", "50.00")] {
+    for (sku, price) in [
+        ("SKU-0", "10.00"),
+        ("CHEAP", "1.00"),
+        ("MID", "5.00"),
+        ("DEAR", "50.00"),
+    ] {
         let (s, b) = app
-            .post("/v1/products", &acme.write, json!({ "sku": sku, "name": sku, "price": { "currency": "USD", "amount": price } }))
+            .post(
+                "/v1/products",
+                &acme.write,
+                json!({ "sku": sku, "name": sku, "price": { "currency": "USD", "amount": price } }),
+            )
             .await;
         assert_eq!(s, 201, "{b}");
     }
-    let (s, body) = app.get(&format!("/v1/customers/{alice}/recommendations?basket=MID&limit=5"), &acme.read).await;
+    let (s, body) = app
+        .get(
+            &format!("/v1/customers/{alice}/recommendations?basket=MID&limit=5"),
+            &acme.read,
+        )
+        .await;
     assert_eq!(s, 200, "{body}");
-    let skus: Vec<&str> = body["recommendations"].as_array().unwrap().iter().map(|r| r["sku"].as_str().unwrap()).collect();
+    let skus: Vec<&str> = body["recommendations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["sku"].as_str().unwrap())
+        .collect();
     assert_eq!(skus, ["DEAR", "CHEAP"], "{body}");
     assert_eq!(body["recommendations"][0]["plugin"], "xsell");
-    let (s, b) = app.get(&format!("/v1/customers/{alice}/recommendations?limit=0"), &acme.read).await;
+    let (s, b) = app
+        .get(&format!("/v1/customers/{alice}/recommendations?limit=0"), &acme.read)
+        .await;
     assert_error(s, &b, 422, "validation_failed");
-    let (s, b) = app.get(&format!("/v1/customers/{alice}/recommendations"), &globex.read).await;
+    let (s, b) = app
+        .get(&format!("/v1/customers/{alice}/recommendations"), &globex.read)
+        .await;
     assert_error(s, &b, 404, "not_found");
 }
 
@@ -191,7 +276,15 @@ async fn hostile_plugins_are_contained(backend: Backend) {
         let token = acme.read.clone();
         tokio::spawn(async move {
             let started = Instant::now();
-            let body: Value = client.post(url).bearer_auth(token).send().await.unwrap().json().await.unwrap();
+            let body: Value = client
+                .post(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
             (started.elapsed(), body)
         })
     };
@@ -204,8 +297,14 @@ async fn hostile_plugins_are_contained(backend: Backend) {
     let (loop_elapsed, body) = looping.await.unwrap();
     let r = only_result(&body);
     assert_eq!(r["error"]["code"], "plugin_timeout", "{body}");
-    assert!(loop_elapsed < Duration::from_millis(200 + 1_500), "deadline not enforced: {loop_elapsed:?}");
-    assert!(other_tenant_latency < Duration::from_millis(1_500), "other tenant waited {other_tenant_latency:?}");
+    assert!(
+        loop_elapsed < Duration::from_millis(200 + 1_500),
+        "deadline not enforced: {loop_elapsed:?}"
+    );
+    assert!(
+        other_tenant_latency < Duration::from_millis(1_500),
+        "other tenant waited {other_tenant_latency:?}"
+    );
 
     let expect = [
         ("bomb", "plugin_memory_limit", ""),
@@ -220,7 +319,10 @@ async fn hostile_plugins_are_contained(backend: Backend) {
         let r = only_result(&body);
         assert_eq!(r["status"], "error", "{plugin}: {body}");
         assert_eq!(r["error"]["code"], code, "{plugin}: {body}");
-        assert!(r["error"]["message"].as_str().unwrap().contains(needle), "{plugin}: {body}");
+        assert!(
+            r["error"]["message"].as_str().unwrap().contains(needle),
+            "{plugin}: {body}"
+        );
     }
 
     // panic allows 3 consecutive failures: it failed once above; two more
@@ -237,7 +339,14 @@ async fn hostile_plugins_are_contained(backend: Backend) {
     assert_error(reqwest::StatusCode::from_u16(s).unwrap(), &b, 409, "plugin_not_active");
     // Without `plugin=`, a suspended plugin is simply skipped.
     let (_, body) = score(&app, &acme, &alice, None).await;
-    assert!(body["results"].as_array().unwrap().iter().all(|r| r["plugin"] != "panic"), "{body}");
+    assert!(
+        body["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["plugin"] != "panic"),
+        "{body}"
+    );
     let (s, p) = app.post("/v1/plugins/panic/resume", &acme.admin, json!({})).await;
     assert_eq!(s, 200, "{p}");
     assert_eq!(p["status"], "active", "{p}");
@@ -247,7 +356,15 @@ async fn hostile_plugins_are_contained(backend: Backend) {
     assert_eq!(s, 200);
     assert_eq!(only_result(&body)["score"]["value"], 1.0);
     assert_eq!(app.get("/healthz", "").await.0, 200);
-    let metrics = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(metrics.contains("rapport_plugin_errors_total"), "{metrics}");
 }
 

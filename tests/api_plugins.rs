@@ -25,11 +25,7 @@ impl Plugins {
     fn new() -> Plugins {
         let dir = tempfile::tempdir().unwrap();
         for name in ["rfm", "churn", "xsell"] {
-            std::fs::write(
-                dir.path().join(format!("{name}.wasm")),
-                format!("\0asm {name}"),
-            )
-            .unwrap();
+            std::fs::write(dir.path().join(format!("{name}.wasm")), format!("\0asm {name}")).unwrap();
         }
         let p = Plugins { dir };
         p.write(&p.manifest(true));
@@ -127,28 +123,16 @@ async fn effective_state_and_overrides(backend: Backend) {
     );
 
     // Admin overrides win over the manifest.
-    let (s, b) = app
-        .post("/v1/plugins/churn/enable", &acme.admin, json!(null))
-        .await;
+    let (s, b) = app.post("/v1/plugins/churn/enable", &acme.admin, json!(null)).await;
     assert_eq!(s, 200, "{b}");
     assert_eq!(
-        (
-            b["enabled"].clone(),
-            b["source"].clone(),
-            b["status"].clone()
-        ),
+        (b["enabled"].clone(), b["source"].clone(), b["status"].clone()),
         (json!(true), json!("admin"), json!("active"))
     );
-    let (s, b) = app
-        .post("/v1/plugins/rfm/disable", &acme.admin, json!(null))
-        .await;
+    let (s, b) = app.post("/v1/plugins/rfm/disable", &acme.admin, json!(null)).await;
     assert_eq!(s, 200, "{b}");
     assert_eq!(
-        (
-            b["enabled"].clone(),
-            b["source"].clone(),
-            b["status"].clone()
-        ),
+        (b["enabled"].clone(), b["source"].clone(), b["status"].clone()),
         (json!(false), json!("admin"), json!("disabled"))
     );
     let (s, b) = app
@@ -159,10 +143,7 @@ async fn effective_state_and_overrides(backend: Backend) {
         )
         .await;
     assert_eq!(s, 200, "{b}");
-    assert_eq!(
-        b["config"],
-        json!({ "window_days": 30, "tiers": ["a", "b"] })
-    );
+    assert_eq!(b["config"], json!({ "window_days": 30, "tiers": ["a", "b"] }));
     assert_eq!(b["config_source"], "admin");
     // Config replaces wholesale; the enabled override is untouched.
     assert_eq!(
@@ -172,10 +153,7 @@ async fn effective_state_and_overrides(backend: Backend) {
 
     let (s, d) = app.get("/v1/plugins/rfm", &acme.read).await;
     assert_eq!(s, 200, "{d}");
-    assert_eq!(
-        d["config"],
-        json!({ "window_days": 30, "tiers": ["a", "b"] })
-    );
+    assert_eq!(d["config"], json!({ "window_days": 30, "tiers": ["a", "b"] }));
     assert_eq!(d["limits"]["max_consecutive_failures"], 3);
     assert_eq!(d["limits"]["kv_max_bytes"], 64);
     assert_eq!(d["limits"]["timeout_ms"], 200);
@@ -191,11 +169,7 @@ async fn effective_state_and_overrides(backend: Backend) {
     let (s, b) = app.delete("/v1/plugins/rfm/enabled", &acme.admin).await;
     assert_eq!(s, 200, "{b}");
     assert_eq!(
-        (
-            b["enabled"].clone(),
-            b["source"].clone(),
-            b["status"].clone()
-        ),
+        (b["enabled"].clone(), b["source"].clone(), b["status"].clone()),
         (json!(true), json!("manifest"), json!("active"))
     );
 
@@ -223,9 +197,7 @@ async fn effective_state_and_overrides(backend: Backend) {
         assert_error(s, &b, 404, "not_found");
     }
     // ...and globex's change to a shared plugin does not touch acme's state.
-    let (s, _) = app
-        .post("/v1/plugins/rfm/disable", &globex.admin, json!(null))
-        .await;
+    let (s, _) = app.post("/v1/plugins/rfm/disable", &globex.admin, json!(null)).await;
     assert_eq!(s, 200);
     let (_, b) = app.get("/v1/plugins/rfm", &acme.read).await;
     assert_eq!(
@@ -255,9 +227,7 @@ async fn effective_state_and_overrides(backend: Backend) {
     assert_error(s, &b, 401, "unauthorized");
     let (s, b) = app.get("/v1/admin/manifest", &acme.admin).await;
     assert_error(s, &b, 403, "forbidden");
-    let (s, b) = app
-        .post("/v1/admin/manifest/reload", &acme.admin, json!(null))
-        .await;
+    let (s, b) = app.post("/v1/admin/manifest/reload", &acme.admin, json!(null)).await;
     assert_error(s, &b, 403, "forbidden");
 }
 
@@ -348,20 +318,15 @@ async fn failures_suspend_until_resumed(backend: Backend) {
             .await
             .unwrap()
     );
-    let (_, b) = app
-        .post("/v1/plugins/rfm/enable", &acme.admin, json!(null))
-        .await;
+    let (_, b) = app.post("/v1/plugins/rfm/enable", &acme.admin, json!(null)).await;
     assert_eq!(
         (b["status"].clone(), b["consecutive_failures"].clone()),
         (json!("suspended"), json!(4))
     );
     // A disabled plugin reports disabled even while suspended.
-    let (_, b) = app
-        .post("/v1/plugins/rfm/disable", &acme.admin, json!(null))
-        .await;
+    let (_, b) = app.post("/v1/plugins/rfm/disable", &acme.admin, json!(null)).await;
     assert_eq!(b["status"], "disabled");
-    app.post("/v1/plugins/rfm/enable", &acme.admin, json!(null))
-        .await;
+    app.post("/v1/plugins/rfm/enable", &acme.admin, json!(null)).await;
 
     // Globex's copy of the same plugin is unaffected.
     let (_, b) = app.get("/v1/plugins/rfm", &globex.read).await;
@@ -376,9 +341,7 @@ async fn failures_suspend_until_resumed(backend: Backend) {
     assert_eq!(b["recent_failures"], json!([]));
 
     // Resume clears the suspension and the counter, keeps the last error.
-    let (s, b) = app
-        .post("/v1/plugins/rfm/resume", &acme.admin, json!(null))
-        .await;
+    let (s, b) = app.post("/v1/plugins/rfm/resume", &acme.admin, json!(null)).await;
     assert_eq!(s, 200, "{b}");
     assert_eq!(
         (b["status"].clone(), b["consecutive_failures"].clone()),
@@ -435,20 +398,11 @@ async fn kv_is_scoped_and_capped(backend: Backend) {
     store.kv_set(&a, "rfm", "seg:1", &bytes, cap).await.unwrap();
     store.kv_set(&a, "rfm", "seg:2", b"two", cap).await.unwrap();
     store.kv_set(&a, "rfm", "other", b"x", cap).await.unwrap();
-    assert_eq!(
-        store.kv_get(&a, "rfm", "seg:1").await.unwrap(),
-        Some(bytes.clone())
-    );
+    assert_eq!(store.kv_get(&a, "rfm", "seg:1").await.unwrap(), Some(bytes.clone()));
     // Another tenant, or another plugin of the same tenant, sees nothing.
     assert_eq!(store.kv_get(&g, "rfm", "seg:1").await.unwrap(), None);
     assert_eq!(store.kv_get(&a, "churn", "seg:1").await.unwrap(), None);
-    assert!(
-        store
-            .kv_list(&g, "rfm", "", None, 100)
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(store.kv_list(&g, "rfm", "", None, 100).await.unwrap().is_empty());
     assert!(!store.kv_delete(&g, "rfm", "seg:1").await.unwrap());
 
     assert_eq!(
@@ -456,39 +410,18 @@ async fn kv_is_scoped_and_capped(backend: Backend) {
         ["seg:1", "seg:2"]
     );
     assert_eq!(
-        store
-            .kv_list(&a, "rfm", "seg:", Some("seg:1"), 100)
-            .await
-            .unwrap(),
+        store.kv_list(&a, "rfm", "seg:", Some("seg:1"), 100).await.unwrap(),
         ["seg:2"]
     );
-    assert_eq!(
-        store.kv_list(&a, "rfm", "", None, 2).await.unwrap(),
-        ["other", "seg:1"]
-    );
+    assert_eq!(store.kv_list(&a, "rfm", "", None, 2).await.unwrap(), ["other", "seg:1"]);
     // '%' and '_' are not wildcards; case matters.
-    assert!(
-        store
-            .kv_list(&a, "rfm", "seg%", None, 100)
-            .await
-            .unwrap()
-            .is_empty()
-    );
-    assert!(
-        store
-            .kv_list(&a, "rfm", "SEG:", None, 100)
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(store.kv_list(&a, "rfm", "seg%", None, 100).await.unwrap().is_empty());
+    assert!(store.kv_list(&a, "rfm", "SEG:", None, 100).await.unwrap().is_empty());
 
     // Usage = key chars + value bytes: 5+5 + 5+3 + 5+1 = 24.
     assert_eq!(store.kv_usage(&a, "rfm").await.unwrap(), 24);
     // 24 + 4 + 36 = 64 fits exactly; one more byte does not.
-    store
-        .kv_set(&a, "rfm", "big!", &[7u8; 36], cap)
-        .await
-        .unwrap();
+    store.kv_set(&a, "rfm", "big!", &[7u8; 36], cap).await.unwrap();
     let err = store.kv_set(&a, "rfm", "more", b"", cap).await.unwrap_err();
     assert!(
         matches!(
@@ -501,14 +434,8 @@ async fn kv_is_scoped_and_capped(backend: Backend) {
         "{err:?}"
     );
     // Overwriting a key counts its new size only.
-    store
-        .kv_set(&a, "rfm", "big!", &[8u8; 36], cap)
-        .await
-        .unwrap();
-    let err = store
-        .kv_set(&a, "rfm", "big!", &[8u8; 37], cap)
-        .await
-        .unwrap_err();
+    store.kv_set(&a, "rfm", "big!", &[8u8; 36], cap).await.unwrap();
+    let err = store.kv_set(&a, "rfm", "big!", &[8u8; 37], cap).await.unwrap_err();
     assert!(
         matches!(
             err,
@@ -519,15 +446,9 @@ async fn kv_is_scoped_and_capped(backend: Backend) {
         ),
         "{err:?}"
     );
-    assert_eq!(
-        store.kv_get(&a, "rfm", "big!").await.unwrap(),
-        Some(vec![8u8; 36])
-    );
+    assert_eq!(store.kv_get(&a, "rfm", "big!").await.unwrap(), Some(vec![8u8; 36]));
     // The other tenant has its own quota.
-    store
-        .kv_set(&g, "rfm", "big!", &[1u8; 60], cap)
-        .await
-        .unwrap();
+    store.kv_set(&g, "rfm", "big!", &[1u8; 60], cap).await.unwrap();
 
     // Concurrent writers cannot squeeze past the quota together: ten
     // 10-byte entries against a 64-byte cap, exactly six fit.
@@ -535,9 +456,7 @@ async fn kv_is_scoped_and_capped(backend: Backend) {
     for i in 0..10 {
         let (store, g) = (store.clone(), g.clone());
         tasks.push(tokio::spawn(async move {
-            store
-                .kv_set(&g, "churn", &format!("k{i}"), &[i as u8; 8], 64)
-                .await
+            store.kv_set(&g, "churn", &format!("k{i}"), &[i as u8; 8], 64).await
         }));
     }
     let mut ok = 0;
@@ -578,21 +497,16 @@ async fn reload_keeps_old_manifest_on_error(backend: Backend) {
     assert_eq!(m["last_reload_error"], Value::Null);
 
     // An admin override on xsell, then xsell is removed from the manifest.
-    app.post("/v1/plugins/xsell/disable", &acme.admin, json!(null))
-        .await;
+    app.post("/v1/plugins/xsell/disable", &acme.admin, json!(null)).await;
     plugins.write(&plugins.manifest(false));
-    let (s, m) = app
-        .post("/v1/admin/manifest/reload", &app.platform, json!(null))
-        .await;
+    let (s, m) = app.post("/v1/admin/manifest/reload", &app.platform, json!(null)).await;
     assert_eq!(s, 200, "{m}");
     assert_eq!(ids(&m["plugins"]), ["rfm", "churn"]);
     let (_, list) = app.get("/v1/plugins", &acme.read).await;
     assert_eq!(ids(&list), ["rfm", "churn"]);
     let (s, b) = app.get("/v1/plugins/xsell", &acme.read).await;
     assert_error(s, &b, 404, "not_found");
-    let (s, b) = app
-        .post("/v1/plugins/xsell/enable", &acme.admin, json!(null))
-        .await;
+    let (s, b) = app.post("/v1/plugins/xsell/enable", &acme.admin, json!(null)).await;
     assert_error(s, &b, 404, "not_found");
 
     // A broken manifest: 409 with file:line:column: field, the old one stays.
@@ -602,9 +516,7 @@ async fn reload_keeps_old_manifest_on_error(backend: Backend) {
         1,
     );
     plugins.write(&broken);
-    let (s, b) = app
-        .post("/v1/admin/manifest/reload", &app.platform, json!(null))
-        .await;
+    let (s, b) = app.post("/v1/admin/manifest/reload", &app.platform, json!(null)).await;
     assert_error(s, &b, 409, "manifest_invalid");
     let file = plugins.path().display().to_string();
     let issue = b["error"]["details"]["issues"][0].as_str().unwrap();
@@ -627,9 +539,7 @@ async fn reload_keeps_old_manifest_on_error(backend: Backend) {
 
     // Fixed: xsell is back, and the stored override applies again.
     plugins.write(&plugins.manifest(true));
-    let (s, _) = app
-        .post("/v1/admin/manifest/reload", &app.platform, json!(null))
-        .await;
+    let (s, _) = app.post("/v1/admin/manifest/reload", &app.platform, json!(null)).await;
     assert_eq!(s, 200);
     let (_, b) = app.get("/v1/plugins/xsell", &acme.read).await;
     assert_eq!(
@@ -641,9 +551,7 @@ async fn reload_keeps_old_manifest_on_error(backend: Backend) {
 
     // A changed artifact is refused on reload (digest pinned).
     std::fs::write(plugins.dir.path().join("churn.wasm"), b"tampered").unwrap();
-    let (s, b) = app
-        .post("/v1/admin/manifest/reload", &app.platform, json!(null))
-        .await;
+    let (s, b) = app.post("/v1/admin/manifest/reload", &app.platform, json!(null)).await;
     assert_error(s, &b, 409, "manifest_invalid");
     assert!(
         b["error"]["details"]["issues"][0]
@@ -660,16 +568,11 @@ async fn without_manifest_and_broken_at_start(backend: Backend) {
     let t = app.tenant("Solo").await;
     let (s, b) = app.get("/v1/plugins", &t.read).await;
     assert_eq!((s.as_u16(), b), (200, json!([])));
-    let (s, b) = app
-        .post("/v1/admin/manifest/reload", &app.platform, json!(null))
-        .await;
+    let (s, b) = app.post("/v1/admin/manifest/reload", &app.platform, json!(null)).await;
     assert_error(s, &b, 409, "no_manifest");
     let (s, m) = app.get("/v1/admin/manifest", &app.platform).await;
     assert_eq!(s, 200);
-    assert_eq!(
-        (m["path"].clone(), m["plugins"].clone()),
-        (Value::Null, json!([]))
-    );
+    assert_eq!((m["path"].clone(), m["plugins"].clone()), (Value::Null, json!([])));
 
     // A broken manifest at start-up stops the server from starting.
     let plugins = Plugins::new();
@@ -678,10 +581,7 @@ async fn without_manifest_and_broken_at_start(backend: Backend) {
     let mut config = plugins.config();
     config.server.listen = "127.0.0.1:0".parse().unwrap();
     config.database.url = db.url.clone();
-    let err = rapport::server::start(&config)
-        .await
-        .err()
-        .expect("must not start");
+    let err = rapport::server::start(&config).await.err().expect("must not start");
     let text = format!("{err:#}");
     assert!(
         text.contains(&format!(
@@ -697,13 +597,9 @@ async fn malformed_plugin_input(backend: Backend) {
     let app = TestApp::start_with(backend, plugins.config()).await;
     let acme = app.tenant_with_id("acme").await;
 
-    let (s, b) = app
-        .put("/v1/plugins/rfm/config", &acme.admin, json!([1, 2]))
-        .await;
+    let (s, b) = app.put("/v1/plugins/rfm/config", &acme.admin, json!([1, 2])).await;
     assert_error(s, &b, 422, "validation_failed");
-    let (s, b) = app
-        .put("/v1/plugins/rfm/config", &acme.admin, json!("text"))
-        .await;
+    let (s, b) = app.put("/v1/plugins/rfm/config", &acme.admin, json!("text")).await;
     assert_error(s, &b, 422, "validation_failed");
     let (s, b) = app
         .raw(
@@ -746,18 +642,13 @@ async fn malformed_plugin_input(backend: Backend) {
         "/v1/plugins/{id}/resume",
         "/v1/admin/manifest/reload",
     ] {
-        assert!(
-            doc["paths"][path].is_object(),
-            "{path} missing from OpenAPI"
-        );
+        assert!(doc["paths"][path].is_object(), "{path} missing from OpenAPI");
     }
     assert!(doc["components"]["schemas"]["EffectivePlugin"].is_object());
 
     let (s, b) = app.get("/v1/plugins/..%2Fetc", &acme.read).await;
     assert_error(s, &b, 404, "not_found");
-    let (s, b) = app
-        .call(Method::GET, "/v1/plugins/rfm/enable", &acme.admin, None)
-        .await;
+    let (s, b) = app.call(Method::GET, "/v1/plugins/rfm/enable", &acme.admin, None).await;
     assert_eq!(s.as_u16(), 400, "{b}");
 }
 

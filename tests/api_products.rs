@@ -71,30 +71,17 @@ async fn products_crud(backend: Backend) {
 
     // Prices: exact or refused.
     for (price, field) in [
-        (
-            json!({ "currency": "USD", "amount": "9.999" }),
-            "price.amount",
-        ),
+        (json!({ "currency": "USD", "amount": "9.999" }), "price.amount"),
         (json!({ "currency": "USD", "amount": "-1" }), "price.amount"),
-        (
-            json!({ "currency": "JPY", "amount": "1.5" }),
-            "price.amount",
-        ),
-        (
-            json!({ "currency": "ZZZ", "amount": "1" }),
-            "price.currency",
-        ),
+        (json!({ "currency": "JPY", "amount": "1.5" }), "price.amount"),
+        (json!({ "currency": "ZZZ", "amount": "1" }), "price.currency"),
         (
             json!({ "currency": "USD", "amount": "1", "amount_minor": 2 }),
             "price.amount_minor",
         ),
     ] {
         let (s, b) = app
-            .put(
-                "/v1/products/BAD",
-                &acme.write,
-                json!({ "name": "x", "price": price }),
-            )
+            .put("/v1/products/BAD", &acme.write, json!({ "name": "x", "price": price }))
             .await;
         assert_error(s, &b, 422, "validation_failed");
         assert_eq!(b["error"]["details"]["field"], field, "{b}");
@@ -165,10 +152,7 @@ async fn products_list(backend: Backend) {
         }
     }
     assert_eq!(pages, vec![10, 10, 5]);
-    assert_eq!(
-        seen,
-        (0..25).map(|i| format!("SKU-{i:02}")).collect::<Vec<_>>()
-    );
+    assert_eq!(seen, (0..25).map(|i| format!("SKU-{i:02}")).collect::<Vec<_>>());
 
     let (_, b) = app.get("/v1/products?category=rock", &acme.read).await;
     let skus: Vec<&str> = b["items"]
@@ -198,7 +182,11 @@ async fn products_tenant_isolation(backend: Backend) {
     let acme = app.tenant("Acme").await;
     let other = app.tenant("Other").await;
     let (s, _) = app
-        .put("/v1/products/SECRET", &acme.write, json!({ "name": "Secret", "category": "c", "price": { "currency": "USD", "amount": "1" } }))
+        .put(
+            "/v1/products/SECRET",
+            &acme.write,
+            json!({ "name": "Secret", "category": "c", "price": { "currency": "USD", "amount": "1" } }),
+        )
         .await;
     assert_eq!(s, 201);
 
@@ -213,7 +201,11 @@ async fn products_tenant_isolation(backend: Backend) {
     // The same SKU in another tenant is its own product: creating it does not
     // touch Acme's.
     let (s, b) = app
-        .post("/v1/products", &other.write, json!({ "sku": "SECRET", "name": "Mine", "price": { "currency": "EUR", "amount": "2" } }))
+        .post(
+            "/v1/products",
+            &other.write,
+            json!({ "sku": "SECRET", "name": "Mine", "price": { "currency": "EUR", "amount": "2" } }),
+        )
         .await;
     assert_eq!(s, 201, "{b}");
     let (s, b) = app
@@ -254,10 +246,7 @@ async fn products_roles_and_malformed_input(backend: Backend) {
         v.extend(b"\"}");
         v
     };
-    for (method, path) in [
-        (Method::POST, "/v1/products"),
-        (Method::PUT, "/v1/products/A"),
-    ] {
+    for (method, path) in [(Method::POST, "/v1/products"), (Method::PUT, "/v1/products/A")] {
         let (s, b) = app
             .raw(
                 method.clone(),
@@ -269,13 +258,7 @@ async fn products_roles_and_malformed_input(backend: Backend) {
             .await;
         assert_error(s, &b, 400, "invalid_json");
         let (s, b) = app
-            .raw(
-                method.clone(),
-                path,
-                &acme.write,
-                "application/json",
-                big.clone(),
-            )
+            .raw(method.clone(), path, &acme.write, "application/json", big.clone())
             .await;
         assert_error(s, &b, 413, "payload_too_large");
         let (s, b) = app
@@ -288,7 +271,13 @@ async fn products_roles_and_malformed_input(backend: Backend) {
             .await;
         assert_error(s, &b, 422, "validation_failed");
     }
-    let (s, b) = app.post("/v1/products", &acme.write, json!({ "sku": "A", "name": "A", "price": { "currency": "USD", "amount": "1" }, "x": 1 })).await;
+    let (s, b) = app
+        .post(
+            "/v1/products",
+            &acme.write,
+            json!({ "sku": "A", "name": "A", "price": { "currency": "USD", "amount": "1" }, "x": 1 }),
+        )
+        .await;
     assert_error(s, &b, 422, "validation_failed");
     let (s, b) = app
         .put(

@@ -45,11 +45,7 @@ fn manifest(dir: &Path) -> PathBuf {
         "hostile-reward",
         "timeout_ms = 2000\nmax_consecutive_failures = 2",
     );
-    text += &plugin_entry(
-        "tiered",
-        "rapport-plugin-tiered-points",
-        "timeout_ms = 2000",
-    );
+    text += &plugin_entry("tiered", "rapport-plugin-tiered-points", "timeout_ms = 2000");
     let tenants: [(&str, &[&str]); 4] = [
         ("acme", &["points"]),
         ("globex", &["points", "hostile"]),
@@ -107,23 +103,13 @@ async fn start(backend: Backend) -> Setup {
 
 async fn customer(app: &TestApp, t: &TestTenant, external_id: &str) -> String {
     let (s, c) = app
-        .post(
-            "/v1/customers",
-            &t.write,
-            json!({ "external_id": external_id }),
-        )
+        .post("/v1/customers", &t.write, json!({ "external_id": external_id }))
         .await;
     assert_eq!(s, 201, "{c}");
     c["id"].as_str().unwrap().to_string()
 }
 
-async fn purchase(
-    app: &TestApp,
-    t: &TestTenant,
-    customer_id: &str,
-    amount: &str,
-    extra: Value,
-) -> Value {
+async fn purchase(app: &TestApp, t: &TestTenant, customer_id: &str, amount: &str, extra: Value) -> Value {
     let mut body = json!({ "customer_id": customer_id, "kind": "purchase", "currency": "USD", "amount": amount });
     for (k, v) in extra.as_object().unwrap() {
         body[k] = v.clone();
@@ -134,19 +120,14 @@ async fn purchase(
 }
 
 async fn account(app: &TestApp, t: &TestTenant, customer_id: &str) -> Value {
-    let (s, a) = app
-        .get(&format!("/v1/customers/{customer_id}/loyalty"), &t.read)
-        .await;
+    let (s, a) = app.get(&format!("/v1/customers/{customer_id}/loyalty"), &t.read).await;
     assert_eq!(s, 200, "{a}");
     a
 }
 
 async fn ledger(app: &TestApp, t: &TestTenant, customer_id: &str) -> Vec<Value> {
     let (s, l) = app
-        .get(
-            &format!("/v1/customers/{customer_id}/loyalty/ledger"),
-            &t.read,
-        )
+        .get(&format!("/v1/customers/{customer_id}/loyalty/ledger"), &t.read)
         .await;
     assert_eq!(s, 200, "{l}");
     l["items"].as_array().unwrap().clone()
@@ -166,14 +147,7 @@ async fn purchase_earns_points_exactly_once(backend: Backend) {
     let Setup { app, acme, .. } = start(backend).await;
     let alice = customer(&app, &acme, "alice").await;
 
-    let body = purchase(
-        &app,
-        &acme,
-        &alice,
-        "123.45",
-        json!({ "idempotency_key": "order-1" }),
-    )
-    .await;
+    let body = purchase(&app, &acme, &alice, "123.45", json!({ "idempotency_key": "order-1" })).await;
     let id = body["id"].as_str().unwrap().to_string();
     assert_eq!(body["amount"]["amount_minor"], 12345);
     assert_eq!(body["rewards"].as_array().unwrap().len(), 1, "{body}");
@@ -187,10 +161,7 @@ async fn purchase_earns_points_exactly_once(backend: Backend) {
     assert_eq!(entries[0]["points"], 123);
     assert_eq!(entries[0]["reason"], "1 point per unit");
     assert_eq!(entries[0]["interaction_id"], id.as_str());
-    assert_eq!(
-        entries[0]["idempotency_key"],
-        format!("reward:{id}:points:0")
-    );
+    assert_eq!(entries[0]["idempotency_key"], format!("reward:{id}:points:0"));
     assert!(entries[0]["expires_at"].is_null());
     let a = account(&app, &acme, &alice).await;
     assert_eq!(a["balance"], 123, "{a}");
@@ -259,9 +230,7 @@ async fn batch_with_mixed_items(backend: Backend) {
         { "customer_id": alice, "kind": "visit" },
         { "customer_id": "missing", "kind": "purchase", "currency": "USD", "amount": "5.00" },
     ]});
-    let (s, body) = app
-        .post("/v1/interactions/batch", &acme.write, items.clone())
-        .await;
+    let (s, body) = app.post("/v1/interactions/batch", &acme.write, items.clone()).await;
     assert_eq!(s, 200, "{body}");
     assert_eq!(
         (
@@ -275,12 +244,7 @@ async fn batch_with_mixed_items(backend: Backend) {
     let results = body["results"].as_array().unwrap();
     let points = |i: usize| -> Vec<i64> {
         let r = &results[i]["rewards"];
-        let entry = r
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|e| e["plugin"] == "points")
-            .unwrap();
+        let entry = r.as_array().unwrap().iter().find(|e| e["plugin"] == "points").unwrap();
         entry["entries"]
             .as_array()
             .unwrap()
@@ -306,10 +270,7 @@ async fn batch_with_mixed_items(backend: Backend) {
     assert_eq!(results[5]["status"], "error");
     assert_eq!(results[5]["error"]["code"], "not_found", "{body}");
 
-    let bob = results[0]["interaction"]["customer_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let bob = results[0]["interaction"]["customer_id"].as_str().unwrap().to_string();
     assert_eq!(account(&app, &acme, &bob).await["balance"], 10);
     assert_eq!(account(&app, &acme, &alice).await["balance"], 25);
 
@@ -327,19 +288,11 @@ async fn batch_with_mixed_items(backend: Backend) {
 async fn tier_change_is_applied(backend: Backend) {
     let Setup { app, acme, .. } = start(backend).await;
     let (s, base) = app
-        .post(
-            "/v1/loyalty/tiers",
-            &acme.admin,
-            json!({ "name": "Base", "rank": 0 }),
-        )
+        .post("/v1/loyalty/tiers", &acme.admin, json!({ "name": "Base", "rank": 0 }))
         .await;
     assert_eq!(s, 201, "{base}");
     let (s, gold) = app
-        .post(
-            "/v1/loyalty/tiers",
-            &acme.admin,
-            json!({ "name": "Gold", "rank": 1 }),
-        )
+        .post("/v1/loyalty/tiers", &acme.admin, json!({ "name": "Gold", "rank": 1 }))
         .await;
     assert_eq!(s, 201, "{gold}");
     let gold_id = gold["id"].as_str().unwrap();
@@ -372,10 +325,7 @@ async fn tier_change_is_applied(backend: Backend) {
     assert_eq!(a["balance"], 1900, "{a}");
     assert_eq!(a["lifetime_earned"], 1900, "{a}");
     let (s, changes) = app
-        .get(
-            &format!("/v1/customers/{alice}/loyalty/tier-changes"),
-            &acme.read,
-        )
+        .get(&format!("/v1/customers/{alice}/loyalty/tier-changes"), &acme.read)
         .await;
     assert_eq!(s, 200, "{changes}");
     let changes = changes
@@ -392,10 +342,7 @@ async fn tier_change_is_applied(backend: Backend) {
 
 async fn failing_plugin_keeps_the_interaction(backend: Backend) {
     let Setup {
-        app,
-        globex,
-        initech,
-        ..
+        app, globex, initech, ..
     } = start(backend).await;
     let bob = customer(&app, &globex, "bob").await;
 
@@ -408,9 +355,7 @@ async fn failing_plugin_keeps_the_interaction(backend: Backend) {
     assert_eq!(h["status"], "failed", "{body}");
     assert_eq!(h["entries"], json!([]));
     assert_eq!(h["error"]["code"], "plugin_invalid_output", "{body}");
-    let (s, stored) = app
-        .get(&format!("/v1/interactions/{id}"), &globex.read)
-        .await;
+    let (s, stored) = app.get(&format!("/v1/interactions/{id}"), &globex.read).await;
     assert_eq!(s, 200, "{stored}");
 
     // Each refusal is all or nothing: the 10-point bait never lands.
@@ -422,11 +367,7 @@ async fn failing_plugin_keeps_the_interaction(backend: Backend) {
     ];
     for (channel, code, needle) in cases {
         let body = purchase(&app, &globex, &bob, "50.00", json!({ "channel": channel })).await;
-        assert_eq!(
-            reward(&body, "points")["entries"][0]["points"],
-            50,
-            "{channel}: {body}"
-        );
+        assert_eq!(reward(&body, "points")["entries"][0]["points"], 50, "{channel}: {body}");
         let h = reward(&body, "hostile");
         assert_eq!(h["status"], "failed", "{channel}: {body}");
         assert_eq!(h["error"]["code"], code, "{channel}: {body}");
@@ -441,10 +382,7 @@ async fn failing_plugin_keeps_the_interaction(backend: Backend) {
     assert!(a["tier"].is_null(), "{a}");
     let entries = ledger(&app, &globex, &bob).await;
     assert_eq!(entries.len(), 5);
-    assert!(
-        entries.iter().all(|e| e["reason"] == "1 point per unit"),
-        "{entries:?}"
-    );
+    assert!(entries.iter().all(|e| e["reason"] == "1 point per unit"), "{entries:?}");
 
     // In a batch too: both items stored, only points applied.
     let (s, body) = app
@@ -473,14 +411,7 @@ async fn failing_plugin_keeps_the_interaction(backend: Backend) {
 
     // A kv write during on-interaction: refused on SQLite (the ingest holds
     // the write lock it would need), a normal write on PostgreSQL.
-    let body = purchase(
-        &app,
-        &globex,
-        &bob,
-        "50.00",
-        json!({ "channel": "kv-write" }),
-    )
-    .await;
+    let body = purchase(&app, &globex, &bob, "50.00", json!({ "channel": "kv-write" })).await;
     let h = reward(&body, "hostile");
     match backend {
         Backend::Sqlite => {
@@ -510,10 +441,7 @@ async fn failing_plugin_keeps_the_interaction(backend: Backend) {
     let body = purchase(&app, &initech, &carol, "10.00", json!({})).await;
     assert!(body.get("rewards").is_none(), "{body}");
     let (s, timeline) = app
-        .get(
-            &format!("/v1/customers/{carol}/interactions"),
-            &initech.read,
-        )
+        .get(&format!("/v1/customers/{carol}/interactions"), &initech.read)
         .await;
     assert_eq!(s, 200);
     assert_eq!(timeline["items"].as_array().unwrap().len(), 3);
@@ -541,10 +469,7 @@ async fn tenants_are_isolated(backend: Backend) {
         .await;
     assert_error(s, &b, 404, "not_found");
     let (s, b) = app
-        .get(
-            &format!("/v1/customers/{alice}/loyalty/redeemable"),
-            &globex.read,
-        )
+        .get(&format!("/v1/customers/{alice}/loyalty/redeemable"), &globex.read)
         .await;
     assert_error(s, &b, 404, "not_found");
     assert_eq!(account(&app, &acme, &alice).await["balance"], 30);
@@ -584,18 +509,8 @@ async fn catalogue(app: &TestApp, t: &TestTenant) -> [String; 5] {
             json!({ "name": "Lounge", "cost_points": 10, "min_tier_rank": 1 }),
         )
         .await,
-        create_reward(
-            app,
-            t,
-            json!({ "name": "Tote", "cost_points": 20, "stock": 0 }),
-        )
-        .await,
-        create_reward(
-            app,
-            t,
-            json!({ "name": "Old", "cost_points": 30, "active": false }),
-        )
-        .await,
+        create_reward(app, t, json!({ "name": "Tote", "cost_points": 20, "stock": 0 })).await,
+        create_reward(app, t, json!({ "name": "Old", "cost_points": 30, "active": false })).await,
     ]
 }
 
@@ -636,11 +551,7 @@ async fn redeemable_rewards(backend: Backend) {
     assert_eq!(ids(&body), vec![mug.clone()], "{body}");
     // With the rank-1 tier the tiered reward opens up.
     let (_, gold) = app
-        .post(
-            "/v1/loyalty/tiers",
-            &acme.admin,
-            json!({ "name": "Gold", "rank": 1 }),
-        )
+        .post("/v1/loyalty/tiers", &acme.admin, json!({ "name": "Gold", "rank": 1 }))
         .await;
     let (s, b) = app
         .put(
@@ -658,10 +569,7 @@ async fn redeemable_rewards(backend: Backend) {
     let bob = customer(&app, &globex, "bob").await;
     purchase(&app, &globex, &bob, "60.00", json!({})).await;
     let (s, body) = app
-        .get(
-            &format!("/v1/customers/{bob}/loyalty/redeemable"),
-            &globex.read,
-        )
+        .get(&format!("/v1/customers/{bob}/loyalty/redeemable"), &globex.read)
         .await;
     assert_eq!(s, 200, "{body}");
     assert_eq!(body["balance"], 60);
@@ -684,19 +592,14 @@ async fn redeemable_rewards(backend: Backend) {
         .await;
     assert_eq!(s, 201, "{b}");
     let (s, body) = app
-        .get(
-            &format!("/v1/customers/{zed}/loyalty/redeemable"),
-            &umbrella.read,
-        )
+        .get(&format!("/v1/customers/{zed}/loyalty/redeemable"), &umbrella.read)
         .await;
     assert_eq!(s, 200, "{body}");
     assert_eq!(ids(&body), vec![u_mug, u_bike], "{body}");
     assert_eq!(body["plugins"], json!([]));
 
     // Unknown customer: 404.
-    let (s, b) = app
-        .get("/v1/customers/nope/loyalty/redeemable", &acme.read)
-        .await;
+    let (s, b) = app.get("/v1/customers/nope/loyalty/redeemable", &acme.read).await;
     assert_error(s, &b, 404, "not_found");
 
     // Both additions are in the generated OpenAPI document.
@@ -726,11 +629,7 @@ async fn first_party_tiered_points(backend: Backend) {
     let mut tiers = std::collections::HashMap::new();
     for (name, rank) in [("Bronze", 0), ("Silver", 1), ("Gold", 2)] {
         let (s, t) = app
-            .post(
-                "/v1/loyalty/tiers",
-                &hooli.admin,
-                json!({ "name": name, "rank": rank }),
-            )
+            .post("/v1/loyalty/tiers", &hooli.admin, json!({ "name": name, "rank": rank }))
             .await;
         assert_eq!(s, 201, "{t}");
         tiers.insert(name, t["id"].as_str().unwrap().to_string());
@@ -757,27 +656,15 @@ async fn first_party_tiered_points(backend: Backend) {
             .all(|e| e["expires_at"].is_string()),
         "{body}"
     );
-    assert_eq!(
-        r["tier_change"]["to_tier_id"],
-        tiers["Bronze"].as_str(),
-        "{body}"
-    );
+    assert_eq!(r["tier_change"]["to_tier_id"], tiers["Bronze"].as_str(), "{body}");
 
     // 123.45 + 500.00 crosses 500.00: Silver, and this purchase earns 1.5x.
     let body = purchase(&app, &hooli, &ann, "500.00", json!({})).await;
     let r = reward(&body, "tiered");
     assert_eq!(r["entries"].as_array().unwrap().len(), 1, "{body}");
     assert_eq!(r["entries"][0]["points"], 750, "{body}");
-    assert_eq!(
-        r["tier_change"]["from_tier_id"],
-        tiers["Bronze"].as_str(),
-        "{body}"
-    );
-    assert_eq!(
-        r["tier_change"]["to_tier_id"],
-        tiers["Silver"].as_str(),
-        "{body}"
-    );
+    assert_eq!(r["tier_change"]["from_tier_id"], tiers["Bronze"].as_str(), "{body}");
+    assert_eq!(r["tier_change"]["to_tier_id"], tiers["Silver"].as_str(), "{body}");
     let a = account(&app, &hooli, &ann).await;
     assert_eq!(a["balance"], 973, "{a}");
     assert_eq!(a["lifetime_earned"], 973, "{a}");
@@ -786,10 +673,7 @@ async fn first_party_tiered_points(backend: Backend) {
 
 async fn admin_retries_a_plugin(backend: Backend) {
     let Setup {
-        app,
-        globex,
-        initech,
-        ..
+        app, globex, initech, ..
     } = start(backend).await;
     let carol = customer(&app, &initech, "carol").await;
     let body = purchase(&app, &initech, &carol, "42.00", json!({})).await;
@@ -799,52 +683,35 @@ async fn admin_retries_a_plugin(backend: Backend) {
     let retry = format!("/v1/interactions/{id}/rewards/retry");
 
     // points was disabled at ingest; once enabled, an admin re-runs it.
-    let (s, b) = app
-        .post(&retry, &initech.write, json!({ "plugin": "points" }))
-        .await;
+    let (s, b) = app.post(&retry, &initech.write, json!({ "plugin": "points" })).await;
     assert_error(s, &b, 403, "forbidden");
-    let (s, b) = app
-        .post("/v1/plugins/points/enable", &initech.admin, json!({}))
-        .await;
+    let (s, b) = app.post("/v1/plugins/points/enable", &initech.admin, json!({})).await;
     assert_eq!(s, 200, "{b}");
-    let (s, run) = app
-        .post(&retry, &initech.admin, json!({ "plugin": "points" }))
-        .await;
+    let (s, run) = app.post(&retry, &initech.admin, json!({ "plugin": "points" })).await;
     assert_eq!(s, 200, "{run}");
     assert_eq!(run["plugin"], "points");
     assert_eq!(run["status"], "applied", "{run}");
     assert_eq!(run["entries"].as_array().unwrap().len(), 1, "{run}");
     assert_eq!(run["entries"][0]["points"], 42);
     assert_eq!(run["entries"][0]["interaction_id"], id.as_str());
-    assert_eq!(
-        run["entries"][0]["idempotency_key"],
-        format!("reward:{id}:points:0")
-    );
+    assert_eq!(run["entries"][0]["idempotency_key"], format!("reward:{id}:points:0"));
     assert_eq!(account(&app, &initech, &carol).await["balance"], 42);
     // At most once.
-    let (s, b) = app
-        .post(&retry, &initech.admin, json!({ "plugin": "points" }))
-        .await;
+    let (s, b) = app.post(&retry, &initech.admin, json!({ "plugin": "points" })).await;
     assert_error(s, &b, 409, "rewards_already_applied");
     assert_eq!(account(&app, &initech, &carol).await["balance"], 42);
 
     // A plugin that fails again reports it, counts it (fragile: 2 -> suspended)...
-    let (s, run) = app
-        .post(&retry, &initech.admin, json!({ "plugin": "fragile" }))
-        .await;
+    let (s, run) = app.post(&retry, &initech.admin, json!({ "plugin": "fragile" })).await;
     assert_eq!(s, 200, "{run}");
     assert_eq!(run["status"], "failed", "{run}");
     assert_eq!(run["error"]["code"], "plugin_invalid_output", "{run}");
-    let (s, b) = app
-        .post(&retry, &initech.admin, json!({ "plugin": "fragile" }))
-        .await;
+    let (s, b) = app.post(&retry, &initech.admin, json!({ "plugin": "fragile" })).await;
     assert_error(s, &b, 409, "plugin_not_active");
     assert_eq!(account(&app, &initech, &carol).await["balance"], 42);
 
     // Unknown plugin, unknown interaction, another tenant: 404.
-    let (s, b) = app
-        .post(&retry, &initech.admin, json!({ "plugin": "nope" }))
-        .await;
+    let (s, b) = app.post(&retry, &initech.admin, json!({ "plugin": "nope" })).await;
     assert_error(s, &b, 404, "not_found");
     let (s, b) = app
         .post(
@@ -854,16 +721,10 @@ async fn admin_retries_a_plugin(backend: Backend) {
         )
         .await;
     assert_error(s, &b, 404, "not_found");
-    let (s, b) = app
-        .post(&retry, &globex.admin, json!({ "plugin": "points" }))
-        .await;
+    let (s, b) = app.post(&retry, &globex.admin, json!({ "plugin": "points" })).await;
     assert_error(s, &b, 404, "not_found");
     let (s, b) = app
-        .post(
-            &retry,
-            &initech.admin,
-            json!({ "plugin": "points", "x": 1 }),
-        )
+        .post(&retry, &initech.admin, json!({ "plugin": "points", "x": 1 }))
         .await;
     assert_eq!(s.as_u16() / 100, 4, "{b}");
 }
@@ -882,7 +743,12 @@ async fn concurrent_ingests_add_up(backend: Backend) {
             let item = json!({ "customer_id": alice, "kind": "purchase", "currency": "USD", "amount": "3.00",
                                "idempotency_key": format!("c-{n}") });
             let (s, b) = if n % 3 == 0 {
-                app.post("/v1/interactions/batch", &token, json!({ "items": [item.clone(), item] })).await
+                app.post(
+                    "/v1/interactions/batch",
+                    &token,
+                    json!({ "items": [item.clone(), item] }),
+                )
+                .await
             } else {
                 app.post("/v1/interactions", &token, item).await
             };

@@ -28,12 +28,7 @@ fn plugin_entry(id: &str, crate_name: &str, capabilities: &[&str], limits: &str)
 /// `scorer` without bonus.
 fn manifest(dir: &Path) -> PathBuf {
     let mut text = String::new();
-    text += &plugin_entry(
-        "scorer",
-        "test-scorer",
-        &["log", "config"],
-        "timeout_ms = 5000",
-    );
+    text += &plugin_entry("scorer", "test-scorer", &["log", "config"], "timeout_ms = 5000");
     text += &plugin_entry(
         "panic",
         "hostile-panic",
@@ -62,11 +57,7 @@ async fn start_with_manifest(
 
 async fn customer(app: &TestApp, t: &TestTenant, external_id: &str) -> String {
     let (s, c) = app
-        .post(
-            "/v1/customers",
-            &t.write,
-            json!({ "external_id": external_id }),
-        )
+        .post("/v1/customers", &t.write, json!({ "external_id": external_id }))
         .await;
     assert_eq!(s, 201, "{c}");
     c["id"].as_str().unwrap().to_string()
@@ -85,13 +76,7 @@ async fn purchase(app: &TestApp, t: &TestTenant, customer_id: &str, price: &str)
 }
 
 /// Polls `path` until `done(body)` holds; fails after `timeout`.
-async fn poll(
-    app: &TestApp,
-    path: &str,
-    token: &str,
-    timeout: Duration,
-    done: impl Fn(&Value) -> bool,
-) -> Value {
+async fn poll(app: &TestApp, path: &str, token: &str, timeout: Duration, done: impl Fn(&Value) -> bool) -> Value {
     let started = Instant::now();
     loop {
         let (s, body) = app.get(path, token).await;
@@ -111,10 +96,7 @@ async fn run_job(app: &TestApp, t: &TestTenant, body: Value) -> Value {
     let (s, job) = app.post("/v1/scoring/jobs", &t.admin, body).await;
     assert_eq!(s, 202, "{job}");
     assert!(
-        matches!(
-            job["status"].as_str(),
-            Some("queued" | "running" | "succeeded")
-        ),
+        matches!(job["status"].as_str(), Some("queued" | "running" | "succeeded")),
         "{job}"
     );
     let id = job["id"].as_str().unwrap().to_string();
@@ -162,15 +144,9 @@ async fn check_bulk_histories(app: &TestApp, ids: &[&String]) {
     let tenant = rapport::store::TenantId("acme".into());
     let mut wanted: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
     wanted.push("not-a-customer".into());
-    let histories = store
-        .scoring_histories(&tenant, &wanted, 2_000)
-        .await
-        .unwrap();
+    let histories = store.scoring_histories(&tenant, &wanted, 2_000).await.unwrap();
     assert_eq!(histories.len(), ids.len());
-    let paged = store
-        .scoring_histories_page(&tenant, None, 500, 2_000)
-        .await
-        .unwrap();
+    let paged = store.scoring_histories_page(&tenant, None, 500, 2_000).await.unwrap();
     assert_eq!(paged, histories);
     for h in &histories {
         let (s, page) = app
@@ -220,10 +196,7 @@ async fn check_bulk_histories(app: &TestApp, ids: &[&String]) {
     assert!(capped[0].truncated);
     assert_eq!(capped[0].interactions.len(), 1);
     let first = histories.iter().find(|h| h.customer.id == *ids[0]).unwrap();
-    assert_eq!(
-        &capped[0].interactions[0],
-        first.interactions.last().unwrap()
-    );
+    assert_eq!(&capped[0].interactions[0], first.interactions.last().unwrap());
 }
 
 async fn app_read_key(app: &TestApp) -> String {
@@ -231,11 +204,7 @@ async fn app_read_key(app: &TestApp) -> String {
     app.server
         .state
         .store
-        .create_key(
-            Some(&tenant),
-            rapport::store::tenants::Role::TenantRead,
-            "bulk",
-        )
+        .create_key(Some(&tenant), rapport::store::tenants::Role::TenantRead, "bulk")
         .await
         .unwrap()
         .token
@@ -251,9 +220,7 @@ async fn job_stores_scores_with_history_segments_and_filters(backend: Backend) {
     let dave = customer(&app, &globex, "dave").await;
 
     // Nothing stored yet.
-    let (s, body) = app
-        .get(&format!("/v1/customers/{alice}/scores"), &acme.read)
-        .await;
+    let (s, body) = app.get(&format!("/v1/customers/{alice}/scores"), &acme.read).await;
     assert_eq!(s, 200, "{body}");
     assert_eq!(body, json!({ "customer_id": alice, "scores": [] }));
 
@@ -281,11 +248,7 @@ async fn job_stores_scores_with_history_segments_and_filters(backend: Backend) {
     assert_error(s, &b, 401, "unauthorized");
     // Bad input: unknown field, unknown plugin, disabled plugin.
     let (s, b) = app
-        .post(
-            "/v1/scoring/jobs",
-            &acme.admin,
-            json!({ "plugins": "scorer" }),
-        )
+        .post("/v1/scoring/jobs", &acme.admin, json!({ "plugins": "scorer" }))
         .await;
     assert_error(s, &b, 422, "validation_failed");
     let (s, b) = app
@@ -293,11 +256,7 @@ async fn job_stores_scores_with_history_segments_and_filters(backend: Backend) {
         .await;
     assert_error(s, &b, 404, "not_found");
     let (s, b) = app
-        .post(
-            "/v1/scoring/jobs",
-            &acme.admin,
-            json!({ "plugin": "panic" }),
-        )
+        .post("/v1/scoring/jobs", &acme.admin, json!({ "plugin": "panic" }))
         .await;
     assert_error(s, &b, 409, "plugin_not_active");
 
@@ -319,27 +278,17 @@ async fn job_stores_scores_with_history_segments_and_filters(backend: Backend) {
     );
 
     // Exact stored values (bonus 0.5 from acme's config).
-    let (s, body) = app
-        .get(&format!("/v1/customers/{alice}/scores"), &acme.read)
-        .await;
+    let (s, body) = app.get(&format!("/v1/customers/{alice}/scores"), &acme.read).await;
     assert_eq!(s, 200, "{body}");
     assert_eq!(body["scores"].as_array().unwrap().len(), 1, "{body}");
     let score = current(&body, "scorer");
     assert_eq!(score["value"], 2.5);
     assert_eq!(score["label"], "2");
     assert_eq!(score["segment"], "buyer");
-    assert_eq!(
-        score["explanation"],
-        "2 purchase(s), spend 1525 minor units, bonus 0.5"
-    );
-    assert_eq!(
-        score["components"],
-        json!({ "purchases": 2.0, "spend_minor": 1525.0 })
-    );
+    assert_eq!(score["explanation"], "2 purchase(s), spend 1525 minor units, bonus 0.5");
+    assert_eq!(score["components"], json!({ "purchases": 2.0, "spend_minor": 1525.0 }));
     assert!(body.get("history").is_none(), "{body}");
-    let (_, body) = app
-        .get(&format!("/v1/customers/{bob}/scores"), &acme.read)
-        .await;
+    let (_, body) = app.get(&format!("/v1/customers/{bob}/scores"), &acme.read).await;
     let score = current(&body, "scorer");
     assert_eq!(
         (score["value"].as_f64(), score["segment"].as_str()),
@@ -374,12 +323,7 @@ async fn job_stores_scores_with_history_segments_and_filters(backend: Backend) {
         vec![alice.clone()]
     );
     assert_eq!(
-        ids(
-            &app,
-            &acme,
-            "score_plugin=scorer&min_score=1.5&max_score=1.5"
-        )
-        .await,
+        ids(&app, &acme, "score_plugin=scorer&min_score=1.5&max_score=1.5").await,
         vec![carol.clone()]
     );
     assert_eq!(
@@ -391,12 +335,7 @@ async fn job_stores_scores_with_history_segments_and_filters(backend: Backend) {
         sorted(vec![&alice, &bob, &carol])
     );
     assert_eq!(
-        ids(
-            &app,
-            &acme,
-            "score_plugin=scorer&segment=prospect&external_id=bob"
-        )
-        .await,
+        ids(&app, &acme, "score_plugin=scorer&segment=prospect&external_id=bob").await,
         vec![bob.clone()]
     );
     assert!(ids(&app, &acme, "score_plugin=other").await.is_empty());
@@ -408,17 +347,11 @@ async fn job_stores_scores_with_history_segments_and_filters(backend: Backend) {
     assert_error(s, &b, 422, "validation_failed");
     assert_eq!(b["error"]["details"]["field"], "segment");
     let (s, b) = app
-        .get(
-            "/v1/customers?score_plugin=scorer&min_score=NaN",
-            &acme.read,
-        )
+        .get("/v1/customers?score_plugin=scorer&min_score=NaN", &acme.read)
         .await;
     assert_error(s, &b, 422, "validation_failed");
     let (s, b) = app
-        .get(
-            "/v1/customers?score_plugin=scorer&min_score=high",
-            &acme.read,
-        )
+        .get("/v1/customers?score_plugin=scorer&min_score=high", &acme.read)
         .await;
     assert_error(s, &b, 400, "invalid_query");
 
@@ -438,12 +371,7 @@ async fn job_stores_scores_with_history_segments_and_filters(backend: Backend) {
     let history = body["history"].as_array().unwrap();
     // The queued rescoring after alice's purchases adds entries without a
     // job; each job added exactly one, the newer first.
-    let by_job = |id: &str| {
-        history
-            .iter()
-            .filter(|h| h["job_id"] == id)
-            .collect::<Vec<_>>()
-    };
+    let by_job = |id: &str| history.iter().filter(|h| h["job_id"] == id).collect::<Vec<_>>();
     assert_eq!(by_job(job_id).len(), 1, "{body}");
     assert_eq!(by_job(job2_id).len(), 1, "{body}");
     for entry in history {
@@ -455,51 +383,33 @@ async fn job_stores_scores_with_history_segments_and_filters(backend: Backend) {
         "history is not newest first: {body}"
     );
     assert_eq!(by_job(job2_id)[0]["value"], 2.5);
-    let times: Vec<&str> = history
-        .iter()
-        .map(|h| h["computed_at"].as_str().unwrap())
-        .collect();
+    let times: Vec<&str> = history.iter().map(|h| h["computed_at"].as_str().unwrap()).collect();
     let mut newest_first = times.clone();
     newest_first.sort_by(|a, b| b.cmp(a));
     assert_eq!(times, newest_first);
     let (_, body) = app
-        .get(
-            &format!("/v1/customers/{bob}/scores?history=true&limit=1"),
-            &acme.read,
-        )
+        .get(&format!("/v1/customers/{bob}/scores?history=true&limit=1"), &acme.read)
         .await;
     let history = body["history"].as_array().unwrap();
     assert_eq!(history.len(), 1, "{body}");
     assert_eq!(history[0]["job_id"], job2_id);
     let (s, b) = app
-        .get(
-            &format!("/v1/customers/{bob}/scores?history=true&limit=0"),
-            &acme.read,
-        )
+        .get(&format!("/v1/customers/{bob}/scores?history=true&limit=0"), &acme.read)
         .await;
     assert_error(s, &b, 422, "validation_failed");
     let (s, b) = app
-        .get(
-            &format!("/v1/customers/{bob}/scores?history=maybe"),
-            &acme.read,
-        )
+        .get(&format!("/v1/customers/{bob}/scores?history=maybe"), &acme.read)
         .await;
     assert_error(s, &b, 400, "invalid_query");
 
     // Isolation: globex's keys see none of acme's customers, jobs or scores.
-    let (s, b) = app
-        .get(&format!("/v1/customers/{alice}/scores"), &globex.read)
-        .await;
+    let (s, b) = app.get(&format!("/v1/customers/{alice}/scores"), &globex.read).await;
     assert_error(s, &b, 404, "not_found");
-    let (s, b) = app
-        .get(&format!("/v1/scoring/jobs/{job_id}"), &globex.read)
-        .await;
+    let (s, b) = app.get(&format!("/v1/scoring/jobs/{job_id}"), &globex.read).await;
     assert_error(s, &b, 404, "not_found");
     let (s, b) = app.get("/v1/scoring/jobs/no-such-job", &acme.read).await;
     assert_error(s, &b, 404, "not_found");
-    let (s, b) = app
-        .get(&format!("/v1/customers/{alice}/scores"), "not-a-key")
-        .await;
+    let (s, b) = app.get(&format!("/v1/customers/{alice}/scores"), "not-a-key").await;
     assert_error(s, &b, 401, "unauthorized");
 
     // globex's own job scores only globex, with globex's config (no bonus).
@@ -509,9 +419,7 @@ async fn job_stores_scores_with_history_segments_and_filters(backend: Backend) {
         (Some("succeeded"), Some(1)),
         "{job}"
     );
-    let (_, body) = app
-        .get(&format!("/v1/customers/{dave}/scores"), &globex.read)
-        .await;
+    let (_, body) = app.get(&format!("/v1/customers/{dave}/scores"), &globex.read).await;
     assert_eq!(current(&body, "scorer")["value"], 1.0, "{body}");
     let (_, body) = app.get("/v1/segments", &globex.read).await;
     assert_eq!(
@@ -519,38 +427,22 @@ async fn job_stores_scores_with_history_segments_and_filters(backend: Backend) {
         json!([{ "plugin": "scorer", "segment": "buyer", "customers": 1 }])
     );
     let (_, body) = app.get("/v1/segments?plugin=scorer", &acme.read).await;
-    assert_eq!(
-        body["segments"][0]["customers"], 2,
-        "acme's segments changed: {body}"
-    );
+    assert_eq!(body["segments"][0]["customers"], 2, "acme's segments changed: {body}");
 
     // One job per tenant at a time: a queued one blocks the next.
     let tenant = rapport::store::TenantId("globex".into());
-    let queued = app
-        .server
-        .state
-        .store
-        .create_scoring_job(&tenant, None)
-        .await
-        .unwrap();
+    let queued = app.server.state.store.create_scoring_job(&tenant, None).await.unwrap();
     let (s, b) = app.post("/v1/scoring/jobs", &globex.admin, json!({})).await;
     assert_error(s, &b, 409, "scoring_job_active");
-    assert!(
-        b["error"]["message"].as_str().unwrap().contains(&queued.id),
-        "{b}"
-    );
+    assert!(b["error"]["message"].as_str().unwrap().contains(&queued.id), "{b}");
     // ...but not another tenant's.
     let job = run_job(&app, &acme, json!({})).await;
     assert_eq!(job["status"], "succeeded", "{job}");
 
     // A customer without history can still be deleted once scored.
-    let (s, b) = app
-        .delete(&format!("/v1/customers/{bob}"), &acme.write)
-        .await;
+    let (s, b) = app.delete(&format!("/v1/customers/{bob}"), &acme.write).await;
     assert_eq!(s, StatusCode::NO_CONTENT, "{b}");
-    let (s, b) = app
-        .get(&format!("/v1/customers/{bob}/scores"), &acme.read)
-        .await;
+    let (s, b) = app.get(&format!("/v1/customers/{bob}/scores"), &acme.read).await;
     assert_error(s, &b, 404, "not_found");
     let (_, body) = app.get("/v1/segments?plugin=scorer", &acme.read).await;
     assert_eq!(
@@ -567,9 +459,7 @@ async fn new_interaction_rescores_the_stored_score(backend: Backend) {
     let frank = customer(&app, &globex, "frank").await;
     let job = run_job(&app, &acme, json!({})).await;
     assert_eq!(job["status"], "succeeded", "{job}");
-    let (_, body) = app
-        .get(&format!("/v1/customers/{erin}/scores"), &acme.read)
-        .await;
+    let (_, body) = app.get(&format!("/v1/customers/{erin}/scores"), &acme.read).await;
     assert_eq!(current(&body, "scorer")["value"], 0.5, "{body}");
 
     // A purchase makes the stored score stale; the worker rescores it
@@ -578,19 +468,15 @@ async fn new_interaction_rescores_the_stored_score(backend: Backend) {
     purchase(&app, &acme, &erin, "7.00").await;
     let path = format!("/v1/customers/{erin}/scores?history=true");
     let body = poll(&app, &path, &acme.read, Duration::from_secs(10), |b| {
-        b["scores"].as_array().is_some_and(|s| {
-            s.iter()
-                .any(|s| s["plugin"] == "scorer" && s["value"] == 1.5)
-        })
+        b["scores"]
+            .as_array()
+            .is_some_and(|s| s.iter().any(|s| s["plugin"] == "scorer" && s["value"] == 1.5))
     })
     .await;
     let waited = started.elapsed();
     assert!(waited < Duration::from_secs(5), "rescoring took {waited:?}");
     let score = current(&body, "scorer");
-    assert_eq!(
-        score["explanation"],
-        "1 purchase(s), spend 700 minor units, bonus 0.5"
-    );
+    assert_eq!(score["explanation"], "1 purchase(s), spend 700 minor units, bonus 0.5");
     assert_eq!(score["segment"], "buyer");
     assert_eq!(
         score["job_id"],
@@ -620,9 +506,7 @@ async fn new_interaction_rescores_the_stored_score(backend: Backend) {
         },
     )
     .await;
-    let (s, b) = app
-        .get(&format!("/v1/customers/{frank}/scores"), &acme.read)
-        .await;
+    let (s, b) = app.get(&format!("/v1/customers/{frank}/scores"), &acme.read).await;
     assert_error(s, &b, 404, "not_found");
     let (_, body) = app.get("/v1/segments", &acme.read).await;
     assert_eq!(
@@ -641,8 +525,7 @@ async fn rfm_job_on_cdnow_sample(backend: Backend) {
         );
         return;
     }
-    let sample =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/cdnow/CDNOW_sample.txt");
+    let sample = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/cdnow/CDNOW_sample.txt");
     let (app, _dir) = start_with_manifest(backend, |dir| {
         let mut text = plugin_entry("rfm", "rapport-plugin-rfm", &["config", "kv"], "timeout_ms = 30000");
         // The data is from 1997-98: a window reaching back that far.
@@ -655,15 +538,9 @@ async fn rfm_job_on_cdnow_sample(backend: Backend) {
     let acme = app.tenant_with_id("acme").await;
     let store = &app.server.state.store;
     let tenant = rapport::store::TenantId("acme".into());
-    let summary = rapport::import::import_cdnow(
-        store,
-        &tenant,
-        &sample,
-        "USD",
-        &rapport::import::Progress::hidden(),
-    )
-    .await
-    .unwrap();
+    let summary = rapport::import::import_cdnow(store, &tenant, &sample, "USD", &rapport::import::Progress::hidden())
+        .await
+        .unwrap();
     assert_eq!(summary.rejected_rows(), 0);
     let customers = store.count_customers(&tenant).await.unwrap();
     assert_eq!(customers, 2_357);
@@ -681,24 +558,15 @@ async fn rfm_job_on_cdnow_sample(backend: Backend) {
     let (s, body) = app.get("/v1/segments?plugin=rfm", &acme.read).await;
     assert_eq!(s, 200, "{body}");
     let segments = body["segments"].as_array().unwrap();
-    let total: i64 = segments
-        .iter()
-        .map(|s| s["customers"].as_i64().unwrap())
-        .sum();
+    let total: i64 = segments.iter().map(|s| s["customers"].as_i64().unwrap()).sum();
     assert_eq!(total, customers, "{body}");
     assert!(
         segments.iter().all(|s| s["segment"].is_string()),
         "every RFM score has a segment: {body}"
     );
-    assert!(
-        segments.iter().any(|s| s["segment"] == "Champions"),
-        "{body}"
-    );
+    assert!(segments.iter().any(|s| s["segment"] == "Champions"), "{body}");
     // The list filter agrees with the segment sizes.
-    let champions = segments
-        .iter()
-        .find(|s| s["segment"] == "Champions")
-        .unwrap()["customers"]
+    let champions = segments.iter().find(|s| s["segment"] == "Champions").unwrap()["customers"]
         .as_i64()
         .unwrap();
     let mut listed = 0;

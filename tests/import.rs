@@ -16,11 +16,7 @@ use support::{Backend, TestApp};
 
 /// `<repo>/../shared/data/cdnow/`, where the CDNOW files live beside the repo.
 fn cdnow_dir() -> PathBuf {
-    Path::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/data/cdnow/"
-    ))
-    .to_path_buf()
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/data/cdnow/")).to_path_buf()
 }
 
 /// The sample file, or `None` (with a message saying why the test is skipped).
@@ -60,13 +56,7 @@ fn expected_totals(path: &Path) -> BTreeMap<String, (i64, i64)> {
 }
 
 async fn new_tenant(app: &TestApp, name: &str) -> TenantId {
-    let tenant = app
-        .server
-        .state
-        .store
-        .create_tenant(name, None)
-        .await
-        .unwrap();
+    let tenant = app.server.state.store.create_tenant(name, None).await.unwrap();
     TenantId(tenant.id)
 }
 
@@ -74,11 +64,7 @@ async fn new_tenant(app: &TestApp, name: &str) -> TenantId {
 async fn app_key(app: &TestApp, tenant: &TenantId) -> String {
     let store = &app.server.state.store;
     store
-        .create_key(
-            Some(tenant),
-            rapport::store::tenants::Role::TenantRead,
-            "test",
-        )
+        .create_key(Some(tenant), rapport::store::tenants::Role::TenantRead, "test")
         .await
         .unwrap()
         .token
@@ -120,35 +106,19 @@ async fn cdnow_sample_totals_are_exact_and_reimport_is_a_no_op(backend: Backend)
     let mut checked = 0;
     let mut zero_total = 0;
     for (external_id, (purchases, cents)) in &expected {
-        let customer = store
-            .get_customer_by_external_id(&tenant, external_id)
-            .await
-            .unwrap();
-        assert_eq!(
-            customer.attributes,
-            serde_json::json!({ "source": "cdnow" })
-        );
+        let customer = store.get_customer_by_external_id(&tenant, external_id).await.unwrap();
+        assert_eq!(customer.attributes, serde_json::json!({ "source": "cdnow" }));
         let stats = store.customer_stats(&tenant, &customer.id).await.unwrap();
         assert_eq!(stats.purchase_count, *purchases, "customer {external_id}");
-        assert_eq!(
-            stats.total_spend,
-            vec![usd(*cents)],
-            "customer {external_id}"
-        );
+        assert_eq!(stats.total_spend, vec![usd(*cents)], "customer {external_id}");
         checked += 1;
         zero_total += (*cents == 0) as i32;
     }
     assert_eq!(checked, 2357);
-    assert!(
-        zero_total > 0,
-        "the sample has customers whose only purchase cost 0.00"
-    );
+    assert!(zero_total > 0, "the sample has customers whose only purchase cost 0.00");
 
     // A row that does not divide evenly: 00004 19970101 2 CDs for 29.33.
-    let c4 = store
-        .get_customer_by_external_id(&tenant, "00004")
-        .await
-        .unwrap();
+    let c4 = store.get_customer_by_external_id(&tenant, "00004").await.unwrap();
     let timeline = store
         .customer_timeline(
             &tenant,
@@ -164,10 +134,7 @@ async fn cdnow_sample_totals_are_exact_and_reimport_is_a_no_op(backend: Backend)
     let first = timeline.items.last().unwrap();
     assert_eq!(first.occurred_at.unix_timestamp(), 852_076_800); // 1997-01-01T00:00:00Z
     assert_eq!(first.amount, Some(usd(2933)));
-    assert_eq!(
-        first.idempotency_key.as_deref(),
-        Some("cdnow:00004:19970101:2:2933:1")
-    );
+    assert_eq!(first.idempotency_key.as_deref(), Some("cdnow:00004:19970101:2:2933:1"));
     let items: Vec<(String, i64, i64)> = first
         .items
         .iter()
@@ -181,10 +148,7 @@ async fn cdnow_sample_totals_are_exact_and_reimport_is_a_no_op(backend: Backend)
         .find(|(_, (_, cents))| *cents == 0)
         .map(|(id, _)| id.clone())
         .unwrap();
-    let zc = store
-        .get_customer_by_external_id(&tenant, &zero)
-        .await
-        .unwrap();
+    let zc = store.get_customer_by_external_id(&tenant, &zero).await.unwrap();
     let timeline = store
         .customer_timeline(&tenant, &zc.id, TimelineFilter::default())
         .await
@@ -199,10 +163,7 @@ async fn cdnow_sample_totals_are_exact_and_reimport_is_a_no_op(backend: Backend)
 
     // Through the HTTP API: the same total for this tenant, nothing for another.
     let (s, body) = app
-        .get(
-            &format!("/v1/customers/{}", c4.id),
-            &app_key(&app, &tenant).await,
-        )
+        .get(&format!("/v1/customers/{}", c4.id), &app_key(&app, &tenant).await)
         .await;
     assert_eq!(s, 200, "{body}");
     assert_eq!(
@@ -210,9 +171,7 @@ async fn cdnow_sample_totals_are_exact_and_reimport_is_a_no_op(backend: Backend)
         serde_json::json!([{ "currency": "USD", "amount": "100.50", "amount_minor": 10050 }])
     );
     let other = app.tenant("Other").await;
-    let (s, _) = app
-        .get(&format!("/v1/customers/{}", c4.id), &other.read)
-        .await;
+    let (s, _) = app.get(&format!("/v1/customers/{}", c4.id), &other.read).await;
     assert_eq!(s, 404);
 
     // Re-running stores nothing: every row is a replay.
@@ -282,11 +241,7 @@ async fn csv_files_report_bad_rows_and_import_good_ones(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(
-        (
-            summary.rows_read,
-            summary.customers_created,
-            summary.replayed
-        ),
+        (summary.rows_read, summary.customers_created, summary.replayed),
         (6, 2, 1)
     );
     assert_eq!(
@@ -297,18 +252,12 @@ async fn csv_files_report_bad_rows_and_import_good_ones(backend: Backend) {
             ("external_id: required".to_string(), 1, vec![4]),
         ]
     );
-    let ada = store
-        .get_customer_by_external_id(&tenant, "ada")
-        .await
-        .unwrap();
+    let ada = store.get_customer_by_external_id(&tenant, "ada").await.unwrap();
     // The second "ada" row did not overwrite the first.
     assert_eq!(ada.name.as_deref(), Some("Ada Lovelace"));
     assert_eq!(ada.phone.as_deref(), Some("+44 20 7946 0000"));
     assert_eq!(ada.attributes, serde_json::json!({ "tier": "gold" }));
-    let linus = store
-        .get_customer_by_external_id(&tenant, "linus")
-        .await
-        .unwrap();
+    let linus = store.get_customer_by_external_id(&tenant, "linus").await.unwrap();
     assert_eq!(linus.name.as_deref(), Some("Torvalds, Linus"));
 
     let long_id = "x".repeat(201);
@@ -347,12 +296,19 @@ async fn csv_files_report_bad_rows_and_import_good_ones(backend: Backend) {
         rejections(&summary),
         vec![
             ("amount: \"abc\" is not a decimal number".to_string(), 1, vec![10]),
-            ("amount: EUR amounts have at most 2 decimal places".to_string(), 1, vec![6]),
-            ("amount: a purchase needs an amount or items".to_string(), 1, vec![8]),
-            ("currency: \"XXX\" is not an ISO 4217 currency with a minor unit".to_string(), 1, vec![9]),
             (
-                "customer_external_id: must be 1 to 200 characters, not blank, without control characters"
-                    .to_string(),
+                "amount: EUR amounts have at most 2 decimal places".to_string(),
+                1,
+                vec![6]
+            ),
+            ("amount: a purchase needs an amount or items".to_string(), 1, vec![8]),
+            (
+                "currency: \"XXX\" is not an ISO 4217 currency with a minor unit".to_string(),
+                1,
+                vec![9]
+            ),
+            (
+                "customer_external_id: must be 1 to 200 characters, not blank, without control characters".to_string(),
                 2,
                 vec![12, 13]
             ),
@@ -366,7 +322,11 @@ async fn csv_files_report_bad_rows_and_import_good_ones(backend: Backend) {
                 1,
                 vec![7]
             ),
-            ("occurred_at: expected RFC 3339 (2024-05-01T10:00:00Z) or YYYY-MM-DD".to_string(), 1, vec![5]),
+            (
+                "occurred_at: expected RFC 3339 (2024-05-01T10:00:00Z) or YYYY-MM-DD".to_string(),
+                1,
+                vec![5]
+            ),
         ]
     );
     let stats = store.customer_stats(&tenant, &ada.id).await.unwrap();
@@ -383,27 +343,13 @@ async fn csv_files_report_bad_rows_and_import_good_ones(backend: Backend) {
         .customer_timeline(&tenant, &ada.id, TimelineFilter::default())
         .await
         .unwrap();
-    let order = timeline
-        .items
-        .iter()
-        .find(|i| i.kind == "purchase")
-        .unwrap();
+    let order = timeline.items.iter().find(|i| i.kind == "purchase").unwrap();
     assert_eq!(order.channel.as_deref(), Some("web"));
     assert_eq!(order.items.len(), 1);
+    assert_eq!((order.items[0].sku.as_str(), order.items[0].quantity), ("BOOK", 2));
+    let newbie = store.get_customer_by_external_id(&tenant, "newbie").await.unwrap();
     assert_eq!(
-        (order.items[0].sku.as_str(), order.items[0].quantity),
-        ("BOOK", 2)
-    );
-    let newbie = store
-        .get_customer_by_external_id(&tenant, "newbie")
-        .await
-        .unwrap();
-    assert_eq!(
-        store
-            .customer_stats(&tenant, &newbie.id)
-            .await
-            .unwrap()
-            .purchase_count,
+        store.customer_stats(&tenant, &newbie.id).await.unwrap().purchase_count,
         1
     );
 
@@ -412,11 +358,7 @@ async fn csv_files_report_bad_rows_and_import_good_ones(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(
-        (
-            again.customers_created,
-            again.replayed,
-            again.rejected_rows()
-        ),
+        (again.customers_created, again.replayed, again.rejected_rows()),
         (0, 3, 3)
     );
     let again = import::import_interactions(store, &tenant, &interactions, &Progress::hidden())
@@ -439,11 +381,7 @@ async fn broken_input_aborts_with_a_clear_error(backend: Backend) {
     let tenant = new_tenant(&app, "Shop").await;
     let dir = tempfile::tempdir().unwrap();
 
-    let bad_header = write(
-        dir.path(),
-        "i.csv",
-        "customer,kind,occurred_at\nada,visit,2024-01-01\n",
-    );
+    let bad_header = write(dir.path(), "i.csv", "customer,kind,occurred_at\nada,visit,2024-01-01\n");
     let err = import::import_interactions(store, &tenant, &bad_header, &Progress::hidden())
         .await
         .unwrap_err();
@@ -462,26 +400,19 @@ async fn broken_input_aborts_with_a_clear_error(backend: Backend) {
     assert!(err.to_string().contains("nope.csv"), "{err}");
 
     let good = write(dir.path(), "c.csv", "external_id\nx\n");
-    let err =
-        import::import_customers(store, &TenantId("ghost".into()), &good, &Progress::hidden())
-            .await
-            .unwrap_err();
+    let err = import::import_customers(store, &TenantId("ghost".into()), &good, &Progress::hidden())
+        .await
+        .unwrap_err();
     assert!(matches!(err, ImportError::UnknownTenant(_)), "{err}");
 
     let cdnow = write(dir.path(), "cdnow.txt", "00001 19970101 1 11.77\n");
     let err = import::import_cdnow(store, &tenant, &cdnow, "JPY", &Progress::hidden())
         .await
         .unwrap_err();
-    assert!(
-        err.to_string().contains("CDNOW amounts have 2 decimals"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("CDNOW amounts have 2 decimals"), "{err}");
 
     // Nothing was stored by any of these.
-    let page = store
-        .list_customers(&tenant, CustomerFilter::default())
-        .await
-        .unwrap();
+    let page = store.list_customers(&tenant, CustomerFilter::default()).await.unwrap();
     assert!(page.items.is_empty());
 }
 
@@ -525,22 +456,13 @@ async fn command_line_prints_the_summary(backend: Backend) {
         "1 × date: not a valid calendar date (line 5)",
         "1 × number_of_cds: must be a positive integer (line 6)",
     ] {
-        assert!(
-            stdout.contains(expected),
-            "missing {expected:?} in:\n{stdout}"
-        );
+        assert!(stdout.contains(expected), "missing {expected:?} in:\n{stdout}");
     }
     // The duplicate line is a second purchase, not a replay.
     let store = &app.server.state.store;
-    let c2 = store
-        .get_customer_by_external_id(&tenant, "00002")
-        .await
-        .unwrap();
+    let c2 = store.get_customer_by_external_id(&tenant, "00002").await.unwrap();
     let stats = store.customer_stats(&tenant, &c2.id).await.unwrap();
-    assert_eq!(
-        (stats.purchase_count, stats.total_spend),
-        (2, vec![usd(15400)])
-    );
+    assert_eq!((stats.purchase_count, stats.total_spend), (2, vec![usd(15400)]));
 
     let out = run();
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -32,9 +32,7 @@ impl Fixture {
 
     /// Writes the manifest (with `{SHA_A}`/`{SHA_B}` substituted) and loads it.
     fn load(&self, text: &str) -> Result<Manifest, ManifestError> {
-        let text = text
-            .replace("{SHA_A}", &self.sha_a)
-            .replace("{SHA_B}", &self.sha_b);
+        let text = text.replace("{SHA_A}", &self.sha_a).replace("{SHA_B}", &self.sha_b);
         std::fs::write(self.manifest_path(), text).unwrap();
         Manifest::load(&self.manifest_path())
     }
@@ -262,9 +260,7 @@ allowed_hosts = ["hooks.example.com"]
     );
     assert_eq!(
         issues,
-        [
-            "8:30: plugin[0].capabilities[1]: outbound-http is only granted to channel-connector plugins"
-        ]
+        ["8:30: plugin[0].capabilities[1]: outbound-http is only granted to channel-connector plugins"]
     );
 }
 
@@ -362,10 +358,7 @@ fn toml_syntax_error_names_line_and_column() {
     assert!(issues[0].starts_with("3:8: "), "{}", issues[0]);
 
     let issues = fx.issues("plugin = \"x\"\n");
-    assert_eq!(
-        issues,
-        ["1:10: plugin: expected an array of tables ([[plugin]])"]
-    );
+    assert_eq!(issues, ["1:10: plugin: expected an array of tables ([[plugin]])"]);
 }
 
 #[test]
@@ -392,10 +385,7 @@ fn digest_mismatch_is_an_error_at_the_sha256_field() {
         (err.issues()[0].line, err.issues()[0].field.as_str()),
         (8, "plugin[0].sha256")
     );
-    assert!(
-        err.issues()[0].message.starts_with("digest mismatch"),
-        "{err}"
-    );
+    assert!(err.issues()[0].message.starts_with("digest mismatch"), "{err}");
 }
 
 #[test]
@@ -403,8 +393,7 @@ fn unreadable_manifest_is_a_read_error() {
     let err = Manifest::load(Path::new("/nonexistent/plugins.toml")).unwrap_err();
     assert!(matches!(err, ManifestError::Read { .. }));
     assert!(
-        err.to_string()
-            .starts_with("/nonexistent/plugins.toml: cannot read:"),
+        err.to_string().starts_with("/nonexistent/plugins.toml: cannot read:"),
         "{err}"
     );
 }
@@ -422,7 +411,10 @@ fn manifest_check_command_exit_codes() {
     // server would, and these artifacts are not WebAssembly.
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("plugin rfm: plugin `rfm`: not a WebAssembly component"), "{stderr}");
+    assert!(
+        stderr.contains("plugin rfm: plugin `rfm`: not a WebAssembly component"),
+        "{stderr}"
+    );
     assert!(stderr.contains("2 of 2 plugins cannot be loaded"), "{stderr}");
 
     let bad = GOOD
@@ -438,9 +430,7 @@ fn manifest_check_command_exit_codes() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     let file = fx.manifest_path().display().to_string();
     assert!(
-        stderr.contains(&format!(
-            "{file}:20:12: plugin[1].artifact: cannot read artifact"
-        )),
+        stderr.contains(&format!("{file}:20:12: plugin[1].artifact: cannot read artifact")),
         "{stderr}"
     );
     assert!(
@@ -475,28 +465,12 @@ fn server_config_resolves_the_manifest_against_its_directory() {
     )
     .unwrap();
     let config = rapport::config::Config::load(&path).unwrap();
-    assert_eq!(
-        config.plugins.manifest,
-        Some(dir.path().join("plugins.toml"))
-    );
-    assert_eq!(
-        config.plugins.cache_dir,
-        Some(PathBuf::from("/var/cache/rapport"))
-    );
+    assert_eq!(config.plugins.manifest, Some(dir.path().join("plugins.toml")));
+    assert_eq!(config.plugins.cache_dir, Some(PathBuf::from("/var/cache/rapport")));
     std::fs::write(&path, "[plugins]\nmanifests = \"x.toml\"\n").unwrap();
-    let err = rapport::config::Config::load(&path)
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.starts_with(&format!("{}:2:1:", path.display())),
-        "{err}"
-    );
-    assert!(
-        rapport::config::Config::default()
-            .plugins
-            .manifest
-            .is_none()
-    );
+    let err = rapport::config::Config::load(&path).unwrap_err().to_string();
+    assert!(err.starts_with(&format!("{}:2:1:", path.display())), "{err}");
+    assert!(rapport::config::Config::default().plugins.manifest.is_none());
 }
 
 /// `manifest check` with real components: a well-behaved one passes; one
@@ -537,5 +511,10 @@ fn manifest_check_loads_real_components() {
     let out = check(entry("sneaky", &wasm("hostile_ungranted"), "\"log\""));
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("plugin sneaky: plugin `sneaky`: imports `rapport:crm/kv@0.1.0` but capability `kv` is not granted"), "{stderr}");
+    assert!(
+        stderr.contains(
+            "plugin sneaky: plugin `sneaky`: imports `rapport:crm/kv@0.1.0` but capability `kv` is not granted"
+        ),
+        "{stderr}"
+    );
 }

@@ -17,9 +17,7 @@ use std::process::{Command, Output};
 
 use rapport::runtime::contract::scoring::CustomerScore;
 use rapport::runtime::fixture::FixtureServices;
-use rapport::runtime::{
-    Capability, Limits, LogLevel, LogLine, PluginDefinition, PluginKind, Runtime, RuntimeConfig,
-};
+use rapport::runtime::{Capability, Limits, LogLevel, LogLine, PluginDefinition, PluginKind, Runtime, RuntimeConfig};
 use serde_json::{Value, json};
 
 fn repo() -> PathBuf {
@@ -27,9 +25,7 @@ fn repo() -> PathBuf {
 }
 
 fn fixture(name: &str) -> PathBuf {
-    repo()
-        .join("examples/fixtures")
-        .join(format!("{name}.json"))
+    repo().join("examples/fixtures").join(format!("{name}.json"))
 }
 
 fn target_dir() -> PathBuf {
@@ -109,10 +105,7 @@ logs:   none
 time:   "#;
     assert!(text.contains(expected_result), "stdout:\n{text}");
     assert!(
-        text.starts_with(&format!(
-            "plugin: {} (scoring-rule, sha256 ",
-            wasm.display()
-        )),
+        text.starts_with(&format!("plugin: {} (scoring-rule, sha256 ", wasm.display())),
         "{text}"
     );
     assert!(text.contains("call:   score for tenant acme\n"), "{text}");
@@ -139,15 +132,7 @@ time:   "#;
     assert_eq!(report["plugin"]["limits"]["memory_mb"], json!(64));
     assert_eq!(
         report["plugin"]["capabilities"],
-        json!([
-            "customers",
-            "interactions",
-            "loyalty",
-            "catalog",
-            "kv",
-            "log",
-            "config"
-        ])
+        json!(["customers", "interactions", "loyalty", "catalog", "kv", "log", "config"])
     );
     assert!(report["fuel_used"].as_u64().unwrap() > 0);
     assert!(report["duration_ms"].as_f64().unwrap() > 0.0);
@@ -174,11 +159,7 @@ fn run_fit_shows_the_captured_log_line() {
 #[test]
 fn run_each_kind_against_its_example_fixture() {
     // Cross-sell: the fixture's other tenant (globex, G-ONLY) stays invisible.
-    let (code, report) = run_json(
-        &support::wasm_path("test-cross-sell"),
-        &fixture("test-cross-sell"),
-        &[],
-    );
+    let (code, report) = run_json(&support::wasm_path("test-cross-sell"), &fixture("test-cross-sell"), &[]);
     assert_eq!(code, 0, "{report}");
     assert_eq!(
         report["result"],
@@ -188,11 +169,7 @@ fn run_each_kind_against_its_example_fixture() {
         ])
     );
 
-    let (code, report) = run_json(
-        &support::wasm_path("test-reward"),
-        &fixture("test-reward"),
-        &[],
-    );
+    let (code, report) = run_json(&support::wasm_path("test-reward"), &fixture("test-reward"), &[]);
     assert_eq!(code, 0, "{report}");
     assert_eq!(
         report["result"],
@@ -202,11 +179,7 @@ fn run_each_kind_against_its_example_fixture() {
         })
     );
 
-    let (code, report) = run_json(
-        &support::wasm_path("test-connector"),
-        &fixture("test-connector"),
-        &[],
-    );
+    let (code, report) = run_json(&support::wasm_path("test-connector"), &fixture("test-connector"), &[]);
     assert_eq!(code, 0, "{report}");
     assert_eq!(
         report["result"],
@@ -264,11 +237,7 @@ fn run_reports_memory_and_output_limits_with_exit_code_1() {
         "{text}"
     );
 
-    let (code, report) = run_json(
-        &support::wasm_path("hostile-oversized"),
-        &fixture("test-scorer"),
-        &[],
-    );
+    let (code, report) = run_json(&support::wasm_path("hostile-oversized"), &fixture("test-scorer"), &[]);
     assert_eq!(code, 1);
     assert_eq!(report["error"]["code"], json!("plugin_output_too_large"));
     assert_eq!(report["error"]["limit"], json!("output_size"));
@@ -291,8 +260,7 @@ fn run_reports_fuel_exhaustion_and_typed_plugin_errors() {
 
     // A config the plugin rejects: its typed error, exit code 1.
     let dir = tempfile::tempdir().unwrap();
-    let mut bad_config: Value =
-        serde_json::from_slice(&std::fs::read(fixture("test-scorer")).unwrap()).unwrap();
+    let mut bad_config: Value = serde_json::from_slice(&std::fs::read(fixture("test-scorer")).unwrap()).unwrap();
     bad_config["config"] = json!({"bonus": "x"});
     let path = dir.path().join("bad-config.json");
     std::fs::write(&path, bad_config.to_string()).unwrap();
@@ -315,9 +283,7 @@ fn run_refuses_an_ungranted_import_with_exit_code_1() {
     assert_eq!(report["error"]["code"], json!("plugin_load_failed"));
     assert_eq!(
         report["error"]["message"],
-        json!(
-            "plugin `test-scorer`: imports `rapport:crm/config@0.1.0` but capability `config` is not granted"
-        )
+        json!("plugin `test-scorer`: imports `rapport:crm/config@0.1.0` but capability `config` is not granted")
     );
 }
 
@@ -331,10 +297,7 @@ fn run_rejects_bad_fixtures_and_usage_with_exit_code_2() {
         path
     };
 
-    let broken = write(
-        "broken.json",
-        "{\n  \"tenant\": \"acme\",\n  \"call\": {\n}",
-    );
+    let broken = write("broken.json", "{\n  \"tenant\": \"acme\",\n  \"call\": {\n}");
     let out = run_plugin(&wasm, &broken, &[]);
     assert_eq!(out.status.code(), Some(2));
     assert!(
@@ -353,16 +316,9 @@ fn run_rejects_bad_fixtures_and_usage_with_exit_code_2() {
     );
     let out = run_plugin(&wasm, &unknown_field, &[]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(
-        stderr(&out).contains("unknown field `cal`"),
-        "{}",
-        stderr(&out)
-    );
+    assert!(stderr(&out).contains("unknown field `cal`"), "{}", stderr(&out));
 
-    let unknown_export = write(
-        "export.json",
-        r#"{"call": {"export": "rank", "input": {}}}"#,
-    );
+    let unknown_export = write("export.json", r#"{"call": {"export": "rank", "input": {}}}"#);
     let out = run_plugin(&wasm, &unknown_export, &[]);
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(
@@ -389,10 +345,7 @@ fn run_rejects_bad_fixtures_and_usage_with_exit_code_2() {
         "{report}"
     );
 
-    let wrong_kind = write(
-        "kind.json",
-        r#"{"call": {"export": "recommend", "input": {}}}"#,
-    );
+    let wrong_kind = write("kind.json", r#"{"call": {"export": "recommend", "input": {}}}"#);
     let out = run_plugin(&wasm, &wrong_kind, &["--kind", "scoring-rule"]);
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(
@@ -400,11 +353,7 @@ fn run_rejects_bad_fixtures_and_usage_with_exit_code_2() {
         "error: a scoring-rule plugin does not export `recommend` (the fixture calls it)\n"
     );
 
-    let out = run_plugin(
-        &dir.path().join("missing.wasm"),
-        &fixture("test-scorer"),
-        &[],
-    );
+    let out = run_plugin(&dir.path().join("missing.wasm"), &fixture("test-scorer"), &[]);
     assert_eq!(out.status.code(), Some(2));
     assert!(
         stderr(&out).starts_with(&format!(
@@ -456,8 +405,7 @@ config = {{ bonus = 5 }}
     )
     .unwrap();
     // The fixture without a config: the tenant's manifest config applies.
-    let mut without_config: Value =
-        serde_json::from_slice(&std::fs::read(fixture("test-scorer")).unwrap()).unwrap();
+    let mut without_config: Value = serde_json::from_slice(&std::fs::read(fixture("test-scorer")).unwrap()).unwrap();
     without_config.as_object_mut().unwrap().remove("config");
     let path = dir.path().join("fixture.json");
     std::fs::write(&path, without_config.to_string()).unwrap();
@@ -482,10 +430,7 @@ config = {{ bonus = 5 }}
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(
         stderr(&out),
-        format!(
-            "error: {}: no plugin `nope` (declared: scorer)\n",
-            manifest.display()
-        )
+        format!("error: {}: no plugin `nope` (declared: scorer)\n", manifest.display())
     );
 }
 
@@ -549,20 +494,11 @@ fn new_scaffolds_crates_that_test_build_and_run_for_every_kind() {
         let out = rapport(&["new", kind, &name, "--dir", crate_dir.to_str().unwrap()]);
         assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
         assert!(
-            stdout(&out).starts_with(&format!(
-                "created {kind} plugin `{name}` in {}\n",
-                crate_dir.display()
-            )),
+            stdout(&out).starts_with(&format!("created {kind} plugin `{name}` in {}\n", crate_dir.display())),
             "{}",
             stdout(&out)
         );
-        for file in [
-            "Cargo.toml",
-            "README.md",
-            ".gitignore",
-            "src/lib.rs",
-            "fixture.json",
-        ] {
+        for file in ["Cargo.toml", "README.md", ".gitignore", "src/lib.rs", "fixture.json"] {
             assert!(crate_dir.join(file).is_file(), "{kind}: {file} missing");
         }
         let manifest = std::fs::read_to_string(crate_dir.join("Cargo.toml")).unwrap();
@@ -572,35 +508,20 @@ fn new_scaffolds_crates_that_test_build_and_run_for_every_kind() {
         // Outside the checkout: the SDK of the checkout this binary was built from.
         let sdk = std::fs::canonicalize(repo().join("plugins/sdk")).unwrap();
         assert!(
-            manifest.contains(&format!(
-                "rapport-plugin-sdk = {{ path = \"{}\" }}",
-                sdk.display()
-            )),
+            manifest.contains(&format!("rapport-plugin-sdk = {{ path = \"{}\" }}", sdk.display())),
             "{manifest}"
         );
 
         let out = cargo(&crate_dir, &["test", "--quiet"], &target);
-        assert!(
-            out.status.success(),
-            "{kind}: cargo test failed:\n{}",
-            stderr(&out)
-        );
-        assert!(
-            stdout(&out).contains("test result: ok."),
-            "{}",
-            stdout(&out)
-        );
+        assert!(out.status.success(), "{kind}: cargo test failed:\n{}", stderr(&out));
+        assert!(stdout(&out).contains("test result: ok."), "{}", stdout(&out));
 
         let out = cargo(
             &crate_dir,
             &["build", "--quiet", "--release", "--target", "wasm32-wasip2"],
             &target,
         );
-        assert!(
-            out.status.success(),
-            "{kind}: wasm build failed:\n{}",
-            stderr(&out)
-        );
+        assert!(out.status.success(), "{kind}: wasm build failed:\n{}", stderr(&out));
         let wasm = target
             .join("wasm32-wasip2/release")
             .join(format!("{}.wasm", name.replace('-', "_")));
@@ -640,9 +561,7 @@ fn build_python_scorer(out: &Path) -> Result<(), String> {
         .map(|o| o.status.success())
         .unwrap_or(false);
     if !available {
-        return Err(
-            "componentize-py is not installed (pip install componentize-py==0.25.1)".into(),
-        );
+        return Err("componentize-py is not installed (pip install componentize-py==0.25.1)".into());
     }
     let status = Command::new("bash")
         .arg(repo().join("plugins/examples/python-scorer/build.sh"))
@@ -650,11 +569,7 @@ fn build_python_scorer(out: &Path) -> Result<(), String> {
         .output()
         .unwrap();
     if !status.status.success() {
-        panic!(
-            "python-scorer build failed:\n{}\n{}",
-            stdout(&status),
-            stderr(&status)
-        );
+        panic!("python-scorer build failed:\n{}\n{}", stdout(&status), stderr(&status));
     }
     Ok(())
 }
@@ -705,10 +620,7 @@ async fn python_scorer_runs_through_the_runtime_and_plugin_run() {
         ],
     );
     let (result, report) = plugin
-        .score(
-            support::ctx("acme", r#"{"recent_days": 90}"#, &services),
-            &input,
-        )
+        .score(support::ctx("acme", r#"{"recent_days": 90}"#, &services), &input)
         .await;
     assert_eq!(
         result.unwrap(),
@@ -734,19 +646,13 @@ async fn python_scorer_runs_through_the_runtime_and_plugin_run() {
     );
     // Outside the window: cold, no recency bonus.
     let (result, _) = plugin
-        .score(
-            support::ctx("acme", r#"{"recent_days": 30}"#, &services),
-            &input,
-        )
+        .score(support::ctx("acme", r#"{"recent_days": 30}"#, &services), &input)
         .await;
     let cold = result.unwrap();
     assert_eq!((cold.value, cold.label.as_deref()), (25.0, Some("cold")));
     // A bad config is the plugin's typed error.
     let (result, _) = plugin
-        .score(
-            support::ctx("acme", r#"{"recent_days": true}"#, &services),
-            &input,
-        )
+        .score(support::ctx("acme", r#"{"recent_days": true}"#, &services), &input)
         .await;
     assert_eq!(
         result.unwrap_err().to_string(),
@@ -790,8 +696,7 @@ async fn python_scorer_runs_through_the_runtime_and_plugin_run() {
 #[test]
 fn run_score_batch_reports_each_item_and_fails_when_any_item_fails() {
     let dir = tempfile::tempdir().unwrap();
-    let single: Value =
-        serde_json::from_slice(&std::fs::read(fixture("test-scorer")).unwrap()).unwrap();
+    let single: Value = serde_json::from_slice(&std::fs::read(fixture("test-scorer")).unwrap()).unwrap();
     let mut empty_history = single["call"]["input"].clone();
     empty_history["interactions"] = json!([]);
     let batch = |config: Value| {
@@ -847,8 +752,7 @@ fn run_builds_a_history_from_the_tenants_data() {
     );
 
     let dir = tempfile::tempdir().unwrap();
-    let mut other: Value =
-        serde_json::from_slice(&std::fs::read(fixture("test-scorer-from-data")).unwrap()).unwrap();
+    let mut other: Value = serde_json::from_slice(&std::fs::read(fixture("test-scorer-from-data")).unwrap()).unwrap();
     other["call"]["input"]["customer_id"] = json!("a-2");
     let path = dir.path().join("a-2.json");
     std::fs::write(&path, other.to_string()).unwrap();
@@ -878,7 +782,9 @@ fn one_shot_server() -> (u16, std::thread::JoinHandle<String>) {
             got.extend_from_slice(&buf[..n]);
         }
         stream
-            .write_all(b"HTTP/1.1 202 Accepted\r\nx-provider-id: prov-7\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+            .write_all(
+                b"HTTP/1.1 202 Accepted\r\nx-provider-id: prov-7\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+            )
             .unwrap();
         String::from_utf8_lossy(&got).into_owned()
     });
@@ -916,10 +822,7 @@ fn run_deliver_reaches_only_the_allowed_host() {
     let host = format!("127.0.0.1:{port}");
     let (code, report) = run_json(&wasm, &path, &["--allow-host", &host]);
     assert_eq!(code, 0, "{report}");
-    assert_eq!(
-        report["result"],
-        json!({"provider_id": "prov-7", "detail": "HTTP 202"})
-    );
+    assert_eq!(report["result"], json!({"provider_id": "prov-7", "detail": "HTTP 202"}));
     let request = server.join().unwrap();
     assert!(request.starts_with("POST /hook HTTP/1.1"), "{request}");
 }

@@ -59,10 +59,7 @@ async fn infinite_loop_is_stopped_at_its_deadline() {
         let elapsed = started.elapsed();
         assert_eq!(result.unwrap_err(), CallError::Timeout { ms: 100 });
         assert!(elapsed >= Duration::from_millis(100), "{elapsed:?}");
-        assert!(
-            elapsed < Duration::from_millis(200),
-            "stopped after {elapsed:?}"
-        );
+        assert!(elapsed < Duration::from_millis(200), "stopped after {elapsed:?}");
         assert!(report.duration >= Duration::from_millis(100));
     }
 }
@@ -102,9 +99,7 @@ async fn memory_bomb_hits_the_memory_limit() {
     );
     let (result, _) = small.score(ctx(ACME, "{}", &services), &input()).await;
     assert_eq!(result.unwrap_err(), CallError::MemoryLimit);
-    let (result, _) = scorer(&rt)
-        .score(ctx(ACME, "{}", &services), &input())
-        .await;
+    let (result, _) = scorer(&rt).score(ctx(ACME, "{}", &services), &input()).await;
     assert_eq!(result.unwrap().value, 1.0);
 }
 
@@ -156,9 +151,7 @@ async fn oversized_output_is_refused() {
         other => panic!("unexpected {other:?}"),
     }
     let (result, _) = plugin.fit(ctx(ACME, "{}", &services), &[], 0).await;
-    assert!(
-        matches!(result.unwrap_err(), CallError::OutputTooLarge { limit, .. } if limit == 1 << 20)
-    );
+    assert!(matches!(result.unwrap_err(), CallError::OutputTooLarge { limit, .. } if limit == 1 << 20));
 }
 
 #[tokio::test]
@@ -302,10 +295,7 @@ async fn other_tenants_stay_responsive() {
         "good calls took {all_good_done:?}: {times:?}"
     );
     for s in spinners {
-        assert_eq!(
-            s.await.unwrap().unwrap_err(),
-            CallError::Timeout { ms: 1_000 }
-        );
+        assert_eq!(s.await.unwrap().unwrap_err(), CallError::Timeout { ms: 1_000 });
     }
     assert!(started.elapsed() >= Duration::from_millis(1_000));
 }

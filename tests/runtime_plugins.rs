@@ -16,14 +16,12 @@ use std::sync::Arc;
 use rapport::runtime::contract::channel::{InboundRequest, Message};
 use rapport::runtime::contract::cross_selling::{RecommendRequest, Recommendation};
 use rapport::runtime::contract::inputs::{Purchase, PurchaseSummary};
-use rapport::runtime::contract::rewards::{
-    EarnIntent, InteractionContext, LedgerIntent, RewardOutcome, TierChange,
-};
+use rapport::runtime::contract::rewards::{EarnIntent, InteractionContext, LedgerIntent, RewardOutcome, TierChange};
 use rapport::runtime::contract::scoring::CustomerScore;
 use rapport::runtime::contract::types::{LoyaltyAccount, Reward, Tier};
 use rapport::runtime::{
-    CallError, Capability, LoadError, LogLevel, LogLine, PluginErrorKind, PluginKind, Runtime,
-    RuntimeConfig, ServiceError,
+    CallError, Capability, LoadError, LogLevel, LogLine, PluginErrorKind, PluginKind, Runtime, RuntimeConfig,
+    ServiceError,
 };
 use rapport::runtime::{HostServices, fixture::FixtureServices};
 use sha2::{Digest, Sha256};
@@ -48,9 +46,7 @@ async fn scoring_plugin_returns_exact_scores_with_per_tenant_config() {
         ],
     );
 
-    let (result, report) = plugin
-        .score(ctx(ACME, r#"{"bonus": 10}"#, &services), &input)
-        .await;
+    let (result, report) = plugin.score(ctx(ACME, r#"{"bonus": 10}"#, &services), &input).await;
     assert_eq!(
         result.unwrap(),
         CustomerScore {
@@ -68,15 +64,10 @@ async fn scoring_plugin_returns_exact_scores_with_per_tenant_config() {
     assert_eq!(result.unwrap().value, 2.0);
 
     // A bad config is the plugin's typed error, not a trap.
-    let (result, _) = plugin
-        .score(ctx(ACME, r#"{"bonus": "x"}"#, &services), &input)
-        .await;
+    let (result, _) = plugin.score(ctx(ACME, r#"{"bonus": "x"}"#, &services), &input).await;
     assert_eq!(
         result.unwrap_err(),
-        CallError::Guest(
-            PluginErrorKind::InvalidConfig,
-            "\"bonus\" must be a number".into()
-        )
+        CallError::Guest(PluginErrorKind::InvalidConfig, "\"bonus\" must be a number".into())
     );
 
     // Batch: one result per input, in order.
@@ -88,10 +79,7 @@ async fn scoring_plugin_returns_exact_scores_with_per_tenant_config() {
     assert_eq!(scores.len(), 2);
     assert_eq!(scores[0].value, 2.0);
     assert_eq!(scores[1].segment.as_deref(), Some("prospect"));
-    assert_eq!(
-        scores[1].explanation,
-        "0 purchase(s), spend 0 minor units, bonus 0"
-    );
+    assert_eq!(scores[1].explanation, "0 purchase(s), spend 0 minor units, bonus 0");
 }
 
 #[tokio::test]
@@ -124,9 +112,7 @@ async fn log_lines_are_captured_and_capped() {
         };
         3
     ];
-    let (result, report) = plugin
-        .fit(ctx(ACME, "{}", &services), &population, 10)
-        .await;
+    let (result, report) = plugin.fit(ctx(ACME, "{}", &services), &population, 10).await;
     assert_eq!(result.unwrap(), "{}");
     assert_eq!(
         report.logs,
@@ -146,9 +132,7 @@ async fn log_lines_are_captured_and_capped() {
     );
     def.limits.max_log_bytes = 30;
     let capped = rt.load(def).unwrap();
-    let (result, report) = capped
-        .fit(ctx(ACME, "{}", &services), &population, 10)
-        .await;
+    let (result, report) = capped.fit(ctx(ACME, "{}", &services), &population, 10).await;
     assert_eq!(result.unwrap(), "{}");
     assert!(report.logs.is_empty());
     assert_eq!(report.logs_dropped, 1);
@@ -190,9 +174,7 @@ async fn cross_sell_plugin_sees_only_its_tenants_catalogue() {
         ]
     );
     // The same request for globex sees globex's catalogue only.
-    let (result, _) = plugin
-        .recommend(ctx(GLOBEX, "{}", &services), &request)
-        .await;
+    let (result, _) = plugin.recommend(ctx(GLOBEX, "{}", &services), &request).await;
     assert_eq!(
         result.unwrap(),
         vec![Recommendation {
@@ -244,9 +226,7 @@ async fn reward_plugin_returns_intents_and_redeemable_rewards() {
         rolling_spend_minor: 150_000,
         now: 2,
     };
-    let (result, _) = plugin
-        .on_interaction(ctx(ACME, "{}", &services), &context)
-        .await;
+    let (result, _) = plugin.on_interaction(ctx(ACME, "{}", &services), &context).await;
     assert_eq!(
         result.unwrap(),
         RewardOutcome {
@@ -298,10 +278,7 @@ async fn reward_plugin_returns_intents_and_redeemable_rewards() {
 
     // Wrong kind: a reward scheme has no `score`.
     let (result, _) = plugin
-        .score(
-            ctx(ACME, "{}", &services),
-            &history(customer("a-1", "E", "{}"), vec![]),
-        )
+        .score(ctx(ACME, "{}", &services), &history(customer("a-1", "E", "{}"), vec![]))
         .await;
     assert_eq!(result.unwrap_err(), CallError::WrongKind);
 }
@@ -383,9 +360,7 @@ async fn connector_reaches_allowed_hosts_only() {
     let request = server.join().unwrap();
     assert!(request.starts_with("POST /hook HTTP/1.1"), "{request}");
     assert!(
-        request
-            .to_ascii_lowercase()
-            .contains("idempotency-key: m-1"),
+        request.to_ascii_lowercase().contains("idempotency-key: m-1"),
         "{request}"
     );
 
@@ -405,10 +380,7 @@ async fn connector_reaches_allowed_hosts_only() {
         )
     );
     let (result, _) = plugin
-        .deliver(
-            ctx(ACME, "{}", &services),
-            &message("http://example.com/x".into()),
-        )
+        .deliver(ctx(ACME, "{}", &services), &message("http://example.com/x".into()))
         .await;
     assert_eq!(
         result.unwrap_err(),
@@ -419,8 +391,7 @@ async fn connector_reaches_allowed_hosts_only() {
     );
 
     // Inbound: signature checked by the plugin, event parsed.
-    let body =
-        br#"{"customer":"EXT-A1","event":"email_open","at":1700000000000,"id":"evt-1"}"#.to_vec();
+    let body = br#"{"customer":"EXT-A1","event":"email_open","at":1700000000000,"id":"evt-1"}"#.to_vec();
     let signature = hex::encode(Sha256::digest(&body));
     let request = InboundRequest {
         method: "POST".into(),
@@ -429,9 +400,7 @@ async fn connector_reaches_allowed_hosts_only() {
         body: body.clone(),
         received_at: 5,
     };
-    let (result, _) = plugin
-        .parse_inbound(ctx(ACME, "{}", &services), &request)
-        .await;
+    let (result, _) = plugin.parse_inbound(ctx(ACME, "{}", &services), &request).await;
     let events = result.unwrap();
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].customer_external_id, "EXT-A1");
@@ -443,9 +412,7 @@ async fn connector_reaches_allowed_hosts_only() {
         headers: vec![],
         ..request
     };
-    let (result, _) = plugin
-        .parse_inbound(ctx(ACME, "{}", &services), &unsigned)
-        .await;
+    let (result, _) = plugin.parse_inbound(ctx(ACME, "{}", &services), &unsigned).await;
     assert!(matches!(
         result.unwrap_err(),
         CallError::Guest(PluginErrorKind::Unauthenticated, _)
@@ -459,11 +426,7 @@ async fn outbound_http_is_refused_to_other_kinds() {
         .load(definition(
             "test-scorer",
             PluginKind::ScoringRule,
-            &[
-                Capability::Config,
-                Capability::Log,
-                Capability::OutboundHttp,
-            ],
+            &[Capability::Config, Capability::Log, Capability::OutboundHttp],
         ))
         .unwrap_err();
     assert!(
@@ -490,36 +453,19 @@ async fn a_plugin_cannot_read_another_tenants_customer() {
         .unwrap();
     let services = fixture();
     // acme's plugin call probes globex's customer g-1: not found.
-    let probe_other = history(
-        customer("a-1", "EXT-A1", r#"{"probe_customer_id":"g-1"}"#),
-        vec![],
-    );
+    let probe_other = history(customer("a-1", "EXT-A1", r#"{"probe_customer_id":"g-1"}"#), vec![]);
     let (result, _) = plugin.score(ctx(ACME, "{}", &services), &probe_other).await;
     let score = result.unwrap();
-    assert_eq!(
-        (score.value, score.label.as_deref()),
-        (0.0, Some("not-found"))
-    );
+    assert_eq!((score.value, score.label.as_deref()), (0.0, Some("not-found")));
     assert_eq!(score.explanation, "customer g-1 not found");
     // Its own customer a-2 is visible.
-    let probe_own = history(
-        customer("a-1", "EXT-A1", r#"{"probe_customer_id":"a-2"}"#),
-        vec![],
-    );
+    let probe_own = history(customer("a-1", "EXT-A1", r#"{"probe_customer_id":"a-2"}"#), vec![]);
     let (result, _) = plugin.score(ctx(ACME, "{}", &services), &probe_own).await;
     let score = result.unwrap();
-    assert_eq!(
-        (score.value, score.label.as_deref()),
-        (1.0, Some("visible"))
-    );
-    assert_eq!(
-        score.explanation,
-        "customer a-2 visible (external id EXT-A2)"
-    );
+    assert_eq!((score.value, score.label.as_deref()), (1.0, Some("visible")));
+    assert_eq!(score.explanation, "customer a-2 visible (external id EXT-A2)");
     // And globex sees g-1 but not a-2.
-    let (result, _) = plugin
-        .score(ctx(GLOBEX, "{}", &services), &probe_other)
-        .await;
+    let (result, _) = plugin.score(ctx(GLOBEX, "{}", &services), &probe_other).await;
     assert_eq!(result.unwrap().value, 1.0);
     let (result, _) = plugin.score(ctx(GLOBEX, "{}", &services), &probe_own).await;
     assert_eq!(result.unwrap().value, 0.0);
@@ -532,26 +478,15 @@ async fn kv_quota_is_enforced_per_tenant_and_plugin() {
     // key (1) + value (9) = 10 bytes: exactly at a 10-byte quota.
     services.kv_set(&acme, "p", "a", &[0; 9], 10).await.unwrap();
     assert_eq!(
-        services
-            .kv_set(&acme, "p", "b", &[0; 1], 10)
-            .await
-            .unwrap_err(),
-        ServiceError::QuotaExceeded(
-            "key-value store would hold 12 bytes, over the 10-byte limit".into()
-        )
+        services.kv_set(&acme, "p", "b", &[0; 1], 10).await.unwrap_err(),
+        ServiceError::QuotaExceeded("key-value store would hold 12 bytes, over the 10-byte limit".into())
     );
     // Overwriting a key counts its new size only.
     services.kv_set(&acme, "p", "a", &[1; 9], 10).await.unwrap();
     // Other plugins and tenants have their own quota and their own keys.
     services.kv_set(&acme, "q", "b", &[0; 9], 10).await.unwrap();
-    services
-        .kv_set(&globex, "p", "b", &[0; 9], 10)
-        .await
-        .unwrap();
-    assert_eq!(
-        services.kv_get(&acme, "p", "a").await.unwrap(),
-        Some(vec![1; 9])
-    );
+    services.kv_set(&globex, "p", "b", &[0; 9], 10).await.unwrap();
+    assert_eq!(services.kv_get(&acme, "p", "a").await.unwrap(), Some(vec![1; 9]));
     assert_eq!(services.kv_get(&globex, "p", "a").await.unwrap(), None);
     assert_eq!(
         services.kv_list_keys(&acme, "p", "", 1000).await.unwrap(),
@@ -588,16 +523,10 @@ async fn kv_capability_reads_the_calling_tenants_store() {
 async fn load_refuses_ungranted_imports_bad_digests_and_unknown_contracts() {
     let rt = runtime();
     let err = rt
-        .load(definition(
-            "hostile-ungranted",
-            PluginKind::ScoringRule,
-            &[],
-        ))
+        .load(definition("hostile-ungranted", PluginKind::ScoringRule, &[]))
         .unwrap_err();
     match &err {
-        LoadError::ImportNotGranted {
-            import, capability, ..
-        } => {
+        LoadError::ImportNotGranted { import, capability, .. } => {
             assert_eq!(import, "rapport:crm/kv@0.1.0");
             assert_eq!(*capability, Capability::Kv);
         }
@@ -617,10 +546,7 @@ async fn load_refuses_ungranted_imports_bad_digests_and_unknown_contracts() {
 
     let mut def = definition("test-reward", PluginKind::RewardScheme, &[]);
     def.contract = "rapport:crm@9.9.9".into();
-    assert!(matches!(
-        rt.load(def).unwrap_err(),
-        LoadError::UnknownContract { .. }
-    ));
+    assert!(matches!(rt.load(def).unwrap_err(), LoadError::UnknownContract { .. }));
 
     // A reward scheme loaded as a scoring rule lacks the export.
     let err = rt
@@ -634,10 +560,7 @@ async fn load_refuses_ungranted_imports_bad_digests_and_unknown_contracts() {
     let mut def = definition("test-reward", PluginKind::RewardScheme, &[]);
     def.wasm = b"not wasm".to_vec();
     def.sha256 = sha256(&def.wasm);
-    assert!(matches!(
-        rt.load(def).unwrap_err(),
-        LoadError::Compile { .. }
-    ));
+    assert!(matches!(rt.load(def).unwrap_err(), LoadError::Compile { .. }));
 }
 
 #[tokio::test]
@@ -696,19 +619,9 @@ async fn fixture_loads_from_json() {
         r#"{"tenants":{"acme":{"customers":[{"id":"c1","external_id":"E1","attributes":"{}","created_at":5}]}}}"#,
     )
     .unwrap();
-    let c = services
-        .get_customer(&tenant(ACME), "c1")
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(
-        (c.external_id.as_str(), c.name, c.created_at),
-        ("E1", None, 5)
-    );
-    assert_eq!(
-        services.get_customer(&tenant(GLOBEX), "c1").await.unwrap(),
-        None
-    );
+    let c = services.get_customer(&tenant(ACME), "c1").await.unwrap().unwrap();
+    assert_eq!((c.external_id.as_str(), c.name, c.created_at), ("E1", None, 5));
+    assert_eq!(services.get_customer(&tenant(GLOBEX), "c1").await.unwrap(), None);
     assert!(FixtureServices::from_json(r#"{"tenants":{"acme":{"bogus":1}}}"#).is_err());
     let _ = Arc::new(services);
 }
@@ -796,36 +709,30 @@ async fn calls_are_counted_in_metrics() {
         tier_id: None,
     };
     for _ in 0..2 {
-        let (result, _) = plugin
-            .redeemable(ctx(ACME, "{}", &services), &account, &[], &[])
-            .await;
+        let (result, _) = plugin.redeemable(ctx(ACME, "{}", &services), &account, &[], &[]).await;
         assert_eq!(result.unwrap(), Vec::<String>::new());
     }
     let (result, _) = plugin
-        .score(
-            ctx(ACME, "{}", &services),
-            &history(customer("a-1", "E", "{}"), vec![]),
-        )
+        .score(ctx(ACME, "{}", &services), &history(customer("a-1", "E", "{}"), vec![]))
         .await;
     assert_eq!(result.unwrap_err(), CallError::WrongKind);
     let text = metrics.render();
-    let line = |prefix: &str| {
-        text.lines()
-            .find(|l| l.starts_with(prefix))
-            .map(str::to_owned)
-    };
+    let line = |prefix: &str| text.lines().find(|l| l.starts_with(prefix)).map(str::to_owned);
     assert_eq!(
-        line(r#"rapport_plugin_calls_total{plugin="metrics-probe",kind="reward-scheme",export="redeemable"}"#).as_deref(),
+        line(r#"rapport_plugin_calls_total{plugin="metrics-probe",kind="reward-scheme",export="redeemable"}"#)
+            .as_deref(),
         Some(r#"rapport_plugin_calls_total{plugin="metrics-probe",kind="reward-scheme",export="redeemable"} 2"#),
         "{text}"
     );
     assert_eq!(
-        line(r#"rapport_plugin_errors_total{plugin="metrics-probe",cause="wrong_kind"}"#)
-            .as_deref(),
+        line(r#"rapport_plugin_errors_total{plugin="metrics-probe",cause="wrong_kind"}"#).as_deref(),
         Some(r#"rapport_plugin_errors_total{plugin="metrics-probe",cause="wrong_kind"} 1"#),
         "{text}"
     );
-    assert!(text.contains(r#"rapport_plugin_call_duration_seconds_count{plugin="metrics-probe",export="redeemable"} 2"#), "{text}");
+    assert!(
+        text.contains(r#"rapport_plugin_call_duration_seconds_count{plugin="metrics-probe",export="redeemable"} 2"#),
+        "{text}"
+    );
     assert!(
         text.contains(r#"rapport_plugin_fuel_used_total{plugin="metrics-probe"}"#),
         "{text}"
@@ -855,8 +762,7 @@ impl HostServices for DownServices {
         _: &rapport::store::TenantId,
         _: Option<&str>,
         _: u32,
-    ) -> Result<rapport::runtime::contract::rapport::crm::customers::CustomerPage, ServiceError>
-    {
+    ) -> Result<rapport::runtime::contract::rapport::crm::customers::CustomerPage, ServiceError> {
         Err(ServiceError::Unavailable("database is down".into()))
     }
     async fn list_interactions(
@@ -865,15 +771,10 @@ impl HostServices for DownServices {
         _: &str,
         _: Option<&str>,
         _: u32,
-    ) -> Result<rapport::runtime::contract::rapport::crm::interactions::InteractionPage, ServiceError>
-    {
+    ) -> Result<rapport::runtime::contract::rapport::crm::interactions::InteractionPage, ServiceError> {
         Err(ServiceError::Unavailable("database is down".into()))
     }
-    async fn get_account(
-        &self,
-        _: &rapport::store::TenantId,
-        _: &str,
-    ) -> Result<Option<LoyaltyAccount>, ServiceError> {
+    async fn get_account(&self, _: &rapport::store::TenantId, _: &str) -> Result<Option<LoyaltyAccount>, ServiceError> {
         Err(ServiceError::Unavailable("database is down".into()))
     }
     async fn list_ledger(
@@ -888,10 +789,7 @@ impl HostServices for DownServices {
     async fn list_tiers(&self, _: &rapport::store::TenantId) -> Result<Vec<Tier>, ServiceError> {
         Err(ServiceError::Unavailable("database is down".into()))
     }
-    async fn list_rewards(
-        &self,
-        _: &rapport::store::TenantId,
-    ) -> Result<Vec<Reward>, ServiceError> {
+    async fn list_rewards(&self, _: &rapport::store::TenantId) -> Result<Vec<Reward>, ServiceError> {
         Err(ServiceError::Unavailable("database is down".into()))
     }
     async fn get_product(
@@ -910,12 +808,7 @@ impl HostServices for DownServices {
     ) -> Result<rapport::runtime::contract::rapport::crm::catalog::ProductPage, ServiceError> {
         Err(ServiceError::Unavailable("database is down".into()))
     }
-    async fn kv_get(
-        &self,
-        _: &rapport::store::TenantId,
-        _: &str,
-        _: &str,
-    ) -> Result<Option<Vec<u8>>, ServiceError> {
+    async fn kv_get(&self, _: &rapport::store::TenantId, _: &str, _: &str) -> Result<Option<Vec<u8>>, ServiceError> {
         Err(ServiceError::Unavailable("database is down".into()))
     }
     async fn kv_set(
@@ -928,12 +821,7 @@ impl HostServices for DownServices {
     ) -> Result<(), ServiceError> {
         Err(ServiceError::Unavailable("database is down".into()))
     }
-    async fn kv_delete(
-        &self,
-        _: &rapport::store::TenantId,
-        _: &str,
-        _: &str,
-    ) -> Result<(), ServiceError> {
+    async fn kv_delete(&self, _: &rapport::store::TenantId, _: &str, _: &str) -> Result<(), ServiceError> {
         Err(ServiceError::Unavailable("database is down".into()))
     }
     async fn kv_list_keys(
@@ -962,10 +850,7 @@ async fn a_failing_host_lookup_is_a_host_error_the_plugin_handles_not_a_trap() {
         config_json: "{}".into(),
         services: Arc::new(DownServices),
     };
-    let input = history(
-        customer("a-1", "EXT-A1", r#"{"probe_customer_id":"a-2"}"#),
-        vec![],
-    );
+    let input = history(customer("a-1", "EXT-A1", r#"{"probe_customer_id":"a-2"}"#), vec![]);
     // tenant-probe maps the `host-error` of get-customer to its own
     // `plugin-error::unavailable`, carrying the host's message.
     let (result, _) = plugin.score(down, &input).await;
@@ -978,4 +863,5 @@ async fn a_failing_host_lookup_is_a_host_error_the_plugin_handles_not_a_trap() {
     );
     // The instance was not poisoned: the next call, with the store back, works.
     let (result, _) = plugin.score(ctx(ACME, "{}", &fixture()), &input).await;
-    assert_eq!(result.unwrap().label.as_deref(), Some("visible"));}
+    assert_eq!(result.unwrap().label.as_deref(), Some("visible"));
+}

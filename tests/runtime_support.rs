@@ -11,9 +11,7 @@ use std::sync::Arc;
 use rapport::runtime::contract::inputs::CustomerHistory;
 use rapport::runtime::contract::types::{Customer, Interaction, LineItem, Money, Product};
 use rapport::runtime::fixture::{FixtureData, FixtureServices, TenantFixture};
-use rapport::runtime::{
-    CallContext, Capability, Limits, PluginDefinition, PluginKind, Runtime, RuntimeConfig,
-};
+use rapport::runtime::{CallContext, Capability, Limits, PluginDefinition, PluginKind, Runtime, RuntimeConfig};
 use rapport::store::TenantId;
 use sha2::{Digest, Sha256};
 
@@ -25,11 +23,7 @@ pub const GLOBEX: &str = "globex";
 pub fn wasm_path(crate_name: &str) -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("..")
-                .join("target")
-        });
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join("target"));
     let file = crate_name.replace('-', "_");
     let path = target
         .join("wasm32-wasip2")
@@ -51,11 +45,7 @@ pub fn sha256(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-pub fn definition(
-    crate_name: &str,
-    kind: PluginKind,
-    capabilities: &[Capability],
-) -> PluginDefinition {
+pub fn definition(crate_name: &str, kind: PluginKind, capabilities: &[Capability]) -> PluginDefinition {
     let wasm = wasm(crate_name);
     PluginDefinition {
         id: crate_name.to_owned(),
@@ -104,13 +94,7 @@ pub fn customer(id: &str, external_id: &str, attributes: &str) -> Customer {
     }
 }
 
-pub fn purchase(
-    id: &str,
-    customer_id: &str,
-    at: i64,
-    amount_minor: i64,
-    skus: &[&str],
-) -> Interaction {
+pub fn purchase(id: &str, customer_id: &str, at: i64, amount_minor: i64, skus: &[&str]) -> Interaction {
     Interaction {
         id: id.into(),
         customer_id: customer_id.into(),
@@ -157,15 +141,8 @@ pub fn fixture() -> Arc<FixtureServices> {
     data.tenants.insert(
         ACME.into(),
         TenantFixture {
-            customers: vec![
-                customer("a-1", "EXT-A1", "{}"),
-                customer("a-2", "EXT-A2", "{}"),
-            ],
-            products: vec![
-                product("A-CHEAP", 500),
-                product("A-MID", 1250),
-                product("A-TOP", 9900),
-            ],
+            customers: vec![customer("a-1", "EXT-A1", "{}"), customer("a-2", "EXT-A2", "{}")],
+            products: vec![product("A-CHEAP", 500), product("A-MID", 1250), product("A-TOP", 9900)],
             ..TenantFixture::default()
         },
     );

@@ -79,14 +79,8 @@ impl TestDb {
                     .await
                     .expect("create database");
                 let url = match admin.rfind('/') {
-                    Some(slash)
-                        if admin[..slash].contains("://")
-                            && slash > admin.find("://").unwrap() + 2 =>
-                    {
-                        let query = admin[slash..]
-                            .find('?')
-                            .map(|q| &admin[slash + q..])
-                            .unwrap_or("");
+                    Some(slash) if admin[..slash].contains("://") && slash > admin.find("://").unwrap() + 2 => {
+                        let query = admin[slash..].find('?').map(|q| &admin[slash + q..]).unwrap_or("");
                         format!("{}/{}{}", &admin[..slash], name, query)
                     }
                     _ => format!("{}/{}", admin.trim_end_matches('/'), name),
@@ -112,9 +106,7 @@ impl Drop for TestDb {
                     .build()
                     .ok()?;
                 rt.block_on(async {
-                    let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&admin)
-                        .await
-                        .ok()?;
+                    let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&admin).await.ok()?;
                     sqlx::Executor::execute(
                         &mut conn,
                         format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str(),
@@ -188,13 +180,7 @@ impl TestApp {
         let tenant = TenantId(id.clone());
         let key = |role| {
             let tenant = tenant.clone();
-            async move {
-                store
-                    .create_key(Some(&tenant), role, "test")
-                    .await
-                    .unwrap()
-                    .token
-            }
+            async move { store.create_key(Some(&tenant), role, "test").await.unwrap().token }
         };
         TestTenant {
             admin: key(Role::TenantAdmin).await,
@@ -206,17 +192,8 @@ impl TestApp {
 
     /// Sends a JSON request and returns the status and parsed body
     /// (`Value::Null` for an empty body).
-    pub async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        token: &str,
-        body: Option<Value>,
-    ) -> (StatusCode, Value) {
-        let mut req = self
-            .client
-            .request(method, self.url(path))
-            .bearer_auth(token);
+    pub async fn call(&self, method: Method, path: &str, token: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let mut req = self.client.request(method, self.url(path)).bearer_auth(token);
         if let Some(body) = body {
             req = req.json(&body);
         }
@@ -267,32 +244,16 @@ impl TestApp {
             .expect("request");
         let status = resp.status();
         let text = resp.text().await.expect("body");
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
     }
 }
 
 /// Asserts the documented error shape and code.
 pub fn assert_error(status: StatusCode, body: &Value, expected_status: u16, code: &str) {
-    assert_eq!(
-        status.as_u16(),
-        expected_status,
-        "unexpected status; body: {body}"
-    );
-    assert_eq!(
-        body["error"]["code"], code,
-        "unexpected error code; body: {body}"
-    );
-    assert!(
-        body["error"]["message"].is_string(),
-        "error without message: {body}"
-    );
-    assert!(
-        body["error"]["details"].is_object(),
-        "error without details: {body}"
-    );
+    assert_eq!(status.as_u16(), expected_status, "unexpected status; body: {body}");
+    assert_eq!(body["error"]["code"], code, "unexpected error code; body: {body}");
+    assert!(body["error"]["message"].is_string(), "error without message: {body}");
+    assert!(body["error"]["details"].is_object(), "error without details: {body}");
 }
 
 impl TestApp {
@@ -359,8 +320,14 @@ impl TestApp {
 pub fn plugin_wasm(crate_name: &str) -> std::path::PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join("target"));
-    target.join("wasm32-wasip2/release").join(format!("{}.wasm", crate_name.replace('-', "_")))
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("..")
+                .join("target")
+        });
+    target
+        .join("wasm32-wasip2/release")
+        .join(format!("{}.wasm", crate_name.replace('-', "_")))
 }
 
 /// One `[[plugin]]` manifest entry for a component built from `plugins/`,
@@ -368,7 +335,11 @@ pub fn plugin_wasm(crate_name: &str) -> std::path::PathBuf {
 pub fn plugin_manifest_entry(id: &str, crate_name: &str, kind: &str, capabilities: &[&str], limits: &str) -> String {
     use sha2::Digest;
     let path = plugin_wasm(crate_name);
-    assert!(path.is_file(), "{} is missing: run scripts/build-plugins first", path.display());
+    assert!(
+        path.is_file(),
+        "{} is missing: run scripts/build-plugins first",
+        path.display()
+    );
     let digest = hex::encode(sha2::Sha256::digest(std::fs::read(&path).unwrap()));
     let caps: Vec<String> = capabilities.iter().map(|c| format!("{c:?}")).collect();
     format!(

@@ -24,9 +24,7 @@ use rapport::runtime::contract::inputs::CustomerHistory;
 use rapport::runtime::contract::scoring::CustomerScore;
 use rapport::runtime::contract::types::{Customer, Interaction, Money};
 use rapport::runtime::fixture::FixtureServices;
-use rapport::runtime::{
-    CallContext, Limits, Plugin, PluginDefinition, PluginKind, Runtime, RuntimeConfig,
-};
+use rapport::runtime::{CallContext, Limits, Plugin, PluginDefinition, PluginKind, Runtime, RuntimeConfig};
 use rapport::store::TenantId;
 use sha2::{Digest, Sha256};
 
@@ -43,11 +41,7 @@ struct Setup {
 fn wasm_path() -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("..")
-                .join("target")
-        });
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join("target"));
     target.join("wasm32-wasip2/release/bench_scorer.wasm")
 }
 

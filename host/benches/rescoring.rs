@@ -44,17 +44,12 @@ use rapport::runtime::contract::inputs::{CustomerHistory, Purchase, PurchaseSumm
 use rapport::runtime::contract::scoring::CustomerScore;
 use rapport::runtime::contract::types::{Customer, Interaction, LineItem, Money};
 use rapport::runtime::fixture::FixtureServices;
-use rapport::runtime::{
-    CallContext, Limits, Plugin, PluginDefinition, PluginKind, Runtime, RuntimeConfig,
-};
+use rapport::runtime::{CallContext, Limits, Plugin, PluginDefinition, PluginKind, Runtime, RuntimeConfig};
 use rapport::store::TenantId;
 use rapport_plugin_rfm as rfm;
 use sha2::{Digest, Sha256};
 
-const CDNOW_FILE: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../shared/data/cdnow/CDNOW_master.txt"
-);
+const CDNOW_FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/data/cdnow/CDNOW_master.txt");
 /// Customers per `score-batch` call in the batch job
 /// (`rapport::plugins::scoring::BATCH_SIZE`).
 const JOB_CHUNK: usize = rapport::plugins::scoring::BATCH_SIZE;
@@ -71,11 +66,7 @@ const PLUGIN_ID: &str = "rfm";
 fn wasm_path() -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("..")
-                .join("target")
-        });
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join("target"));
     target.join("wasm32-wasip2/release/rapport_plugin_rfm.wasm")
 }
 
@@ -103,9 +94,7 @@ impl Dataset {
     fn histories(&self, range: std::ops::Range<usize>) -> std::borrow::Cow<'_, [CustomerHistory]> {
         match &self.source {
             Source::Built(all) => std::borrow::Cow::Borrowed(&all[range]),
-            Source::Synthetic => {
-                std::borrow::Cow::Owned(range.map(|i| synthetic_customer(i).0).collect())
-            }
+            Source::Synthetic => std::borrow::Cow::Owned(range.map(|i| synthetic_customer(i).0).collect()),
         }
     }
 }
@@ -135,23 +124,19 @@ fn cdnow(now: i64) -> Dataset {
     let mut order: Vec<String> = Vec::new();
     let mut rows: HashMap<String, Vec<rapport::import::cdnow::Purchase>> = HashMap::new();
     let mut rejected = 0usize;
-    rapport::import::cdnow::read(
-        Path::new(CDNOW_FILE),
-        &rapport::import::Progress::hidden(),
-        |row| {
-            match row.parsed {
-                Ok(p) => {
-                    let entry = rows.entry(p.customer.clone()).or_insert_with(|| {
-                        order.push(p.customer.clone());
-                        Vec::new()
-                    });
-                    entry.push(p);
-                }
-                Err(_) => rejected += 1,
+    rapport::import::cdnow::read(Path::new(CDNOW_FILE), &rapport::import::Progress::hidden(), |row| {
+        match row.parsed {
+            Ok(p) => {
+                let entry = rows.entry(p.customer.clone()).or_insert_with(|| {
+                    order.push(p.customer.clone());
+                    Vec::new()
+                });
+                entry.push(p);
             }
-            true
-        },
-    )
+            Err(_) => rejected += 1,
+        }
+        true
+    })
     .unwrap_or_else(|e| panic!("{CDNOW_FILE}: {e}"));
     assert_eq!(rejected, 0, "CDNOW rows rejected");
     let created_at = now - 1000 * DAY_MS;
@@ -164,9 +149,7 @@ fn cdnow(now: i64) -> Dataset {
         bought.sort_by_key(|p| p.occurred_at);
         purchases += bought.len();
         let customer_id = id("c0de", n as u64);
-        let millis = |p: &rapport::import::cdnow::Purchase| {
-            (p.occurred_at.unix_timestamp_nanos() / 1_000_000) as i64
-        };
+        let millis = |p: &rapport::import::cdnow::Purchase| (p.occurred_at.unix_timestamp_nanos() / 1_000_000) as i64;
         population.push(PurchaseSummary {
             customer_id: customer_id.clone(),
             created_at,
@@ -210,12 +193,7 @@ fn cdnow(now: i64) -> Dataset {
             })
             .collect();
         histories.push(CustomerHistory {
-            customer: customer(
-                customer_id,
-                external.clone(),
-                r#"{"source":"cdnow"}"#,
-                created_at,
-            ),
+            customer: customer(customer_id, external.clone(), r#"{"source":"cdnow"}"#, created_at),
             interactions,
             truncated: false,
             now,
@@ -276,10 +254,7 @@ fn synthetic_customer(i: usize) -> (CustomerHistory, PurchaseSummary) {
                 },
             })
             .collect();
-        let amount_minor = items
-            .iter()
-            .map(|l| l.quantity * l.unit_price.amount_minor)
-            .sum();
+        let amount_minor = items.iter().map(|l| l.quantity * l.unit_price.amount_minor).sum();
         purchases.push(Purchase {
             at,
             amount_minor,
@@ -354,11 +329,7 @@ fn summary_values(s: &PurchaseSummary, now: i64, config: &rfm::Config) -> Option
 
 /// The component's `fit`, natively: returns the model JSON (what the
 /// component stores in kv and returns as its summary).
-fn native_fit(
-    population: &[PurchaseSummary],
-    now: i64,
-    config_json: &str,
-) -> Result<String, String> {
+fn native_fit(population: &[PurchaseSummary], now: i64, config_json: &str) -> Result<String, String> {
     let config = rfm::Config::from_json(config_json).map_err(|e| e.to_string())?;
     let values: Vec<rfm::RfmValues> = population
         .iter()
@@ -375,11 +346,7 @@ fn native_fit(
 /// The component's `score-batch`, natively: config and model (from its
 /// JSON, as the component reads it from kv) once per batch, then each
 /// history converted and scored into the contract's `customer-score`.
-fn native_score_batch(
-    inputs: &[CustomerHistory],
-    config_json: &str,
-    model_json: &str,
-) -> Vec<CustomerScore> {
+fn native_score_batch(inputs: &[CustomerHistory], config_json: &str, model_json: &str) -> Vec<CustomerScore> {
     let config = rfm::Config::from_json(config_json).expect("valid config");
     let model = rfm::RfmModel::from_json(model_json).expect("valid model");
     inputs
@@ -637,11 +604,7 @@ async fn score_all(ds: &Dataset, variants: &mut [Variant], native_model: &str) {
                         let model = v.model_json.as_deref().expect("native model");
                         let scores = native_score_batch(chunk, &ds.config_json, model);
                         v.score += started.elapsed();
-                        v.mismatches += scores
-                            .iter()
-                            .zip(expected)
-                            .filter(|(a, b)| !same(a, b))
-                            .count() as u64;
+                        v.mismatches += scores.iter().zip(expected).filter(|(a, b)| !same(a, b)).count() as u64;
                     }
                     Some((plugin, ctx)) => {
                         let lean_chunk;
@@ -703,10 +666,7 @@ struct Row {
 }
 
 fn rows(ds: &Dataset, variants: &[Variant]) -> Vec<Row> {
-    let native = variants
-        .iter()
-        .find(|v| v.plugin.is_none())
-        .expect("a native variant");
+    let native = variants.iter().find(|v| v.plugin.is_none()).expect("a native variant");
     let native_total = (native.fit + native.score).as_secs_f64();
     let native_score = native.score.as_secs_f64();
     variants
@@ -726,10 +686,7 @@ fn rows(ds: &Dataset, variants: &[Variant]) -> Vec<Row> {
                 note.push(format!("{} MISMATCHES", v.mismatches));
             }
             if v.calls > 0 && v.fuel > 0 {
-                note.push(format!(
-                    "fuel {:.0}/customer",
-                    v.fuel as f64 / ds.customers as f64
-                ));
+                note.push(format!("fuel {:.0}/customer", v.fuel as f64 / ds.customers as f64));
             }
             Row {
                 dataset: ds.name.clone(),
@@ -846,10 +803,7 @@ async fn end_to_end(wasm: &Path) -> anyhow::Result<EndToEnd> {
     }
 
     let started = Instant::now();
-    let job = state
-        .plugins
-        .create_scoring_job(&tenant, Some("rfm"))
-        .await?;
+    let job = state.plugins.create_scoring_job(&tenant, Some("rfm")).await?;
     let job = state.plugins.run_job(&tenant, &job.id).await?;
     let secs = started.elapsed().as_secs_f64();
     anyhow::ensure!(job.error.is_none(), "job failed: {:?}", job.error);
@@ -934,8 +888,7 @@ fn main() {
     // (for `perf record`: no input generation or compilation in the samples).
     if std::env::var_os("RAPPORT_BENCH_PROFILE").is_some() {
         let block: Vec<CustomerHistory> = (0..BLOCK).map(|i| synthetic_customer(i).0).collect();
-        let population: Vec<PurchaseSummary> =
-            (0..BLOCK).map(|i| synthetic_customer(i).1).collect();
+        let population: Vec<PurchaseSummary> = (0..BLOCK).map(|i| synthetic_customer(i).1).collect();
         let model = native_fit(&population, SYNTH_NOW, "{}").expect("fit");
         let ctx = context("{}");
         let scored = tokio.block_on(async {
@@ -980,40 +933,13 @@ fn main() {
         // customer, so 1 MiB holds ~4,900), and lean histories.
         let mut cdnow_variants = vec![
             Variant::native(JOB_CHUNK),
-            variant(
-                "plugin, default runtime (fuel on)",
-                &default_plugin,
-                JOB_CHUNK,
-                &cdnow,
-            ),
-            variant(
-                "plugin, default runtime (fuel on)",
-                &default_plugin,
-                100,
-                &cdnow,
-            ),
-            variant(
-                "plugin, default runtime (fuel on)",
-                &default_plugin,
-                2_000,
-                &cdnow,
-            ),
+            variant("plugin, default runtime (fuel on)", &default_plugin, JOB_CHUNK, &cdnow),
+            variant("plugin, default runtime (fuel on)", &default_plugin, 100, &cdnow),
+            variant("plugin, default runtime (fuel on)", &default_plugin, 2_000, &cdnow),
             variant("plugin, fuel off", &nofuel_plugin, JOB_CHUNK, &cdnow),
             variant("plugin, fuel off", &nofuel_plugin, 2_000, &cdnow),
-            variant(
-                "plugin, default runtime (fuel on)",
-                &default_plugin,
-                JOB_CHUNK,
-                &cdnow,
-            )
-            .reuse(),
-            variant(
-                "plugin, default runtime (fuel on)",
-                &default_plugin,
-                JOB_CHUNK,
-                &cdnow,
-            )
-            .lean(),
+            variant("plugin, default runtime (fuel on)", &default_plugin, JOB_CHUNK, &cdnow).reuse(),
+            variant("plugin, default runtime (fuel on)", &default_plugin, JOB_CHUNK, &cdnow).lean(),
         ];
         tokio.block_on(async {
             eprintln!("CDNOW: fitting ...");
@@ -1027,8 +953,7 @@ fn main() {
     // instance, the config and the model read from kv and parsed.
     let fixed = tokio.block_on(async {
         let ctx = context(&cdnow.config_json);
-        let model =
-            native_fit(&cdnow.population, cdnow.now, &cdnow.config_json).expect("native fit");
+        let model = native_fit(&cdnow.population, cdnow.now, &cdnow.config_json).expect("native fit");
         ctx.services
             .kv_set(
                 &ctx.tenant,
@@ -1062,40 +987,13 @@ fn main() {
     );
     let mut synth_variants = vec![
         Variant::native(JOB_CHUNK),
-        variant(
-            "plugin, default runtime (fuel on)",
-            &default_plugin,
-            JOB_CHUNK,
-            &synth,
-        ),
+        variant("plugin, default runtime (fuel on)", &default_plugin, JOB_CHUNK, &synth),
     ];
     synth_variants.extend([
-        variant(
-            "plugin, 2 GiB instances, fuel on",
-            &big_plugin,
-            JOB_CHUNK,
-            &synth,
-        ),
-        variant(
-            "plugin, 2 GiB instances, fuel off",
-            &big_nofuel_plugin,
-            2_000,
-            &synth,
-        ),
-        variant(
-            "plugin, 2 GiB instances, fuel on",
-            &big_plugin,
-            JOB_CHUNK,
-            &synth,
-        )
-        .reuse(),
-        variant(
-            "plugin, 2 GiB instances, fuel on",
-            &big_plugin,
-            JOB_CHUNK,
-            &synth,
-        )
-        .lean(),
+        variant("plugin, 2 GiB instances, fuel on", &big_plugin, JOB_CHUNK, &synth),
+        variant("plugin, 2 GiB instances, fuel off", &big_nofuel_plugin, 2_000, &synth),
+        variant("plugin, 2 GiB instances, fuel on", &big_plugin, JOB_CHUNK, &synth).reuse(),
+        variant("plugin, 2 GiB instances, fuel on", &big_plugin, JOB_CHUNK, &synth).lean(),
     ]);
     tokio.block_on(async {
         eprintln!("synthetic: fitting ...");

@@ -98,7 +98,10 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .merge(v1)
         .merge(health::router())
-        .route("/v1/openapi.json", axum::routing::get(move || async move { axum::Json(openapi_json) }))
+        .route(
+            "/v1/openapi.json",
+            axum::routing::get(move || async move { axum::Json(openapi_json) }),
+        )
         .merge(Scalar::with_url("/v1/docs", openapi))
         .fallback(|| async { Error::NotFound("route") })
         .method_not_allowed_fallback(|| async {
@@ -126,6 +129,8 @@ async fn track_http(
     let method = request.method().as_str().to_owned();
     let started = Instant::now();
     let response = next.run(request).await;
-    state.metrics.http_request(&method, &route, response.status().as_u16(), started.elapsed());
+    state
+        .metrics
+        .http_request(&method, &route, response.status().as_u16(), started.elapsed());
     response
 }

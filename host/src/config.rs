@@ -71,7 +71,9 @@ fn default_db_url() -> String {
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        ServerConfig { listen: default_listen() }
+        ServerConfig {
+            listen: default_listen(),
+        }
     }
 }
 
@@ -83,7 +85,11 @@ impl Default for DatabaseConfig {
 
 impl Default for Config {
     fn default() -> Self {
-        Config { server: ServerConfig::default(), database: DatabaseConfig::default(), plugins: PluginsConfig::default() }
+        Config {
+            server: ServerConfig::default(),
+            database: DatabaseConfig::default(),
+            plugins: PluginsConfig::default(),
+        }
     }
 }
 
@@ -93,7 +99,12 @@ pub enum ConfigError {
     #[error("{path}: cannot read: {source}")]
     Read { path: PathBuf, source: std::io::Error },
     #[error("{path}:{line}:{column}: {message}")]
-    Parse { path: PathBuf, line: usize, column: usize, message: String },
+    Parse {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
 }
 
 /// Line and column (1-based) of a byte offset, for error messages.
@@ -108,15 +119,22 @@ pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
 pub fn parse_toml<T: serde::de::DeserializeOwned>(path: &Path, text: &str) -> Result<T, ConfigError> {
     toml::from_str(text).map_err(|e| {
         let (line, column) = e.span().map_or((1, 1), |span| line_col(text, span.start));
-        ConfigError::Parse { path: path.to_path_buf(), line, column, message: e.message().trim().to_string() }
+        ConfigError::Parse {
+            path: path.to_path_buf(),
+            line,
+            column,
+            message: e.message().trim().to_string(),
+        }
     })
 }
 
 impl Config {
     /// Reads a config file; relative `[plugins]` paths resolve against its directory.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let mut config: Config = parse_toml(path, &text)?;
         if let Some(dir) = path.parent() {
             let resolve = |p: &mut Option<PathBuf>| {
@@ -138,7 +156,9 @@ mod tests {
     #[test]
     fn unknown_field_names_file_line_and_field() {
         let text = "[server]\nlisten = \"127.0.0.1:0\"\n\n[database]\nurl = \"sqlite://x.db\"\npool = 3\n";
-        let err = parse_toml::<Config>(Path::new("rapport.toml"), text).unwrap_err().to_string();
+        let err = parse_toml::<Config>(Path::new("rapport.toml"), text)
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("rapport.toml:6:1:"), "{err}");
         assert!(err.contains("pool"), "{err}");
     }

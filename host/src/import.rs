@@ -28,9 +28,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::sync::mpsc;
 
 use crate::store::customers::{NewCustomer, ensure_customer_tx};
-use crate::store::interactions::{
-    Amount, Currency, IngestOutcome, MAX_BATCH, NewInteraction, NewLineItem,
-};
+use crate::store::interactions::{Amount, Currency, IngestOutcome, MAX_BATCH, NewInteraction, NewLineItem};
 use crate::store::{Store, StoreError, TenantId};
 
 pub use summary::{Rejections, Summary};
@@ -92,24 +90,16 @@ pub async fn run(store: &Store, cmd: ImportCommand) -> anyhow::Result<()> {
             let summary = import_interactions(store, &TenantId(tenant), &file, &progress).await?;
             ("interactions", file, summary)
         }
-        ImportCommand::Cdnow {
-            path,
-            tenant,
-            currency,
-        } => {
+        ImportCommand::Cdnow { path, tenant, currency } => {
             let progress = Progress::stderr("cdnow");
             let file = cdnow::resolve(&path);
-            let summary =
-                import_cdnow(store, &TenantId(tenant), &file, &currency, &progress).await?;
+            let summary = import_cdnow(store, &TenantId(tenant), &file, &currency, &progress).await?;
             ("cdnow", file, summary)
         }
     };
     println!("import {label} from {}", path.display());
     println!("{summary}");
-    println!(
-        "elapsed:               {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
+    println!("elapsed:               {:.1} s", started.elapsed().as_secs_f64());
     Ok(())
 }
 
@@ -216,8 +206,7 @@ pub async fn import_cdnow(
     currency: &str,
     progress: &Progress,
 ) -> Result<Summary, ImportError> {
-    let currency =
-        Currency::parse("currency", currency).map_err(|e| ImportError::Option(e.to_string()))?;
+    let currency = Currency::parse("currency", currency).map_err(|e| ImportError::Option(e.to_string()))?;
     if currency.exponent != 2 {
         return Err(ImportError::Option(format!(
             "--currency {}: CDNOW amounts have 2 decimals, {} has {}",
@@ -226,9 +215,7 @@ pub async fn import_cdnow(
     }
     check_tenant(store, tenant).await?;
     let path = file.to_path_buf();
-    let (mut rows, reader) = spawn_reader(progress, move |progress, emit| {
-        cdnow::read(&path, progress, emit)
-    });
+    let (mut rows, reader) = spawn_reader(progress, move |progress, emit| cdnow::read(&path, progress, emit));
     let mut sink = Sink::new(store, tenant, progress);
     let consumed = async {
         while let Some(row) = rows.recv().await {
@@ -291,15 +278,11 @@ type Reader = tokio::task::JoinHandle<Result<(), ImportError>>;
 /// stops at its next row.
 fn spawn_reader<T: Send + 'static>(
     progress: &Progress,
-    read: impl FnOnce(&Progress, &mut dyn FnMut(Row<T>) -> bool) -> Result<(), ImportError>
-    + Send
-    + 'static,
+    read: impl FnOnce(&Progress, &mut dyn FnMut(Row<T>) -> bool) -> Result<(), ImportError> + Send + 'static,
 ) -> (mpsc::Receiver<Row<T>>, Reader) {
     let (tx, rx) = mpsc::channel(CHANNEL_ROWS);
     let progress = progress.clone();
-    let handle = tokio::task::spawn_blocking(move || {
-        read(&progress, &mut |row| tx.blocking_send(row).is_ok())
-    });
+    let handle = tokio::task::spawn_blocking(move || read(&progress, &mut |row| tx.blocking_send(row).is_ok()));
     (rx, handle)
 }
 
@@ -312,9 +295,7 @@ async fn finish<T>(
     progress: &Progress,
 ) -> Result<(), ImportError> {
     drop(rows);
-    let read = reader
-        .await
-        .map_err(|e| ImportError::Reader(e.to_string()))?;
+    let read = reader.await.map_err(|e| ImportError::Reader(e.to_string()))?;
     progress.finish();
     read?;
     consumed
@@ -370,12 +351,7 @@ impl<'a> Sink<'a> {
     }
 
     /// Queues an interaction of `customer` (created if new).
-    async fn push(
-        &mut self,
-        line: u64,
-        customer: NewCustomer,
-        interaction: NewInteraction,
-    ) -> Result<(), ImportError> {
+    async fn push(&mut self, line: u64, customer: NewCustomer, interaction: NewInteraction) -> Result<(), ImportError> {
         self.batch.push(Pending {
             line,
             customer,
@@ -426,10 +402,7 @@ impl<'a> Sink<'a> {
     /// one transaction and in external-id order (so two concurrent imports
     /// lock rows in the same order and cannot deadlock). Returns the
     /// rejection reason of each customer that is invalid.
-    async fn ensure_customers(
-        &mut self,
-        batch: &[Pending],
-    ) -> Result<HashMap<String, String>, ImportError> {
+    async fn ensure_customers(&mut self, batch: &[Pending]) -> Result<HashMap<String, String>, ImportError> {
         let wanted: BTreeMap<&str, &NewCustomer> = batch
             .iter()
             .map(|p| (p.customer.external_id.as_str(), &p.customer))
@@ -439,12 +412,7 @@ impl<'a> Sink<'a> {
         if wanted.is_empty() {
             return Ok(invalid);
         }
-        let mut tx = self
-            .store
-            .db()
-            .begin_write()
-            .await
-            .map_err(StoreError::from)?;
+        let mut tx = self.store.db().begin_write().await.map_err(StoreError::from)?;
         let mut created = 0;
         let mut ensured = Vec::with_capacity(wanted.len());
         for (external_id, new) in wanted {
@@ -458,10 +426,7 @@ impl<'a> Sink<'a> {
                 // still usable. The row names the customer in its customer
                 // column, hence the field name in the reason.
                 Err(StoreError::Invalid { field, message }) if field == "external_id" => {
-                    invalid.insert(
-                        external_id.to_string(),
-                        format!("customer_external_id: {message}"),
-                    );
+                    invalid.insert(external_id.to_string(), format!("customer_external_id: {message}"));
                 }
                 Err(other) => {
                     invalid.insert(external_id.to_string(), reason(&other));
@@ -484,8 +449,7 @@ fn reason(err: &StoreError) -> String {
         StoreError::Conflict {
             code: "idempotency_conflict",
             ..
-        } => "idempotency key already stored with different content (idempotency_conflict)"
-            .to_string(),
+        } => "idempotency key already stored with different content (idempotency_conflict)".to_string(),
         StoreError::Conflict { code, message } => format!("{message} ({code})"),
         other => other.to_string(),
     }
@@ -496,10 +460,7 @@ fn reason(err: &StoreError) -> String {
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
     #[error("cannot open {}: {source}", path.display())]
-    Open {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Open { path: PathBuf, source: std::io::Error },
     #[error("{}:{line}: read error: {source}", path.display())]
     Read {
         path: PathBuf,
@@ -541,12 +502,10 @@ impl Progress {
         if !std::io::stderr().is_terminal() {
             return Progress::hidden();
         }
-        let style =
-            ProgressStyle::with_template("{prefix} [{bar:40}] {bytes}/{total_bytes} {msg} ({eta})")
-                .map(|s| s.progress_chars("=> "))
-                .unwrap_or_else(|_| ProgressStyle::default_bar());
-        let bar =
-            ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr()).with_style(style);
+        let style = ProgressStyle::with_template("{prefix} [{bar:40}] {bytes}/{total_bytes} {msg} ({eta})")
+            .map(|s| s.progress_chars("=> "))
+            .unwrap_or_else(|_| ProgressStyle::default_bar());
+        let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr()).with_style(style);
         bar.set_prefix(label.to_string());
         Progress(bar)
     }

@@ -182,9 +182,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Key(KeyCommand::Create { tenant, role, name }) => {
             let tenant = tenant.map(TenantId);
-            let key = cli.global.store().await?.create_key(tenant.as_ref(), role, &name).await?;
+            let key = cli
+                .global
+                .store()
+                .await?
+                .create_key(tenant.as_ref(), role, &name)
+                .await?;
             println!("{}", key.token);
-            eprintln!("key {} ({}) created; the token above is not shown again", key.key.id, role.as_str());
+            eprintln!(
+                "key {} ({}) created; the token above is not shown again",
+                key.key.id,
+                role.as_str()
+            );
             Ok(())
         }
         Command::Key(KeyCommand::Revoke { tenant, key_id }) => {
@@ -211,10 +220,17 @@ fn parse_as_of(text: &str) -> Result<i64, String> {
         time::Date::parse(text, time::macros::format_description!("[year]-[month]-[day]"))
             .map(|d| d.midnight().assume_utc())
     });
-    parsed.map(rapport::store::millis).map_err(|_| format!("{text:?} is neither YYYY-MM-DD nor an RFC 3339 time"))
+    parsed
+        .map(rapport::store::millis)
+        .map_err(|_| format!("{text:?} is neither YYYY-MM-DD nor an RFC 3339 time"))
 }
 
-async fn score_tenant(global: &GlobalArgs, tenant: TenantId, plugin: Option<&str>, as_of: Option<i64>) -> anyhow::Result<()> {
+async fn score_tenant(
+    global: &GlobalArgs,
+    tenant: TenantId,
+    plugin: Option<&str>,
+    as_of: Option<i64>,
+) -> anyhow::Result<()> {
     use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
     let state = rapport::server::build_state(&global.config()?).await?;
     let job = state.plugins.create_scoring_job(&tenant, plugin).await?;
@@ -228,7 +244,10 @@ async fn score_tenant(global: &GlobalArgs, tenant: TenantId, plugin: Option<&str
         bar.set_length(total.max(0) as u64);
         bar.set_position(done.max(0) as u64);
     };
-    let job = state.plugins.run_job_with_progress(&tenant, &job.id, as_of, &progress).await?;
+    let job = state
+        .plugins
+        .run_job_with_progress(&tenant, &job.id, as_of, &progress)
+        .await?;
     bar.finish_and_clear();
     let secs = started.elapsed().as_secs_f64();
     println!(

@@ -162,10 +162,7 @@ impl std::fmt::Display for ManifestIssue {
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
     #[error("{path}: cannot read: {source}", path = path.display())]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     /// Every problem found, sorted by position; one per line when displayed.
     #[error("{}", issues_text(errors))]
     Invalid { errors: Vec<ManifestIssue> },
@@ -174,11 +171,7 @@ pub enum ManifestError {
 }
 
 fn issues_text(issues: &[ManifestIssue]) -> String {
-    issues
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join("\n")
+    issues.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")
 }
 
 impl ManifestError {
@@ -234,15 +227,8 @@ impl Manifest {
 
     /// A plugin as available to one tenant: its spec and the tenant's
     /// manifest defaults. `None` when the tenant may not use it.
-    pub fn tenant_plugin(
-        &self,
-        tenant: &str,
-        plugin: &str,
-    ) -> Option<(&PluginSpec, &TenantPlugin)> {
-        let entry = self
-            .tenant_plugins(tenant)
-            .iter()
-            .find(|p| p.plugin == plugin)?;
+    pub fn tenant_plugin(&self, tenant: &str, plugin: &str) -> Option<(&PluginSpec, &TenantPlugin)> {
+        let entry = self.tenant_plugins(tenant).iter().find(|p| p.plugin == plugin)?;
         Some((self.plugin(plugin)?, entry))
     }
 }
@@ -303,10 +289,7 @@ impl ManifestHandle {
     pub fn open(path: Option<&Path>) -> Result<ManifestHandle, ManifestError> {
         match path {
             None => Ok(ManifestHandle::empty()),
-            Some(path) => Ok(ManifestHandle::with(
-                Some(path.to_path_buf()),
-                Manifest::load(path)?,
-            )),
+            Some(path) => Ok(ManifestHandle::with(Some(path.to_path_buf()), Manifest::load(path)?)),
         }
     }
 
@@ -364,9 +347,6 @@ impl ManifestHandle {
 
     /// The error of the last reload, if it failed.
     pub fn last_error(&self) -> Option<ReloadFailure> {
-        self.last_error
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }

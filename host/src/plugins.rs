@@ -73,7 +73,10 @@ pub struct PluginService {
 }
 
 fn failure(code: &str, message: impl Into<String>) -> PluginFailure {
-    PluginFailure { code: code.to_string(), message: message.into() }
+    PluginFailure {
+        code: code.to_string(),
+        message: message.into(),
+    }
 }
 
 /// A runtime error as the API names it: `plugin_` + the runtime's cause.
@@ -120,7 +123,12 @@ pub fn check_components(manifest: &crate::manifest::Manifest, runtime: &Runtime)
     for spec in &manifest.plugins {
         let loaded = std::fs::read(&spec.artifact)
             .map_err(|e| format!("cannot read {}: {e}", spec.artifact.display()))
-            .and_then(|wasm| runtime.load(definition(spec, wasm)).map(|_| ()).map_err(|e| e.to_string()));
+            .and_then(|wasm| {
+                runtime
+                    .load(definition(spec, wasm))
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            });
         if let Err(reason) = loaded {
             failures.push((spec.id.clone(), reason));
         }
@@ -188,16 +196,23 @@ impl PluginService {
         let spec_for_load = spec.clone();
         let loaded = tokio::task::spawn_blocking(move || {
             let wasm = std::fs::read(&spec_for_load.artifact).map_err(|e| {
-                format!("plugin `{}`: cannot read {}: {e}", spec_for_load.id, spec_for_load.artifact.display())
+                format!(
+                    "plugin `{}`: cannot read {}: {e}",
+                    spec_for_load.id,
+                    spec_for_load.artifact.display()
+                )
             })?;
-            runtime.load(definition(&spec_for_load, wasm)).map_err(|e| e.to_string())
+            runtime
+                .load(definition(&spec_for_load, wasm))
+                .map_err(|e| e.to_string())
         })
         .await
         .unwrap_or_else(|join| Err(format!("plugin `{id}`: loader task failed: {join}")));
         if let Err(message) = &loaded {
             tracing::error!(plugin = id, error = %message, "plugin failed to load");
         }
-        self.lock_loaded().insert(id.to_string(), (spec.sha256.clone(), loaded.clone()));
+        self.lock_loaded()
+            .insert(id.to_string(), (spec.sha256.clone(), loaded.clone()));
         loaded.map_err(|message| failure("plugin_load_failed", message))
     }
 
@@ -217,7 +232,11 @@ impl PluginService {
             Ok(loaded) => loaded,
             Err(fail) => {
                 self.record_failure(tenant, plugin, &fail).await;
-                return PluginRun { plugin: plugin.id.clone(), result: Err(fail), report: CallReport::default() };
+                return PluginRun {
+                    plugin: plugin.id.clone(),
+                    result: Err(fail),
+                    report: CallReport::default(),
+                };
             }
         };
         let ctx = CallContext {
@@ -245,14 +264,24 @@ impl PluginService {
                 Err(fail)
             }
         };
-        PluginRun { plugin: plugin.id.clone(), result, report }
+        PluginRun {
+            plugin: plugin.id.clone(),
+            result,
+            report,
+        }
     }
 
     async fn record_failure(&self, tenant: &TenantId, plugin: &EffectivePlugin, fail: &PluginFailure) {
         tracing::warn!(tenant = %tenant, plugin = %plugin.id, code = %fail.code, error = %fail.message, "plugin call failed");
         match self
             .store
-            .record_plugin_failure(tenant, &plugin.id, &fail.code, &fail.message, plugin.max_consecutive_failures)
+            .record_plugin_failure(
+                tenant,
+                &plugin.id,
+                &fail.code,
+                &fail.message,
+                plugin.max_consecutive_failures,
+            )
             .await
         {
             Ok(true) => tracing::error!(tenant = %tenant, plugin = %plugin.id, "plugin suspended for this tenant"),
@@ -269,7 +298,11 @@ impl PluginService {
         let mut cursor = None;
         let mut truncated = false;
         loop {
-            let filter = TimelineFilter { limit: Some(500), cursor, ..Default::default() };
+            let filter = TimelineFilter {
+                limit: Some(500),
+                cursor,
+                ..Default::default()
+            };
             let page = self.store.customer_timeline(tenant, customer_id, filter).await?;
             interactions.extend(page.items.into_iter().map(store_services::interaction_to_guest));
             if interactions.len() >= MAX_HISTORY {
@@ -305,7 +338,10 @@ impl PluginService {
         let mut runs = Vec::with_capacity(plugins.len());
         for plugin in &plugins {
             let history = &history;
-            runs.push(self.run(tenant, plugin, |p, ctx| async move { p.score(ctx, history).await }).await);
+            runs.push(
+                self.run(tenant, plugin, |p, ctx| async move { p.score(ctx, history).await })
+                    .await,
+            );
         }
         Ok(runs)
     }
@@ -325,7 +361,10 @@ impl PluginService {
         let mut runs = Vec::with_capacity(plugins.len());
         for plugin in &plugins {
             let request = &request;
-            runs.push(self.run(tenant, plugin, |p, ctx| async move { p.recommend(ctx, request).await }).await);
+            runs.push(
+                self.run(tenant, plugin, |p, ctx| async move { p.recommend(ctx, request).await })
+                    .await,
+            );
         }
         Ok(runs)
     }
@@ -333,7 +372,12 @@ impl PluginService {
     /// The active plugins of `kind`, or exactly `only`: an unknown or
     /// other-kind plugin is "not found", a disabled or suspended one a
     /// conflict the caller can act on.
-    async fn selected(&self, tenant: &TenantId, kind: PluginKind, only: Option<&str>) -> StoreResult<Vec<EffectivePlugin>> {
+    async fn selected(
+        &self,
+        tenant: &TenantId,
+        kind: PluginKind,
+        only: Option<&str>,
+    ) -> StoreResult<Vec<EffectivePlugin>> {
         match only {
             None => self.active(tenant, kind).await,
             Some(id) => {

@@ -350,9 +350,7 @@ pub enum LoadError {
         import: String,
         capability: Capability,
     },
-    #[error(
-        "plugin `{plugin}`: imports `{import}`, which is outside the contract and the permitted WASI interfaces"
-    )]
+    #[error("plugin `{plugin}`: imports `{import}`, which is outside the contract and the permitted WASI interfaces")]
     ImportNotAllowed { plugin: String, import: String },
     #[error("plugin `{plugin}`: capability `{capability}` is not available to {kind} plugins")]
     CapabilityNotForKind {
@@ -505,9 +503,7 @@ impl Runtime {
             return Err(RuntimeError::Config("epoch_tick must be positive".into()));
         }
         if config.fuel_yield_interval == 0 {
-            return Err(RuntimeError::Config(
-                "fuel_yield_interval must be positive".into(),
-            ));
+            return Err(RuntimeError::Config("fuel_yield_interval must be positive".into()));
         }
         let max_stack = (config.max_stack_kb as usize) << 10;
         let mut pool = PoolingAllocationConfig::new();
@@ -600,10 +596,7 @@ impl Runtime {
         if def.limits.stack_kb > max_stack {
             return Err(LoadError::Limits {
                 plugin,
-                message: format!(
-                    "stack_kb {} exceeds the runtime's {max_stack} KiB",
-                    def.limits.stack_kb
-                ),
+                message: format!("stack_kb {} exceeds the runtime's {max_stack} KiB", def.limits.stack_kb),
             });
         }
         if def.limits.memory_mb > self.inner.config.max_memory_mb {
@@ -635,12 +628,7 @@ impl Runtime {
     }
 
     /// Compile once per digest: memory first, then disk, then Cranelift.
-    fn component(
-        &self,
-        plugin: &str,
-        sha256: &str,
-        wasm: &[u8],
-    ) -> Result<(Component, bool), LoadError> {
+    fn component(&self, plugin: &str, sha256: &str, wasm: &[u8]) -> Result<(Component, bool), LoadError> {
         if let Some(c) = self.lock_components().get(sha256) {
             return Ok((c.clone(), true));
         }
@@ -649,13 +637,10 @@ impl Runtime {
             Some(path) => match load_cached(engine, &path) {
                 Some(c) => (c, true),
                 None => {
-                    let compiled =
-                        engine
-                            .precompile_component(wasm)
-                            .map_err(|e| LoadError::Compile {
-                                plugin: plugin.into(),
-                                message: format!("{e:#}"),
-                            })?;
+                    let compiled = engine.precompile_component(wasm).map_err(|e| LoadError::Compile {
+                        plugin: plugin.into(),
+                        message: format!("{e:#}"),
+                    })?;
                     self.inner.compilations.fetch_add(1, Ordering::Relaxed);
                     write_atomically(&path, &compiled).map_err(|e| LoadError::Cache {
                         plugin: plugin.into(),
@@ -664,11 +649,9 @@ impl Runtime {
                     })?;
                     // SAFETY: these bytes were produced just now by this
                     // engine's `precompile_component`.
-                    let c = unsafe { Component::deserialize(engine, &compiled) }.map_err(|e| {
-                        LoadError::Compile {
-                            plugin: plugin.into(),
-                            message: format!("{e:#}"),
-                        }
+                    let c = unsafe { Component::deserialize(engine, &compiled) }.map_err(|e| LoadError::Compile {
+                        plugin: plugin.into(),
+                        message: format!("{e:#}"),
                     })?;
                     (c, false)
                 }
@@ -682,18 +665,14 @@ impl Runtime {
                 (c, false)
             }
         };
-        self.lock_components()
-            .insert(sha256.to_owned(), component.clone());
+        self.lock_components().insert(sha256.to_owned(), component.clone());
         Ok((component, from_cache))
     }
 
     fn lock_components(&self) -> std::sync::MutexGuard<'_, HashMap<String, Component>> {
         // A panic while holding this lock cannot leave the map inconsistent
         // (single insert/get), so a poisoned lock is still usable.
-        self.inner
-            .components
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        self.inner.components.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub(crate) fn engine(&self) -> &Engine {
@@ -741,8 +720,7 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let n = WRITES.fetch_add(1, Ordering::Relaxed);
     let tmp = path.with_extension(format!("tmp{}-{n}", std::process::id()));
     std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
     Ok(())
 }
 

@@ -46,8 +46,17 @@ pub async fn build_state(config: &Config) -> anyhow::Result<AppState> {
     let manifest = Arc::new(manifest);
     let store = Store::new(db);
     let runtime_config = runtime_config(config);
-    let plugins = Arc::new(crate::plugins::PluginService::new(runtime_config, manifest.clone(), store.clone()));
-    Ok(AppState { store, metrics: Arc::new(Metrics::global()), manifest, plugins })
+    let plugins = Arc::new(crate::plugins::PluginService::new(
+        runtime_config,
+        manifest.clone(),
+        store.clone(),
+    ));
+    Ok(AppState {
+        store,
+        metrics: Arc::new(Metrics::global()),
+        manifest,
+        plugins,
+    })
 }
 
 /// The plugin runtime's settings from the `[plugins]` section, shared by the
@@ -76,10 +85,10 @@ pub async fn start_with_state(config: &Config, state: AppState) -> anyhow::Resul
     let (shutdown, mut rx) = tokio::sync::watch::channel(false);
     // Rescores customers queued by ingest (see plugins/scoring.rs); stops
     // with the server. `rescore_interval_ms = 0` leaves it to other nodes.
-    let interval = config
-        .plugins
-        .rescore_interval_ms
-        .map_or(crate::plugins::scoring::RESCORE_INTERVAL, std::time::Duration::from_millis);
+    let interval = config.plugins.rescore_interval_ms.map_or(
+        crate::plugins::scoring::RESCORE_INTERVAL,
+        std::time::Duration::from_millis,
+    );
     if !interval.is_zero() {
         state.plugins.clone().spawn_rescore_worker(interval, rx.clone());
     }
@@ -90,7 +99,12 @@ pub async fn start_with_state(config: &Config, state: AppState) -> anyhow::Resul
             })
             .await
     });
-    Ok(RunningServer { addr, state, shutdown, task })
+    Ok(RunningServer {
+        addr,
+        state,
+        shutdown,
+        task,
+    })
 }
 
 /// Serves until SIGINT/SIGTERM.
@@ -109,12 +123,16 @@ pub async fn serve(config: &Config) -> anyhow::Result<()> {
 async fn reload_manifest_on_sighup(manifest: Arc<crate::manifest::ManifestHandle>) {
     #[cfg(unix)]
     {
-        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else { return };
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+            return;
+        };
         while hup.recv().await.is_some() {
             let handle = manifest.clone();
             match tokio::task::spawn_blocking(move || handle.reload()).await {
                 Ok(Ok(m)) => tracing::info!(plugins = m.plugins.len(), "SIGHUP: plugin manifest reloaded"),
-                Ok(Err(err)) => tracing::error!(error = %err, "SIGHUP: manifest reload failed; keeping the previous one"),
+                Ok(Err(err)) => {
+                    tracing::error!(error = %err, "SIGHUP: manifest reload failed; keeping the previous one")
+                }
                 Err(err) => tracing::error!(error = %err, "SIGHUP: manifest reload task failed"),
             }
         }

@@ -60,10 +60,16 @@ pub enum StoreError {
 
 impl StoreError {
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
-        StoreError::Invalid { field: field.into(), message: message.into() }
+        StoreError::Invalid {
+            field: field.into(),
+            message: message.into(),
+        }
     }
     pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
-        StoreError::Conflict { code, message: message.into() }
+        StoreError::Conflict {
+            code,
+            message: message.into(),
+        }
     }
 }
 
@@ -120,8 +126,7 @@ pub fn millis(t: time::OffsetDateTime) -> i64 {
 }
 
 pub fn from_millis(ms: i64) -> time::OffsetDateTime {
-    time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+    time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000).unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
 }
 
 /// Parses a JSON column. A failure means the database holds something the
@@ -146,8 +151,7 @@ pub mod cursor {
         let bytes = URL_SAFE_NO_PAD
             .decode(cursor)
             .map_err(|_| StoreError::invalid("cursor", "not a cursor returned by this API"))?;
-        serde_json::from_slice(&bytes)
-            .map_err(|_| StoreError::invalid("cursor", "not a cursor returned by this API"))
+        serde_json::from_slice(&bytes).map_err(|_| StoreError::invalid("cursor", "not a cursor returned by this API"))
     }
 }
 

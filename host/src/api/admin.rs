@@ -42,9 +42,16 @@ pub struct NewKey {
 /// Create a tenant (platform admin).
 #[utoipa::path(post, path = "/v1/tenants", tag = "admin", request_body = NewTenant,
     responses((status = 201, body = Tenant), (status = 403, body = super::error::ErrorBody)))]
-async fn create_tenant(State(s): State<AppState>, auth: Auth, Json(body): Json<NewTenant>) -> ApiResult<(StatusCode, Json<Tenant>)> {
+async fn create_tenant(
+    State(s): State<AppState>,
+    auth: Auth,
+    Json(body): Json<NewTenant>,
+) -> ApiResult<(StatusCode, Json<Tenant>)> {
     auth.platform()?;
-    Ok((StatusCode::CREATED, Json(s.store.create_tenant(&body.name, body.id.as_deref()).await?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(s.store.create_tenant(&body.name, body.id.as_deref()).await?),
+    ))
 }
 
 /// List tenants (platform admin).
@@ -71,14 +78,21 @@ async fn create_tenant_key(
     Json(body): Json<NewKey>,
 ) -> ApiResult<(StatusCode, Json<CreatedKey>)> {
     auth.platform()?;
-    let key = s.store.create_key(Some(&TenantId(tenant_id)), tenant_role(body.role)?, &body.name).await?;
+    let key = s
+        .store
+        .create_key(Some(&TenantId(tenant_id)), tenant_role(body.role)?, &body.name)
+        .await?;
     Ok((StatusCode::CREATED, Json(key)))
 }
 
 /// List a tenant's keys (platform admin).
 #[utoipa::path(get, path = "/v1/tenants/{tenant_id}/keys", tag = "admin",
     params(("tenant_id" = String, Path)), responses((status = 200, body = Vec<ApiKey>)))]
-async fn list_tenant_keys(State(s): State<AppState>, auth: Auth, Path(tenant_id): Path<String>) -> ApiResult<Json<Vec<ApiKey>>> {
+async fn list_tenant_keys(
+    State(s): State<AppState>,
+    auth: Auth,
+    Path(tenant_id): Path<String>,
+) -> ApiResult<Json<Vec<ApiKey>>> {
     auth.platform()?;
     let tenant = TenantId(tenant_id);
     s.store.get_tenant(tenant.as_str()).await?;
@@ -100,9 +114,16 @@ async fn revoke_tenant_key(
 /// Create a key for the caller's own tenant (tenant admin).
 #[utoipa::path(post, path = "/v1/keys", tag = "admin", request_body = NewKey,
     responses((status = 201, body = CreatedKey), (status = 403, body = super::error::ErrorBody)))]
-async fn create_key(State(s): State<AppState>, auth: Auth, Json(body): Json<NewKey>) -> ApiResult<(StatusCode, Json<CreatedKey>)> {
+async fn create_key(
+    State(s): State<AppState>,
+    auth: Auth,
+    Json(body): Json<NewKey>,
+) -> ApiResult<(StatusCode, Json<CreatedKey>)> {
     let tenant = auth.admin()?;
-    let key = s.store.create_key(Some(&tenant), tenant_role(body.role)?, &body.name).await?;
+    let key = s
+        .store
+        .create_key(Some(&tenant), tenant_role(body.role)?, &body.name)
+        .await?;
     Ok((StatusCode::CREATED, Json(key)))
 }
 

@@ -17,9 +17,7 @@ use super::error::ErrorBody;
 use super::extract::{Auth, Json, Path, Query};
 use super::{ApiResult, AppState};
 use crate::store::Page;
-use crate::store::customers::{
-    Customer, CustomerFilter, CustomerPatch, CustomerStats, NewCustomer,
-};
+use crate::store::customers::{Customer, CustomerFilter, CustomerPatch, CustomerStats, NewCustomer};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -79,10 +77,7 @@ async fn create_customer(
     Json(body): Json<NewCustomer>,
 ) -> ApiResult<(StatusCode, Json<Customer>)> {
     let tenant = auth.write()?;
-    Ok((
-        StatusCode::CREATED,
-        Json(s.store.create_customer(&tenant, body).await?),
-    ))
+    Ok((StatusCode::CREATED, Json(s.store.create_customer(&tenant, body).await?)))
 }
 
 /// List customers by id, with optional filters and cursor pagination.
@@ -134,11 +129,7 @@ async fn get_customer_by_external_id(
     Path(external_id): Path<String>,
 ) -> ApiResult<Json<Customer>> {
     let tenant = auth.read()?;
-    Ok(Json(
-        s.store
-            .get_customer_by_external_id(&tenant, &external_id)
-            .await?,
-    ))
+    Ok(Json(s.store.get_customer_by_external_id(&tenant, &external_id).await?))
 }
 
 /// Update a customer with JSON merge-patch semantics: absent fields stay,
@@ -160,11 +151,7 @@ async fn update_customer(
 /// Delete a customer without history (no interactions, no loyalty account).
 #[utoipa::path(delete, path = "/v1/customers/{id}", tag = "customers", params(("id" = String, Path)),
     responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-async fn delete_customer(
-    State(s): State<AppState>,
-    auth: Auth,
-    Path(id): Path<String>,
-) -> ApiResult<StatusCode> {
+async fn delete_customer(State(s): State<AppState>, auth: Auth, Path(id): Path<String>) -> ApiResult<StatusCode> {
     let tenant = auth.write()?;
     s.store.delete_customer(&tenant, &id).await?;
     Ok(StatusCode::NO_CONTENT)

@@ -25,7 +25,11 @@ pub enum Error {
     #[error("{0} not found")]
     NotFound(&'static str),
     #[error("{message}")]
-    Conflict { code: &'static str, message: String, details: Value },
+    Conflict {
+        code: &'static str,
+        message: String,
+        details: Value,
+    },
     #[error("request body exceeds the limit of {limit} bytes")]
     PayloadTooLarge { limit: usize },
     #[error("expected a JSON body with Content-Type: application/json")]
@@ -58,10 +62,16 @@ pub struct ErrorDetail {
 
 impl Error {
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
-        Error::BadRequest { code, message: message.into() }
+        Error::BadRequest {
+            code,
+            message: message.into(),
+        }
     }
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Error::Unprocessable { field: field.into(), message: message.into() }
+        Error::Unprocessable {
+            field: field.into(),
+            message: message.into(),
+        }
     }
 
     pub fn status(&self) -> StatusCode {
@@ -112,7 +122,11 @@ impl From<StoreError> for Error {
     fn from(err: StoreError) -> Self {
         match err {
             StoreError::NotFound { entity } => Error::NotFound(entity),
-            StoreError::Conflict { code, message } => Error::Conflict { code, message, details: json!({}) },
+            StoreError::Conflict { code, message } => Error::Conflict {
+                code,
+                message,
+                details: json!({}),
+            },
             StoreError::Invalid { field, message } => Error::Unprocessable { field, message },
             StoreError::Database(e) => Error::Internal(anyhow::Error::new(e).context("database")),
             StoreError::Corrupt(msg) => Error::Internal(anyhow::anyhow!("corrupt stored data: {msg}")),

@@ -21,7 +21,10 @@ impl FromRequestParts<AppState> for Auth {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
-        let header = parts.headers.get(axum::http::header::AUTHORIZATION).ok_or(Error::Unauthorized)?;
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .ok_or(Error::Unauthorized)?;
         let token = header
             .to_str()
             .ok()
@@ -89,7 +92,9 @@ fn json_rejection(rejection: JsonRejection) -> Error {
         JsonRejection::JsonSyntaxError(e) => Error::bad_request("invalid_json", e.body_text()),
         JsonRejection::MissingJsonContentType(_) => Error::UnsupportedMediaType,
         JsonRejection::BytesRejection(e) if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE => {
-            Error::PayloadTooLarge { limit: super::MAX_BODY_BYTES }
+            Error::PayloadTooLarge {
+                limit: super::MAX_BODY_BYTES,
+            }
         }
         other => Error::bad_request("invalid_body", other.body_text()),
     }

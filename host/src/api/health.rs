@@ -19,18 +19,16 @@ pub fn router() -> Router<AppState> {
 }
 
 async fn readyz(State(state): State<AppState>) -> Result<impl IntoResponse, Error> {
-    state
-        .store
-        .db()
-        .ping()
-        .await
-        .map_err(|e| {
-            tracing::warn!(error = %e, "readiness check: database unreachable");
-            Error::Unavailable("database unreachable".into())
-        })?;
+    state.store.db().ping().await.map_err(|e| {
+        tracing::warn!(error = %e, "readiness check: database unreachable");
+        Error::Unavailable("database unreachable".into())
+    })?;
     Ok(axum::Json(json!({ "status": "ready" })))
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
 }

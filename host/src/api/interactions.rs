@@ -37,9 +37,7 @@ use super::{ApiResult, AppState, Error};
 use crate::plugins::rewards::RewardRun;
 use crate::store::Page;
 pub use crate::store::interactions::MAX_BATCH;
-use crate::store::interactions::{
-    IngestOutcome, Interaction, InteractionKind, NewInteraction, TimelineFilter,
-};
+use crate::store::interactions::{IngestOutcome, Interaction, InteractionKind, NewInteraction, TimelineFilter};
 
 /// Response header set on a replayed ingest.
 pub const REPLAYED_HEADER: &str = "idempotent-replayed";
@@ -155,17 +153,10 @@ fn error_detail(err: Error) -> super::error::ErrorDetail {
         (status = 404, description = "customer_id does not exist", body = ErrorBody),
         (status = 409, description = "idempotency_conflict", body = ErrorBody),
         (status = 422, body = ErrorBody)))]
-async fn ingest(
-    State(s): State<AppState>,
-    auth: Auth,
-    Json(body): Json<NewInteraction>,
-) -> ApiResult<Response> {
+async fn ingest(State(s): State<AppState>, auth: Auth, Json(body): Json<NewInteraction>) -> ApiResult<Response> {
     let tenant = auth.write()?;
     let (interaction, outcome, rewards) = s.plugins.ingest_with_rewards(&tenant, body).await?;
-    let response = IngestResponse {
-        interaction,
-        rewards,
-    };
+    let response = IngestResponse { interaction, rewards };
     Ok(match outcome {
         IngestOutcome::Created => (StatusCode::CREATED, Json(response)).into_response(),
         IngestOutcome::Replayed => (
@@ -184,11 +175,7 @@ async fn ingest(
 #[utoipa::path(post, path = "/v1/interactions/batch", tag = "interactions", request_body = BatchRequest,
     responses((status = 200, body = BatchResponse), (status = 422, description = "batch_too_large or a malformed body",
         body = ErrorBody)))]
-async fn ingest_batch(
-    State(s): State<AppState>,
-    auth: Auth,
-    Json(body): Json<BatchRequest>,
-) -> ApiResult<Response> {
+async fn ingest_batch(State(s): State<AppState>, auth: Auth, Json(body): Json<BatchRequest>) -> ApiResult<Response> {
     let tenant = auth.write()?;
     if body.items.len() > MAX_BATCH {
         let error = json!({ "error": {
@@ -214,10 +201,7 @@ async fn ingest_batch(
                 status: BatchStatus::Error,
                 interaction: None,
                 rewards: Vec::new(),
-                error: Some(error_detail(Error::invalid(
-                    format!("items[{index}]"),
-                    e.to_string(),
-                ))),
+                error: Some(error_detail(Error::invalid(format!("items[{index}]"), e.to_string()))),
             })),
         }
     }
@@ -278,9 +262,7 @@ async fn retry_rewards(
     Json(body): Json<RetryRewards>,
 ) -> ApiResult<Json<RewardRun>> {
     let tenant = auth.admin()?;
-    Ok(Json(
-        s.plugins.retry_rewards(&tenant, &id, &body.plugin).await?,
-    ))
+    Ok(Json(s.plugins.retry_rewards(&tenant, &id, &body.plugin).await?))
 }
 
 /// One interaction with its line items.
@@ -338,10 +320,7 @@ async fn create_kind(
 /// Built-in and tenant-defined interaction kinds.
 #[utoipa::path(get, path = "/v1/interaction-kinds", tag = "interactions",
     responses((status = 200, body = Vec<InteractionKind>)))]
-async fn list_kinds(
-    State(s): State<AppState>,
-    auth: Auth,
-) -> ApiResult<Json<Vec<InteractionKind>>> {
+async fn list_kinds(State(s): State<AppState>, auth: Auth) -> ApiResult<Json<Vec<InteractionKind>>> {
     let tenant = auth.read()?;
     Ok(Json(s.store.list_interaction_kinds(&tenant).await?))
 }

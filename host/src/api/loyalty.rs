@@ -23,8 +23,8 @@ use super::error::ErrorBody;
 use super::extract::{Auth, Json, Path, Query};
 use super::{ApiResult, AppState, Error};
 use crate::store::loyalty::{
-    Account, DEFAULT_PAGE, LedgerEntry, LedgerOp, LedgerWrite, NewReward, NewTier, Reward,
-    RewardPatch, Tier, TierChange, TierPatch,
+    Account, DEFAULT_PAGE, LedgerEntry, LedgerOp, LedgerWrite, NewReward, NewTier, Reward, RewardPatch, Tier,
+    TierChange, TierPatch,
 };
 use crate::store::{Page, StoreError, TenantId, millis};
 
@@ -125,13 +125,7 @@ fn written(write: LedgerWrite) -> (StatusCode, Json<LedgerWrite>) {
 /// Adds `{balance, required}` to an `insufficient_points` conflict (the
 /// store's error carries only a message). The balance is re-read, so it is the
 /// one a client retrying now would face.
-async fn explain(
-    s: &AppState,
-    t: &TenantId,
-    customer_id: &str,
-    required: i64,
-    err: StoreError,
-) -> Error {
+async fn explain(s: &AppState, t: &TenantId, customer_id: &str, required: i64, err: StoreError) -> Error {
     match err {
         StoreError::Conflict {
             code: "insufficient_points",
@@ -193,12 +187,7 @@ async fn list_ledger(
     let t = auth.read()?;
     let page = s
         .store
-        .list_ledger(
-            &t,
-            &customer_id,
-            q.limit.unwrap_or(DEFAULT_PAGE),
-            q.cursor.as_deref(),
-        )
+        .list_ledger(&t, &customer_id, q.limit.unwrap_or(DEFAULT_PAGE), q.cursor.as_deref())
         .await?;
     Ok(Json(page))
 }
@@ -225,10 +214,7 @@ async fn post_ledger(
         ManualKind::Adjust => {
             auth.admin()?;
             if body.expires_at.is_some() {
-                return Err(Error::invalid(
-                    "expires_at",
-                    "only earned points may expire",
-                ));
+                return Err(Error::invalid("expires_at", "only earned points may expire"));
             }
             LedgerOp::Adjust {
                 points: body.points,
@@ -285,10 +271,7 @@ async fn set_tier(
     Json(body): Json<SetTierRequest>,
 ) -> ApiResult<Json<SetTierResult>> {
     let t = auth.admin()?;
-    let change = s
-        .store
-        .set_tier(&t, &customer_id, body.tier_id, body.reason)
-        .await?;
+    let change = s.store.set_tier(&t, &customer_id, body.tier_id, body.reason).await?;
     let account = s.store.get_account(&t, &customer_id).await?;
     Ok(Json(SetTierResult { change, account }))
 }
@@ -322,19 +305,12 @@ async fn create_tier(
     Json(body): Json<NewTier>,
 ) -> ApiResult<(StatusCode, Json<Tier>)> {
     let t = auth.admin()?;
-    Ok((
-        StatusCode::CREATED,
-        Json(s.store.create_tier(&t, body).await?),
-    ))
+    Ok((StatusCode::CREATED, Json(s.store.create_tier(&t, body).await?)))
 }
 
 #[utoipa::path(get, path = "/v1/loyalty/tiers/{tier_id}", tag = "loyalty", params(("tier_id" = String, Path)),
     responses((status = 200, body = Tier), (status = 404, body = ErrorBody)))]
-async fn get_tier(
-    State(s): State<AppState>,
-    auth: Auth,
-    Path(tier_id): Path<String>,
-) -> ApiResult<Json<Tier>> {
+async fn get_tier(State(s): State<AppState>, auth: Auth, Path(tier_id): Path<String>) -> ApiResult<Json<Tier>> {
     let t = auth.read()?;
     Ok(Json(s.store.get_tier(&t, &tier_id).await?))
 }
@@ -355,11 +331,7 @@ async fn update_tier(
 /// Delete a tier no customer holds (admin key).
 #[utoipa::path(delete, path = "/v1/loyalty/tiers/{tier_id}", tag = "loyalty", params(("tier_id" = String, Path)),
     responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-async fn delete_tier(
-    State(s): State<AppState>,
-    auth: Auth,
-    Path(tier_id): Path<String>,
-) -> ApiResult<StatusCode> {
+async fn delete_tier(State(s): State<AppState>, auth: Auth, Path(tier_id): Path<String>) -> ApiResult<StatusCode> {
     let t = auth.admin()?;
     s.store.delete_tier(&t, &tier_id).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -386,19 +358,12 @@ async fn create_reward(
     Json(body): Json<NewReward>,
 ) -> ApiResult<(StatusCode, Json<Reward>)> {
     let t = auth.admin()?;
-    Ok((
-        StatusCode::CREATED,
-        Json(s.store.create_reward(&t, body).await?),
-    ))
+    Ok((StatusCode::CREATED, Json(s.store.create_reward(&t, body).await?)))
 }
 
 #[utoipa::path(get, path = "/v1/loyalty/rewards/{reward_id}", tag = "loyalty", params(("reward_id" = String, Path)),
     responses((status = 200, body = Reward), (status = 404, body = ErrorBody)))]
-async fn get_reward(
-    State(s): State<AppState>,
-    auth: Auth,
-    Path(reward_id): Path<String>,
-) -> ApiResult<Json<Reward>> {
+async fn get_reward(State(s): State<AppState>, auth: Auth, Path(reward_id): Path<String>) -> ApiResult<Json<Reward>> {
     let t = auth.read()?;
     Ok(Json(s.store.get_reward(&t, &reward_id).await?))
 }
@@ -419,11 +384,7 @@ async fn update_reward(
 /// Delete a never-redeemed reward (admin key); deactivate redeemed ones instead.
 #[utoipa::path(delete, path = "/v1/loyalty/rewards/{reward_id}", tag = "loyalty", params(("reward_id" = String, Path)),
     responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-async fn delete_reward(
-    State(s): State<AppState>,
-    auth: Auth,
-    Path(reward_id): Path<String>,
-) -> ApiResult<StatusCode> {
+async fn delete_reward(State(s): State<AppState>, auth: Auth, Path(reward_id): Path<String>) -> ApiResult<StatusCode> {
     let t = auth.admin()?;
     s.store.delete_reward(&t, &reward_id).await?;
     Ok(StatusCode::NO_CONTENT)

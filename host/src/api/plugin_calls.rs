@@ -94,7 +94,11 @@ fn score_out(s: &crate::runtime::contract::scoring::CustomerScore) -> Score {
         label: s.label.clone(),
         segment: s.segment.clone(),
         explanation: s.explanation.clone(),
-        components: s.components.iter().map(|(k, v)| (k.clone(), serde_json::json!(v))).collect(),
+        components: s
+            .components
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::json!(v)))
+            .collect(),
     }
 }
 
@@ -113,9 +117,15 @@ async fn score_customer(
     let runs = s.plugins.score_customer(&tenant, &id, q.plugin.as_deref()).await?;
     let results = runs
         .iter()
-        .map(|run| ScoreResult { run: report(run), score: run.result.as_ref().ok().map(score_out) })
+        .map(|run| ScoreResult {
+            run: report(run),
+            score: run.result.as_ref().ok().map(score_out),
+        })
         .collect();
-    Ok(Json(ScoreResponse { customer_id: id, results }))
+    Ok(Json(ScoreResponse {
+        customer_id: id,
+        results,
+    }))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -174,18 +184,29 @@ async fn recommendations(
             let mut items = Vec::with_capacity(skus.len());
             for sku in skus {
                 let unit_price = match s.store.get_product(&tenant, sku).await {
-                    Ok(p) => types::Money { currency: p.price.currency, amount_minor: p.price.amount_minor },
-                    Err(crate::store::StoreError::NotFound { .. }) => {
-                        types::Money { currency: "XXX".into(), amount_minor: 0 }
-                    }
+                    Ok(p) => types::Money {
+                        currency: p.price.currency,
+                        amount_minor: p.price.amount_minor,
+                    },
+                    Err(crate::store::StoreError::NotFound { .. }) => types::Money {
+                        currency: "XXX".into(),
+                        amount_minor: 0,
+                    },
                     Err(e) => return Err(e.into()),
                 };
-                items.push(types::LineItem { sku: sku.to_string(), quantity: 1, unit_price });
+                items.push(types::LineItem {
+                    sku: sku.to_string(),
+                    quantity: 1,
+                    unit_price,
+                });
             }
             Some(items)
         }
     };
-    let runs = s.plugins.recommend(&tenant, &id, basket, limit, q.plugin.as_deref()).await?;
+    let runs = s
+        .plugins
+        .recommend(&tenant, &id, basket, limit, q.plugin.as_deref())
+        .await?;
     let mut best: std::collections::BTreeMap<String, Recommendation> = Default::default();
     for run in &runs {
         for r in run.result.as_ref().map(|v| v.as_slice()).unwrap_or_default() {
@@ -193,7 +214,12 @@ async fn recommendations(
             if keep && r.score.is_finite() {
                 best.insert(
                     r.sku.clone(),
-                    Recommendation { sku: r.sku.clone(), score: r.score, reason: r.reason.clone(), plugin: run.plugin.clone() },
+                    Recommendation {
+                        sku: r.sku.clone(),
+                        score: r.score,
+                        reason: r.reason.clone(),
+                        plugin: run.plugin.clone(),
+                    },
                 );
             }
         }
@@ -201,7 +227,11 @@ async fn recommendations(
     let mut recommendations: Vec<Recommendation> = best.into_values().collect();
     recommendations.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.sku.cmp(&b.sku)));
     recommendations.truncate(limit as usize);
-    Ok(Json(RecommendResponse { customer_id: id, recommendations, runs: runs.iter().map(report).collect() }))
+    Ok(Json(RecommendResponse {
+        customer_id: id,
+        recommendations,
+        runs: runs.iter().map(report).collect(),
+    }))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -222,14 +252,22 @@ pub struct FitResponse {
 #[utoipa::path(post, path = "/v1/cross-sell/fit", tag = "plugins", params(PluginQuery),
     responses((status = 200, body = FitResponse), (status = 403, body = super::error::ErrorBody),
               (status = 404, body = super::error::ErrorBody)))]
-async fn fit_cross_sell(State(s): State<AppState>, auth: Auth, Query(q): Query<PluginQuery>) -> ApiResult<Json<FitResponse>> {
+async fn fit_cross_sell(
+    State(s): State<AppState>,
+    auth: Auth,
+    Query(q): Query<PluginQuery>,
+) -> ApiResult<Json<FitResponse>> {
     let tenant = auth.admin()?;
     let runs = s.plugins.fit_cross_sell(&tenant, q.plugin.as_deref()).await?;
     let results = runs
         .iter()
         .map(|run| FitResult {
             run: report(run),
-            summary: run.result.as_ref().ok().map(|text| serde_json::from_str(text).unwrap_or(serde_json::Value::Null)),
+            summary: run
+                .result
+                .as_ref()
+                .ok()
+                .map(|text| serde_json::from_str(text).unwrap_or(serde_json::Value::Null)),
         })
         .collect();
     Ok(Json(FitResponse { results }))

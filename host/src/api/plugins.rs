@@ -76,32 +76,20 @@ pub struct TenantPluginSummary {
 /// The plugin as available to `tenant`, or 404. Checked against the
 /// manifest snapshot the handler keeps using, so a concurrent reload cannot
 /// make it answer about a plugin it did not check.
-fn available<'m>(
-    manifest: &'m Manifest,
-    tenant: &TenantId,
-    plugin: &str,
-) -> ApiResult<&'m PluginSpec> {
+fn available<'m>(manifest: &'m Manifest, tenant: &TenantId, plugin: &str) -> ApiResult<&'m PluginSpec> {
     manifest
         .tenant_plugin(tenant.as_str(), plugin)
         .map(|(spec, _)| spec)
         .ok_or(Error::NotFound("plugin"))
 }
 
-fn effective(
-    manifest: &Manifest,
-    tenant: &TenantId,
-    state: &PluginState,
-) -> ApiResult<EffectivePlugin> {
-    effective_plugin(manifest, tenant.as_str(), &state.plugin_id, Some(state))
-        .ok_or(Error::NotFound("plugin"))
+fn effective(manifest: &Manifest, tenant: &TenantId, state: &PluginState) -> ApiResult<EffectivePlugin> {
+    effective_plugin(manifest, tenant.as_str(), &state.plugin_id, Some(state)).ok_or(Error::NotFound("plugin"))
 }
 
 /// List the plugins available to the caller's tenant, with their effective state.
 #[utoipa::path(get, path = "/v1/plugins", tag = "plugins", responses((status = 200, body = Vec<EffectivePlugin>)))]
-async fn list_plugins(
-    State(s): State<AppState>,
-    auth: Auth,
-) -> ApiResult<Json<Vec<EffectivePlugin>>> {
+async fn list_plugins(State(s): State<AppState>, auth: Auth) -> ApiResult<Json<Vec<EffectivePlugin>>> {
     let tenant = auth.read()?;
     let manifest = s.manifest.current();
     let states = s.store.plugin_states(&tenant).await?;
@@ -111,21 +99,13 @@ async fn list_plugins(
 /// One plugin: effective state, limits and recent failures.
 #[utoipa::path(get, path = "/v1/plugins/{id}", tag = "plugins", params(("id" = String, Path)),
     responses((status = 200, body = PluginDetail), (status = 404, body = super::error::ErrorBody)))]
-async fn get_plugin(
-    State(s): State<AppState>,
-    auth: Auth,
-    Path(id): Path<String>,
-) -> ApiResult<Json<PluginDetail>> {
+async fn get_plugin(State(s): State<AppState>, auth: Auth, Path(id): Path<String>) -> ApiResult<Json<PluginDetail>> {
     let tenant = auth.read()?;
     let manifest = s.manifest.current();
     let spec = available(&manifest, &tenant, &id)?;
     let state = s.store.plugin_state(&tenant, &id).await?;
-    let plugin = effective_plugin(&manifest, tenant.as_str(), &id, state.as_ref())
-        .ok_or(Error::NotFound("plugin"))?;
-    let recent_failures = s
-        .store
-        .plugin_failures(&tenant, &id, RECENT_FAILURES)
-        .await?;
+    let plugin = effective_plugin(&manifest, tenant.as_str(), &id, state.as_ref()).ok_or(Error::NotFound("plugin"))?;
+    let recent_failures = s.store.plugin_failures(&tenant, &id, RECENT_FAILURES).await?;
     Ok(Json(PluginDetail {
         plugin,
         limits: spec.limits.clone(),
@@ -133,12 +113,7 @@ async fn get_plugin(
     }))
 }
 
-async fn set_enabled(
-    s: &AppState,
-    auth: &Auth,
-    id: &str,
-    enabled: Option<bool>,
-) -> ApiResult<Json<EffectivePlugin>> {
+async fn set_enabled(s: &AppState, auth: &Auth, id: &str, enabled: Option<bool>) -> ApiResult<Json<EffectivePlugin>> {
     let tenant = auth.admin()?;
     let manifest = s.manifest.current();
     available(&manifest, &tenant, id)?;
@@ -201,10 +176,7 @@ async fn set_config(
             limit: MAX_CONFIG_BYTES,
         });
     }
-    let state = s
-        .store
-        .set_plugin_config(&tenant, &id, Some(&config))
-        .await?;
+    let state = s.store.set_plugin_config(&tenant, &id, Some(&config)).await?;
     Ok(Json(effective(&manifest, &tenant, &state)?))
 }
 
@@ -275,10 +247,7 @@ async fn get_manifest(State(s): State<AppState>, auth: Auth) -> ApiResult<Json<M
 /// every issue (`file:line:column: field: message`) in `details.issues`.
 #[utoipa::path(post, path = "/v1/admin/manifest/reload", tag = "admin",
     responses((status = 200, body = ManifestSummary), (status = 409, body = super::error::ErrorBody)))]
-async fn reload_manifest(
-    State(s): State<AppState>,
-    auth: Auth,
-) -> ApiResult<Json<ManifestSummary>> {
+async fn reload_manifest(State(s): State<AppState>, auth: Auth) -> ApiResult<Json<ManifestSummary>> {
     auth.platform()?;
     let handle = s.manifest.clone();
     // Reading and hashing artifacts is blocking file I/O.
@@ -300,9 +269,7 @@ async fn reload_manifest(
             let issues: Vec<String> = err.issues().iter().map(ToString::to_string).collect();
             Err(Error::Conflict {
                 code: "manifest_invalid",
-                message: format!(
-                    "the manifest was not reloaded; the previous one stays in force: {err}"
-                ),
+                message: format!("the manifest was not reloaded; the previous one stays in force: {err}"),
                 details: json!({ "issues": if issues.is_empty() { vec![err.to_string()] } else { issues } }),
             })
         }

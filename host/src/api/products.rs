@@ -42,10 +42,7 @@ async fn create_product(
     Json(body): Json<NewProduct>,
 ) -> ApiResult<(StatusCode, Json<Product>)> {
     let tenant = auth.write()?;
-    Ok((
-        StatusCode::CREATED,
-        Json(s.store.create_product(&tenant, body).await?),
-    ))
+    Ok((StatusCode::CREATED, Json(s.store.create_product(&tenant, body).await?)))
 }
 
 /// List products by SKU.
@@ -67,11 +64,7 @@ async fn list_products(
 
 #[utoipa::path(get, path = "/v1/products/{sku}", tag = "products", params(("sku" = String, Path)),
     responses((status = 200, body = Product), (status = 404, body = ErrorBody)))]
-async fn get_product(
-    State(s): State<AppState>,
-    auth: Auth,
-    Path(sku): Path<String>,
-) -> ApiResult<Json<Product>> {
+async fn get_product(State(s): State<AppState>, auth: Auth, Path(sku): Path<String>) -> ApiResult<Json<Product>> {
     let tenant = auth.read()?;
     Ok(Json(s.store.get_product(&tenant, &sku).await?))
 }
@@ -90,22 +83,14 @@ async fn put_product(
     let tenant = auth.write()?;
     let (product, created) = s.store.upsert_product(&tenant, &sku, body).await?;
     Ok((
-        if created {
-            StatusCode::CREATED
-        } else {
-            StatusCode::OK
-        },
+        if created { StatusCode::CREATED } else { StatusCode::OK },
         Json(product),
     ))
 }
 
 #[utoipa::path(delete, path = "/v1/products/{sku}", tag = "products", params(("sku" = String, Path)),
     responses((status = 204), (status = 404, body = ErrorBody)))]
-async fn delete_product(
-    State(s): State<AppState>,
-    auth: Auth,
-    Path(sku): Path<String>,
-) -> ApiResult<StatusCode> {
+async fn delete_product(State(s): State<AppState>, auth: Auth, Path(sku): Path<String>) -> ApiResult<StatusCode> {
     let tenant = auth.write()?;
     s.store.delete_product(&tenant, &sku).await?;
     Ok(StatusCode::NO_CONTENT)

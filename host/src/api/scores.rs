@@ -75,10 +75,7 @@ async fn customer_scores(
             format!("must be between 1 and {MAX_HISTORY_LIMIT}"),
         ));
     }
-    let scores = s
-        .store
-        .customer_scores(&tenant, &id, q.plugin.as_deref())
-        .await?;
+    let scores = s.store.customer_scores(&tenant, &id, q.plugin.as_deref()).await?;
     let history = if q.history {
         Some(
             s.store
@@ -119,10 +116,7 @@ async fn create_job(
     Json(body): Json<NewScoringJob>,
 ) -> ApiResult<(StatusCode, Json<ScoringJob>)> {
     let tenant = auth.admin()?;
-    let job = s
-        .plugins
-        .create_scoring_job(&tenant, body.plugin.as_deref())
-        .await?;
+    let job = s.plugins.create_scoring_job(&tenant, body.plugin.as_deref()).await?;
     let plugins = s.plugins.clone();
     let job_id = job.id.clone();
     let as_of = body.as_of.map(crate::store::millis);
@@ -143,11 +137,7 @@ async fn create_job(
 /// A batch job's status and progress.
 #[utoipa::path(get, path = "/v1/scoring/jobs/{id}", tag = "scores", params(("id" = String, Path)),
     responses((status = 200, body = ScoringJob), (status = 404, body = ErrorBody)))]
-async fn get_job(
-    State(s): State<AppState>,
-    auth: Auth,
-    Path(id): Path<String>,
-) -> ApiResult<Json<ScoringJob>> {
+async fn get_job(State(s): State<AppState>, auth: Auth, Path(id): Path<String>) -> ApiResult<Json<ScoringJob>> {
     let tenant = auth.read()?;
     Ok(Json(s.store.get_scoring_job(&tenant, &id).await?))
 }
@@ -169,11 +159,7 @@ pub struct Segments {
 /// How many customers are in each segment of the stored scores.
 #[utoipa::path(get, path = "/v1/segments", tag = "scores", params(SegmentsQuery),
     responses((status = 200, body = Segments), (status = 400, body = ErrorBody)))]
-async fn segments(
-    State(s): State<AppState>,
-    auth: Auth,
-    Query(q): Query<SegmentsQuery>,
-) -> ApiResult<Json<Segments>> {
+async fn segments(State(s): State<AppState>, auth: Auth, Query(q): Query<SegmentsQuery>) -> ApiResult<Json<Segments>> {
     let tenant = auth.read()?;
     Ok(Json(Segments {
         segments: s.store.segment_sizes(&tenant, q.plugin.as_deref()).await?,

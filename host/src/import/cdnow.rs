@@ -100,11 +100,7 @@ impl Layout {
 
 /// Parses the rows of a CDNOW file, line by line, and hands each (parsed or
 /// rejected) to `emit`. Stops early, without error, when `emit` returns false.
-pub fn read(
-    path: &Path,
-    progress: &Progress,
-    mut emit: impl FnMut(Row<Purchase>) -> bool,
-) -> Result<(), ImportError> {
+pub fn read(path: &Path, progress: &Progress, mut emit: impl FnMut(Row<Purchase>) -> bool) -> Result<(), ImportError> {
     let file = std::fs::File::open(path).map_err(|source| ImportError::Open {
         path: path.to_path_buf(),
         source,
@@ -116,13 +112,11 @@ pub fn read(
     let mut line_no = 0u64;
     loop {
         buf.clear();
-        let read = reader
-            .read_until(b'\n', &mut buf)
-            .map_err(|source| ImportError::Read {
-                path: path.to_path_buf(),
-                line: line_no + 1,
-                source,
-            })?;
+        let read = reader.read_until(b'\n', &mut buf).map_err(|source| ImportError::Read {
+            path: path.to_path_buf(),
+            line: line_no + 1,
+            source,
+        })?;
         if read == 0 {
             return Ok(());
         }
@@ -131,10 +125,7 @@ pub fn read(
         let Some(parsed) = parser.line(&buf) else {
             continue;
         };
-        if !emit(Row {
-            line: line_no,
-            parsed,
-        }) {
+        if !emit(Row { line: line_no, parsed }) {
             return Ok(());
         }
     }
@@ -245,10 +236,7 @@ mod tests {
             "00001 19970101 1 11.77\n00001 1997010 1 1.00\n00001 19970101 0 1.00\nx 19970101 1 1.00\n00001 19970101 1\n00001 19970101 1 -3\n",
         );
         assert!(rows[0].clone().unwrap().is_ok());
-        let reasons: Vec<String> = rows[1..]
-            .iter()
-            .map(|r| r.clone().unwrap().unwrap_err())
-            .collect();
+        let reasons: Vec<String> = rows[1..].iter().map(|r| r.clone().unwrap().unwrap_err()).collect();
         assert_eq!(
             reasons,
             vec![

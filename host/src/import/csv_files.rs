@@ -71,11 +71,7 @@ struct Header {
 }
 
 impl Header {
-    fn parse(
-        path: &Path,
-        record: &csv::ByteRecord,
-        required: &[&str],
-    ) -> Result<Header, ImportError> {
+    fn parse(path: &Path, record: &csv::ByteRecord, required: &[&str]) -> Result<Header, ImportError> {
         let bad = |message: String| ImportError::Header {
             path: path.to_path_buf(),
             message,
@@ -83,8 +79,7 @@ impl Header {
         let mut names = Vec::with_capacity(record.len());
         let mut index = HashMap::new();
         for (i, raw) in record.iter().enumerate() {
-            let name = std::str::from_utf8(raw)
-                .map_err(|_| bad(format!("column {} is not valid UTF-8", i + 1)))?;
+            let name = std::str::from_utf8(raw).map_err(|_| bad(format!("column {} is not valid UTF-8", i + 1)))?;
             // Spreadsheet exports often start with a byte-order mark.
             let name = name.trim_start_matches('\u{feff}').trim().to_string();
             if name.is_empty() {
@@ -95,16 +90,9 @@ impl Header {
             }
             names.push(name);
         }
-        let missing: Vec<&str> = required
-            .iter()
-            .copied()
-            .filter(|c| !index.contains_key(*c))
-            .collect();
+        let missing: Vec<&str> = required.iter().copied().filter(|c| !index.contains_key(*c)).collect();
         if !missing.is_empty() {
-            return Err(bad(format!(
-                "missing required column(s): {}",
-                missing.join(", ")
-            )));
+            return Err(bad(format!("missing required column(s): {}", missing.join(", "))));
         }
         Ok(Header { names, index })
     }
@@ -210,9 +198,7 @@ fn read_csv<T>(
         };
         // A line of nothing but separators (`,,,`) is a spreadsheet artefact.
         if let Ok(record) = &parsed
-            && record
-                .iter()
-                .all(|cell| cell.iter().all(u8::is_ascii_whitespace))
+            && record.iter().all(|cell| cell.iter().all(u8::is_ascii_whitespace))
         {
             continue;
         }
@@ -247,9 +233,7 @@ fn row_cells(record: &csv::ByteRecord, expected: usize) -> Result<Vec<&str>, Str
     record
         .iter()
         .enumerate()
-        .map(|(i, cell)| {
-            std::str::from_utf8(cell).map_err(|_| format!("cell {} is not valid UTF-8", i + 1))
-        })
+        .map(|(i, cell)| std::str::from_utf8(cell).map_err(|_| format!("cell {} is not valid UTF-8", i + 1)))
         .collect()
 }
 
@@ -258,14 +242,7 @@ pub fn read_customers(
     progress: &Progress,
     emit: impl FnMut(Row<CustomerRow>) -> bool,
 ) -> Result<(), ImportError> {
-    read_csv(
-        path,
-        progress,
-        &["external_id"],
-        |_| Ok(()),
-        parse_customer,
-        emit,
-    )
+    read_csv(path, progress, &["external_id"], |_| Ok(()), parse_customer, emit)
 }
 
 fn parse_customer(header: &Header, cells: &[&str]) -> Result<CustomerRow, String> {
@@ -342,16 +319,9 @@ fn parse_interaction(header: &Header, cells: &[&str]) -> Result<InteractionRow, 
         .get(cells, "customer_external_id")
         .ok_or("customer_external_id: required")?
         .to_string();
-    let kind = header
-        .get(cells, "kind")
-        .ok_or("kind: required")?
-        .to_string();
-    let occurred_at = parse_time(
-        header
-            .get(cells, "occurred_at")
-            .ok_or("occurred_at: required")?,
-    )
-    .map_err(|e| format!("occurred_at: {e}"))?;
+    let kind = header.get(cells, "kind").ok_or("kind: required")?.to_string();
+    let occurred_at = parse_time(header.get(cells, "occurred_at").ok_or("occurred_at: required")?)
+        .map_err(|e| format!("occurred_at: {e}"))?;
     let sku = header.get(cells, "sku");
     let quantity = header.get(cells, "quantity");
     let unit_price = header.get(cells, "unit_price");
@@ -371,10 +341,7 @@ fn parse_interaction(header: &Header, cells: &[&str]) -> Result<InteractionRow, 
         amount: header.get(cells, "amount").map(str::to_string),
         currency: header.get(cells, "currency").map(str::to_string),
         channel: header.get(cells, "channel").map(str::to_string),
-        idempotency_key: header
-            .get(cells, "idempotency_key")
-            .unwrap_or("")
-            .to_string(),
+        idempotency_key: header.get(cells, "idempotency_key").unwrap_or("").to_string(),
         item,
     })
 }
@@ -422,14 +389,8 @@ mod tests {
             serde_json::Value::Object(c1.attributes.clone()),
             serde_json::json!({ "tier": "gold" })
         );
-        assert_eq!(
-            rows[1].parsed.as_ref().unwrap_err(),
-            "external_id: required"
-        );
-        assert_eq!(
-            rows[2].parsed.as_ref().unwrap_err(),
-            "expected 6 cells like the header"
-        );
+        assert_eq!(rows[1].parsed.as_ref().unwrap_err(), "external_id: required");
+        assert_eq!(rows[2].parsed.as_ref().unwrap_err(), "expected 6 cells like the header");
         assert_eq!(rows[3].parsed.as_ref().unwrap().attributes["city"], "Paris");
     }
 
@@ -465,13 +426,8 @@ mod tests {
         let err = customers("").unwrap_err().to_string();
         assert!(err.contains("the file is empty"), "{err}");
         let err = customers("name,email\nAda,a@x\n").unwrap_err().to_string();
-        assert!(
-            err.contains("missing required column(s): external_id"),
-            "{err}"
-        );
-        let err = customers("external_id,name,name\n")
-            .unwrap_err()
-            .to_string();
+        assert!(err.contains("missing required column(s): external_id"), "{err}");
+        let err = customers("external_id,name,name\n").unwrap_err().to_string();
         assert!(err.contains("\"name\" appears twice"), "{err}");
         let err = interactions("customer_external_id,kind,occurred_at,ammount\n")
             .unwrap_err()
@@ -521,9 +477,6 @@ mod tests {
             rows[5].parsed.as_ref().unwrap_err(),
             "quantity: must be a positive integer"
         );
-        assert_eq!(
-            rows.iter().map(|r| r.line).collect::<Vec<_>>(),
-            vec![2, 3, 4, 5, 6, 7]
-        );
+        assert_eq!(rows.iter().map(|r| r.line).collect::<Vec<_>>(), vec![2, 3, 4, 5, 6, 7]);
     }
 }

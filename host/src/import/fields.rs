@@ -90,27 +90,19 @@ mod tests {
 
     #[test]
     fn times() {
-        assert_eq!(
-            parse_time("1997-01-02").unwrap().unix_timestamp(),
-            852_163_200
-        );
+        assert_eq!(parse_time("1997-01-02").unwrap().unix_timestamp(), 852_163_200);
         assert_eq!(
             parse_time("1997-01-02T00:00:00Z").unwrap().unix_timestamp(),
             852_163_200
         );
         assert_eq!(
-            parse_time("1997-01-02T01:00:00+01:00")
-                .unwrap()
-                .unix_timestamp(),
+            parse_time("1997-01-02T01:00:00+01:00").unwrap().unix_timestamp(),
             852_163_200
         );
         assert!(parse_time("1997-02-30").is_err());
         assert!(parse_time("02/01/1997").is_err());
         assert!(parse_time("").is_err());
-        assert_eq!(
-            parse_compact_date("19970102").unwrap().unix_timestamp(),
-            852_163_200
-        );
+        assert_eq!(parse_compact_date("19970102").unwrap().unix_timestamp(), 852_163_200);
         assert!(parse_compact_date("19971301").is_err());
         assert!(parse_compact_date("1997012").is_err());
     }

@@ -96,10 +96,7 @@ mod tests {
         }
         summary.reject(9, "amount: negative");
         assert_eq!(summary.rejected_rows(), 8);
-        assert_eq!(
-            summary.rejected["date: not a date"].first_lines,
-            vec![2, 3, 4, 5, 6]
-        );
+        assert_eq!(summary.rejected["date: not a date"].first_lines, vec![2, 3, 4, 5, 6]);
         let text = summary.to_string();
         assert!(
             text.contains("7 × date: not a date (line 2, 3, 4, 5, 6, ...)"),
@@ -107,9 +104,6 @@ mod tests {
         );
         assert!(text.contains("1 × amount: negative (line 9)"), "{text}");
         // The larger group is listed first.
-        assert!(
-            text.find("date:").unwrap() < text.find("amount:").unwrap(),
-            "{text}"
-        );
+        assert!(text.find("date:").unwrap() < text.find("amount:").unwrap(), "{text}");
     }
 }

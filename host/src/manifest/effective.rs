@@ -76,11 +76,7 @@ impl EffectivePlugin {
     }
 }
 
-fn combine(
-    spec: &PluginSpec,
-    entry: &TenantPlugin,
-    state: Option<&PluginState>,
-) -> EffectivePlugin {
+fn combine(spec: &PluginSpec, entry: &TenantPlugin, state: Option<&PluginState>) -> EffectivePlugin {
     let (enabled, source) = match state.and_then(|s| s.enabled) {
         Some(enabled) => (enabled, SettingSource::Admin),
         None => (entry.enabled, SettingSource::Manifest),
@@ -119,11 +115,7 @@ fn combine(
 /// Every plugin available to `tenant`, in the order the tenant's section
 /// lists them. `states` are the tenant's stored rows (any order; rows for
 /// unavailable plugins are ignored).
-pub fn effective_plugins(
-    manifest: &Manifest,
-    tenant: &str,
-    states: &[PluginState],
-) -> Vec<EffectivePlugin> {
+pub fn effective_plugins(manifest: &Manifest, tenant: &str, states: &[PluginState]) -> Vec<EffectivePlugin> {
     manifest
         .tenant_plugins(tenant)
         .iter()
@@ -143,11 +135,7 @@ pub fn effective_plugin(
     state: Option<&PluginState>,
 ) -> Option<EffectivePlugin> {
     let (spec, entry) = manifest.tenant_plugin(tenant, plugin)?;
-    Some(combine(
-        spec,
-        entry,
-        state.filter(|s| s.plugin_id == plugin),
-    ))
+    Some(combine(spec, entry, state.filter(|s| s.plugin_id == plugin)))
 }
 
 #[cfg(test)]
@@ -229,10 +217,7 @@ mod tests {
         );
         assert_eq!(all[0].config, json!({ "window_days": 365 }));
         assert_eq!(all[0].config_source, SettingSource::Manifest);
-        assert_eq!(
-            (all[1].enabled, all[1].status),
-            (false, PluginStatus::Disabled)
-        );
+        assert_eq!((all[1].enabled, all[1].status), (false, PluginStatus::Disabled));
         // Unknown tenants see nothing; another tenant's plugin is not available.
         assert!(effective_plugins(&manifest(), "nobody", &[]).is_empty());
         assert!(effective_plugin(&manifest(), "acme", "extra", None).is_none());
@@ -268,10 +253,7 @@ mod tests {
         let mut r = row("rfm");
         r.enabled = Some(true);
         let all = effective_plugins(&m, "acme", &[r.clone()]);
-        assert_eq!(
-            all.iter().map(|p| p.id.as_str()).collect::<Vec<_>>(),
-            ["churn"]
-        );
+        assert_eq!(all.iter().map(|p| p.id.as_str()).collect::<Vec<_>>(), ["churn"]);
         assert!(effective_plugin(&m, "acme", "rfm", Some(&r)).is_none());
     }
 
@@ -282,23 +264,14 @@ mod tests {
         r.suspended_at = Some(time::OffsetDateTime::UNIX_EPOCH);
         r.last_error = Some("trap".into());
         let p = effective_plugin(&manifest(), "acme", "rfm", Some(&r)).unwrap();
-        assert_eq!(
-            (p.enabled, p.status, p.runs()),
-            (true, PluginStatus::Suspended, false)
-        );
-        assert_eq!(
-            (p.consecutive_failures, p.last_error.as_deref()),
-            (5, Some("trap"))
-        );
+        assert_eq!((p.enabled, p.status, p.runs()), (true, PluginStatus::Suspended, false));
+        assert_eq!((p.consecutive_failures, p.last_error.as_deref()), (5, Some("trap")));
         // Disabled wins in the reported status; still not runnable.
         r.enabled = Some(false);
         let p = effective_plugin(&manifest(), "acme", "rfm", Some(&r)).unwrap();
         assert_eq!((p.status, p.runs()), (PluginStatus::Disabled, false));
         // A row for another plugin is never applied.
         let p = effective_plugin(&manifest(), "acme", "churn", Some(&r)).unwrap();
-        assert_eq!(
-            (p.source, p.status),
-            (SettingSource::Manifest, PluginStatus::Disabled)
-        );
+        assert_eq!((p.source, p.status), (SettingSource::Manifest, PluginStatus::Disabled));
     }
 }

@@ -31,10 +31,11 @@ impl HostPattern {
         }
         let (host, port) = match text.rsplit_once(':') {
             Some((host, port)) => {
-                let port: u16 =
-                    port.parse().ok().filter(|p| *p != 0).ok_or_else(|| {
-                        format!("{text:?}: port must be a number from 1 to 65535")
-                    })?;
+                let port: u16 = port
+                    .parse()
+                    .ok()
+                    .filter(|p| *p != 0)
+                    .ok_or_else(|| format!("{text:?}: port must be a number from 1 to 65535"))?;
                 (host, Some(port))
             }
             None => (text, None),
@@ -44,9 +45,7 @@ impl HostPattern {
             None => (false, host),
         };
         if domain.contains('*') {
-            return Err(format!(
-                "{text:?}: a wildcard is only allowed as a leading `*.`"
-            ));
+            return Err(format!("{text:?}: a wildcard is only allowed as a leading `*.`"));
         }
         if domain.len() > 253 {
             return Err(format!("{text:?}: host name longer than 253 characters"));
@@ -155,10 +154,7 @@ mod tests {
             "x..com",
             "*",
         ] {
-            assert!(
-                HostPattern::parse(bad).is_err(),
-                "{bad:?} should be rejected"
-            );
+            assert!(HostPattern::parse(bad).is_err(), "{bad:?} should be rejected");
         }
     }
 }

@@ -16,8 +16,8 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 use super::{
-    Capability, HostPattern, Limits, Manifest, ManifestIssue, PluginKind, PluginSpec,
-    SUPPORTED_CONTRACTS, TenantPlugin, TenantPlugins,
+    Capability, HostPattern, Limits, Manifest, ManifestIssue, PluginKind, PluginSpec, SUPPORTED_CONTRACTS,
+    TenantPlugin, TenantPlugins,
 };
 use crate::config::line_col;
 
@@ -113,11 +113,7 @@ impl Ctx<'_> {
 
     /// Deserializes one entry; a failure becomes an issue located at the
     /// field the error's span falls in.
-    fn entry<T: serde::de::DeserializeOwned>(
-        &mut self,
-        value: &Spanned<DeValue<'_>>,
-        prefix: &str,
-    ) -> Option<T> {
+    fn entry<T: serde::de::DeserializeOwned>(&mut self, value: &Spanned<DeValue<'_>>, prefix: &str) -> Option<T> {
         let mut owned = value.clone();
         owned.get_mut().make_owned();
         match T::deserialize(ValueDeserializer::from(owned)) {
@@ -171,11 +167,7 @@ fn locate(value: &DeValue<'_>, offset: usize, path: &mut String) -> bool {
 
 /// Bare keys as is; anything else quoted, as TOML would need it.
 fn push_key(path: &mut String, key: &str) {
-    if !key.is_empty()
-        && key
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-    {
+    if !key.is_empty() && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
         path.push_str(key);
     } else {
         path.push_str(&format!("{key:?}"));
@@ -201,19 +193,13 @@ fn valid_semver(v: &str) -> bool {
         Some((c, p)) => (c, Some(p)),
         None => (rest, None),
     };
-    let numeric = |s: &str| {
-        !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) && (s == "0" || !s.starts_with('0'))
-    };
+    let numeric = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) && (s == "0" || !s.starts_with('0'));
     let idents = |s: &str| {
-        s.split('.').all(|part| {
-            !part.is_empty() && part.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        })
+        s.split('.')
+            .all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
     };
     let parts: Vec<&str> = core.split('.').collect();
-    parts.len() == 3
-        && parts.iter().all(|p| numeric(p))
-        && pre.is_none_or(idents)
-        && build.is_none_or(idents)
+    parts.len() == 3 && parts.iter().all(|p| numeric(p)) && pre.is_none_or(idents) && build.is_none_or(idents)
 }
 
 pub(super) fn parse(path: &Path, text: &str) -> Result<Manifest, Vec<ManifestIssue>> {
@@ -247,11 +233,7 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Manifest, Vec<ManifestIss
         let items = match (name, value.get_ref()) {
             ("plugin" | "tenant", DeValue::Array(items)) => items,
             ("plugin" | "tenant", _) => {
-                cx.issue(
-                    value.span(),
-                    name,
-                    format!("expected an array of tables ([[{name}]])"),
-                );
+                cx.issue(value.span(), name, format!("expected an array of tables ([[{name}]])"));
                 continue;
             }
             _ => {
@@ -292,13 +274,7 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Manifest, Vec<ManifestIss
     let mut tenants = Vec::new();
     let mut first_tenant: HashMap<String, usize> = HashMap::new();
     for (j, raw) in raw_tenants {
-        tenants.extend(validate_tenant(
-            &mut cx,
-            j,
-            raw,
-            &declared,
-            &mut first_tenant,
-        ));
+        tenants.extend(validate_tenant(&mut cx, j, raw, &declared, &mut first_tenant));
     }
 
     if cx.issues.is_empty() {
@@ -422,8 +398,7 @@ fn validate_plugin(
                         cx.issue(
                             cap.span(),
                             field,
-                            "outbound-http is only granted to channel-connector plugins"
-                                .to_string(),
+                            "outbound-http is only granted to channel-connector plugins".to_string(),
                         );
                     }
                 }
@@ -453,11 +428,7 @@ fn validate_plugin(
         for (k, host) in hosts.get_ref().iter().enumerate() {
             match HostPattern::parse(host.get_ref()) {
                 Ok(p) => allowed_hosts.push(p),
-                Err(message) => cx.issue(
-                    host.span(),
-                    format!("plugin[{i}].allowed_hosts[{k}]"),
-                    message,
-                ),
+                Err(message) => cx.issue(host.span(), format!("plugin[{i}].allowed_hosts[{k}]"), message),
             }
         }
     }
@@ -583,7 +554,9 @@ fn validate_tenant(
         cx.issue(
             raw.id.span(),
             format!("tenant[{j}].id"),
-            format!("duplicate tenant {tenant:?} (first declared at line {line}); list all its plugins in one [[tenant]]"),
+            format!(
+                "duplicate tenant {tenant:?} (first declared at line {line}); list all its plugins in one [[tenant]]"
+            ),
         );
     } else {
         first.insert(tenant.clone(), cx.line_of(&raw.id.span()));
@@ -604,9 +577,7 @@ fn validate_tenant(
             cx.issue(
                 entry.id.span(),
                 format!("{field}.id"),
-                format!(
-                    "plugin {plugin:?} is listed twice for tenant {tenant:?} (first at line {line})"
-                ),
+                format!("plugin {plugin:?} is listed twice for tenant {tenant:?} (first at line {line})"),
             );
         } else {
             seen.insert(plugin.clone(), cx.line_of(&entry.id.span()));
@@ -651,16 +622,9 @@ fn value_to_json(value: &toml::Value, field: &str) -> Result<serde_json::Value, 
     Ok(match value {
         toml::Value::String(s) => J::String(s.clone()),
         toml::Value::Integer(n) => J::from(*n),
-        toml::Value::Float(x) => {
-            serde_json::Number::from_f64(*x)
-                .map(J::Number)
-                .ok_or_else(|| {
-                    (
-                        field.to_string(),
-                        format!("{x} cannot be represented in JSON"),
-                    )
-                })?
-        }
+        toml::Value::Float(x) => serde_json::Number::from_f64(*x)
+            .map(J::Number)
+            .ok_or_else(|| (field.to_string(), format!("{x} cannot be represented in JSON")))?,
         toml::Value::Boolean(b) => J::Bool(*b),
         toml::Value::Datetime(d) => J::String(d.to_string()),
         toml::Value::Array(items) => J::Array(
@@ -683,15 +647,7 @@ mod tests {
         for ok in ["0.1.0", "1.2.3-alpha.1", "10.0.0+build.5", "1.0.0-rc-1+x"] {
             assert!(valid_semver(ok), "{ok}");
         }
-        for bad in [
-            "1.0",
-            "01.0.0",
-            "1.0.0-",
-            "1.0.0+",
-            "v1.0.0",
-            "1.0.0-a..b",
-            "",
-        ] {
+        for bad in ["1.0", "01.0.0", "1.0.0-", "1.0.0+", "v1.0.0", "1.0.0-a..b", ""] {
             assert!(!valid_semver(bad), "{bad}");
         }
     }

@@ -31,8 +31,8 @@ use rapport::runtime::contract::rewards::InteractionContext;
 use rapport::runtime::contract::types::{LoyaltyAccount, Reward, Tier};
 use rapport::runtime::fixture::{FixtureData, FixtureServices};
 use rapport::runtime::{
-    CallContext, CallError, CallReport, Capability, Limits, LogLine, PluginDefinition, PluginKind,
-    Runtime, RuntimeConfig,
+    CallContext, CallError, CallReport, Capability, Limits, LogLine, PluginDefinition, PluginKind, Runtime,
+    RuntimeConfig,
 };
 use rapport::store::TenantId;
 use serde::{Deserialize, Serialize};
@@ -221,23 +221,13 @@ enum CallInput {
 }
 
 fn parse_input(export: Export, kind: PluginKind, input: Value) -> Result<CallInput, UsageError> {
-    fn typed<T: serde::de::DeserializeOwned>(
-        export: Export,
-        what: &str,
-        input: Value,
-    ) -> Result<T, UsageError> {
-        serde_json::from_value(input).map_err(|e| {
-            UsageError::Invalid(format!(
-                "call.input for `{}` must be {what}: {e}",
-                export.name()
-            ))
-        })
+    fn typed<T: serde::de::DeserializeOwned>(export: Export, what: &str, input: Value) -> Result<T, UsageError> {
+        serde_json::from_value(input)
+            .map_err(|e| UsageError::Invalid(format!("call.input for `{}` must be {what}: {e}", export.name())))
     }
     Ok(match export {
         Export::Score => CallInput::Score(typed(export, "a customer-history", input)?),
-        Export::ScoreBatch => {
-            CallInput::ScoreBatch(typed(export, "a list of customer-history", input)?)
-        }
+        Export::ScoreBatch => CallInput::ScoreBatch(typed(export, "a list of customer-history", input)?),
         Export::Fit if kind == PluginKind::CrossSell => {
             CallInput::BasketsFit(typed(export, "{\"baskets\": [[sku, ...], ...]}", input)?)
         }
@@ -247,9 +237,7 @@ fn parse_input(export: Export, kind: PluginKind, input: Value) -> Result<CallInp
             input,
         )?),
         Export::Recommend => CallInput::Recommend(typed(export, "a recommend-request", input)?),
-        Export::OnInteraction => {
-            CallInput::OnInteraction(typed(export, "an interaction-context", input)?)
-        }
+        Export::OnInteraction => CallInput::OnInteraction(typed(export, "an interaction-context", input)?),
         Export::Redeemable => CallInput::Redeemable(typed(
             export,
             "{\"account\": loyalty-account, \"tiers\": [...], \"rewards\": [...]}",
@@ -277,18 +265,11 @@ fn parse_input(export: Export, kind: PluginKind, input: Value) -> Result<CallInp
 /// then built from the tenant's `data` as the server builds it (the
 /// customer, their interactions oldest first; `now` defaults to the
 /// current time). Keeps fixtures short and the data in one place.
-fn expand_histories(
-    export: Export,
-    input: &mut Value,
-    data: &FixtureData,
-    tenant: &str,
-) -> Result<(), UsageError> {
+fn expand_histories(export: Export, input: &mut Value, data: &FixtureData, tenant: &str) -> Result<(), UsageError> {
     match export {
         Export::Score => expand_history(input, data, tenant),
         Export::ScoreBatch => match input.as_array_mut() {
-            Some(items) => items
-                .iter_mut()
-                .try_for_each(|item| expand_history(item, data, tenant)),
+            Some(items) => items.iter_mut().try_for_each(|item| expand_history(item, data, tenant)),
             None => Ok(()),
         },
         Export::Recommend => match input.get_mut("history") {
@@ -315,27 +296,13 @@ fn expand_history(value: &mut Value, data: &FixtureData, tenant: &str) -> Result
         ))
     };
     let records = data.tenants.get(tenant).ok_or_else(unknown)?;
-    let customer = records
-        .customers
-        .iter()
-        .find(|c| c.id == id)
-        .ok_or_else(unknown)?;
-    let mut interactions: Vec<_> = records
-        .interactions
-        .iter()
-        .filter(|i| i.customer_id == id)
-        .collect();
-    interactions.sort_by(|a, b| {
-        a.occurred_at
-            .cmp(&b.occurred_at)
-            .then_with(|| a.id.cmp(&b.id))
-    });
+    let customer = records.customers.iter().find(|c| c.id == id).ok_or_else(unknown)?;
+    let mut interactions: Vec<_> = records.interactions.iter().filter(|i| i.customer_id == id).collect();
+    interactions.sort_by(|a, b| a.occurred_at.cmp(&b.occurred_at).then_with(|| a.id.cmp(&b.id)));
     let now = match object.get("now") {
-        Some(now) => now.as_i64().ok_or_else(|| {
-            UsageError::Invalid(format!(
-                "customer_id `{id}`: `now` must be epoch milliseconds"
-            ))
-        })?,
+        Some(now) => now
+            .as_i64()
+            .ok_or_else(|| UsageError::Invalid(format!("customer_id `{id}`: `now` must be epoch milliseconds")))?,
         None => std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
@@ -420,10 +387,7 @@ pub async fn main(args: RunArgs) -> ExitCode {
 fn usage_failure(args: &RunArgs, err: &UsageError) -> ExitCode {
     if args.json {
         let body = json!({"ok": false, "error": {"code": "usage", "message": err.to_string(), "limit": null}});
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&body).unwrap_or_default()
-        );
+        println!("{}", serde_json::to_string_pretty(&body).unwrap_or_default());
     }
     eprintln!("error: {err}");
     ExitCode::from(2)
@@ -438,13 +402,12 @@ fn read(path: &Path) -> Result<Vec<u8>, UsageError> {
 
 fn prepare(args: &RunArgs) -> Result<Prepared, UsageError> {
     let fixture_bytes = read(&args.input)?;
-    let fixture: RunFixture =
-        serde_json::from_slice(&fixture_bytes).map_err(|e| UsageError::Fixture {
-            path: args.input.display().to_string(),
-            line: e.line(),
-            column: e.column(),
-            message: e.to_string(),
-        })?;
+    let fixture: RunFixture = serde_json::from_slice(&fixture_bytes).map_err(|e| UsageError::Fixture {
+        path: args.input.display().to_string(),
+        line: e.line(),
+        column: e.column(),
+        message: e.to_string(),
+    })?;
     let export = Export::parse(&fixture.call.export).ok_or_else(|| {
         UsageError::Invalid(format!(
             "{}: unknown call.export `{}` (expected one of {})",
@@ -453,10 +416,7 @@ fn prepare(args: &RunArgs) -> Result<Prepared, UsageError> {
             Export::NAMES
         ))
     })?;
-    let tenant = fixture
-        .tenant
-        .clone()
-        .unwrap_or_else(|| DEFAULT_TENANT.to_owned());
+    let tenant = fixture.tenant.clone().unwrap_or_else(|| DEFAULT_TENANT.to_owned());
     if tenant.trim().is_empty() {
         return Err(UsageError::Invalid(format!(
             "{}: tenant must not be empty",
@@ -499,17 +459,13 @@ fn prepare(args: &RunArgs) -> Result<Prepared, UsageError> {
             )
         }
         _ => {
-            let kind = args
-                .kind
-                .unwrap_or_else(|| export.infer_kind(&fixture.call.input));
+            let kind = args.kind.unwrap_or_else(|| export.infer_kind(&fixture.call.input));
             let capabilities = if args.capabilities.is_empty() {
                 // Everything the kind may import. outbound-http reaches
                 // only `--allow-host` hosts: none unless asked.
                 Capability::ALL
                     .into_iter()
-                    .filter(|c| {
-                        *c != Capability::OutboundHttp || kind == PluginKind::ChannelConnector
-                    })
+                    .filter(|c| *c != Capability::OutboundHttp || kind == PluginKind::ChannelConnector)
                     .collect()
             } else {
                 args.capabilities.iter().copied().collect()
@@ -542,10 +498,7 @@ fn prepare(args: &RunArgs) -> Result<Prepared, UsageError> {
             "--timeout-ms and --memory-mb must be positive".into(),
         ));
     }
-    let config = fixture
-        .config
-        .or(manifest_config)
-        .unwrap_or_else(|| json!({}));
+    let config = fixture.config.or(manifest_config).unwrap_or_else(|| json!({}));
     let mut call_input = fixture.call.input;
     expand_histories(export, &mut call_input, &fixture.data, &tenant)?;
     let input = parse_input(export, kind, call_input)?;
@@ -672,11 +625,7 @@ async fn execute(args: &RunArgs, p: Prepared) -> Result<Report, UsageError> {
         CallInput::BasketsFit(f) => json_text(plugin.fit_baskets(ctx, &f.baskets).await),
         CallInput::Recommend(r) => to_value(plugin.recommend(ctx, &r).await),
         CallInput::OnInteraction(c) => to_value(plugin.on_interaction(ctx, &c).await),
-        CallInput::Redeemable(r) => to_value(
-            plugin
-                .redeemable(ctx, &r.account, &r.tiers, &r.rewards)
-                .await,
-        ),
+        CallInput::Redeemable(r) => to_value(plugin.redeemable(ctx, &r.account, &r.tiers, &r.rewards).await),
         CallInput::Deliver(m) => to_value(plugin.deliver(ctx, &m).await),
         CallInput::ParseInbound(r) => to_value(plugin.parse_inbound(ctx, &r).await),
     };
@@ -725,9 +674,7 @@ fn to_value<T: Serialize>(
     (result, report): (Result<T, CallError>, CallReport),
 ) -> (Result<Rendered, CallError>, CallReport) {
     let value = result.and_then(|v| {
-        let represent = |e: serde_json::Error| {
-            CallError::InvalidOutput(format!("result is not representable: {e}"))
-        };
+        let represent = |e: serde_json::Error| CallError::InvalidOutput(format!("result is not representable: {e}"));
         Ok(Rendered {
             text: Some(serde_json::to_string_pretty(&v).map_err(represent)?),
             value: serde_json::to_value(v).map_err(represent)?,
@@ -750,11 +697,8 @@ impl From<Value> for Rendered {
 
 /// A `json` result (fit summaries) shown as JSON, not as a quoted string;
 /// the runtime has already checked that it parses.
-fn json_text(
-    (result, report): (Result<String, CallError>, CallReport),
-) -> (Result<Rendered, CallError>, CallReport) {
-    let value = result
-        .map(|text| Rendered::from(serde_json::from_str(&text).unwrap_or(Value::String(text))));
+fn json_text((result, report): (Result<String, CallError>, CallReport)) -> (Result<Rendered, CallError>, CallReport) {
+    let value = result.map(|text| Rendered::from(serde_json::from_str(&text).unwrap_or(Value::String(text))));
     (value, report)
 }
 
@@ -764,9 +708,7 @@ fn error_info(e: &CallError) -> ErrorInfo {
         CallError::OutOfFuel => ("plugin_out_of_fuel".to_owned(), Some("fuel")),
         CallError::MemoryLimit => ("plugin_memory_limit".to_owned(), Some("memory")),
         CallError::StackOverflow => ("plugin_stack_overflow".to_owned(), Some("stack")),
-        CallError::OutputTooLarge { .. } => {
-            ("plugin_output_too_large".to_owned(), Some("output_size"))
-        }
+        CallError::OutputTooLarge { .. } => ("plugin_output_too_large".to_owned(), Some("output_size")),
         CallError::Guest(kind, _) => (format!("plugin_error.{kind}"), None),
         other => (format!("plugin_{}", other.cause()), None),
     };
@@ -797,10 +739,7 @@ fn print_report(args: &RunArgs, report: &Report) {
         println!("result:");
         match &report.result_text {
             Some(text) => println!("{text}"),
-            None => println!(
-                "{}",
-                serde_json::to_string_pretty(result).unwrap_or_default()
-            ),
+            None => println!("{}", serde_json::to_string_pretty(result).unwrap_or_default()),
         }
     }
     if let Some(error) = &report.error {
@@ -818,11 +757,7 @@ fn print_report(args: &RunArgs, report: &Report) {
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_owned))
                 .unwrap_or_default();
-            let fields = line
-                .fields
-                .iter()
-                .map(|(k, v)| format!(" {k}={v}"))
-                .collect::<String>();
+            let fields = line.fields.iter().map(|(k, v)| format!(" {k}={v}")).collect::<String>();
             // Fields first: captured stdout/stderr spans several lines,
             // indented under its header.
             let message = line.message.trim_end().replace('\n', "\n      ");
@@ -854,10 +789,7 @@ fn limit_text(limit: &str, limits: &Limits) -> String {
         "timeout" => format!("timeout ({} ms, --timeout-ms)", limits.timeout_ms),
         "fuel" => format!(
             "fuel ({}, --fuel)",
-            limits
-                .fuel
-                .map(|f| f.to_string())
-                .unwrap_or_else(|| "unlimited".into())
+            limits.fuel.map(|f| f.to_string()).unwrap_or_else(|| "unlimited".into())
         ),
         "memory" => format!("memory ({} MiB, --memory-mb)", limits.memory_mb),
         "stack" => format!("stack ({} KiB)", limits.stack_kb),

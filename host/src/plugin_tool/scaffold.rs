@@ -19,9 +19,7 @@ use super::NewArgs;
 /// Why the crate could not be created.
 #[derive(Debug, thiserror::Error)]
 pub enum ScaffoldError {
-    #[error(
-        "invalid plugin name `{0}`: use 1-64 lowercase letters, digits and '-', starting with a letter"
-    )]
+    #[error("invalid plugin name `{0}`: use 1-64 lowercase letters, digits and '-', starting with a letter")]
     Name(String),
     #[error("{} is not empty; choose another --dir or pass --force", .0.display())]
     NotEmpty(PathBuf),
@@ -106,15 +104,10 @@ fn sdk_dependency(args: &NewArgs, dir: &Path) -> Result<String, ScaffoldError> {
     for (depth, ancestor) in dir.ancestors().enumerate().skip(1) {
         if is_sdk(&ancestor.join(SDK_DIR)) {
             let up = "../".repeat(depth);
-            return Ok(format!(
-                "{{ path = {} }}",
-                quoted(&format!("{up}{SDK_DIR}"))
-            ));
+            return Ok(format!("{{ path = {} }}", quoted(&format!("{up}{SDK_DIR}"))));
         }
     }
-    let built_from = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join(SDK_DIR);
+    let built_from = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(SDK_DIR);
     if is_sdk(&built_from) {
         let path = std::fs::canonicalize(&built_from).unwrap_or(built_from);
         return Ok(format!("{{ path = {} }}", quoted(&path.to_string_lossy())));
@@ -136,13 +129,7 @@ fn valid_name(name: &str) -> bool {
 /// Fills `{{name}}`, `{{kind}}`, `{{crate_file}}`, `{{capabilities}}`,
 /// `{{capabilities_toml}}` and `{{sdk_dependency}}`; any other braces are
 /// left alone (Rust format strings in the templates use `{{` too).
-fn fill(
-    template: &str,
-    name: &str,
-    kind: PluginKind,
-    capabilities: &[&str],
-    sdk_dependency: &str,
-) -> String {
+fn fill(template: &str, name: &str, kind: PluginKind, capabilities: &[&str], sdk_dependency: &str) -> String {
     template
         .replace("{{sdk_dependency}}", sdk_dependency)
         .replace("{{name}}", name)
@@ -163,10 +150,7 @@ pub fn create(args: &NewArgs) -> Result<Created, ScaffoldError> {
     if !valid_name(&args.name) {
         return Err(ScaffoldError::Name(args.name.clone()));
     }
-    let dir = args
-        .dir
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(&args.name));
+    let dir = args.dir.clone().unwrap_or_else(|| PathBuf::from(&args.name));
     let occupied = std::fs::read_dir(&dir)
         .map(|mut entries| entries.next().is_some())
         .unwrap_or(false);
@@ -261,9 +245,6 @@ mod tests {
             sdk_path: Some(repo.join("host")),
             ..args()
         };
-        assert!(matches!(
-            sdk_dependency(&not_sdk, &repo),
-            Err(ScaffoldError::NotSdk(_))
-        ));
+        assert!(matches!(sdk_dependency(&not_sdk, &repo), Err(ScaffoldError::NotSdk(_))));
     }
 }

@@ -22,7 +22,14 @@ impl PluginService {
         let mut runs = Vec::with_capacity(plugins.len());
         for plugin in &plugins {
             let baskets = &baskets;
-            runs.push(self.run(tenant, plugin, |p, ctx| async move { p.fit_baskets(ctx, baskets).await }).await);
+            runs.push(
+                self.run(
+                    tenant,
+                    plugin,
+                    |p, ctx| async move { p.fit_baskets(ctx, baskets).await },
+                )
+                .await,
+            );
         }
         Ok(runs)
     }

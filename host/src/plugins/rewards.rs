@@ -95,9 +95,9 @@ use crate::runtime::contract::rewards::{InteractionContext, LedgerIntent, Reward
 use crate::runtime::contract::types;
 use crate::runtime::{CallContext, CallError, HostServices, Plugin, ServiceError};
 use crate::store::interactions::{
-    HookedIngest, IngestHook, IngestOutcome, Interaction, NewInteraction, RewardAccount,
-    RewardTierChange, apply_reward_ops_tx, lock_reward_account_tx, reward_account_tx,
-    reward_entries_tx, reward_key, reward_tiers_tx, rolling_spend_tx,
+    HookedIngest, IngestHook, IngestOutcome, Interaction, NewInteraction, RewardAccount, RewardTierChange,
+    apply_reward_ops_tx, lock_reward_account_tx, reward_account_tx, reward_entries_tx, reward_key, reward_tiers_tx,
+    rolling_spend_tx,
 };
 use crate::store::loyalty::{Account, LedgerEntry, LedgerOp, Reward, Tier};
 use crate::store::{StoreError, StoreResult, TenantId, now_ms};
@@ -192,18 +192,13 @@ struct NoKvWrites(Arc<dyn HostServices>);
 
 fn kv_write_refused() -> ServiceError {
     ServiceError::Unavailable(
-        "kv writes are not available during on-interaction on this database: the ingest holds its write lock"
-            .into(),
+        "kv writes are not available during on-interaction on this database: the ingest holds its write lock".into(),
     )
 }
 
 #[async_trait]
 impl HostServices for NoKvWrites {
-    async fn get_customer(
-        &self,
-        t: &TenantId,
-        id: &str,
-    ) -> Result<Option<types::Customer>, ServiceError> {
+    async fn get_customer(&self, t: &TenantId, id: &str) -> Result<Option<types::Customer>, ServiceError> {
         self.0.get_customer(t, id).await
     }
     async fn get_customer_by_external_id(
@@ -228,9 +223,7 @@ impl HostServices for NoKvWrites {
         cursor: Option<&str>,
         limit: u32,
     ) -> Result<interactions::InteractionPage, ServiceError> {
-        self.0
-            .list_interactions(t, customer_id, cursor, limit)
-            .await
+        self.0.list_interactions(t, customer_id, cursor, limit).await
     }
     async fn get_account(
         &self,
@@ -254,11 +247,7 @@ impl HostServices for NoKvWrites {
     async fn list_rewards(&self, t: &TenantId) -> Result<Vec<types::Reward>, ServiceError> {
         self.0.list_rewards(t).await
     }
-    async fn get_product(
-        &self,
-        t: &TenantId,
-        sku: &str,
-    ) -> Result<Option<types::Product>, ServiceError> {
+    async fn get_product(&self, t: &TenantId, sku: &str) -> Result<Option<types::Product>, ServiceError> {
         self.0.get_product(t, sku).await
     }
     async fn list_products(
@@ -270,12 +259,7 @@ impl HostServices for NoKvWrites {
     ) -> Result<catalog::ProductPage, ServiceError> {
         self.0.list_products(t, category, cursor, limit).await
     }
-    async fn kv_get(
-        &self,
-        t: &TenantId,
-        plugin_id: &str,
-        key: &str,
-    ) -> Result<Option<Vec<u8>>, ServiceError> {
+    async fn kv_get(&self, t: &TenantId, plugin_id: &str, key: &str) -> Result<Option<Vec<u8>>, ServiceError> {
         self.0.kv_get(t, plugin_id, key).await
     }
     async fn kv_set(
@@ -288,12 +272,7 @@ impl HostServices for NoKvWrites {
     ) -> Result<(), ServiceError> {
         Err(kv_write_refused())
     }
-    async fn kv_delete(
-        &self,
-        _t: &TenantId,
-        _plugin_id: &str,
-        _key: &str,
-    ) -> Result<(), ServiceError> {
+    async fn kv_delete(&self, _t: &TenantId, _plugin_id: &str, _key: &str) -> Result<(), ServiceError> {
         Err(kv_write_refused())
     }
     async fn kv_list_keys(
@@ -337,11 +316,7 @@ fn reward_to_guest(r: &Reward) -> types::Reward {
 
 /// A plugin's outcome as ledger operations with their deterministic keys,
 /// or why it is refused before touching the ledger.
-fn outcome_to_ops(
-    interaction_id: &str,
-    plugin: &str,
-    outcome: RewardOutcome,
-) -> Result<Vec<LedgerOp>, PluginFailure> {
+fn outcome_to_ops(interaction_id: &str, plugin: &str, outcome: RewardOutcome) -> Result<Vec<LedgerOp>, PluginFailure> {
     if outcome.ledger.len() > MAX_INTENTS {
         return Err(failure(
             "plugin_invalid_intent",
@@ -359,10 +334,7 @@ fn outcome_to_ops(
                 if e.points <= 0 {
                     return Err(failure(
                         "plugin_invalid_intent",
-                        format!(
-                            "ledger[{n}]: earn of {} points; earn must be greater than 0",
-                            e.points
-                        ),
+                        format!("ledger[{n}]: earn of {} points; earn must be greater than 0", e.points),
                     ));
                 }
                 LedgerOp::Earn {
@@ -451,19 +423,17 @@ impl RewardHook {
                 counts_as_failure: false,
             });
         }
-        Ok(
-            match apply_reward_ops_tx(conn, t, interaction, &ops).await? {
-                Ok(applied) => RewardRun {
-                    plugin: id.to_string(),
-                    status: RewardStatus::Applied,
-                    entries: applied.entries,
-                    tier_change: applied.tier_change,
-                    error: None,
-                    counts_as_failure: false,
-                },
-                Err(refused) => RewardRun::failed(id, refusal(&refused)),
+        Ok(match apply_reward_ops_tx(conn, t, interaction, &ops).await? {
+            Ok(applied) => RewardRun {
+                plugin: id.to_string(),
+                status: RewardStatus::Applied,
+                entries: applied.entries,
+                tier_change: applied.tier_change,
+                error: None,
+                counts_as_failure: false,
             },
-        )
+            Err(refused) => RewardRun::failed(id, refusal(&refused)),
+        })
     }
 }
 
@@ -515,8 +485,7 @@ impl IngestHook for RewardHook {
             runs.push(run);
             if changed {
                 // The next plugin sees the account as this one left it.
-                context.account =
-                    account_to_guest(&reward_account_tx(conn, t, &interaction.customer_id).await?);
+                context.account = account_to_guest(&reward_account_tx(conn, t, &interaction.customer_id).await?);
             }
         }
         Ok(runs)
@@ -546,12 +515,7 @@ impl PluginService {
 
     /// Counts the committed ingest's plugin failures and successes, in the
     /// order they happened, towards each plugin's suspension.
-    async fn record_reward_runs<'r>(
-        &self,
-        t: &TenantId,
-        hook: &RewardHook,
-        runs: impl Iterator<Item = &'r RewardRun>,
-    ) {
+    async fn record_reward_runs<'r>(&self, t: &TenantId, hook: &RewardHook, runs: impl Iterator<Item = &'r RewardRun>) {
         // Consecutive failures as the database has them, updated as we go, so
         // that a success after failures resets the count.
         let mut failures: HashMap<&str, i64> = hook
@@ -614,25 +578,15 @@ impl PluginService {
     /// `interaction_id` (see "Retry" in the module doc). The plugin must be
     /// an active reward-scheme plugin of the tenant (404 / 409
     /// `plugin_not_active` otherwise).
-    pub async fn retry_rewards(
-        &self,
-        t: &TenantId,
-        interaction_id: &str,
-        plugin: &str,
-    ) -> StoreResult<RewardRun> {
-        let mut selected = self
-            .selected(t, PluginKind::RewardScheme, Some(plugin))
-            .await?;
+    pub async fn retry_rewards(&self, t: &TenantId, interaction_id: &str, plugin: &str) -> StoreResult<RewardRun> {
+        let mut selected = self.selected(t, PluginKind::RewardScheme, Some(plugin)).await?;
         let Some(plugin) = selected.pop() else {
             return Err(StoreError::NotFound { entity: "plugin" });
         };
         let id = plugin.id.clone();
         let loaded = self.load(&id).await;
         let hook = self.reward_hook_for(vec![ReadyPlugin { plugin, loaded }]);
-        let runs = self
-            .store
-            .rerun_rewards_with(t, interaction_id, &id, &hook)
-            .await?;
+        let runs = self.store.rerun_rewards_with(t, interaction_id, &id, &hook).await?;
         self.record_reward_runs(t, &hook, runs.iter()).await;
         runs.into_iter()
             .next()
@@ -645,10 +599,7 @@ impl PluginService {
         let tiers = self.store.list_tiers(t).await?;
         let rewards = self.store.list_rewards(t, Some(true)).await?;
         let rank = account.tier.as_ref().map(|tier| tier.rank);
-        let allowed: Vec<Reward> = rewards
-            .into_iter()
-            .filter(|r| host_allows(&account, rank, r))
-            .collect();
+        let allowed: Vec<Reward> = rewards.into_iter().filter(|r| host_allows(&account, rank, r)).collect();
 
         let plugins = self.active(t, PluginKind::RewardScheme).await?;
         if plugins.is_empty() {
@@ -701,10 +652,7 @@ impl PluginService {
         Ok(Redeemable {
             customer_id: account.customer_id,
             balance: account.balance,
-            rewards: allowed
-                .into_iter()
-                .filter(|r| keep.contains(&r.id))
-                .collect(),
+            rewards: allowed.into_iter().filter(|r| keep.contains(&r.id)).collect(),
             plugins: reports,
         })
     }
@@ -716,7 +664,5 @@ fn host_allows(account: &Account, rank: Option<i64>, reward: &Reward) -> bool {
     reward.active
         && reward.cost_points <= account.balance
         && reward.stock.is_none_or(|s| s > 0)
-        && reward
-            .min_tier_rank
-            .is_none_or(|min| rank.is_some_and(|r| r >= min))
+        && reward.min_tier_rank.is_none_or(|min| rank.is_some_and(|r| r >= min))
 }

@@ -77,10 +77,7 @@ struct RunningPlugin {
 
 impl RunningPlugin {
     fn new(plugin: EffectivePlugin) -> RunningPlugin {
-        RunningPlugin {
-            plugin,
-            stopped: None,
-        }
+        RunningPlugin { plugin, stopped: None }
     }
 }
 
@@ -113,10 +110,7 @@ fn history_to_guest(h: ScoringHistory, now: i64) -> CustomerHistory {
                     channel: i.channel,
                     occurred_at: i.occurred_at,
                     amount: match (i.amount_minor, i.currency) {
-                        (Some(amount_minor), Some(currency)) => Some(types::Money {
-                            currency,
-                            amount_minor,
-                        }),
+                        (Some(amount_minor), Some(currency)) => Some(types::Money { currency, amount_minor }),
                         _ => None,
                     },
                     items: i
@@ -162,13 +156,7 @@ fn non_blank(s: Option<String>) -> Option<String> {
     s.filter(|s| !s.trim().is_empty())
 }
 
-fn new_score(
-    customer_id: &str,
-    plugin_id: &str,
-    s: CustomerScore,
-    read_at: i64,
-    job_id: Option<&str>,
-) -> NewScore {
+fn new_score(customer_id: &str, plugin_id: &str, s: CustomerScore, read_at: i64, job_id: Option<&str>) -> NewScore {
     NewScore {
         customer_id: customer_id.to_string(),
         plugin_id: plugin_id.to_string(),
@@ -185,9 +173,7 @@ fn new_score(
 /// A store error as a job's `error` text: database internals stay in the log.
 fn job_error(e: &StoreError) -> String {
     match e {
-        StoreError::Database(_) | StoreError::Corrupt(_) => {
-            "database error (see the server log)".to_string()
-        }
+        StoreError::Database(_) | StoreError::Corrupt(_) => "database error (see the server log)".to_string(),
         other => other.to_string(),
     }
 }
@@ -198,14 +184,8 @@ impl PluginService {
     /// scoring plugin, 409 `plugin_not_active` if it is disabled or
     /// suspended; without one, 409 `no_active_scoring_plugins` if none is
     /// active. 409 `scoring_job_active` while another job runs.
-    pub async fn create_scoring_job(
-        &self,
-        tenant: &TenantId,
-        plugin: Option<&str>,
-    ) -> StoreResult<ScoringJob> {
-        let plugins = self
-            .selected(tenant, PluginKind::ScoringRule, plugin)
-            .await?;
+    pub async fn create_scoring_job(&self, tenant: &TenantId, plugin: Option<&str>) -> StoreResult<ScoringJob> {
+        let plugins = self.selected(tenant, PluginKind::ScoringRule, plugin).await?;
         if plugins.is_empty() {
             return Err(StoreError::conflict(
                 "no_active_scoring_plugins",
@@ -217,11 +197,7 @@ impl PluginService {
 
     /// Fits the tenant's active scoring plugins (or just `only`) on the
     /// tenant's population, returning each plugin's JSON summary.
-    pub async fn fit_scoring(
-        &self,
-        tenant: &TenantId,
-        only: Option<&str>,
-    ) -> StoreResult<Vec<PluginRun<String>>> {
+    pub async fn fit_scoring(&self, tenant: &TenantId, only: Option<&str>) -> StoreResult<Vec<PluginRun<String>>> {
         let plugins = self.selected(tenant, PluginKind::ScoringRule, only).await?;
         self.fit_plugins(tenant, &plugins, now_ms()).await
     }
@@ -246,9 +222,11 @@ impl PluginService {
         for plugin in plugins {
             let population = &population;
             runs.push(
-                self.run(tenant, plugin, |p, ctx| async move {
-                    p.fit(ctx, population, now).await
-                })
+                self.run(
+                    tenant,
+                    plugin,
+                    |p, ctx| async move { p.fit(ctx, population, now).await },
+                )
                 .await,
             );
         }
@@ -285,14 +263,9 @@ impl PluginService {
         }
         for chunk in customer_ids.chunks(BATCH_SIZE) {
             let read_at = now_ms();
-            let histories = self
-                .store
-                .scoring_histories(tenant, chunk, MAX_HISTORY)
-                .await?;
+            let histories = self.store.scoring_histories(tenant, chunk, MAX_HISTORY).await?;
             let customers = histories.len() as u64;
-            let (scores, failed) = self
-                .score_chunk(tenant, plugins, histories, read_at, None, None)
-                .await;
+            let (scores, failed) = self.score_chunk(tenant, plugins, histories, read_at, None, None).await;
             outcome += RescoreOutcome {
                 customers,
                 scores_stored: self.store.save_scores(tenant, &scores).await?,
@@ -318,10 +291,7 @@ impl PluginService {
         // historical dataset), else when the data was read. `computed_at`
         // stays `read_at` either way: it orders stored scores by freshness.
         let now = as_of.unwrap_or(read_at);
-        let inputs: Vec<CustomerHistory> = histories
-            .into_iter()
-            .map(|h| history_to_guest(h, now))
-            .collect();
+        let inputs: Vec<CustomerHistory> = histories.into_iter().map(|h| history_to_guest(h, now)).collect();
         let mut failed = vec![false; ids.len()];
         let mut scores = Vec::with_capacity(ids.len() * plugins.len());
         for running in plugins.iter_mut() {
@@ -338,17 +308,11 @@ impl PluginService {
             match run.result {
                 Ok(results) => {
                     running.plugin.consecutive_failures = 0;
-                    for ((customer_id, result), failed) in
-                        ids.iter().zip(results).zip(failed.iter_mut())
-                    {
+                    for ((customer_id, result), failed) in ids.iter().zip(results).zip(failed.iter_mut()) {
                         match result {
-                            Ok(score) => scores.push(new_score(
-                                customer_id,
-                                &running.plugin.id,
-                                score,
-                                read_at,
-                                job_id,
-                            )),
+                            Ok(score) => {
+                                scores.push(new_score(customer_id, &running.plugin.id, score, read_at, job_id))
+                            }
                             Err(err) => {
                                 *failed = true;
                                 tracing::debug!(tenant = %tenant, plugin = %running.plugin.id, customer = %customer_id,
@@ -401,9 +365,7 @@ impl PluginService {
                 Some(job_error(&e))
             }
         };
-        self.store
-            .finish_scoring_job(tenant, job_id, error.as_deref())
-            .await
+        self.store.finish_scoring_job(tenant, job_id, error.as_deref()).await
     }
 
     /// The job's work; `Ok(Some(reason))` when it ended without scoring
@@ -453,10 +415,7 @@ impl PluginService {
             .scoring_job_fit_summary(tenant, &job.id, &Value::Object(summary))
             .await?;
         if running.is_empty() {
-            return Ok(Some(format!(
-                "every plugin failed to fit: {}",
-                fit_errors.join("; ")
-            )));
+            return Ok(Some(format!("every plugin failed to fit: {}", fit_errors.join("; "))));
         }
         self.rescore_all(tenant, &mut running, &job.id, total, as_of, progress)
             .await
@@ -484,12 +443,7 @@ impl PluginService {
                 let read_at = now_ms();
                 let started = Instant::now();
                 let page = store
-                    .scoring_histories_page(
-                        &loader_tenant,
-                        after.as_deref(),
-                        BATCH_SIZE,
-                        MAX_HISTORY,
-                    )
+                    .scoring_histories_page(&loader_tenant, after.as_deref(), BATCH_SIZE, MAX_HISTORY)
                     .await;
                 let page = match page {
                     Ok(page) => page,
@@ -501,11 +455,7 @@ impl PluginService {
                 let Some(last) = page.last() else { return };
                 after = Some(last.customer.id.clone());
                 // A closed channel means the run stopped: stop reading.
-                if tx
-                    .send(Ok((page, read_at, started.elapsed())))
-                    .await
-                    .is_err()
-                {
+                if tx.send(Ok((page, read_at, started.elapsed()))).await.is_err() {
                     return;
                 }
             }
@@ -516,12 +466,8 @@ impl PluginService {
         // Where the time goes, for the log: each stage's busy time, and how
         // long this task waited for the loader (the pipeline's bottleneck
         // is whichever stage is busiest).
-        let (mut load, mut waited, mut scoring, mut saving) = (
-            Duration::ZERO,
-            Duration::ZERO,
-            Duration::ZERO,
-            Duration::ZERO,
-        );
+        let (mut load, mut waited, mut scoring, mut saving) =
+            (Duration::ZERO, Duration::ZERO, Duration::ZERO, Duration::ZERO);
         loop {
             let wait_started = Instant::now();
             let Some(page) = rx.recv().await else { break };
@@ -532,11 +478,7 @@ impl PluginService {
             let save = async {
                 let started = Instant::now();
                 let saved = match pending.take() {
-                    Some((scores, n, f)) => self
-                        .store
-                        .save_scores(tenant, &scores)
-                        .await
-                        .map(|_| Some((n, f))),
+                    Some((scores, n, f)) => self.store.save_scores(tenant, &scores).await.map(|_| Some((n, f))),
                     None => Ok(None),
                 };
                 (saved, started.elapsed())
@@ -548,16 +490,13 @@ impl PluginService {
                     .await;
                 (scored, started.elapsed())
             };
-            let ((saved, save_time), ((scores, chunk_failed), score_time)) =
-                tokio::join!(save, score);
+            let ((saved, save_time), ((scores, chunk_failed), score_time)) = tokio::join!(save, score);
             saving += save_time;
             scoring += score_time;
             if let Some((n, f)) = saved? {
                 done += n;
                 failed += f;
-                self.store
-                    .scoring_job_progress(tenant, job_id, done, failed)
-                    .await?;
+                self.store.scoring_job_progress(tenant, job_id, done, failed).await?;
                 progress(done, total);
             }
             pending = Some((scores, customers, chunk_failed as i64));
@@ -570,10 +509,7 @@ impl PluginService {
                             .map(|f| format!("{}: {} ({})", p.plugin.id, f.message, f.code))
                     })
                     .collect();
-                stopped = Some(format!(
-                    "stopped: no plugin is active any more: {}",
-                    reasons.join("; ")
-                ));
+                stopped = Some(format!("stopped: no plugin is active any more: {}", reasons.join("; ")));
                 break;
             }
         }
@@ -584,9 +520,7 @@ impl PluginService {
             saving += started.elapsed();
             done += n;
             failed += f;
-            self.store
-                .scoring_job_progress(tenant, job_id, done, failed)
-                .await?;
+            self.store.scoring_job_progress(tenant, job_id, done, failed).await?;
             progress(done, total);
         }
         let ms = |d: Duration| d.as_millis() as u64;

@@ -38,7 +38,10 @@ impl StoreServices {
 fn service_error(err: StoreError) -> ServiceError {
     match err {
         StoreError::Invalid { field, message } => ServiceError::InvalidArgument(format!("{field}: {message}")),
-        StoreError::Conflict { code: "kv_quota_exceeded", message } => ServiceError::QuotaExceeded(message),
+        StoreError::Conflict {
+            code: "kv_quota_exceeded",
+            message,
+        } => ServiceError::QuotaExceeded(message),
         other => {
             tracing::warn!(error = %other, "store failure behind a plugin host call");
             ServiceError::Unavailable("the host could not read its data".into())
@@ -68,7 +71,10 @@ pub fn customer_to_guest(c: Customer) -> types::Customer {
 }
 
 fn money_to_guest(m: Money) -> types::Money {
-    types::Money { currency: m.currency, amount_minor: m.amount_minor }
+    types::Money {
+        currency: m.currency,
+        amount_minor: m.amount_minor,
+    }
 }
 
 pub fn interaction_to_guest(i: Interaction) -> types::Interaction {
@@ -138,7 +144,11 @@ impl HostServices for StoreServices {
         cursor: Option<&str>,
         limit: u32,
     ) -> ServiceResult<customers::CustomerPage> {
-        let filter = CustomerFilter { limit: Some(limit), cursor: cursor.map(str::to_owned), ..Default::default() };
+        let filter = CustomerFilter {
+            limit: Some(limit),
+            cursor: cursor.map(str::to_owned),
+            ..Default::default()
+        };
         let page = self.store.list_customers(tenant, filter).await.map_err(service_error)?;
         Ok(customers::CustomerPage {
             items: page.items.into_iter().map(customer_to_guest).collect(),
@@ -153,10 +163,17 @@ impl HostServices for StoreServices {
         cursor: Option<&str>,
         limit: u32,
     ) -> ServiceResult<interactions::InteractionPage> {
-        let filter = TimelineFilter { limit: Some(limit), cursor: cursor.map(str::to_owned), ..Default::default() };
+        let filter = TimelineFilter {
+            limit: Some(limit),
+            cursor: cursor.map(str::to_owned),
+            ..Default::default()
+        };
         let page = match self.store.customer_timeline(tenant, customer_id, filter).await {
             Err(StoreError::NotFound { .. }) => {
-                return Ok(interactions::InteractionPage { items: Vec::new(), next_cursor: None });
+                return Ok(interactions::InteractionPage {
+                    items: Vec::new(),
+                    next_cursor: None,
+                });
             }
             other => other.map_err(service_error)?,
         };
@@ -166,17 +183,15 @@ impl HostServices for StoreServices {
         })
     }
 
-    async fn get_account(
-        &self,
-        tenant: &TenantId,
-        customer_id: &str,
-    ) -> ServiceResult<Option<types::LoyaltyAccount>> {
-        Ok(found(self.store.get_account(tenant, customer_id).await)?.map(|a| types::LoyaltyAccount {
-            customer_id: a.customer_id,
-            balance: a.balance,
-            lifetime_earned: a.lifetime_earned,
-            tier_id: a.tier.map(|t| t.id),
-        }))
+    async fn get_account(&self, tenant: &TenantId, customer_id: &str) -> ServiceResult<Option<types::LoyaltyAccount>> {
+        Ok(
+            found(self.store.get_account(tenant, customer_id).await)?.map(|a| types::LoyaltyAccount {
+                customer_id: a.customer_id,
+                balance: a.balance,
+                lifetime_earned: a.lifetime_earned,
+                tier_id: a.tier.map(|t| t.id),
+            }),
+        )
     }
 
     async fn list_ledger(
@@ -187,7 +202,12 @@ impl HostServices for StoreServices {
         limit: u32,
     ) -> ServiceResult<loyalty::LedgerPage> {
         let page = match self.store.list_ledger(tenant, customer_id, limit, cursor).await {
-            Err(StoreError::NotFound { .. }) => return Ok(loyalty::LedgerPage { items: Vec::new(), next_cursor: None }),
+            Err(StoreError::NotFound { .. }) => {
+                return Ok(loyalty::LedgerPage {
+                    items: Vec::new(),
+                    next_cursor: None,
+                });
+            }
             other => other.map_err(service_error)?,
         };
         Ok(loyalty::LedgerPage {
@@ -200,14 +220,23 @@ impl HostServices for StoreServices {
         let tiers = self.store.list_tiers(tenant).await.map_err(service_error)?;
         Ok(tiers
             .into_iter()
-            .map(|t| types::Tier { id: t.id, name: t.name, rank: t.rank, min_points: t.min_points })
+            .map(|t| types::Tier {
+                id: t.id,
+                name: t.name,
+                rank: t.rank,
+                min_points: t.min_points,
+            })
             .collect())
     }
 
     async fn list_rewards(&self, tenant: &TenantId) -> ServiceResult<Vec<types::Reward>> {
         // Only what can be redeemed at all: inactive rewards are the
         // tenant's drafts, not something a scheme should offer.
-        let rewards = self.store.list_rewards(tenant, Some(true)).await.map_err(service_error)?;
+        let rewards = self
+            .store
+            .list_rewards(tenant, Some(true))
+            .await
+            .map_err(service_error)?;
         Ok(rewards
             .into_iter()
             .map(|r| types::Reward {
@@ -255,11 +284,18 @@ impl HostServices for StoreServices {
         value: &[u8],
         max_bytes: u64,
     ) -> ServiceResult<()> {
-        self.store.kv_set(tenant, plugin_id, key, value, max_bytes).await.map_err(service_error)
+        self.store
+            .kv_set(tenant, plugin_id, key, value, max_bytes)
+            .await
+            .map_err(service_error)
     }
 
     async fn kv_delete(&self, tenant: &TenantId, plugin_id: &str, key: &str) -> ServiceResult<()> {
-        self.store.kv_delete(tenant, plugin_id, key).await.map(|_| ()).map_err(service_error)
+        self.store
+            .kv_delete(tenant, plugin_id, key)
+            .await
+            .map(|_| ())
+            .map_err(service_error)
     }
 
     async fn kv_list_keys(
@@ -269,6 +305,9 @@ impl HostServices for StoreServices {
         prefix: &str,
         limit: u32,
     ) -> ServiceResult<Vec<String>> {
-        self.store.kv_list(tenant, plugin_id, prefix, None, i64::from(limit)).await.map_err(service_error)
+        self.store
+            .kv_list(tenant, plugin_id, prefix, None, i64::from(limit))
+            .await
+            .map_err(service_error)
     }
 }

@@ -23,9 +23,7 @@ use async_trait::async_trait;
 use serde::Deserialize;
 
 use super::contract_v0_1_0::rapport::crm::{catalog, customers, interactions, loyalty};
-use super::contract_v0_1_0::types::{
-    Customer, Interaction, LedgerEntry, LoyaltyAccount, Product, Reward, Tier,
-};
+use super::contract_v0_1_0::types::{Customer, Interaction, LedgerEntry, LoyaltyAccount, Product, Reward, Tier};
 use super::services::{HostServices, ServiceError, ServiceResult};
 use crate::store::TenantId;
 
@@ -121,11 +119,7 @@ impl FixtureServices {
 }
 
 /// Offset cursors: the fixture is static, so an index is a stable position.
-fn page<T: Clone>(
-    items: Vec<&T>,
-    cursor: Option<&str>,
-    limit: u32,
-) -> ServiceResult<(Vec<T>, Option<String>)> {
+fn page<T: Clone>(items: Vec<&T>, cursor: Option<&str>, limit: u32) -> ServiceResult<(Vec<T>, Option<String>)> {
     let start = match cursor {
         None => 0,
         Some(c) => c
@@ -151,12 +145,9 @@ impl HostServices for FixtureServices {
         tenant: &TenantId,
         external_id: &str,
     ) -> ServiceResult<Option<Customer>> {
-        Ok(self.tenant(tenant).and_then(|t| {
-            t.customers
-                .iter()
-                .find(|c| c.external_id == external_id)
-                .cloned()
-        }))
+        Ok(self
+            .tenant(tenant)
+            .and_then(|t| t.customers.iter().find(|c| c.external_id == external_id).cloned()))
     }
 
     async fn list_customers(
@@ -183,33 +174,17 @@ impl HostServices for FixtureServices {
     ) -> ServiceResult<interactions::InteractionPage> {
         let mut all: Vec<&Interaction> = self
             .tenant(tenant)
-            .map(|t| {
-                t.interactions
-                    .iter()
-                    .filter(|i| i.customer_id == customer_id)
-                    .collect()
-            })
+            .map(|t| t.interactions.iter().filter(|i| i.customer_id == customer_id).collect())
             .unwrap_or_default();
-        all.sort_by(|a, b| {
-            b.occurred_at
-                .cmp(&a.occurred_at)
-                .then_with(|| b.id.cmp(&a.id))
-        });
+        all.sort_by(|a, b| b.occurred_at.cmp(&a.occurred_at).then_with(|| b.id.cmp(&a.id)));
         let (items, next_cursor) = page(all, cursor, limit)?;
         Ok(interactions::InteractionPage { items, next_cursor })
     }
 
-    async fn get_account(
-        &self,
-        tenant: &TenantId,
-        customer_id: &str,
-    ) -> ServiceResult<Option<LoyaltyAccount>> {
-        Ok(self.tenant(tenant).and_then(|t| {
-            t.accounts
-                .iter()
-                .find(|a| a.customer_id == customer_id)
-                .cloned()
-        }))
+    async fn get_account(&self, tenant: &TenantId, customer_id: &str) -> ServiceResult<Option<LoyaltyAccount>> {
+        Ok(self
+            .tenant(tenant)
+            .and_then(|t| t.accounts.iter().find(|a| a.customer_id == customer_id).cloned()))
     }
 
     async fn list_ledger(
@@ -224,29 +199,19 @@ impl HostServices for FixtureServices {
             .and_then(|t| t.ledger.get(customer_id))
             .map(|entries| entries.iter().collect())
             .unwrap_or_default();
-        all.sort_by(|a, b| {
-            b.created_at
-                .cmp(&a.created_at)
-                .then_with(|| b.id.cmp(&a.id))
-        });
+        all.sort_by(|a, b| b.created_at.cmp(&a.created_at).then_with(|| b.id.cmp(&a.id)));
         let (items, next_cursor) = page(all, cursor, limit)?;
         Ok(loyalty::LedgerPage { items, next_cursor })
     }
 
     async fn list_tiers(&self, tenant: &TenantId) -> ServiceResult<Vec<Tier>> {
-        let mut tiers = self
-            .tenant(tenant)
-            .map(|t| t.tiers.clone())
-            .unwrap_or_default();
+        let mut tiers = self.tenant(tenant).map(|t| t.tiers.clone()).unwrap_or_default();
         tiers.sort_by_key(|t| t.rank);
         Ok(tiers)
     }
 
     async fn list_rewards(&self, tenant: &TenantId) -> ServiceResult<Vec<Reward>> {
-        Ok(self
-            .tenant(tenant)
-            .map(|t| t.rewards.clone())
-            .unwrap_or_default())
+        Ok(self.tenant(tenant).map(|t| t.rewards.clone()).unwrap_or_default())
     }
 
     async fn get_product(&self, tenant: &TenantId, sku: &str) -> ServiceResult<Option<Product>> {
@@ -276,12 +241,7 @@ impl HostServices for FixtureServices {
         Ok(catalog::ProductPage { items, next_cursor })
     }
 
-    async fn kv_get(
-        &self,
-        tenant: &TenantId,
-        plugin_id: &str,
-        key: &str,
-    ) -> ServiceResult<Option<Vec<u8>>> {
+    async fn kv_get(&self, tenant: &TenantId, plugin_id: &str, key: &str) -> ServiceResult<Option<Vec<u8>>> {
         Ok(self
             .lock_kv()
             .get(&(tenant.clone(), plugin_id.to_owned()))
@@ -297,9 +257,7 @@ impl HostServices for FixtureServices {
         max_bytes: u64,
     ) -> ServiceResult<()> {
         let mut kv = self.lock_kv();
-        let map = kv
-            .entry((tenant.clone(), plugin_id.to_owned()))
-            .or_default();
+        let map = kv.entry((tenant.clone(), plugin_id.to_owned())).or_default();
         let used: u64 = map
             .iter()
             .filter(|(k, _)| k.as_str() != key)
@@ -316,10 +274,7 @@ impl HostServices for FixtureServices {
     }
 
     async fn kv_delete(&self, tenant: &TenantId, plugin_id: &str, key: &str) -> ServiceResult<()> {
-        if let Some(map) = self
-            .lock_kv()
-            .get_mut(&(tenant.clone(), plugin_id.to_owned()))
-        {
+        if let Some(map) = self.lock_kv().get_mut(&(tenant.clone(), plugin_id.to_owned())) {
             map.remove(key);
         }
         Ok(())

@@ -42,12 +42,7 @@ pub struct LogLine {
 
 impl LogLine {
     fn size(&self) -> usize {
-        self.message.len()
-            + self
-                .fields
-                .iter()
-                .map(|(k, v)| k.len() + v.len())
-                .sum::<usize>()
+        self.message.len() + self.fields.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
     }
 }
 
@@ -94,12 +89,7 @@ impl Limiter {
 }
 
 impl ResourceLimiter for Limiter {
-    fn memory_growing(
-        &mut self,
-        current: usize,
-        desired: usize,
-        maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
+    fn memory_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
         let ok = self.inner.memory_growing(current, desired, maximum)?;
         if !ok {
             self.memory_denied = true;
@@ -107,12 +97,7 @@ impl ResourceLimiter for Limiter {
         Ok(ok)
     }
 
-    fn table_growing(
-        &mut self,
-        current: usize,
-        desired: usize,
-        maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
+    fn table_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
         self.inner.table_growing(current, desired, maximum)
     }
 

@@ -49,14 +49,8 @@ const WASI_ALLOWED: &[&str] = &[
 ];
 
 /// Checks the component's imports against the definition's grants.
-pub(crate) fn check(
-    engine: &Engine,
-    component: &Component,
-    def: &PluginDefinition,
-) -> Result<(), LoadError> {
-    if def.capabilities.contains(&Capability::OutboundHttp)
-        && def.kind != PluginKind::ChannelConnector
-    {
+pub(crate) fn check(engine: &Engine, component: &Component, def: &PluginDefinition) -> Result<(), LoadError> {
+    if def.capabilities.contains(&Capability::OutboundHttp) && def.kind != PluginKind::ChannelConnector {
         return Err(LoadError::CapabilityNotForKind {
             plugin: def.id.clone(),
             capability: Capability::OutboundHttp,

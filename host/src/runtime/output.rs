@@ -57,11 +57,7 @@ impl OutputSize for CustomerScore {
         8 + self.label.output_size()
             + self.segment.output_size()
             + self.explanation.len()
-            + self
-                .components
-                .iter()
-                .map(|(k, _)| k.len() + 16)
-                .sum::<usize>()
+            + self.components.iter().map(|(k, _)| k.len() + 16).sum::<usize>()
     }
 }
 
@@ -97,11 +93,7 @@ impl OutputSize for Receipt {
 
 impl OutputSize for InboundEvent {
     fn output_size(&self) -> usize {
-        self.customer_external_id.len()
-            + self.kind.len()
-            + 8
-            + self.idempotency_key.len()
-            + self.payload.len()
+        self.customer_external_id.len() + self.kind.len() + 8 + self.idempotency_key.len() + self.payload.len()
     }
 }
 

@@ -22,9 +22,7 @@ use wasmtime::{Store, Trap, UpdateDeadline};
 
 use super::capabilities::outbound_http::{HostPattern, HttpPolicy};
 use super::capabilities::{self};
-use super::contract_v0_1_0::channel::{
-    self, InboundError, InboundEvent, InboundRequest, Message, Receipt,
-};
+use super::contract_v0_1_0::channel::{self, InboundError, InboundEvent, InboundRequest, Message, Receipt};
 use super::contract_v0_1_0::cross_selling::{self, RecommendRequest, Recommendation};
 use super::contract_v0_1_0::inputs::{CustomerHistory, PurchaseSummary};
 use super::contract_v0_1_0::rewards::{self, InteractionContext, LedgerIntent, RewardOutcome};
@@ -33,10 +31,7 @@ use super::contract_v0_1_0::types::{LoyaltyAccount, PluginError, Reward, Tier, T
 use super::host_state::{HostState, LogLevel, LogLine};
 use super::output::{self, OutputSize};
 use super::services::HostServices;
-use super::{
-    CallError, Capability, Limits, LoadError, PluginDefinition, PluginErrorKind, PluginKind,
-    Runtime,
-};
+use super::{CallError, Capability, Limits, LoadError, PluginDefinition, PluginErrorKind, PluginKind, Runtime};
 use crate::store::TenantId;
 
 /// Who a call is for. The tenant comes from the caller's authenticated
@@ -136,18 +131,18 @@ impl Plugin {
             message: format!("{e:#}"),
         };
         let exports = match def.kind {
-            PluginKind::ScoringRule => Exports::Scoring(
-                scoring::GuestIndices::new(&pre).map_err(|e| missing("scoring", e))?,
-            ),
-            PluginKind::CrossSell => Exports::CrossSell(
-                cross_selling::GuestIndices::new(&pre).map_err(|e| missing("cross-selling", e))?,
-            ),
-            PluginKind::RewardScheme => Exports::Rewards(
-                rewards::GuestIndices::new(&pre).map_err(|e| missing("rewards", e))?,
-            ),
-            PluginKind::ChannelConnector => Exports::Channel(
-                channel::GuestIndices::new(&pre).map_err(|e| missing("channel", e))?,
-            ),
+            PluginKind::ScoringRule => {
+                Exports::Scoring(scoring::GuestIndices::new(&pre).map_err(|e| missing("scoring", e))?)
+            }
+            PluginKind::CrossSell => {
+                Exports::CrossSell(cross_selling::GuestIndices::new(&pre).map_err(|e| missing("cross-selling", e))?)
+            }
+            PluginKind::RewardScheme => {
+                Exports::Rewards(rewards::GuestIndices::new(&pre).map_err(|e| missing("rewards", e))?)
+            }
+            PluginKind::ChannelConnector => {
+                Exports::Channel(channel::GuestIndices::new(&pre).map_err(|e| missing("channel", e))?)
+            }
         };
         let http = if def.capabilities.contains(&Capability::OutboundHttp) {
             let allowed = def
@@ -226,8 +221,7 @@ impl Plugin {
     pub fn reset_failures(&self, tenant: &TenantId) {
         let mut failures = self.lock_failures();
         failures.remove(tenant);
-        self.any_failures
-            .store(!failures.is_empty(), Ordering::Release);
+        self.any_failures.store(!failures.is_empty(), Ordering::Release);
     }
 
     fn lock_failures(&self) -> std::sync::MutexGuard<'_, HashMap<TenantId, u32>> {
@@ -257,10 +251,7 @@ impl Plugin {
         &self,
         ctx: CallContext,
         inputs: &[CustomerHistory],
-    ) -> (
-        Result<Vec<Result<CustomerScore, CallError>>, CallError>,
-        CallReport,
-    ) {
+    ) -> (Result<Vec<Result<CustomerScore, CallError>>, CallError>, CallReport) {
         self.session(ctx).score_batch(inputs).await
     }
 
@@ -309,11 +300,7 @@ impl Plugin {
         self.session(ctx).redeemable(account, tiers, rewards).await
     }
 
-    pub async fn deliver(
-        &self,
-        ctx: CallContext,
-        message: &Message,
-    ) -> (Result<Receipt, CallError>, CallReport) {
+    pub async fn deliver(&self, ctx: CallContext, message: &Message) -> (Result<Receipt, CallError>, CallReport) {
         self.session(ctx).deliver(message).await
     }
 
@@ -349,21 +336,14 @@ impl Plugin {
         store
     }
 
-    fn record(
-        &self,
-        export: &'static str,
-        result: Result<(), &CallError>,
-        report: &CallReport,
-        tenant: &TenantId,
-    ) {
+    fn record(&self, export: &'static str, result: Result<(), &CallError>, report: &CallReport, tenant: &TenantId) {
         let plugin = self.label.clone();
         metrics::counter!("rapport_plugin_calls_total", "plugin" => plugin.clone(), "kind" => self.kind.as_str(), "export" => export)
             .increment(1);
         metrics::histogram!("rapport_plugin_call_duration_seconds", "plugin" => plugin.clone(), "export" => export)
             .record(report.duration.as_secs_f64());
         if let Some(fuel) = report.fuel_used {
-            metrics::counter!("rapport_plugin_fuel_used_total", "plugin" => plugin.clone())
-                .increment(fuel);
+            metrics::counter!("rapport_plugin_fuel_used_total", "plugin" => plugin.clone()).increment(fuel);
         }
         match result {
             Ok(()) => {
@@ -435,10 +415,7 @@ macro_rules! guest_call {
                         };
                         match raw {
                             Ok(v) => (Ok(v), started),
-                            Err(e) => (
-                                Err(classify(e, store, $session.plugin.limits.timeout_ms)),
-                                started,
-                            ),
+                            Err(e) => (Err(classify(e, store, $session.plugin.limits.timeout_ms)), started),
                         }
                     }
                     _ => (Err(CallError::Instantiate("no instance".into())), started),
@@ -530,10 +507,7 @@ impl Session<'_> {
         if let Some(Live { store, .. }) = &mut self.live {
             if plugin.runtime.consume_fuel() {
                 let budget = plugin.limits.fuel.unwrap_or(u64::MAX);
-                report.fuel_used = store
-                    .get_fuel()
-                    .ok()
-                    .map(|left| budget.saturating_sub(left));
+                report.fuel_used = store.get_fuel().ok().map(|left| budget.saturating_sub(left));
             }
             let state = store.data_mut();
             let captured = state.take_captured_output();
@@ -560,19 +534,11 @@ impl Session<'_> {
             // The instance may be mid-way through anything: never reuse it.
             self.live = None;
         }
-        plugin.record(
-            export,
-            result.as_ref().map(|_| ()),
-            &report,
-            &self.ctx.tenant,
-        );
+        plugin.record(export, result.as_ref().map(|_| ()), &report, &self.ctx.tenant);
         (result, report)
     }
 
-    pub async fn score(
-        &mut self,
-        input: &CustomerHistory,
-    ) -> (Result<CustomerScore, CallError>, CallReport) {
+    pub async fn score(&mut self, input: &CustomerHistory) -> (Result<CustomerScore, CallError>, CallReport) {
         let (raw, started) = guest_call!(self, "score", Scoring, |g, s| g.call_score(s, input));
         let result = raw.and_then(|r| r.map_err(plugin_error));
         self.finish("score", started, result, |s| {
@@ -583,12 +549,8 @@ impl Session<'_> {
     pub async fn score_batch(
         &mut self,
         inputs: &[CustomerHistory],
-    ) -> (
-        Result<Vec<Result<CustomerScore, CallError>>, CallError>,
-        CallReport,
-    ) {
-        let (raw, started) = guest_call!(self, "score-batch", Scoring, |g, s| g
-            .call_score_batch(s, inputs));
+    ) -> (Result<Vec<Result<CustomerScore, CallError>>, CallError>, CallReport) {
+        let (raw, started) = guest_call!(self, "score-batch", Scoring, |g, s| g.call_score_batch(s, inputs));
         let expected = inputs.len();
         let (result, report) = self.finish("score-batch", started, raw, |v| {
             if v.len() == expected {
@@ -618,8 +580,7 @@ impl Session<'_> {
         population: &[PurchaseSummary],
         now: Timestamp,
     ) -> (Result<String, CallError>, CallReport) {
-        let (raw, started) =
-            guest_call!(self, "fit", Scoring, |g, s| g.call_fit(s, population, now));
+        let (raw, started) = guest_call!(self, "fit", Scoring, |g, s| g.call_fit(s, population, now));
         let result = raw.and_then(|r| r.map_err(plugin_error));
         self.finish("fit", started, result, |j| {
             output::validate_json("fit summary", j).map_err(CallError::InvalidOutput)
@@ -630,8 +591,7 @@ impl Session<'_> {
         &mut self,
         request: &RecommendRequest,
     ) -> (Result<Vec<Recommendation>, CallError>, CallReport) {
-        let (raw, started) = guest_call!(self, "recommend", CrossSell, |g, s| g
-            .call_recommend(s, request));
+        let (raw, started) = guest_call!(self, "recommend", CrossSell, |g, s| g.call_recommend(s, request));
         let result = raw.and_then(|r| r.map_err(plugin_error));
         let limit = request.limit as usize;
         self.finish("recommend", started, result, |recs| {
@@ -651,12 +611,8 @@ impl Session<'_> {
         })
     }
 
-    pub async fn fit_baskets(
-        &mut self,
-        baskets: &[Vec<String>],
-    ) -> (Result<String, CallError>, CallReport) {
-        let (raw, started) = guest_call!(self, "fit-baskets", CrossSell, |g, s| g
-            .call_fit(s, baskets));
+    pub async fn fit_baskets(&mut self, baskets: &[Vec<String>]) -> (Result<String, CallError>, CallReport) {
+        let (raw, started) = guest_call!(self, "fit-baskets", CrossSell, |g, s| g.call_fit(s, baskets));
         let result = raw.and_then(|r| r.map_err(plugin_error));
         self.finish("fit-baskets", started, result, |j| {
             output::validate_json("fit summary", j).map_err(CallError::InvalidOutput)
@@ -674,10 +630,7 @@ impl Session<'_> {
             for intent in &o.ledger {
                 let reason = match intent {
                     LedgerIntent::Earn(e) if e.points <= 0 => {
-                        return Err(CallError::InvalidOutput(format!(
-                            "earn intent of {} points",
-                            e.points
-                        )));
+                        return Err(CallError::InvalidOutput(format!("earn intent of {} points", e.points)));
                     }
                     LedgerIntent::Earn(e) => &e.reason,
                     LedgerIntent::Adjust(a) => &a.reason,
@@ -685,9 +638,7 @@ impl Session<'_> {
                 output::text("ledger reason", reason).map_err(CallError::InvalidOutput)?;
             }
             match &o.tier_change {
-                Some(t) => {
-                    output::text("tier-change reason", &t.reason).map_err(CallError::InvalidOutput)
-                }
+                Some(t) => output::text("tier-change reason", &t.reason).map_err(CallError::InvalidOutput),
                 None => Ok(()),
             }
         })
@@ -704,17 +655,14 @@ impl Session<'_> {
         let result = raw.and_then(|r| r.map_err(plugin_error));
         self.finish("redeemable", started, result, |ids| {
             match ids.iter().find(|id| !rewards.iter().any(|r| &r.id == *id)) {
-                Some(id) => Err(CallError::InvalidOutput(format!(
-                    "unknown reward id `{id}`"
-                ))),
+                Some(id) => Err(CallError::InvalidOutput(format!("unknown reward id `{id}`"))),
                 None => Ok(()),
             }
         })
     }
 
     pub async fn deliver(&mut self, message: &Message) -> (Result<Receipt, CallError>, CallReport) {
-        let (raw, started) =
-            guest_call!(self, "deliver", Channel, |g, s| g.call_deliver(s, message));
+        let (raw, started) = guest_call!(self, "deliver", Channel, |g, s| g.call_deliver(s, message));
         let result = raw.and_then(|r| {
             r.map_err(|e| {
                 let kind = if e.retryable {
@@ -736,13 +684,10 @@ impl Session<'_> {
         &mut self,
         request: &InboundRequest,
     ) -> (Result<Vec<InboundEvent>, CallError>, CallReport) {
-        let (raw, started) = guest_call!(self, "parse-inbound", Channel, |g, s| g
-            .call_parse_inbound(s, request));
+        let (raw, started) = guest_call!(self, "parse-inbound", Channel, |g, s| g.call_parse_inbound(s, request));
         let result = raw.and_then(|r| {
             r.map_err(|e| match e {
-                InboundError::Unauthenticated(m) => {
-                    CallError::Guest(PluginErrorKind::Unauthenticated, m)
-                }
+                InboundError::Unauthenticated(m) => CallError::Guest(PluginErrorKind::Unauthenticated, m),
                 InboundError::Malformed(m) => CallError::Guest(PluginErrorKind::Malformed, m),
             })
         });

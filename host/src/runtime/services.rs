@@ -57,11 +57,7 @@ pub trait HostServices: Send + Sync {
         limit: u32,
     ) -> ServiceResult<interactions::InteractionPage>;
 
-    async fn get_account(
-        &self,
-        tenant: &TenantId,
-        customer_id: &str,
-    ) -> ServiceResult<Option<LoyaltyAccount>>;
+    async fn get_account(&self, tenant: &TenantId, customer_id: &str) -> ServiceResult<Option<LoyaltyAccount>>;
     /// Newest first.
     async fn list_ledger(
         &self,
@@ -83,12 +79,7 @@ pub trait HostServices: Send + Sync {
     ) -> ServiceResult<catalog::ProductPage>;
 
     /// The key-value store is private to (tenant, plugin).
-    async fn kv_get(
-        &self,
-        tenant: &TenantId,
-        plugin_id: &str,
-        key: &str,
-    ) -> ServiceResult<Option<Vec<u8>>>;
+    async fn kv_get(&self, tenant: &TenantId, plugin_id: &str, key: &str) -> ServiceResult<Option<Vec<u8>>>;
     /// Fails with [`ServiceError::QuotaExceeded`] when the plugin's total
     /// (sum of key and value lengths) for this tenant would exceed `max_bytes`.
     async fn kv_set(

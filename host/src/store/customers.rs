@@ -15,8 +15,8 @@ use utoipa::ToSchema;
 
 use super::interactions::Money;
 use super::{
-    Page, Store, StoreError, StoreResult, TenantId, cursor, from_millis, is_unique_violation,
-    json_column, millis, new_id, now_ms,
+    Page, Store, StoreError, StoreResult, TenantId, cursor, from_millis, is_unique_violation, json_column, millis,
+    new_id, now_ms,
 };
 
 pub const MAX_EXTERNAL_ID_CHARS: usize = 200;
@@ -119,9 +119,7 @@ pub struct CustomerPatch {
 
 /// Tells "field absent" (outer `None`, via `#[serde(default)]`) from
 /// "field is null" (`Some(None)`), which merge-patch gives different meanings.
-fn present<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
-    d: D,
-) -> Result<Option<Option<T>>, D::Error> {
+fn present<'de, T: Deserialize<'de>, D: Deserializer<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(d).map(Some)
 }
 
@@ -221,8 +219,7 @@ pub(crate) fn like_escape(s: &str) -> String {
     out
 }
 
-const COLUMNS: &str =
-    "id, external_id, name, email, phone, attributes, created_at, updated_at, erased_at";
+const COLUMNS: &str = "id, external_id, name, email, phone, attributes, created_at, updated_at, erased_at";
 
 fn customer_from_row(row: &AnyRow) -> StoreResult<Customer> {
     let attributes: String = row.try_get("attributes")?;
@@ -246,27 +243,17 @@ fn has_control(s: &str) -> bool {
 
 pub fn validate_external_id(external_id: &str) -> StoreResult<()> {
     let chars = external_id.chars().count();
-    if chars == 0
-        || chars > MAX_EXTERNAL_ID_CHARS
-        || has_control(external_id)
-        || external_id.trim().is_empty()
-    {
+    if chars == 0 || chars > MAX_EXTERNAL_ID_CHARS || has_control(external_id) || external_id.trim().is_empty() {
         return Err(StoreError::invalid(
             "external_id",
-            format!(
-                "must be 1 to {MAX_EXTERNAL_ID_CHARS} characters, not blank, without control characters"
-            ),
+            format!("must be 1 to {MAX_EXTERNAL_ID_CHARS} characters, not blank, without control characters"),
         ));
     }
     Ok(())
 }
 
 /// Trims an optional text field; blank becomes `None`.
-fn optional_text(
-    field: &str,
-    value: Option<String>,
-    max_chars: usize,
-) -> StoreResult<Option<String>> {
+fn optional_text(field: &str, value: Option<String>, max_chars: usize) -> StoreResult<Option<String>> {
     let Some(value) = value else { return Ok(None) };
     let value = value.trim();
     if value.is_empty() {
@@ -286,9 +273,7 @@ fn validate_email(email: Option<String>) -> StoreResult<Option<String>> {
     let email = optional_text("email", email, MAX_EMAIL_CHARS)?;
     if let Some(e) = &email {
         let ok = match e.split_once('@') {
-            Some((local, domain)) => {
-                !local.is_empty() && !domain.is_empty() && !e.contains(char::is_whitespace)
-            }
+            Some((local, domain)) => !local.is_empty() && !domain.is_empty() && !e.contains(char::is_whitespace),
             None => false,
         };
         if !ok {
@@ -367,11 +352,7 @@ fn exists_conflict(external_id: &str) -> StoreError {
 }
 
 /// Reads one customer on an existing connection (inside a transaction, say).
-pub async fn get_customer_tx(
-    conn: &mut AnyConnection,
-    t: &TenantId,
-    id: &str,
-) -> StoreResult<Customer> {
+pub async fn get_customer_tx(conn: &mut AnyConnection, t: &TenantId, id: &str) -> StoreResult<Customer> {
     let row = sqlx::query(&format!(
         "SELECT {COLUMNS} FROM customers WHERE tenant_id = $1 AND id = $2"
     ))
@@ -449,10 +430,7 @@ fn push_score_filter(sql: &mut Sql, filter: &CustomerFilter) -> StoreResult<()> 
         }
         return Ok(());
     };
-    for (field, bound) in [
-        ("min_score", filter.min_score),
-        ("max_score", filter.max_score),
-    ] {
+    for (field, bound) in [("min_score", filter.min_score), ("max_score", filter.max_score)] {
         if bound.is_some_and(|b| !b.is_finite()) {
             return Err(StoreError::invalid(field, "must be a finite number"));
         }
@@ -509,21 +487,13 @@ impl Store {
         get_customer_tx(&mut conn, t, id).await
     }
 
-    pub async fn get_customer_by_external_id(
-        &self,
-        t: &TenantId,
-        external_id: &str,
-    ) -> StoreResult<Customer> {
+    pub async fn get_customer_by_external_id(&self, t: &TenantId, external_id: &str) -> StoreResult<Customer> {
         let mut conn = self.db().pool().acquire().await?;
         get_customer_by_external_id_tx(&mut conn, t, external_id).await
     }
 
     /// Creates, or returns the existing one untouched; `true` when created.
-    pub async fn ensure_customer(
-        &self,
-        t: &TenantId,
-        new: NewCustomer,
-    ) -> StoreResult<(Customer, bool)> {
+    pub async fn ensure_customer(&self, t: &TenantId, new: NewCustomer) -> StoreResult<(Customer, bool)> {
         let mut conn = self.db().pool().acquire().await?;
         ensure_customer_tx(&mut conn, t, new).await
     }
@@ -531,20 +501,13 @@ impl Store {
     /// Applies a merge-patch. The row is locked first (a no-op UPDATE, the
     /// one row lock both backends understand) so concurrent patches of
     /// `attributes` merge instead of overwriting each other.
-    pub async fn update_customer(
-        &self,
-        t: &TenantId,
-        id: &str,
-        patch: CustomerPatch,
-    ) -> StoreResult<Customer> {
+    pub async fn update_customer(&self, t: &TenantId, id: &str, patch: CustomerPatch) -> StoreResult<Customer> {
         let mut tx = self.db().begin_write().await?;
-        let locked = sqlx::query(
-            "UPDATE customers SET updated_at = updated_at WHERE tenant_id = $1 AND id = $2",
-        )
-        .bind(t.as_str())
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
+        let locked = sqlx::query("UPDATE customers SET updated_at = updated_at WHERE tenant_id = $1 AND id = $2")
+            .bind(t.as_str())
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
         if locked.rows_affected() == 0 {
             return Err(StoreError::NotFound { entity: "customer" });
         }
@@ -577,10 +540,7 @@ impl Store {
             Some(None) => c.attributes = Value::Object(Map::new()),
             Some(Some(p @ Value::Object(_))) => merge_patch(&mut c.attributes, &p),
             Some(Some(_)) => {
-                return Err(StoreError::invalid(
-                    "attributes",
-                    "must be a JSON object or null",
-                ));
+                return Err(StoreError::invalid("attributes", "must be a JSON object or null"));
             }
         }
         let attributes = attributes_text(&c.attributes)?;
@@ -620,13 +580,11 @@ impl Store {
             )
         };
         let mut tx = self.db().begin_write().await?;
-        let locked = sqlx::query(
-            "UPDATE customers SET updated_at = updated_at WHERE tenant_id = $1 AND id = $2",
-        )
-        .bind(t.as_str())
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
+        let locked = sqlx::query("UPDATE customers SET updated_at = updated_at WHERE tenant_id = $1 AND id = $2")
+            .bind(t.as_str())
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
         if locked.rows_affected() == 0 {
             return Err(StoreError::NotFound { entity: "customer" });
         }
@@ -662,15 +620,9 @@ impl Store {
     }
 
     /// Lists customers by id (stable: ids never change), filtered.
-    pub async fn list_customers(
-        &self,
-        t: &TenantId,
-        filter: CustomerFilter,
-    ) -> StoreResult<Page<Customer>> {
+    pub async fn list_customers(&self, t: &TenantId, filter: CustomerFilter) -> StoreResult<Page<Customer>> {
         let limit = page_limit(filter.limit)?;
-        let mut sql = Sql::new(&format!(
-            "SELECT {COLUMNS} FROM customers WHERE tenant_id = "
-        ));
+        let mut sql = Sql::new(&format!("SELECT {COLUMNS} FROM customers WHERE tenant_id = "));
         let p = sql.arg(Arg::Text(t.0.clone()));
         sql.push(&p);
         if let Some(c) = &filter.cursor {
@@ -709,10 +661,7 @@ impl Store {
         let p = sql.arg(Arg::Int(limit + 1));
         sql.push(&format!(" ORDER BY id LIMIT {p}"));
         let rows = sql.query().fetch_all(self.db().pool()).await?;
-        let mut items = rows
-            .iter()
-            .map(customer_from_row)
-            .collect::<StoreResult<Vec<_>>>()?;
+        let mut items = rows.iter().map(customer_from_row).collect::<StoreResult<Vec<_>>>()?;
         let next_cursor = if items.len() as i64 > limit {
             items.truncate(limit as usize);
             items.last().map(|c| cursor::encode(&(c.id.clone(),)))

@@ -21,8 +21,8 @@ use time::OffsetDateTime;
 use utoipa::ToSchema;
 
 use super::loyalty::{
-    Allocation, LEDGER_COLUMNS, LedgerEntry, TIER_CHANGE_COLUMNS, TierChange, begin_read,
-    entry_from_row, require_customer, tier_change_from_row,
+    Allocation, LEDGER_COLUMNS, LedgerEntry, TIER_CHANGE_COLUMNS, TierChange, begin_read, entry_from_row,
+    require_customer, tier_change_from_row,
 };
 use super::{Store, StoreError, StoreResult, TenantId, from_millis, json_column, now_ms};
 
@@ -128,11 +128,7 @@ pub fn erased_external_id(customer_id: &str) -> String {
 
 impl Store {
     /// Everything held on one customer, read from one snapshot.
-    pub async fn export_customer(
-        &self,
-        t: &TenantId,
-        customer_id: &str,
-    ) -> StoreResult<CustomerExport> {
+    pub async fn export_customer(&self, t: &TenantId, customer_id: &str) -> StoreResult<CustomerExport> {
         let mut tx = begin_read(self).await?;
         let row = sqlx::query(
             "SELECT id, external_id, name, email, phone, attributes, created_at, updated_at, erased_at FROM customers \
@@ -306,11 +302,13 @@ impl Store {
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        sqlx::query("UPDATE interactions SET payload = '{}' WHERE tenant_id = $1 AND customer_id = $2 AND payload <> '{}'")
-            .bind(t.as_str())
-            .bind(customer_id)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE interactions SET payload = '{}' WHERE tenant_id = $1 AND customer_id = $2 AND payload <> '{}'",
+        )
+        .bind(t.as_str())
+        .bind(customer_id)
+        .execute(&mut *tx)
+        .await?;
         let row = sqlx::query(
             "SELECT c.erased_at, (SELECT CAST(COUNT(*) AS BIGINT) FROM interactions i \
                  WHERE i.tenant_id = c.tenant_id AND i.customer_id = c.id) AS n \
@@ -323,9 +321,7 @@ impl Store {
         let erased_at: Option<i64> = row.try_get("erased_at")?;
         let erasure = Erasure {
             customer_id: customer_id.to_string(),
-            erased_at: from_millis(
-                erased_at.ok_or_else(|| StoreError::Corrupt("erased_at not set".into()))?,
-            ),
+            erased_at: from_millis(erased_at.ok_or_else(|| StoreError::Corrupt("erased_at not set".into()))?),
             interactions_scrubbed: row.try_get("n")?,
         };
         tx.commit().await?;

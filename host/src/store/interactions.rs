@@ -32,13 +32,9 @@ use utoipa::ToSchema;
 
 use super::customers::{Arg, NewCustomer, Sql, ensure_customer_tx, get_customer_tx, page_limit};
 use super::loyalty::{
-    LEDGER_COLUMNS, LedgerEntry, LedgerOp, Tier, apply_ledger_ops_tx, entry_from_row,
-    expire_account_tx,
+    LEDGER_COLUMNS, LedgerEntry, LedgerOp, Tier, apply_ledger_ops_tx, entry_from_row, expire_account_tx,
 };
-use super::{
-    Page, Store, StoreError, StoreResult, TenantId, cursor, from_millis, json_column, millis,
-    new_id, now_ms,
-};
+use super::{Page, Store, StoreError, StoreResult, TenantId, cursor, from_millis, json_column, millis, new_id, now_ms};
 
 /// Largest batch accepted by [`Store::ingest_batch`] and `POST /v1/interactions/batch`.
 pub const MAX_BATCH: usize = 1000;
@@ -213,9 +209,7 @@ pub struct MoneyInput {
 impl MoneyInput {
     pub fn validate(&self, field: &str) -> StoreResult<Money> {
         let currency = Currency::parse(&format!("{field}.currency"), &self.currency)?;
-        let minor = self
-            .amount
-            .to_minor(&format!("{field}.amount"), &currency)?;
+        let minor = self.amount.to_minor(&format!("{field}.amount"), &currency)?;
         if let Some(given) = self.amount_minor
             && given != minor
         {
@@ -236,12 +230,7 @@ pub fn format_minor(minor: i64, exponent: u32) -> String {
         return format!("{sign}{abs}");
     }
     let unit = 10u64.pow(exponent);
-    format!(
-        "{sign}{}.{:0width$}",
-        abs / unit,
-        abs % unit,
-        width = exponent as usize
-    )
+    format!("{sign}{}.{:0width$}", abs / unit, abs % unit, width = exponent as usize)
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -305,9 +294,7 @@ fn decimal_to_minor(text: &str, exponent: u32) -> Result<i64, DecimalProblem> {
         kept.parse().map_err(|_| DecimalProblem::Syntax)?
     };
     if shift > 0 && value != 0 {
-        let factor = 10u128
-            .checked_pow(shift as u32)
-            .ok_or(DecimalProblem::TooLarge)?;
+        let factor = 10u128.checked_pow(shift as u32).ok_or(DecimalProblem::TooLarge)?;
         value = value.checked_mul(factor).ok_or(DecimalProblem::TooLarge)?;
     }
     let value = i128::try_from(value).map_err(|_| DecimalProblem::TooLarge)?;
@@ -447,32 +434,22 @@ pub fn validate_kind_name(name: &str) -> StoreResult<()> {
     let ok = !bytes.is_empty()
         && bytes.len() <= 64
         && bytes[0].is_ascii_lowercase()
-        && bytes.iter().all(|b| {
-            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'-')
-        });
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'-'));
     if ok {
         Ok(())
     } else {
-        Err(StoreError::invalid(
-            "kind",
-            "must match [a-z][a-z0-9_.-]{0,63}",
-        ))
+        Err(StoreError::invalid("kind", "must match [a-z][a-z0-9_.-]{0,63}"))
     }
 }
 
 fn validate_sku(field: &str, sku: &str) -> StoreResult<()> {
     let n = sku.chars().count();
-    if n == 0
-        || n > MAX_SKU_CHARS
-        || sku
-            .chars()
-            .any(|c| c.is_control() || c.is_whitespace() || c == '/')
-    {
+    if n == 0 || n > MAX_SKU_CHARS || sku.chars().any(|c| c.is_control() || c.is_whitespace() || c == '/') {
         return Err(StoreError::invalid(
             field,
-            format!(
-                "must be 1 to {MAX_SKU_CHARS} characters without spaces, slashes or control characters"
-            ),
+            format!("must be 1 to {MAX_SKU_CHARS} characters without spaces, slashes or control characters"),
         ));
     }
     Ok(())
@@ -493,12 +470,8 @@ fn prepare(new: NewInteraction) -> StoreResult<Prepared> {
     let customer = match (new.customer_id, new.customer_external_id) {
         (Some(id), None) => CustomerRef::Id(id),
         (None, Some(external)) => {
-            super::customers::validate_external_id(&external).map_err(|_| {
-                StoreError::invalid(
-                    "customer_external_id",
-                    "must be 1 to 200 characters, not blank",
-                )
-            })?;
+            super::customers::validate_external_id(&external)
+                .map_err(|_| StoreError::invalid("customer_external_id", "must be 1 to 200 characters, not blank"))?;
             CustomerRef::ExternalId(external)
         }
         _ => {
@@ -534,10 +507,7 @@ fn prepare(new: NewInteraction) -> StoreResult<Prepared> {
     let currency = match &new.currency {
         Some(code) => Some(Currency::parse("currency", code)?),
         None if new.amount.is_some() || !new.items.is_empty() => {
-            return Err(StoreError::invalid(
-                "currency",
-                "is required with amount or items",
-            ));
+            return Err(StoreError::invalid("currency", "is required with amount or items"));
         }
         None => None,
     };
@@ -555,49 +525,33 @@ fn prepare(new: NewInteraction) -> StoreResult<Prepared> {
         let Some(cur) = &currency else {
             return Err(StoreError::invalid("currency", "is required with items"));
         };
-        let unit = item
-            .unit_price
-            .to_minor(&format!("items[{i}].unit_price"), cur)?;
+        let unit = item.unit_price.to_minor(&format!("items[{i}].unit_price"), cur)?;
         if unit < 0 {
             return Err(StoreError::invalid(
                 format!("items[{i}].unit_price"),
                 "must not be negative",
             ));
         }
-        items_total = items_total.and_then(|t| {
-            item.quantity
-                .checked_mul(unit)
-                .and_then(|line| t.checked_add(line))
-        });
+        items_total = items_total.and_then(|t| item.quantity.checked_mul(unit).and_then(|line| t.checked_add(line)));
         items.push((item.sku.clone(), item.quantity, unit));
     }
     let amount_minor = match (&new.amount, &currency) {
         (Some(amount), Some(cur)) => Some(amount.to_minor("amount", cur)?),
-        (None, Some(_)) if !items.is_empty() => Some(
-            items_total
-                .ok_or_else(|| StoreError::invalid("items", "the items' total is too large"))?,
-        ),
+        (None, Some(_)) if !items.is_empty() => {
+            Some(items_total.ok_or_else(|| StoreError::invalid("items", "the items' total is too large"))?)
+        }
         (None, Some(_)) => {
-            return Err(StoreError::invalid(
-                "currency",
-                "given without amount or items",
-            ));
+            return Err(StoreError::invalid("currency", "given without amount or items"));
         }
         _ => None,
     };
     if new.kind == "purchase" {
         match amount_minor {
             None => {
-                return Err(StoreError::invalid(
-                    "amount",
-                    "a purchase needs an amount or items",
-                ));
+                return Err(StoreError::invalid("amount", "a purchase needs an amount or items"));
             }
             Some(a) if a < 0 => {
-                return Err(StoreError::invalid(
-                    "amount",
-                    "a purchase amount must not be negative",
-                ));
+                return Err(StoreError::invalid("amount", "a purchase amount must not be negative"));
             }
             Some(_) => {}
         }
@@ -635,7 +589,8 @@ fn prepare(new: NewInteraction) -> StoreResult<Prepared> {
 // ---------------------------------------------------------------------------
 // Reads
 
-const COLUMNS: &str = "id, customer_id, kind, channel, occurred_at, amount_minor, currency, payload, idempotency_key, created_at";
+const COLUMNS: &str =
+    "id, customer_id, kind, channel, occurred_at, amount_minor, currency, payload, idempotency_key, created_at";
 
 fn interaction_from_row(row: &AnyRow) -> StoreResult<Interaction> {
     let amount_minor: Option<i64> = row.try_get("amount_minor")?;
@@ -660,17 +615,12 @@ fn interaction_from_row(row: &AnyRow) -> StoreResult<Interaction> {
 }
 
 /// Loads the line items of `interactions` (one query) and attaches them.
-async fn attach_items(
-    conn: &mut AnyConnection,
-    t: &TenantId,
-    interactions: &mut [Interaction],
-) -> StoreResult<()> {
+async fn attach_items(conn: &mut AnyConnection, t: &TenantId, interactions: &mut [Interaction]) -> StoreResult<()> {
     if interactions.is_empty() {
         return Ok(());
     }
-    let mut sql = Sql::new(
-        "SELECT interaction_id, sku, quantity, unit_price_minor FROM interaction_items WHERE tenant_id = ",
-    );
+    let mut sql =
+        Sql::new("SELECT interaction_id, sku, quantity, unit_price_minor FROM interaction_items WHERE tenant_id = ");
     let p = sql.arg(Arg::Text(t.0.clone()));
     sql.push(&p);
     sql.push(" AND interaction_id IN (");
@@ -685,28 +635,19 @@ async fn attach_items(
     let rows = sql.query().fetch_all(&mut *conn).await?;
     let mut by_id: HashMap<String, Vec<(String, i64, i64)>> = HashMap::new();
     for row in &rows {
-        by_id
-            .entry(row.try_get("interaction_id")?)
-            .or_default()
-            .push((
-                row.try_get("sku")?,
-                row.try_get("quantity")?,
-                row.try_get("unit_price_minor")?,
-            ));
+        by_id.entry(row.try_get("interaction_id")?).or_default().push((
+            row.try_get("sku")?,
+            row.try_get("quantity")?,
+            row.try_get("unit_price_minor")?,
+        ));
     }
     for interaction in interactions.iter_mut() {
         let Some(items) = by_id.remove(&interaction.id) else {
             continue;
         };
-        let currency = interaction
-            .amount
-            .as_ref()
-            .map(|m| m.currency.clone())
-            .ok_or_else(|| {
-                StoreError::Corrupt(format!(
-                    "interaction {} has items but no currency",
-                    interaction.id
-                ))
+        let currency =
+            interaction.amount.as_ref().map(|m| m.currency.clone()).ok_or_else(|| {
+                StoreError::Corrupt(format!("interaction {} has items but no currency", interaction.id))
             })?;
         for (sku, quantity, unit) in items {
             interaction.items.push(LineItem {
@@ -719,11 +660,7 @@ async fn attach_items(
     Ok(())
 }
 
-pub async fn get_interaction_tx(
-    conn: &mut AnyConnection,
-    t: &TenantId,
-    id: &str,
-) -> StoreResult<Interaction> {
+pub async fn get_interaction_tx(conn: &mut AnyConnection, t: &TenantId, id: &str) -> StoreResult<Interaction> {
     let row = sqlx::query(&format!(
         "SELECT {COLUMNS} FROM interactions WHERE tenant_id = $1 AND id = $2"
     ))
@@ -731,9 +668,7 @@ pub async fn get_interaction_tx(
     .bind(id)
     .fetch_optional(&mut *conn)
     .await?
-    .ok_or(StoreError::NotFound {
-        entity: "interaction",
-    })?;
+    .ok_or(StoreError::NotFound { entity: "interaction" })?;
     let mut one = [interaction_from_row(&row)?];
     attach_items(conn, t, &mut one).await?;
     let [interaction] = one;
@@ -746,25 +681,19 @@ pub async fn get_interaction_tx(
 /// Custom kinds already looked up in this transaction (a batch asks once per name).
 type KindCache = HashMap<String, bool>;
 
-async fn kind_exists(
-    conn: &mut AnyConnection,
-    t: &TenantId,
-    kind: &str,
-    cache: &mut KindCache,
-) -> StoreResult<bool> {
+async fn kind_exists(conn: &mut AnyConnection, t: &TenantId, kind: &str, cache: &mut KindCache) -> StoreResult<bool> {
     if is_built_in_kind(kind) {
         return Ok(true);
     }
     if let Some(known) = cache.get(kind) {
         return Ok(*known);
     }
-    let found =
-        sqlx::query("SELECT name FROM interaction_kinds WHERE tenant_id = $1 AND name = $2")
-            .bind(t.as_str())
-            .bind(kind)
-            .fetch_optional(&mut *conn)
-            .await?
-            .is_some();
+    let found = sqlx::query("SELECT name FROM interaction_kinds WHERE tenant_id = $1 AND name = $2")
+        .bind(t.as_str())
+        .bind(kind)
+        .fetch_optional(&mut *conn)
+        .await?
+        .is_some();
     cache.insert(kind.to_string(), found);
     Ok(found)
 }
@@ -777,13 +706,11 @@ async fn replay(
     key: &str,
     request_hash: &str,
 ) -> StoreResult<Option<(Interaction, IngestOutcome)>> {
-    let row = sqlx::query(
-        "SELECT id, request_hash FROM interactions WHERE tenant_id = $1 AND idempotency_key = $2",
-    )
-    .bind(t.as_str())
-    .bind(key)
-    .fetch_optional(&mut *conn)
-    .await?;
+    let row = sqlx::query("SELECT id, request_hash FROM interactions WHERE tenant_id = $1 AND idempotency_key = $2")
+        .bind(t.as_str())
+        .bind(key)
+        .fetch_optional(&mut *conn)
+        .await?;
     let Some(row) = row else { return Ok(None) };
     let stored_hash: Option<String> = row.try_get("request_hash")?;
     if stored_hash.as_deref() != Some(request_hash) {
@@ -793,10 +720,7 @@ async fn replay(
         ));
     }
     let id: String = row.try_get("id")?;
-    Ok(Some((
-        get_interaction_tx(conn, t, &id).await?,
-        IngestOutcome::Replayed,
-    )))
+    Ok(Some((get_interaction_tx(conn, t, &id).await?, IngestOutcome::Replayed)))
 }
 
 async fn ingest_prepared(
@@ -858,9 +782,9 @@ async fn ingest_prepared(
     if inserted.rows_affected() == 0 {
         // Lost a race on the idempotency key: the winner's row is committed now.
         let key = p.idempotency_key.as_deref().unwrap_or_default();
-        return replay(conn, t, key, &p.request_hash).await?.ok_or_else(|| {
-            StoreError::Corrupt("idempotency key conflicted but no row holds it".into())
-        });
+        return replay(conn, t, key, &p.request_hash)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("idempotency key conflicted but no row holds it".into()));
     }
     for (line_no, (sku, quantity, unit)) in p.items.iter().enumerate() {
         sqlx::query(
@@ -981,8 +905,7 @@ impl Store {
     ) -> StoreResult<HookedIngest<H::Output>> {
         let prepared = prepare(new)?;
         let mut tx = self.db().begin_write().await?;
-        let (interaction, outcome) =
-            ingest_prepared(&mut tx, t, prepared, &mut KindCache::new()).await?;
+        let (interaction, outcome) = ingest_prepared(&mut tx, t, prepared, &mut KindCache::new()).await?;
         let output = hook.after_ingest(&mut tx, t, &interaction, outcome).await?;
         tx.commit().await?;
         Ok((interaction, outcome, output))
@@ -1028,10 +951,7 @@ impl Store {
                     attempt += 1;
                     tracing::debug!(attempt, error = %e, "batch ingest hit a transient conflict; retrying");
                     let jitter = rand::random::<u64>() % 20;
-                    tokio::time::sleep(std::time::Duration::from_millis(
-                        10 * u64::from(attempt) + jitter,
-                    ))
-                    .await;
+                    tokio::time::sleep(std::time::Duration::from_millis(10 * u64::from(attempt) + jitter)).await;
                 }
                 other => return other,
             }
@@ -1128,9 +1048,7 @@ impl Store {
         let limit = page_limit(filter.limit)?;
         let mut conn = self.db().pool().acquire().await?;
         get_customer_tx(&mut conn, t, customer_id).await?;
-        let mut sql = Sql::new(&format!(
-            "SELECT {COLUMNS} FROM interactions WHERE tenant_id = "
-        ));
+        let mut sql = Sql::new(&format!("SELECT {COLUMNS} FROM interactions WHERE tenant_id = "));
         let p = sql.arg(Arg::Text(t.0.clone()));
         sql.push(&p);
         let p = sql.arg(Arg::Text(customer_id.to_string()));
@@ -1161,10 +1079,7 @@ impl Store {
         let p = sql.arg(Arg::Int(limit + 1));
         sql.push(&format!(" ORDER BY occurred_at DESC, id DESC LIMIT {p}"));
         let rows = sql.query().fetch_all(&mut *conn).await?;
-        let mut items = rows
-            .iter()
-            .map(interaction_from_row)
-            .collect::<StoreResult<Vec<_>>>()?;
+        let mut items = rows.iter().map(interaction_from_row).collect::<StoreResult<Vec<_>>>()?;
         let next_cursor = if items.len() as i64 > limit {
             items.truncate(limit as usize);
             items
@@ -1184,13 +1099,9 @@ impl Store {
         name: &str,
         description: &str,
     ) -> StoreResult<InteractionKind> {
-        validate_kind_name(name)
-            .map_err(|_| StoreError::invalid("name", "must match [a-z][a-z0-9_.-]{0,63}"))?;
+        validate_kind_name(name).map_err(|_| StoreError::invalid("name", "must match [a-z][a-z0-9_.-]{0,63}"))?;
         if is_built_in_kind(name) {
-            return Err(StoreError::invalid(
-                "name",
-                format!("{name:?} is a built-in kind"),
-            ));
+            return Err(StoreError::invalid("name", format!("{name:?} is a built-in kind")));
         }
         let description = description.trim();
         if description.chars().count() > MAX_KIND_DESCRIPTION_CHARS {
@@ -1200,13 +1111,15 @@ impl Store {
             ));
         }
         let now = now_ms();
-        let inserted = sqlx::query("INSERT INTO interaction_kinds (tenant_id, name, description, created_at) VALUES ($1, $2, $3, $4)")
-            .bind(t.as_str())
-            .bind(name)
-            .bind(description)
-            .bind(now)
-            .execute(self.db().pool())
-            .await;
+        let inserted = sqlx::query(
+            "INSERT INTO interaction_kinds (tenant_id, name, description, created_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(t.as_str())
+        .bind(name)
+        .bind(description)
+        .bind(now)
+        .execute(self.db().pool())
+        .await;
         match inserted {
             Err(e) if super::is_unique_violation(&e) => {
                 return Err(StoreError::conflict(
@@ -1235,10 +1148,12 @@ impl Store {
                 created_at: None,
             })
             .collect();
-        let rows = sqlx::query("SELECT name, description, created_at FROM interaction_kinds WHERE tenant_id = $1 ORDER BY name")
-            .bind(t.as_str())
-            .fetch_all(self.db().pool())
-            .await?;
+        let rows = sqlx::query(
+            "SELECT name, description, created_at FROM interaction_kinds WHERE tenant_id = $1 ORDER BY name",
+        )
+        .bind(t.as_str())
+        .fetch_all(self.db().pool())
+        .await?;
         for row in &rows {
             kinds.push(InteractionKind {
                 name: row.try_get("name")?,
@@ -1369,11 +1284,7 @@ pub async fn reward_tiers_tx(conn: &mut AnyConnection, t: &TenantId) -> StoreRes
 /// purchase (0 when there is none): tier rules still need a spend figure for
 /// a visit. Purchases in other currencies are not converted, they are left
 /// out.
-pub async fn rolling_spend_tx(
-    conn: &mut AnyConnection,
-    t: &TenantId,
-    interaction: &Interaction,
-) -> StoreResult<i64> {
+pub async fn rolling_spend_tx(conn: &mut AnyConnection, t: &TenantId, interaction: &Interaction) -> StoreResult<i64> {
     let currency = match &interaction.amount {
         Some(money) => money.currency.clone(),
         None => {
@@ -1458,10 +1369,7 @@ async fn apply_reward_ops_inner(
         }),
         _ => None,
     };
-    Ok(AppliedReward {
-        entries,
-        tier_change,
-    })
+    Ok(AppliedReward { entries, tier_change })
 }
 
 /// The ledger entries reward plugins wrote for `interaction_id`, with the
@@ -1492,9 +1400,7 @@ pub async fn reward_entries_tx(
             .and_then(|key| key.strip_prefix(&prefix))
             .and_then(|rest| rest.rsplit_once(':'))
             .map(|(plugin, _)| plugin.to_string())
-            .ok_or_else(|| {
-                StoreError::Corrupt(format!("reward entry {} has a malformed key", entry.id))
-            })?;
+            .ok_or_else(|| StoreError::Corrupt(format!("reward entry {} has a malformed key", entry.id)))?;
         entries.push((plugin, entry));
     }
     Ok(entries)
@@ -1510,15 +1416,9 @@ mod tests {
         assert_eq!(decimal_to_minor("0.1", 2), Ok(10));
         assert_eq!(decimal_to_minor("-0.05", 2), Ok(-5));
         assert_eq!(decimal_to_minor("1.500", 2), Ok(150));
-        assert_eq!(
-            decimal_to_minor("1.005", 2),
-            Err(DecimalProblem::TooPrecise)
-        );
+        assert_eq!(decimal_to_minor("1.005", 2), Err(DecimalProblem::TooPrecise));
         assert_eq!(decimal_to_minor("500", 0), Ok(500));
-        assert_eq!(
-            decimal_to_minor("500.5", 0),
-            Err(DecimalProblem::TooPrecise)
-        );
+        assert_eq!(decimal_to_minor("500.5", 0), Err(DecimalProblem::TooPrecise));
         assert_eq!(decimal_to_minor("1e2", 2), Ok(10000));
         assert_eq!(decimal_to_minor("1e-2", 2), Ok(1));
         assert_eq!(decimal_to_minor("0.000", 2), Ok(0));
@@ -1529,11 +1429,7 @@ mod tests {
             Err(DecimalProblem::TooLarge)
         );
         for bad in ["", "-", "1.", ".5", "1,5", "abc", "1e", "0x10", " 1"] {
-            assert_eq!(
-                decimal_to_minor(bad, 2),
-                Err(DecimalProblem::Syntax),
-                "{bad:?}"
-            );
+            assert_eq!(decimal_to_minor(bad, 2), Err(DecimalProblem::Syntax), "{bad:?}");
         }
     }
 

@@ -35,8 +35,8 @@ use time::OffsetDateTime;
 use utoipa::ToSchema;
 
 use super::{
-    Page, Store, StoreError, StoreResult, TenantId, cursor, from_millis, is_unique_violation,
-    json_column, new_id, now_ms,
+    Page, Store, StoreError, StoreResult, TenantId, cursor, from_millis, is_unique_violation, json_column, new_id,
+    now_ms,
 };
 use crate::db::Backend;
 
@@ -84,9 +84,7 @@ impl LedgerKind {
             "expire" => LedgerKind::Expire,
             "adjust" => LedgerKind::Adjust,
             other => {
-                return Err(StoreError::Corrupt(format!(
-                    "unknown ledger kind {other:?}"
-                )));
+                return Err(StoreError::Corrupt(format!("unknown ledger kind {other:?}")));
             }
         })
     }
@@ -348,8 +346,7 @@ fn reward_from_row(row: &AnyRow) -> StoreResult<Reward> {
     })
 }
 
-pub(crate) const TIER_CHANGE_COLUMNS: &str =
-    "id, customer_id, from_tier_id, to_tier_id, reason, created_at";
+pub(crate) const TIER_CHANGE_COLUMNS: &str = "id, customer_id, from_tier_id, to_tier_id, reason, created_at";
 
 pub(crate) fn tier_change_from_row(row: &AnyRow) -> StoreResult<TierChange> {
     Ok(TierChange {
@@ -445,10 +442,7 @@ fn check_reward(
         ));
     }
     if cost <= 0 || cost > MAX_POINTS {
-        return Err(StoreError::invalid(
-            "cost_points",
-            format!("must be 1 to {MAX_POINTS}"),
-        ));
+        return Err(StoreError::invalid("cost_points", format!("must be 1 to {MAX_POINTS}")));
     }
     if let Some(r) = min_rank {
         check_non_negative("min_tier_rank", r)?;
@@ -463,11 +457,7 @@ fn check_reward(
 // Transaction building blocks (all expect a write transaction)
 
 /// 404 unless the customer exists in this tenant.
-pub(crate) async fn require_customer(
-    conn: &mut AnyConnection,
-    t: &TenantId,
-    customer_id: &str,
-) -> StoreResult<()> {
+pub(crate) async fn require_customer(conn: &mut AnyConnection, t: &TenantId, customer_id: &str) -> StoreResult<()> {
     sqlx::query("SELECT id FROM customers WHERE tenant_id = $1 AND id = $2")
         .bind(t.as_str())
         .bind(customer_id)
@@ -478,12 +468,7 @@ pub(crate) async fn require_customer(
 }
 
 /// Creates the account if needed and takes its row lock (see module docs).
-async fn lock_account(
-    conn: &mut AnyConnection,
-    t: &TenantId,
-    customer_id: &str,
-    now: i64,
-) -> StoreResult<()> {
+async fn lock_account(conn: &mut AnyConnection, t: &TenantId, customer_id: &str, now: i64) -> StoreResult<()> {
     require_customer(conn, t, customer_id).await?;
     sqlx::query(
         "INSERT INTO loyalty_accounts (tenant_id, customer_id, balance, lifetime_earned, last_seq, created_at, updated_at) \
@@ -494,14 +479,12 @@ async fn lock_account(
     .bind(now)
     .execute(&mut *conn)
     .await?;
-    sqlx::query(
-        "UPDATE loyalty_accounts SET updated_at = $3 WHERE tenant_id = $1 AND customer_id = $2",
-    )
-    .bind(t.as_str())
-    .bind(customer_id)
-    .bind(now)
-    .execute(&mut *conn)
-    .await?;
+    sqlx::query("UPDATE loyalty_accounts SET updated_at = $3 WHERE tenant_id = $1 AND customer_id = $2")
+        .bind(t.as_str())
+        .bind(customer_id)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }
 
@@ -513,11 +496,7 @@ struct Lot {
 }
 
 /// The account's credit lots with points remaining, oldest first.
-async fn open_lots(
-    conn: &mut AnyConnection,
-    t: &TenantId,
-    customer_id: &str,
-) -> StoreResult<Vec<Lot>> {
+async fn open_lots(conn: &mut AnyConnection, t: &TenantId, customer_id: &str) -> StoreResult<Vec<Lot>> {
     let rows = sqlx::query(
         "SELECT l.id, l.expires_at, CAST(l.points - COALESCE((SELECT SUM(a.points) FROM loyalty_allocations a \
              WHERE a.tenant_id = l.tenant_id AND a.credit_id = l.id), 0) AS BIGINT) AS remaining \
@@ -531,9 +510,7 @@ async fn open_lots(
     for row in rows {
         let remaining: i64 = row.try_get("remaining")?;
         if remaining < 0 {
-            return Err(StoreError::Corrupt(format!(
-                "ledger lot over-allocated ({remaining})"
-            )));
+            return Err(StoreError::Corrupt(format!("ledger lot over-allocated ({remaining})")));
         }
         if remaining > 0 {
             lots.push(Lot {
@@ -620,9 +597,7 @@ async fn insert_entry(
             ));
         }
         Err(err) if matches!(&err, sqlx::Error::Database(d) if d.is_foreign_key_violation()) => {
-            return Err(StoreError::NotFound {
-                entity: "interaction",
-            });
+            return Err(StoreError::NotFound { entity: "interaction" });
         }
         other => other?,
     };
@@ -660,18 +635,10 @@ async fn insert_allocation(
 
 /// Records `expire` entries for every lot of the (locked) account whose
 /// expiry has passed, each allocated to its own lot. Returns how many.
-async fn sweep_account_tx(
-    conn: &mut AnyConnection,
-    t: &TenantId,
-    customer_id: &str,
-    now: i64,
-) -> StoreResult<u64> {
+async fn sweep_account_tx(conn: &mut AnyConnection, t: &TenantId, customer_id: &str, now: i64) -> StoreResult<u64> {
     let lots = open_lots(conn, t, customer_id).await?;
     let mut swept = 0;
-    for lot in lots
-        .into_iter()
-        .filter(|l| l.expires_at.is_some_and(|at| at <= now))
-    {
+    for lot in lots.into_iter().filter(|l| l.expires_at.is_some_and(|at| at <= now)) {
         let (seq, _) = bump_account(conn, t, customer_id, -lot.remaining, 0, now)
             .await?
             .ok_or_else(|| StoreError::Corrupt("account balance below its open lots".into()))?;
@@ -717,18 +684,12 @@ async fn allocate_debit(
     Ok(())
 }
 
-async fn current_balance(
-    conn: &mut AnyConnection,
-    t: &TenantId,
-    customer_id: &str,
-) -> StoreResult<i64> {
-    let row = sqlx::query(
-        "SELECT balance FROM loyalty_accounts WHERE tenant_id = $1 AND customer_id = $2",
-    )
-    .bind(t.as_str())
-    .bind(customer_id)
-    .fetch_optional(&mut *conn)
-    .await?;
+async fn current_balance(conn: &mut AnyConnection, t: &TenantId, customer_id: &str) -> StoreResult<i64> {
+    let row = sqlx::query("SELECT balance FROM loyalty_accounts WHERE tenant_id = $1 AND customer_id = $2")
+        .bind(t.as_str())
+        .bind(customer_id)
+        .fetch_optional(&mut *conn)
+        .await?;
     match row {
         Some(row) => Ok(row.try_get("balance")?),
         None => Ok(0),
@@ -774,12 +735,8 @@ async fn replay(
         && entry.kind == fp.kind
         && fp.points.is_none_or(|p| p == entry.points)
         && fp.reason.is_none_or(|r| r == entry.reason)
-        && fp
-            .expires_at
-            .is_none_or(|at| at == entry.expires_at.map(super::millis))
-        && fp
-            .reward_id
-            .is_none_or(|r| Some(r) == entry.reward_id.as_deref());
+        && fp.expires_at.is_none_or(|at| at == entry.expires_at.map(super::millis))
+        && fp.reward_id.is_none_or(|r| Some(r) == entry.reward_id.as_deref());
     if !same {
         return Err(StoreError::conflict(
             "idempotency_conflict",
@@ -822,8 +779,7 @@ async fn points_tx(
     }
     sweep_account_tx(conn, t, customer_id, now).await?;
     let earned = if kind == LedgerKind::Earn { points } else { 0 };
-    let Some((seq, balance)) = bump_account(conn, t, customer_id, points, earned, now).await?
-    else {
+    let Some((seq, balance)) = bump_account(conn, t, customer_id, points, earned, now).await? else {
         let balance = current_balance(conn, t, customer_id).await?;
         return Err(insufficient(balance, -points));
     };
@@ -871,10 +827,7 @@ async fn redeem_tx(
     }
     let reward = get_reward_on(conn, t, reward_id).await?;
     if !reward.active {
-        return Err(StoreError::conflict(
-            "reward_inactive",
-            "this reward is not active",
-        ));
+        return Err(StoreError::conflict("reward_inactive", "this reward is not active"));
     }
     if let Some(min_rank) = reward.min_tier_rank {
         let rank: Option<i64> = sqlx::query(
@@ -911,10 +864,7 @@ async fn redeem_tx(
         .execute(&mut *conn)
         .await?;
         if taken.rows_affected() == 0 {
-            return Err(StoreError::conflict(
-                "out_of_stock",
-                "this reward is out of stock",
-            ));
+            return Err(StoreError::conflict("out_of_stock", "this reward is out of stock"));
         }
     }
     let reason = format!("redeemed: {}", reward.name);
@@ -951,13 +901,11 @@ async fn set_tier_tx(
     if let Some(id) = tier_id {
         get_tier_on(conn, t, id).await?;
     }
-    let row = sqlx::query(
-        "SELECT tier_id FROM loyalty_accounts WHERE tenant_id = $1 AND customer_id = $2",
-    )
-    .bind(t.as_str())
-    .bind(customer_id)
-    .fetch_one(&mut *conn)
-    .await?;
+    let row = sqlx::query("SELECT tier_id FROM loyalty_accounts WHERE tenant_id = $1 AND customer_id = $2")
+        .bind(t.as_str())
+        .bind(customer_id)
+        .fetch_one(&mut *conn)
+        .await?;
     let from: Option<String> = row.try_get("tier_id")?;
     if from.as_deref() == tier_id {
         return Ok(None);
@@ -1071,15 +1019,11 @@ async fn apply_op_tx(
         } => {
             check_key(idempotency_key)?;
             let key = idempotency_key.as_deref();
-            Applied::Ledger(
-                redeem_tx(conn, t, customer_id, interaction_id, reward_id, key, now).await?,
-            )
+            Applied::Ledger(redeem_tx(conn, t, customer_id, interaction_id, reward_id, key, now).await?)
         }
         LedgerOp::SetTier { tier_id, reason } => {
             let reason = check_reason(reason)?;
-            Applied::Tier(
-                set_tier_tx(conn, t, customer_id, tier_id.as_deref(), &reason, now).await?,
-            )
+            Applied::Tier(set_tier_tx(conn, t, customer_id, tier_id.as_deref(), &reason, now).await?)
         }
     })
 }
@@ -1098,9 +1042,7 @@ pub async fn apply_ledger_ops_tx(
     let now = now_ms();
     let mut entries = Vec::new();
     for op in ops {
-        if let Applied::Ledger(write) =
-            apply_op_tx(conn, t, customer_id, interaction_id, op, now).await?
-        {
+        if let Applied::Ledger(write) = apply_op_tx(conn, t, customer_id, interaction_id, op, now).await? {
             entries.push(write.entry);
         }
     }
@@ -1144,9 +1086,7 @@ async fn get_reward_on(conn: &mut AnyConnection, t: &TenantId, id: &str) -> Stor
 
 /// Starts a read transaction with one snapshot for all its statements
 /// (PostgreSQL defaults to a fresh snapshot per statement).
-pub(crate) async fn begin_read(
-    store: &Store,
-) -> StoreResult<sqlx::Transaction<'static, sqlx::Any>> {
+pub(crate) async fn begin_read(store: &Store) -> StoreResult<sqlx::Transaction<'static, sqlx::Any>> {
     let mut tx = store.db().pool().begin().await?;
     if store.db().backend() == Backend::Postgres {
         sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
@@ -1158,10 +1098,7 @@ pub(crate) async fn begin_read(
 
 fn tier_conflict(err: sqlx::Error) -> StoreError {
     if is_unique_violation(&err) {
-        StoreError::conflict(
-            "tier_exists",
-            "a tier with this name or rank already exists",
-        )
+        StoreError::conflict("tier_exists", "a tier with this name or rank already exists")
     } else {
         StoreError::Database(err)
     }
@@ -1170,12 +1107,7 @@ fn tier_conflict(err: sqlx::Error) -> StoreError {
 impl Store {
     /// Runs one ledger operation in its own write transaction, retrying when a
     /// concurrent request raced on the same idempotency key.
-    async fn apply_op(
-        &self,
-        t: &TenantId,
-        customer_id: &str,
-        op: &LedgerOp,
-    ) -> StoreResult<Applied> {
+    async fn apply_op(&self, t: &TenantId, customer_id: &str, op: &LedgerOp) -> StoreResult<Applied> {
         let mut attempt = 1;
         loop {
             let mut tx = self.db().begin_write().await?;
@@ -1184,29 +1116,20 @@ impl Store {
                     tx.commit().await?;
                     return Ok(applied);
                 }
-                Err(StoreError::Conflict { code: RETRY, .. }) if attempt < MAX_ATTEMPTS => {
-                    attempt += 1
-                }
+                Err(StoreError::Conflict { code: RETRY, .. }) if attempt < MAX_ATTEMPTS => attempt += 1,
                 Err(e) => return Err(e),
             }
         }
     }
 
     /// Earn, adjust or redeem for one customer (its own transaction).
-    pub async fn record_points(
-        &self,
-        t: &TenantId,
-        customer_id: &str,
-        op: &LedgerOp,
-    ) -> StoreResult<LedgerWrite> {
+    pub async fn record_points(&self, t: &TenantId, customer_id: &str, op: &LedgerOp) -> StoreResult<LedgerWrite> {
         if matches!(op, LedgerOp::SetTier { .. }) {
             return Err(StoreError::invalid("kind", "use set_tier for tier changes"));
         }
         match self.apply_op(t, customer_id, op).await? {
             Applied::Ledger(write) => Ok(write),
-            Applied::Tier(_) => Err(StoreError::Corrupt(
-                "ledger operation produced a tier change".into(),
-            )),
+            Applied::Tier(_) => Err(StoreError::Corrupt("ledger operation produced a tier change".into())),
         }
     }
 
@@ -1223,9 +1146,7 @@ impl Store {
             .await?
         {
             Applied::Tier(change) => Ok(change),
-            Applied::Ledger(_) => Err(StoreError::Corrupt(
-                "tier operation produced a ledger entry".into(),
-            )),
+            Applied::Ledger(_) => Err(StoreError::Corrupt("tier operation produced a ledger entry".into())),
         }
     }
 
@@ -1290,10 +1211,7 @@ impl Store {
         after: Option<&str>,
     ) -> StoreResult<Page<LedgerEntry>> {
         if limit == 0 || limit > MAX_PAGE {
-            return Err(StoreError::invalid(
-                "limit",
-                format!("must be 1 to {MAX_PAGE}"),
-            ));
+            return Err(StoreError::invalid("limit", format!("must be 1 to {MAX_PAGE}")));
         }
         let before_seq: Option<i64> = match after {
             Some(c) => {
@@ -1314,10 +1232,7 @@ impl Store {
         .bind(i64::from(limit) + 1)
         .fetch_all(&mut *tx)
         .await?;
-        let mut items = rows
-            .iter()
-            .map(entry_from_row)
-            .collect::<StoreResult<Vec<_>>>()?;
+        let mut items = rows.iter().map(entry_from_row).collect::<StoreResult<Vec<_>>>()?;
         let next_cursor = if items.len() > limit as usize {
             items.truncate(limit as usize);
             items.last().map(|e| cursor::encode(&(e.seq,)))
@@ -1328,11 +1243,7 @@ impl Store {
     }
 
     /// The customer's tier changes, newest first.
-    pub async fn list_tier_changes(
-        &self,
-        t: &TenantId,
-        customer_id: &str,
-    ) -> StoreResult<Vec<TierChange>> {
+    pub async fn list_tier_changes(&self, t: &TenantId, customer_id: &str) -> StoreResult<Vec<TierChange>> {
         let mut tx = begin_read(self).await?;
         require_customer(&mut tx, t, customer_id).await?;
         let rows = sqlx::query(&format!(
@@ -1456,11 +1367,13 @@ impl Store {
     pub async fn delete_tier(&self, t: &TenantId, id: &str) -> StoreResult<()> {
         let mut tx = self.db().begin_write().await?;
         get_tier_on(&mut tx, t, id).await?;
-        let row = sqlx::query("SELECT CAST(COUNT(*) AS BIGINT) AS n FROM loyalty_accounts WHERE tenant_id = $1 AND tier_id = $2")
-            .bind(t.as_str())
-            .bind(id)
-            .fetch_one(&mut *tx)
-            .await?;
+        let row = sqlx::query(
+            "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM loyalty_accounts WHERE tenant_id = $1 AND tier_id = $2",
+        )
+        .bind(t.as_str())
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await?;
         let holders: i64 = row.try_get("n")?;
         if holders > 0 {
             return Err(StoreError::conflict(
@@ -1518,21 +1431,14 @@ impl Store {
     }
 
     /// The catalogue, optionally only active (or inactive) rewards.
-    pub async fn list_rewards(
-        &self,
-        t: &TenantId,
-        active: Option<bool>,
-    ) -> StoreResult<Vec<Reward>> {
+    pub async fn list_rewards(&self, t: &TenantId, active: Option<bool>) -> StoreResult<Vec<Reward>> {
         let rows = sqlx::query(&format!(
             "SELECT {REWARD_COLUMNS} FROM loyalty_rewards WHERE tenant_id = $1 ORDER BY cost_points, id"
         ))
         .bind(t.as_str())
         .fetch_all(self.db().pool())
         .await?;
-        let rewards = rows
-            .iter()
-            .map(reward_from_row)
-            .collect::<StoreResult<Vec<_>>>()?;
+        let rewards = rows.iter().map(reward_from_row).collect::<StoreResult<Vec<_>>>()?;
         Ok(rewards
             .into_iter()
             .filter(|r| active.is_none_or(|a| r.active == a))
@@ -1544,12 +1450,7 @@ impl Store {
         get_reward_on(&mut conn, t, id).await
     }
 
-    pub async fn update_reward(
-        &self,
-        t: &TenantId,
-        id: &str,
-        patch: RewardPatch,
-    ) -> StoreResult<Reward> {
+    pub async fn update_reward(&self, t: &TenantId, id: &str, patch: RewardPatch) -> StoreResult<Reward> {
         let mut tx = self.db().begin_write().await?;
         let cur = get_reward_on(&mut tx, t, id).await?;
         let description = patch.description.unwrap_or(cur.description);
@@ -1599,11 +1500,13 @@ impl Store {
     pub async fn delete_reward(&self, t: &TenantId, id: &str) -> StoreResult<()> {
         let mut tx = self.db().begin_write().await?;
         get_reward_on(&mut tx, t, id).await?;
-        let row = sqlx::query("SELECT CAST(COUNT(*) AS BIGINT) AS n FROM loyalty_ledger WHERE tenant_id = $1 AND reward_id = $2")
-            .bind(t.as_str())
-            .bind(id)
-            .fetch_one(&mut *tx)
-            .await?;
+        let row = sqlx::query(
+            "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM loyalty_ledger WHERE tenant_id = $1 AND reward_id = $2",
+        )
+        .bind(t.as_str())
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await?;
         let uses: i64 = row.try_get("n")?;
         if uses > 0 {
             return Err(StoreError::conflict(

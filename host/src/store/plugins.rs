@@ -104,11 +104,7 @@ impl Store {
         rows.iter().map(state_from_row).collect()
     }
 
-    pub async fn plugin_state(
-        &self,
-        tenant: &TenantId,
-        plugin: &str,
-    ) -> StoreResult<Option<PluginState>> {
+    pub async fn plugin_state(&self, tenant: &TenantId, plugin: &str) -> StoreResult<Option<PluginState>> {
         let row = sqlx::query(&format!(
             "SELECT {STATE_COLUMNS} FROM plugin_tenant_state WHERE tenant_id = $1 AND plugin_id = $2"
         ))
@@ -208,11 +204,7 @@ impl Store {
         let message = truncate_chars(message, MAX_ERROR_CHARS);
         let cause = truncate_chars(cause, 64);
         // i64::MAX never reached: threshold 0 disables suspension.
-        let threshold = if threshold == 0 {
-            i64::MAX
-        } else {
-            i64::from(threshold)
-        };
+        let threshold = if threshold == 0 { i64::MAX } else { i64::from(threshold) };
         let mut tx = self.db().begin_write().await?;
         let row = sqlx::query(
             "INSERT INTO plugin_tenant_state \
@@ -305,20 +297,13 @@ impl Store {
             .collect()
     }
 
-    pub async fn kv_get(
-        &self,
-        tenant: &TenantId,
-        plugin: &str,
-        key: &str,
-    ) -> StoreResult<Option<Vec<u8>>> {
-        let row = sqlx::query(
-            "SELECT value FROM plugin_kv WHERE tenant_id = $1 AND plugin_id = $2 AND key = $3",
-        )
-        .bind(tenant.as_str())
-        .bind(plugin)
-        .bind(key)
-        .fetch_optional(self.db().pool())
-        .await?;
+    pub async fn kv_get(&self, tenant: &TenantId, plugin: &str, key: &str) -> StoreResult<Option<Vec<u8>>> {
+        let row = sqlx::query("SELECT value FROM plugin_kv WHERE tenant_id = $1 AND plugin_id = $2 AND key = $3")
+            .bind(tenant.as_str())
+            .bind(plugin)
+            .bind(key)
+            .fetch_optional(self.db().pool())
+            .await?;
         Ok(row.map(|r| r.try_get::<Vec<u8>, _>("value")).transpose()?)
     }
 
@@ -373,9 +358,7 @@ impl Store {
         if total > max_total_bytes {
             return Err(StoreError::conflict(
                 "kv_quota_exceeded",
-                format!(
-                    "key-value storage would grow to {total} bytes; this plugin's quota is {max_total_bytes}"
-                ),
+                format!("key-value storage would grow to {total} bytes; this plugin's quota is {max_total_bytes}"),
             ));
         }
         sqlx::query(
@@ -395,14 +378,12 @@ impl Store {
 
     /// Deletes a key; returns whether it existed.
     pub async fn kv_delete(&self, tenant: &TenantId, plugin: &str, key: &str) -> StoreResult<bool> {
-        let done = sqlx::query(
-            "DELETE FROM plugin_kv WHERE tenant_id = $1 AND plugin_id = $2 AND key = $3",
-        )
-        .bind(tenant.as_str())
-        .bind(plugin)
-        .bind(key)
-        .execute(self.db().pool())
-        .await?;
+        let done = sqlx::query("DELETE FROM plugin_kv WHERE tenant_id = $1 AND plugin_id = $2 AND key = $3")
+            .bind(tenant.as_str())
+            .bind(plugin)
+            .bind(key)
+            .execute(self.db().pool())
+            .await?;
         Ok(done.rows_affected() > 0)
     }
 

@@ -12,8 +12,7 @@ use utoipa::ToSchema;
 use super::customers::{Arg, Sql, page_limit};
 use super::interactions::{MAX_SKU_CHARS, Money, MoneyInput};
 use super::{
-    Page, Store, StoreError, StoreResult, TenantId, cursor, from_millis, is_unique_violation,
-    json_column, now_ms,
+    Page, Store, StoreError, StoreResult, TenantId, cursor, from_millis, is_unique_violation, json_column, now_ms,
 };
 
 pub const MAX_PRODUCT_NAME_CHARS: usize = 200;
@@ -92,8 +91,7 @@ pub struct ProductFilter {
     pub cursor: Option<String>,
 }
 
-const COLUMNS: &str =
-    "sku, name, category, price_minor, currency, attributes, created_at, updated_at";
+const COLUMNS: &str = "sku, name, category, price_minor, currency, attributes, created_at, updated_at";
 
 fn product_from_row(row: &AnyRow) -> StoreResult<Product> {
     let currency: String = row.try_get("currency")?;
@@ -111,17 +109,10 @@ fn product_from_row(row: &AnyRow) -> StoreResult<Product> {
 
 pub fn validate_product_sku(sku: &str) -> StoreResult<()> {
     let n = sku.chars().count();
-    if n == 0
-        || n > MAX_SKU_CHARS
-        || sku
-            .chars()
-            .any(|c| c.is_control() || c.is_whitespace() || c == '/')
-    {
+    if n == 0 || n > MAX_SKU_CHARS || sku.chars().any(|c| c.is_control() || c.is_whitespace() || c == '/') {
         return Err(StoreError::invalid(
             "sku",
-            format!(
-                "must be 1 to {MAX_SKU_CHARS} characters without spaces, slashes or control characters"
-            ),
+            format!("must be 1 to {MAX_SKU_CHARS} characters without spaces, slashes or control characters"),
         ));
     }
     Ok(())
@@ -138,20 +129,13 @@ struct Validated {
 
 fn validate(fields: ProductFields) -> StoreResult<Validated> {
     let name = fields.name.trim().to_string();
-    if name.is_empty()
-        || name.chars().count() > MAX_PRODUCT_NAME_CHARS
-        || name.chars().any(char::is_control)
-    {
+    if name.is_empty() || name.chars().count() > MAX_PRODUCT_NAME_CHARS || name.chars().any(char::is_control) {
         return Err(StoreError::invalid(
             "name",
             format!("must be 1 to {MAX_PRODUCT_NAME_CHARS} characters"),
         ));
     }
-    let category = match fields
-        .category
-        .map(|c| c.trim().to_string())
-        .filter(|c| !c.is_empty())
-    {
+    let category = match fields.category.map(|c| c.trim().to_string()).filter(|c| !c.is_empty()) {
         Some(c) if c.chars().count() > MAX_CATEGORY_CHARS || c.chars().any(char::is_control) => {
             return Err(StoreError::invalid(
                 "category",
@@ -225,12 +209,7 @@ impl Store {
     /// Creates or replaces a product; `true` when it was created. The write
     /// is `ON CONFLICT DO UPDATE` (both backends), so two concurrent PUTs
     /// never fail, and the original `created_at` is kept.
-    pub async fn upsert_product(
-        &self,
-        t: &TenantId,
-        sku: &str,
-        fields: ProductFields,
-    ) -> StoreResult<(Product, bool)> {
+    pub async fn upsert_product(&self, t: &TenantId, sku: &str, fields: ProductFields) -> StoreResult<(Product, bool)> {
         validate_product_sku(sku)?;
         let v = validate(fields)?;
         let now = now_ms();
@@ -289,15 +268,9 @@ impl Store {
     }
 
     /// Products by SKU, optionally of one category.
-    pub async fn list_products(
-        &self,
-        t: &TenantId,
-        filter: ProductFilter,
-    ) -> StoreResult<Page<Product>> {
+    pub async fn list_products(&self, t: &TenantId, filter: ProductFilter) -> StoreResult<Page<Product>> {
         let limit = page_limit(filter.limit)?;
-        let mut sql = Sql::new(&format!(
-            "SELECT {COLUMNS} FROM products WHERE tenant_id = "
-        ));
+        let mut sql = Sql::new(&format!("SELECT {COLUMNS} FROM products WHERE tenant_id = "));
         let p = sql.arg(Arg::Text(t.0.clone()));
         sql.push(&p);
         if let Some(c) = &filter.cursor {
@@ -312,10 +285,7 @@ impl Store {
         let p = sql.arg(Arg::Int(limit + 1));
         sql.push(&format!(" ORDER BY sku LIMIT {p}"));
         let rows = sql.query().fetch_all(self.db().pool()).await?;
-        let mut items = rows
-            .iter()
-            .map(product_from_row)
-            .collect::<StoreResult<Vec<_>>>()?;
+        let mut items = rows.iter().map(product_from_row).collect::<StoreResult<Vec<_>>>()?;
         let next_cursor = if items.len() as i64 > limit {
             items.truncate(limit as usize);
             items.last().map(|p| cursor::encode(&(p.sku.clone(),)))

@@ -32,10 +32,7 @@ use utoipa::ToSchema;
 
 use crate::db::Backend;
 
-use super::{
-    Store, StoreError, StoreResult, TenantId, from_millis, is_transient, json_column, new_id,
-    now_ms,
-};
+use super::{Store, StoreError, StoreResult, TenantId, from_millis, is_transient, json_column, new_id, now_ms};
 
 /// Rows per multi-row INSERT (10-11 bind values each): few statements (a
 /// round trip each), far below either backend's parameter limit (SQLite
@@ -252,25 +249,18 @@ fn job_from_row(row: &AnyRow) -> StoreResult<ScoringJob> {
         fit_summary,
         error: row.try_get("error")?,
         created_at: from_millis(row.try_get("created_at")?),
-        started_at: row
-            .try_get::<Option<i64>, _>("started_at")?
-            .map(from_millis),
-        finished_at: row
-            .try_get::<Option<i64>, _>("finished_at")?
-            .map(from_millis),
+        started_at: row.try_get::<Option<i64>, _>("started_at")?.map(from_millis),
+        finished_at: row.try_get::<Option<i64>, _>("finished_at")?.map(from_millis),
     })
 }
 
-const SCORE_COLUMNS: &str =
-    "plugin_id, value, label, segment, explanation, components, computed_at, job_id";
+const SCORE_COLUMNS: &str = "plugin_id, value, label, segment, explanation, components, computed_at, job_id";
 
 fn score_from_row(row: &AnyRow) -> StoreResult<StoredScore> {
     let components = match json_column(&row.try_get::<String, _>("components")?)? {
         Value::Object(map) => map,
         _ => {
-            return Err(StoreError::Corrupt(
-                "score components are not a JSON object".into(),
-            ));
+            return Err(StoreError::Corrupt("score components are not a JSON object".into()));
         }
     };
     Ok(StoredScore {
@@ -323,11 +313,7 @@ fn list_placeholders(from: usize, count: usize) -> String {
 /// (about a second later). Idempotent: enqueuing a queued customer only
 /// bumps its generation. Call it in the same transaction as the write that
 /// made the scores stale, so the two commit or roll back together.
-pub async fn enqueue_rescore_tx(
-    conn: &mut AnyConnection,
-    t: &TenantId,
-    customer_id: &str,
-) -> StoreResult<()> {
+pub async fn enqueue_rescore_tx(conn: &mut AnyConnection, t: &TenantId, customer_id: &str) -> StoreResult<()> {
     sqlx::query(
         "INSERT INTO rescore_queue (tenant_id, customer_id, enqueued_at, generation) VALUES ($1, $2, $3, 1) \
          ON CONFLICT (tenant_id, customer_id) DO UPDATE SET generation = rescore_queue.generation + 1",
@@ -342,11 +328,7 @@ pub async fn enqueue_rescore_tx(
 
 /// Removes everything scoring keeps about a customer (current scores,
 /// history, queue entry), for deleting the customer in the same transaction.
-pub async fn delete_customer_scores_tx(
-    conn: &mut AnyConnection,
-    t: &TenantId,
-    customer_id: &str,
-) -> StoreResult<()> {
+pub async fn delete_customer_scores_tx(conn: &mut AnyConnection, t: &TenantId, customer_id: &str) -> StoreResult<()> {
     for table in ["customer_scores", "customer_score_history", "rescore_queue"] {
         sqlx::query(&format!(
             "DELETE FROM {table} WHERE tenant_id = $1 AND customer_id = $2"
@@ -386,8 +368,7 @@ fn customer_from_row(row: &AnyRow) -> StoreResult<ScoringCustomer> {
     })
 }
 
-const SCORING_CUSTOMER_COLUMNS: &str =
-    "id, external_id, name, email, phone, attributes, created_at";
+const SCORING_CUSTOMER_COLUMNS: &str = "id, external_id, name, email, phone, attributes, created_at";
 
 impl Store {
     /// Stores scores: upserts each (customer, plugin)'s current score unless
@@ -412,11 +393,7 @@ impl Store {
         let mut current: Vec<&NewScore> = Vec::with_capacity(rows.len());
         for row in &rows {
             match current.last_mut() {
-                Some(last)
-                    if last.customer_id == row.customer_id && last.plugin_id == row.plugin_id =>
-                {
-                    *last = row
-                }
+                Some(last) if last.customer_id == row.customer_id && last.plugin_id == row.plugin_id => *last = row,
                 _ => current.push(row),
             }
         }
@@ -442,19 +419,14 @@ impl Store {
                     return self.save_scores_once(t, &current, &rows).await;
                 }
                 Err(e) if retryable(&e) && attempt < WRITE_ATTEMPTS => {
-                    tokio::time::sleep(std::time::Duration::from_millis(20 * u64::from(attempt)))
-                        .await;
+                    tokio::time::sleep(std::time::Duration::from_millis(20 * u64::from(attempt))).await;
                 }
                 Err(e) => return Err(e),
             }
         }
     }
 
-    async fn existing_customers(
-        &self,
-        t: &TenantId,
-        scores: &[&NewScore],
-    ) -> StoreResult<HashMap<String, ()>> {
+    async fn existing_customers(&self, t: &TenantId, scores: &[&NewScore]) -> StoreResult<HashMap<String, ()>> {
         let mut ids: Vec<String> = scores.iter().map(|s| s.customer_id.clone()).collect();
         ids.dedup();
         let mut existing = HashMap::new();
@@ -474,12 +446,7 @@ impl Store {
         Ok(existing)
     }
 
-    async fn save_scores_once(
-        &self,
-        t: &TenantId,
-        current: &[&NewScore],
-        all: &[&NewScore],
-    ) -> StoreResult<u64> {
+    async fn save_scores_once(&self, t: &TenantId, current: &[&NewScore], all: &[&NewScore]) -> StoreResult<u64> {
         const WIDTH: usize = 10;
         let backend = self.db().backend();
         let mut tx = self.db().begin_write().await?;
@@ -497,10 +464,7 @@ impl Store {
                  WHERE customer_scores.computed_at <= excluded.computed_at",
                 values.join(", ")
             );
-            let components: Vec<String> = chunk
-                .iter()
-                .map(|s| components_json(&s.components))
-                .collect();
+            let components: Vec<String> = chunk.iter().map(|s| components_json(&s.components)).collect();
             let mut q = sqlx::query(&sql);
             for (s, components) in chunk.iter().zip(&components) {
                 q = q
@@ -570,11 +534,7 @@ impl Store {
         plugin: Option<&str>,
     ) -> StoreResult<Vec<StoredScore>> {
         self.require_customer(t, customer_id).await?;
-        let filter = if plugin.is_some() {
-            " AND plugin_id = $3"
-        } else {
-            ""
-        };
+        let filter = if plugin.is_some() { " AND plugin_id = $3" } else { "" };
         let sql = format!(
             "SELECT {SCORE_COLUMNS} FROM customer_scores WHERE tenant_id = $1 AND customer_id = $2{filter} \
              ORDER BY plugin_id"
@@ -622,16 +582,8 @@ impl Store {
 
     /// How many customers each plugin (or just `plugin`) put in each
     /// segment, largest first.
-    pub async fn segment_sizes(
-        &self,
-        t: &TenantId,
-        plugin: Option<&str>,
-    ) -> StoreResult<Vec<SegmentSize>> {
-        let filter = if plugin.is_some() {
-            " AND plugin_id = $2"
-        } else {
-            ""
-        };
+    pub async fn segment_sizes(&self, t: &TenantId, plugin: Option<&str>) -> StoreResult<Vec<SegmentSize>> {
+        let filter = if plugin.is_some() { " AND plugin_id = $2" } else { "" };
         let sql = format!(
             "SELECT plugin_id, segment, CAST(COUNT(*) AS BIGINT) AS customers FROM customer_scores \
              WHERE tenant_id = $1{filter} GROUP BY plugin_id, segment ORDER BY plugin_id, customers DESC, segment"
@@ -674,10 +626,9 @@ impl Store {
     /// otherwise pick the kind index and sort).
     pub async fn population(&self, t: &TenantId) -> StoreResult<Vec<PopulationMember>> {
         let mut members: Vec<PopulationMember> = Vec::new();
-        let mut rows =
-            sqlx::query("SELECT id, created_at FROM customers WHERE tenant_id = $1 ORDER BY id")
-                .bind(t.as_str())
-                .fetch(self.db().pool());
+        let mut rows = sqlx::query("SELECT id, created_at FROM customers WHERE tenant_id = $1 ORDER BY id")
+            .bind(t.as_str())
+            .fetch(self.db().pool());
         while let Some(row) = rows.try_next().await? {
             members.push(PopulationMember {
                 customer_id: row.try_get(0)?,
@@ -699,10 +650,7 @@ impl Store {
         let mut slot = 0;
         while let Some(row) = rows.try_next().await? {
             let customer_id: String = row.try_get(0)?;
-            while members
-                .get(slot)
-                .is_some_and(|m| m.customer_id != customer_id)
-            {
+            while members.get(slot).is_some_and(|m| m.customer_id != customer_id) {
                 slot += 1;
             }
             let Some(member) = members.get_mut(slot) else {
@@ -753,10 +701,7 @@ impl Store {
                 .await?
             }
         };
-        let customers = rows
-            .iter()
-            .map(customer_from_row)
-            .collect::<StoreResult<Vec<_>>>()?;
+        let customers = rows.iter().map(customer_from_row).collect::<StoreResult<Vec<_>>>()?;
         let (Some(first), Some(last)) = (customers.first(), customers.last()) else {
             return Ok(Vec::new());
         };
@@ -807,14 +752,7 @@ impl Store {
         if found.is_empty() {
             return Ok(Vec::new());
         }
-        attach_histories(
-            &mut conn,
-            t,
-            customers,
-            HistoryScope::Ids(&found),
-            max_interactions,
-        )
-        .await
+        attach_histories(&mut conn, t, customers, HistoryScope::Ids(&found), max_interactions).await
     }
 
     // -----------------------------------------------------------------
@@ -839,11 +777,7 @@ impl Store {
     }
 
     /// The oldest queued customers of a tenant, without removing them.
-    pub async fn peek_rescore_queue(
-        &self,
-        t: &TenantId,
-        limit: usize,
-    ) -> StoreResult<Vec<QueuedRescore>> {
+    pub async fn peek_rescore_queue(&self, t: &TenantId, limit: usize) -> StoreResult<Vec<QueuedRescore>> {
         let limit = i64::try_from(limit.clamp(1, MAX_HISTORY_CHUNK)).unwrap_or(1);
         sqlx::query(
             "SELECT customer_id, generation FROM rescore_queue WHERE tenant_id = $1 \
@@ -891,8 +825,7 @@ impl Store {
             .await;
             match result {
                 Err(e) if retryable(&e) && attempt < WRITE_ATTEMPTS => {
-                    tokio::time::sleep(std::time::Duration::from_millis(20 * u64::from(attempt)))
-                        .await;
+                    tokio::time::sleep(std::time::Duration::from_millis(20 * u64::from(attempt))).await;
                 }
                 other => return other,
             }
@@ -906,11 +839,7 @@ impl Store {
     /// `scoring_job_active` while another job of the tenant is queued or
     /// running (one at a time: a job already rescores everyone). A job whose
     /// heartbeat stopped [`JOB_STALE_MS`] ago is marked failed instead.
-    pub async fn create_scoring_job(
-        &self,
-        t: &TenantId,
-        plugin: Option<&str>,
-    ) -> StoreResult<ScoringJob> {
+    pub async fn create_scoring_job(&self, t: &TenantId, plugin: Option<&str>) -> StoreResult<ScoringJob> {
         let now = now_ms();
         let mut tx = self.db().begin_write().await?;
         // Serialises job creation per tenant on PostgreSQL (a row lock);
@@ -971,9 +900,7 @@ impl Store {
         .bind(id)
         .fetch_optional(self.db().pool())
         .await?
-        .ok_or(StoreError::NotFound {
-            entity: "scoring job",
-        })?;
+        .ok_or(StoreError::NotFound { entity: "scoring job" })?;
         job_from_row(&row)
     }
 
@@ -1002,13 +929,7 @@ impl Store {
     }
 
     /// Records progress (and is the job's heartbeat).
-    pub async fn scoring_job_progress(
-        &self,
-        t: &TenantId,
-        id: &str,
-        done: i64,
-        failed: i64,
-    ) -> StoreResult<()> {
+    pub async fn scoring_job_progress(&self, t: &TenantId, id: &str, done: i64, failed: i64) -> StoreResult<()> {
         sqlx::query(
             "UPDATE scoring_jobs SET done = $1, failed_customers = $2, updated_at = $3 WHERE tenant_id = $4 AND id = $5",
         )
@@ -1022,12 +943,7 @@ impl Store {
         Ok(())
     }
 
-    pub async fn scoring_job_fit_summary(
-        &self,
-        t: &TenantId,
-        id: &str,
-        summary: &Value,
-    ) -> StoreResult<()> {
+    pub async fn scoring_job_fit_summary(&self, t: &TenantId, id: &str, summary: &Value) -> StoreResult<()> {
         sqlx::query("UPDATE scoring_jobs SET fit_summary = $1, updated_at = $2 WHERE tenant_id = $3 AND id = $4")
             .bind(summary.to_string())
             .bind(now_ms())
@@ -1039,12 +955,7 @@ impl Store {
     }
 
     /// Running -> succeeded (`error` none) or failed.
-    pub async fn finish_scoring_job(
-        &self,
-        t: &TenantId,
-        id: &str,
-        error: Option<&str>,
-    ) -> StoreResult<ScoringJob> {
+    pub async fn finish_scoring_job(&self, t: &TenantId, id: &str, error: Option<&str>) -> StoreResult<ScoringJob> {
         let now = now_ms();
         let status = if error.is_some() {
             JobStatus::Failed
@@ -1114,10 +1025,7 @@ async fn attach_histories(
                 .await?
         }
         HistoryScope::Ids(ids) => {
-            let sql = format!(
-                "{SELECT}i.customer_id IN ({}){GROUP}",
-                list_placeholders(6, ids.len())
-            );
+            let sql = format!("{SELECT}i.customer_id IN ({}){GROUP}", list_placeholders(6, ids.len()));
             let mut q = sqlx::query(&sql)
                 .bind(t.as_str())
                 .bind(FIELD_SEP)
@@ -1130,11 +1038,7 @@ async fn attach_histories(
             q.fetch_all(&mut *conn).await?
         }
     };
-    let index: HashMap<String, usize> = customers
-        .iter()
-        .enumerate()
-        .map(|(n, c)| (c.id.clone(), n))
-        .collect();
+    let index: HashMap<String, usize> = customers.iter().enumerate().map(|(n, c)| (c.id.clone(), n)).collect();
     let mut histories: Vec<ScoringHistory> = customers
         .into_iter()
         .map(|customer| ScoringHistory {
@@ -1187,17 +1091,7 @@ fn number(field: &str) -> StoreResult<i64> {
 
 fn unpack_interaction(record: &str) -> StoreResult<ScoringInteraction> {
     let fields: Vec<&str> = record.split(FIELD_SEP).collect();
-    let [
-        id,
-        kind,
-        channel,
-        occurred_at,
-        amount_minor,
-        currency,
-        payload,
-        items,
-    ] = fields[..]
-    else {
+    let [id, kind, channel, occurred_at, amount_minor, currency, payload, items] = fields[..] else {
         return Err(corrupt("wrong number of fields"));
     };
     let mut unpacked_items = Vec::new();

@@ -113,12 +113,17 @@ fn generate_token() -> String {
 pub fn validate_tenant_id(id: &str) -> StoreResult<()> {
     let ok = !id.is_empty()
         && id.len() <= 64
-        && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
         && id.as_bytes()[0].is_ascii_alphanumeric();
     if ok {
         Ok(())
     } else {
-        Err(StoreError::invalid("id", "tenant ids are 1-64 characters of a-z, 0-9, '-' and '_'"))
+        Err(StoreError::invalid(
+            "id",
+            "tenant ids are 1-64 characters of a-z, 0-9, '-' and '_'",
+        ))
     }
 }
 
@@ -169,11 +174,18 @@ impl Store {
             .await;
         match inserted {
             Err(e) if super::is_unique_violation(&e) => {
-                return Err(StoreError::conflict("tenant_exists", format!("a tenant with id {id:?} already exists")));
+                return Err(StoreError::conflict(
+                    "tenant_exists",
+                    format!("a tenant with id {id:?} already exists"),
+                ));
             }
             other => other?,
         };
-        Ok(Tenant { id, name: name.to_string(), created_at: super::from_millis(now) })
+        Ok(Tenant {
+            id,
+            name: name.to_string(),
+            created_at: super::from_millis(now),
+        })
     }
 
     pub async fn get_tenant(&self, id: &str) -> StoreResult<Tenant> {
@@ -232,19 +244,23 @@ impl Store {
     /// Keys of one tenant, or the platform keys when `tenant` is `None`.
     pub async fn list_keys(&self, tenant: Option<&TenantId>) -> StoreResult<Vec<ApiKey>> {
         let rows = match tenant {
-            Some(t) => sqlx::query(
-                "SELECT id, tenant_id, role, name, prefix, created_at, revoked_at FROM api_keys \
+            Some(t) => {
+                sqlx::query(
+                    "SELECT id, tenant_id, role, name, prefix, created_at, revoked_at FROM api_keys \
                  WHERE tenant_id = $1 ORDER BY id",
-            )
-            .bind(t.as_str())
-            .fetch_all(self.db().pool())
-            .await?,
-            None => sqlx::query(
-                "SELECT id, tenant_id, role, name, prefix, created_at, revoked_at FROM api_keys \
+                )
+                .bind(t.as_str())
+                .fetch_all(self.db().pool())
+                .await?
+            }
+            None => {
+                sqlx::query(
+                    "SELECT id, tenant_id, role, name, prefix, created_at, revoked_at FROM api_keys \
                  WHERE tenant_id IS NULL ORDER BY id",
-            )
-            .fetch_all(self.db().pool())
-            .await?,
+                )
+                .fetch_all(self.db().pool())
+                .await?
+            }
         };
         rows.iter().map(key_from_row).collect()
     }
@@ -253,45 +269,50 @@ impl Store {
     pub async fn revoke_key(&self, tenant: Option<&TenantId>, key_id: &str) -> StoreResult<ApiKey> {
         let now = now_ms();
         let affected = match tenant {
-            Some(t) => sqlx::query(
-                "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2 AND tenant_id = $3",
-            )
-            .bind(now)
-            .bind(key_id)
-            .bind(t.as_str())
-            .execute(self.db().pool())
-            .await?,
-            None => sqlx::query(
-                "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2 AND tenant_id IS NULL",
-            )
-            .bind(now)
-            .bind(key_id)
-            .execute(self.db().pool())
-            .await?,
+            Some(t) => {
+                sqlx::query(
+                    "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2 AND tenant_id = $3",
+                )
+                .bind(now)
+                .bind(key_id)
+                .bind(t.as_str())
+                .execute(self.db().pool())
+                .await?
+            }
+            None => {
+                sqlx::query(
+                    "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2 AND tenant_id IS NULL",
+                )
+                .bind(now)
+                .bind(key_id)
+                .execute(self.db().pool())
+                .await?
+            }
         };
         if affected.rows_affected() == 0 {
             return Err(StoreError::NotFound { entity: "api key" });
         }
-        let row = sqlx::query(
-            "SELECT id, tenant_id, role, name, prefix, created_at, revoked_at FROM api_keys WHERE id = $1",
-        )
-        .bind(key_id)
-        .fetch_one(self.db().pool())
-        .await?;
+        let row =
+            sqlx::query("SELECT id, tenant_id, role, name, prefix, created_at, revoked_at FROM api_keys WHERE id = $1")
+                .bind(key_id)
+                .fetch_one(self.db().pool())
+                .await?;
         key_from_row(&row)
     }
 
     /// Resolves a bearer token to its principal; `None` for unknown or revoked.
     pub async fn authenticate(&self, token: &str) -> StoreResult<Option<Principal>> {
-        let row = sqlx::query(
-            "SELECT id, tenant_id, role FROM api_keys WHERE token_hash = $1 AND revoked_at IS NULL",
-        )
-        .bind(hash_token(token))
-        .fetch_optional(self.db().pool())
-        .await?;
+        let row = sqlx::query("SELECT id, tenant_id, role FROM api_keys WHERE token_hash = $1 AND revoked_at IS NULL")
+            .bind(hash_token(token))
+            .fetch_optional(self.db().pool())
+            .await?;
         let Some(row) = row else { return Ok(None) };
         let tenant: Option<String> = row.try_get("tenant_id")?;
         let role: String = row.try_get("role")?;
-        Ok(Some(Principal { key_id: row.try_get("id")?, tenant: tenant.map(TenantId), role: Role::parse(&role)? }))
+        Ok(Some(Principal {
+            key_id: row.try_get("id")?,
+            tenant: tenant.map(TenantId),
+            role: Role::parse(&role)?,
+        }))
     }
 }

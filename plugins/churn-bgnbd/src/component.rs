@@ -14,9 +14,7 @@
 //! population that cannot be fitted, or a customer without any purchase,
 //! is `invalid-input`.
 
-use rapport_plugin_sdk::{
-    self as sdk, PluginError, PurchaseSummary as SdkSummary, Score, ScoringRule, kv,
-};
+use rapport_plugin_sdk::{self as sdk, PluginError, PurchaseSummary as SdkSummary, Score, ScoringRule, kv};
 
 use crate::fit::fit;
 use crate::input::{History, Interaction};
@@ -35,9 +33,7 @@ fn plugin_error(err: ChurnError) -> PluginError {
     match err {
         ChurnError::InvalidConfig(_) => PluginError::InvalidConfig(err.to_string()),
         ChurnError::NoModel => PluginError::Unavailable("not fitted: run the batch job".into()),
-        ChurnError::InvalidModel(_) => {
-            PluginError::Unavailable(format!("{err}: run the batch job to refit"))
-        }
+        ChurnError::InvalidModel(_) => PluginError::Unavailable(format!("{err}: run the batch job to refit")),
         ChurnError::NoPurchases(_) | ChurnError::Fit(_) | ChurnError::Model(_) => {
             PluginError::InvalidInput(err.to_string())
         }
@@ -69,11 +65,7 @@ fn history(input: &sdk::History) -> History {
     }
 }
 
-fn to_score(
-    model: &FittedModel,
-    config: &Config,
-    input: &sdk::History,
-) -> Result<Score, PluginError> {
+fn to_score(model: &FittedModel, config: &Config, input: &sdk::History) -> Result<Score, PluginError> {
     let s = score_history(model, config, &history(input)).map_err(plugin_error)?;
     Ok(Score {
         value: s.churn_risk,
@@ -101,10 +93,7 @@ impl ScoringRule for ChurnPlugin {
         // Config and model once per batch; if either fails, every item
         // fails the same way (one result per input).
         match load_config().and_then(|config| Ok((config, load_model()?))) {
-            Ok((config, model)) => inputs
-                .iter()
-                .map(|input| to_score(&model, &config, input))
-                .collect(),
+            Ok((config, model)) => inputs.iter().map(|input| to_score(&model, &config, input)).collect(),
             Err(err) => inputs.iter().map(|_| Err(err.clone())).collect(),
         }
     }
@@ -134,8 +123,7 @@ impl ScoringRule for ChurnPlugin {
         };
         let json = model.to_json();
         kv::set(MODEL_KEY, json.as_bytes())?;
-        serde_json::from_str(&json)
-            .map_err(|err| PluginError::Internal(format!("model JSON: {err}")))
+        serde_json::from_str(&json).map_err(|err| PluginError::Internal(format!("model JSON: {err}")))
     }
 }
 
@@ -184,9 +172,7 @@ mod tests {
         testing::reset();
         assert_eq!(
             ChurnPlugin::score(&history("a", &[1], 10 * MS_PER_DAY)),
-            Err(PluginError::Unavailable(
-                "not fitted: run the batch job".into()
-            ))
+            Err(PluginError::Unavailable("not fitted: run the batch job".into()))
         );
     }
 
@@ -239,10 +225,7 @@ mod tests {
                 date[4..6].parse().unwrap(),
                 date[6..8].parse().unwrap(),
             );
-            purchases
-                .entry(f[1].parse().unwrap())
-                .or_default()
-                .push(day);
+            purchases.entry(f[1].parse().unwrap()).or_default().push(day);
         }
         let end_day = days_from_civil(1997, 9, 30);
         let now = end_day * MS_PER_DAY + 12 * 3_600_000;
@@ -264,20 +247,11 @@ mod tests {
         let summary = ChurnPlugin::fit(&population, now).unwrap();
         assert_eq!(summary["customers"], 2357);
         assert_eq!(summary["repeat_customers"], 946);
-        for (name, want) in [
-            ("r", 0.2426),
-            ("alpha", 4.4135),
-            ("a", 0.7929),
-            ("b", 2.4258),
-        ] {
+        for (name, want) in [("r", 0.2426), ("alpha", 4.4135), ("a", 0.7929), ("b", 2.4258)] {
             let got = summary["params"][name].as_f64().unwrap();
-            assert!(
-                ((got - want) / want).abs() < 1e-3,
-                "{name}: {got} vs {want}"
-            );
+            assert!(((got - want) / want).abs() < 1e-3, "{name}: {got} vs {want}");
         }
-        let stored: serde_json::Value =
-            serde_json::from_slice(&testing::kv_entries()[MODEL_KEY]).unwrap();
+        let stored: serde_json::Value = serde_json::from_slice(&testing::kv_entries()[MODEL_KEY]).unwrap();
         assert_eq!(stored, summary);
 
         let one = history("1", &purchases[&1], now);

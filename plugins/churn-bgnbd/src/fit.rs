@@ -47,14 +47,8 @@ pub enum FitError {
     #[error("no customers to fit")]
     Empty,
     #[error("customer #{index}: need finite 0 <= t_x <= T, got t_x={recency}, T={age}")]
-    InvalidSummary {
-        index: usize,
-        recency: f64,
-        age: f64,
-    },
-    #[error(
-        "no customer has a repeat purchase (or every T is 0): the BG/NBD parameters are not identifiable"
-    )]
+    InvalidSummary { index: usize, recency: f64, age: f64 },
+    #[error("no customer has a repeat purchase (or every T is 0): the BG/NBD parameters are not identifiable")]
     NotIdentifiable,
     #[error("the likelihood has no interior maximum ({0} runs off to its bound)")]
     Degenerate(&'static str),
@@ -74,8 +68,7 @@ pub fn fit(population: &[CustomerSummary]) -> Result<FitReport, FitError> {
         return Err(FitError::Empty);
     }
     for (index, s) in population.iter().enumerate() {
-        let ok =
-            s.recency.is_finite() && s.age.is_finite() && s.recency >= 0.0 && s.recency <= s.age;
+        let ok = s.recency.is_finite() && s.age.is_finite() && s.recency >= 0.0 && s.recency <= s.age;
         if !ok {
             return Err(FitError::InvalidSummary {
                 index,
@@ -108,11 +101,7 @@ pub fn fit(population: &[CustomerSummary]) -> Result<FitReport, FitError> {
     for _ in 0..20 {
         let m = nelder_mead(objective, &theta, step, 1e-15, 1e-10, 40_000);
         evaluations += m.evaluations;
-        let moved =
-            m.x.iter()
-                .zip(&theta)
-                .map(|(p, q)| (p - q).abs())
-                .fold(0.0, f64::max);
+        let moved = m.x.iter().zip(&theta).map(|(p, q)| (p - q).abs()).fold(0.0, f64::max);
         let improved = best - m.value;
         if m.value <= best {
             theta = m.x;
@@ -194,11 +183,7 @@ impl Weighted {
     }
 
     fn mean_log_likelihood(&self, p: &Params) -> f64 {
-        self.rows
-            .iter()
-            .map(|(s, w)| w * p.log_likelihood(s))
-            .sum::<f64>()
-            / self.total
+        self.rows.iter().map(|(s, w)| w * p.log_likelihood(s)).sum::<f64>() / self.total
     }
 
     /// Gradient of the mean log-likelihood with respect to (ln r, ln α,
@@ -218,24 +203,15 @@ impl Weighted {
                 let (e3, e4) = ((ln_a3 - m).exp(), (ln_a4 - m).exp());
                 (e3 / (e3 + e4), e4 / (e3 + e4))
             };
-            let d_r = digamma(r + x) - digamma(r) + alpha.ln()
-                - w3 * (alpha + s.age).ln()
-                - w4 * (alpha + s.recency).ln();
-            let d_alpha =
-                r / alpha - w3 * (r + x) / (alpha + s.age) - w4 * (r + x) / (alpha + s.recency);
+            let d_r =
+                digamma(r + x) - digamma(r) + alpha.ln() - w3 * (alpha + s.age).ln() - w4 * (alpha + s.recency).ln();
+            let d_alpha = r / alpha - w3 * (r + x) / (alpha + s.age) - w4 * (r + x) / (alpha + s.recency);
             let d_a = digamma(a + b) - digamma(a + b + x) + w4 / a;
             let d_b = digamma(a + b) + digamma(b + x)
                 - digamma(b)
                 - digamma(a + b + x)
-                - if s.frequency == 0 {
-                    0.0
-                } else {
-                    w4 / (b + x - 1.0)
-                };
-            for (gk, d) in g
-                .iter_mut()
-                .zip([d_r * r, d_alpha * alpha, d_a * a, d_b * b])
-            {
+                - if s.frequency == 0 { 0.0 } else { w4 / (b + x - 1.0) };
+            for (gk, d) in g.iter_mut().zip([d_r * r, d_alpha * alpha, d_a * a, d_b * b]) {
                 *gk += w * d;
             }
         }
@@ -279,8 +255,7 @@ fn newton_polish(data: &Weighted, theta: &mut Vec<f64>) {
         // only known to ~1e-14: a step may "lose" that much and still be
         // the better point, which the gradient then shows.
         let (now, next) = (value(theta), value(&candidate));
-        let better =
-            next >= now - 1e-12 * (1.0 + now.abs()) && norm(&data.gradient(&candidate)) < norm(&g);
+        let better = next >= now - 1e-12 * (1.0 + now.abs()) && norm(&data.gradient(&candidate)) < norm(&g);
         if !better {
             return;
         }
@@ -327,10 +302,7 @@ pub(crate) fn digamma(mut v: f64) -> f64 {
         * (1.0 / 12.0
             - inv2
                 * (1.0 / 120.0
-                    - inv2
-                        * (1.0 / 252.0
-                            - inv2
-                                * (1.0 / 240.0 - inv2 * (1.0 / 132.0 - inv2 * 691.0 / 32760.0)))));
+                    - inv2 * (1.0 / 252.0 - inv2 * (1.0 / 240.0 - inv2 * (1.0 / 132.0 - inv2 * 691.0 / 32760.0)))));
     acc + v.ln() - 0.5 / v - series
 }
 
@@ -378,9 +350,7 @@ mod tests {
             let (mut up, mut down) = (theta, theta);
             up[k] += 1e-6;
             down[k] -= 1e-6;
-            let fd = (data.mean_log_likelihood(&to_params(&up))
-                - data.mean_log_likelihood(&to_params(&down)))
-                / 2e-6;
+            let fd = (data.mean_log_likelihood(&to_params(&up)) - data.mean_log_likelihood(&to_params(&down))) / 2e-6;
             assert!((g[k] - fd).abs() < 1e-7, "component {k}: {} vs {fd}", g[k]);
         }
     }
@@ -399,9 +369,6 @@ mod tests {
             recency: 4.0,
             age: 3.0,
         }];
-        assert!(matches!(
-            fit(&bad),
-            Err(FitError::InvalidSummary { index: 0, .. })
-        ));
+        assert!(matches!(fit(&bad), Err(FitError::InvalidSummary { index: 0, .. })));
     }
 }

@@ -42,11 +42,7 @@ impl Params {
         let ok = [self.r, self.alpha, self.a, self.b]
             .iter()
             .all(|v| v.is_finite() && *v > 0.0);
-        if ok {
-            Ok(())
-        } else {
-            Err(ModelError::InvalidParams)
-        }
+        if ok { Ok(()) } else { Err(ModelError::InvalidParams) }
     }
 
     /// ln L(r, α, a, b | x, t_x, T) of one customer (paper, equation 6),
@@ -82,8 +78,7 @@ impl Params {
         let x = f64::from(s.frequency);
         // ln of a/(b+x-1) * ((α+T)/(α+t_x))^(r+x); 1/(1+e^v) is the
         // logistic of -v, computed without overflow for large v.
-        let v = a.ln() - (b + x - 1.0).ln()
-            + (r + x) * ((alpha + s.age).ln() - (alpha + s.recency).ln());
+        let v = a.ln() - (b + x - 1.0).ln() + (r + x) * ((alpha + s.age).ln() - (alpha + s.recency).ln());
         if v > 0.0 {
             let e = (-v).exp();
             e / (1.0 + e)
@@ -103,11 +98,7 @@ impl Params {
     /// series neither overflows for heavy buyers nor cancels
     /// catastrophically. Dividing by (a-1) is done analytically (the
     /// (a-1)_n Pochhammer factor), so a = 1 is not a singularity.
-    pub fn conditional_expected_purchases(
-        &self,
-        t: f64,
-        s: &CustomerSummary,
-    ) -> Result<f64, ModelError> {
+    pub fn conditional_expected_purchases(&self, t: f64, s: &CustomerSummary) -> Result<f64, ModelError> {
         self.validate()?;
         check_summary(s)?;
         if !(t.is_finite() && t >= 0.0) {
@@ -229,49 +220,14 @@ mod tests {
     /// scipy's hyp2f1 on the untransformed formula.
     const REFERENCE: &[(u32, f64, f64, f64, f64, f64)] = &[
         // (x, t_x, T, t, P(alive), E[X(t) | x, t_x, T])
-        (
-            2,
-            30.43,
-            38.86,
-            52.0,
-            0.7266079973001562,
-            1.5585840056700448,
-        ),
-        (
-            1,
-            1.71,
-            38.86,
-            52.0,
-            0.21222445924803884,
-            0.2599047609465544,
-        ),
+        (2, 30.43, 38.86, 52.0, 0.7266079973001562, 1.5585840056700448),
+        (1, 1.71, 38.86, 52.0, 0.21222445924803884, 0.2599047609465544),
         (0, 0.0, 38.86, 52.0, 1.0, 0.25167302746953163),
         (7, 29.43, 38.86, 39.0, 0.6417971241369419, 3.337216959610111),
         (5, 36.14, 38.14, 52.0, 0.862948760427946, 4.199175482831314),
-        (
-            14,
-            37.0,
-            38.86,
-            52.0,
-            0.9123260002422033,
-            11.480809080740958,
-        ),
-        (
-            3,
-            5.0,
-            38.0,
-            52.0,
-            0.040634779402345264,
-            0.12560444096223128,
-        ),
-        (
-            50,
-            30.0,
-            38.0,
-            500.0,
-            0.0017799322145654346,
-            0.3063946843333182,
-        ),
+        (14, 37.0, 38.86, 52.0, 0.9123260002422033, 11.480809080740958),
+        (3, 5.0, 38.0, 52.0, 0.040634779402345264, 0.12560444096223128),
+        (50, 30.0, 38.0, 500.0, 0.0017799322145654346, 0.3063946843333182),
         (1, 1.0, 2.0, 1000.0, 0.712506189334395, 13.849715993522544),
         (0, 0.0, 0.0, 52.0, 1.0, 1.44406222198838),
     ];
@@ -289,16 +245,8 @@ mod tests {
     #[test]
     fn unconditional_expectation_matches_lifetimes() {
         // `expected_number_of_purchases_up_to_time(52)` and `(39)`.
-        assert_rel(
-            PAPER.expected_purchases(52.0).unwrap(),
-            1.44406222198838,
-            1e-9,
-        );
-        assert_rel(
-            PAPER.expected_purchases(39.0).unwrap(),
-            1.1950518784094886,
-            1e-9,
-        );
+        assert_rel(PAPER.expected_purchases(52.0).unwrap(), 1.44406222198838, 1e-9);
+        assert_rel(PAPER.expected_purchases(39.0).unwrap(), 1.1950518784094886, 1e-9);
     }
 
     #[test]
@@ -308,20 +256,14 @@ mod tests {
 
     #[test]
     fn zero_horizon_expects_nothing() {
-        let e = PAPER
-            .conditional_expected_purchases(0.0, &cust(3, 10.0, 20.0))
-            .unwrap();
+        let e = PAPER.conditional_expected_purchases(0.0, &cust(3, 10.0, 20.0)).unwrap();
         assert_eq!(e, 0.0);
     }
 
     #[test]
     fn a_equal_to_one_is_the_limit_of_its_neighbours() {
         let s = cust(3, 20.0, 38.0);
-        let at = |a: f64| {
-            Params { a, ..PAPER }
-                .conditional_expected_purchases(52.0, &s)
-                .unwrap()
-        };
+        let at = |a: f64| Params { a, ..PAPER }.conditional_expected_purchases(52.0, &s).unwrap();
         let mid = at(1.0);
         assert!(mid.is_finite() && mid > 0.0);
         assert_rel(mid, (at(1.0 - 1e-6) + at(1.0 + 1e-6)) / 2.0, 1e-9);
@@ -330,10 +272,7 @@ mod tests {
     #[test]
     fn invalid_inputs_are_errors_not_panics() {
         let bad = Params { r: -1.0, ..PAPER };
-        assert_eq!(
-            bad.p_alive(&cust(1, 1.0, 2.0)),
-            Err(ModelError::InvalidParams)
-        );
+        assert_eq!(bad.p_alive(&cust(1, 1.0, 2.0)), Err(ModelError::InvalidParams));
         assert!(matches!(
             PAPER.p_alive(&cust(1, 3.0, 2.0)),
             Err(ModelError::InvalidSummary { .. })

@@ -77,11 +77,7 @@ pub fn nelder_mead(
         if fr < simplex[0].1 {
             let expanded = along(2.0);
             let fe = eval(&expanded, &mut evaluations);
-            simplex[n] = if fe < fr {
-                (expanded, fe)
-            } else {
-                (reflected, fr)
-            };
+            simplex[n] = if fe < fr { (expanded, fe) } else { (reflected, fr) };
             continue;
         }
         if fr < simplex[n - 1].1 {
@@ -105,11 +101,7 @@ pub fn nelder_mead(
         // Shrink everything towards the best vertex.
         let best_x = simplex[0].0.clone();
         for vertex in simplex.iter_mut().skip(1) {
-            let x: Vec<f64> = best_x
-                .iter()
-                .zip(&vertex.0)
-                .map(|(b, v)| b + 0.5 * (v - b))
-                .collect();
+            let x: Vec<f64> = best_x.iter().zip(&vertex.0).map(|(b, v)| b + 0.5 * (v - b)).collect();
             let v = eval(&x, &mut evaluations);
             *vertex = (x, v);
         }
@@ -133,20 +125,13 @@ mod tests {
         let rosenbrock = |x: &[f64]| (1.0 - x[0]).powi(2) + 100.0 * (x[1] - x[0] * x[0]).powi(2);
         let m = nelder_mead(rosenbrock, &[-1.2, 1.0], 0.5, 1e-15, 1e-10, 10_000);
         assert!(m.converged);
-        assert!(
-            (m.x[0] - 1.0).abs() < 1e-7 && (m.x[1] - 1.0).abs() < 1e-7,
-            "{m:?}"
-        );
+        assert!((m.x[0] - 1.0).abs() < 1e-7 && (m.x[1] - 1.0).abs() < 1e-7, "{m:?}");
     }
 
     #[test]
     fn forbidden_points_are_avoided() {
         let f = |x: &[f64]| {
-            if x[0] < 0.5 {
-                f64::NAN
-            } else {
-                (x[0] - 2.0).powi(2)
-            }
+            if x[0] < 0.5 { f64::NAN } else { (x[0] - 2.0).powi(2) }
         };
         let m = nelder_mead(f, &[1.0], 0.25, 1e-15, 1e-10, 10_000);
         assert!((m.x[0] - 2.0).abs() < 1e-7);

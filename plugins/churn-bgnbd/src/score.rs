@@ -75,8 +75,7 @@ impl Config {
         if !value.is_object() {
             return Err(ChurnError::InvalidConfig("expected a JSON object".into()));
         }
-        let config: Config =
-            serde_json::from_value(value).map_err(|e| ChurnError::InvalidConfig(e.to_string()))?;
+        let config: Config = serde_json::from_value(value).map_err(|e| ChurnError::InvalidConfig(e.to_string()))?;
         config.validate()?;
         Ok(config)
     }
@@ -93,9 +92,7 @@ impl Config {
             return bad("purchase_kind must not be empty");
         }
         let in_unit = |v: f64| (0.0..=1.0).contains(&v);
-        if !(in_unit(self.high_risk_below)
-            && in_unit(self.low_risk_from)
-            && self.high_risk_below <= self.low_risk_from)
+        if !(in_unit(self.high_risk_below) && in_unit(self.low_risk_from) && self.high_risk_below <= self.low_risk_from)
         {
             return bad("need 0 <= high_risk_below <= low_risk_from <= 1");
         }
@@ -131,8 +128,7 @@ impl FittedModel {
     }
 
     pub fn from_json(json: &str) -> Result<Self, ChurnError> {
-        let model: FittedModel =
-            serde_json::from_str(json).map_err(|e| ChurnError::InvalidModel(e.to_string()))?;
+        let model: FittedModel = serde_json::from_str(json).map_err(|e| ChurnError::InvalidModel(e.to_string()))?;
         if model.version != Self::VERSION {
             return Err(ChurnError::InvalidModel(format!(
                 "unsupported version {}",
@@ -141,9 +137,7 @@ impl FittedModel {
         }
         model.params.validate()?;
         if !(model.time_unit_days.is_finite() && model.time_unit_days > 0.0) {
-            return Err(ChurnError::InvalidModel(
-                "time_unit_days must be positive".into(),
-            ));
+            return Err(ChurnError::InvalidModel("time_unit_days must be positive".into()));
         }
         Ok(model)
     }
@@ -186,11 +180,7 @@ impl ChurnScore {
 /// as the calibration end. Customers without a purchase up to `now` are
 /// left out (BG/NBD starts at the first purchase). `purchases` should count
 /// purchase days (see [`crate::summary`]).
-pub fn fit_population(
-    population: &[PurchaseSummary],
-    now: i64,
-    config: &Config,
-) -> Result<FittedModel, ChurnError> {
+pub fn fit_population(population: &[PurchaseSummary], now: i64, config: &Config) -> Result<FittedModel, ChurnError> {
     config.validate()?;
     let summaries: Vec<CustomerSummary> = population
         .iter()
@@ -220,11 +210,7 @@ pub fn fit_population(
 /// purchases up to `history.now`, in the model's time unit; the horizon is
 /// `config.horizon_periods` of `config.time_unit_days`, converted to the
 /// model's unit if the configuration changed since the fit.
-pub fn score_history(
-    model: &FittedModel,
-    config: &Config,
-    history: &History,
-) -> Result<ChurnScore, ChurnError> {
+pub fn score_history(model: &FittedModel, config: &Config, history: &History) -> Result<ChurnScore, ChurnError> {
     config.validate()?;
     let times: Vec<i64> = history
         .interactions
@@ -236,9 +222,7 @@ pub fn score_history(
         .ok_or_else(|| ChurnError::NoPurchases(history.customer.clone()))?;
     let horizon = config.horizon_periods * config.time_unit_days / model.time_unit_days;
     let p_alive = model.params.p_alive(&summary)?;
-    let expected_purchases = model
-        .params
-        .conditional_expected_purchases(horizon, &summary)?;
+    let expected_purchases = model.params.conditional_expected_purchases(horizon, &summary)?;
     let risk = if p_alive < config.high_risk_below {
         "high"
     } else if p_alive >= config.low_risk_from {
@@ -316,13 +300,7 @@ mod tests {
         // Purchases on days 0, 0 (same day), 70 and 210; now = day 272: x=2,
         // t_x = 30 weeks, T = 272/7 weeks; the purchase on day 300 and the
         // visit are ignored.
-        let mut interactions = vec![
-            purchase(0),
-            purchase(0),
-            purchase(70),
-            purchase(210),
-            purchase(300),
-        ];
+        let mut interactions = vec![purchase(0), purchase(0), purchase(70), purchase(210), purchase(300)];
         interactions.push(Interaction {
             kind: "visit".into(),
             occurred_at: 271 * MS_PER_DAY,
@@ -342,9 +320,7 @@ mod tests {
         assert_eq!(s.churn_risk, 1.0 - p);
         assert_eq!(
             s.expected_purchases,
-            PAPER
-                .conditional_expected_purchases(52.0, &s.summary)
-                .unwrap()
+            PAPER.conditional_expected_purchases(52.0, &s.summary).unwrap()
         );
         assert_eq!(s.risk, if p >= 0.7 { "low" } else { "medium" });
 
@@ -380,15 +356,9 @@ mod tests {
             r#"{"version":1,"params":{"r":0.2426,"alpha":4.4135,"a":0.7929,"b":2.4258},"time_unit_days":7.0,"fitted_at":0,"customers":2357,"repeat_customers":946,"log_likelihood":-9582.4}"#
         );
         assert_eq!(FittedModel::from_json(&json).unwrap(), m);
-        assert!(matches!(
-            FittedModel::from_json("{}"),
-            Err(ChurnError::InvalidModel(_))
-        ));
+        assert!(matches!(FittedModel::from_json("{}"), Err(ChurnError::InvalidModel(_))));
         let negative = json.replace("0.2426", "-0.2426");
-        assert!(matches!(
-            FittedModel::from_json(&negative),
-            Err(ChurnError::Model(_))
-        ));
+        assert!(matches!(FittedModel::from_json(&negative), Err(ChurnError::Model(_))));
     }
 
     #[test]

@@ -133,9 +133,6 @@ mod tests {
         let s = summarise_aggregate(4, Some(0), Some(14 * DAY + 5), 28 * DAY, 7.0).unwrap();
         assert_eq!((s.frequency, s.recency, s.age), (3, 2.0, 4.0));
         assert_eq!(summarise_aggregate(0, None, None, 28 * DAY, 7.0), None);
-        assert_eq!(
-            summarise_aggregate(1, Some(30 * DAY), None, 28 * DAY, 7.0),
-            None
-        );
+        assert_eq!(summarise_aggregate(1, Some(30 * DAY), None, 28 * DAY, 7.0), None);
     }
 }

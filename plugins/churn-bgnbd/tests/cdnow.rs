@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use rapport_plugin_churn_bgnbd::{
-    Config, CustomerSummary, FittedModel, History, Interaction, MS_PER_DAY, PurchaseSummary, fit,
-    fit_population, score_history, summarise_purchases,
+    Config, CustomerSummary, FittedModel, History, Interaction, MS_PER_DAY, PurchaseSummary, fit, fit_population,
+    score_history, summarise_purchases,
 };
 
 const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/data/cdnow/");
@@ -64,10 +64,7 @@ fn fit_reproduces_the_published_cdnow_parameters() {
         ("b", p.b, 2.4258),
     ] {
         let rel = ((got - paper) / paper).abs();
-        assert!(
-            rel < 1e-3,
-            "{name} = {got}, paper {paper}, relative error {rel:e}"
-        );
+        assert!(rel < 1e-3, "{name} = {got}, paper {paper}, relative error {rel:e}");
     }
     // `lifetimes` 0.11.3 `BetaGeoFitter().fit(frequency, recency, T)`
     // (BFGS, gradient ~1e-11): the same maximum to 1e-6 relative.
@@ -121,10 +118,7 @@ fn fit_is_invariant_to_the_time_unit() {
 /// rounds them to 2 decimals).
 #[test]
 fn summary_builder_rebuilds_the_published_table() {
-    let (Some(raw), Some(published)) = (
-        read("CDNOW_sample.txt"),
-        read("cdnow_customers_summary.csv"),
-    ) else {
+    let (Some(raw), Some(published)) = (read("CDNOW_sample.txt"), read("cdnow_customers_summary.csv")) else {
         return;
     };
     let published = published_summaries(&published);
@@ -154,14 +148,8 @@ fn summary_builder_rebuilds_the_published_table() {
         let built = summarise_purchases(times, end, 7.0).unwrap();
         let want = published[id];
         assert_eq!(built.frequency, want.frequency, "customer {id}");
-        assert!(
-            (built.recency - want.recency).abs() <= 0.005 + 1e-9,
-            "customer {id}"
-        );
-        assert!(
-            (built.age - want.age).abs() <= 0.005 + 1e-9,
-            "customer {id}"
-        );
+        assert!((built.recency - want.recency).abs() <= 0.005 + 1e-9, "customer {id}");
+        assert!((built.age - want.age).abs() <= 0.005 + 1e-9, "customer {id}");
         repeaters += usize::from(built.frequency > 0);
     }
     assert_eq!(repeaters, 946);
@@ -198,12 +186,7 @@ fn fit_population_and_score_history_on_cdnow() {
     let model = fit_population(&population, now, &config).unwrap();
     assert_eq!((model.customers, model.repeat_customers), (2357, 946));
     let p = model.params;
-    for (got, want) in [
-        (p.r, 0.2426),
-        (p.alpha, 4.4135),
-        (p.a, 0.7929),
-        (p.b, 2.4258),
-    ] {
+    for (got, want) in [(p.r, 0.2426), (p.alpha, 4.4135), (p.a, 0.7929), (p.b, 2.4258)] {
         assert!(((got - want) / want).abs() < 1e-3, "{got} vs {want}");
     }
     let model = FittedModel::from_json(&model.to_json()).unwrap();

@@ -18,10 +18,7 @@ pub struct Purchase {
 /// purchase; `PerCustomer` merges all of a customer's purchases into one
 /// basket, customers in order of first appearance. Duplicates are kept here
 /// (fitting counts each SKU once per basket anyway).
-pub fn group_baskets(
-    purchases: impl IntoIterator<Item = Purchase>,
-    mode: BasketMode,
-) -> Vec<Vec<String>> {
+pub fn group_baskets(purchases: impl IntoIterator<Item = Purchase>, mode: BasketMode) -> Vec<Vec<String>> {
     match mode {
         BasketMode::PerPurchase => purchases.into_iter().map(|p| p.skus).collect(),
         BasketMode::PerCustomer => {

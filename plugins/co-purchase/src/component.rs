@@ -11,9 +11,7 @@
 //! Capabilities: `config`, `kv`, `log`. Errors: a bad config is
 //! `invalid-config`; an unreadable stored model is `unavailable` (refit).
 
-use rapport_plugin_sdk::{
-    self as sdk, CrossSell, PluginError, RecommendRequest, Recommendation, kv, log,
-};
+use rapport_plugin_sdk::{self as sdk, CrossSell, PluginError, RecommendRequest, Recommendation, kv, log};
 
 use crate::{Config, Model, Recommender, fit_with_summary};
 
@@ -65,11 +63,10 @@ impl CrossSell for CoPurchasePlugin {
 
     fn fit(baskets: &[Vec<String>]) -> Result<serde_json::Value, PluginError> {
         let config = load_config()?;
-        let (model, summary) = fit_with_summary(&config, baskets)
-            .map_err(|e| PluginError::InvalidConfig(e.to_string()))?;
+        let (model, summary) =
+            fit_with_summary(&config, baskets).map_err(|e| PluginError::InvalidConfig(e.to_string()))?;
         kv::set(MODEL_KEY, model.to_json().as_bytes())?;
-        serde_json::to_value(&summary)
-            .map_err(|err| PluginError::Internal(format!("fit summary JSON: {err}")))
+        serde_json::to_value(&summary).map_err(|err| PluginError::Internal(format!("fit summary JSON: {err}")))
     }
 }
 
@@ -127,10 +124,7 @@ mod tests {
     #[test]
     fn before_fit_there_is_nothing_to_recommend() {
         testing::reset();
-        assert_eq!(
-            CoPurchasePlugin::recommend(&request(&["A"], None, 5)),
-            Ok(vec![])
-        );
+        assert_eq!(CoPurchasePlugin::recommend(&request(&["A"], None, 5)), Ok(vec![]));
         assert_eq!(testing::logs().len(), 1);
         assert_eq!(testing::logs()[0].level, log::Level::Warn);
     }
@@ -148,10 +142,7 @@ mod tests {
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].sku, "A");
         assert_eq!(got[0].score, 1.0);
-        assert_eq!(
-            got[0].reason,
-            "bought with B by 100% of B buyers (lift 1.2)"
-        );
+        assert_eq!(got[0].reason, "bought with B by 100% of B buyers (lift 1.2)");
         // The basket wins over what the customer owns; owned SKUs are
         // never recommended.
         let got = CoPurchasePlugin::recommend(&request(&["A"], Some(&["B"]), 5)).unwrap();

@@ -128,9 +128,6 @@ mod tests {
             Config::from_json(r#"{"min_confidence":1.5}"#),
             Err(ConfigError::MinConfidence(1.5))
         );
-        assert_eq!(
-            Config::from_json(r#"{"min_lift":-1}"#),
-            Err(ConfigError::MinLift(-1.0))
-        );
+        assert_eq!(Config::from_json(r#"{"min_lift":-1}"#), Err(ConfigError::MinLift(-1.0)));
     }
 }

@@ -198,11 +198,7 @@ enum BasketCheck {
 
 /// Fills `out` with the basket's distinct non-blank SKUs and says whether
 /// the basket counts.
-fn distinct_skus<'a, S: AsRef<str>>(
-    basket: &'a [S],
-    max_items: usize,
-    out: &mut Vec<&'a str>,
-) -> BasketCheck {
+fn distinct_skus<'a, S: AsRef<str>>(basket: &'a [S], max_items: usize, out: &mut Vec<&'a str>) -> BasketCheck {
     out.clear();
     out.extend(
         basket
@@ -304,10 +300,7 @@ mod tests {
             ..loose()
         };
         let model = fit(&config, &data).unwrap();
-        let kept: Vec<_> = model
-            .rules()
-            .map(|r| (r.antecedent, r.consequent))
-            .collect();
+        let kept: Vec<_> = model.rules().map(|r| (r.antecedent, r.consequent)).collect();
         assert_eq!(kept, [("b", "a")]);
         // lift(a→b) = (2/3)/(1/2) = 4/3.
         let config = Config {

@@ -100,12 +100,7 @@ impl Metrics {
 
 impl Model {
     /// Builds a model from parts `fit` has already made consistent.
-    pub(crate) fn from_parts(
-        baskets: u64,
-        skus: Vec<String>,
-        counts: Vec<u64>,
-        rules: Vec<(u32, u32, u64)>,
-    ) -> Self {
+    pub(crate) fn from_parts(baskets: u64, skus: Vec<String>, counts: Vec<u64>, rules: Vec<(u32, u32, u64)>) -> Self {
         Self {
             baskets,
             skus,
@@ -116,8 +111,7 @@ impl Model {
 
     /// Reads a model stored with [`Model::to_json`].
     pub fn from_json(text: &str) -> Result<Self, ModelError> {
-        let raw: RawModel =
-            serde_json::from_str(text).map_err(|e| ModelError::Json(e.to_string()))?;
+        let raw: RawModel = serde_json::from_str(text).map_err(|e| ModelError::Json(e.to_string()))?;
         Model::try_from(raw)
     }
 
@@ -178,11 +172,7 @@ impl TryFrom<RawModel> for Model {
         }
         let bad = |why: String| Err(ModelError::Inconsistent(why));
         if raw.skus.len() != raw.counts.len() {
-            return bad(format!(
-                "{} skus but {} counts",
-                raw.skus.len(),
-                raw.counts.len()
-            ));
+            return bad(format!("{} skus but {} counts", raw.skus.len(), raw.counts.len()));
         }
         if let Some(count) = raw.counts.iter().find(|&&c| c == 0 || c > raw.baskets) {
             return bad(format!("sku count {count} outside 1..={}", raw.baskets));
@@ -241,12 +231,7 @@ mod tests {
 
     #[test]
     fn json_round_trip_and_validation() {
-        let model = Model::from_parts(
-            10,
-            vec!["a".into(), "b".into()],
-            vec![4, 5],
-            vec![(0, 1, 3), (1, 0, 3)],
-        );
+        let model = Model::from_parts(10, vec!["a".into(), "b".into()], vec![4, 5], vec![(0, 1, 3), (1, 0, 3)]);
         let json = model.to_json();
         assert_eq!(
             json,
@@ -266,9 +251,6 @@ mod tests {
             Model::from_json(&json.replace("[0,1,3]", "[0,2,3]")),
             Err(ModelError::Inconsistent(_))
         ));
-        assert!(matches!(
-            Model::from_json("not json"),
-            Err(ModelError::Json(_))
-        ));
+        assert!(matches!(Model::from_json("not json"), Err(ModelError::Json(_))));
     }
 }

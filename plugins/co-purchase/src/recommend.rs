@@ -43,11 +43,7 @@ impl<'m> Recommender<'m> {
         for i in 0..sku_count {
             start[i + 1] += start[i];
         }
-        Self {
-            model,
-            id_of,
-            start,
-        }
+        Self { model, id_of, start }
     }
 
     /// Up to `limit` recommendations, best first (score, then lift, then
@@ -152,9 +148,7 @@ mod tests {
     fn model() -> Model {
         // 10 baskets. a: 5, b: 4, c: 3, d: 2, e: 1.
         // ab 4, ac 2, bc 1, cd 2, de 1.
-        let text = [
-            "a b", "a b", "a b c", "a b", "a c", "c d", "c d", "d e", "x", "y",
-        ];
+        let text = ["a b", "a b", "a b c", "a b", "a c", "c d", "c d", "d e", "x", "y"];
         // (cd appears twice: "c d" ×2; d also in "d e": d = 3, c = 4.)
         let baskets: Vec<Vec<String>> = text
             .iter()
@@ -182,10 +176,7 @@ mod tests {
         assert_eq!(skus(&recs), ["b", "c"]);
         assert!((recs[0].score - 0.8).abs() < 1e-12);
         // lift(a→b) = 0.8 / 0.4 = 2.0
-        assert_eq!(
-            recs[0].reason,
-            "bought with a by 80% of a buyers (lift 2.0)"
-        );
+        assert_eq!(recs[0].reason, "bought with a by 80% of a buyers (lift 2.0)");
     }
 
     #[test]
@@ -195,10 +186,7 @@ mod tests {
         let recs = recommend(&model, &["a"], Some(&["c"][..]), 10);
         assert_eq!(skus(&recs), ["d", "b"]);
         // c→d: conf 0.5, lift 0.5/0.3.
-        assert_eq!(
-            recs[0].reason,
-            "bought with c by 50% of c buyers (lift 1.7)"
-        );
+        assert_eq!(recs[0].reason, "bought with c by 50% of c buyers (lift 1.7)");
         // Empty basket falls back to owned.
         let recs = recommend(&model, &["a"], Some(&[][..]), 10);
         assert_eq!(skus(&recs), ["b", "c"]);
@@ -211,11 +199,7 @@ mod tests {
         let recs = recommend(&model, &["a", "d"], None, 10);
         assert_eq!(skus(&recs), ["b", "c", "e"]);
         assert!((recs[1].score - 2.0 / 3.0).abs() < 1e-12);
-        assert!(
-            recs[1]
-                .reason
-                .starts_with("bought with d by 67% of d buyers")
-        );
+        assert!(recs[1].reason.starts_with("bought with d by 67% of d buyers"));
         assert_eq!(skus(&recommend(&model, &["a", "d"], None, 1)), ["b"]);
         assert!(recommend(&model, &["a"], None, 0).is_empty());
     }

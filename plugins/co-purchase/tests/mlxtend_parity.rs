@@ -49,14 +49,9 @@ fn skip(why: &str) -> Option<Vec<ReferenceRule>> {
 }
 
 /// Runs the reference script; None when the test must be skipped.
-fn mlxtend_rules(
-    min_support: f64,
-    min_confidence: f64,
-    min_lift: f64,
-) -> Option<Vec<ReferenceRule>> {
-    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
-        "mlxtend-rules-{min_support}-{min_confidence}-{min_lift}.json"
-    ));
+fn mlxtend_rules(min_support: f64, min_confidence: f64, min_lift: f64) -> Option<Vec<ReferenceRule>> {
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("mlxtend-rules-{min_support}-{min_confidence}-{min_lift}.json"));
     let result = Command::new("python3")
         .arg(tests_dir().join("mlxtend_rules.py"))
         .arg(tests_dir().join("data/baskets.txt"))
@@ -145,9 +140,6 @@ fn rules_match_mlxtend_with_loose_thresholds() {
 #[test]
 fn rules_match_mlxtend_with_strict_thresholds() {
     if let Some(compared) = compare(0.01, 0.3, 1.5) {
-        assert!(
-            compared >= 8,
-            "the planted rules must be found, got {compared}"
-        );
+        assert!(compared >= 8, "the planted rules must be found, got {compared}");
     }
 }

@@ -62,11 +62,7 @@ fn fits_a_tenant_sized_basket_set() {
     assert!(summary.skus_seen > 5_000, "{summary:?}");
     assert!(summary.frequent_skus < summary.skus_seen);
     assert!(summary.rules_kept <= summary.frequent_skus * 20);
-    assert!(
-        json.len() < 2_000_000,
-        "model too large: {} bytes",
-        json.len()
-    );
+    assert!(json.len() < 2_000_000, "model too large: {} bytes", json.len());
 
     // The planted pair is the best rule from its long-tail side.
     let recommender = Recommender::new(&model);

@@ -11,9 +11,7 @@
 //! no model (or an unreadable one) is `unavailable` (run the batch fit); a
 //! population without a purchase in the window is `invalid-input`.
 
-use rapport_plugin_sdk::{
-    self as sdk, PluginError, PurchaseSummary as SdkSummary, Score, ScoringRule, kv,
-};
+use rapport_plugin_sdk::{self as sdk, PluginError, PurchaseSummary as SdkSummary, Score, ScoringRule, kv};
 
 use crate::input::{History, Interaction};
 use crate::score::{Config, RfmError, RfmModel, fit, score_history};
@@ -30,9 +28,7 @@ sdk::export_scoring_rule!(RfmPlugin);
 fn plugin_error(err: RfmError) -> PluginError {
     match err {
         RfmError::InvalidConfig(_) => PluginError::InvalidConfig(err.to_string()),
-        RfmError::InvalidModel(_) => {
-            PluginError::Unavailable(format!("{err}: run the batch job to refit"))
-        }
+        RfmError::InvalidModel(_) => PluginError::Unavailable(format!("{err}: run the batch job to refit")),
         RfmError::NoModel => PluginError::Unavailable("not fitted: run the batch job".into()),
         RfmError::EmptyPopulation(_) => PluginError::InvalidInput(err.to_string()),
     }
@@ -128,8 +124,7 @@ impl ScoringRule for RfmPlugin {
         let model = fit(&values, config.window_days, now).map_err(plugin_error)?;
         let json = model.to_json();
         kv::set(MODEL_KEY, json.as_bytes())?;
-        serde_json::from_str(&json)
-            .map_err(|err| PluginError::Internal(format!("model JSON: {err}")))
+        serde_json::from_str(&json).map_err(|err| PluginError::Internal(format!("model JSON: {err}")))
     }
 }
 
@@ -176,10 +171,7 @@ mod tests {
                     (12, 0),
                 ],
             ),
-            summary(
-                "B",
-                &[(10, 20_000), (11, 20_000), (20, 0), (30, 0), (40, 0)],
-            ),
+            summary("B", &[(10, 20_000), (11, 20_000), (20, 0), (30, 0), (40, 0)]),
             summary("C", &[(10, 2_500)]),
             summary("D", &[(40, 5_000), (50, 5_000), (60, 5_000)]),
             summary("E", &[(75, 1_000)]),
@@ -238,17 +230,11 @@ mod tests {
         testing::reset();
         assert_eq!(
             RfmPlugin::score(&history(&[(1, 100)])),
-            Err(PluginError::Unavailable(
-                "not fitted: run the batch job".into()
-            ))
+            Err(PluginError::Unavailable("not fitted: run the batch job".into()))
         );
         let batch = RfmPlugin::score_batch(&[history(&[]), history(&[(1, 1)])]);
         assert_eq!(batch.len(), 2);
-        assert!(
-            batch
-                .iter()
-                .all(|r| matches!(r, Err(PluginError::Unavailable(_))))
-        );
+        assert!(batch.iter().all(|r| matches!(r, Err(PluginError::Unavailable(_)))));
     }
 
     #[test]
@@ -267,8 +253,7 @@ mod tests {
             serde_json::from_slice::<serde_json::Value>(&stored[MODEL_KEY]).unwrap(),
             summary
         );
-        let score =
-            RfmPlugin::score(&history(&[(4, 10_000), (30, 20_000), (200, 20_000)])).unwrap();
+        let score = RfmPlugin::score(&history(&[(4, 10_000), (30, 20_000), (200, 20_000)])).unwrap();
         assert_eq!(score.label.as_deref(), Some("545"));
         assert_eq!(score.segment.as_deref(), Some("Champions"));
         assert_eq!(score.value, 14.0);
@@ -276,10 +261,7 @@ mod tests {
             score.components,
             vec![("r".into(), 5.0), ("f".into(), 4.0), ("m".into(), 5.0)]
         );
-        let batch = RfmPlugin::score_batch(&[
-            history(&[]),
-            history(&[(4, 10_000), (30, 20_000), (200, 20_000)]),
-        ]);
+        let batch = RfmPlugin::score_batch(&[history(&[]), history(&[(4, 10_000), (30, 20_000), (200, 20_000)])]);
         assert_eq!(batch[0].as_ref().unwrap().label.as_deref(), Some("111"));
         assert_eq!(batch[1].as_ref().unwrap(), &score);
     }

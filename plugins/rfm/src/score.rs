@@ -10,9 +10,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::input::{History, PurchaseSummary};
-use crate::quintile::{
-    score_higher_better, score_lower_better, thresholds_higher_better, thresholds_lower_better,
-};
+use crate::quintile::{score_higher_better, score_lower_better, thresholds_higher_better, thresholds_lower_better};
 use crate::segment::{Segment, fm};
 use crate::values::RfmValues;
 
@@ -63,8 +61,7 @@ impl Config {
         if !value.is_object() {
             return Err(RfmError::InvalidConfig("expected a JSON object".into()));
         }
-        let config: Config =
-            serde_json::from_value(value).map_err(|e| RfmError::InvalidConfig(e.to_string()))?;
+        let config: Config = serde_json::from_value(value).map_err(|e| RfmError::InvalidConfig(e.to_string()))?;
         config.validate()?;
         Ok(config)
     }
@@ -76,9 +73,7 @@ impl Config {
             ));
         }
         if self.purchase_kind.is_empty() {
-            return Err(RfmError::InvalidConfig(
-                "purchase_kind must not be empty".into(),
-            ));
+            return Err(RfmError::InvalidConfig("purchase_kind must not be empty".into()));
         }
         Ok(())
     }
@@ -114,13 +109,9 @@ impl RfmModel {
     }
 
     pub fn from_json(json: &str) -> Result<Self, RfmError> {
-        let model: RfmModel =
-            serde_json::from_str(json).map_err(|e| RfmError::InvalidModel(e.to_string()))?;
+        let model: RfmModel = serde_json::from_str(json).map_err(|e| RfmError::InvalidModel(e.to_string()))?;
         if model.version != Self::VERSION {
-            return Err(RfmError::InvalidModel(format!(
-                "unsupported version {}",
-                model.version
-            )));
+            return Err(RfmError::InvalidModel(format!("unsupported version {}", model.version)));
         }
         let sorted = model.recency_days.is_sorted_by(|a, b| a >= b)
             && model.frequency.is_sorted()
@@ -206,11 +197,7 @@ pub fn fit(population: &[RfmValues], window_days: u32, now: i64) -> Result<RfmMo
 
 /// Fits the tenant's model from the host's purchase summaries (see
 /// [`RfmValues::from_summary`] for what the window means for them).
-pub fn fit_population(
-    population: &[PurchaseSummary],
-    now: i64,
-    config: &Config,
-) -> Result<RfmModel, RfmError> {
+pub fn fit_population(population: &[PurchaseSummary], now: i64, config: &Config) -> Result<RfmModel, RfmError> {
     config.validate()?;
     let values: Vec<RfmValues> = population
         .iter()
@@ -336,10 +323,7 @@ mod tests {
         );
         assert_eq!(s.values, None);
         assert_eq!(s.total(), 3);
-        assert_eq!(
-            s.explanation(365),
-            "RFM 111 (Lost): no purchase in the last 365 days"
-        );
+        assert_eq!(s.explanation(365), "RFM 111 (Lost): no purchase in the last 365 days");
     }
 
     #[test]
@@ -413,14 +397,8 @@ mod tests {
         );
         assert_eq!(RfmModel::from_json(&json).unwrap(), model);
         let unsorted = json.replace("[1,1,2,5]", "[5,1,2,1]");
-        assert!(matches!(
-            RfmModel::from_json(&unsorted),
-            Err(RfmError::InvalidModel(_))
-        ));
-        assert!(matches!(
-            RfmModel::from_json("{}"),
-            Err(RfmError::InvalidModel(_))
-        ));
+        assert!(matches!(RfmModel::from_json(&unsorted), Err(RfmError::InvalidModel(_))));
+        assert!(matches!(RfmModel::from_json("{}"), Err(RfmError::InvalidModel(_))));
     }
 
     #[test]

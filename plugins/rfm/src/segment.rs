@@ -101,13 +101,7 @@ mod tests {
         use Segment::*;
         // Rows R = 5 down to 1, columns FM = 1..5, as in the module docs.
         let table = [
-            [
-                NewCustomers,
-                PotentialLoyalist,
-                PotentialLoyalist,
-                Champions,
-                Champions,
-            ],
+            [NewCustomers, PotentialLoyalist, PotentialLoyalist, Champions, Champions],
             [
                 Promising,
                 PotentialLoyalist,
@@ -166,10 +160,7 @@ mod tests {
             Segment::Lost,
         ];
         for s in all {
-            assert_eq!(
-                serde_json::to_string(&s).unwrap(),
-                format!("\"{}\"", s.name())
-            );
+            assert_eq!(serde_json::to_string(&s).unwrap(), format!("\"{}\"", s.name()));
         }
     }
 }

@@ -30,12 +30,10 @@ pub fn config<T: DeserializeOwned>() -> Result<T, PluginError> {
 /// [`config`] over given text (for plugins that validate further, and for
 /// tests).
 pub fn parse_config<T: DeserializeOwned>(text: &str) -> Result<T, PluginError> {
-    let value: serde_json::Value = serde_json::from_str(text)
-        .map_err(|err| PluginError::InvalidConfig(format!("config is not JSON: {err}")))?;
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|err| PluginError::InvalidConfig(format!("config is not JSON: {err}")))?;
     if !value.is_object() {
-        return Err(PluginError::InvalidConfig(
-            "config is not a JSON object".into(),
-        ));
+        return Err(PluginError::InvalidConfig("config is not a JSON object".into()));
     }
     serde_json::from_value(value).map_err(|err| PluginError::InvalidConfig(err.to_string()))
 }
@@ -66,10 +64,7 @@ mod tests {
         assert_eq!(config_json(), r#"{"bonus":3}"#);
         for bad in [r#"{"bonus": "x"}"#, r#"{"other": 1}"#, "[]", "nope"] {
             testing::set_config_json(bad);
-            assert!(
-                matches!(config::<Knobs>(), Err(PluginError::InvalidConfig(_))),
-                "{bad}"
-            );
+            assert!(matches!(config::<Knobs>(), Err(PluginError::InvalidConfig(_))), "{bad}");
         }
     }
 }

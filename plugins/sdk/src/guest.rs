@@ -211,9 +211,7 @@ fn score_out(s: Score) -> wit_scoring::CustomerScore {
 }
 
 impl<T: ScoringRule> wit_scoring::Guest for ScoringAdapter<T> {
-    fn score(
-        input: wit_inputs::CustomerHistory,
-    ) -> Result<wit_scoring::CustomerScore, wit::PluginError> {
+    fn score(input: wit_inputs::CustomerHistory) -> Result<wit_scoring::CustomerScore, wit::PluginError> {
         T::score(&input.into()).map(score_out).map_err(Into::into)
     }
 
@@ -227,14 +225,9 @@ impl<T: ScoringRule> wit_scoring::Guest for ScoringAdapter<T> {
             .collect()
     }
 
-    fn fit(
-        population: Vec<wit_inputs::PurchaseSummary>,
-        now: wit::Timestamp,
-    ) -> Result<wit::Json, wit::PluginError> {
+    fn fit(population: Vec<wit_inputs::PurchaseSummary>, now: wit::Timestamp) -> Result<wit::Json, wit::PluginError> {
         let population: Vec<PurchaseSummary> = population.into_iter().map(Into::into).collect();
-        T::fit(&population, now)
-            .map(|v| json_out(&v))
-            .map_err(Into::into)
+        T::fit(&population, now).map(|v| json_out(&v)).map_err(Into::into)
     }
 }
 
@@ -245,14 +238,10 @@ impl<T: ScoringRule> wit_scoring::Guest for ScoringAdapter<T> {
 pub struct CrossSellAdapter<T>(PhantomData<T>);
 
 impl<T: CrossSell> wit_cross::Guest for CrossSellAdapter<T> {
-    fn recommend(
-        request: wit_cross::RecommendRequest,
-    ) -> Result<Vec<wit_cross::Recommendation>, wit::PluginError> {
+    fn recommend(request: wit_cross::RecommendRequest) -> Result<Vec<wit_cross::Recommendation>, wit::PluginError> {
         let request = RecommendRequest {
             history: request.history.into(),
-            basket: request
-                .basket
-                .map(|items| items.into_iter().map(Into::into).collect()),
+            basket: request.basket.map(|items| items.into_iter().map(Into::into).collect()),
             limit: request.limit,
         };
         T::recommend(&request)
@@ -289,12 +278,10 @@ fn outcome_out(o: RewardOutcome) -> wit_rewards::RewardOutcome {
                     reason: e.reason,
                     expires_at: e.expires_at,
                 }),
-                LedgerIntent::Adjust(a) => {
-                    wit_rewards::LedgerIntent::Adjust(wit_rewards::AdjustIntent {
-                        points: a.points,
-                        reason: a.reason,
-                    })
-                }
+                LedgerIntent::Adjust(a) => wit_rewards::LedgerIntent::Adjust(wit_rewards::AdjustIntent {
+                    points: a.points,
+                    reason: a.reason,
+                }),
             })
             .collect(),
         tier_change: o.tier_change.map(|t| wit_rewards::TierChange {
@@ -315,9 +302,7 @@ impl<T: RewardScheme> wit_rewards::Guest for RewardAdapter<T> {
             rolling_spend_minor: context.rolling_spend_minor,
             now: context.now,
         };
-        T::on_interaction(&context)
-            .map(outcome_out)
-            .map_err(Into::into)
+        T::on_interaction(&context).map(outcome_out).map_err(Into::into)
     }
 
     fn redeemable(
@@ -338,9 +323,7 @@ impl<T: RewardScheme> wit_rewards::Guest for RewardAdapter<T> {
 pub struct ChannelAdapter<T>(PhantomData<T>);
 
 impl<T: ChannelConnector> wit_channel::Guest for ChannelAdapter<T> {
-    fn deliver(
-        message: wit_channel::Message,
-    ) -> Result<wit_channel::Receipt, wit_channel::DeliveryError> {
+    fn deliver(message: wit_channel::Message) -> Result<wit_channel::Receipt, wit_channel::DeliveryError> {
         let message = Message {
             id: message.id,
             customer_id: message.customer_id,

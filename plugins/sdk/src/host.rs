@@ -20,9 +20,7 @@ pub struct Page<T> {
 
 #[cfg(not(target_arch = "wasm32"))]
 fn no_host<T>() -> Result<T, HostError> {
-    Err(HostError::Unavailable(
-        "no host capabilities in native tests".into(),
-    ))
+    Err(HostError::Unavailable("no host capabilities in native tests".into()))
 }
 
 /// Capability `customers`.
@@ -35,9 +33,7 @@ pub mod customers {
     /// `None` when the tenant has no such customer.
     pub fn get(id: &str) -> Result<Option<Customer>, HostError> {
         #[cfg(target_arch = "wasm32")]
-        return wit::get_customer(id)
-            .map(|c| c.map(Into::into))
-            .map_err(Into::into);
+        return wit::get_customer(id).map(|c| c.map(Into::into)).map_err(Into::into);
         #[cfg(not(target_arch = "wasm32"))]
         {
             let _ = id;
@@ -83,11 +79,7 @@ pub mod interactions {
 
     /// A customer's interactions, newest first, at most `limit` (cap 500)
     /// per page; an unknown customer yields an empty page.
-    pub fn list(
-        customer_id: &str,
-        cursor: Option<&str>,
-        limit: u32,
-    ) -> Result<Page<Interaction>, HostError> {
+    pub fn list(customer_id: &str, cursor: Option<&str>, limit: u32) -> Result<Page<Interaction>, HostError> {
         #[cfg(target_arch = "wasm32")]
         return wit::list_interactions(customer_id, cursor, limit)
             .map(|p| Page {
@@ -124,11 +116,7 @@ pub mod loyalty {
     }
 
     /// Newest first.
-    pub fn ledger(
-        customer_id: &str,
-        cursor: Option<&str>,
-        limit: u32,
-    ) -> Result<Page<LedgerEntry>, HostError> {
+    pub fn ledger(customer_id: &str, cursor: Option<&str>, limit: u32) -> Result<Page<LedgerEntry>, HostError> {
         #[cfg(target_arch = "wasm32")]
         return wit::list_ledger(customer_id, cursor, limit)
             .map(|p| Page {
@@ -172,9 +160,7 @@ pub mod catalog {
 
     pub fn product(sku: &str) -> Result<Option<Product>, HostError> {
         #[cfg(target_arch = "wasm32")]
-        return wit::get_product(sku)
-            .map(|p| p.map(Into::into))
-            .map_err(Into::into);
+        return wit::get_product(sku).map(|p| p.map(Into::into)).map_err(Into::into);
         #[cfg(not(target_arch = "wasm32"))]
         {
             let _ = sku;
@@ -182,11 +168,7 @@ pub mod catalog {
         }
     }
 
-    pub fn products(
-        category: Option<&str>,
-        cursor: Option<&str>,
-        limit: u32,
-    ) -> Result<Page<Product>, HostError> {
+    pub fn products(category: Option<&str>, cursor: Option<&str>, limit: u32) -> Result<Page<Product>, HostError> {
         #[cfg(target_arch = "wasm32")]
         return wit::list_products(category, cursor, limit)
             .map(|p| Page {
@@ -236,9 +218,7 @@ pub mod http {
         #[cfg(not(target_arch = "wasm32"))]
         {
             let _ = request;
-            Err(HttpError::Connection(
-                "no outbound HTTP in native tests".into(),
-            ))
+            Err(HttpError::Connection("no outbound HTTP in native tests".into()))
         }
     }
 }

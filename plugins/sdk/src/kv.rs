@@ -64,9 +64,9 @@ pub fn get_string(key: &str) -> Result<Option<String>, PluginError> {
 pub fn get_json<T: DeserializeOwned>(key: &str) -> Result<Option<T>, PluginError> {
     match get(key)? {
         None => Ok(None),
-        Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|err| {
-            PluginError::Internal(format!("kv value under {key:?} does not decode: {err}"))
-        }),
+        Some(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|err| PluginError::Internal(format!("kv value under {key:?} does not decode: {err}"))),
     }
 }
 
@@ -89,10 +89,7 @@ mod tests {
         set_json("m", &vec![1u32, 2, 3]).unwrap();
         assert_eq!(get_json::<Vec<u32>>("m"), Ok(Some(vec![1, 2, 3])));
         assert_eq!(get_string("m"), Ok(Some("[1,2,3]".to_owned())));
-        assert!(matches!(
-            get_json::<String>("m"),
-            Err(PluginError::Internal(_))
-        ));
+        assert!(matches!(get_json::<String>("m"), Err(PluginError::Internal(_))));
         set("bin", &[0xff, 0xfe]).unwrap();
         assert!(matches!(get_string("bin"), Err(PluginError::Internal(_))));
         assert_eq!(list_keys(""), Ok(vec!["bin".to_owned(), "m".to_owned()]));
@@ -106,15 +103,10 @@ mod tests {
         testing::fail_kv(Some(HostError::QuotaExceeded("kv_max_bytes".into())));
         assert_eq!(
             set_json("m", &1),
-            Err(PluginError::Unavailable(
-                "quota exceeded: kv_max_bytes".into()
-            ))
+            Err(PluginError::Unavailable("quota exceeded: kv_max_bytes".into()))
         );
         testing::fail_kv(Some(HostError::Unavailable("db down".into())));
-        assert_eq!(
-            get_json::<u8>("m"),
-            Err(PluginError::Unavailable("db down".into()))
-        );
+        assert_eq!(get_json::<u8>("m"), Err(PluginError::Unavailable("db down".into())));
         testing::fail_kv(None);
         assert_eq!(get_json::<u8>("m"), Ok(None));
     }

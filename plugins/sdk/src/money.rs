@@ -10,8 +10,8 @@ use crate::types::Money;
 /// "no currency", e.g. an unknown SKU's price) has 0.
 pub fn minor_digits(currency: &str) -> u32 {
     match currency {
-        "BIF" | "CLP" | "DJF" | "GNF" | "ISK" | "JPY" | "KMF" | "KRW" | "PYG" | "RWF" | "UGX"
-        | "UYI" | "VND" | "VUV" | "XAF" | "XOF" | "XPF" | "XXX" => 0,
+        "BIF" | "CLP" | "DJF" | "GNF" | "ISK" | "JPY" | "KMF" | "KRW" | "PYG" | "RWF" | "UGX" | "UYI" | "VND"
+        | "VUV" | "XAF" | "XOF" | "XPF" | "XXX" => 0,
         "BHD" | "IQD" | "JOD" | "KWD" | "LYD" | "OMR" | "TND" => 3,
         _ => 2,
     }
@@ -86,19 +86,13 @@ mod tests {
         assert_eq!(Money::new("USD", -5).to_string(), "-0.05 USD");
         assert_eq!(Money::new("JPY", 1200).to_string(), "1200 JPY");
         assert_eq!(Money::new("KWD", 1250).to_string(), "1.250 KWD");
-        assert_eq!(
-            Money::new("USD", i64::MIN).to_string(),
-            "-92233720368547758.08 USD"
-        );
+        assert_eq!(Money::new("USD", i64::MIN).to_string(), "-92233720368547758.08 USD");
     }
 
     #[test]
     fn adding_refuses_mixed_currencies_and_overflow() {
         let a = Money::new("USD", 100);
-        assert_eq!(
-            a.checked_add(&Money::new("USD", 50)),
-            Some(Money::new("USD", 150))
-        );
+        assert_eq!(a.checked_add(&Money::new("USD", 50)), Some(Money::new("USD", 150)));
         assert_eq!(a.checked_add(&Money::new("EUR", 50)), None);
         assert_eq!(Money::new("USD", i64::MAX).checked_add(&a), None);
         let all = [a.clone(), Money::new("EUR", 7), Money::new("USD", 1)];

@@ -75,10 +75,7 @@ pub(crate) fn push_log(level: Level, message: &str, fields: &[(&str, &str)]) {
         s.logs.push(LogLine {
             level,
             message: message.to_owned(),
-            fields: fields
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
+            fields: fields.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
         })
     });
 }

@@ -7,9 +7,9 @@
 //! calls except what the plugin puts in [`crate::kv`].
 
 use crate::types::{
-    DeliveryError, History, InboundError, InboundEvent, InboundRequest, InteractionContext,
-    LoyaltyAccount, Message, PluginError, PurchaseSummary, Receipt, RecommendRequest,
-    Recommendation, Reward, RewardOutcome, Score, Tier, Timestamp,
+    DeliveryError, History, InboundError, InboundEvent, InboundRequest, InteractionContext, LoyaltyAccount, Message,
+    PluginError, PurchaseSummary, Receipt, RecommendRequest, Recommendation, Reward, RewardOutcome, Score, Tier,
+    Timestamp,
 };
 
 /// World `scoring-rule`: RFM, churn risk, lifetime value, lead score, ...
@@ -27,10 +27,7 @@ pub trait ScoringRule {
     /// Fits population-level parameters (run by the host's batch job
     /// before rescoring), keeps them in `kv` and returns a JSON summary for
     /// the operator. The default has nothing to fit and returns `{}`.
-    fn fit(
-        population: &[PurchaseSummary],
-        now: Timestamp,
-    ) -> Result<serde_json::Value, PluginError> {
+    fn fit(population: &[PurchaseSummary], now: Timestamp) -> Result<serde_json::Value, PluginError> {
         let _ = (population, now);
         Ok(serde_json::Value::Object(Default::default()))
     }
@@ -58,11 +55,7 @@ pub trait RewardScheme {
     fn on_interaction(context: &InteractionContext) -> Result<RewardOutcome, PluginError>;
 
     /// The ids of the `rewards` this account may redeem now.
-    fn redeemable(
-        account: &LoyaltyAccount,
-        tiers: &[Tier],
-        rewards: &[Reward],
-    ) -> Result<Vec<String>, PluginError>;
+    fn redeemable(account: &LoyaltyAccount, tiers: &[Tier], rewards: &[Reward]) -> Result<Vec<String>, PluginError>;
 }
 
 /// World `channel-connector`: deliver messages out, turn channel callbacks

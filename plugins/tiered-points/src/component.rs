@@ -8,9 +8,7 @@
 
 use rapport_plugin_sdk::{self as sdk, PluginError, RewardScheme};
 
-use crate::types::{
-    InteractionContext, LedgerIntent, LoyaltyAccount, Money, Outcome, Reward, Tier,
-};
+use crate::types::{InteractionContext, LedgerIntent, LoyaltyAccount, Money, Outcome, Reward, Tier};
 use crate::{Config, Error, Interaction};
 
 /// The exported reward scheme.
@@ -82,9 +80,7 @@ fn outcome(o: Outcome) -> sdk::RewardOutcome {
 }
 
 impl RewardScheme for TieredPointsPlugin {
-    fn on_interaction(
-        context: &sdk::InteractionContext,
-    ) -> Result<sdk::RewardOutcome, PluginError> {
+    fn on_interaction(context: &sdk::InteractionContext) -> Result<sdk::RewardOutcome, PluginError> {
         let config = load_config()?;
         let i = &context.interaction;
         let context = InteractionContext {

@@ -115,19 +115,10 @@ impl Config {
             ));
         }
         if self.welcome_bonus < 0 {
-            return bad(format!(
-                "welcome_bonus must be >= 0, got {}",
-                self.welcome_bonus
-            ));
+            return bad(format!("welcome_bonus must be >= 0, got {}", self.welcome_bonus));
         }
-        if let Some(kind) = self
-            .earn_kinds
-            .iter()
-            .find(|k| self.refund_kinds.contains(k))
-        {
-            return bad(format!(
-                "kind {kind:?} is in both earn_kinds and refund_kinds"
-            ));
+        if let Some(kind) = self.earn_kinds.iter().find(|k| self.refund_kinds.contains(k)) {
+            return bad(format!("kind {kind:?} is in both earn_kinds and refund_kinds"));
         }
         let mut names = HashSet::new();
         let mut ranks = HashSet::new();
@@ -145,15 +136,9 @@ impl Config {
                 ));
             }
             if tier.min_spend_minor < 0 {
-                return bad(format!(
-                    "tier {:?}: min_spend_minor must be >= 0",
-                    tier.name
-                ));
+                return bad(format!("tier {:?}: min_spend_minor must be >= 0", tier.name));
             }
-            check_rate(
-                &format!("tier {:?} points_per_unit", tier.name),
-                tier.points_per_unit,
-            )?;
+            check_rate(&format!("tier {:?} points_per_unit", tier.name), tier.points_per_unit)?;
         }
         let mut by_rank: Vec<&TierRule> = self.tiers.iter().collect();
         by_rank.sort_by_key(|t| t.rank);
@@ -219,9 +204,7 @@ mod tests {
         assert!(tiers(r#"[{"name":"A","rank":0,"min_spend_minor":0,"points_per_unit":1},{"name":"A","rank":1,"min_spend_minor":10,"points_per_unit":1}]"#).is_err());
         assert!(tiers(r#"[{"name":"A","rank":0,"min_spend_minor":0,"points_per_unit":1},{"name":"B","rank":0,"min_spend_minor":10,"points_per_unit":1}]"#).is_err());
         assert!(tiers(r#"[{"name":"A","rank":0,"min_spend_minor":100,"points_per_unit":1},{"name":"B","rank":1,"min_spend_minor":100,"points_per_unit":1}]"#).is_err());
-        assert!(
-            tiers(r#"[{"name":"A","rank":0,"min_spend_minor":0,"points_per_unit":-1}]"#).is_err()
-        );
+        assert!(tiers(r#"[{"name":"A","rank":0,"min_spend_minor":0,"points_per_unit":-1}]"#).is_err());
         assert!(tiers(r#"[{"name":"B","rank":1,"min_spend_minor":100,"points_per_unit":2},{"name":"A","rank":0,"min_spend_minor":0,"points_per_unit":1}]"#).is_ok());
         assert!(tiers("[]").is_ok());
     }
@@ -231,10 +214,7 @@ mod tests {
         assert!(Config::from_json(r#"{"minor_units_per_unit":0}"#).is_err());
         assert!(Config::from_json(r#"{"welcome_bonus":-5}"#).is_err());
         assert!(Config::from_json(r#"{"expiry_days":40000}"#).is_err());
-        assert!(
-            Config::from_json(r#"{"earn_kinds":["purchase"],"refund_kinds":["purchase"]}"#)
-                .is_err()
-        );
+        assert!(Config::from_json(r#"{"earn_kinds":["purchase"],"refund_kinds":["purchase"]}"#).is_err());
     }
 
     #[test]

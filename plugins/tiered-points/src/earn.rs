@@ -5,9 +5,7 @@
 use crate::config::rate_milli;
 use crate::money::{format_minor, format_rate};
 use crate::tiers::{ResolvedTier, qualifying, resolve};
-use crate::{
-    AdjustIntent, Config, EarnIntent, Error, InteractionContext, LedgerIntent, Outcome, TierChange,
-};
+use crate::{AdjustIntent, Config, EarnIntent, Error, InteractionContext, LedgerIntent, Outcome, TierChange};
 
 const DAY_MS: i64 = 86_400_000;
 
@@ -37,12 +35,7 @@ pub fn on_interaction(config: &Config, ctx: &InteractionContext) -> Result<Outco
         .amount
         .as_ref()
         .filter(|_| is_earn_kind || is_refund_kind)
-        .filter(|money| {
-            config
-                .currency
-                .as_ref()
-                .is_none_or(|c| *c == money.currency)
-        });
+        .filter(|money| config.currency.as_ref().is_none_or(|c| *c == money.currency));
     let signed_amount = amount.map(|money| {
         if is_refund_kind {
             -money.amount_minor.saturating_abs()
@@ -55,8 +48,7 @@ pub fn on_interaction(config: &Config, ctx: &InteractionContext) -> Result<Outco
     let spend = if config.rolling_spend_includes_current {
         ctx.rolling_spend_minor
     } else {
-        ctx.rolling_spend_minor
-            .saturating_add(signed_amount.unwrap_or(0))
+        ctx.rolling_spend_minor.saturating_add(signed_amount.unwrap_or(0))
     };
     let (tier_change, effective) = evaluate_tier(config, ctx, &resolved, spend);
     let (rate, rate_label) = match effective {
@@ -122,10 +114,7 @@ pub fn on_interaction(config: &Config, ctx: &InteractionContext) -> Result<Outco
             }
         }
     }
-    Ok(Outcome {
-        ledger,
-        tier_change,
-    })
+    Ok(Outcome { ledger, tier_change })
 }
 
 /// Step 1: the tier change, if any, and the tier whose rate applies now.
@@ -137,8 +126,7 @@ fn evaluate_tier<'r, 'a>(
 ) -> (Option<TierChange>, Option<&'r ResolvedTier<'a>>) {
     let current_id = ctx.account.tier_id.as_deref();
     let current = current_id.and_then(|id| resolved.iter().find(|t| t.host.id == id));
-    let hand_assigned =
-        current_id.is_some_and(|id| current.is_none() && ctx.tiers.iter().any(|t| t.id == id));
+    let hand_assigned = current_id.is_some_and(|id| current.is_none() && ctx.tiers.iter().any(|t| t.id == id));
     if hand_assigned || resolved.is_empty() {
         return (None, None);
     }
@@ -165,9 +153,7 @@ fn evaluate_tier<'r, 'a>(
             c.rule.name,
             format_minor(c.rule.min_spend_minor, unit)
         ),
-        (None, None) => format!(
-            "unknown tier removed: rolling 12-month spend {spend_text} qualifies for no tier"
-        ),
+        (None, None) => format!("unknown tier removed: rolling 12-month spend {spend_text} qualifies for no tier"),
         (_, Some(t)) => format!(
             "upgraded to {}: rolling 12-month spend {spend_text} reached {}",
             t.rule.name,
@@ -184,10 +170,8 @@ fn evaluate_tier<'r, 'a>(
 /// floor(amount_minor × rate_milli / (minor_units_per_unit × 1000)), in
 /// i128 so no realistic amount overflows; refused if it exceeds i64.
 fn points_for(amount_minor: u64, rate_milli: i64, minor_units_per_unit: i64) -> Result<i64, Error> {
-    let points = i128::from(amount_minor) * i128::from(rate_milli)
-        / (i128::from(minor_units_per_unit) * 1000);
-    i64::try_from(points)
-        .map_err(|_| Error::InvalidInput(format!("amount {amount_minor} earns too many points")))
+    let points = i128::from(amount_minor) * i128::from(rate_milli) / (i128::from(minor_units_per_unit) * 1000);
+    i64::try_from(points).map_err(|_| Error::InvalidInput(format!("amount {amount_minor} earns too many points")))
 }
 
 fn expiry(config: &Config, occurred_at: i64) -> Result<Option<i64>, Error> {

@@ -21,8 +21,8 @@ pub use config::{Config, TierRule};
 pub use earn::on_interaction;
 pub use redeem::redeemable;
 pub use types::{
-    AdjustIntent, EarnIntent, Interaction, InteractionContext, LedgerIntent, LoyaltyAccount, Money,
-    Outcome, Reward, Tier, TierChange,
+    AdjustIntent, EarnIntent, Interaction, InteractionContext, LedgerIntent, LoyaltyAccount, Money, Outcome, Reward,
+    Tier, TierChange,
 };
 
 /// Why a call failed; maps one to one onto the WIT `plugin-error` cases.

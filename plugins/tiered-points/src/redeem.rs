@@ -132,20 +132,13 @@ mod tests {
     #[test]
     fn per_reward_minimum_tier_by_name() {
         let mut config = Config::default();
-        config
-            .reward_min_tier
-            .insert("lounge".into(), "Gold".into());
-        let rewards = [
-            reward("lounge", 10, None, None),
-            reward("mug", 10, None, None),
-        ];
+        config.reward_min_tier.insert("lounge".into(), "Gold".into());
+        let rewards = [reward("lounge", 10, None, None), reward("mug", 10, None, None)];
         let ids = |tier| redeemable(&config, &account(50, tier), &tiers(), &rewards).unwrap();
         assert_eq!(ids(Some("t-silver")), ["mug"]);
         assert_eq!(ids(Some("t-gold")), ["lounge", "mug"]);
 
-        config
-            .reward_min_tier
-            .insert("mug".into(), "Platinum".into());
+        config.reward_min_tier.insert("mug".into(), "Platinum".into());
         assert!(matches!(
             redeemable(&config, &account(50, Some("t-gold")), &tiers(), &rewards),
             Err(Error::InvalidConfig(_))

@@ -16,21 +16,15 @@ pub(crate) struct ResolvedTier<'a> {
 /// ascending rank. A configured tier the host does not know, or whose rank
 /// differs from the host's, is a configuration error: tier changes need the
 /// host id, and reward rules compare host ranks.
-pub(crate) fn resolve<'a>(
-    config: &'a Config,
-    host_tiers: &'a [Tier],
-) -> Result<Vec<ResolvedTier<'a>>, Error> {
+pub(crate) fn resolve<'a>(config: &'a Config, host_tiers: &'a [Tier]) -> Result<Vec<ResolvedTier<'a>>, Error> {
     let mut resolved = Vec::with_capacity(config.tiers.len());
     for rule in &config.tiers {
-        let host = host_tiers
-            .iter()
-            .find(|t| t.name == rule.name)
-            .ok_or_else(|| {
-                Error::InvalidConfig(format!(
-                    "tier {:?} is configured but the host has no tier of that name",
-                    rule.name
-                ))
-            })?;
+        let host = host_tiers.iter().find(|t| t.name == rule.name).ok_or_else(|| {
+            Error::InvalidConfig(format!(
+                "tier {:?} is configured but the host has no tier of that name",
+                rule.name
+            ))
+        })?;
         if host.rank != rule.rank {
             return Err(Error::InvalidConfig(format!(
                 "tier {:?} has rank {} in the configuration but {} in the host",
@@ -48,12 +42,6 @@ pub(crate) fn resolve<'a>(
 }
 
 /// The highest tier whose threshold the spend reaches, if any.
-pub(crate) fn qualifying<'r, 'a>(
-    resolved: &'r [ResolvedTier<'a>],
-    spend_minor: i64,
-) -> Option<&'r ResolvedTier<'a>> {
-    resolved
-        .iter()
-        .rev()
-        .find(|t| spend_minor >= t.rule.min_spend_minor)
+pub(crate) fn qualifying<'r, 'a>(resolved: &'r [ResolvedTier<'a>], spend_minor: i64) -> Option<&'r ResolvedTier<'a>> {
+    resolved.iter().rev().find(|t| spend_minor >= t.rule.min_spend_minor)
 }

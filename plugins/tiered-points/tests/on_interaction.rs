@@ -3,8 +3,8 @@
 //! dates, the welcome bonus exactly once, kinds that earn nothing, refunds.
 
 use rapport_plugin_tiered_points::{
-    AdjustIntent, Config, EarnIntent, Error, Interaction, InteractionContext, LedgerIntent,
-    LoyaltyAccount, Money, Outcome, Tier, TierChange, on_interaction,
+    AdjustIntent, Config, EarnIntent, Error, Interaction, InteractionContext, LedgerIntent, LoyaltyAccount, Money,
+    Outcome, Tier, TierChange, on_interaction,
 };
 
 const DAY_MS: i64 = 86_400_000;
@@ -12,31 +12,22 @@ const DAY_MS: i64 = 86_400_000;
 const T0: i64 = 1_767_225_600_000;
 
 fn host_tiers() -> Vec<Tier> {
-    [
-        ("t-bronze", "Bronze"),
-        ("t-silver", "Silver"),
-        ("t-gold", "Gold"),
-    ]
-    .iter()
-    .enumerate()
-    .map(|(rank, (id, name))| Tier {
-        id: id.to_string(),
-        name: name.to_string(),
-        rank: rank as i64,
-        min_points: 0,
-    })
-    .collect()
+    [("t-bronze", "Bronze"), ("t-silver", "Silver"), ("t-gold", "Gold")]
+        .iter()
+        .enumerate()
+        .map(|(rank, (id, name))| Tier {
+            id: id.to_string(),
+            name: name.to_string(),
+            rank: rank as i64,
+            min_points: 0,
+        })
+        .collect()
 }
 
 /// A purchase context: `amount_minor` USD, account in `tier` with
 /// `lifetime_earned` 1000 (so no welcome bonus unless a test says so),
 /// rolling spend as given.
-fn ctx(
-    kind: &str,
-    amount_minor: i64,
-    tier: Option<&str>,
-    rolling_spend_minor: i64,
-) -> InteractionContext {
+fn ctx(kind: &str, amount_minor: i64, tier: Option<&str>, rolling_spend_minor: i64) -> InteractionContext {
     InteractionContext {
         interaction: Interaction {
             id: "i1".into(),
@@ -108,8 +99,7 @@ fn exact_points_for_each_tier() {
 
 #[test]
 fn rounding_is_floor() {
-    let points =
-        |amount, tier: &str, spend| earned(&run(&ctx("purchase", amount, Some(tier), spend)));
+    let points = |amount, tier: &str, spend| earned(&run(&ctx("purchase", amount, Some(tier), spend)));
     assert_eq!(points(99, "t-bronze", 0), Vec::<i64>::new()); // 0.99 → 0: no zero-point earn
     assert_eq!(points(100, "t-bronze", 0), [1]);
     assert_eq!(points(199, "t-bronze", 0), [1]);
@@ -152,10 +142,7 @@ fn upgrade_is_immediate_and_the_purchase_earns_at_the_new_rate() {
     assert_eq!(earned(&outcome), [100]);
     // Straight from Bronze to Gold.
     let outcome = run(&ctx("purchase", 10_000, Some("t-bronze"), 200_000));
-    assert_eq!(
-        outcome.tier_change.as_ref().unwrap().tier_id.as_deref(),
-        Some("t-gold")
-    );
+    assert_eq!(outcome.tier_change.as_ref().unwrap().tier_id.as_deref(), Some("t-gold"));
     // A new account gets its first tier.
     let outcome = run(&ctx("purchase", 10_000, None, 10_000));
     assert_eq!(
@@ -172,17 +159,12 @@ fn downgrade_when_rolling_spend_falls_below() {
         outcome.tier_change,
         Some(TierChange {
             tier_id: Some("t-silver".into()),
-            reason:
-                "downgraded from Gold to Silver: rolling 12-month spend 1999.99 is below 2000.00"
-                    .into(),
+            reason: "downgraded from Gold to Silver: rolling 12-month spend 1999.99 is below 2000.00".into(),
         })
     );
     assert!(outcome.ledger.is_empty());
     // Still at the threshold: no change.
-    assert_eq!(
-        run(&ctx("visit", 0, Some("t-gold"), 200_000)).tier_change,
-        None
-    );
+    assert_eq!(run(&ctx("visit", 0, Some("t-gold"), 200_000)).tier_change, None);
     // Gold → Bronze in one step.
     let outcome = run(&ctx("purchase", 1_000, Some("t-gold"), 1_000));
     assert_eq!(
@@ -192,10 +174,9 @@ fn downgrade_when_rolling_spend_falls_below() {
     assert_eq!(earned(&outcome), [10]); // at the Bronze rate
 
     // Below the lowest threshold: the tier is removed.
-    let config = Config::from_json(
-        r#"{"tiers":[{"name":"Bronze","rank":0,"min_spend_minor":10000,"points_per_unit":1}]}"#,
-    )
-    .unwrap();
+    let config =
+        Config::from_json(r#"{"tiers":[{"name":"Bronze","rank":0,"min_spend_minor":10000,"points_per_unit":1}]}"#)
+            .unwrap();
     let outcome = on_interaction(&config, &ctx("visit", 0, Some("t-bronze"), 9_999)).unwrap();
     assert_eq!(
         outcome.tier_change,
@@ -219,8 +200,7 @@ fn rolling_spend_can_exclude_the_current_purchase() {
         rolling_spend_includes_current: false,
         ..Config::default()
     };
-    let outcome =
-        on_interaction(&config, &ctx("purchase", 1_000, Some("t-bronze"), 49_000)).unwrap();
+    let outcome = on_interaction(&config, &ctx("purchase", 1_000, Some("t-bronze"), 49_000)).unwrap();
     assert_eq!(
         outcome.tier_change.as_ref().unwrap().tier_id.as_deref(),
         Some("t-silver")
@@ -247,9 +227,7 @@ fn points_expire_expiry_days_after_the_purchase() {
         ..Config::default()
     };
     let outcome = on_interaction(&config, &purchase).unwrap();
-    assert!(
-        matches!(&outcome.ledger[0], LedgerIntent::Earn(e) if e.expires_at == Some(T0 + 30 * DAY_MS))
-    );
+    assert!(matches!(&outcome.ledger[0], LedgerIntent::Earn(e) if e.expires_at == Some(T0 + 30 * DAY_MS)));
     // 0: never.
     let config = Config {
         expiry_days: 0,
@@ -319,21 +297,14 @@ fn non_purchase_interactions_earn_nothing() {
         "referral",
     ] {
         let outcome = run(&ctx(kind, 50_000, Some("t-bronze"), 10_000));
-        assert!(
-            outcome.ledger.is_empty(),
-            "{kind} earned {:?}",
-            outcome.ledger
-        );
+        assert!(outcome.ledger.is_empty(), "{kind} earned {:?}", outcome.ledger);
     }
     // A purchase without an amount earns nothing either.
     let mut no_amount = ctx("purchase", 0, Some("t-bronze"), 10_000);
     no_amount.interaction.amount = None;
     assert_eq!(run(&no_amount), Outcome::default());
     // Zero amount.
-    assert_eq!(
-        run(&ctx("purchase", 0, Some("t-bronze"), 10_000)),
-        Outcome::default()
-    );
+    assert_eq!(run(&ctx("purchase", 0, Some("t-bronze"), 10_000)), Outcome::default());
     // Other currency when the scheme is restricted to one.
     let config = Config {
         currency: Some("EUR".into()),
@@ -350,11 +321,7 @@ fn non_purchase_interactions_earn_nothing() {
         earn_kinds: vec!["purchase".into(), "in_store_purchase".into()],
         ..Config::default()
     };
-    let outcome = on_interaction(
-        &config,
-        &ctx("in_store_purchase", 10_000, Some("t-bronze"), 10_000),
-    )
-    .unwrap();
+    let outcome = on_interaction(&config, &ctx("in_store_purchase", 10_000, Some("t-bronze"), 10_000)).unwrap();
     assert_eq!(earned(&outcome), [100]);
 }
 
@@ -370,10 +337,7 @@ fn refunds_claw_back_capped_at_the_balance() {
         })]
     );
     // The refund amount's sign does not matter for a refund kind.
-    assert_eq!(
-        adjusted(&run(&ctx("refund", -5_000, Some("t-silver"), 60_000))),
-        [-75]
-    );
+    assert_eq!(adjusted(&run(&ctx("refund", -5_000, Some("t-silver"), 60_000))), [-75]);
     // A negative purchase is a refund too.
     let outcome = run(&ctx("purchase", -5_000, Some("t-silver"), 60_000));
     assert_eq!(adjusted(&outcome), [-75]);
@@ -386,18 +350,13 @@ fn refunds_claw_back_capped_at_the_balance() {
         outcome.ledger,
         [LedgerIntent::Adjust(AdjustIntent {
             points: -40,
-            reason: "refund of 50.00 USD at Silver rate 1.5x (capped at the balance, 75 due)"
-                .into(),
+            reason: "refund of 50.00 USD at Silver rate 1.5x (capped at the balance, 75 due)".into(),
         })]
     );
     poor.account.balance = 0;
     assert!(run(&poor).ledger.is_empty());
     // Too small to be worth a point: nothing.
-    assert!(
-        run(&ctx("refund", 50, Some("t-silver"), 60_000))
-            .ledger
-            .is_empty()
-    );
+    assert!(run(&ctx("refund", 50, Some("t-silver"), 60_000)).ledger.is_empty());
 }
 
 #[test]
@@ -416,10 +375,7 @@ fn hand_assigned_tiers_are_left_alone() {
     assert_eq!(earned(&outcome), [100]); // base rate
     // An id the host does not know at all is replaced.
     let outcome = run(&ctx("purchase", 10_000, Some("t-ghost"), 300_000));
-    assert_eq!(
-        outcome.tier_change.as_ref().unwrap().tier_id.as_deref(),
-        Some("t-gold")
-    );
+    assert_eq!(outcome.tier_change.as_ref().unwrap().tier_id.as_deref(), Some("t-gold"));
 }
 
 #[test]
@@ -444,10 +400,7 @@ fn configuration_must_match_the_host_tiers() {
 fn huge_amounts_do_not_overflow() {
     let outcome = run(&ctx("purchase", i64::MAX, Some("t-gold"), i64::MAX));
     assert_eq!(earned(&outcome), [(i128::from(i64::MAX) * 2 / 100) as i64]);
-    let config = Config::from_json(
-        r#"{"tiers":[],"base_points_per_unit":1000000,"minor_units_per_unit":1}"#,
-    )
-    .unwrap();
+    let config = Config::from_json(r#"{"tiers":[],"base_points_per_unit":1000000,"minor_units_per_unit":1}"#).unwrap();
     assert!(matches!(
         on_interaction(&config, &ctx("purchase", i64::MAX, None, 0)),
         Err(Error::InvalidInput(_))

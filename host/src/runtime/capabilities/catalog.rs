@@ -12,15 +12,8 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
 }
 
 impl catalog::Host for HostState {
-    async fn get_product(
-        &mut self,
-        sku: String,
-    ) -> wasmtime::Result<Result<Option<Product>, HostError>> {
-        Ok(self
-            .services
-            .get_product(&self.tenant, &sku)
-            .await
-            .map_err(host_error))
+    async fn get_product(&mut self, sku: String) -> wasmtime::Result<Result<Option<Product>, HostError>> {
+        Ok(self.services.get_product(&self.tenant, &sku).await.map_err(host_error))
     }
 
     async fn list_products(
@@ -31,12 +24,7 @@ impl catalog::Host for HostState {
     ) -> wasmtime::Result<Result<ProductPage, HostError>> {
         Ok(self
             .services
-            .list_products(
-                &self.tenant,
-                category.as_deref(),
-                cursor.as_deref(),
-                page_limit(limit),
-            )
+            .list_products(&self.tenant, category.as_deref(), cursor.as_deref(), page_limit(limit))
             .await
             .map_err(host_error))
     }

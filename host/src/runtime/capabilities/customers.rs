@@ -12,15 +12,8 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
 }
 
 impl customers::Host for HostState {
-    async fn get_customer(
-        &mut self,
-        id: String,
-    ) -> wasmtime::Result<Result<Option<Customer>, HostError>> {
-        Ok(self
-            .services
-            .get_customer(&self.tenant, &id)
-            .await
-            .map_err(host_error))
+    async fn get_customer(&mut self, id: String) -> wasmtime::Result<Result<Option<Customer>, HostError>> {
+        Ok(self.services.get_customer(&self.tenant, &id).await.map_err(host_error))
     }
 
     async fn get_customer_by_external_id(

@@ -3,9 +3,7 @@
 use wasmtime::component::{HasSelf, Linker};
 
 use super::{host_error, page_limit};
-use crate::runtime::contract_v0_1_0::rapport::crm::interactions::{
-    self, HostError, InteractionPage,
-};
+use crate::runtime::contract_v0_1_0::rapport::crm::interactions::{self, HostError, InteractionPage};
 use crate::runtime::host_state::HostState;
 
 pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
@@ -21,12 +19,7 @@ impl interactions::Host for HostState {
     ) -> wasmtime::Result<Result<InteractionPage, HostError>> {
         Ok(self
             .services
-            .list_interactions(
-                &self.tenant,
-                &customer_id,
-                cursor.as_deref(),
-                page_limit(limit),
-            )
+            .list_interactions(&self.tenant, &customer_id, cursor.as_deref(), page_limit(limit))
             .await
             .map_err(host_error))
     }

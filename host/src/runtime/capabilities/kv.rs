@@ -23,11 +23,7 @@ impl kv::Host for HostState {
             .map_err(host_error))
     }
 
-    async fn set(
-        &mut self,
-        key: String,
-        value: Vec<u8>,
-    ) -> wasmtime::Result<Result<(), HostError>> {
+    async fn set(&mut self, key: String, value: Vec<u8>) -> wasmtime::Result<Result<(), HostError>> {
         let max = self.limits.kv_max_bytes;
         Ok(self
             .services
@@ -44,10 +40,7 @@ impl kv::Host for HostState {
             .map_err(host_error))
     }
 
-    async fn list_keys(
-        &mut self,
-        prefix: String,
-    ) -> wasmtime::Result<Result<Vec<String>, HostError>> {
+    async fn list_keys(&mut self, prefix: String) -> wasmtime::Result<Result<Vec<String>, HostError>> {
         Ok(self
             .services
             .kv_list_keys(&self.tenant, &self.plugin_id, &prefix, MAX_KEYS)

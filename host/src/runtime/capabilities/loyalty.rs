@@ -31,29 +31,16 @@ impl loyalty::Host for HostState {
     ) -> wasmtime::Result<Result<LedgerPage, HostError>> {
         Ok(self
             .services
-            .list_ledger(
-                &self.tenant,
-                &customer_id,
-                cursor.as_deref(),
-                page_limit(limit),
-            )
+            .list_ledger(&self.tenant, &customer_id, cursor.as_deref(), page_limit(limit))
             .await
             .map_err(host_error))
     }
 
     async fn list_tiers(&mut self) -> wasmtime::Result<Result<Vec<Tier>, HostError>> {
-        Ok(self
-            .services
-            .list_tiers(&self.tenant)
-            .await
-            .map_err(host_error))
+        Ok(self.services.list_tiers(&self.tenant).await.map_err(host_error))
     }
 
     async fn list_rewards(&mut self) -> wasmtime::Result<Result<Vec<Reward>, HostError>> {
-        Ok(self
-            .services
-            .list_rewards(&self.tenant)
-            .await
-            .map_err(host_error))
+        Ok(self.services.list_rewards(&self.tenant).await.map_err(host_error))
     }
 }

@@ -12,9 +12,7 @@ use std::time::{Duration, Instant};
 
 use wasmtime::component::{HasSelf, Linker};
 
-use crate::runtime::contract_v0_1_0::rapport::crm::outbound_http::{
-    self, HttpError, Request, Response,
-};
+use crate::runtime::contract_v0_1_0::rapport::crm::outbound_http::{self, HttpError, Request, Response};
 use crate::runtime::host_state::HostState;
 
 /// One parsed `allowed_hosts` entry.
@@ -35,10 +33,7 @@ impl HostPattern {
         let (host, port) = match p.rsplit_once(':') {
             Some((h, port)) => (
                 h.to_owned(),
-                Some(
-                    port.parse::<u16>()
-                        .map_err(|_| format!("bad port `{port}`"))?,
-                ),
+                Some(port.parse::<u16>().map_err(|_| format!("bad port `{port}`"))?),
             ),
             None => (p.clone(), None),
         };
@@ -50,11 +45,7 @@ impl HostPattern {
         if bare.is_empty() || bare.contains('*') || !bare.split('.').all(|l| !l.is_empty()) {
             return Err("empty or wildcard-in-the-middle host".into());
         }
-        Ok(HostPattern {
-            host,
-            wildcard,
-            port,
-        })
+        Ok(HostPattern { host, wildcard, port })
     }
 
     fn matches(&self, host: &str, port: u16, default_port: u16) -> bool {
@@ -84,21 +75,12 @@ impl HttpPolicy {
             "https" => 443,
             other => return Err(format!("scheme `{other}` is not allowed")),
         };
-        let host = url
-            .host_str()
-            .ok_or("URL has no host")?
-            .to_ascii_lowercase();
+        let host = url.host_str().ok_or("URL has no host")?.to_ascii_lowercase();
         let port = url.port().unwrap_or(default_port);
-        if self
-            .allowed
-            .iter()
-            .any(|p| p.matches(&host, port, default_port))
-        {
+        if self.allowed.iter().any(|p| p.matches(&host, port, default_port)) {
             Ok(())
         } else {
-            Err(format!(
-                "{host}:{port} is not in the plugin's allowed hosts"
-            ))
+            Err(format!("{host}:{port} is not in the plugin's allowed hosts"))
         }
     }
 }
@@ -120,13 +102,8 @@ impl outbound_http::Host for HostState {
     }
 }
 
-async fn send(
-    policy: &HttpPolicy,
-    request: Request,
-    remaining: Duration,
-) -> Result<Response, HttpError> {
-    let url = reqwest::Url::parse(&request.url)
-        .map_err(|e| HttpError::InvalidRequest(format!("bad URL: {e}")))?;
+async fn send(policy: &HttpPolicy, request: Request, remaining: Duration) -> Result<Response, HttpError> {
+    let url = reqwest::Url::parse(&request.url).map_err(|e| HttpError::InvalidRequest(format!("bad URL: {e}")))?;
     policy.check(&url).map_err(HttpError::Denied)?;
     let method = match request.method.to_ascii_uppercase().as_str() {
         "GET" => reqwest::Method::GET,
@@ -135,9 +112,7 @@ async fn send(
         "PATCH" => reqwest::Method::PATCH,
         "DELETE" => reqwest::Method::DELETE,
         other => {
-            return Err(HttpError::InvalidRequest(format!(
-                "method `{other}` is not allowed"
-            )));
+            return Err(HttpError::InvalidRequest(format!("method `{other}` is not allowed")));
         }
     };
     let mut headers = reqwest::header::HeaderMap::new();
@@ -185,11 +160,7 @@ async fn send(
         }
         body.extend_from_slice(&chunk);
     }
-    Ok(Response {
-        status,
-        headers,
-        body,
-    })
+    Ok(Response { status, headers, body })
 }
 
 fn classify(e: reqwest::Error) -> HttpError {
@@ -206,10 +177,7 @@ mod tests {
 
     fn policy(hosts: &[&str]) -> HttpPolicy {
         HttpPolicy {
-            allowed: hosts
-                .iter()
-                .map(|h| HostPattern::parse(h).unwrap())
-                .collect(),
+            allowed: hosts.iter().map(|h| HostPattern::parse(h).unwrap()).collect(),
             client: reqwest::Client::new(),
             max_timeout: Duration::from_secs(1),
             max_response_bytes: 10,

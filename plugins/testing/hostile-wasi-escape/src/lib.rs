@@ -69,10 +69,7 @@ fn attempts() -> Vec<Attempt> {
 }
 
 fn successes(attempts: &[Attempt]) -> usize {
-    attempts
-        .iter()
-        .filter(|(_, outcome)| outcome.is_ok())
-        .count()
+    attempts.iter().filter(|(_, outcome)| outcome.is_ok()).count()
 }
 
 impl Guest for HostileWasiEscape {

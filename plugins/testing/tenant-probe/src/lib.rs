@@ -38,18 +38,13 @@ fn probe_id(attributes: &str) -> Result<String, PluginError> {
         .get(PROBE_ATTRIBUTE)
         .and_then(serde_json::Value::as_str)
         .map(str::to_string)
-        .ok_or_else(|| {
-            PluginError::InvalidInput(format!(
-                "attribute \"{PROBE_ATTRIBUTE}\" (a string) is missing"
-            ))
-        })
+        .ok_or_else(|| PluginError::InvalidInput(format!("attribute \"{PROBE_ATTRIBUTE}\" (a string) is missing")))
 }
 
 impl Guest for TenantProbe {
     fn score(input: CustomerHistory) -> Result<CustomerScore, PluginError> {
         let id = probe_id(&input.customer.attributes)?;
-        let found = get_customer(&id)
-            .map_err(|error| PluginError::Unavailable(format!("get-customer: {error:?}")))?;
+        let found = get_customer(&id).map_err(|error| PluginError::Unavailable(format!("get-customer: {error:?}")))?;
         let (value, label, explanation) = match found {
             Some(found) => (
                 1.0,

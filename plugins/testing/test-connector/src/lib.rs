@@ -61,10 +61,7 @@ fn delivery_error(retryable: bool, message: String) -> DeliveryError {
     DeliveryError { retryable, message }
 }
 
-fn required_string(
-    object: &serde_json::Map<String, Value>,
-    field: &str,
-) -> Result<String, InboundError> {
+fn required_string(object: &serde_json::Map<String, Value>, field: &str) -> Result<String, InboundError> {
     match object.get(field) {
         Some(Value::String(text)) if !text.is_empty() => Ok(text.clone()),
         _ => Err(InboundError::Malformed(format!(
@@ -108,25 +105,18 @@ impl Guest for TestConnector {
                 status => Err(delivery_error(false, format!("unexpected HTTP {status}"))),
             },
             Err(HttpError::Timeout) => Err(delivery_error(true, "timeout".to_string())),
-            Err(HttpError::Connection(detail)) => {
-                Err(delivery_error(true, format!("connection failed: {detail}")))
-            }
+            Err(HttpError::Connection(detail)) => Err(delivery_error(true, format!("connection failed: {detail}"))),
             Err(HttpError::Denied(detail)) => Err(delivery_error(false, detail)),
-            Err(HttpError::InvalidRequest(detail)) => {
-                Err(delivery_error(false, format!("invalid request: {detail}")))
-            }
-            Err(HttpError::ResponseTooLarge) => {
-                Err(delivery_error(false, "response too large".to_string()))
-            }
+            Err(HttpError::InvalidRequest(detail)) => Err(delivery_error(false, format!("invalid request: {detail}"))),
+            Err(HttpError::ResponseTooLarge) => Err(delivery_error(false, "response too large".to_string())),
         }
     }
 
     fn parse_inbound(request: InboundRequest) -> Result<Vec<InboundEvent>, InboundError> {
         // Authenticate before looking at the body: an unsigned request learns
         // nothing about what this connector would accept.
-        let signature = header(&request.headers, SIGNATURE_HEADER).ok_or_else(|| {
-            InboundError::Unauthenticated(format!("missing {SIGNATURE_HEADER} header"))
-        })?;
+        let signature = header(&request.headers, SIGNATURE_HEADER)
+            .ok_or_else(|| InboundError::Unauthenticated(format!("missing {SIGNATURE_HEADER} header")))?;
         let expected = hex::encode(Sha256::digest(&request.body));
         if !signature.trim().eq_ignore_ascii_case(&expected) {
             return Err(InboundError::Unauthenticated(format!(
@@ -142,9 +132,10 @@ impl Guest for TestConnector {
         let customer = required_string(object, "customer")?;
         let event = required_string(object, "event")?;
         let id = required_string(object, "id")?;
-        let at = object.get("at").and_then(Value::as_i64).ok_or_else(|| {
-            InboundError::Malformed("field \"at\" must be an integer (ms)".to_string())
-        })?;
+        let at = object
+            .get("at")
+            .and_then(Value::as_i64)
+            .ok_or_else(|| InboundError::Malformed("field \"at\" must be an integer (ms)".to_string()))?;
         // from_slice succeeded, so the body is valid UTF-8.
         let payload = String::from_utf8_lossy(&request.body).into_owned();
         Ok(vec![InboundEvent {

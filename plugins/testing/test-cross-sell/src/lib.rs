@@ -44,9 +44,8 @@ fn whole_catalogue() -> Result<Vec<Product>, PluginError> {
     let mut products = Vec::new();
     let mut cursor: Option<String> = None;
     for _ in 0..MAX_PAGES {
-        let page = list_products(None, cursor.as_deref(), PAGE_SIZE).map_err(|error| {
-            PluginError::Unavailable(format!("catalog: {}", host_error_text(&error)))
-        })?;
+        let page = list_products(None, cursor.as_deref(), PAGE_SIZE)
+            .map_err(|error| PluginError::Unavailable(format!("catalog: {}", host_error_text(&error))))?;
         products.extend(page.items);
         match page.next_cursor {
             Some(next) => cursor = Some(next),

@@ -24,9 +24,7 @@ wit_bindgen::generate!({
     world: "reward-scheme",
 });
 
-use exports::rapport::crm::rewards::{
-    EarnIntent, Guest, InteractionContext, LedgerIntent, RewardOutcome, TierChange,
-};
+use exports::rapport::crm::rewards::{EarnIntent, Guest, InteractionContext, LedgerIntent, RewardOutcome, TierChange};
 use rapport::crm::types::{LoyaltyAccount, PluginError, Reward, Tier};
 
 /// 1000.00 in minor units: the rolling spend that earns the rank-1 tier.
@@ -36,10 +34,7 @@ struct TestReward;
 
 fn tier_rank(account: &LoyaltyAccount, tiers: &[Tier]) -> Option<i64> {
     let tier_id = account.tier_id.as_deref()?;
-    tiers
-        .iter()
-        .find(|tier| tier.id == tier_id)
-        .map(|tier| tier.rank)
+    tiers.iter().find(|tier| tier.id == tier_id).map(|tier| tier.rank)
 }
 
 impl Guest for TestReward {
@@ -61,8 +56,7 @@ impl Guest for TestReward {
         let current_rank = tier_rank(&context.account, &context.tiers);
         let tier_change = match context.tiers.iter().find(|tier| tier.rank == 1) {
             Some(tier_one)
-                if context.rolling_spend_minor >= TIER_ONE_SPEND_MINOR
-                    && current_rank.is_none_or(|rank| rank < 1) =>
+                if context.rolling_spend_minor >= TIER_ONE_SPEND_MINOR && current_rank.is_none_or(|rank| rank < 1) =>
             {
                 Some(TierChange {
                     tier_id: Some(tier_one.id.clone()),
@@ -71,17 +65,10 @@ impl Guest for TestReward {
             }
             _ => None,
         };
-        Ok(RewardOutcome {
-            ledger,
-            tier_change,
-        })
+        Ok(RewardOutcome { ledger, tier_change })
     }
 
-    fn redeemable(
-        account: LoyaltyAccount,
-        tiers: Vec<Tier>,
-        rewards: Vec<Reward>,
-    ) -> Result<Vec<String>, PluginError> {
+    fn redeemable(account: LoyaltyAccount, tiers: Vec<Tier>, rewards: Vec<Reward>) -> Result<Vec<String>, PluginError> {
         let rank = tier_rank(&account, &tiers);
         Ok(rewards
             .into_iter()

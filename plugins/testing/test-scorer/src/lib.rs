@@ -36,8 +36,8 @@ struct TestScorer;
 /// Reads `"bonus"` from the tenant's config; the only knob this plugin has.
 fn bonus() -> Result<f64, PluginError> {
     let text = get_config();
-    let config: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|err| PluginError::InvalidConfig(format!("config is not JSON: {err}")))?;
+    let config: serde_json::Value =
+        serde_json::from_str(&text).map_err(|err| PluginError::InvalidConfig(format!("config is not JSON: {err}")))?;
     let object = config
         .as_object()
         .ok_or_else(|| PluginError::InvalidConfig("config is not a JSON object".into()))?;
