@@ -353,15 +353,7 @@ fn exists_conflict(external_id: &str) -> StoreError {
 
 /// Reads one customer on an existing connection (inside a transaction, say).
 pub async fn get_customer_tx(conn: &mut AnyConnection, t: &TenantId, id: &str) -> StoreResult<Customer> {
-    let row = sqlx::query(&format!(
-        "SELECT {COLUMNS} FROM customers WHERE tenant_id = $1 AND id = $2"
-    ))
-    .bind(t.as_str())
-    .bind(id)
-    .fetch_optional(&mut *conn)
-    .await?
-    .ok_or(StoreError::NotFound { entity: "customer" })?;
-    customer_from_row(&row)
+    customer_where(conn, t, "id", id).await
 }
 
 pub async fn get_customer_by_external_id_tx(
@@ -369,11 +361,22 @@ pub async fn get_customer_by_external_id_tx(
     t: &TenantId,
     external_id: &str,
 ) -> StoreResult<Customer> {
+    customer_where(conn, t, "external_id", external_id).await
+}
+
+/// The tenant's customer whose unique `column` (`id` or `external_id`)
+/// equals `value`.
+async fn customer_where(
+    conn: &mut AnyConnection,
+    t: &TenantId,
+    column: &'static str,
+    value: &str,
+) -> StoreResult<Customer> {
     let row = sqlx::query(&format!(
-        "SELECT {COLUMNS} FROM customers WHERE tenant_id = $1 AND external_id = $2"
+        "SELECT {COLUMNS} FROM customers WHERE tenant_id = $1 AND {column} = $2"
     ))
     .bind(t.as_str())
-    .bind(external_id)
+    .bind(value)
     .fetch_optional(&mut *conn)
     .await?
     .ok_or(StoreError::NotFound { entity: "customer" })?;

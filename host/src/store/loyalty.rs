@@ -1367,14 +1367,7 @@ impl Store {
     pub async fn delete_tier(&self, t: &TenantId, id: &str) -> StoreResult<()> {
         let mut tx = self.db().begin_write().await?;
         get_tier_on(&mut tx, t, id).await?;
-        let row = sqlx::query(
-            "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM loyalty_accounts WHERE tenant_id = $1 AND tier_id = $2",
-        )
-        .bind(t.as_str())
-        .bind(id)
-        .fetch_one(&mut *tx)
-        .await?;
-        let holders: i64 = row.try_get("n")?;
+        let holders = count_references(&mut tx, "loyalty_accounts", "tier_id", t, id).await?;
         if holders > 0 {
             return Err(StoreError::conflict(
                 "tier_in_use",
@@ -1500,14 +1493,7 @@ impl Store {
     pub async fn delete_reward(&self, t: &TenantId, id: &str) -> StoreResult<()> {
         let mut tx = self.db().begin_write().await?;
         get_reward_on(&mut tx, t, id).await?;
-        let row = sqlx::query(
-            "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM loyalty_ledger WHERE tenant_id = $1 AND reward_id = $2",
-        )
-        .bind(t.as_str())
-        .bind(id)
-        .fetch_one(&mut *tx)
-        .await?;
-        let uses: i64 = row.try_get("n")?;
+        let uses = count_references(&mut tx, "loyalty_ledger", "reward_id", t, id).await?;
         if uses > 0 {
             return Err(StoreError::conflict(
                 "reward_in_use",
@@ -1522,4 +1508,23 @@ impl Store {
         tx.commit().await?;
         Ok(())
     }
+}
+
+/// How many of the tenant's rows in `table` point at `id` through `column`
+/// (what stops a tier or reward from being deleted).
+async fn count_references(
+    conn: &mut AnyConnection,
+    table: &'static str,
+    column: &'static str,
+    t: &TenantId,
+    id: &str,
+) -> StoreResult<i64> {
+    let row = sqlx::query(&format!(
+        "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM {table} WHERE tenant_id = $1 AND {column} = $2"
+    ))
+    .bind(t.as_str())
+    .bind(id)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(row.try_get("n")?)
 }
