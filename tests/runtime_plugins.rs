@@ -330,6 +330,7 @@ fn message(to: String) -> Message {
         body: "hello".into(),
         metadata: "{}".into(),
         attempt: 1,
+        now: 1_700_000_000_000,
     }
 }
 

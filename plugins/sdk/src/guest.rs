@@ -333,6 +333,7 @@ impl<T: ChannelConnector> wit_channel::Guest for ChannelAdapter<T> {
             body: message.body,
             metadata: json_in(message.metadata),
             attempt: message.attempt,
+            now: message.now,
         };
         T::deliver(&message)
             .map(|r| wit_channel::Receipt {

@@ -286,6 +286,8 @@ pub struct Message {
     pub metadata: serde_json::Value,
     /// Which attempt this is, starting at 1.
     pub attempt: u32,
+    /// The host's clock at this attempt, ms since the epoch.
+    pub now: Timestamp,
 }
 
 /// WIT `receipt`.
