@@ -628,11 +628,17 @@ async fn interaction_kinds(backend: Backend) {
             "support_ticket",
             "complaint",
             "referral",
+            "message_delivered",
+            "message_opened",
+            "message_clicked",
+            "message_replied",
+            "message_bounced",
+            "message_unsubscribed",
             "store.return"
         ]
     );
     let (_, b) = app.get("/v1/interaction-kinds", &other.read).await;
-    assert_eq!(b.as_array().unwrap().len(), 7, "another tenant's kinds are not listed");
+    assert_eq!(b.as_array().unwrap().len(), 13, "another tenant's kinds are not listed");
 
     // The custom kind can be ingested here, not in the other tenant.
     let (s, b) = app

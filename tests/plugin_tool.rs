@@ -801,7 +801,7 @@ fn run_deliver_reaches_only_the_allowed_host() {
         "call": {"export": "deliver", "input": {
             "id": "m-1", "customer_id": "a-1", "channel": "webhook",
             "to": format!("http://127.0.0.1:{port}/hook"), "subject": null,
-            "body": "hello", "metadata": "{}", "attempt": 1
+            "body": "hello", "metadata": "{}", "attempt": 1, "now": 1_700_000_000_000i64
         }}
     });
     std::fs::write(&path, fixture.to_string()).unwrap();

@@ -6,6 +6,7 @@
 //! so it cannot drift from the handlers. Browsable docs: `/v1/docs`.
 
 pub mod admin;
+pub mod channels;
 pub mod customers;
 pub mod error;
 pub mod extract;
@@ -88,6 +89,7 @@ pub fn v1() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(plugins::router())
         .merge(plugin_calls::router())
         .merge(scores::router())
+        .merge(channels::router())
         .split_for_parts()
 }
 

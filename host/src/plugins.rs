@@ -17,6 +17,7 @@
 //!   suspension, so it survives restarts and is shared by several nodes.
 
 pub mod cross_sell;
+pub mod inbound;
 pub mod rewards;
 pub mod scoring;
 pub mod store_services;

@@ -22,6 +22,9 @@ pub enum Error {
     Unauthorized,
     #[error("{0}")]
     Forbidden(String),
+    /// A channel connector refused the sender's signature (inbound events).
+    #[error("{0}")]
+    SignatureRejected(String),
     #[error("{0} not found")]
     NotFound(&'static str),
     #[error("{message}")]
@@ -39,6 +42,10 @@ pub enum Error {
     Unprocessable { field: String, message: String },
     #[error("{0}")]
     Unavailable(String),
+    /// A plugin the request depends on failed (trap, timeout, bad output):
+    /// 502, so that a caller such as a channel provider retries later.
+    #[error("{}", .0.message)]
+    PluginFailed(crate::plugins::PluginFailure),
     #[error("internal error")]
     Internal(#[from] anyhow::Error),
 }
@@ -77,7 +84,7 @@ impl Error {
     pub fn status(&self) -> StatusCode {
         match self {
             Error::BadRequest { .. } => StatusCode::BAD_REQUEST,
-            Error::Unauthorized => StatusCode::UNAUTHORIZED,
+            Error::Unauthorized | Error::SignatureRejected(_) => StatusCode::UNAUTHORIZED,
             Error::Forbidden(_) => StatusCode::FORBIDDEN,
             Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::Conflict { .. } => StatusCode::CONFLICT,
@@ -85,6 +92,7 @@ impl Error {
             Error::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Error::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::PluginFailed(_) => StatusCode::BAD_GATEWAY,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -93,12 +101,14 @@ impl Error {
         match self {
             Error::BadRequest { code, .. } | Error::Conflict { code, .. } => code,
             Error::Unauthorized => "unauthorized",
+            Error::SignatureRejected(_) => "signature_rejected",
             Error::Forbidden(_) => "forbidden",
             Error::NotFound(_) => "not_found",
             Error::PayloadTooLarge { .. } => "payload_too_large",
             Error::UnsupportedMediaType => "unsupported_media_type",
             Error::Unprocessable { .. } => "validation_failed",
             Error::Unavailable(_) => "unavailable",
+            Error::PluginFailed(_) => "plugin_failed",
             Error::Internal(_) => "internal",
         }
     }
@@ -108,6 +118,7 @@ impl Error {
             Error::Unprocessable { field, .. } => json!({ "field": field }),
             Error::PayloadTooLarge { limit } => json!({ "limit_bytes": limit }),
             Error::Conflict { details, .. } => details.clone(),
+            Error::PluginFailed(failure) => json!({ "cause": failure.code }),
             _ => json!({}),
         }
     }

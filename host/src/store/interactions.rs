@@ -56,6 +56,13 @@ pub const BUILT_IN_KINDS: &[(&str, &str)] = &[
     ("support_ticket", "A support ticket was opened"),
     ("complaint", "A complaint was made"),
     ("referral", "The customer referred someone"),
+    // Reported by channel connectors (POST /v1/channels/{connector}/inbound).
+    ("message_delivered", "A message reached the customer's channel"),
+    ("message_opened", "The customer opened a message"),
+    ("message_clicked", "The customer clicked a link in a message"),
+    ("message_replied", "The customer replied to a message"),
+    ("message_bounced", "A message could not be delivered"),
+    ("message_unsubscribed", "The customer unsubscribed from a channel"),
 ];
 
 pub fn is_built_in_kind(name: &str) -> bool {
