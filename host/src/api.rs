@@ -13,6 +13,7 @@ pub mod gdpr;
 pub mod health;
 pub mod interactions;
 pub mod loyalty;
+pub mod messages;
 pub mod plugin_calls;
 pub mod plugins;
 pub mod products;
@@ -88,6 +89,7 @@ pub fn v1() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(plugins::router())
         .merge(plugin_calls::router())
         .merge(scores::router())
+        .merge(messages::router())
         .split_for_parts()
 }
 
