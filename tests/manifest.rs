@@ -290,7 +290,6 @@ max_attempts = 0
 backoff_initial_ms = 5000
 backoff_max_ms = 1000
 rate_per_second = 0
-retries = 2
 
 [[plugin]]
 id = "empty"
@@ -317,11 +316,13 @@ message_rate_per_second = 0
             "9:1: plugin[0].delivery: [plugin.delivery] applies to channel-connector plugins only",
             "19:22: plugin[1].channels[1]: invalid channel \"SMS\": use 1-32 characters of a-z, 0-9, '_' and '-', starting with a letter",
             "19:29: plugin[1].channels[2]: channel \"email\" is listed twice",
-            "25:1: plugin[1].delivery.retries: unknown field `retries`, expected one of `max_attempts`, `max_age_s`, `backoff_initial_ms`, `backoff_max_ms`, `rate_per_second`",
-            "35:12: plugin[2].channels: a channel-connector must serve at least one channel",
-            "37:13: plugin[2].delivery.max_age_s: 3000000 is out of range: expected 1 to 2592000 (30 days)",
-            "38:22: plugin[2].delivery.backoff_initial_ms: backoff_initial_ms (5000) must not exceed backoff_max_ms (1000)",
-            "43:27: tenant[0].message_rate_per_second: 0 is out of range: expected 1 to 1000000",
+            "21:16: plugin[1].delivery.max_attempts: 0 is out of range: expected 1 to 1000",
+            "22:22: plugin[1].delivery.backoff_initial_ms: backoff_initial_ms (5000) must not exceed backoff_max_ms (1000)",
+            "24:19: plugin[1].delivery.rate_per_second: 0 is out of range: expected 1 to 1000000",
+            "33:12: plugin[2].channels: a channel-connector must serve at least one channel",
+            "35:13: plugin[2].delivery.max_age_s: 3000000 is out of range: expected 1 to 2592000 (30 days)",
+            "36:22: plugin[2].delivery.backoff_initial_ms: backoff_initial_ms (5000) must not exceed backoff_max_ms (1000)",
+            "41:27: tenant[0].message_rate_per_second: 0 is out of range: expected 1 to 1000000",
         ]
     );
 }
