@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::IntoResponse;
+use rapport::store::messages::{AttemptOutcome, AttemptReport, Next};
 use serde_json::{Value, json};
 use support::{Backend, TestApp, TestTenant, assert_error};
 
@@ -121,10 +122,22 @@ fn manifest(dir: &Path, port: u16) -> PathBuf {
         "[plugin.limits]",
         &format!("allowed_hosts = [\"127.0.0.1:{port}\"]\nchannels = [\"webhook\"]\n[plugin.limits]"),
     );
+    // Not a channel component at all: every call fails to load, which
+    // counts towards suspension like a trap or a timeout.
+    let broken = support::plugin_manifest_entry(
+        "broken",
+        "hostile-panic",
+        "channel-connector",
+        &[],
+        "max_consecutive_failures = 2",
+    )
+    .replace("[plugin.limits]", "channels = [\"push\"]\n[plugin.limits]");
     let text = format!(
         "{entry}[plugin.delivery]\nmax_attempts = 3\nbackoff_initial_ms = 20\nbackoff_max_ms = 100\n\
          rate_per_second = 1000\n\n\
-         [[tenant]]\nid = \"acme\"\nmessage_rate_per_second = 1000\n[[tenant.plugin]]\nid = \"hook\"\n\n\
+         {broken}[plugin.delivery]\nmax_attempts = 5\nbackoff_initial_ms = 10\nbackoff_max_ms = 20\n\n\
+         [[tenant]]\nid = \"acme\"\nmessage_rate_per_second = 1000\n[[tenant.plugin]]\nid = \"hook\"\n\
+         [[tenant.plugin]]\nid = \"broken\"\n\n\
          [[tenant]]\nid = \"globex\"\n[[tenant.plugin]]\nid = \"hook\"\nenabled = false\n"
     );
     let path = dir.join("plugins.toml");
@@ -688,9 +701,192 @@ async fn stored_before_delivery(backend: Backend) {
     app.server.stop().await.unwrap();
 }
 
+/// A connector that fails (here: cannot even load) is retried like a
+/// retryable error, its failures count towards suspension, and once it is
+/// suspended its channel has no connector: the message waits, not dies.
+async fn failing_connector_is_retried_then_suspended(backend: Backend) {
+    let Setup { app, acme, .. } = start(backend, true).await;
+    let cid = customer(&app, &acme, json!({ "external_id": "C1" })).await;
+    let (s, m) = app
+        .post(
+            "/v1/messages",
+            &acme.write,
+            json!({ "customer_id": cid, "channel": "push", "body": "x", "idempotency_key": "k-push" }),
+        )
+        .await;
+    assert_eq!(s, 202, "{m}");
+    let id = m["id"].as_str().unwrap().to_string();
+    let m = wait_for(&app, &acme, &id, |m| {
+        m["last_error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("no active channel-connector"))
+    })
+    .await;
+    assert_eq!(m["status"], "pending");
+    assert_eq!(m["attempts"], 2);
+    assert_eq!(outcomes(&m), ["retryable", "retryable"]);
+    for error in errors(&m) {
+        assert!(error.as_str().unwrap().starts_with("plugin_load_failed: "), "{m}");
+    }
+    let (s, plugins) = app.get("/v1/plugins", &acme.read).await;
+    assert_eq!(s, 200);
+    let broken = plugins
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["id"] == "broken")
+        .unwrap()
+        .clone();
+    assert_eq!(broken["status"], "suspended", "{broken}");
+    app.server.stop().await.unwrap();
+}
+
+fn report(outcome: AttemptOutcome, next: Next) -> AttemptReport {
+    AttemptReport {
+        connector: Some("hook".into()),
+        started_at: rapport::store::now_ms(),
+        latency_ms: 3,
+        outcome,
+        error: None,
+        next,
+    }
+}
+
+/// A worker that lost its lease (it stalled or its node died, and the lease
+/// expired) cannot overwrite the result of the claim that took over, even on
+/// the same node: results are fenced on (lease_owner, attempts).
+async fn expired_leases_are_taken_over_and_fenced(backend: Backend) {
+    let Setup { app, acme, .. } = start(backend, false).await;
+    let store = app.server.state.store.clone();
+    let cid = customer(&app, &acme, json!({ "external_id": "C1" })).await;
+    let mut ids = Vec::new();
+    for key in ["a", "b"] {
+        let (s, m) = app
+            .post(
+                "/v1/messages",
+                &acme.write,
+                json!({ "customer_id": cid, "channel": "webhook", "body": key, "idempotency_key": key }),
+            )
+            .await;
+        assert_eq!(s, 202, "{m}");
+        ids.push(m["id"].as_str().unwrap().to_string());
+    }
+
+    let stale = store.claim_messages("node-a", 50, 10).await.unwrap();
+    assert_eq!(stale.len(), 2);
+    assert!(stale.iter().all(|c| c.attempt == 1 && c.window_attempts == 1));
+    // Leased: nobody else gets them.
+    assert!(store.claim_messages("node-b", 30_000, 10).await.unwrap().is_empty());
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    // Expired: node-b takes the first over... (one at a time: limit 1)
+    let taken = store.claim_messages("node-b", 30_000, 1).await.unwrap();
+    assert_eq!(taken.len(), 1);
+    assert_eq!(taken[0].attempt, 2);
+    // ...and node-a itself re-claims the other one.
+    let again = store.claim_messages("node-a", 30_000, 10).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].attempt, 2);
+
+    for old in &stale {
+        let held = store
+            .record_attempt(old, &report(AttemptOutcome::Retryable, Next::Dead))
+            .await
+            .unwrap();
+        assert!(!held, "a stale claim recorded a result");
+        assert!(!store.release_claim(old, 0, None).await.unwrap());
+        assert!(!store.kill_claim(old, "x").await.unwrap());
+    }
+    for new in taken.iter().chain(&again) {
+        let held = store
+            .record_attempt(
+                new,
+                &report(AttemptOutcome::Delivered, Next::Delivered { provider_id: None }),
+            )
+            .await
+            .unwrap();
+        assert!(held);
+    }
+    for (id, node) in [(&taken[0].message.id, "node-b"), (&again[0].message.id, "node-a")] {
+        let (_, m) = app.get(&format!("/v1/messages/{id}"), &acme.read).await;
+        assert_eq!(m["status"], "delivered", "{m}");
+        assert_eq!(m["attempts"], 2);
+        assert_eq!(outcomes(&m), ["lease_lost", "delivered"]);
+        assert_eq!(m["attempts_log"][0]["node"], "node-a");
+        assert_eq!(m["attempts_log"][1]["node"], node);
+        assert!(
+            m["attempts_log"][0]["error"]
+                .as_str()
+                .unwrap()
+                .starts_with("lease lost"),
+            "{m}"
+        );
+    }
+    // A released claim goes back without counting an attempt.
+    let (_, m) = app
+        .post(
+            "/v1/messages",
+            &acme.write,
+            json!({ "customer_id": cid, "channel": "webhook", "body": "c", "idempotency_key": "c" }),
+        )
+        .await;
+    let claim = store.claim_messages("node-a", 30_000, 10).await.unwrap().remove(0);
+    assert_eq!(claim.message.id, m["id"].as_str().unwrap());
+    assert!(store.release_claim(&claim, 0, Some("shutting down")).await.unwrap());
+    let (_, m) = app.get(&format!("/v1/messages/{}", claim.message.id), &acme.read).await;
+    assert_eq!(
+        (m["status"].clone(), m["attempts"].clone()),
+        (json!("pending"), json!(0))
+    );
+    assert_eq!(m["last_error"], "shutting down");
+    app.server.stop().await.unwrap();
+}
+
+/// Concurrent claimers (as on several nodes) never get the same message.
+async fn concurrent_claims_never_overlap(backend: Backend) {
+    let Setup { app, acme, .. } = start(backend, false).await;
+    let cid = customer(&app, &acme, json!({ "external_id": "C1" })).await;
+    let mut all = Vec::new();
+    for i in 0..120 {
+        let (s, m) = app
+            .post(
+                "/v1/messages",
+                &acme.write,
+                json!({ "customer_id": cid, "channel": "webhook", "body": "x", "idempotency_key": format!("k{i}") }),
+            )
+            .await;
+        assert_eq!(s, 202, "{m}");
+        all.push(m["id"].as_str().unwrap().to_string());
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in 0..6 {
+        let store = app.server.state.store.clone();
+        tasks.spawn(async move {
+            let mut got = Vec::new();
+            loop {
+                let claims = store.claim_messages(&format!("node-{n}"), 30_000, 4).await.unwrap();
+                if claims.is_empty() {
+                    return got;
+                }
+                got.extend(claims.into_iter().map(|c| c.message.id));
+            }
+        });
+    }
+    let mut claimed = Vec::new();
+    while let Some(got) = tasks.join_next().await {
+        claimed.extend(got.unwrap());
+    }
+    claimed.sort();
+    all.sort();
+    assert_eq!(claimed, all);
+    app.server.stop().await.unwrap();
+}
+
 both_backends!(
     delivery_lifecycle,
     templates_and_addresses,
     other_tenants_see_nothing,
-    stored_before_delivery
+    stored_before_delivery,
+    failing_connector_is_retried_then_suspended,
+    expired_leases_are_taken_over_and_fenced,
+    concurrent_claims_never_overlap
 );
