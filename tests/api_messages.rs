@@ -881,7 +881,86 @@ async fn concurrent_claims_never_overlap(backend: Backend) {
     app.server.stop().await.unwrap();
 }
 
+/// GDPR: the export lists the customer's messages; erasure blanks them and
+/// stops those not yet delivered; nothing can be sent or replayed to the
+/// erased customer afterwards.
+async fn erasure_blanks_and_stops_messages(backend: Backend) {
+    let Setup {
+        app,
+        acme,
+        receiver,
+        port,
+        ..
+    } = start(backend, true).await;
+    let cid = customer(&app, &acme, json!({ "external_id": "C1", "email": "ada@example.com" })).await;
+    let send = |key: &str, path: &str| {
+        json!({ "customer_id": cid, "channel": "webhook", "to": format!("http://127.0.0.1:{port}{path}"),
+                "body": "secret text", "idempotency_key": key })
+    };
+    let (_, sent) = app.post("/v1/messages", &acme.write, send("k1", "/ok")).await;
+    let sent = sent["id"].as_str().unwrap().to_string();
+    wait_for(&app, &acme, &sent, status_is("delivered")).await;
+    // No connector serves email: still pending when the customer is erased.
+    let (s, waiting) = app
+        .post(
+            "/v1/messages",
+            &acme.write,
+            json!({ "customer_id": cid, "channel": "email", "subject": "s", "body": "secret text",
+                    "idempotency_key": "k2" }),
+        )
+        .await;
+    assert_eq!(s, 202, "{waiting}");
+    assert_eq!(waiting["to"], "ada@example.com");
+    let waiting = waiting["id"].as_str().unwrap().to_string();
+
+    let (s, export) = app.get(&format!("/v1/customers/{cid}/export"), &acme.admin).await;
+    assert_eq!(s, 200, "{export}");
+    let exported: Vec<&str> = export["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(exported, [sent.as_str(), waiting.as_str()]);
+    assert_eq!(export["messages"][0]["body"], "secret text");
+
+    let (s, b) = app
+        .post(&format!("/v1/customers/{cid}/erase"), &acme.admin, json!({}))
+        .await;
+    assert_eq!(s, 200, "{b}");
+    for id in [&sent, &waiting] {
+        let (_, m) = app.get(&format!("/v1/messages/{id}"), &acme.read).await;
+        assert_eq!(
+            (m["to"].clone(), m["body"].clone(), m["subject"].clone()),
+            (json!(""), json!(""), Value::Null)
+        );
+        assert_eq!(m["metadata"], json!({}));
+        assert!(
+            m["attempts_log"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|a| a["error"].is_null()),
+            "{m}"
+        );
+    }
+    let (_, m) = app.get(&format!("/v1/messages/{sent}"), &acme.read).await;
+    assert_eq!(m["status"], "delivered");
+    let (_, m) = app.get(&format!("/v1/messages/{waiting}"), &acme.read).await;
+    assert_eq!(m["status"], "dead");
+    assert_eq!(m["last_error"], "customer erased before delivery");
+    let (s, b) = app
+        .post(&format!("/v1/messages/{waiting}/replay"), &acme.write, json!({}))
+        .await;
+    assert_error(s, &b, 409, "customer_erased");
+    let (s, b) = app.post("/v1/messages", &acme.write, send("k3", "/ok")).await;
+    assert_error(s, &b, 409, "customer_erased");
+    assert_eq!(receiver.at("/ok").len(), 1);
+    app.server.stop().await.unwrap();
+}
+
 both_backends!(
+    erasure_blanks_and_stops_messages,
     delivery_lifecycle,
     templates_and_addresses,
     other_tenants_see_nothing,

@@ -627,6 +627,40 @@ pub async fn get_message_tx(conn: &mut AnyConnection, t: &TenantId, id: &str) ->
     message_from_row(&row)
 }
 
+/// GDPR erasure of a customer's messages, inside the erasure's transaction:
+/// addresses, subjects, bodies, metadata and error texts (a provider may echo
+/// an address) are blanked; messages not yet delivered become `dead` so they
+/// are never sent, and a worker delivering one right now loses its lease.
+/// Returns how many messages were scrubbed.
+pub(crate) async fn erase_customer_messages_tx(
+    conn: &mut AnyConnection,
+    t: &TenantId,
+    customer_id: &str,
+) -> StoreResult<u64> {
+    sqlx::query(
+        "UPDATE message_attempts SET error = NULL WHERE tenant_id = $1 AND error IS NOT NULL AND message_id IN \
+         (SELECT id FROM messages WHERE tenant_id = $1 AND customer_id = $2)",
+    )
+    .bind(t.as_str())
+    .bind(customer_id)
+    .execute(&mut *conn)
+    .await?;
+    let updated = sqlx::query(
+        "UPDATE messages SET to_address = '', subject = NULL, body = '', metadata = '{}', \
+         last_error = CASE WHEN status IN ('pending', 'delivering') THEN 'customer erased before delivery' \
+                      ELSE NULL END, \
+         status = CASE WHEN status IN ('pending', 'delivering') THEN 'dead' ELSE status END, \
+         lease_owner = NULL, lease_expires_at = NULL, updated_at = $3 \
+         WHERE tenant_id = $1 AND customer_id = $2",
+    )
+    .bind(t.as_str())
+    .bind(customer_id)
+    .bind(now_ms())
+    .execute(&mut *conn)
+    .await?;
+    Ok(updated.rows_affected())
+}
+
 fn clip(text: &str) -> String {
     if text.chars().count() <= MAX_ERROR_CHARS {
         text.to_string()
@@ -678,6 +712,18 @@ impl Store {
                 })
             })
             .collect()
+    }
+
+    /// Every message to one customer, oldest first (the GDPR export).
+    pub async fn customer_messages(&self, t: &TenantId, customer_id: &str) -> StoreResult<Vec<Message>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM messages WHERE tenant_id = $1 AND customer_id = $2 ORDER BY id"
+        ))
+        .bind(t.as_str())
+        .bind(customer_id)
+        .fetch_all(self.db().pool())
+        .await?;
+        rows.iter().map(message_from_row).collect()
     }
 
     /// The tenant's messages, newest first.
@@ -881,10 +927,22 @@ impl Store {
 
     /// Sends a dead message again: `pending`, due now, with a new retry
     /// window. Its attempts so far stay in the delivery log. 409
-    /// `message_not_dead` for any other status.
+    /// `message_not_dead` for any other status, `customer_erased` when its
+    /// customer's data was erased (the message was blanked).
     pub async fn replay_message(&self, t: &TenantId, id: &str) -> StoreResult<Message> {
         let now = now_ms();
         let mut tx = self.db().begin_write().await?;
+        let message = get_message_tx(&mut tx, t, id).await?;
+        if get_customer_tx(&mut tx, t, &message.customer_id)
+            .await?
+            .erased_at
+            .is_some()
+        {
+            return Err(StoreError::conflict(
+                "customer_erased",
+                "this customer's data has been erased",
+            ));
+        }
         let updated = sqlx::query(
             "UPDATE messages SET status = 'pending', next_attempt_at = $1, window_started_at = $1, \
              window_base_attempts = attempts, updated_at = $1 \
