@@ -294,6 +294,16 @@ async fn delivery_lifecycle(backend: Backend) {
     let by_header: Value = resp.json().await.unwrap();
     assert_eq!(by_header["idempotency_key"], "k-header");
     wait_for(&app, &acme, by_header["id"].as_str().unwrap(), status_is("delivered")).await;
+    let resp = app
+        .client
+        .post(app.url("/v1/messages"))
+        .bearer_auth(&acme.write)
+        .header("Idempotency-Key", "k-other")
+        .json(&request)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 422, "body key and header key differ");
     // A read key may not send.
     let (s, b) = app.post("/v1/messages", &acme.read, request.clone()).await;
     assert_error(s, &b, 403, "forbidden");
@@ -411,6 +421,25 @@ async fn delivery_lifecycle(backend: Backend) {
     assert_eq!(page["items"], json!([]));
     let (s, b) = app.get("/v1/messages?status=sent", &acme.read).await;
     assert_error(s, &b, 422, "validation_failed");
+
+    // Metrics (process-wide, so only presence is checked).
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "rapport_deliveries_total{outcome=\"delivered\",channel=\"webhook\"}",
+        "rapport_deliveries_total{outcome=\"dead\",channel=\"webhook\"}",
+        "rapport_delivery_attempt_duration_seconds_bucket{connector=\"hook\"",
+        "rapport_outbox_depth ",
+    ] {
+        assert!(metrics.contains(line), "{line} missing from /metrics");
+    }
 
     app.server.stop().await.unwrap();
 }

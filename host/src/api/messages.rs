@@ -79,13 +79,20 @@ async fn send_message(
     Json(mut body): Json<NewMessage>,
 ) -> ApiResult<Response> {
     let tenant = auth.write()?;
-    if body.idempotency_key.is_none()
-        && let Some(value) = headers.get(IDEMPOTENCY_HEADER)
-    {
+    if let Some(value) = headers.get(IDEMPOTENCY_HEADER) {
         let key = value
             .to_str()
             .map_err(|_| Error::bad_request("invalid_header", "Idempotency-Key must be visible ASCII"))?;
-        body.idempotency_key = Some(key.to_string());
+        match &body.idempotency_key {
+            None => body.idempotency_key = Some(key.to_string()),
+            Some(in_body) if in_body != key => {
+                return Err(Error::invalid(
+                    "idempotency_key",
+                    "the body's idempotency_key and the Idempotency-Key header differ",
+                ));
+            }
+            Some(_) => {}
+        }
     }
     let (message, created) = s.store.enqueue_message(&tenant, body).await?;
     Ok(if created {
