@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::IntoResponse;
-use rapport::store::messages::{AttemptOutcome, AttemptReport, Next};
+use rapport::store::messages::{AttemptOutcome, AttemptReport, MessageStatus, Next};
 use serde_json::{Value, json};
 use support::{Backend, TestApp, TestTenant, assert_error};
 
@@ -38,6 +38,8 @@ struct Receiver {
     script: Arc<Mutex<HashMap<String, VecDeque<u16>>>>,
     /// Paths that answer this status forever (until removed).
     fixed: Arc<Mutex<HashMap<String, u16>>>,
+    /// Paths that take this long to answer.
+    slow: Arc<Mutex<HashMap<String, Duration>>>,
 }
 
 impl Receiver {
@@ -46,7 +48,13 @@ impl Receiver {
         let state = receiver.clone();
         let app = axum::Router::new().fallback(move |uri: Uri, headers: HeaderMap, body: Bytes| {
             let state = state.clone();
-            async move { state.answer(uri, headers, body) }
+            async move {
+                let delay = state.slow.lock().unwrap().get(uri.path()).copied();
+                if let Some(delay) = delay {
+                    tokio::time::sleep(delay).await;
+                }
+                state.answer(uri, headers, body)
+            }
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -988,7 +996,72 @@ async fn erasure_blanks_and_stops_messages(backend: Backend) {
     app.server.stop().await.unwrap();
 }
 
+/// Stopping a node finishes the delivery in flight and hands back what its
+/// workers had claimed but not started: nothing stays `delivering`, nothing
+/// is counted as attempted that was not, and every delivered message was
+/// received exactly once.
+async fn graceful_stop_hands_back_claims(backend: Backend) {
+    let Setup {
+        app,
+        acme,
+        receiver,
+        port,
+        ..
+    } = start(backend, true).await;
+    receiver
+        .slow
+        .lock()
+        .unwrap()
+        .insert("/slow".into(), Duration::from_millis(150));
+    let cid = customer(&app, &acme, json!({ "external_id": "C1" })).await;
+    for i in 0..12 {
+        let (s, m) = app
+            .post(
+                "/v1/messages",
+                &acme.write,
+                json!({ "customer_id": cid, "channel": "webhook", "to": format!("http://127.0.0.1:{port}/slow"),
+                        "body": "x", "idempotency_key": format!("k{i}") }),
+            )
+            .await;
+        assert_eq!(s, 202, "{m}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while receiver.at("/slow").is_empty() {
+        assert!(Instant::now() < deadline, "nothing was delivered");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let store = app.server.state.store.clone();
+    app.server.stop().await.unwrap();
+
+    let tenant = rapport::store::TenantId(acme.id.clone());
+    let filter = rapport::store::messages::MessageFilter {
+        limit: Some(100),
+        ..Default::default()
+    };
+    let messages = store.list_messages(&tenant, filter).await.unwrap().items;
+    assert_eq!(messages.len(), 12);
+    let mut delivered = 0;
+    for m in &messages {
+        match m.status {
+            MessageStatus::Delivered => {
+                assert_eq!(m.attempts, 1);
+                delivered += 1;
+            }
+            MessageStatus::Pending => assert_eq!(m.attempts, 0, "{m:?}"),
+            other => panic!("{other:?} after a graceful stop: {m:?}"),
+        }
+    }
+    assert!(delivered >= 1);
+    let received = receiver.at("/slow");
+    assert_eq!(received.len(), delivered);
+    let mut keys: Vec<_> = received.iter().map(|r| r.idempotency_key.clone().unwrap()).collect();
+    keys.sort();
+    keys.dedup();
+    assert_eq!(keys.len(), delivered);
+}
+
 both_backends!(
+    graceful_stop_hands_back_claims,
     erasure_blanks_and_stops_messages,
     delivery_lifecycle,
     templates_and_addresses,
