@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use rapport::manifest::{Capability, Limits, Manifest, ManifestError, PluginKind, sha256_file};
+use rapport::manifest::{Capability, DeliveryPolicy, Limits, Manifest, ManifestError, PluginKind, sha256_file};
 use serde_json::json;
 
 /// A temp dir holding two artifacts, `a.wasm` and `b.wasm` (any bytes: the
@@ -78,9 +78,14 @@ artifact = "sub/b.wasm"
 sha256 = "{SHA_B}"
 capabilities = ["log", "outbound-http"]
 allowed_hosts = ["hooks.example.com", "*.example.org:8443"]
+channels = ["webhook", "email"]
+[plugin.delivery]
+max_attempts = 5
+rate_per_second = 20
 
 [[tenant]]
 id = "demo"
+message_rate_per_second = 7
 [[tenant.plugin]]
 id = "rfm"
 config = { window_days = 365, weights = [0.5, 0.3], nested = { on = true }, since = 2024-01-01 }
@@ -136,6 +141,18 @@ fn good_manifest_loads() {
     assert!(hook.allowed_hosts[1].matches("api.example.org", 8443));
     assert!(!hook.allowed_hosts[0].matches("evil.com", 443));
     assert_eq!(hook.limits, Limits::default());
+    assert_eq!(hook.channels, ["webhook", "email"]);
+    assert_eq!(
+        hook.delivery,
+        DeliveryPolicy {
+            max_attempts: 5,
+            rate_per_second: Some(20),
+            ..DeliveryPolicy::default()
+        }
+    );
+    assert!(rfm.channels.is_empty());
+    assert_eq!(m.tenant_message_rate("demo"), Some(7));
+    assert_eq!(m.tenant_message_rate("other"), None);
 
     let demo = m.tenant_plugins("demo");
     assert_eq!(demo.len(), 2);
@@ -216,10 +233,12 @@ id = "-bad"
         "11:14: plugin[0].limits.timeout_ms: 0 is out of range: expected 1 to 60000 (one minute)",
         "12:13: plugin[0].limits.memory_mb: 100000 is out of range: expected 1 to 4096",
         "15:6: plugin[1].id: duplicate plugin id \"rfm\" (first declared at line 2)",
+        "16:8: plugin[1].channels: a channel-connector must list the channels it serves, e.g. channels = [\"email\"]",
         "19:12: plugin[1].artifact: cannot read artifact ",
         "21:24: plugin[1].capabilities[1]: capability \"log\" is listed twice",
         "22:17: plugin[1].allowed_hosts: allowed_hosts requires the outbound-http capability",
         "25:6: plugin[2].id: invalid plugin id \"Bad Id\": use 1-64 characters of a-z, 0-9, '-' and '_'",
+        "26:8: plugin[2].channels: a channel-connector must list the channels it serves, e.g. channels = [\"email\"]",
         "32:18: plugin[2].allowed_hosts[0]: \"*.com\": a wildcard needs at least two labels after `*.` (e.g. `*.example.com`)",
         "32:27: plugin[2].allowed_hosts[1]: \"ok.example.com:70000\": port must be a number from 1 to 65535",
         "37:6: tenant[0].plugin[0].id: unknown plugin \"nope\": no [[plugin]] has this id",
@@ -237,9 +256,74 @@ id = "-bad"
     assert_eq!(issues.len(), expected.len(), "all:\n{}", issues.join("\n"));
     // The missing artifact names its resolved absolute path.
     assert!(
-        issues[9].contains(&fx.dir.path().join("missing.wasm").display().to_string()),
+        issues[10].contains(&fx.dir.path().join("missing.wasm").display().to_string()),
         "{}",
-        issues[9]
+        issues[10]
+    );
+}
+
+#[test]
+fn channels_and_delivery_policy_are_checked() {
+    let fx = Fixture::new();
+    let issues = fx.issues(
+        r#"[[plugin]]
+id = "rfm"
+kind = "scoring-rule"
+version = "0.1.0"
+contract = "rapport:crm@0.1.0"
+artifact = "a.wasm"
+sha256 = "{SHA_A}"
+channels = ["email"]
+[plugin.delivery]
+max_attempts = 3
+
+[[plugin]]
+id = "hook"
+kind = "channel-connector"
+version = "0.1.0"
+contract = "rapport:crm@0.1.0"
+artifact = "a.wasm"
+sha256 = "{SHA_A}"
+channels = ["email", "SMS", "email"]
+[plugin.delivery]
+max_attempts = 0
+backoff_initial_ms = 5000
+backoff_max_ms = 1000
+rate_per_second = 0
+
+[[plugin]]
+id = "empty"
+kind = "channel-connector"
+version = "0.1.0"
+contract = "rapport:crm@0.1.0"
+artifact = "a.wasm"
+sha256 = "{SHA_A}"
+channels = []
+[plugin.delivery]
+max_age_s = 3000000
+backoff_initial_ms = 5000
+backoff_max_ms = 1000
+
+[[tenant]]
+id = "demo"
+message_rate_per_second = 0
+"#,
+    );
+    assert_eq!(
+        issues,
+        [
+            "8:12: plugin[0].channels: channels applies to channel-connector plugins only",
+            "9:1: plugin[0].delivery: [plugin.delivery] applies to channel-connector plugins only",
+            "19:22: plugin[1].channels[1]: invalid channel \"SMS\": use 1-32 characters of a-z, 0-9, '_' and '-', starting with a letter",
+            "19:29: plugin[1].channels[2]: channel \"email\" is listed twice",
+            "21:16: plugin[1].delivery.max_attempts: 0 is out of range: expected 1 to 1000",
+            "22:22: plugin[1].delivery.backoff_initial_ms: backoff_initial_ms (5000) must not exceed backoff_max_ms (1000)",
+            "24:19: plugin[1].delivery.rate_per_second: 0 is out of range: expected 1 to 1000000",
+            "33:12: plugin[2].channels: a channel-connector must serve at least one channel",
+            "35:13: plugin[2].delivery.max_age_s: 3000000 is out of range: expected 1 to 2592000 (30 days)",
+            "36:22: plugin[2].delivery.backoff_initial_ms: backoff_initial_ms (5000) must not exceed backoff_max_ms (1000)",
+            "41:27: tenant[0].message_rate_per_second: 0 is out of range: expected 1 to 1000000",
+        ]
     );
 }
 
@@ -284,6 +368,7 @@ x = 1
     assert_eq!(
         issues,
         [
+            "3:8: plugin[0].channels: a channel-connector must list the channels it serves, e.g. channels = [\"email\"]",
             "8:24: plugin[0].capabilities: outbound-http needs at least one allowed_hosts entry (it would reach nothing)",
             "10:2: settings: unknown top-level key `settings`; expected `plugin` or `tenant`",
         ]

@@ -14,6 +14,7 @@ pub mod gdpr;
 pub mod health;
 pub mod interactions;
 pub mod loyalty;
+pub mod messages;
 pub mod plugin_calls;
 pub mod plugins;
 pub mod products;
@@ -90,6 +91,7 @@ pub fn v1() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(plugin_calls::router())
         .merge(scores::router())
         .merge(channels::router())
+        .merge(messages::router())
         .split_for_parts()
 }
 

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(default)]
@@ -18,6 +18,57 @@ pub struct Config {
     pub database: DatabaseConfig,
     #[serde(default)]
     pub plugins: PluginsConfig,
+    #[serde(default)]
+    pub delivery: DeliveryConfig,
+}
+
+/// `[delivery]`: this node's outbox workers (see `delivery.rs`). Several
+/// nodes on one PostgreSQL share the outbox; each claims messages with a
+/// lease, so any number of nodes may run workers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveryConfig {
+    /// Run delivery workers on this node. Default true; false leaves
+    /// delivery to other nodes (messages are still accepted and stored).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Concurrent delivery workers. Default 2.
+    #[serde(default = "default_workers")]
+    pub workers: usize,
+    /// How long a claimed message is reserved for this node, in ms. A node
+    /// that dies mid-delivery holds its messages this long before another
+    /// node retries them; a delivery that may take longer than this could be
+    /// attempted twice (the connector gets the same message id both times).
+    /// Default 30000.
+    #[serde(default = "default_lease_ms")]
+    pub lease_ms: u64,
+    /// How often an idle worker looks for due messages, in ms. Default 200.
+    #[serde(default = "default_poll_ms")]
+    pub poll_ms: u64,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_workers() -> usize {
+    2
+}
+fn default_lease_ms() -> u64 {
+    30_000
+}
+fn default_poll_ms() -> u64 {
+    200
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        DeliveryConfig {
+            enabled: true,
+            workers: default_workers(),
+            lease_ms: default_lease_ms(),
+            poll_ms: default_poll_ms(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -80,16 +131,6 @@ impl Default for ServerConfig {
 impl Default for DatabaseConfig {
     fn default() -> Self {
         DatabaseConfig { url: default_db_url() }
-    }
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            server: ServerConfig::default(),
-            database: DatabaseConfig::default(),
-            plugins: PluginsConfig::default(),
-        }
     }
 }
 
@@ -167,5 +208,7 @@ mod tests {
     fn defaults_apply() {
         let config = parse_toml::<Config>(Path::new("x.toml"), "").unwrap();
         assert_eq!(config.database.url, "sqlite://rapport.db");
+        assert!(config.delivery.enabled);
+        assert_eq!((config.delivery.workers, config.delivery.lease_ms), (2, 30_000));
     }
 }

@@ -6,6 +6,7 @@
 pub mod api;
 pub mod config;
 pub mod db;
+pub mod delivery;
 pub mod import;
 pub mod manifest;
 pub mod plugins;

@@ -66,6 +66,12 @@ pub struct PluginSpec {
     #[schema(value_type = Vec<String>)]
     pub allowed_hosts: Vec<HostPattern>,
     pub limits: Limits,
+    /// The message channels a `channel-connector` serves (e.g. `email`);
+    /// empty for every other kind.
+    pub channels: Vec<String>,
+    /// How the outbox retries and paces this connector's deliveries
+    /// (defaults for other kinds, which never deliver).
+    pub delivery: DeliveryPolicy,
 }
 
 impl PluginSpec {
@@ -117,11 +123,43 @@ impl Default for Limits {
     }
 }
 
+/// `[plugin.delivery]` of a channel connector: the outbox's retry policy and
+/// pace for its messages. Every field is optional.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct DeliveryPolicy {
+    /// Attempts in one retry window before a retryable failure becomes `dead`.
+    pub max_attempts: u32,
+    /// Length of the retry window, from the message's creation (or replay).
+    pub max_age_s: u64,
+    /// Backoff before retry n is random in [0, min(max, initial * 2^(n-1))]
+    /// ("full jitter"), so retries of many messages spread out.
+    pub backoff_initial_ms: u64,
+    pub backoff_max_ms: u64,
+    /// Deliveries per second through this connector, all tenants together,
+    /// on each node (limits are per node). `None`: unlimited.
+    pub rate_per_second: Option<u32>,
+}
+
+impl Default for DeliveryPolicy {
+    fn default() -> Self {
+        DeliveryPolicy {
+            max_attempts: 8,
+            max_age_s: 86_400,
+            backoff_initial_ms: 1_000,
+            backoff_max_ms: 600_000,
+            rate_per_second: None,
+        }
+    }
+}
+
 /// The plugins one tenant may use, with the manifest's defaults.
 #[derive(Debug, Clone, Serialize)]
 pub struct TenantPlugins {
     pub tenant: String,
     pub plugins: Vec<TenantPlugin>,
+    /// Outbound messages per second for this tenant, all channels together,
+    /// on each node. `None`: unlimited.
+    pub message_rate_per_second: Option<u32>,
 }
 
 /// One `[[tenant.plugin]]` entry: listing a plugin makes it available to the
@@ -223,6 +261,14 @@ impl Manifest {
             .iter()
             .find(|t| t.tenant == tenant)
             .map_or(&[], |t| t.plugins.as_slice())
+    }
+
+    /// The tenant's `message_rate_per_second` (`None`: unlimited or not named).
+    pub fn tenant_message_rate(&self, tenant: &str) -> Option<u32> {
+        self.tenants
+            .iter()
+            .find(|t| t.tenant == tenant)
+            .and_then(|t| t.message_rate_per_second)
     }
 
     /// A plugin as available to one tenant: its spec and the tenant's

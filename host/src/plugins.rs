@@ -172,6 +172,40 @@ impl PluginService {
             .collect())
     }
 
+    /// The tenant's connector for a message channel (enabled, not
+    /// suspended; see [`crate::manifest::effective::connector_for_channel`])
+    /// with its delivery policy.
+    pub async fn connector_for_channel(
+        &self,
+        tenant: &TenantId,
+        channel: &str,
+    ) -> StoreResult<Option<(EffectivePlugin, crate::manifest::DeliveryPolicy)>> {
+        let manifest = self.manifest.current();
+        let states = self.store.plugin_states(tenant).await?;
+        Ok(
+            crate::manifest::effective::connector_for_channel(&manifest, tenant.as_str(), &states, channel).and_then(
+                |p| {
+                    let policy = manifest.plugin(&p.id)?.delivery.clone();
+                    Some((p, policy))
+                },
+            ),
+        )
+    }
+
+    /// Delivers one message through a channel connector. A `delivery-error`
+    /// is the connector's answer (codes `plugin_delivery_retryable`,
+    /// `plugin_delivery_failed`) and does not count towards suspension;
+    /// traps, timeouts and load failures do, like for every plugin call.
+    pub async fn deliver(
+        &self,
+        tenant: &TenantId,
+        plugin: &EffectivePlugin,
+        message: &crate::runtime::contract::channel::Message,
+    ) -> PluginRun<crate::runtime::contract::channel::Receipt> {
+        self.run(tenant, plugin, |p, ctx| async move { p.deliver(ctx, message).await })
+            .await
+    }
+
     /// One plugin of the tenant's, whatever its status (`None`: the tenant
     /// has no such plugin).
     pub async fn find(&self, tenant: &TenantId, plugin: &str) -> StoreResult<Option<EffectivePlugin>> {

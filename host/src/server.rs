@@ -20,6 +20,7 @@ pub struct RunningServer {
     pub state: AppState,
     shutdown: tokio::sync::watch::Sender<bool>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
+    delivery: crate::delivery::DeliveryHandle,
 }
 
 impl RunningServer {
@@ -28,9 +29,16 @@ impl RunningServer {
         format!("http://{}", self.addr)
     }
 
-    /// Stops accepting, drains in-flight requests, and waits.
+    /// This node's delivery id (leases, delivery log).
+    pub fn node(&self) -> &str {
+        self.delivery.node()
+    }
+
+    /// Stops accepting, drains in-flight requests and deliveries (claimed
+    /// messages not yet started are handed back), and waits.
     pub async fn stop(self) -> anyhow::Result<()> {
         let _ = self.shutdown.send(true);
+        self.delivery.join().await;
         self.task.await.context("server task")?.context("server")?;
         Ok(())
     }
@@ -92,6 +100,15 @@ pub async fn start_with_state(config: &Config, state: AppState) -> anyhow::Resul
     if !interval.is_zero() {
         state.plugins.clone().spawn_rescore_worker(interval, rx.clone());
     }
+    // Outbox workers (see delivery.rs); `[delivery] enabled = false` leaves
+    // delivery to other nodes.
+    let delivery = crate::delivery::spawn(
+        &config.delivery,
+        state.store.clone(),
+        state.plugins.clone(),
+        state.manifest.clone(),
+        rx.clone(),
+    );
     let task = tokio::spawn(async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(async move {
@@ -104,6 +121,7 @@ pub async fn start_with_state(config: &Config, state: AppState) -> anyhow::Resul
         state,
         shutdown,
         task,
+        delivery,
     })
 }
 

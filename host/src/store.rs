@@ -10,6 +10,7 @@ pub mod customers;
 pub mod gdpr;
 pub mod interactions;
 pub mod loyalty;
+pub mod messages;
 pub mod plugins;
 pub mod products;
 pub mod scores;
@@ -52,6 +53,14 @@ pub enum StoreError {
     /// Input that is well-formed JSON but violates a rule (422).
     #[error("{field}: {message}")]
     Invalid { field: String, message: String },
+    /// Like `Invalid`, with a code of its own for a case callers handle
+    /// specifically (e.g. `no_address` for a message without a destination).
+    #[error("{field}: {message}")]
+    Unprocessable {
+        code: &'static str,
+        field: String,
+        message: String,
+    },
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
     #[error("stored data is corrupt: {0}")]

@@ -40,6 +40,13 @@ pub enum Error {
     /// Well-formed but semantically invalid input.
     #[error("{message}")]
     Unprocessable { field: String, message: String },
+    /// A 422 with a specific code instead of `validation_failed`.
+    #[error("{message}")]
+    UnprocessableCode {
+        code: &'static str,
+        field: String,
+        message: String,
+    },
     #[error("{0}")]
     Unavailable(String),
     /// A plugin the request depends on failed (trap, timeout, bad output):
@@ -90,7 +97,7 @@ impl Error {
             Error::Conflict { .. } => StatusCode::CONFLICT,
             Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Error::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Error::Unprocessable { .. } | Error::UnprocessableCode { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::PluginFailed(_) => StatusCode::BAD_GATEWAY,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -99,7 +106,9 @@ impl Error {
 
     fn code(&self) -> &'static str {
         match self {
-            Error::BadRequest { code, .. } | Error::Conflict { code, .. } => code,
+            Error::BadRequest { code, .. } | Error::Conflict { code, .. } | Error::UnprocessableCode { code, .. } => {
+                code
+            }
             Error::Unauthorized => "unauthorized",
             Error::SignatureRejected(_) => "signature_rejected",
             Error::Forbidden(_) => "forbidden",
@@ -115,7 +124,7 @@ impl Error {
 
     fn details(&self) -> Value {
         match self {
-            Error::Unprocessable { field, .. } => json!({ "field": field }),
+            Error::Unprocessable { field, .. } | Error::UnprocessableCode { field, .. } => json!({ "field": field }),
             Error::PayloadTooLarge { limit } => json!({ "limit_bytes": limit }),
             Error::Conflict { details, .. } => details.clone(),
             Error::PluginFailed(failure) => json!({ "cause": failure.code }),
@@ -139,6 +148,7 @@ impl From<StoreError> for Error {
                 details: json!({}),
             },
             StoreError::Invalid { field, message } => Error::Unprocessable { field, message },
+            StoreError::Unprocessable { code, field, message } => Error::UnprocessableCode { code, field, message },
             StoreError::Database(e) => Error::Internal(anyhow::Error::new(e).context("database")),
             StoreError::Corrupt(msg) => Error::Internal(anyhow::anyhow!("corrupt stored data: {msg}")),
         }

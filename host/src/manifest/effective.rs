@@ -138,6 +138,26 @@ pub fn effective_plugin(
     Some(combine(spec, entry, state.filter(|s| s.plugin_id == plugin)))
 }
 
+/// The tenant's connector for message channel `channel`: the first
+/// channel-connector in the tenant's manifest order that lists the channel
+/// and runs (enabled, not suspended). `None` when there is none; a disabled
+/// or suspended connector is skipped, so another one serving the same
+/// channel takes over.
+pub fn connector_for_channel(
+    manifest: &Manifest,
+    tenant: &str,
+    states: &[PluginState],
+    channel: &str,
+) -> Option<EffectivePlugin> {
+    effective_plugins(manifest, tenant, states).into_iter().find(|p| {
+        p.kind == PluginKind::ChannelConnector
+            && p.runs()
+            && manifest
+                .plugin(&p.id)
+                .is_some_and(|spec| spec.channels.iter().any(|c| c == channel))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;
@@ -159,6 +179,8 @@ mod tests {
             capabilities: BTreeSet::from([Capability::Customers]),
             allowed_hosts: vec![],
             limits: Limits::default(),
+            channels: vec![],
+            delivery: Default::default(),
         }
     }
 
@@ -180,6 +202,7 @@ mod tests {
                         config: json!({}),
                     },
                 ],
+                message_rate_per_second: None,
             },
             TenantPlugins {
                 tenant: "other".into(),
@@ -188,6 +211,7 @@ mod tests {
                     enabled: true,
                     config: json!({}),
                 }],
+                message_rate_per_second: None,
             },
         ];
         m
@@ -273,5 +297,34 @@ mod tests {
         // A row for another plugin is never applied.
         let p = effective_plugin(&manifest(), "acme", "churn", Some(&r)).unwrap();
         assert_eq!((p.source, p.status), (SettingSource::Manifest, PluginStatus::Disabled));
+    }
+
+    #[test]
+    fn connector_for_channel_skips_suspended_and_disabled() {
+        let mut m = manifest();
+        for (id, channels) in [
+            ("rfm", vec!["email"]),
+            ("churn", vec!["email", "sms"]),
+            ("extra", vec!["sms"]),
+        ] {
+            let spec = m.plugins.iter_mut().find(|p| p.id == id).unwrap();
+            spec.kind = PluginKind::ChannelConnector;
+            spec.channels = channels.into_iter().map(String::from).collect();
+        }
+        // rfm (active) serves email; churn is disabled by the manifest.
+        assert_eq!(connector_for_channel(&m, "acme", &[], "email").unwrap().id, "rfm");
+        assert!(connector_for_channel(&m, "acme", &[], "sms").is_none());
+        assert!(connector_for_channel(&m, "acme", &[], "push").is_none());
+        // rfm suspended, churn enabled by an admin: churn takes over.
+        let mut suspended = row("rfm");
+        suspended.suspended_at = Some(time::OffsetDateTime::UNIX_EPOCH);
+        let mut enabled = row("churn");
+        enabled.enabled = Some(true);
+        let states = [suspended, enabled];
+        assert_eq!(connector_for_channel(&m, "acme", &states, "email").unwrap().id, "churn");
+        assert_eq!(connector_for_channel(&m, "acme", &states, "sms").unwrap().id, "churn");
+        // Another tenant never sees acme's connectors.
+        assert_eq!(connector_for_channel(&m, "other", &[], "sms").unwrap().id, "extra");
+        assert!(connector_for_channel(&m, "other", &[], "email").is_none());
     }
 }

@@ -16,8 +16,8 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 use super::{
-    Capability, HostPattern, Limits, Manifest, ManifestIssue, PluginKind, PluginSpec, SUPPORTED_CONTRACTS,
-    TenantPlugin, TenantPlugins,
+    Capability, DeliveryPolicy, HostPattern, Limits, Manifest, ManifestIssue, PluginKind, PluginSpec,
+    SUPPORTED_CONTRACTS, TenantPlugin, TenantPlugins,
 };
 use crate::config::line_col;
 
@@ -36,6 +36,20 @@ struct RawPlugin {
     allowed_hosts: Option<Spanned<Vec<Spanned<String>>>>,
     #[serde(default)]
     limits: Option<RawLimits>,
+    #[serde(default)]
+    channels: Option<Spanned<Vec<Spanned<String>>>>,
+    #[serde(default)]
+    delivery: Option<Spanned<RawDelivery>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDelivery {
+    max_attempts: Option<Spanned<u64>>,
+    max_age_s: Option<Spanned<u64>>,
+    backoff_initial_ms: Option<Spanned<u64>>,
+    backoff_max_ms: Option<Spanned<u64>>,
+    rate_per_second: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -55,6 +69,8 @@ struct RawLimits {
 #[serde(deny_unknown_fields)]
 struct RawTenant {
     id: Spanned<String>,
+    #[serde(default)]
+    message_rate_per_second: Option<Spanned<u64>>,
     #[serde(default)]
     plugin: Vec<RawTenantPlugin>,
 }
@@ -87,6 +103,16 @@ const LIMIT_RANGES: &[(&str, u64, u64, &str)] = &[
     ("max_log_bytes", 0, MIB, "0 to 1048576 (1 MiB)"),
     ("max_consecutive_failures", 1, 1000, "1 to 1000"),
     ("kv_max_bytes", 0, 1024 * MIB, "0 to 1073741824 (1 GiB)"),
+];
+
+/// Inclusive ranges of `[plugin.delivery]` and `message_rate_per_second`.
+const DELIVERY_RANGES: &[(&str, u64, u64, &str)] = &[
+    ("max_attempts", 1, 1000, "1 to 1000"),
+    ("max_age_s", 1, 30 * 86_400, "1 to 2592000 (30 days)"),
+    ("backoff_initial_ms", 1, 3_600_000, "1 to 3600000 (one hour)"),
+    ("backoff_max_ms", 1, 86_400_000, "1 to 86400000 (one day)"),
+    ("rate_per_second", 1, 1_000_000, "1 to 1000000"),
+    ("message_rate_per_second", 1, 1_000_000, "1 to 1000000"),
 ];
 
 struct Ctx<'a> {
@@ -434,6 +460,20 @@ fn validate_plugin(
     }
 
     let limits = validate_limits(cx, i, raw.limits.unwrap_or_default());
+    let is_connector = kind == Some(PluginKind::ChannelConnector);
+    let channels = validate_channels(cx, i, &raw.kind, kind, raw.channels.as_ref());
+    let delivery = match &raw.delivery {
+        Some(d) if kind.is_some() && !is_connector => {
+            cx.issue(
+                d.span(),
+                f("delivery"),
+                "[plugin.delivery] applies to channel-connector plugins only",
+            );
+            DeliveryPolicy::default()
+        }
+        Some(d) => validate_delivery(cx, i, d),
+        None => DeliveryPolicy::default(),
+    };
 
     // The artifact last: reading it is the expensive part and pointless if
     // the digest itself is malformed.
@@ -486,7 +526,107 @@ fn validate_plugin(
         capabilities,
         allowed_hosts,
         limits,
+        channels,
+        delivery,
     })
+}
+
+/// `channels`: required (non-empty) for channel connectors, refused for
+/// every other kind; each a valid channel name, none twice.
+fn validate_channels(
+    cx: &mut Ctx<'_>,
+    i: usize,
+    kind_span: &Spanned<String>,
+    kind: Option<PluginKind>,
+    raw: Option<&Spanned<Vec<Spanned<String>>>>,
+) -> Vec<String> {
+    let field = format!("plugin[{i}].channels");
+    let mut channels = Vec::new();
+    match (kind, raw) {
+        (None, _) => {}
+        (Some(PluginKind::ChannelConnector), None) => cx.issue(
+            kind_span.span(),
+            field,
+            "a channel-connector must list the channels it serves, e.g. channels = [\"email\"]",
+        ),
+        (Some(PluginKind::ChannelConnector), Some(list)) if list.get_ref().is_empty() => cx.issue(
+            list.span(),
+            field,
+            "a channel-connector must serve at least one channel",
+        ),
+        (Some(PluginKind::ChannelConnector), Some(list)) => {
+            for (k, channel) in list.get_ref().iter().enumerate() {
+                let name = channel.get_ref();
+                if let Err(e) = crate::store::messages::validate_channel("channel", name) {
+                    let message = match e {
+                        crate::store::StoreError::Invalid { message, .. } => message,
+                        other => other.to_string(),
+                    };
+                    cx.issue(channel.span(), format!("{field}[{k}]"), message);
+                } else if channels.contains(name) {
+                    cx.issue(
+                        channel.span(),
+                        format!("{field}[{k}]"),
+                        format!("channel {name:?} is listed twice"),
+                    );
+                } else {
+                    channels.push(name.clone());
+                }
+            }
+        }
+        (Some(_), Some(list)) => cx.issue(list.span(), field, "channels applies to channel-connector plugins only"),
+        (Some(_), None) => {}
+    }
+    channels
+}
+
+fn check_range(cx: &mut Ctx<'_>, field: String, name: &str, value: &Option<Spanned<u64>>) -> Option<u64> {
+    let value = value.as_ref()?;
+    let (_, min, max, text) = DELIVERY_RANGES.iter().find(|(n, ..)| *n == name)?;
+    let v = *value.get_ref();
+    if v < *min || v > *max {
+        cx.issue(value.span(), field, format!("{v} is out of range: expected {text}"));
+        return None;
+    }
+    Some(v)
+}
+
+fn validate_delivery(cx: &mut Ctx<'_>, i: usize, raw: &Spanned<RawDelivery>) -> DeliveryPolicy {
+    let f = |name: &str| format!("plugin[{i}].delivery.{name}");
+    let d = raw.get_ref();
+    let mut policy = DeliveryPolicy::default();
+    // Ranges keep every value far below u32::MAX, so the conversions hold.
+    if let Some(v) = check_range(cx, f("max_attempts"), "max_attempts", &d.max_attempts) {
+        policy.max_attempts = u32::try_from(v).unwrap_or(u32::MAX);
+    }
+    if let Some(v) = check_range(cx, f("max_age_s"), "max_age_s", &d.max_age_s) {
+        policy.max_age_s = v;
+    }
+    if let Some(v) = check_range(cx, f("backoff_initial_ms"), "backoff_initial_ms", &d.backoff_initial_ms) {
+        policy.backoff_initial_ms = v;
+    }
+    if let Some(v) = check_range(cx, f("backoff_max_ms"), "backoff_max_ms", &d.backoff_max_ms) {
+        policy.backoff_max_ms = v;
+    }
+    if let Some(v) = check_range(cx, f("rate_per_second"), "rate_per_second", &d.rate_per_second) {
+        policy.rate_per_second = Some(u32::try_from(v).unwrap_or(u32::MAX));
+    }
+    if policy.backoff_initial_ms > policy.backoff_max_ms {
+        let span = d
+            .backoff_initial_ms
+            .as_ref()
+            .or(d.backoff_max_ms.as_ref())
+            .map_or(raw.span(), |v| v.span());
+        cx.issue(
+            span,
+            f("backoff_initial_ms"),
+            format!(
+                "backoff_initial_ms ({}) must not exceed backoff_max_ms ({})",
+                policy.backoff_initial_ms, policy.backoff_max_ms
+            ),
+        );
+    }
+    policy
 }
 
 fn validate_limits(cx: &mut Ctx<'_>, i: usize, raw: RawLimits) -> Limits {
@@ -601,7 +741,18 @@ fn validate_tenant(
             config,
         });
     }
-    (cx.issues.len() == before).then_some(TenantPlugins { tenant, plugins })
+    let message_rate_per_second = check_range(
+        cx,
+        format!("tenant[{j}].message_rate_per_second"),
+        "message_rate_per_second",
+        &raw.message_rate_per_second,
+    )
+    .map(|v| u32::try_from(v).unwrap_or(u32::MAX));
+    (cx.issues.len() == before).then_some(TenantPlugins {
+        tenant,
+        plugins,
+        message_rate_per_second,
+    })
 }
 
 /// TOML to the JSON a plugin receives. Datetimes become their RFC 3339

@@ -9,7 +9,8 @@
 //!
 //! Erasure removes what identifies the person (name, email, phone, free-form
 //! attributes, external id, interaction payloads) and keeps what does not
-//! (amounts, kinds, times, channels, line items, the loyalty ledger), so
+//! (amounts, kinds, times, channels, line items, the loyalty ledger, which
+//! messages were sent when — their addresses and texts are blanked), so
 //! tenant totals and the ledger's `balance == SUM(points)` invariant survive.
 
 use std::collections::HashMap;
@@ -42,6 +43,8 @@ pub struct CustomerExport {
     /// Current score per plugin, and every score ever stored (newest first).
     pub scores: Vec<crate::store::scores::StoredScore>,
     pub score_history: Vec<crate::store::scores::StoredScore>,
+    /// Outbound messages to the customer, oldest first.
+    pub messages: Vec<crate::store::messages::Message>,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -269,6 +272,7 @@ impl Store {
         Ok(CustomerExport {
             scores,
             score_history,
+            messages: self.customer_messages(t, customer_id).await?,
             format_version: EXPORT_FORMAT_VERSION,
             generated_at: from_millis(now_ms()),
             tenant_id: t.to_string(),
@@ -309,6 +313,7 @@ impl Store {
         .bind(customer_id)
         .execute(&mut *tx)
         .await?;
+        super::messages::erase_customer_messages_tx(&mut tx, t, customer_id).await?;
         let row = sqlx::query(
             "SELECT c.erased_at, (SELECT CAST(COUNT(*) AS BIGINT) FROM interactions i \
                  WHERE i.tenant_id = c.tenant_id AND i.customer_id = c.id) AS n \
