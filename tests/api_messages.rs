@@ -146,7 +146,8 @@ fn manifest(dir: &Path, port: u16) -> PathBuf {
          {broken}[plugin.delivery]\nmax_attempts = 5\nbackoff_initial_ms = 10\nbackoff_max_ms = 20\n\n\
          [[tenant]]\nid = \"acme\"\nmessage_rate_per_second = 1000\n[[tenant.plugin]]\nid = \"hook\"\n\
          [[tenant.plugin]]\nid = \"broken\"\n\n\
-         [[tenant]]\nid = \"globex\"\n[[tenant.plugin]]\nid = \"hook\"\nenabled = false\n"
+         [[tenant]]\nid = \"globex\"\n[[tenant.plugin]]\nid = \"hook\"\nenabled = false\n\n\
+         [[tenant]]\nid = \"slowco\"\nmessage_rate_per_second = 1\n[[tenant.plugin]]\nid = \"hook\"\n"
     );
     let path = dir.join("plugins.toml");
     std::fs::write(&path, text).unwrap();
@@ -1060,7 +1061,45 @@ async fn graceful_stop_hands_back_claims(backend: Backend) {
     assert_eq!(keys.len(), delivered);
 }
 
+/// A tenant's `message_rate_per_second` spaces its deliveries: with a rate
+/// of 1, consecutive attempts start at least about a second apart (a lower
+/// bound the token bucket guarantees, not a speed measurement).
+async fn tenant_rate_limit_spaces_deliveries(backend: Backend) {
+    let Setup { app, port, .. } = start(backend, true).await;
+    let slow = app.tenant_with_id("slowco").await;
+    let cid = customer(&app, &slow, json!({ "external_id": "C1" })).await;
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let (s, m) = app
+            .post(
+                "/v1/messages",
+                &slow.write,
+                json!({ "customer_id": cid, "channel": "webhook", "to": format!("http://127.0.0.1:{port}/rl"),
+                        "body": "x", "idempotency_key": format!("k{i}") }),
+            )
+            .await;
+        assert_eq!(s, 202, "{m}");
+        ids.push(m["id"].as_str().unwrap().to_string());
+    }
+    let mut starts = Vec::new();
+    for id in &ids {
+        let m = wait_for(&app, &slow, id, status_is("delivered")).await;
+        let started = m["attempts_log"][0]["started_at"].as_str().unwrap().to_string();
+        starts.push(time::OffsetDateTime::parse(&started, &time::format_description::well_known::Rfc3339).unwrap());
+    }
+    starts.sort();
+    for pair in starts.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(
+            gap >= time::Duration::milliseconds(900),
+            "deliveries {gap} apart: {starts:?}"
+        );
+    }
+    app.server.stop().await.unwrap();
+}
+
 both_backends!(
+    tenant_rate_limit_spaces_deliveries,
     graceful_stop_hands_back_claims,
     erasure_blanks_and_stops_messages,
     delivery_lifecycle,
