@@ -29,7 +29,10 @@ fn manifest(dir: &Path) -> PathBuf {
         &["log", "outbound-http"],
         "timeout_ms = 2000\nmax_consecutive_failures = 3",
     )
-    .replace("[plugin.limits]", "allowed_hosts = [\"127.0.0.1:9\"]\n[plugin.limits]");
+    .replace(
+        "[plugin.limits]",
+        "channels = [\"hook\"]\nallowed_hosts = [\"127.0.0.1:9\"]\n[plugin.limits]",
+    );
     text += "[[tenant]]\nid = \"acme\"\n[[tenant.plugin]]\nid = \"hook\"\n\n";
     text += "[[tenant]]\nid = \"initech\"\n[[tenant.plugin]]\nid = \"hook\"\nenabled = false\n\n";
     let path = dir.join("plugins.toml");

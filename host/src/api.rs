@@ -19,6 +19,7 @@ pub mod plugin_calls;
 pub mod plugins;
 pub mod products;
 pub mod scores;
+pub mod triggers;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -92,6 +93,7 @@ pub fn v1() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(scores::router())
         .merge(channels::router())
         .merge(messages::router())
+        .merge(triggers::router())
         .split_for_parts()
 }
 

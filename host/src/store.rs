@@ -15,6 +15,7 @@ pub mod plugins;
 pub mod products;
 pub mod scores;
 pub mod tenants;
+pub mod triggers;
 
 use serde::{Deserialize, Serialize};
 

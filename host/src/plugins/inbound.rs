@@ -32,7 +32,7 @@ use crate::manifest::PluginKind;
 use crate::runtime::PluginErrorKind;
 use crate::runtime::contract::channel::{InboundEvent, InboundRequest};
 use crate::store::interactions::{HookedIngest, MAX_IDEMPOTENCY_KEY_CHARS, NewInteraction};
-use crate::store::{StoreError, StoreResult, TenantId, now_ms};
+use crate::store::{StoreError, TenantId, now_ms};
 
 /// The raw HTTP request, as the API hands it over (credentials removed).
 #[derive(Debug, Clone)]

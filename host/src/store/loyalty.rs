@@ -796,6 +796,9 @@ async fn points_tx(
     let entry = insert_entry(conn, t, &new, seq, now).await?;
     if points < 0 {
         allocate_debit(conn, t, customer_id, &entry.id, -points).await?;
+    } else {
+        // A reward that just became affordable may have a message to go with it.
+        super::triggers::on_balance_rose_tx(conn, t, customer_id, &entry.id, balance - points, balance).await?;
     }
     Ok(LedgerWrite {
         entry,
@@ -937,6 +940,16 @@ async fn set_tier_tx(
     .bind(&change.reason)
     .bind(now)
     .execute(&mut *conn)
+    .await?;
+    // Messages the tenant wants on a tier change go out with it (outbox).
+    super::triggers::on_tier_changed_tx(
+        conn,
+        t,
+        customer_id,
+        &change.id,
+        change.from_tier_id.as_deref(),
+        change.to_tier_id.as_deref(),
+    )
     .await?;
     Ok(Some(change))
 }

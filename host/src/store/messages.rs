@@ -1054,11 +1054,27 @@ impl Store {
 
     /// Deletes a template. Messages rendered from it keep their text.
     pub async fn delete_template(&self, t: &TenantId, name: &str) -> StoreResult<()> {
+        let mut tx = self.db().begin_write().await?;
+        // Triggers name templates (composite foreign key): say which rule is
+        // in the way rather than fail on the constraint.
+        let users: i64 = sqlx::query("SELECT COUNT(*) FROM message_triggers WHERE tenant_id = $1 AND template = $2")
+            .bind(t.as_str())
+            .bind(name)
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get(0)?;
+        if users > 0 {
+            return Err(StoreError::conflict(
+                "template_in_use",
+                format!("{users} message trigger(s) use this template; delete them or point them elsewhere first"),
+            ));
+        }
         let deleted = sqlx::query("DELETE FROM message_templates WHERE tenant_id = $1 AND name = $2")
             .bind(t.as_str())
             .bind(name)
-            .execute(self.db().pool())
+            .execute(&mut *tx)
             .await?;
+        tx.commit().await?;
         if deleted.rows_affected() == 0 {
             return Err(StoreError::NotFound {
                 entity: "message template",

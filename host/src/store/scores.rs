@@ -450,8 +450,16 @@ impl Store {
         const WIDTH: usize = 10;
         let backend = self.db().backend();
         let mut tx = self.db().begin_write().await?;
+        // Triggers on score crossings need the values being replaced; read
+        // them only when the tenant has such a trigger.
+        let triggers = super::triggers::enabled_triggers_tx(&mut tx, t, "score_crossed").await?;
         let mut stored = 0;
         for chunk in current.chunks(INSERT_ROWS_PER_STATEMENT) {
+            let previous = if triggers.is_empty() {
+                HashMap::new()
+            } else {
+                previous_scores(&mut tx, t, chunk).await?
+            };
             let values: Vec<String> = (0..chunk.len())
                 .map(|i| row_placeholders(backend, 1 + i * WIDTH, WIDTH))
                 .collect();
@@ -480,6 +488,26 @@ impl Store {
                     .bind(s.job_id.as_deref());
             }
             stored += q.execute(&mut *tx).await?.rows_affected();
+            if !triggers.is_empty() {
+                let changes: Vec<super::triggers::ScoreChange> = chunk
+                    .iter()
+                    .filter_map(|s| {
+                        let before = previous.get(&(s.customer_id.as_str(), s.plugin_id.as_str()));
+                        // An older score than the stored one was not written.
+                        match before {
+                            Some((_, at)) if *at > s.computed_at => None,
+                            _ => Some(super::triggers::ScoreChange {
+                                customer_id: &s.customer_id,
+                                plugin_id: &s.plugin_id,
+                                computed_at: s.computed_at,
+                                previous: before.map(|(value, _)| *value),
+                                value: s.value,
+                            }),
+                        }
+                    })
+                    .collect();
+                super::triggers::on_scores_tx(&mut tx, t, &triggers, &changes).await?;
+            }
         }
         for chunk in all.chunks(INSERT_ROWS_PER_STATEMENT) {
             let values: Vec<String> = (0..chunk.len())
@@ -1116,4 +1144,37 @@ fn unpack_interaction(record: &str) -> StoreResult<ScoringInteraction> {
         payload: payload.to_string(),
         items: unpacked_items,
     })
+}
+
+/// The stored (value, computed_at) of each (customer, plugin) in `chunk`.
+async fn previous_scores<'a>(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    t: &TenantId,
+    chunk: &[&'a NewScore],
+) -> StoreResult<HashMap<(&'a str, &'a str), (f64, i64)>> {
+    let sql = format!(
+        "SELECT customer_id, plugin_id, value, computed_at FROM customer_scores WHERE tenant_id = $1 \
+         AND customer_id IN ({})",
+        list_placeholders(2, chunk.len())
+    );
+    let mut q = sqlx::query(&sql).bind(t.as_str());
+    for s in chunk {
+        q = q.bind(s.customer_id.as_str());
+    }
+    let mut found = HashMap::new();
+    for row in q.fetch_all(&mut **tx).await? {
+        let customer: String = row.try_get(0)?;
+        let plugin: String = row.try_get(1)?;
+        // Key by the chunk's own strings so the map borrows from it.
+        if let Some(s) = chunk
+            .iter()
+            .find(|s| s.customer_id == customer && s.plugin_id == plugin)
+        {
+            found.insert(
+                (s.customer_id.as_str(), s.plugin_id.as_str()),
+                (row.try_get::<f64, _>(2)?, row.try_get::<i64, _>(3)?),
+            );
+        }
+    }
+    Ok(found)
 }
