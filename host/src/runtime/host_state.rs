@@ -17,6 +17,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::Limits;
 use super::capabilities::outbound_http::HttpPolicy;
+use super::capabilities::outbound_smtp::SmtpPolicy;
 use super::services::HostServices;
 use crate::store::TenantId;
 
@@ -128,6 +129,7 @@ pub(crate) struct HostState {
     pub limiter: Limiter,
     pub log: LogBuffer,
     pub http: Option<Arc<HttpPolicy>>,
+    pub smtp: Option<Arc<SmtpPolicy>>,
     /// When the current call must end; read by the epoch callback.
     pub deadline: Instant,
     /// Built on first use: most calls never touch WASI, and building a
@@ -148,6 +150,7 @@ impl HostState {
         services: Arc<dyn HostServices>,
         limits: Arc<Limits>,
         http: Option<Arc<HttpPolicy>>,
+        smtp: Option<Arc<SmtpPolicy>>,
         deadline: Instant,
     ) -> HostState {
         let limiter = Limiter::new((limits.memory_mb as usize) << 20);
@@ -164,6 +167,7 @@ impl HostState {
             limiter,
             log,
             http,
+            smtp,
             deadline,
             wasi: None,
             table: ResourceTable::new(),

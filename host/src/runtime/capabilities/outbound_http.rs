@@ -1,5 +1,8 @@
-//! Capability `outbound-http` (channel connectors): HTTP requests to the
+//! Capability `outbound-http` (channel connectors): HTTP(S) requests to the
 //! manifest's `allowed_hosts` only, with a timeout and a response-size cap.
+//! HTTPS goes through rustls with the bundled Mozilla roots (webpki-roots);
+//! a certificate that does not chain to them (self-signed, expired, wrong
+//! name) is a `connection` error naming the TLS failure.
 //!
 //! Host patterns: `host`, `host:port`, `*.suffix`, `*.suffix:port`. Without
 //! a port only the scheme's default port is allowed, so `example.com` does
@@ -49,12 +52,23 @@ impl HostPattern {
     }
 
     fn matches(&self, host: &str, port: u16, default_port: u16) -> bool {
+        self.matches_ports(host, port, &[default_port])
+    }
+
+    /// Whether `host:port` matches, where a pattern without a port allows
+    /// any of `default_ports` (one per scheme for HTTP; 25, 465 and 587 for
+    /// SMTP). `host` must be lowercase.
+    pub(crate) fn matches_ports(&self, host: &str, port: u16, default_ports: &[u16]) -> bool {
         let host_ok = if self.wildcard {
             host.ends_with(&self.host) && host.len() > self.host.len()
         } else {
             host == self.host
         };
-        host_ok && port == self.port.unwrap_or(default_port)
+        host_ok
+            && match self.port {
+                Some(p) => port == p,
+                None => default_ports.contains(&port),
+            }
     }
 }
 
@@ -167,8 +181,25 @@ fn classify(e: reqwest::Error) -> HttpError {
     if e.is_timeout() {
         HttpError::Timeout
     } else {
-        HttpError::Connection(format!("{e}"))
+        HttpError::Connection(error_chain(&e))
     }
+}
+
+/// The error and its sources, joined: reqwest's own message ("error sending
+/// request for url ...") hides the cause, e.g. the TLS layer's "invalid peer
+/// certificate: UnknownIssuer", which is what an operator needs to see.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let part = cause.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 #[cfg(test)]
