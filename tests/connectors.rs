@@ -371,10 +371,10 @@ async fn webhook_inbound_accepts_requests_signed_by_the_reference_library() {
     assert_eq!(events[0].customer_external_id, "EXT-A1");
     assert_eq!(events[0].kind, "message_delivered");
     assert_eq!(events[0].occurred_at, 1_767_323_045_000);
-    assert_eq!(events[0].idempotency_key, "message:evt_1");
+    assert_eq!(events[0].idempotency_key, "evt_1");
     assert_eq!(events[1].kind, "message_clicked");
     assert_eq!(events[1].occurred_at, 1_767_323_046_000);
-    assert_eq!(events[1].idempotency_key, "message:evt_2");
+    assert_eq!(events[1].idempotency_key, "evt_2");
     let payload: serde_json::Value = serde_json::from_str(&events[1].payload).unwrap();
     assert_eq!(payload["data"]["url"], "https://shop.example.com/p/1");
 

@@ -11,8 +11,9 @@
 //!   host submits it; an SMTP 4xx, a timeout or a connection failure is
 //!   retryable, a 5xx, a refused destination or a bad configuration is not.
 //! - `parse-inbound`: provider events, verified with `inbound_secret` and
-//!   parsed by `rapport_plugin_sdk::standard_webhooks` into `email_<type>`
-//!   events.
+//!   parsed by `rapport_plugin_sdk::standard_webhooks` into the host's
+//!   built-in `message_<type>` events (the interaction's channel tells
+//!   e-mail from other channels).
 //!
 //! Capabilities: `config`, `outbound-smtp` (the manifest's `allowed_hosts`
 //! must list the SMTP server).
@@ -27,9 +28,6 @@ use rapport_plugin_sdk::{
     SmtpError, SmtpReply, SmtpSubmission, SmtpTls,
 };
 use serde::Deserialize;
-
-/// The prefix of inbound interaction kinds (`email_opened`, ...).
-pub const INBOUND_PREFIX: &str = "email";
 
 /// Per-tenant configuration (capability `config`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -255,7 +253,7 @@ impl ChannelConnector for Email {
             .as_deref()
             .ok_or_else(|| cannot("no `inbound_secret` is configured".into()))?;
         let secret = Secret::parse(secret).map_err(cannot)?;
-        standard_webhooks::parse_inbound(&secret, request, INBOUND_PREFIX)
+        standard_webhooks::parse_inbound(&secret, request)
     }
 }
 
@@ -435,6 +433,6 @@ mod tests {
             .iter()
             .map(|e| (e.kind.as_str(), e.idempotency_key.as_str()))
             .collect();
-        assert_eq!(kinds, [("email_opened", "email:e1"), ("email_bounced", "email:e2")]);
+        assert_eq!(kinds, [("message_opened", "e1"), ("message_bounced", "e2")]);
     }
 }

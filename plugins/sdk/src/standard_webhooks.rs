@@ -25,8 +25,10 @@
 //! id; `at` (ms since the epoch, or RFC 3339) defaults to the time the host
 //! received the request; `id` defaults to `{webhook-id}` (`{webhook-id}#{index}`
 //! in an array); `message_id` and `data` are optional. Each becomes an
-//! [`InboundEvent`] of kind `{prefix}_{type}` with idempotency key
-//! `{prefix}:{id}` and the event object as its payload.
+//! [`InboundEvent`] of kind `message_{type}` (the host's built-in
+//! interaction kinds `message_delivered`, `message_opened`, ...), with the
+//! event id as its idempotency key (the host scopes keys per connector) and
+//! the event object as its payload.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -42,6 +44,9 @@ pub const TOLERANCE_SECONDS: i64 = 5 * 60;
 
 /// The event types of the inbound format, in the order documented.
 pub const EVENT_TYPES: [&str; 6] = ["delivered", "opened", "clicked", "replied", "unsubscribed", "bounced"];
+
+/// Inbound kinds are `message_{type}`: the host's built-in interaction kinds.
+pub const KIND_PREFIX: &str = "message_";
 
 pub const ID_HEADER: &str = "webhook-id";
 pub const TIMESTAMP_HEADER: &str = "webhook-timestamp";
@@ -140,12 +145,8 @@ impl Secret {
 }
 
 /// Verifies a signed request and turns its JSON events into
-/// [`InboundEvent`]s of kind `{prefix}_{type}` (see the module doc).
-pub fn parse_inbound(
-    secret: &Secret,
-    request: &InboundRequest,
-    prefix: &str,
-) -> Result<Vec<InboundEvent>, InboundError> {
+/// [`InboundEvent`]s of kind `message_{type}` (see the module doc).
+pub fn parse_inbound(secret: &Secret, request: &InboundRequest) -> Result<Vec<InboundEvent>, InboundError> {
     // Authenticate before reading the body: an unsigned sender learns
     // nothing about the format.
     let webhook_id = secret.verify(request, request.received_at.div_euclid(1000))?;
@@ -175,18 +176,13 @@ pub fn parse_inbound(
             } else {
                 webhook_id.to_owned()
             };
-            event_from_json(event, &default_id, request.received_at, prefix)
+            event_from_json(event, &default_id, request.received_at)
                 .map_err(|m| InboundError::Malformed(if many { format!("event {i}: {m}") } else { m }))
         })
         .collect()
 }
 
-fn event_from_json(
-    event: Value,
-    default_id: &str,
-    received_at: Timestamp,
-    prefix: &str,
-) -> Result<InboundEvent, String> {
+fn event_from_json(event: Value, default_id: &str, received_at: Timestamp) -> Result<InboundEvent, String> {
     let object = event.as_object().ok_or("an event must be a JSON object")?;
     let text = |field: &str| -> Result<Option<&str>, String> {
         match object.get(field) {
@@ -216,9 +212,9 @@ fn event_from_json(
     }
     Ok(InboundEvent {
         customer_external_id: customer.to_owned(),
-        kind: format!("{prefix}_{kind}"),
+        kind: format!("{KIND_PREFIX}{kind}"),
         occurred_at,
-        idempotency_key: format!("{prefix}:{id}"),
+        idempotency_key: id.to_owned(),
         payload: event,
     })
 }
@@ -345,24 +341,24 @@ mod tests {
         let body =
             r#"{"id":"evt_1","type":"opened","customer":"EXT-1","message_id":"m-1","at":"2023-11-14T22:13:20.5Z"}"#;
         let sig = secret.sign(SPEC_ID, now, body.as_bytes());
-        let events = parse_inbound(&secret, &request(&sig, now, body, now), "message").unwrap();
+        let events = parse_inbound(&secret, &request(&sig, now, body, now)).unwrap();
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].kind, "message_opened");
         assert_eq!(events[0].customer_external_id, "EXT-1");
         assert_eq!(events[0].occurred_at, 1_700_000_000_500);
-        assert_eq!(events[0].idempotency_key, "message:evt_1");
+        assert_eq!(events[0].idempotency_key, "evt_1");
         assert_eq!(events[0].payload["message_id"], "m-1");
 
         let body = r#"[{"type":"delivered","customer":"EXT-1","at":1700000000000},{"type":"clicked","customer":"EXT-2","data":{"url":"https://x"}}]"#;
         let sig = secret.sign(SPEC_ID, now, body.as_bytes());
-        let events = parse_inbound(&secret, &request(&sig, now, body, now), "email").unwrap();
+        let events = parse_inbound(&secret, &request(&sig, now, body, now)).unwrap();
         assert_eq!(events.len(), 2);
-        assert_eq!(events[0].kind, "email_delivered");
+        assert_eq!(events[0].kind, "message_delivered");
         assert_eq!(events[0].occurred_at, 1_700_000_000_000);
-        assert_eq!(events[0].idempotency_key, format!("email:{SPEC_ID}#0"));
-        assert_eq!(events[1].kind, "email_clicked");
+        assert_eq!(events[0].idempotency_key, format!("{SPEC_ID}#0"));
+        assert_eq!(events[1].kind, "message_clicked");
         assert_eq!(events[1].occurred_at, now * 1000, "defaults to the receipt time");
-        assert_eq!(events[1].idempotency_key, format!("email:{SPEC_ID}#1"));
+        assert_eq!(events[1].idempotency_key, format!("{SPEC_ID}#1"));
     }
 
     #[test]
@@ -381,7 +377,7 @@ mod tests {
             ),
         ] {
             let sig = secret.sign(SPEC_ID, now, body.as_bytes());
-            match parse_inbound(&secret, &request(&sig, now, body, now), "message") {
+            match parse_inbound(&secret, &request(&sig, now, body, now)) {
                 Err(InboundError::Malformed(m)) => assert!(m.contains(needle), "{body}: {m}"),
                 other => panic!("{body}: {other:?}"),
             }
@@ -389,7 +385,7 @@ mod tests {
         // Unsigned garbage is unauthenticated, not malformed.
         let r = request("v1,Zm9vYmFy", now, "nope", now);
         assert!(matches!(
-            parse_inbound(&secret, &r, "message"),
+            parse_inbound(&secret, &r),
             Err(InboundError::Unauthenticated(_))
         ));
     }

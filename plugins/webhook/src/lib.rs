@@ -28,8 +28,6 @@ use serde::{Deserialize, Serialize};
 
 /// The event type of every delivery.
 pub const EVENT_TYPE: &str = "message.created";
-/// The prefix of inbound interaction kinds (`message_delivered`, ...).
-pub const INBOUND_PREFIX: &str = "message";
 
 /// Headers the connector sets itself; the configuration may not override them.
 const RESERVED_HEADERS: [&str; 6] = [
@@ -222,7 +220,7 @@ impl ChannelConnector for Webhook {
             // unauthenticated (401) rather than accept unsigned events.
             InboundError::Unauthenticated(format!("the connector cannot verify signatures: {e}"))
         })?;
-        standard_webhooks::parse_inbound(&secret, request, INBOUND_PREFIX)
+        standard_webhooks::parse_inbound(&secret, request)
     }
 }
 
@@ -418,7 +416,7 @@ mod tests {
         assert_eq!(events[0].kind, "message_replied");
         assert_eq!(events[0].customer_external_id, "EXT-1");
         assert_eq!(events[0].occurred_at, 1_700_000_000_000);
-        assert_eq!(events[0].idempotency_key, "message:evt_9");
+        assert_eq!(events[0].idempotency_key, "evt_9");
         request.body[10] ^= 1;
         assert!(matches!(
             Webhook::parse_inbound(&request),
