@@ -170,6 +170,7 @@ async fn https_is_allow_listed_and_untrusted_certificates_fail_as_connection_err
         .await;
     match result.unwrap_err() {
         CallError::Guest(PluginErrorKind::DeliveryRetryable, text) => {
+            eprintln!("reported: {text}");
             assert!(text.starts_with("connection failed: "), "{text}");
             assert!(text.to_ascii_lowercase().contains("certificate"), "{text}");
         }
@@ -415,7 +416,9 @@ async fn webhook_inbound_accepts_requests_signed_by_the_reference_library() {
 
 /// A real SMTP server (aiosmtpd) on a free loopback port: recipients
 /// starting with `reject` get `550`, with `later` get `451`; every accepted
-/// message is written to `<dir>/<n>.json` with its envelope.
+/// message is written to `<dir>/<n>.json` with its envelope. With a
+/// certificate and key as further arguments it speaks implicit TLS. It
+/// never offers STARTTLS.
 const SMTP_SERVER: &str = r#"
 import asyncio, json, os, sys
 from aiosmtpd.smtp import SMTP
@@ -436,7 +439,12 @@ class Handler:
         return "250 2.0.0 queued as Q%d" % n
 async def main():
     loop = asyncio.get_running_loop()
-    srv = await loop.create_server(lambda: SMTP(Handler(), hostname="mx.test"), "127.0.0.1", 0)
+    tls = None
+    if len(sys.argv) > 3:  # cert, key: implicit TLS (SMTPS)
+        import ssl
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        tls.load_cert_chain(sys.argv[2], sys.argv[3])
+    srv = await loop.create_server(lambda: SMTP(Handler(), hostname="mx.test"), "127.0.0.1", 0, ssl=tls)
     print(srv.sockets[0].getsockname()[1], flush=True)
     await srv.serve_forever()
 asyncio.run(main())
@@ -633,4 +641,89 @@ async fn outbound_smtp_must_be_granted_and_only_to_connectors() {
         ),
         "{err}"
     );
+}
+
+#[tokio::test]
+async fn smtp_tls_is_never_downgraded_and_untrusted_certificates_fail() {
+    if !python_module_available("aiosmtpd", "RAPPORT_REQUIRE_AIOSMTPD") {
+        return;
+    }
+    let services = fixture();
+    let config = |port: &str, tls: &str| {
+        serde_json::json!({
+            "smtp_host": "127.0.0.1", "smtp_port": port.parse::<u16>().unwrap(), "tls": tls,
+            "from": "shop@acme.example",
+        })
+        .to_string()
+    };
+
+    // STARTTLS required, but the server does not offer it: refused, and
+    // the message is not sent in plain text instead.
+    let plain_dir = tempfile::tempdir().unwrap();
+    let (_plain, port) = python(SMTP_SERVER, &[&plain_dir.path().display().to_string()]);
+    let plugin = runtime().load(email_definition(&format!("127.0.0.1:{port}"))).unwrap();
+    let (result, _) = plugin
+        .deliver(
+            ctx(ACME, &config(&port, "starttls"), &services),
+            &email_message("m-1", "ann@example.org", "{}"),
+        )
+        .await;
+    match result.unwrap_err() {
+        CallError::Guest(PluginErrorKind::DeliveryRetryable, m) => {
+            assert!(m.starts_with("connection failed: "), "{m}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(std::fs::read_dir(plain_dir.path()).unwrap().count(), 0);
+
+    // Implicit TLS with a self-signed certificate: the handshake fails.
+    let tls_dir = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed_cert(tls_dir.path());
+    let out = tls_dir.path().join("mail");
+    std::fs::create_dir(&out).unwrap();
+    let (_tls, port) = python(SMTP_SERVER, &[&out.display().to_string(), &cert, &key]);
+    let plugin = runtime().load(email_definition(&format!("127.0.0.1:{port}"))).unwrap();
+    let (result, _) = plugin
+        .deliver(
+            ctx(ACME, &config(&port, "implicit"), &services),
+            &email_message("m-2", "ann@example.org", "{}"),
+        )
+        .await;
+    match result.unwrap_err() {
+        CallError::Guest(PluginErrorKind::DeliveryRetryable, m) => {
+            eprintln!("reported: {m}");
+            assert!(m.starts_with("connection failed: "), "{m}");
+            assert!(m.to_ascii_lowercase().contains("certificate"), "{m}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 0);
+}
+
+#[tokio::test]
+async fn a_silent_smtp_server_times_out_as_a_retryable_failure() {
+    // Accepts connections and never says a word (no 220 greeting).
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let held = std::thread::spawn(move || listener.accept().map(|(stream, _)| stream));
+    let mut def = email_definition(&format!("127.0.0.1:{port}"));
+    def.limits.smtp_timeout_ms = 300;
+    let plugin = runtime().load(def).unwrap();
+    let services = fixture();
+    let config = serde_json::json!({
+        "smtp_host": "127.0.0.1", "smtp_port": port, "tls": "none", "from": "shop@acme.example",
+    })
+    .to_string();
+    let (result, _) = plugin
+        .deliver(
+            ctx(ACME, &config, &services),
+            &email_message("m-1", "ann@example.org", "{}"),
+        )
+        .await;
+    assert_eq!(
+        result.unwrap_err(),
+        CallError::Guest(PluginErrorKind::DeliveryRetryable, "timeout".into())
+    );
+    // The connection was made (and held) before the timeout.
+    assert!(held.join().unwrap().is_ok());
 }

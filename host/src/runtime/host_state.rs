@@ -120,6 +120,14 @@ impl ResourceLimiter for Limiter {
     }
 }
 
+/// The network policies of a connector (none for other kinds): present
+/// only for the capabilities the manifest granted.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Network {
+    pub http: Option<Arc<HttpPolicy>>,
+    pub smtp: Option<Arc<SmtpPolicy>>,
+}
+
 pub(crate) struct HostState {
     pub tenant: TenantId,
     pub plugin_id: Arc<str>,
@@ -149,8 +157,7 @@ impl HostState {
         config_json: String,
         services: Arc<dyn HostServices>,
         limits: Arc<Limits>,
-        http: Option<Arc<HttpPolicy>>,
-        smtp: Option<Arc<SmtpPolicy>>,
+        network: Network,
         deadline: Instant,
     ) -> HostState {
         let limiter = Limiter::new((limits.memory_mb as usize) << 20);
@@ -166,8 +173,8 @@ impl HostState {
             limits,
             limiter,
             log,
-            http,
-            smtp,
+            http: network.http,
+            smtp: network.smtp,
             deadline,
             wasi: None,
             table: ResourceTable::new(),

@@ -29,7 +29,7 @@ use super::contract_v0_1_0::inputs::{CustomerHistory, PurchaseSummary};
 use super::contract_v0_1_0::rewards::{self, InteractionContext, LedgerIntent, RewardOutcome};
 use super::contract_v0_1_0::scoring::{self, CustomerScore};
 use super::contract_v0_1_0::types::{LoyaltyAccount, PluginError, Reward, Tier, Timestamp};
-use super::host_state::{HostState, LogLevel, LogLine};
+use super::host_state::{HostState, LogLevel, LogLine, Network};
 use super::output::{self, OutputSize};
 use super::services::HostServices;
 use super::{CallError, Capability, Limits, LoadError, PluginDefinition, PluginErrorKind, PluginKind, Runtime};
@@ -330,8 +330,10 @@ impl Plugin {
             ctx.config_json.clone(),
             ctx.services.clone(),
             self.limits.clone(),
-            self.http.clone(),
-            self.smtp.clone(),
+            Network {
+                http: self.http.clone(),
+                smtp: self.smtp.clone(),
+            },
             deadline,
         );
         let mut store = Store::new(self.runtime.engine(), state);

@@ -188,18 +188,27 @@ fn classify(e: reqwest::Error) -> HttpError {
 /// The error and its sources, joined: reqwest's own message ("error sending
 /// request for url ...") hides the cause, e.g. the TLS layer's "invalid peer
 /// certificate: UnknownIssuer", which is what an operator needs to see.
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        let part = cause.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
+/// Each level contributes only its own words (some errors repeat their
+/// source's text in their own), and repeated words are said once.
+pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut current = Some(e);
+    while let Some(err) = current {
+        let text = err.to_string();
+        let source = err.source();
+        let own = match source.map(|s| s.to_string()) {
+            Some(inner) => text
+                .strip_suffix(&inner)
+                .map(|t| t.trim_end_matches([':', ' ']).to_owned())
+                .unwrap_or(text),
+            None => text,
+        };
+        if !own.is_empty() && parts.last() != Some(&own) {
+            parts.push(own);
         }
-        source = cause.source();
+        current = source;
     }
-    text
+    parts.join(": ")
 }
 
 #[cfg(test)]
@@ -213,6 +222,40 @@ mod tests {
             max_timeout: Duration::from_secs(1),
             max_response_bytes: 10,
         }
+    }
+
+    #[derive(Debug)]
+    struct Layer(&'static str, Option<Box<Layer>>);
+
+    impl std::fmt::Display for Layer {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            // Like lettre: its own words, then its source's.
+            match &self.1 {
+                Some(inner) => write!(f, "{}: {inner}", self.0),
+                None => f.write_str(self.0),
+            }
+        }
+    }
+
+    impl std::error::Error for Layer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|l| l as _)
+        }
+    }
+
+    #[test]
+    fn error_chains_say_each_cause_once() {
+        let e = Layer(
+            "Connection error",
+            Some(Box::new(Layer(
+                "Connection error",
+                Some(Box::new(Layer("invalid peer certificate: UnknownIssuer", None))),
+            ))),
+        );
+        assert_eq!(
+            error_chain(&e),
+            "Connection error: invalid peer certificate: UnknownIssuer"
+        );
     }
 
     #[test]
