@@ -131,6 +131,9 @@ impl Settings {
         if config.username.is_some() != config.password.is_some() {
             return Err(invalid("`username` and `password` go together".into()));
         }
+        if config.username.is_some() && config.tls == SmtpTls::None {
+            return Err(invalid("credentials need `tls` starttls or implicit".into()));
+        }
         let from = Mailbox::parse(&config.from).map_err(|e| invalid(format!("`from`: {e}")))?;
         let reply_to = match &config.reply_to {
             Some(r) => Some(Mailbox::parse(r).map_err(|e| invalid(format!("`reply_to`: {e}")))?),
@@ -395,6 +398,7 @@ mod tests {
             json!({"smtp_host": "h", "from": "a@b.c", "username": "u"}),
             json!({"smtp_host": "h", "from": "a@b.c", "tls": "ssl"}),
             json!({"smtp_host": " ", "from": "a@b.c"}),
+            json!({"smtp_host": "h", "from": "a@b.c", "tls": "none", "username": "u", "password": "p"}),
         ] {
             testing::set_config(c.clone());
             let e = Email::deliver(&message("ann@example.org", json!({}))).unwrap_err();

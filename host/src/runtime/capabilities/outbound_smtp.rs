@@ -15,6 +15,8 @@
 //! `timeout-ms` if smaller); the message may not exceed
 //! `smtp_max_message_bytes`. Errors keep the server's reply: a 4xx is
 //! `transient`, a 5xx `permanent`, each with its code and text.
+//! Credentials are refused with `tls: none`: a password never crosses the
+//! network in clear text.
 
 use std::str::FromStr;
 use std::time::{Duration, Instant};
@@ -89,6 +91,12 @@ pub async fn send(policy: &SmtpPolicy, submission: Submission, remaining: Durati
             submission.message.len(),
             policy.max_message_bytes
         )));
+    }
+    if submission.credentials.is_some() && submission.tls == TlsMode::None {
+        // A password must never cross the network in clear text.
+        return Err(SmtpError::InvalidRequest(
+            "credentials need tls `starttls` or `implicit`".into(),
+        ));
     }
     let envelope = envelope(&submission)?;
     let mut timeout = policy.max_timeout.min(remaining);
@@ -233,6 +241,17 @@ mod tests {
         assert_eq!(
             send(&p, nobody, second).await,
             Err(SmtpError::InvalidRequest("no recipients".into()))
+        );
+        let mut clear = submission("127.0.0.1", 2525);
+        clear.credentials = Some(outbound_smtp::Credentials {
+            username: "u".into(),
+            password: "p".into(),
+        });
+        assert_eq!(
+            send(&p, clear, second).await,
+            Err(SmtpError::InvalidRequest(
+                "credentials need tls `starttls` or `implicit`".into()
+            ))
         );
         let mut bad = submission("127.0.0.1", 2525);
         bad.mail_from = "not an address".into();
