@@ -8,14 +8,20 @@
 //!   package (the spec's reference library), and inbound requests signed
 //!   with that library;
 //! - email: a real SMTP server (`aiosmtpd` from PyPI) writing what it
-//!   received to disk.
+//!   received to disk;
+//! - end to end: the webhook component behind `POST
+//!   /v1/channels/{connector}/inbound`, on both backends, fed requests the
+//!   reference library signed.
 //!
 //! The Python packages are installed by `scripts/test`. When one is missing
 //! the test that needs it reports itself SKIPPED, unless
 //! `RAPPORT_REQUIRE_STANDARDWEBHOOKS` / `RAPPORT_REQUIRE_AIOSMTPD` is set
 //! (CI), where it fails instead.
 
+// The app harness (`TestApp`, `both_backends!`, which names `support`)
+// and the runtime helpers (definitions, fixture, call contexts).
 #[path = "runtime_support.rs"]
+mod rt;
 mod support;
 
 use std::io::{BufRead, BufReader};
@@ -24,7 +30,7 @@ use std::process::{Child, Command, Stdio};
 
 use rapport::runtime::contract::channel::Message;
 use rapport::runtime::{CallError, Capability, LoadError, PluginErrorKind, PluginKind};
-use support::*;
+use rt::*;
 
 /// A child process killed when the test ends, pass or fail.
 struct Guard(Child);
@@ -727,3 +733,101 @@ async fn a_silent_smtp_server_times_out_as_a_retryable_failure() {
     // The connection was made (and held) before the timeout.
     assert!(held.join().unwrap().is_ok());
 }
+
+/// The webhook connector in the app, for tenant `acme` only, with the test
+/// secret in its per-tenant configuration.
+fn webhook_manifest(dir: &Path) -> std::path::PathBuf {
+    let mut text = support::plugin_manifest_entry(
+        "webhook",
+        "rapport-plugin-webhook",
+        "channel-connector",
+        &["config", "outbound-http"],
+        "timeout_ms = 2000",
+    )
+    .replace("[plugin.limits]", "allowed_hosts = [\"127.0.0.1:9\"]\n[plugin.limits]");
+    text += &format!(
+        "[[tenant]]\nid = \"acme\"\n[[tenant.plugin]]\nid = \"webhook\"\nconfig = {{ secret = {WEBHOOK_SECRET:?} }}\n\n"
+    );
+    let path = dir.join("plugins.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+async fn post_signed(
+    app: &support::TestApp,
+    key: &str,
+    headers: &[(String, String)],
+    body: &str,
+) -> (reqwest::StatusCode, serde_json::Value) {
+    let mut request = app
+        .client
+        .post(app.url("/v1/channels/webhook/inbound"))
+        .bearer_auth(key)
+        .header("content-type", "application/json")
+        .body(body.to_owned());
+    for (name, value) in headers {
+        request = request.header(name, value);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap())
+}
+
+async fn webhook_events_are_ingested_once_through_the_inbound_endpoint(backend: support::Backend) {
+    if !python_module_available("standardwebhooks", "RAPPORT_REQUIRE_STANDARDWEBHOOKS") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = rapport::config::Config::default();
+    config.plugins.manifest = Some(webhook_manifest(dir.path()));
+    config.plugins.cache_dir = Some(dir.path().join("cache"));
+    config.plugins.rescore_interval_ms = Some(0);
+    let app = support::TestApp::start_with(backend, config).await;
+    let acme = app.tenant_with_id("acme").await;
+    let globex = app.tenant_with_id("globex").await;
+
+    let now = now_ms() / 1000;
+    let body = r#"{"id":"evt_api_1","type":"opened","customer":"EXT-API-1","message_id":"msg_1","at":"2026-01-02T03:04:05Z","data":{"client":"mail-app"}}"#;
+    let headers = reference_headers("msg_in_api", now, body);
+    let (status, first) = post_signed(&app, &acme.write, &headers, body).await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["events"][0]["status"], "created", "{first}");
+    assert_eq!(first["events"][0]["kind"], "message_opened", "{first}");
+    assert_eq!(first["events"][0]["customer_external_id"], "EXT-API-1", "{first}");
+    let interaction = first["events"][0]["interaction_id"].as_str().unwrap().to_owned();
+
+    // The provider retries the same request: the same interaction.
+    let (status, again) = post_signed(&app, &acme.write, &headers, body).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["events"][0]["status"], "replayed", "{again}");
+    assert_eq!(again["events"][0]["interaction_id"], interaction.as_str());
+
+    let (status, customer) = app.get("/v1/customers/by-external-id/EXT-API-1", &acme.read).await;
+    assert_eq!(status, 200, "{customer}");
+    let customer = customer["id"].as_str().unwrap().to_owned();
+    let (status, timeline) = app
+        .get(&format!("/v1/customers/{customer}/interactions"), &acme.read)
+        .await;
+    assert_eq!(status, 200, "{timeline}");
+    let items = timeline["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{timeline}");
+    assert_eq!(items[0]["kind"], "message_opened");
+    assert_eq!(items[0]["occurred_at"], "2026-01-02T03:04:05Z");
+    assert_eq!(items[0]["payload"]["data"]["client"], "mail-app");
+
+    // Tampered body, or a stale timestamp: 401, nothing stored.
+    let tampered = body.replace("EXT-API-1", "EXT-API-2");
+    let (status, response) = post_signed(&app, &acme.write, &headers, &tampered).await;
+    support::assert_error(status, &response, 401, "signature_rejected");
+    let stale = reference_headers("msg_in_old", now - 600, &tampered);
+    let (status, response) = post_signed(&app, &acme.write, &stale, &tampered).await;
+    support::assert_error(status, &response, 401, "signature_rejected");
+    let (status, _) = app.get("/v1/customers/by-external-id/EXT-API-2", &acme.read).await;
+    assert_eq!(status, 404);
+
+    // Another tenant has no such connector.
+    let (status, response) = post_signed(&app, &globex.write, &headers, body).await;
+    support::assert_error(status, &response, 404, "not_found");
+}
+
+both_backends!(webhook_events_are_ingested_once_through_the_inbound_endpoint);
