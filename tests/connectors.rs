@@ -831,3 +831,38 @@ async fn webhook_events_are_ingested_once_through_the_inbound_endpoint(backend: 
 }
 
 both_backends!(webhook_events_are_ingested_once_through_the_inbound_endpoint);
+
+#[test]
+fn the_manifest_grants_outbound_smtp_to_connectors_with_allowed_hosts_only() {
+    use rapport::manifest::Manifest;
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = dir.path().join("email.wasm");
+    std::fs::write(&wasm, b"\0asm email").unwrap();
+    let digest = sha256(b"\0asm email");
+    let load = |kind: &str, extra: &str| {
+        let text = format!(
+            "[[plugin]]\nid = \"email\"\nkind = {kind:?}\nversion = \"0.1.0\"\ncontract = \"rapport:crm@0.1.0\"\n\
+             artifact = \"email.wasm\"\nsha256 = {digest:?}\ncapabilities = [\"config\", \"outbound-smtp\"]\n{extra}"
+        );
+        let path = dir.path().join("plugins.toml");
+        std::fs::write(&path, text).unwrap();
+        Manifest::load(&path)
+    };
+    let manifest = load("channel-connector", "allowed_hosts = [\"smtp.example.com\"]\n").unwrap();
+    let spec = &manifest.plugins[0];
+    assert!(spec.capabilities.contains(&Capability::OutboundSmtp));
+    assert_eq!(spec.allowed_hosts.len(), 1);
+
+    let err = load("channel-connector", "").unwrap_err().to_string();
+    assert!(
+        err.contains("outbound-smtp needs at least one allowed_hosts entry"),
+        "{err}"
+    );
+    let err = load("scoring-rule", "allowed_hosts = [\"smtp.example.com\"]\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("outbound-smtp is only granted to channel-connector plugins"),
+        "{err}"
+    );
+}
