@@ -228,7 +228,7 @@ id = "-bad"
         "4:11: plugin[0].version: \"0.1\" is not a semantic version (MAJOR.MINOR.PATCH, e.g. 0.1.0)",
         "5:12: plugin[0].contract: unsupported contract \"rapport:crm@9.9.9\"; this host supports rapport:crm@0.1.0",
         "7:10: plugin[0].sha256: expected 64 hexadecimal characters (the artifact's SHA-256 digest)",
-        "8:30: plugin[0].capabilities[1]: unknown capability \"network\"; expected one of customers, interactions, loyalty, catalog, kv, log, config, outbound-http",
+        "8:30: plugin[0].capabilities[1]: unknown capability \"network\"; expected one of customers, interactions, loyalty, catalog, kv, log, config, outbound-http, outbound-smtp",
         "9:18: plugin[0].allowed_hosts[0]: \"https://x.com\" is not a host pattern: write only `host[:port]`, without scheme or path",
         "11:14: plugin[0].limits.timeout_ms: 0 is out of range: expected 1 to 60000 (one minute)",
         "12:13: plugin[0].limits.memory_mb: 100000 is out of range: expected 1 to 4096",

@@ -150,6 +150,11 @@ pub struct Limits {
     pub http_timeout_ms: u64,
     /// Cap on one outbound HTTP response body.
     pub http_max_response_bytes: usize,
+    /// Cap on one SMTP submission, connection to final reply (capability
+    /// `outbound-smtp`).
+    pub smtp_timeout_ms: u64,
+    /// Cap on the size of one submitted message.
+    pub smtp_max_message_bytes: usize,
 }
 
 impl Default for Limits {
@@ -165,6 +170,8 @@ impl Default for Limits {
             kv_max_bytes: 1 << 20,
             http_timeout_ms: 5_000,
             http_max_response_bytes: 1 << 20,
+            smtp_timeout_ms: 10_000,
+            smtp_max_message_bytes: 10 << 20,
         }
     }
 }
@@ -229,10 +236,11 @@ pub enum Capability {
     Log,
     Config,
     OutboundHttp,
+    OutboundSmtp,
 }
 
 impl Capability {
-    pub const ALL: [Capability; 8] = [
+    pub const ALL: [Capability; 9] = [
         Capability::Customers,
         Capability::Interactions,
         Capability::Loyalty,
@@ -241,7 +249,14 @@ impl Capability {
         Capability::Log,
         Capability::Config,
         Capability::OutboundHttp,
+        Capability::OutboundSmtp,
     ];
+
+    /// Network capabilities, granted to channel connectors only (and each
+    /// limited to the manifest's `allowed_hosts`).
+    pub fn connector_only(self) -> bool {
+        matches!(self, Capability::OutboundHttp | Capability::OutboundSmtp)
+    }
 
     /// The manifest spelling, e.g. `outbound-http`.
     pub fn parse(s: &str) -> Option<Capability> {
@@ -259,6 +274,7 @@ impl Capability {
             Capability::Log => "log",
             Capability::Config => "config",
             Capability::OutboundHttp => "outbound-http",
+            Capability::OutboundSmtp => "outbound-smtp",
         }
     }
 }
@@ -273,7 +289,7 @@ impl FromStr for Capability {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Capability::parse(s).ok_or_else(|| {
-            format!("unknown capability `{s}` (expected customers, interactions, loyalty, catalog, kv, log, config or outbound-http)")
+            format!("unknown capability `{s}` (expected customers, interactions, loyalty, catalog, kv, log, config, outbound-http or outbound-smtp)")
         })
     }
 }
@@ -290,7 +306,9 @@ pub struct PluginDefinition {
     /// Declared sha256 of `wasm`, lowercase hex.
     pub sha256: String,
     pub capabilities: BTreeSet<Capability>,
-    /// `host`, `host:port`, `*.suffix` or `*.suffix:port`.
+    /// `host`, `host:port`, `*.suffix` or `*.suffix:port`; shared by
+    /// `outbound-http` (default ports 80/443) and `outbound-smtp` (default
+    /// ports 25/465/587).
     pub allowed_hosts: Vec<String>,
     pub limits: Limits,
 }
@@ -550,6 +568,9 @@ impl Runtime {
         let http = reqwest::Client::builder()
             // A redirect could lead anywhere: connectors see 3xx themselves.
             .redirect(reqwest::redirect::Policy::none())
+            // HTTPS through rustls with the bundled Mozilla roots: the same
+            // trust on every machine, no system OpenSSL or CA store.
+            .use_rustls_tls()
             .build()
             .map_err(|e| RuntimeError::Engine(format!("http client: {e}")))?;
         Ok(Runtime {

@@ -418,13 +418,13 @@ fn validate_plugin(
                         format!("capability {:?} is listed twice", cap.get_ref()),
                     );
                 }
-                Some(Capability::OutboundHttp) => {
-                    outbound_span = Some(cap.span());
+                Some(c) if c.connector_only() => {
+                    outbound_span = Some((cap.span(), c));
                     if kind.is_some_and(|k| k != PluginKind::ChannelConnector) {
                         cx.issue(
                             cap.span(),
                             field,
-                            "outbound-http is only granted to channel-connector plugins".to_string(),
+                            format!("{c} is only granted to channel-connector plugins"),
                         );
                     }
                 }
@@ -441,11 +441,11 @@ fn validate_plugin(
                 "allowed_hosts requires the outbound-http capability",
             );
         }
-        (hosts, Some(cap_span)) if hosts.as_ref().is_none_or(|h| h.get_ref().is_empty()) => {
+        (hosts, Some((cap_span, cap))) if hosts.as_ref().is_none_or(|h| h.get_ref().is_empty()) => {
             cx.issue(
                 cap_span,
                 f("capabilities"),
-                "outbound-http needs at least one allowed_hosts entry (it would reach nothing)",
+                format!("{cap} needs at least one allowed_hosts entry (it would reach nothing)"),
             );
         }
         _ => {}

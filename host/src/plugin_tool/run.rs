@@ -461,11 +461,11 @@ fn prepare(args: &RunArgs) -> Result<Prepared, UsageError> {
         _ => {
             let kind = args.kind.unwrap_or_else(|| export.infer_kind(&fixture.call.input));
             let capabilities = if args.capabilities.is_empty() {
-                // Everything the kind may import. outbound-http reaches
+                // Everything the kind may import. outbound-http/-smtp reach
                 // only `--allow-host` hosts: none unless asked.
                 Capability::ALL
                     .into_iter()
-                    .filter(|c| *c != Capability::OutboundHttp || kind == PluginKind::ChannelConnector)
+                    .filter(|c| !c.connector_only() || kind == PluginKind::ChannelConnector)
                     .collect()
             } else {
                 args.capabilities.iter().copied().collect()

@@ -15,6 +15,7 @@ pub mod kv;
 pub mod log;
 pub mod loyalty;
 pub mod outbound_http;
+pub mod outbound_smtp;
 
 use wasmtime::component::{HasSelf, Linker};
 
@@ -38,6 +39,7 @@ pub(crate) fn link(linker: &mut Linker<HostState>, capability: Capability) -> wa
         Capability::Log => log::add_to_linker(linker),
         Capability::Config => config::add_to_linker(linker),
         Capability::OutboundHttp => outbound_http::add_to_linker(linker),
+        Capability::OutboundSmtp => outbound_smtp::add_to_linker(linker),
     }
 }
 

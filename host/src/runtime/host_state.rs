@@ -17,6 +17,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::Limits;
 use super::capabilities::outbound_http::HttpPolicy;
+use super::capabilities::outbound_smtp::SmtpPolicy;
 use super::services::HostServices;
 use crate::store::TenantId;
 
@@ -119,6 +120,14 @@ impl ResourceLimiter for Limiter {
     }
 }
 
+/// The network policies of a connector (none for other kinds): present
+/// only for the capabilities the manifest granted.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Network {
+    pub http: Option<Arc<HttpPolicy>>,
+    pub smtp: Option<Arc<SmtpPolicy>>,
+}
+
 pub(crate) struct HostState {
     pub tenant: TenantId,
     pub plugin_id: Arc<str>,
@@ -128,6 +137,7 @@ pub(crate) struct HostState {
     pub limiter: Limiter,
     pub log: LogBuffer,
     pub http: Option<Arc<HttpPolicy>>,
+    pub smtp: Option<Arc<SmtpPolicy>>,
     /// When the current call must end; read by the epoch callback.
     pub deadline: Instant,
     /// Built on first use: most calls never touch WASI, and building a
@@ -147,7 +157,7 @@ impl HostState {
         config_json: String,
         services: Arc<dyn HostServices>,
         limits: Arc<Limits>,
-        http: Option<Arc<HttpPolicy>>,
+        network: Network,
         deadline: Instant,
     ) -> HostState {
         let limiter = Limiter::new((limits.memory_mb as usize) << 20);
@@ -163,7 +173,8 @@ impl HostState {
             limits,
             limiter,
             log,
-            http,
+            http: network.http,
+            smtp: network.smtp,
             deadline,
             wasi: None,
             table: ResourceTable::new(),

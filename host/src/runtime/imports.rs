@@ -50,10 +50,12 @@ const WASI_ALLOWED: &[&str] = &[
 
 /// Checks the component's imports against the definition's grants.
 pub(crate) fn check(engine: &Engine, component: &Component, def: &PluginDefinition) -> Result<(), LoadError> {
-    if def.capabilities.contains(&Capability::OutboundHttp) && def.kind != PluginKind::ChannelConnector {
+    if def.kind != PluginKind::ChannelConnector
+        && let Some(&capability) = def.capabilities.iter().find(|c| c.connector_only())
+    {
         return Err(LoadError::CapabilityNotForKind {
             plugin: def.id.clone(),
-            capability: Capability::OutboundHttp,
+            capability,
             kind: def.kind,
         });
     }

@@ -21,6 +21,7 @@ use wasmtime::component::{InstancePre, Linker};
 use wasmtime::{Store, Trap, UpdateDeadline};
 
 use super::capabilities::outbound_http::{HostPattern, HttpPolicy};
+use super::capabilities::outbound_smtp::SmtpPolicy;
 use super::capabilities::{self};
 use super::contract_v0_1_0::channel::{self, InboundError, InboundEvent, InboundRequest, Message, Receipt};
 use super::contract_v0_1_0::cross_selling::{self, RecommendRequest, Recommendation};
@@ -28,7 +29,7 @@ use super::contract_v0_1_0::inputs::{CustomerHistory, PurchaseSummary};
 use super::contract_v0_1_0::rewards::{self, InteractionContext, LedgerIntent, RewardOutcome};
 use super::contract_v0_1_0::scoring::{self, CustomerScore};
 use super::contract_v0_1_0::types::{LoyaltyAccount, PluginError, Reward, Tier, Timestamp};
-use super::host_state::{HostState, LogLevel, LogLine};
+use super::host_state::{HostState, LogLevel, LogLine, Network};
 use super::output::{self, OutputSize};
 use super::services::HostServices;
 use super::{CallError, Capability, Limits, LoadError, PluginDefinition, PluginErrorKind, PluginKind, Runtime};
@@ -73,6 +74,7 @@ pub struct Plugin {
     pre: InstancePre<HostState>,
     exports: Exports,
     http: Option<Arc<HttpPolicy>>,
+    smtp: Option<Arc<SmtpPolicy>>,
     compiled_from_cache: bool,
     /// The `plugin` metrics label, shared rather than reallocated per call.
     label: metrics::SharedString,
@@ -144,18 +146,25 @@ impl Plugin {
                 Exports::Channel(channel::GuestIndices::new(&pre).map_err(|e| missing("channel", e))?)
             }
         };
-        let http = if def.capabilities.contains(&Capability::OutboundHttp) {
-            let allowed = def
-                .allowed_hosts
-                .iter()
-                .map(|h| {
-                    HostPattern::parse(h).map_err(|message| LoadError::AllowedHost {
-                        plugin: plugin.clone(),
-                        host: h.clone(),
-                        message,
-                    })
+        let allowed = def
+            .allowed_hosts
+            .iter()
+            .map(|h| {
+                HostPattern::parse(h).map_err(|message| LoadError::AllowedHost {
+                    plugin: plugin.clone(),
+                    host: h.clone(),
+                    message,
                 })
-                .collect::<Result<Vec<_>, _>>()?;
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let smtp = def.capabilities.contains(&Capability::OutboundSmtp).then(|| {
+            Arc::new(SmtpPolicy {
+                allowed: allowed.clone(),
+                max_timeout: Duration::from_millis(def.limits.smtp_timeout_ms),
+                max_message_bytes: def.limits.smtp_max_message_bytes,
+            })
+        });
+        let http = if def.capabilities.contains(&Capability::OutboundHttp) {
             Some(Arc::new(HttpPolicy {
                 allowed,
                 client: runtime.http().clone(),
@@ -177,6 +186,7 @@ impl Plugin {
             pre,
             exports,
             http,
+            smtp,
             compiled_from_cache,
             failures: Mutex::new(HashMap::new()),
             any_failures: AtomicBool::new(false),
@@ -320,7 +330,10 @@ impl Plugin {
             ctx.config_json.clone(),
             ctx.services.clone(),
             self.limits.clone(),
-            self.http.clone(),
+            Network {
+                http: self.http.clone(),
+                smtp: self.smtp.clone(),
+            },
             deadline,
         );
         let mut store = Store::new(self.runtime.engine(), state);

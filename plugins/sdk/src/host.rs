@@ -1,11 +1,12 @@
 //! The read-only host capabilities (`customers`, `interactions`, `loyalty`,
-//! `catalog`) and `outbound-http`, with SDK types and `Result`s.
+//! `catalog`), `outbound-http` and `outbound-smtp`, with SDK types and
+//! `Result`s.
 //!
 //! A plugin imports (and so needs granted in its manifest) only the
 //! capabilities whose functions it actually calls: unused ones are dropped
 //! from the component. Natively (plugin unit tests) there is no host: the
-//! lookups answer `HostError::Unavailable` and `http::send` answers
-//! `HttpError::Connection`.
+//! lookups answer `HostError::Unavailable`, and `http::send` and
+//! `smtp::send` go to the handlers a test installs in [`crate::testing`].
 
 #[cfg(not(target_arch = "wasm32"))]
 use crate::types::HostError;
@@ -216,9 +217,57 @@ pub mod http {
                 })
         }
         #[cfg(not(target_arch = "wasm32"))]
+        crate::testing::http_send(request)
+    }
+}
+
+/// Capability `outbound-smtp` (channel connectors; only to the manifest's
+/// `allowed_hosts`): submits a complete RFC 5322 message.
+pub mod smtp {
+    #[cfg(target_arch = "wasm32")]
+    use crate::bindings::channel_connector::rapport::crm::outbound_smtp as wit;
+    #[cfg(target_arch = "wasm32")]
+    use crate::types::SmtpTls;
+    use crate::types::{SmtpError, SmtpReply, SmtpSubmission};
+
+    /// Submits one message; `Ok` is the server's reply to the end of DATA.
+    pub fn send(submission: &SmtpSubmission) -> Result<SmtpReply, SmtpError> {
+        #[cfg(target_arch = "wasm32")]
         {
-            let _ = request;
-            Err(HttpError::Connection("no outbound HTTP in native tests".into()))
+            let request = wit::Submission {
+                host: submission.host.clone(),
+                port: submission.port,
+                tls: match submission.tls {
+                    SmtpTls::None => wit::TlsMode::None,
+                    SmtpTls::Starttls => wit::TlsMode::Starttls,
+                    SmtpTls::Implicit => wit::TlsMode::Implicit,
+                },
+                credentials: submission
+                    .credentials
+                    .as_ref()
+                    .map(|(username, password)| wit::Credentials {
+                        username: username.clone(),
+                        password: password.clone(),
+                    }),
+                mail_from: submission.mail_from.clone(),
+                rcpt_to: submission.rcpt_to.clone(),
+                message: submission.message.clone(),
+                timeout_ms: submission.timeout_ms,
+            };
+            let reply = |r: wit::Reply| SmtpReply {
+                code: r.code,
+                text: r.text,
+            };
+            wit::send(&request).map(reply).map_err(|e| match e {
+                wit::SmtpError::Denied(m) => SmtpError::Denied(m),
+                wit::SmtpError::InvalidRequest(m) => SmtpError::InvalidRequest(m),
+                wit::SmtpError::Timeout => SmtpError::Timeout,
+                wit::SmtpError::Connection(m) => SmtpError::Connection(m),
+                wit::SmtpError::Transient(r) => SmtpError::Transient(reply(r)),
+                wit::SmtpError::Permanent(r) => SmtpError::Permanent(reply(r)),
+            })
         }
+        #[cfg(not(target_arch = "wasm32"))]
+        crate::testing::smtp_send(submission)
     }
 }

@@ -27,6 +27,7 @@ pub mod host;
 pub mod kv;
 pub mod log;
 pub mod money;
+pub mod standard_webhooks;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod testing;
 mod traits;

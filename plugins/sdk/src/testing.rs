@@ -1,6 +1,11 @@
 //! The native stand-in for the host (not compiled for wasm32), so that a
 //! plugin's unit tests can run code that calls [`crate::config`],
-//! [`crate::kv`] and [`crate::log`] with plain `cargo test`.
+//! [`crate::kv`], [`crate::log`], [`crate::host::http`] and
+//! [`crate::host::smtp`] with plain `cargo test`.
+//!
+//! Outbound HTTP and SMTP are answered by a handler the test installs
+//! ([`set_http_handler`], [`set_smtp_handler`]), which sees exactly what the
+//! plugin would have sent; without one they fail with a connection error.
 //!
 //! State is per thread (the test harness runs each test on its own thread),
 //! so tests do not see each other's config, kv or logs. Call [`reset`] to
@@ -10,7 +15,10 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 
 use crate::log::Level;
-use crate::types::HostError;
+use crate::types::{HostError, HttpError, HttpRequest, HttpResponse, SmtpError, SmtpReply, SmtpSubmission};
+
+type HttpHandler = Box<dyn FnMut(&HttpRequest) -> Result<HttpResponse, HttpError>>;
+type SmtpHandler = Box<dyn FnMut(&SmtpSubmission) -> Result<SmtpReply, SmtpError>>;
 
 /// One captured log line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,6 +34,8 @@ struct State {
     kv: BTreeMap<String, Vec<u8>>,
     kv_failure: Option<HostError>,
     logs: Vec<LogLine>,
+    http: Option<HttpHandler>,
+    smtp: Option<SmtpHandler>,
 }
 
 thread_local! {
@@ -78,6 +88,45 @@ pub(crate) fn push_log(level: Level, message: &str, fields: &[(&str, &str)]) {
             fields: fields.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
         })
     });
+}
+
+/// Answers this thread's outbound HTTP requests with `handler`.
+pub fn set_http_handler(handler: impl FnMut(&HttpRequest) -> Result<HttpResponse, HttpError> + 'static) {
+    with(|s| s.http = Some(Box::new(handler)));
+}
+
+/// Answers this thread's SMTP submissions with `handler`.
+pub fn set_smtp_handler(handler: impl FnMut(&SmtpSubmission) -> Result<SmtpReply, SmtpError> + 'static) {
+    with(|s| s.smtp = Some(Box::new(handler)));
+}
+
+pub(crate) fn http_send(request: &HttpRequest) -> Result<HttpResponse, HttpError> {
+    // Taken out while it runs, so a handler may itself use this module.
+    let handler = with(|s| s.http.take());
+    match handler {
+        Some(mut h) => {
+            let result = h(request);
+            with(|s| {
+                s.http.get_or_insert(h);
+            });
+            result
+        }
+        None => Err(HttpError::Connection("no outbound HTTP in native tests".into())),
+    }
+}
+
+pub(crate) fn smtp_send(submission: &SmtpSubmission) -> Result<SmtpReply, SmtpError> {
+    let handler = with(|s| s.smtp.take());
+    match handler {
+        Some(mut h) => {
+            let result = h(submission);
+            with(|s| {
+                s.smtp.get_or_insert(h);
+            });
+            result
+        }
+        None => Err(SmtpError::Connection("no outbound SMTP in native tests".into())),
+    }
 }
 
 /// The in-memory kv backend, with the host's signatures.

@@ -384,6 +384,63 @@ pub enum HttpError {
     Connection(String),
 }
 
+/// How `outbound-smtp` secures the connection (WIT `tls-mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SmtpTls {
+    /// Plain text (loopback relays, tests).
+    None,
+    /// Plain, then upgraded with STARTTLS (required: no fallback), port 587.
+    Starttls,
+    /// TLS from the first byte ("SMTPS"), port 465.
+    Implicit,
+}
+
+/// WIT `outbound-smtp.submission`: one message for one SMTP server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SmtpSubmission {
+    pub host: String,
+    pub port: u16,
+    pub tls: SmtpTls,
+    /// (username, password) for AUTH, if the server wants it.
+    pub credentials: Option<(String, String)>,
+    /// Envelope sender (MAIL FROM).
+    pub mail_from: String,
+    /// Envelope recipients (RCPT TO).
+    pub rcpt_to: Vec<String>,
+    /// The complete RFC 5322 message, CRLF line endings.
+    pub message: Vec<u8>,
+    pub timeout_ms: Option<u32>,
+}
+
+/// An SMTP server reply (WIT `outbound-smtp.reply`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SmtpReply {
+    /// e.g. 250, 451, 550.
+    pub code: u16,
+    pub text: String,
+}
+
+/// WIT `outbound-smtp.smtp-error`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "detail")]
+pub enum SmtpError {
+    #[error("destination not allowed: {0}")]
+    Denied(String),
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    #[error("timed out")]
+    Timeout,
+    #[error("connection failed: {0}")]
+    Connection(String),
+    /// A 4xx reply: trying again later may succeed.
+    #[error("transient SMTP error {}: {}", .0.code, .0.text)]
+    Transient(SmtpReply),
+    /// A 5xx reply: the server refused for good.
+    #[error("permanent SMTP error {}: {}", .0.code, .0.text)]
+    Permanent(SmtpReply),
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

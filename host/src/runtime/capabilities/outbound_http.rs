@@ -1,5 +1,8 @@
-//! Capability `outbound-http` (channel connectors): HTTP requests to the
+//! Capability `outbound-http` (channel connectors): HTTP(S) requests to the
 //! manifest's `allowed_hosts` only, with a timeout and a response-size cap.
+//! HTTPS goes through rustls with the bundled Mozilla roots (webpki-roots);
+//! a certificate that does not chain to them (self-signed, expired, wrong
+//! name) is a `connection` error naming the TLS failure.
 //!
 //! Host patterns: `host`, `host:port`, `*.suffix`, `*.suffix:port`. Without
 //! a port only the scheme's default port is allowed, so `example.com` does
@@ -49,12 +52,23 @@ impl HostPattern {
     }
 
     fn matches(&self, host: &str, port: u16, default_port: u16) -> bool {
+        self.matches_ports(host, port, &[default_port])
+    }
+
+    /// Whether `host:port` matches, where a pattern without a port allows
+    /// any of `default_ports` (one per scheme for HTTP; 25, 465 and 587 for
+    /// SMTP). `host` must be lowercase.
+    pub(crate) fn matches_ports(&self, host: &str, port: u16, default_ports: &[u16]) -> bool {
         let host_ok = if self.wildcard {
             host.ends_with(&self.host) && host.len() > self.host.len()
         } else {
             host == self.host
         };
-        host_ok && port == self.port.unwrap_or(default_port)
+        host_ok
+            && match self.port {
+                Some(p) => port == p,
+                None => default_ports.contains(&port),
+            }
     }
 }
 
@@ -167,8 +181,34 @@ fn classify(e: reqwest::Error) -> HttpError {
     if e.is_timeout() {
         HttpError::Timeout
     } else {
-        HttpError::Connection(format!("{e}"))
+        HttpError::Connection(error_chain(&e))
     }
+}
+
+/// The error and its sources, joined: reqwest's own message ("error sending
+/// request for url ...") hides the cause, e.g. the TLS layer's "invalid peer
+/// certificate: UnknownIssuer", which is what an operator needs to see.
+/// Each level contributes only its own words (some errors repeat their
+/// source's text in their own), and repeated words are said once.
+pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut current = Some(e);
+    while let Some(err) = current {
+        let text = err.to_string();
+        let source = err.source();
+        let own = match source.map(|s| s.to_string()) {
+            Some(inner) => text
+                .strip_suffix(&inner)
+                .map(|t| t.trim_end_matches([':', ' ']).to_owned())
+                .unwrap_or(text),
+            None => text,
+        };
+        if !own.is_empty() && parts.last() != Some(&own) {
+            parts.push(own);
+        }
+        current = source;
+    }
+    parts.join(": ")
 }
 
 #[cfg(test)]
@@ -182,6 +222,40 @@ mod tests {
             max_timeout: Duration::from_secs(1),
             max_response_bytes: 10,
         }
+    }
+
+    #[derive(Debug)]
+    struct Layer(&'static str, Option<Box<Layer>>);
+
+    impl std::fmt::Display for Layer {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            // Like lettre: its own words, then its source's.
+            match &self.1 {
+                Some(inner) => write!(f, "{}: {inner}", self.0),
+                None => f.write_str(self.0),
+            }
+        }
+    }
+
+    impl std::error::Error for Layer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|l| l as _)
+        }
+    }
+
+    #[test]
+    fn error_chains_say_each_cause_once() {
+        let e = Layer(
+            "Connection error",
+            Some(Box::new(Layer(
+                "Connection error",
+                Some(Box::new(Layer("invalid peer certificate: UnknownIssuer", None))),
+            ))),
+        );
+        assert_eq!(
+            error_chain(&e),
+            "Connection error: invalid peer certificate: UnknownIssuer"
+        );
     }
 
     #[test]
