@@ -60,9 +60,7 @@ async fn trigger(app: &TestApp, t: &TestTenant, name: &str, when: Value, templat
 }
 
 async fn messages(app: &TestApp, t: &TestTenant, customer: &str) -> Vec<Value> {
-    let (s, b) = app
-        .get(&format!("/v1/messages?customer_id={customer}"), &t.read)
-        .await;
+    let (s, b) = app.get(&format!("/v1/messages?customer_id={customer}"), &t.read).await;
     assert_eq!(s, 200, "{b}");
     b["items"].as_array().cloned().unwrap_or_default()
 }
@@ -122,7 +120,10 @@ async fn tier_upgrades_message_once(backend: Backend) {
     set_tier(&app, &acme, &ada, Some(&silver)).await;
     let sent = messages(&app, &acme, &ada).await;
     assert_eq!(sent.len(), 2, "one for silver, one for gold: {sent:?}");
-    assert!(sent.iter().any(|m| m["body"] == format!("Ada, welcome to tier {gold} (up)")));
+    assert!(
+        sent.iter()
+            .any(|m| m["body"] == format!("Ada, welcome to tier {gold} (up)"))
+    );
 
     // A disabled trigger stays quiet.
     let (_, list) = app.get("/v1/message-triggers", &acme.read).await;
@@ -235,20 +236,14 @@ async fn score_crossing_messages_on_the_crossing_only(backend: Backend) {
 async fn trigger_api_validates_and_is_tenant_scoped(backend: Backend) {
     let (app, acme, globex) = start(backend).await;
     template(&app, &acme, "hello", "hello").await;
-    let created = trigger(
-        &app,
-        &acme,
-        "t1",
-        json!({ "event": "reward_redeemable" }),
-        "hello",
-    )
-    .await;
+    let created = trigger(&app, &acme, "t1", json!({ "event": "reward_redeemable" }), "hello").await;
     let id = created["id"].as_str().unwrap();
     assert_eq!(created["when"], json!({ "event": "reward_redeemable" }));
     assert_eq!(created["enabled"], true);
 
     // Validation.
-    let bad = |when: Value, template: &str| json!({ "name": "t2", "when": when, "channel": "email", "template": template });
+    let bad =
+        |when: Value, template: &str| json!({ "name": "t2", "when": when, "channel": "email", "template": template });
     let (s, b) = app
         .post(
             "/v1/message-triggers",
@@ -288,9 +283,7 @@ async fn trigger_api_validates_and_is_tenant_scoped(backend: Backend) {
     // Another tenant sees and touches nothing; globex cannot use acme's template.
     let (s, list) = app.get("/v1/message-triggers", &globex.read).await;
     assert_eq!((s.as_u16(), list["items"].clone()), (200, json!([])));
-    let (s, b) = app
-        .get(&format!("/v1/message-triggers/{id}"), &globex.read)
-        .await;
+    let (s, b) = app.get(&format!("/v1/message-triggers/{id}"), &globex.read).await;
     assert_error(s, &b, 404, "not_found");
     for action in ["enable", "disable"] {
         let (s, b) = app
@@ -298,9 +291,7 @@ async fn trigger_api_validates_and_is_tenant_scoped(backend: Backend) {
             .await;
         assert_error(s, &b, 404, "not_found");
     }
-    let (s, b) = app
-        .delete(&format!("/v1/message-triggers/{id}"), &globex.admin)
-        .await;
+    let (s, b) = app.delete(&format!("/v1/message-triggers/{id}"), &globex.admin).await;
     assert_error(s, &b, 404, "not_found");
     let (s, b) = app
         .post(

@@ -114,7 +114,7 @@ fn write_manifest(dir: &Path, receiver: SocketAddr) -> PathBuf {
     );
     let entry = support::plugin_manifest_entry(
         "webhook",
-        "webhook",
+        "rapport-plugin-webhook",
         "channel-connector",
         &["config", "log", "outbound-http"],
         "timeout_ms = 5000",
@@ -273,13 +273,19 @@ async fn two_nodes_deliver_every_message_through_a_node_kill() {
         if acknowledged >= MESSAGES / 3 {
             break;
         }
-        assert!(Instant::now() < deadline, "deliveries did not start: {acknowledged} acknowledged");
+        assert!(
+            Instant::now() < deadline,
+            "deliveries did not start: {acknowledged} acknowledged"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     a.child.kill().expect("kill node a");
     a.child.wait().expect("reap node a");
     let acknowledged_at_kill = receiver.acknowledged.lock().unwrap().len();
-    assert!(acknowledged_at_kill < MESSAGES, "everything was delivered before the kill");
+    assert!(
+        acknowledged_at_kill < MESSAGES,
+        "everything was delivered before the kill"
+    );
 
     // Node b alone finishes the job, including what a held when it died.
     let deadline = Instant::now() + Duration::from_secs(180);
@@ -299,8 +305,15 @@ async fn two_nodes_deliver_every_message_through_a_node_kill() {
     let acknowledged = receiver.acknowledged.lock().unwrap().clone();
     let mut missing: Vec<&String> = accepted.iter().filter(|id| !acknowledged.contains_key(*id)).collect();
     missing.truncate(5);
-    assert!(missing.is_empty(), "delivered in the database but never acknowledged: {missing:?}");
-    assert_eq!(acknowledged.len(), MESSAGES, "the receiver saw ids that were never sent");
+    assert!(
+        missing.is_empty(),
+        "delivered in the database but never acknowledged: {missing:?}"
+    );
+    assert_eq!(
+        acknowledged.len(),
+        MESSAGES,
+        "the receiver saw ids that were never sent"
+    );
     let duplicates: u32 = acknowledged.values().map(|n| n - 1).sum();
     assert!(
         duplicates as usize <= WORKERS_PER_NODE * CLAIM_BATCH,
@@ -322,7 +335,10 @@ async fn two_nodes_deliver_every_message_through_a_node_kill() {
     // Every 503 is logged as a retryable attempt, except those node a got
     // and died before recording.
     let in_flight = (WORKERS_PER_NODE * CLAIM_BATCH) as i64;
-    assert!(retried + in_flight >= refused as i64, "{retried} retryable attempts logged for {refused} 503s");
+    assert!(
+        retried + in_flight >= refused as i64,
+        "{retried} retryable attempts logged for {refused} 503s"
+    );
     assert_eq!(nodes, 2, "both nodes delivered");
     eprintln!(
         "cluster delivery: {MESSAGES} messages, {} arrivals, {refused} refused on purpose, {duplicates} duplicates \

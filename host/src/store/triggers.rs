@@ -251,15 +251,14 @@ impl Store {
 
     /// Switches a trigger on or off.
     pub async fn set_trigger_enabled(&self, t: &TenantId, id: &str, enabled: bool) -> StoreResult<Trigger> {
-        let done = sqlx::query(
-            "UPDATE message_triggers SET enabled = $3, updated_at = $4 WHERE tenant_id = $1 AND id = $2",
-        )
-        .bind(t.as_str())
-        .bind(id)
-        .bind(enabled)
-        .bind(now_ms())
-        .execute(self.db().pool())
-        .await?;
+        let done =
+            sqlx::query("UPDATE message_triggers SET enabled = $3, updated_at = $4 WHERE tenant_id = $1 AND id = $2")
+                .bind(t.as_str())
+                .bind(id)
+                .bind(enabled)
+                .bind(now_ms())
+                .execute(self.db().pool())
+                .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound { entity: "trigger" });
         }
@@ -531,9 +530,7 @@ mod tests {
                 include_first_score: false
             }
         );
-        assert!(
-            serde_json::from_value::<TriggerCondition>(json!({ "event": "tier_changed", "to": "gold" })).is_err()
-        );
+        assert!(serde_json::from_value::<TriggerCondition>(json!({ "event": "tier_changed", "to": "gold" })).is_err());
         assert!(serde_json::from_value::<TriggerCondition>(json!({ "event": "birthday" })).is_err());
     }
 }
