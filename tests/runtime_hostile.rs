@@ -309,3 +309,44 @@ async fn other_tenants_stay_responsive_on_a_single_thread() {
 async fn other_tenants_stay_responsive_on_two_workers() {
     other_tenants_stay_responsive().await;
 }
+
+/// A pool slot that served one tenant is wiped before it serves the next:
+/// with a pool of exactly one instance, tenant-probe remembers acme's
+/// customer in a static, and the next instance (same slot, globex) must
+/// start from clean memory.
+#[tokio::test]
+async fn a_reused_pool_slot_starts_from_clean_memory() {
+    let rt = Runtime::new(rapport::runtime::RuntimeConfig {
+        max_instances: 1,
+        ..rapport::runtime::RuntimeConfig::default()
+    })
+    .unwrap();
+    let plugin = rt
+        .load(definition(
+            "tenant-probe",
+            PluginKind::ScoringRule,
+            &[Capability::Customers],
+        ))
+        .unwrap();
+    let services = fixture();
+    let probed = history(customer("a-1", "EXT-A1", r#"{"probe_customer_id":"a-1"}"#), Vec::new());
+    {
+        let mut session = plugin.session(ctx(ACME, "{}", &services));
+        let (scored, _) = session.score(&probed).await;
+        assert_eq!(scored.unwrap().label.as_deref(), Some("visible"));
+        let (fit, _) = session.fit(&[], 0).await;
+        assert_eq!(
+            fit.unwrap(),
+            r#"{"remembered":"a-1"}"#,
+            "the static works within one instance"
+        );
+    }
+    for tenant in [GLOBEX, ACME] {
+        let (fit, _) = plugin.fit(ctx(tenant, "{}", &services), &[], 0).await;
+        assert_eq!(
+            fit.unwrap(),
+            r#"{"remembered":null}"#,
+            "memory leaked into {tenant}'s instance"
+        );
+    }
+}

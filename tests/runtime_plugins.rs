@@ -521,6 +521,25 @@ async fn kv_capability_reads_the_calling_tenants_store() {
 }
 
 #[tokio::test]
+async fn load_refuses_a_component_built_against_a_stale_contract() {
+    let rt = runtime();
+    let err = rt
+        .load(definition("hostile-stale-contract", PluginKind::ScoringRule, &[]))
+        .unwrap_err();
+    match &err {
+        LoadError::ExportTypes { plugin, kind, message } => {
+            assert_eq!(
+                (plugin.as_str(), *kind),
+                ("hostile-stale-contract", PluginKind::ScoringRule)
+            );
+            assert!(message.contains("type mismatch"), "{message}");
+        }
+        other => panic!("unexpected {other}"),
+    }
+    assert!(err.to_string().contains("another revision of the WIT"), "{err}");
+}
+
+#[tokio::test]
 async fn load_refuses_ungranted_imports_bad_digests_and_unknown_contracts() {
     let rt = runtime();
     let err = rt

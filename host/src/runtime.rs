@@ -383,6 +383,17 @@ pub enum LoadError {
         export: String,
         message: String,
     },
+    /// The exports have the right names but not the contract's types: the
+    /// component was built against another revision of the WIT.
+    #[error(
+        "plugin `{plugin}`: its exports do not match the {kind} world of this host's contract \
+         (built against another revision of the WIT?): {message}"
+    )]
+    ExportTypes {
+        plugin: String,
+        kind: PluginKind,
+        message: String,
+    },
     #[error("plugin `{plugin}`: invalid allowed host `{host}`: {message}")]
     AllowedHost {
         plugin: String,

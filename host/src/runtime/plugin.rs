@@ -175,7 +175,7 @@ impl Plugin {
             None
         };
         let id: Arc<str> = def.id.into();
-        Ok(Arc::new(Plugin {
+        let plugin = Arc::new(Plugin {
             runtime,
             label: metrics::SharedString::from_shared(id.clone()),
             id,
@@ -190,7 +190,40 @@ impl Plugin {
             compiled_from_cache,
             failures: Mutex::new(HashMap::new()),
             any_failures: AtomicBool::new(false),
-        }))
+        });
+        plugin.check_export_types()?;
+        Ok(plugin)
+    }
+
+    /// Instantiates the component once, in a throwaway store whose
+    /// capabilities have no data behind them, so that the typed lookup of
+    /// its exports happens now. Export *names* are checked when the
+    /// `InstancePre` is built, their *types* only against an instance: a
+    /// component built against another revision of the contract (same
+    /// names, other record fields) is refused here, with the mismatch named,
+    /// instead of loading fine and failing every call. Runs under the
+    /// plugin's own deadline, fuel and memory limits like any call.
+    fn check_export_types(&self) -> Result<(), LoadError> {
+        let ctx = CallContext {
+            tenant: TenantId("(load check)".to_owned()),
+            config_json: "{}".to_owned(),
+            services: Arc::new(super::fixture::FixtureServices::default()),
+        };
+        let mut session = self.session(ctx);
+        // Instantiation never awaits a host service (Rust components have no
+        // start function that calls imports), so a minimal executor is
+        // enough, and load stays callable from synchronous code.
+        match pollster::block_on(session.prepare()) {
+            Ok(_) => Ok(()),
+            Err(e) => Err(LoadError::ExportTypes {
+                plugin: self.id.to_string(),
+                kind: self.kind,
+                message: match e {
+                    CallError::Instantiate(message) => message,
+                    other => other.to_string(),
+                },
+            }),
+        }
     }
 
     pub fn id(&self) -> &str {

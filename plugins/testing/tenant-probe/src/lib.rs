@@ -13,7 +13,13 @@
 //! A host error from `get-customer` yields `plugin-error::unavailable`.
 //! segment none, components empty. Attributes that are not a JSON object or
 //! lack a string `"probe_customer_id"` yield `plugin-error::invalid-input`.
-//! `score-batch` maps `score`; `fit` returns `"{}"`.
+//! `score-batch` maps `score`.
+//!
+//! Memory residue: every `score` first remembers the input customer's id in
+//! a static (guest linear memory); `fit` returns
+//! `{"remembered": <that id, or null>}`. Within one instance `fit` sees the
+//! last scored id; a fresh instance, even in a reused pool slot that served
+//! another tenant, must see `null`.
 //!
 //! Capability imported: `customers`.
 
@@ -31,6 +37,9 @@ const PROBE_ATTRIBUTE: &str = "probe_customer_id";
 
 struct TenantProbe;
 
+/// The last customer id `score` saw in this instance.
+static REMEMBERED: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
 fn probe_id(attributes: &str) -> Result<String, PluginError> {
     let value: serde_json::Value = serde_json::from_str(attributes)
         .map_err(|err| PluginError::InvalidInput(format!("attributes are not JSON: {err}")))?;
@@ -43,6 +52,9 @@ fn probe_id(attributes: &str) -> Result<String, PluginError> {
 
 impl Guest for TenantProbe {
     fn score(input: CustomerHistory) -> Result<CustomerScore, PluginError> {
+        if let Ok(mut remembered) = REMEMBERED.lock() {
+            *remembered = Some(input.customer.id.clone());
+        }
         let id = probe_id(&input.customer.attributes)?;
         let found = get_customer(&id).map_err(|error| PluginError::Unavailable(format!("get-customer: {error:?}")))?;
         let (value, label, explanation) = match found {
@@ -67,7 +79,8 @@ impl Guest for TenantProbe {
     }
 
     fn fit(_population: Vec<PurchaseSummary>, _now: Timestamp) -> Result<Json, PluginError> {
-        Ok("{}".to_string())
+        let remembered = REMEMBERED.lock().ok().and_then(|r| r.clone());
+        Ok(serde_json::json!({ "remembered": remembered }).to_string())
     }
 }
 
