@@ -587,7 +587,45 @@ async fn rfm_job_on_cdnow_sample(backend: Backend) {
     assert_eq!(listed, champions);
 }
 
+/// A job `as_of` a past time scores customers as they were then: later
+/// interactions are left out of their histories (and of the fit's
+/// population), not just given an earlier clock.
+async fn as_of_job_ignores_later_interactions(backend: Backend) {
+    let (app, _dir) = start_with_manifest(backend, manifest).await;
+    let acme = app.tenant_with_id("acme").await;
+    let ada = customer(&app, &acme, "ada").await;
+    for (at, price) in [("2020-01-01T00:00:00Z", "10.00"), ("2022-01-01T00:00:00Z", "25.00")] {
+        let (s, b) = app
+            .post(
+                "/v1/interactions",
+                &acme.write,
+                json!({ "customer_id": ada, "kind": "purchase", "currency": "USD", "occurred_at": at,
+                        "items": [{ "sku": "SKU", "quantity": 1, "unit_price": price }] }),
+            )
+            .await;
+        assert_eq!(s, 201, "{b}");
+    }
+    let job = run_job(
+        &app,
+        &acme,
+        json!({ "plugin": "scorer", "as_of": "2021-01-01T00:00:00Z" }),
+    )
+    .await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    let (s, body) = app.get(&format!("/v1/customers/{ada}/scores"), &acme.read).await;
+    assert_eq!(s, 200, "{body}");
+    let score = current(&body, "scorer");
+    assert_eq!(score["label"], "1", "{score}");
+    assert_eq!(score["explanation"], "1 purchase(s), spend 1000 minor units, bonus 0.5");
+
+    let job = run_job(&app, &acme, json!({ "plugin": "scorer" })).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    let (_, body) = app.get(&format!("/v1/customers/{ada}/scores"), &acme.read).await;
+    assert_eq!(current(&body, "scorer")["label"], "2");
+}
+
 both_backends!(
+    as_of_job_ignores_later_interactions,
     job_stores_scores_with_history_segments_and_filters,
     new_interaction_rescores_the_stored_score,
     rfm_job_on_cdnow_sample,

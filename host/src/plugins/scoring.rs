@@ -84,7 +84,10 @@ impl RunningPlugin {
 /// Progress callback of a job: `(customers done, customers in total)`.
 pub type ProgressFn<'a> = &'a (dyn Fn(i64, i64) + Send + Sync);
 
-fn history_to_guest(h: ScoringHistory, now: i64) -> CustomerHistory {
+/// The plugin input for one customer. With an `as_of` time (scoring as of
+/// a past date), interactions after it are left out, so the plugin sees the
+/// customer as they were then, not just an earlier clock.
+fn history_to_guest(h: ScoringHistory, now: i64, as_of: Option<i64>) -> CustomerHistory {
     let customer_id = h.customer.id.clone();
     CustomerHistory {
         customer: types::Customer {
@@ -99,6 +102,7 @@ fn history_to_guest(h: ScoringHistory, now: i64) -> CustomerHistory {
         interactions: h
             .interactions
             .into_iter()
+            .filter(|i| as_of.is_none_or(|cutoff| i.occurred_at <= cutoff))
             .map(|i| {
                 // Items are priced in the interaction's currency; ingest
                 // never stores items without one, "XXX" is only a fallback.
@@ -132,6 +136,19 @@ fn history_to_guest(h: ScoringHistory, now: i64) -> CustomerHistory {
         truncated: h.truncated,
         now,
     }
+}
+
+/// The population as of `as_of`: customers created later did not exist yet
+/// and are left out; later purchases had not happened.
+fn as_of_member(mut member: PopulationMember, as_of: Option<i64>) -> Option<PopulationMember> {
+    let Some(cutoff) = as_of else {
+        return Some(member);
+    };
+    if member.created_at > cutoff {
+        return None;
+    }
+    member.purchases.retain(|p| p.at <= cutoff);
+    Some(member)
 }
 
 fn summary_to_guest(m: PopulationMember) -> PurchaseSummary {
@@ -199,7 +216,7 @@ impl PluginService {
     /// tenant's population, returning each plugin's JSON summary.
     pub async fn fit_scoring(&self, tenant: &TenantId, only: Option<&str>) -> StoreResult<Vec<PluginRun<String>>> {
         let plugins = self.selected(tenant, PluginKind::ScoringRule, only).await?;
-        self.fit_plugins(tenant, &plugins, now_ms()).await
+        self.fit_plugins(tenant, &plugins, now_ms(), None).await
     }
 
     async fn fit_plugins(
@@ -207,6 +224,7 @@ impl PluginService {
         tenant: &TenantId,
         plugins: &[EffectivePlugin],
         now: i64,
+        as_of: Option<i64>,
     ) -> StoreResult<Vec<PluginRun<String>>> {
         if plugins.is_empty() {
             return Ok(Vec::new());
@@ -216,6 +234,7 @@ impl PluginService {
             .population(tenant)
             .await?
             .into_iter()
+            .filter_map(|member| as_of_member(member, as_of))
             .map(summary_to_guest)
             .collect();
         let mut runs = Vec::with_capacity(plugins.len());
@@ -291,7 +310,7 @@ impl PluginService {
         // historical dataset), else when the data was read. `computed_at`
         // stays `read_at` either way: it orders stored scores by freshness.
         let now = as_of.unwrap_or(read_at);
-        let inputs: Vec<CustomerHistory> = histories.into_iter().map(|h| history_to_guest(h, now)).collect();
+        let inputs: Vec<CustomerHistory> = histories.into_iter().map(|h| history_to_guest(h, now, as_of)).collect();
         let mut failed = vec![false; ids.len()];
         let mut scores = Vec::with_capacity(ids.len() * plugins.len());
         for running in plugins.iter_mut() {
@@ -385,7 +404,9 @@ impl PluginService {
             return Ok(Some("this tenant has no active scoring plugin".to_string()));
         }
         let started = Instant::now();
-        let fits = self.fit_plugins(tenant, &plugins, as_of.unwrap_or_else(now_ms)).await?;
+        let fits = self
+            .fit_plugins(tenant, &plugins, as_of.unwrap_or_else(now_ms), as_of)
+            .await?;
         tracing::info!(tenant = %tenant, job = %job.id, fit_ms = started.elapsed().as_millis() as u64,
             "scoring job: population loaded and plugins fitted");
         let mut summary = Map::new();
