@@ -9,9 +9,12 @@
 //!   with that library;
 //! - email: a real SMTP server (`aiosmtpd` from PyPI) writing what it
 //!   received to disk;
-//! - end to end: the webhook component behind `POST
-//!   /v1/channels/{connector}/inbound`, on both backends, fed requests the
-//!   reference library signed.
+//! - end to end, on both backends: messages posted to `/v1/messages` and
+//!   delivered by the outbox workers through both components (a receiver
+//!   failing twice sees three signed attempts with one `webhook-id`; an SMTP
+//!   550 dead-letters after one attempt), and the webhook component behind
+//!   `POST /v1/channels/{connector}/inbound` fed requests the reference
+//!   library signed.
 //!
 //! The Python packages are installed by `scripts/test`. When one is missing
 //! the test that needs it reports itself SKIPPED, unless
@@ -198,12 +201,14 @@ const WEBHOOK_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 /// reference library (`standardwebhooks.Webhook(secret).verify`), also
 /// checks that the same request with one byte of the body changed is
 /// rejected, appends what it saw to `<dir>/received.jsonl` and answers 204
-/// (verified) or 401.
+/// (verified) or 401; on `/flaky/N` it answers 503 to the first N attempts
+/// of each `webhook-id`.
 const RECEIVER: &str = r#"
 import http.server, json, os, sys
 from standardwebhooks import Webhook, WebhookVerificationError
 secret, out = sys.argv[1], sys.argv[2]
 wh = Webhook(secret)
+FLAKY = {}
 class H(http.server.BaseHTTPRequestHandler):
     def do_POST(self):
         body = self.rfile.read(int(self.headers.get("content-length", "0")))
@@ -221,9 +226,17 @@ class H(http.server.BaseHTTPRequestHandler):
             record["tampered_rejected"] = False
         except WebhookVerificationError:
             record["tampered_rejected"] = True
+        status = 204 if record["verified"] else 401
+        # /flaky/N: 503 for the first N attempts of each webhook-id.
+        if record["verified"] and self.path.startswith("/flaky/"):
+            seen = FLAKY.get(headers.get("webhook-id"), 0)
+            FLAKY[headers.get("webhook-id")] = seen + 1
+            if seen < int(self.path.rsplit("/", 1)[1]):
+                status = 503
+        record["status"] = status
         with open(out, "a") as f:
             f.write(json.dumps(record) + "\n")
-        self.send_response(204 if record["verified"] else 401)
+        self.send_response(status)
         self.send_header("content-length", "0")
         self.end_headers()
     def log_message(self, *a): pass
@@ -744,7 +757,10 @@ fn webhook_manifest(dir: &Path) -> std::path::PathBuf {
         &["config", "outbound-http"],
         "timeout_ms = 2000",
     )
-    .replace("[plugin.limits]", "allowed_hosts = [\"127.0.0.1:9\"]\n[plugin.limits]");
+    .replace(
+        "[plugin.limits]",
+        "channels = [\"webhook\"]\nallowed_hosts = [\"127.0.0.1:9\"]\n[plugin.limits]",
+    );
     text += &format!(
         "[[tenant]]\nid = \"acme\"\n[[tenant.plugin]]\nid = \"webhook\"\nconfig = {{ secret = {WEBHOOK_SECRET:?} }}\n\n"
     );
@@ -848,12 +864,18 @@ fn the_manifest_grants_outbound_smtp_to_connectors_with_allowed_hosts_only() {
         std::fs::write(&path, text).unwrap();
         Manifest::load(&path)
     };
-    let manifest = load("channel-connector", "allowed_hosts = [\"smtp.example.com\"]\n").unwrap();
+    let manifest = load(
+        "channel-connector",
+        "channels = [\"email\"]\nallowed_hosts = [\"smtp.example.com\"]\n",
+    )
+    .unwrap();
     let spec = &manifest.plugins[0];
     assert!(spec.capabilities.contains(&Capability::OutboundSmtp));
     assert_eq!(spec.allowed_hosts.len(), 1);
 
-    let err = load("channel-connector", "").unwrap_err().to_string();
+    let err = load("channel-connector", "channels = [\"email\"]\n")
+        .unwrap_err()
+        .to_string();
     assert!(
         err.contains("outbound-smtp needs at least one allowed_hosts entry"),
         "{err}"
@@ -866,3 +888,172 @@ fn the_manifest_grants_outbound_smtp_to_connectors_with_allowed_hosts_only() {
         "{err}"
     );
 }
+
+/// Polls a message through the API until `done` holds (or fails after 30 s).
+async fn wait_for_message(
+    app: &support::TestApp,
+    key: &str,
+    id: &str,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (status, m) = app.get(&format!("/v1/messages/{id}"), key).await;
+        assert_eq!(status, 200, "{m}");
+        if done(&m) {
+            return m;
+        }
+        assert!(std::time::Instant::now() < deadline, "message stuck: {m}");
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+}
+
+/// Both first-party connectors in the app for tenant `acme`: `webhook` to
+/// the receiver on `http_port`, `email` to the SMTP server on `smtp_port`.
+fn outbound_manifest(dir: &Path, http_port: &str, smtp_port: &str) -> std::path::PathBuf {
+    let webhook = support::plugin_manifest_entry(
+        "webhook",
+        "rapport-plugin-webhook",
+        "channel-connector",
+        &["config", "outbound-http"],
+        "timeout_ms = 5000",
+    )
+    .replace(
+        "[plugin.limits]",
+        &format!("channels = [\"webhook\"]\nallowed_hosts = [\"127.0.0.1:{http_port}\"]\n[plugin.limits]"),
+    );
+    let email = support::plugin_manifest_entry(
+        "email",
+        "rapport-plugin-email",
+        "channel-connector",
+        &["config", "outbound-smtp"],
+        "timeout_ms = 5000",
+    )
+    .replace(
+        "[plugin.limits]",
+        &format!("channels = [\"email\"]\nallowed_hosts = [\"127.0.0.1:{smtp_port}\"]\n[plugin.limits]"),
+    );
+    let delivery = "[plugin.delivery]\nmax_attempts = 4\nbackoff_initial_ms = 20\nbackoff_max_ms = 100\n\n";
+    let text = format!(
+        "{webhook}{delivery}{email}{delivery}\
+         [[tenant]]\nid = \"acme\"\nmessage_rate_per_second = 1000\n\
+         [[tenant.plugin]]\nid = \"webhook\"\n\
+         config = {{ url = \"http://127.0.0.1:{http_port}/hooks\", secret = {WEBHOOK_SECRET:?} }}\n\
+         [[tenant.plugin]]\nid = \"email\"\n\
+         config = {{ smtp_host = \"127.0.0.1\", smtp_port = {smtp_port}, tls = \"none\", from = \"Acme <shop@acme.example>\" }}\n"
+    );
+    let path = dir.join("plugins.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+async fn messages_are_delivered_through_both_connectors(backend: support::Backend) {
+    if !python_module_available("standardwebhooks", "RAPPORT_REQUIRE_STANDARDWEBHOOKS")
+        || !python_module_available("aiosmtpd", "RAPPORT_REQUIRE_AIOSMTPD")
+    {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("received.jsonl");
+    let (_receiver, http_port) = python(RECEIVER, &[WEBHOOK_SECRET, &log.display().to_string()]);
+    let mail = dir.path().join("mail");
+    std::fs::create_dir(&mail).unwrap();
+    let (_smtp, smtp_port) = python(SMTP_SERVER, &[&mail.display().to_string()]);
+    let mut config = rapport::config::Config::default();
+    config.plugins.manifest = Some(outbound_manifest(dir.path(), &http_port, &smtp_port));
+    config.plugins.cache_dir = Some(dir.path().join("cache"));
+    config.plugins.rescore_interval_ms = Some(0);
+    config.delivery.poll_ms = 20;
+    let app = support::TestApp::start_with(backend, config).await;
+    let acme = app.tenant_with_id("acme").await;
+    let (status, customer) = app
+        .post(
+            "/v1/customers",
+            &acme.write,
+            serde_json::json!({"external_id": "C1", "name": "Ada", "email": "ada@example.org"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{customer}");
+    let cid = customer["id"].as_str().unwrap().to_owned();
+    let post = |body: serde_json::Value| {
+        let app = &app;
+        let key = acme.write.clone();
+        async move {
+            let (status, m) = app.post("/v1/messages", &key, body).await;
+            assert_eq!(status, 202, "{m}");
+            m["id"].as_str().unwrap().to_owned()
+        }
+    };
+
+    // Webhook, to the configured url (the address is not a URL): delivered
+    // once, verified by the reference library, webhook-id = message id.
+    let id = post(serde_json::json!({
+        "customer_id": cid, "channel": "webhook", "to": "ada@example.org",
+        "subject": "Hello", "body": "hello Ada", "metadata": {"campaign": "spring"}, "idempotency_key": "w-1",
+    }))
+    .await;
+    let m = wait_for_message(&app, &acme.read, &id, |m| m["status"] == "delivered").await;
+    assert_eq!(m["connector"], "webhook");
+    let got = received(&log);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0]["verified"], true, "{}", got[0]);
+    assert_eq!(got[0]["path"], "/hooks");
+    assert_eq!(got[0]["headers"]["webhook-id"], id.as_str());
+    assert_eq!(got[0]["payload"]["data"]["body"], "hello Ada");
+    assert_eq!(got[0]["payload"]["data"]["customer_id"], cid.as_str());
+
+    // A receiver failing twice (503): retried with the same webhook-id and a
+    // fresh signature each time, then delivered.
+    let id = post(serde_json::json!({
+        "customer_id": cid, "channel": "webhook", "to": format!("http://127.0.0.1:{http_port}/flaky/2"),
+        "body": "again", "idempotency_key": "w-2",
+    }))
+    .await;
+    let m = wait_for_message(&app, &acme.read, &id, |m| m["status"] == "delivered").await;
+    assert_eq!(m["attempts"], 3, "{m}");
+    let flaky: Vec<_> = received(&log)
+        .into_iter()
+        .filter(|r| r["headers"]["webhook-id"] == id.as_str())
+        .collect();
+    assert_eq!(flaky.len(), 3);
+    assert!(flaky.iter().all(|r| r["verified"] == true), "{flaky:?}");
+    let statuses: Vec<_> = flaky.iter().map(|r| r["status"].as_i64().unwrap()).collect();
+    assert_eq!(statuses, [503, 503, 204]);
+    let attempts: Vec<_> = flaky
+        .iter()
+        .map(|r| r["payload"]["data"]["attempt"].as_i64().unwrap())
+        .collect();
+    assert_eq!(attempts, [1, 2, 3]);
+
+    // E-mail: delivered to the SMTP server with a Message-ID from the id.
+    let id = post(serde_json::json!({
+        "customer_id": cid, "channel": "email", "to": "Ada <ada@example.org>",
+        "subject": "Your points", "body": "You have 120 points.", "idempotency_key": "e-1",
+    }))
+    .await;
+    let m = wait_for_message(&app, &acme.read, &id, |m| m["status"] == "delivered").await;
+    assert_eq!(m["connector"], "email");
+    let got: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(mail.join("0.json")).unwrap()).unwrap();
+    assert_eq!(got["rcpt_tos"], serde_json::json!(["ada@example.org"]));
+    let data = got["data"].as_str().unwrap();
+    assert!(
+        data.contains(&format!("Message-ID: <rapport.{id}@acme.example>")),
+        "{data}"
+    );
+    assert!(data.contains("Subject: Your points"), "{data}");
+
+    // A 550: dead after one attempt (permanent), the server's words logged.
+    let id = post(serde_json::json!({
+        "customer_id": cid, "channel": "email", "to": "reject@example.org", "body": "x", "idempotency_key": "e-2",
+    }))
+    .await;
+    let m = wait_for_message(&app, &acme.read, &id, |m| m["status"] == "dead").await;
+    assert_eq!(m["attempts"], 1, "{m}");
+    assert_eq!(m["attempts_log"][0]["outcome"], "failed", "{m}");
+    assert_eq!(
+        m["last_error"], "SMTP 550 5.1.1 <reject@example.org>: mailbox unavailable",
+        "{m}"
+    );
+}
+
+both_backends!(messages_are_delivered_through_both_connectors);
