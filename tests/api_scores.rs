@@ -2,7 +2,9 @@
 //! from `plugins/` (by `scripts/build-plugins`): batch jobs (fit, rescore
 //! everyone, progress), the stored current score and its history, queued
 //! rescoring after a new interaction, segment sizes, the customer-list
-//! filters on scores, roles, bad input and tenant isolation.
+//! filters on scores, roles, bad input and tenant isolation; the rescore
+//! queue's leases (concurrent claimers, expired leases, re-enqueued
+//! customers), driven directly with the server's own worker turned off.
 //!
 //! `test-scorer` is deterministic: value = purchases + the tenant's config
 //! `bonus`, label = purchases, segment `buyer` (>= 1 purchase) or
@@ -13,6 +15,7 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use rapport::store::TenantId;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use support::{Backend, TestApp, TestTenant, assert_error};
@@ -624,9 +627,208 @@ async fn as_of_job_ignores_later_interactions(backend: Backend) {
     assert_eq!(current(&body, "scorer")["label"], "2");
 }
 
+/// The app with its rescore worker off (`rescore_interval_ms = 0`), so a
+/// test drives the queue itself and nothing claims behind its back.
+async fn start_without_worker(backend: Backend) -> (TestApp, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = rapport::config::Config::default();
+    config.plugins.manifest = Some(manifest(dir.path()));
+    config.plugins.cache_dir = Some(dir.path().join("cache"));
+    config.plugins.rescore_interval_ms = Some(0);
+    (TestApp::start_with(backend, config).await, dir)
+}
+
+/// `n` customers of `t`, each queued for rescoring; their ids, sorted.
+async fn queued_customers(app: &TestApp, t: &TestTenant, n: usize) -> Vec<String> {
+    let store = &app.server.state.store;
+    let tenant = TenantId(t.id.clone());
+    let mut ids = Vec::with_capacity(n);
+    for i in 0..n {
+        let id = customer(app, t, &format!("{}-{i}", t.id)).await;
+        store.enqueue_rescore(&tenant, &id).await.unwrap();
+        ids.push(id);
+    }
+    ids.sort();
+    ids
+}
+
+/// (a) Claimers running at once (four "nodes" in small batches) split the
+/// queue between them: every queued customer is claimed exactly once, and
+/// never another tenant's. Two workers draining at once rescore each
+/// customer once between them.
+async fn concurrent_rescore_claims_never_share_a_customer(backend: Backend) {
+    let (app, _dir) = start_without_worker(backend).await;
+    let acme = app.tenant_with_id("acme").await;
+    let globex = app.tenant_with_id("globex").await;
+    let store = app.server.state.store.clone();
+    let tenant = TenantId(acme.id.clone());
+    let queued = queued_customers(&app, &acme, 40).await;
+    queued_customers(&app, &globex, 1).await;
+
+    let mut tasks = Vec::new();
+    for n in 0..4 {
+        let (store, tenant) = (store.clone(), tenant.clone());
+        tasks.push(tokio::spawn(async move {
+            let node = format!("node-{n}");
+            let mut got = Vec::new();
+            loop {
+                let claim = store.claim_rescores(&tenant, &node, 30_000, 3).await.unwrap();
+                if claim.entries.is_empty() {
+                    return got;
+                }
+                assert!(claim.entries.len() <= 3, "{claim:?}");
+                assert_eq!(claim.node, node);
+                got.extend(claim.entries.into_iter().map(|e| (e.customer_id, node.clone())));
+            }
+        }));
+    }
+    let mut claimed: Vec<(String, String)> = Vec::new();
+    for task in tasks {
+        claimed.extend(task.await.unwrap());
+    }
+    let mut ids: Vec<String> = claimed.iter().map(|(id, _)| id.clone()).collect();
+    ids.sort();
+    assert_eq!(ids, queued, "each customer claimed exactly once: {claimed:?}");
+    // Everything of acme is leased now; globex's entry is untouched.
+    assert_eq!(
+        store.tenants_with_queued_rescores().await.unwrap(),
+        vec![TenantId(globex.id.clone())]
+    );
+
+    // Two workers on a fresh queue: together they rescore each customer once.
+    let (app, _dir) = start_without_worker(backend).await;
+    let acme = app.tenant_with_id("acme").await;
+    let queued = queued_customers(&app, &acme, 30).await;
+    let plugins = app.server.state.plugins.clone();
+    let (a, b) = tokio::join!(
+        plugins.drain_rescore_queue("node-a"),
+        plugins.drain_rescore_queue("node-b")
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a.customers + b.customers, 30, "{a:?} {b:?}");
+    assert_eq!(a.scores_stored + b.scores_stored, 30, "{a:?} {b:?}");
+    for id in &queued {
+        let (s, body) = app
+            .get(&format!("/v1/customers/{id}/scores?history=true"), &acme.read)
+            .await;
+        assert_eq!(s, StatusCode::OK, "{body}");
+        assert_eq!(body["history"].as_array().map(Vec::len), Some(1), "scored once: {body}");
+        assert_eq!(current(&body, "scorer")["value"], 0.5, "{body}");
+    }
+    assert!(
+        app.server
+            .state
+            .store
+            .tenants_with_queued_rescores()
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// (b) A claim whose lease expired (its node died or stalled) is taken over
+/// by another node; the stale claim's ack then removes nothing, the new
+/// one's removes everything. A released claim is claimable at once.
+async fn expired_rescore_lease_is_taken_over(backend: Backend) {
+    let (app, _dir) = start_without_worker(backend).await;
+    let acme = app.tenant_with_id("acme").await;
+    let store = app.server.state.store.clone();
+    let tenant = TenantId(acme.id.clone());
+    let queued = queued_customers(&app, &acme, 2).await;
+
+    let stale = store.claim_rescores(&tenant, "node-a", 50, 10).await.unwrap();
+    let ids = |c: &rapport::store::scores::RescoreClaim| -> Vec<String> {
+        c.entries.iter().map(|e| e.customer_id.clone()).collect()
+    };
+    assert_eq!(ids(&stale), queued);
+    assert!(stale.entries.iter().all(|e| e.generation == 1), "{stale:?}");
+    // Leased: another node gets nothing, and the tenant is not even listed.
+    assert!(
+        store
+            .claim_rescores(&tenant, "node-b", 30_000, 10)
+            .await
+            .unwrap()
+            .entries
+            .is_empty()
+    );
+    assert!(store.tenants_with_queued_rescores().await.unwrap().is_empty());
+
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    assert_eq!(
+        store.tenants_with_queued_rescores().await.unwrap(),
+        vec![tenant.clone()]
+    );
+    let taken = store.claim_rescores(&tenant, "node-b", 30_000, 10).await.unwrap();
+    assert_eq!(ids(&taken), queued);
+    // node-a wakes up: its ack is fenced off and leaves node-b's lease alone.
+    assert_eq!(store.ack_rescores(&tenant, &stale).await.unwrap(), 0);
+    store.release_rescores(&tenant, &stale).await.unwrap();
+    assert!(
+        store
+            .claim_rescores(&tenant, "node-c", 30_000, 10)
+            .await
+            .unwrap()
+            .entries
+            .is_empty()
+    );
+    // A release hands the entries back without waiting for the lease.
+    store.release_rescores(&tenant, &taken).await.unwrap();
+    let again = store.claim_rescores(&tenant, "node-c", 30_000, 10).await.unwrap();
+    assert_eq!(ids(&again), queued);
+    assert_eq!(store.ack_rescores(&tenant, &taken).await.unwrap(), 0);
+    assert_eq!(store.ack_rescores(&tenant, &again).await.unwrap(), 2);
+    assert!(
+        store
+            .claim_rescores(&tenant, "node-a", 30_000, 10)
+            .await
+            .unwrap()
+            .entries
+            .is_empty()
+    );
+    assert!(store.tenants_with_queued_rescores().await.unwrap().is_empty());
+}
+
+/// (c) A customer enqueued again while its claim is being rescored (a new
+/// interaction) survives that claim's ack, unleased, so the next claim of
+/// any node rescores it again; the others are acknowledged.
+async fn reenqueued_customer_survives_the_older_ack(backend: Backend) {
+    let (app, _dir) = start_without_worker(backend).await;
+    let acme = app.tenant_with_id("acme").await;
+    let store = app.server.state.store.clone();
+    let tenant = TenantId(acme.id.clone());
+    let queued = queued_customers(&app, &acme, 3).await;
+
+    let claim = store.claim_rescores(&tenant, "node-a", 30_000, 10).await.unwrap();
+    assert_eq!(claim.entries.len(), 3);
+    // A purchase lands meanwhile: ingest enqueues the customer again.
+    purchase(&app, &acme, &queued[1], "7.00").await;
+    assert_eq!(store.ack_rescores(&tenant, &claim).await.unwrap(), 2);
+
+    // Not leased any more: another node gets it at once, one generation on.
+    let next = store.claim_rescores(&tenant, "node-b", 30_000, 10).await.unwrap();
+    assert_eq!(next.entries.len(), 1, "{next:?}");
+    assert_eq!(next.entries[0].customer_id, queued[1]);
+    assert_eq!(next.entries[0].generation, 2);
+    assert_eq!(store.ack_rescores(&tenant, &next).await.unwrap(), 1);
+    assert!(store.tenants_with_queued_rescores().await.unwrap().is_empty());
+
+    // The same through the worker: the purchase is scored (value 1.5).
+    purchase(&app, &acme, &queued[0], "3.00").await;
+    let plugins = app.server.state.plugins.clone();
+    let outcome = plugins.drain_rescore_queue("node-a").await.unwrap();
+    assert_eq!((outcome.customers, outcome.scores_stored), (1, 1));
+    let (_, body) = app
+        .get(&format!("/v1/customers/{}/scores", queued[0]), &acme.read)
+        .await;
+    assert_eq!(current(&body, "scorer")["value"], 1.5, "{body}");
+}
+
 both_backends!(
     as_of_job_ignores_later_interactions,
+    concurrent_rescore_claims_never_share_a_customer,
+    expired_rescore_lease_is_taken_over,
     job_stores_scores_with_history_segments_and_filters,
     new_interaction_rescores_the_stored_score,
+    reenqueued_customer_survives_the_older_ack,
     rfm_job_on_cdnow_sample,
 );

@@ -14,7 +14,8 @@
 //!   failing twice sees three signed attempts with one `webhook-id`; an SMTP
 //!   550 dead-letters after one attempt), and the webhook component behind
 //!   `POST /v1/channels/{connector}/inbound` fed requests the reference
-//!   library signed.
+//!   library signed; a manifest's `[plugin.limits] http_max_response_bytes`
+//!   enforced on a delivery whose answer is larger.
 //!
 //! The Python packages are installed by `scripts/test`. When one is missing
 //! the test that needs it reports itself SKIPPED, unless
@@ -1057,3 +1058,99 @@ async fn messages_are_delivered_through_both_connectors(backend: support::Backen
 }
 
 both_backends!(messages_are_delivered_through_both_connectors);
+
+/// A plain HTTP receiver: answers every POST 200 with a body of N bytes for
+/// `/size/N`, and appends each request's path to `<file>`.
+const SIZED_RECEIVER: &str = r#"
+import http.server, sys
+out = sys.argv[1]
+class H(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("content-length", "0")))
+        with open(out, "a") as f:
+            f.write(self.path + "\n")
+        body = b"x" * int(self.path.rsplit("/", 1)[1])
+        self.send_response(200)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a): pass
+srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+print(srv.server_address[1])
+srv.serve_forever()
+"#;
+
+/// `http_max_response_bytes` set in the manifest reaches the runtime: with
+/// 1024, a receiver answering 2048 bytes (well inside the 1 MiB default)
+/// fails the attempt as `response too large` (one attempt allowed: dead),
+/// while a 512-byte answer is delivered.
+async fn manifest_http_max_response_bytes_is_enforced(backend: support::Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("requests.txt");
+    let (_receiver, port) = python(SIZED_RECEIVER, &[&log.display().to_string()]);
+    let webhook = support::plugin_manifest_entry(
+        "webhook",
+        "rapport-plugin-webhook",
+        "channel-connector",
+        &["config", "outbound-http"],
+        "timeout_ms = 5000\nhttp_timeout_ms = 4000\nhttp_max_response_bytes = 1024",
+    )
+    .replace(
+        "[plugin.limits]",
+        &format!("channels = [\"webhook\"]\nallowed_hosts = [\"127.0.0.1:{port}\"]\n[plugin.limits]"),
+    );
+    let manifest = dir.path().join("plugins.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "{webhook}[plugin.delivery]\nmax_attempts = 1\n\n\
+             [[tenant]]\nid = \"acme\"\n[[tenant.plugin]]\nid = \"webhook\"\n\
+             config = {{ url = \"http://127.0.0.1:{port}/size/0\", secret = {WEBHOOK_SECRET:?} }}\n"
+        ),
+    )
+    .unwrap();
+    let mut config = rapport::config::Config::default();
+    config.plugins.manifest = Some(manifest);
+    config.plugins.cache_dir = Some(dir.path().join("cache"));
+    config.plugins.rescore_interval_ms = Some(0);
+    config.delivery.poll_ms = 20;
+    let app = support::TestApp::start_with(backend, config).await;
+    let acme = app.tenant_with_id("acme").await;
+    let (status, customer) = app
+        .post("/v1/customers", &acme.write, serde_json::json!({"external_id": "C1"}))
+        .await;
+    assert_eq!(status, 201, "{customer}");
+    let cid = customer["id"].as_str().unwrap().to_owned();
+    let mut ids = Vec::new();
+    for size in [2048, 512] {
+        let (status, m) = app
+            .post(
+                "/v1/messages",
+                &acme.write,
+                serde_json::json!({
+                    "customer_id": cid, "channel": "webhook", "body": "hi",
+                    "to": format!("http://127.0.0.1:{port}/size/{size}"), "idempotency_key": format!("k-{size}"),
+                }),
+            )
+            .await;
+        assert_eq!(status, 202, "{m}");
+        ids.push(m["id"].as_str().unwrap().to_owned());
+    }
+
+    let big = wait_for_message(&app, &acme.read, &ids[0], |m| m["status"] == "dead").await;
+    assert_eq!(big["attempts"], 1, "{big}");
+    assert_eq!(big["attempts_log"][0]["outcome"], "retryable", "{big}");
+    assert_eq!(big["last_error"], "response too large", "{big}");
+    let small = wait_for_message(&app, &acme.read, &ids[1], |m| m["status"] == "delivered").await;
+    assert_eq!(small["attempts"], 1, "{small}");
+    // Both requests reached the receiver: the limit is on the answer.
+    let mut paths: Vec<String> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    paths.sort();
+    assert_eq!(paths, ["/size/2048", "/size/512"]);
+}
+
+both_backends!(manifest_http_max_response_bytes_is_enforced);

@@ -327,6 +327,129 @@ message_rate_per_second = 0
     );
 }
 
+/// `[plugin.limits]` network keys: parsed into the spec (the rest keep
+/// their defaults); out of range, or set on a plugin without the matching
+/// capability, they are errors at the value.
+#[test]
+fn connector_network_limits_are_parsed_and_checked() {
+    let fx = Fixture::new();
+    let m = fx
+        .load(
+            r#"[[plugin]]
+id = "hook"
+kind = "channel-connector"
+version = "0.1.0"
+contract = "rapport:crm@0.1.0"
+artifact = "a.wasm"
+sha256 = "{SHA_A}"
+capabilities = ["outbound-http"]
+allowed_hosts = ["hooks.example.com"]
+channels = ["webhook"]
+[plugin.limits]
+timeout_ms = 8000
+http_timeout_ms = 3000
+http_max_response_bytes = 4096
+
+[[plugin]]
+id = "mail"
+kind = "channel-connector"
+version = "0.1.0"
+contract = "rapport:crm@0.1.0"
+artifact = "a.wasm"
+sha256 = "{SHA_A}"
+capabilities = ["outbound-smtp"]
+allowed_hosts = ["smtp.example.com"]
+channels = ["email"]
+[plugin.limits]
+smtp_timeout_ms = 20000
+smtp_max_message_bytes = 1_048_576
+"#,
+        )
+        .unwrap();
+    assert_eq!(
+        m.plugin("hook").unwrap().limits,
+        Limits {
+            timeout_ms: 8000,
+            http_timeout_ms: 3000,
+            http_max_response_bytes: 4096,
+            ..Limits::default()
+        }
+    );
+    assert_eq!(
+        m.plugin("mail").unwrap().limits,
+        Limits {
+            smtp_timeout_ms: 20_000,
+            smtp_max_message_bytes: 1_048_576,
+            ..Limits::default()
+        }
+    );
+    let defaults = Limits::default();
+    assert_eq!(
+        (
+            defaults.http_timeout_ms,
+            defaults.http_max_response_bytes,
+            defaults.smtp_timeout_ms,
+            defaults.smtp_max_message_bytes
+        ),
+        (5_000, 1_048_576, 10_000, 10_485_760)
+    );
+
+    let issues = fx.issues(
+        r#"[[plugin]]
+id = "hook"
+kind = "channel-connector"
+version = "0.1.0"
+contract = "rapport:crm@0.1.0"
+artifact = "a.wasm"
+sha256 = "{SHA_A}"
+capabilities = ["outbound-http"]
+allowed_hosts = ["hooks.example.com"]
+channels = ["webhook"]
+[plugin.limits]
+http_timeout_ms = 0
+http_max_response_bytes = 100_000_000
+smtp_timeout_ms = 1000
+
+[[plugin]]
+id = "mail"
+kind = "channel-connector"
+version = "0.1.0"
+contract = "rapport:crm@0.1.0"
+artifact = "a.wasm"
+sha256 = "{SHA_A}"
+capabilities = ["outbound-smtp"]
+allowed_hosts = ["smtp.example.com"]
+channels = ["email"]
+[plugin.limits]
+smtp_timeout_ms = 60001
+smtp_max_message_bytes = 512
+http_max_response_bytes = 4096
+
+[[plugin]]
+id = "rfm"
+kind = "scoring-rule"
+version = "0.1.0"
+contract = "rapport:crm@0.1.0"
+artifact = "a.wasm"
+sha256 = "{SHA_A}"
+[plugin.limits]
+http_timeout_ms = 1000
+"#,
+    );
+    assert_eq!(
+        issues,
+        [
+            "12:19: plugin[0].limits.http_timeout_ms: 0 is out of range: expected 1 to 60000 (one minute)",
+            "13:27: plugin[0].limits.http_max_response_bytes: 100000000 is out of range: expected 1 to 67108864 (64 MiB)",
+            "14:19: plugin[0].limits.smtp_timeout_ms: smtp_timeout_ms applies to plugins with the outbound-smtp capability only",
+            "27:19: plugin[1].limits.smtp_timeout_ms: 60001 is out of range: expected 1 to 60000 (one minute)",
+            "28:26: plugin[1].limits.smtp_max_message_bytes: 512 is out of range: expected 1024 to 67108864 (64 MiB)",
+            "29:27: plugin[1].limits.http_max_response_bytes: http_max_response_bytes applies to plugins with the outbound-http capability only",
+            "39:19: plugin[2].limits.http_timeout_ms: http_timeout_ms applies to plugins with the outbound-http capability only",
+        ]
+    );
+}
+
 #[test]
 fn outbound_http_is_for_connectors_only() {
     let fx = Fixture::new();

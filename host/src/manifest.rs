@@ -106,6 +106,16 @@ pub struct Limits {
     pub max_consecutive_failures: u32,
     /// Total key-value storage per plugin per tenant.
     pub kv_max_bytes: u64,
+    /// Cap on one outbound HTTP request, connect to last body byte
+    /// (capability `outbound-http`; the call's `timeout_ms` still bounds it).
+    pub http_timeout_ms: u64,
+    /// Largest outbound HTTP response body a request may read.
+    pub http_max_response_bytes: u64,
+    /// Cap on one SMTP submission, connection to final reply (capability
+    /// `outbound-smtp`; the call's `timeout_ms` still bounds it).
+    pub smtp_timeout_ms: u64,
+    /// Largest message one SMTP submission may send.
+    pub smtp_max_message_bytes: u64,
 }
 
 impl Default for Limits {
@@ -119,6 +129,12 @@ impl Default for Limits {
             max_log_bytes: 16 * 1024,
             max_consecutive_failures: 5,
             kv_max_bytes: 1024 * 1024,
+            // The runtime's own defaults, so an entry that sets none of them
+            // behaves as before these keys existed.
+            http_timeout_ms: 5_000,
+            http_max_response_bytes: 1024 * 1024,
+            smtp_timeout_ms: 10_000,
+            smtp_max_message_bytes: 10 * 1024 * 1024,
         }
     }
 }

@@ -109,7 +109,10 @@ fn definition(spec: &PluginSpec, wasm: Vec<u8>) -> PluginDefinition {
             // not in the runtime's memory.
             max_consecutive_failures: 0,
             kv_max_bytes: limits.kv_max_bytes,
-            ..crate::runtime::Limits::default()
+            http_timeout_ms: limits.http_timeout_ms,
+            http_max_response_bytes: usize::try_from(limits.http_max_response_bytes).unwrap_or(usize::MAX),
+            smtp_timeout_ms: limits.smtp_timeout_ms,
+            smtp_max_message_bytes: usize::try_from(limits.smtp_max_message_bytes).unwrap_or(usize::MAX),
         },
     }
 }

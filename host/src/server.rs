@@ -29,7 +29,7 @@ impl RunningServer {
         format!("http://{}", self.addr)
     }
 
-    /// This node's delivery id (leases, delivery log).
+    /// This node's id (outbox and rescore-queue leases, delivery log).
     pub fn node(&self) -> &str {
         self.delivery.node()
     }
@@ -91,17 +91,8 @@ pub async fn start_with_state(config: &Config, state: AppState) -> anyhow::Resul
     let addr = listener.local_addr()?;
     let app = api::app(state.clone());
     let (shutdown, mut rx) = tokio::sync::watch::channel(false);
-    // Rescores customers queued by ingest (see plugins/scoring.rs); stops
-    // with the server. `rescore_interval_ms = 0` leaves it to other nodes.
-    let interval = config.plugins.rescore_interval_ms.map_or(
-        crate::plugins::scoring::RESCORE_INTERVAL,
-        std::time::Duration::from_millis,
-    );
-    if !interval.is_zero() {
-        state.plugins.clone().spawn_rescore_worker(interval, rx.clone());
-    }
     // Outbox workers (see delivery.rs); `[delivery] enabled = false` leaves
-    // delivery to other nodes.
+    // delivery to other nodes. Its node id exists either way.
     let delivery = crate::delivery::spawn(
         &config.delivery,
         state.store.clone(),
@@ -109,6 +100,20 @@ pub async fn start_with_state(config: &Config, state: AppState) -> anyhow::Resul
         state.manifest.clone(),
         rx.clone(),
     );
+    // Rescores customers queued by ingest (see plugins/scoring.rs); stops
+    // with the server. `rescore_interval_ms = 0` leaves it to other nodes.
+    // Its queue leases carry the delivery node id, so one id names this node
+    // in both queues.
+    let interval = config.plugins.rescore_interval_ms.map_or(
+        crate::plugins::scoring::RESCORE_INTERVAL,
+        std::time::Duration::from_millis,
+    );
+    if !interval.is_zero() {
+        state
+            .plugins
+            .clone()
+            .spawn_rescore_worker(delivery.node().to_string(), interval, rx.clone());
+    }
     let task = tokio::spawn(async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(async move {

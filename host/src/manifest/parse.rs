@@ -63,6 +63,10 @@ struct RawLimits {
     max_log_bytes: Option<Spanned<u64>>,
     max_consecutive_failures: Option<Spanned<u64>>,
     kv_max_bytes: Option<Spanned<u64>>,
+    http_timeout_ms: Option<Spanned<u64>>,
+    http_max_response_bytes: Option<Spanned<u64>>,
+    smtp_timeout_ms: Option<Spanned<u64>>,
+    smtp_max_message_bytes: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize)]
@@ -103,6 +107,13 @@ const LIMIT_RANGES: &[(&str, u64, u64, &str)] = &[
     ("max_log_bytes", 0, MIB, "0 to 1048576 (1 MiB)"),
     ("max_consecutive_failures", 1, 1000, "1 to 1000"),
     ("kv_max_bytes", 0, 1024 * MIB, "0 to 1073741824 (1 GiB)"),
+    // Network limits of connectors. Timeouts up to the longest call
+    // deadline (a longer one could never be reached); sizes up to what one
+    // call may sensibly hold in memory.
+    ("http_timeout_ms", 1, 60_000, "1 to 60000 (one minute)"),
+    ("http_max_response_bytes", 1, 64 * MIB, "1 to 67108864 (64 MiB)"),
+    ("smtp_timeout_ms", 1, 60_000, "1 to 60000 (one minute)"),
+    ("smtp_max_message_bytes", KIB, 64 * MIB, "1024 to 67108864 (64 MiB)"),
 ];
 
 /// Inclusive ranges of `[plugin.delivery]` and `message_rate_per_second`.
@@ -459,7 +470,7 @@ fn validate_plugin(
         }
     }
 
-    let limits = validate_limits(cx, i, raw.limits.unwrap_or_default());
+    let limits = validate_limits(cx, i, raw.limits.unwrap_or_default(), &capabilities);
     let is_connector = kind == Some(PluginKind::ChannelConnector);
     let channels = validate_channels(cx, i, &raw.kind, kind, raw.channels.as_ref());
     let delivery = match &raw.delivery {
@@ -629,10 +640,26 @@ fn validate_delivery(cx: &mut Ctx<'_>, i: usize, raw: &Spanned<RawDelivery>) -> 
     policy
 }
 
-fn validate_limits(cx: &mut Ctx<'_>, i: usize, raw: RawLimits) -> Limits {
+fn validate_limits(cx: &mut Ctx<'_>, i: usize, raw: RawLimits, capabilities: &BTreeSet<Capability>) -> Limits {
     let mut limits = Limits::default();
+    // The network limits apply to one capability each; set on a plugin
+    // without it they would limit nothing, which is an error (like
+    // `allowed_hosts` without `outbound-http`) rather than a silent no-op.
+    let needs = |name: &str| match name {
+        "http_timeout_ms" | "http_max_response_bytes" => Some(Capability::OutboundHttp),
+        "smtp_timeout_ms" | "smtp_max_message_bytes" => Some(Capability::OutboundSmtp),
+        _ => None,
+    };
     let mut check = |name: &str, value: &Option<Spanned<u64>>| -> Option<u64> {
         let value = value.as_ref()?;
+        if let Some(cap) = needs(name).filter(|c| !capabilities.contains(c)) {
+            cx.issue(
+                value.span(),
+                format!("plugin[{i}].limits.{name}"),
+                format!("{name} applies to plugins with the {cap} capability only"),
+            );
+            return None;
+        }
         let (_, min, max, text) = LIMIT_RANGES.iter().find(|(n, ..)| *n == name)?;
         let v = *value.get_ref();
         if v < *min || v > *max {
@@ -667,6 +694,18 @@ fn validate_limits(cx: &mut Ctx<'_>, i: usize, raw: RawLimits) -> Limits {
     }
     if let Some(v) = check("kv_max_bytes", &raw.kv_max_bytes) {
         limits.kv_max_bytes = v;
+    }
+    if let Some(v) = check("http_timeout_ms", &raw.http_timeout_ms) {
+        limits.http_timeout_ms = v;
+    }
+    if let Some(v) = check("http_max_response_bytes", &raw.http_max_response_bytes) {
+        limits.http_max_response_bytes = v;
+    }
+    if let Some(v) = check("smtp_timeout_ms", &raw.smtp_timeout_ms) {
+        limits.smtp_timeout_ms = v;
+    }
+    if let Some(v) = check("smtp_max_message_bytes", &raw.smtp_max_message_bytes) {
+        limits.smtp_max_message_bytes = v;
     }
     limits
 }

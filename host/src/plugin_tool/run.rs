@@ -539,7 +539,10 @@ fn runtime_limits(m: &rapport::manifest::Limits) -> Limits {
         // One call: no circuit breaker to trip.
         max_consecutive_failures: 0,
         kv_max_bytes: m.kv_max_bytes,
-        ..Limits::default()
+        http_timeout_ms: m.http_timeout_ms,
+        http_max_response_bytes: usize::try_from(m.http_max_response_bytes).unwrap_or(usize::MAX),
+        smtp_timeout_ms: m.smtp_timeout_ms,
+        smtp_max_message_bytes: usize::try_from(m.smtp_max_message_bytes).unwrap_or(usize::MAX),
     }
 }
 

@@ -7,7 +7,9 @@
 //! - **Queued rescoring** (per customer): ingest enqueues the customer in
 //!   the same transaction as the interaction (`store::scores::enqueue_rescore_tx`);
 //!   the worker started by the server drains the queue every
-//!   [`RESCORE_INTERVAL`], so a stored score is at most ~1-2 s behind. Doing
+//!   [`RESCORE_INTERVAL`], so a stored score is at most ~1-2 s behind. Every
+//!   node runs one; each claims its batches with a lease ([`RESCORE_LEASE`],
+//!   `Store::claim_rescores`), so no two nodes rescore the same customer. Doing
 //!   it inline would put every plugin's latency (and failures) on the ingest
 //!   path, and would rescore a customer once per interaction of a batch.
 //! - **Batch jobs** (whole tenant, `POST /v1/scoring/jobs`, `rapport score`):
@@ -45,6 +47,11 @@ use crate::store::{StoreError, StoreResult, TenantId, now_ms};
 pub const BATCH_SIZE: usize = 500;
 /// How often the background worker looks at the rescore queue.
 pub const RESCORE_INTERVAL: Duration = Duration::from_secs(1);
+/// How long a worker holds the queue entries it claimed (one batch of
+/// [`BATCH_SIZE`]) before another node may take them over: far beyond the
+/// time a batch takes (each plugin call has its own deadline), short enough
+/// that a dead node's customers are rescored a few minutes later.
+pub const RESCORE_LEASE: Duration = Duration::from_secs(120);
 /// Batches one tenant may take per worker pass, so a tenant ingesting
 /// non-stop cannot starve the others.
 pub const QUEUE_BATCHES_PER_TENANT: usize = 20;
@@ -551,14 +558,16 @@ impl PluginService {
         Ok(stopped)
     }
 
-    /// One pass over the rescore queue of every tenant: rescores queued
-    /// customers with the tenant's active scoring plugins and removes them
-    /// from the queue (a tenant without any just has its queue emptied).
-    /// One tenant's failure is logged and does not stop the others.
-    pub async fn drain_rescore_queue(&self) -> StoreResult<RescoreOutcome> {
+    /// One pass over the rescore queue of every tenant, as worker `node`:
+    /// claims queued customers with a [`RESCORE_LEASE`], rescores them with
+    /// the tenant's active scoring plugins and removes them from the queue
+    /// (a tenant without any just has its queue emptied). Entries another
+    /// node holds are left to it. One tenant's failure is logged and does
+    /// not stop the others.
+    pub async fn drain_rescore_queue(&self, node: &str) -> StoreResult<RescoreOutcome> {
         let mut outcome = RescoreOutcome::default();
         for tenant in self.store.tenants_with_queued_rescores().await? {
-            match self.drain_tenant_queue(&tenant).await {
+            match self.drain_tenant_queue(&tenant, node).await {
                 Ok(o) => outcome += o,
                 Err(e) => {
                     tracing::warn!(tenant = %tenant, error = %e, "rescoring queued customers failed")
@@ -568,23 +577,38 @@ impl PluginService {
         Ok(outcome)
     }
 
-    async fn drain_tenant_queue(&self, tenant: &TenantId) -> StoreResult<RescoreOutcome> {
+    async fn drain_tenant_queue(&self, tenant: &TenantId, node: &str) -> StoreResult<RescoreOutcome> {
+        let lease_ms = i64::try_from(RESCORE_LEASE.as_millis()).unwrap_or(i64::MAX);
         let mut outcome = RescoreOutcome::default();
         for _ in 0..QUEUE_BATCHES_PER_TENANT {
-            let batch = self.store.peek_rescore_queue(tenant, BATCH_SIZE).await?;
-            if batch.is_empty() {
+            let claim = self.store.claim_rescores(tenant, node, lease_ms, BATCH_SIZE).await?;
+            if claim.entries.is_empty() {
                 break;
             }
-            let mut plugins: Vec<RunningPlugin> = self
-                .active(tenant, PluginKind::ScoringRule)
-                .await?
-                .into_iter()
-                .map(RunningPlugin::new)
-                .collect();
-            let ids: Vec<String> = batch.iter().map(|q| q.customer_id.clone()).collect();
-            outcome += self.rescore_ids(tenant, &mut plugins, &ids).await?;
-            self.store.ack_rescores(tenant, &batch).await?;
-            if batch.len() < BATCH_SIZE {
+            let ids: Vec<String> = claim.entries.iter().map(|q| q.customer_id.clone()).collect();
+            let rescored = async {
+                let mut plugins: Vec<RunningPlugin> = self
+                    .active(tenant, PluginKind::ScoringRule)
+                    .await?
+                    .into_iter()
+                    .map(RunningPlugin::new)
+                    .collect();
+                self.rescore_ids(tenant, &mut plugins, &ids).await
+            }
+            .await;
+            match rescored {
+                Ok(o) => outcome += o,
+                Err(e) => {
+                    // Hand the batch back rather than sit on it until the
+                    // lease expires; the error is still this pass's.
+                    if let Err(release) = self.store.release_rescores(tenant, &claim).await {
+                        tracing::warn!(tenant = %tenant, error = %release, "cannot release claimed rescores");
+                    }
+                    return Err(e);
+                }
+            }
+            self.store.ack_rescores(tenant, &claim).await?;
+            if claim.entries.len() < BATCH_SIZE {
                 break;
             }
         }
@@ -593,8 +617,10 @@ impl PluginService {
 
     /// Starts the background worker that drains the rescore queue every
     /// `every`, until `shutdown` turns true (or its sender goes away).
+    /// `node` names this node in the queue's leases.
     pub fn spawn_rescore_worker(
         self: Arc<Self>,
+        node: String,
         every: Duration,
         mut shutdown: watch::Receiver<bool>,
     ) -> tokio::task::JoinHandle<()> {
@@ -609,7 +635,7 @@ impl PluginService {
                 if *shutdown.borrow() {
                     return;
                 }
-                match self.drain_rescore_queue().await {
+                match self.drain_rescore_queue(&node).await {
                     Ok(o) if o.customers > 0 => tracing::debug!(
                         customers = o.customers,
                         scores = o.scores_stored,

@@ -5,9 +5,12 @@
 //!   together, one transaction per chunk ([`Store::save_scores`]).
 //! - `rescore_queue` lists customers whose scores are stale. Ingest enqueues
 //!   inside its own transaction ([`enqueue_rescore_tx`]); the background
-//!   worker reads a batch, rescores it, and acknowledges only the entries
-//!   whose `generation` did not move meanwhile, so an interaction arriving
-//!   mid-rescore is rescored again rather than lost.
+//!   worker of each node claims a batch with a lease ([`Store::claim_rescores`],
+//!   like the outbox: PostgreSQL `FOR UPDATE SKIP LOCKED`, SQLite one
+//!   `UPDATE` under `BEGIN IMMEDIATE`), so two nodes never rescore the same
+//!   customer at once, rescores it, and acknowledges only the entries whose
+//!   `generation` did not move meanwhile and whose lease it still holds, so
+//!   an interaction arriving mid-rescore is rescored again rather than lost.
 //! - `scoring_jobs` tracks batch jobs (fit, then rescore a whole tenant).
 //! - The bulk reads ([`Store::population`], [`Store::scoring_histories_page`],
 //!   [`Store::scoring_histories`]) are what makes rescoring a million
@@ -151,12 +154,21 @@ pub struct PopulationMember {
     pub purchases: Vec<PopulationPurchase>,
 }
 
-/// An entry of the rescore queue as read; acknowledging it removes it only
-/// if nobody enqueued the customer again since.
+/// An entry of the rescore queue as claimed; acknowledging it removes it
+/// only if nobody enqueued the customer again since.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueuedRescore {
     pub customer_id: String,
     pub generation: i64,
+}
+
+/// Queue entries leased to one node until `lease_expires_at` (epoch ms) by
+/// [`Store::claim_rescores`]; entries sorted by customer id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RescoreClaim {
+    pub node: String,
+    pub lease_expires_at: i64,
+    pub entries: Vec<QueuedRescore>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
@@ -792,60 +804,133 @@ impl Store {
         enqueue_rescore_tx(&mut conn, t, customer_id).await
     }
 
-    /// Tenants with customers waiting to be rescored. Deliberately
-    /// cross-tenant: only the background worker calls it, and it then
-    /// handles each tenant through tenant-scoped calls.
+    /// Tenants with customers waiting to be rescored and not leased by a
+    /// worker (or leased, but the lease expired). Deliberately cross-tenant:
+    /// only the background worker calls it, and it then handles each tenant
+    /// through tenant-scoped calls.
     pub async fn tenants_with_queued_rescores(&self) -> StoreResult<Vec<TenantId>> {
-        sqlx::query("SELECT DISTINCT tenant_id FROM rescore_queue ORDER BY tenant_id")
-            .fetch_all(self.db().pool())
-            .await?
-            .iter()
-            .map(|row| Ok(TenantId(row.try_get(0)?)))
-            .collect()
-    }
-
-    /// The oldest queued customers of a tenant, without removing them.
-    pub async fn peek_rescore_queue(&self, t: &TenantId, limit: usize) -> StoreResult<Vec<QueuedRescore>> {
-        let limit = i64::try_from(limit.clamp(1, MAX_HISTORY_CHUNK)).unwrap_or(1);
         sqlx::query(
-            "SELECT customer_id, generation FROM rescore_queue WHERE tenant_id = $1 \
-             ORDER BY enqueued_at, customer_id LIMIT $2",
+            "SELECT DISTINCT tenant_id FROM rescore_queue \
+             WHERE lease_expires_at IS NULL OR lease_expires_at <= $1 ORDER BY tenant_id",
         )
-        .bind(t.as_str())
-        .bind(limit)
+        .bind(now_ms())
         .fetch_all(self.db().pool())
         .await?
         .iter()
-        .map(|row| {
-            Ok(QueuedRescore {
-                customer_id: row.try_get(0)?,
-                generation: row.try_get(1)?,
-            })
-        })
+        .map(|row| Ok(TenantId(row.try_get(0)?)))
         .collect()
     }
 
-    /// Removes the entries that were rescored, unless re-enqueued since (a
-    /// bumped generation stays queued). Returns how many were removed.
-    pub async fn ack_rescores(&self, t: &TenantId, done: &[QueuedRescore]) -> StoreResult<u64> {
-        let mut entries: Vec<&QueuedRescore> = done.iter().collect();
+    /// Leases up to `limit` of a tenant's oldest queued customers to `node`
+    /// for `lease_ms`: entries leased by another claim are skipped until
+    /// their lease expires, so concurrent workers (of this node or others)
+    /// never get the same customer. Acknowledge with [`Store::ack_rescores`]
+    /// or hand back with [`Store::release_rescores`].
+    pub async fn claim_rescores(
+        &self,
+        t: &TenantId,
+        node: &str,
+        lease_ms: i64,
+        limit: usize,
+    ) -> StoreResult<RescoreClaim> {
+        let limit = i64::try_from(limit.clamp(1, MAX_HISTORY_CHUNK)).unwrap_or(1);
+        let now = now_ms();
+        let expires = now.saturating_add(lease_ms.max(1));
+        // Same shape as `claim_messages`: on PostgreSQL the locking select
+        // is a CTE (evaluated once) with SKIP LOCKED, so concurrent claimers
+        // pass over each other's rows instead of waiting for them; a row
+        // another claim leased and committed meanwhile fails the re-checked
+        // WHERE. On SQLite `begin_write` makes the claim the only writer.
+        let due = "SELECT customer_id FROM rescore_queue WHERE tenant_id = $1 \
+                   AND (lease_expires_at IS NULL OR lease_expires_at <= $3) \
+                   ORDER BY enqueued_at, customer_id LIMIT $4";
+        let update = "UPDATE rescore_queue SET lease_owner = $2, lease_expires_at = $5 WHERE tenant_id = $1";
+        let returning = "RETURNING customer_id, generation";
+        let sql = match self.db().backend() {
+            Backend::Postgres => format!(
+                "WITH due AS ({due} FOR UPDATE SKIP LOCKED) \
+                 {update} AND customer_id IN (SELECT customer_id FROM due) {returning}"
+            ),
+            Backend::Sqlite => format!("{update} AND customer_id IN ({due}) {returning}"),
+        };
+        let mut tx = self.db().begin_write().await?;
+        let rows = sqlx::query(&sql)
+            .bind(t.as_str())
+            .bind(node)
+            .bind(now)
+            .bind(limit)
+            .bind(expires)
+            .fetch_all(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        let mut entries = rows
+            .iter()
+            .map(|row| {
+                Ok(QueuedRescore {
+                    customer_id: row.try_get(0)?,
+                    generation: row.try_get(1)?,
+                })
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
         entries.sort_by(|a, b| a.customer_id.cmp(&b.customer_id));
+        Ok(RescoreClaim {
+            node: node.to_string(),
+            lease_expires_at: expires,
+            entries,
+        })
+    }
+
+    /// Removes the claimed entries that were rescored, if the claim still
+    /// holds their lease and nobody enqueued them again since. An entry
+    /// re-enqueued meanwhile (bumped generation) stays queued and loses the
+    /// lease, so the next pass rescores it at once; an entry whose lease was
+    /// taken over is left to the claim that took it. Returns how many were
+    /// removed.
+    pub async fn ack_rescores(&self, t: &TenantId, claim: &RescoreClaim) -> StoreResult<u64> {
+        self.settle_rescores(t, claim, true).await
+    }
+
+    /// Hands the claimed entries back unrescored (the worker failed), so the
+    /// next pass of any node may take them without waiting for the lease.
+    pub async fn release_rescores(&self, t: &TenantId, claim: &RescoreClaim) -> StoreResult<()> {
+        self.settle_rescores(t, claim, false).await.map(|_| ())
+    }
+
+    async fn settle_rescores(&self, t: &TenantId, claim: &RescoreClaim, done: bool) -> StoreResult<u64> {
+        // Fenced on (owner, expiry): the expiry is unique to one claim in
+        // practice, so even a later claim of the same node is not ours.
+        let ours = "tenant_id = $1 AND customer_id = $2 AND lease_owner = $3 AND lease_expires_at = $4";
+        let delete = format!("DELETE FROM rescore_queue WHERE {ours} AND generation = $5");
+        let unlease = format!("UPDATE rescore_queue SET lease_owner = NULL, lease_expires_at = NULL WHERE {ours}");
         let mut attempt = 0;
         loop {
             attempt += 1;
             let result: StoreResult<u64> = async {
                 let mut tx = self.db().begin_write().await?;
                 let mut removed = 0;
-                for e in &entries {
-                    removed += sqlx::query(
-                        "DELETE FROM rescore_queue WHERE tenant_id = $1 AND customer_id = $2 AND generation = $3",
-                    )
-                    .bind(t.as_str())
-                    .bind(e.customer_id.as_str())
-                    .bind(e.generation)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
+                for e in &claim.entries {
+                    if done {
+                        let deleted = sqlx::query(&delete)
+                            .bind(t.as_str())
+                            .bind(e.customer_id.as_str())
+                            .bind(claim.node.as_str())
+                            .bind(claim.lease_expires_at)
+                            .bind(e.generation)
+                            .execute(&mut *tx)
+                            .await?
+                            .rows_affected();
+                        removed += deleted;
+                        if deleted > 0 {
+                            continue;
+                        }
+                    }
+                    sqlx::query(&unlease)
+                        .bind(t.as_str())
+                        .bind(e.customer_id.as_str())
+                        .bind(claim.node.as_str())
+                        .bind(claim.lease_expires_at)
+                        .execute(&mut *tx)
+                        .await?;
                 }
                 tx.commit().await?;
                 Ok(removed)
