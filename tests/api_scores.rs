@@ -386,10 +386,21 @@ async fn job_stores_scores_with_history_segments_and_filters(backend: Backend) {
         "history is not newest first: {body}"
     );
     assert_eq!(by_job(job2_id)[0]["value"], 2.5);
-    let times: Vec<&str> = history.iter().map(|h| h["computed_at"].as_str().unwrap()).collect();
+    // Compared as times: RFC 3339 text drops trailing zeros of the
+    // fraction (".5Z" is after ".52Z" as text, before it in time).
+    let times: Vec<time::OffsetDateTime> = history
+        .iter()
+        .map(|h| {
+            time::OffsetDateTime::parse(
+                h["computed_at"].as_str().unwrap(),
+                &time::format_description::well_known::Rfc3339,
+            )
+            .unwrap()
+        })
+        .collect();
     let mut newest_first = times.clone();
     newest_first.sort_by(|a, b| b.cmp(a));
-    assert_eq!(times, newest_first);
+    assert_eq!(times, newest_first, "{body}");
     let (_, body) = app
         .get(&format!("/v1/customers/{bob}/scores?history=true&limit=1"), &acme.read)
         .await;

@@ -92,7 +92,7 @@ async fn tier_upgrades_message_once(backend: Backend) {
         &app,
         &acme,
         "upgrade",
-        "{{ customer.name }}, welcome to tier {{ data.to_tier }} ({{ data.direction }})",
+        "{{ customer.name }}, welcome to {{ data.to_tier_name }} ({{ data.to_tier }}, {{ data.direction }})",
     )
     .await;
     trigger(
@@ -111,7 +111,7 @@ async fn tier_upgrades_message_once(backend: Backend) {
     assert_eq!(sent[0]["channel"], "email");
     assert_eq!(sent[0]["to"], "ada@example.com");
     assert_eq!(sent[0]["subject"], "News for Ada");
-    assert_eq!(sent[0]["body"], format!("Ada, welcome to tier {silver} (up)"));
+    assert_eq!(sent[0]["body"], format!("Ada, welcome to Silver ({silver}, up)"));
     assert_eq!(sent[0]["status"], "pending");
 
     // The same tier again is no change; a downgrade is not an upgrade.

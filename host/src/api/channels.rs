@@ -81,15 +81,7 @@ fn visible_to_plugin(name: &str) -> bool {
 /// the `tenant` query parameter when no key is sent.
 async fn tenant_of(state: &AppState, headers: &HeaderMap, query: &InboundQuery) -> ApiResult<TenantId> {
     if let Some(header) = headers.get(axum::http::header::AUTHORIZATION) {
-        let token = header
-            .to_str()
-            .ok()
-            .and_then(|h| h.strip_prefix("Bearer "))
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .ok_or(Error::Unauthorized)?;
-        let principal = state.store.authenticate(token).await?.ok_or(Error::Unauthorized)?;
-        return super::extract::Auth(principal).write();
+        return super::extract::Auth::from_header(state, header).await?.write();
     }
     let id = query.tenant.as_deref().ok_or(Error::Unauthorized)?;
     // An unknown tenant looks like a missing connector. The id names a

@@ -25,6 +25,13 @@ impl FromRequestParts<AppState> for Auth {
             .headers
             .get(axum::http::header::AUTHORIZATION)
             .ok_or(Error::Unauthorized)?;
+        Auth::from_header(state, header).await
+    }
+}
+
+impl Auth {
+    /// The caller of an `Authorization: Bearer <key>` header value.
+    pub async fn from_header(state: &AppState, header: &axum::http::HeaderValue) -> Result<Auth, Error> {
         let token = header
             .to_str()
             .ok()

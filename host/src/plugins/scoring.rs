@@ -145,17 +145,15 @@ fn history_to_guest(h: ScoringHistory, now: i64, as_of: Option<i64>) -> Customer
     }
 }
 
-/// The population as of `as_of`: customers created later did not exist yet
-/// and are left out; later purchases had not happened.
-fn as_of_member(mut member: PopulationMember, as_of: Option<i64>) -> Option<PopulationMember> {
-    let Some(cutoff) = as_of else {
-        return Some(member);
-    };
-    if member.created_at > cutoff {
-        return None;
+/// The population as of `as_of`: later purchases had not happened yet.
+/// Customers are all kept, whatever their `created_at`: that is when the
+/// CRM learnt of them, and an import of historical data (CDNOW) creates
+/// every customer long after their purchases.
+fn as_of_member(mut member: PopulationMember, as_of: Option<i64>) -> PopulationMember {
+    if let Some(cutoff) = as_of {
+        member.purchases.retain(|p| p.at <= cutoff);
     }
-    member.purchases.retain(|p| p.at <= cutoff);
-    Some(member)
+    member
 }
 
 fn summary_to_guest(m: PopulationMember) -> PurchaseSummary {
@@ -241,7 +239,7 @@ impl PluginService {
             .population(tenant)
             .await?
             .into_iter()
-            .filter_map(|member| as_of_member(member, as_of))
+            .map(|member| as_of_member(member, as_of))
             .map(summary_to_guest)
             .collect();
         let mut runs = Vec::with_capacity(plugins.len());

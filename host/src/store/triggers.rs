@@ -9,7 +9,8 @@
 //! - `tier_changed`: the customer's loyalty tier changed (by a reward-scheme
 //!   plugin or an admin); optionally only to one tier (`to_tier`) or only
 //!   upgrades or downgrades (`direction`, by tier rank; no tier ranks below
-//!   every tier).
+//!   every tier). Template data: `from_tier`, `to_tier` (ids),
+//!   `from_tier_name`, `to_tier_name`, `direction`.
 //! - `score_crossed`: a scoring plugin's score for the customer crossed a
 //!   threshold (`above`: from below it to at or above it; `below`: the
 //!   reverse). A customer's first score counts only with
@@ -330,18 +331,19 @@ async fn fire_tx(
     }
 }
 
-async fn tier_rank(conn: &mut AnyConnection, t: &TenantId, tier: Option<&str>) -> StoreResult<i64> {
+/// A tier's rank and name; no tier ranks below every tier.
+async fn tier_rank(conn: &mut AnyConnection, t: &TenantId, tier: Option<&str>) -> StoreResult<(i64, Option<String>)> {
     let Some(tier) = tier else {
-        return Ok(i64::MIN);
+        return Ok((i64::MIN, None));
     };
-    let row = sqlx::query("SELECT rank FROM loyalty_tiers WHERE tenant_id = $1 AND id = $2")
+    let row = sqlx::query("SELECT rank, name FROM loyalty_tiers WHERE tenant_id = $1 AND id = $2")
         .bind(t.as_str())
         .bind(tier)
         .fetch_optional(&mut *conn)
         .await?;
     Ok(match row {
-        Some(row) => row.try_get("rank")?,
-        None => i64::MIN,
+        Some(row) => (row.try_get("rank")?, Some(row.try_get("name")?)),
+        None => (i64::MIN, None),
     })
 }
 
@@ -358,7 +360,7 @@ pub async fn on_tier_changed_tx(
     if triggers.is_empty() {
         return Ok(());
     }
-    let (from_rank, to_rank) = (tier_rank(conn, t, from).await?, tier_rank(conn, t, to).await?);
+    let ((from_rank, from_name), (to_rank, to_name)) = (tier_rank(conn, t, from).await?, tier_rank(conn, t, to).await?);
     let direction = if to_rank >= from_rank {
         TierDirection::Up
     } else {
@@ -375,7 +377,8 @@ pub async fn on_tier_changed_tx(
         if to_tier.as_deref().is_some_and(|wanted| Some(wanted) != to) || wanted.is_some_and(|w| w != direction) {
             continue;
         }
-        let data = json!({ "event": "tier_changed", "from_tier": from, "to_tier": to, "direction": direction });
+        let data = json!({ "event": "tier_changed", "from_tier": from, "to_tier": to,
+            "from_tier_name": from_name, "to_tier_name": to_name, "direction": direction });
         fire_tx(conn, t, trigger, customer_id, change_id, data).await?;
     }
     Ok(())

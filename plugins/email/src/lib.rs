@@ -171,7 +171,7 @@ fn safe_id(id: &str) -> String {
 
 /// The submission a delivery makes (public for tests).
 pub fn build_submission(settings: &Settings, message: &Message) -> Result<SmtpSubmission, DeliveryError> {
-    let to = Mailbox::parse(&message.to).map_err(|e| permanent(format!("recipient: {e}")))?;
+    let to = Mailbox::parse(&message.to).map_err(|e| DeliveryError::permanent(format!("recipient: {e}")))?;
     let id = message_id(message, &settings.from);
     let mut builder = MessageBuilder::new()
         .from(settings.from.header())
@@ -194,7 +194,7 @@ pub fn build_submission(settings: &Settings, message: &Message) -> Result<SmtpSu
     }
     let bytes = builder
         .write_to_vec()
-        .map_err(|e| permanent(format!("cannot build the message: {e}")))?;
+        .map_err(|e| DeliveryError::permanent(format!("cannot build the message: {e}")))?;
     let c = &settings.config;
     Ok(SmtpSubmission {
         host: c.smtp_host.trim().to_owned(),
@@ -208,20 +208,6 @@ pub fn build_submission(settings: &Settings, message: &Message) -> Result<SmtpSu
     })
 }
 
-fn permanent(message: String) -> DeliveryError {
-    DeliveryError {
-        retryable: false,
-        message,
-    }
-}
-
-fn retryable(message: String) -> DeliveryError {
-    DeliveryError {
-        retryable: true,
-        message,
-    }
-}
-
 /// Maps the host's answer to a receipt or a classified failure.
 pub fn classify(result: Result<SmtpReply, SmtpError>, message_id: &str) -> Result<Receipt, DeliveryError> {
     match result {
@@ -229,12 +215,12 @@ pub fn classify(result: Result<SmtpReply, SmtpError>, message_id: &str) -> Resul
             provider_id: Some(format!("<{message_id}>")),
             detail: Some(format!("SMTP {} {}", reply.code, reply.text)),
         }),
-        Err(SmtpError::Transient(r)) => Err(retryable(format!("SMTP {} {}", r.code, r.text))),
-        Err(SmtpError::Permanent(r)) => Err(permanent(format!("SMTP {} {}", r.code, r.text))),
-        Err(SmtpError::Timeout) => Err(retryable("timeout".into())),
-        Err(SmtpError::Connection(m)) => Err(retryable(format!("connection failed: {m}"))),
-        Err(SmtpError::Denied(m)) => Err(permanent(m)),
-        Err(SmtpError::InvalidRequest(m)) => Err(permanent(format!("invalid request: {m}"))),
+        Err(SmtpError::Transient(r)) => Err(DeliveryError::retryable(format!("SMTP {} {}", r.code, r.text))),
+        Err(SmtpError::Permanent(r)) => Err(DeliveryError::permanent(format!("SMTP {} {}", r.code, r.text))),
+        Err(SmtpError::Timeout) => Err(DeliveryError::retryable("timeout")),
+        Err(SmtpError::Connection(m)) => Err(DeliveryError::retryable(format!("connection failed: {m}"))),
+        Err(SmtpError::Denied(m)) => Err(DeliveryError::permanent(m)),
+        Err(SmtpError::InvalidRequest(m)) => Err(DeliveryError::permanent(format!("invalid request: {m}"))),
     }
 }
 
@@ -242,7 +228,7 @@ pub struct Email;
 
 impl ChannelConnector for Email {
     fn deliver(message: &Message) -> Result<Receipt, DeliveryError> {
-        let settings = Settings::load().map_err(|e| permanent(e.to_string()))?;
+        let settings = Settings::load().map_err(|e| DeliveryError::permanent(e.to_string()))?;
         let submission = build_submission(&settings, message)?;
         classify(smtp::send(&submission), &message_id(message, &settings.from))
     }

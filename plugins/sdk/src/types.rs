@@ -306,6 +306,24 @@ pub struct DeliveryError {
     pub message: String,
 }
 
+impl DeliveryError {
+    /// A failure that another attempt later may fix (timeouts, 5xx, 429).
+    pub fn retryable(message: impl Into<String>) -> DeliveryError {
+        DeliveryError {
+            retryable: true,
+            message: message.into(),
+        }
+    }
+
+    /// A failure no retry will fix (a refused destination, a 4xx, bad config).
+    pub fn permanent(message: impl Into<String>) -> DeliveryError {
+        DeliveryError {
+            retryable: false,
+            message: message.into(),
+        }
+    }
+}
+
 /// WIT `inbound-request`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InboundRequest {

@@ -139,14 +139,14 @@ pub fn build_request(config: &Config, secret: &Secret, message: &Message) -> Res
         message.to.clone()
     } else {
         config.url.clone().ok_or_else(|| {
-            permanent(format!(
+            DeliveryError::permanent(format!(
                 "no destination: `to` {:?} is not an http(s) URL and no `url` is configured",
                 message.to
             ))
         })?
     };
     let body = serde_json::to_vec(&Payload::new(message))
-        .map_err(|e| permanent(format!("cannot serialise the payload: {e}")))?;
+        .map_err(|e| DeliveryError::permanent(format!("cannot serialise the payload: {e}")))?;
     let timestamp = message.now.div_euclid(1000);
     let mut headers = vec![
         ("content-type".to_owned(), "application/json".to_owned()),
@@ -168,20 +168,6 @@ pub fn build_request(config: &Config, secret: &Secret, message: &Message) -> Res
     })
 }
 
-fn permanent(message: String) -> DeliveryError {
-    DeliveryError {
-        retryable: false,
-        message,
-    }
-}
-
-fn retryable(message: String) -> DeliveryError {
-    DeliveryError {
-        retryable: true,
-        message,
-    }
-}
-
 /// Maps the host's answer to a receipt or a classified failure.
 pub fn classify(result: Result<rapport_plugin_sdk::HttpResponse, HttpError>) -> Result<Receipt, DeliveryError> {
     match result {
@@ -190,18 +176,18 @@ pub fn classify(result: Result<rapport_plugin_sdk::HttpResponse, HttpError>) -> 
                 provider_id: None,
                 detail: Some(format!("HTTP {}", response.status)),
             }),
-            408 | 429 | 500..=599 => Err(retryable(format!("HTTP {}", response.status))),
-            400..=499 => Err(permanent(format!("HTTP {}", response.status))),
+            408 | 429 | 500..=599 => Err(DeliveryError::retryable(format!("HTTP {}", response.status))),
+            400..=499 => Err(DeliveryError::permanent(format!("HTTP {}", response.status))),
             // Redirects are not followed (a 3xx could point anywhere).
-            status => Err(permanent(format!("unexpected HTTP {status}"))),
+            status => Err(DeliveryError::permanent(format!("unexpected HTTP {status}"))),
         },
-        Err(HttpError::Timeout) => Err(retryable("timeout".to_owned())),
-        Err(HttpError::Connection(m)) => Err(retryable(format!("connection failed: {m}"))),
+        Err(HttpError::Timeout) => Err(DeliveryError::retryable("timeout".to_owned())),
+        Err(HttpError::Connection(m)) => Err(DeliveryError::retryable(format!("connection failed: {m}"))),
         // The receiver answered, but more than the host accepts: it may
         // have taken the message, and `webhook-id` lets it drop a repeat.
-        Err(HttpError::ResponseTooLarge) => Err(retryable("response too large".to_owned())),
-        Err(HttpError::Denied(m)) => Err(permanent(m)),
-        Err(HttpError::InvalidRequest(m)) => Err(permanent(format!("invalid request: {m}"))),
+        Err(HttpError::ResponseTooLarge) => Err(DeliveryError::retryable("response too large".to_owned())),
+        Err(HttpError::Denied(m)) => Err(DeliveryError::permanent(m)),
+        Err(HttpError::InvalidRequest(m)) => Err(DeliveryError::permanent(format!("invalid request: {m}"))),
     }
 }
 
@@ -209,7 +195,7 @@ pub struct Webhook;
 
 impl ChannelConnector for Webhook {
     fn deliver(message: &Message) -> Result<Receipt, DeliveryError> {
-        let (config, secret) = Config::load().map_err(|e| permanent(e.to_string()))?;
+        let (config, secret) = Config::load().map_err(|e| DeliveryError::permanent(e.to_string()))?;
         let request = build_request(&config, &secret, message)?;
         classify(http::send(&request))
     }
