@@ -122,7 +122,7 @@ async fn tier_upgrades_message_once(backend: Backend) {
     assert_eq!(sent.len(), 2, "one for silver, one for gold: {sent:?}");
     assert!(
         sent.iter()
-            .any(|m| m["body"] == format!("Ada, welcome to tier {gold} (up)"))
+            .any(|m| m["body"] == format!("Ada, welcome to Gold ({gold}, up)"))
     );
 
     // A disabled trigger stays quiet.
