@@ -1,5 +1,5 @@
 //! Several nodes, one outbox: two real `rapport serve` processes on one
-//! PostgreSQL database deliver a few thousand webhook messages through the
+//! PostgreSQL database deliver 3,000 webhook messages through the
 //! first-party `webhook` connector to a receiver in this test, which checks
 //! every Standard Webhooks signature, counts deliveries by `webhook-id`, and
 //! answers every seventh request with a 503 on purpose. Halfway through, one
@@ -37,7 +37,7 @@ use serde_json::json;
 use sha2::Sha256;
 use support::{Backend, TestDb};
 
-const MESSAGES: usize = 2_000;
+const MESSAGES: usize = 3_000;
 const WORKERS_PER_NODE: usize = 4;
 /// `delivery.rs`'s CLAIM_BATCH: what one worker holds at a time.
 const CLAIM_BATCH: usize = 4;
