@@ -540,6 +540,13 @@ async fn rfm_job_on_cdnow_sample(backend: Backend) {
         return;
     }
     let sample = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/cdnow/CDNOW_sample.txt");
+    if !sample.is_file() {
+        eprintln!(
+            "SKIPPED rfm_job_on_cdnow_sample: CDNOW data not found at {} (see README: ../shared/data/cdnow/)",
+            sample.display()
+        );
+        return;
+    }
     let (app, _dir) = start_with_manifest(backend, |dir| {
         let mut text = plugin_entry("rfm", "rapport-plugin-rfm", &["config", "kv"], "timeout_ms = 30000");
         // The data is from 1997-98: a window reaching back that far.
