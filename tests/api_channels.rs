@@ -280,7 +280,75 @@ async fn other_tenants_get_nothing(backend: Backend) {
     assert_eq!(customer_id(&app, &globex, "cust-5").await, None);
 }
 
+/// An unsubscribe event stops messages on the connector's channels until
+/// an admin lifts it; other channels and other tenants are unaffected.
+async fn unsubscribe_suppresses_the_connectors_channels(backend: Backend) {
+    let Setup { app, acme, globex, .. } = start(backend).await;
+    let body = event_body("cust-u", "message_unsubscribed", "evt-u");
+    let sig = signature(&body);
+    let (status, response) = post_inbound(&app, "/v1/channels/hook/inbound?tenant=acme", None, body, &sig).await;
+    assert_eq!(status, 200, "{response}");
+    let customer = customer_id(&app, &acme, "cust-u").await.expect("customer created");
+
+    let (status, list) = app
+        .get(&format!("/v1/customers/{customer}/suppressions"), &acme.read)
+        .await;
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
+    assert_eq!(list[0]["channel"], "hook");
+    assert_eq!(list[0]["source"], "inbound:hook");
+
+    let send = |channel: &str, key: &str| json!({ "customer_id": customer, "channel": channel, "body": "hi", "idempotency_key": key });
+    let (status, refused) = app.post("/v1/messages", &acme.write, send("hook", "m-1")).await;
+    assert_error(status, &refused, 409, "customer_unsubscribed");
+    let (status, other) = app.post("/v1/messages", &acme.write, send("webhook", "m-2")).await;
+    assert_eq!(status, 202, "another channel is not suppressed: {other}");
+
+    // Another tenant sees and lifts nothing.
+    let (status, b) = app
+        .get(&format!("/v1/customers/{customer}/suppressions"), &globex.read)
+        .await;
+    assert_error(status, &b, 404, "not_found");
+    let (status, b) = app
+        .delete(&format!("/v1/customers/{customer}/suppressions/hook"), &globex.admin)
+        .await;
+    assert_error(status, &b, 404, "not_found");
+    let (status, b) = app
+        .post(
+            &format!("/v1/customers/{customer}/suppressions"),
+            &globex.write,
+            json!({ "channel": "hook" }),
+        )
+        .await;
+    assert_error(status, &b, 404, "not_found");
+
+    // Lifted by acme's admin: messages go through again.
+    let (status, _) = app
+        .delete(&format!("/v1/customers/{customer}/suppressions/hook"), &acme.admin)
+        .await;
+    assert_eq!(status, 204);
+    let (status, sent) = app.post("/v1/messages", &acme.write, send("hook", "m-3")).await;
+    assert_eq!(status, 202, "{sent}");
+
+    // Recorded by hand (an opt-out told to a shop assistant).
+    let (status, added) = app
+        .post(
+            &format!("/v1/customers/{customer}/suppressions"),
+            &acme.write,
+            json!({ "channel": "hook", "reason": "asked in store" }),
+        )
+        .await;
+    assert_eq!(status, 201, "{added}");
+    assert_eq!(
+        (added["source"].clone(), added["reason"].clone()),
+        (json!("api"), json!("asked in store"))
+    );
+    let (status, refused) = app.post("/v1/messages", &acme.write, send("hook", "m-4")).await;
+    assert_error(status, &refused, 409, "customer_unsubscribed");
+}
+
 both_backends!(
+    unsubscribe_suppresses_the_connectors_channels,
     signed_event_becomes_one_interaction,
     tenant_from_query_when_no_key,
     bad_signature_stores_nothing_and_never_suspends,

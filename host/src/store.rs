@@ -14,6 +14,7 @@ pub mod messages;
 pub mod plugins;
 pub mod products;
 pub mod scores;
+pub mod suppressions;
 pub mod tenants;
 pub mod triggers;
 

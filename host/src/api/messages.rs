@@ -27,6 +27,7 @@ use crate::store::Page;
 use crate::store::messages::{
     Message, MessageAttempt, MessageFilter, MessageStatus, MessageTemplate, NewMessage, TemplateBody,
 };
+use crate::store::suppressions::{NewSuppression, Suppression};
 
 /// Request header carrying the idempotency key (when the body has none).
 pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
@@ -38,6 +39,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(replay_message))
         .routes(routes!(list_templates))
         .routes(routes!(put_template, get_template, delete_template))
+        .routes(routes!(list_suppressions, add_suppression))
+        .routes(routes!(lift_suppression))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -204,5 +207,52 @@ async fn get_template(
 async fn delete_template(State(s): State<AppState>, auth: Auth, Path(name): Path<String>) -> ApiResult<StatusCode> {
     let tenant = auth.admin()?;
     s.store.delete_template(&tenant, &name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The channels a customer will not be messaged on (unsubscribes).
+#[utoipa::path(get, path = "/v1/customers/{customer_id}/suppressions", tag = "messages",
+    params(("customer_id" = String, Path)),
+    responses((status = 200, body = Vec<Suppression>), (status = 404, body = ErrorBody)))]
+async fn list_suppressions(
+    State(s): State<AppState>,
+    auth: Auth,
+    Path(customer_id): Path<String>,
+) -> ApiResult<Json<Vec<Suppression>>> {
+    let tenant = auth.read()?;
+    Ok(Json(s.store.list_suppressions(&tenant, &customer_id).await?))
+}
+
+/// Record that a customer opted out of a channel (e.g. told a shop
+/// assistant); the outbox refuses their messages on it from now on.
+#[utoipa::path(post, path = "/v1/customers/{customer_id}/suppressions", tag = "messages",
+    params(("customer_id" = String, Path)), request_body = NewSuppression,
+    responses((status = 201, body = Suppression), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn add_suppression(
+    State(s): State<AppState>,
+    auth: Auth,
+    Path(customer_id): Path<String>,
+    Json(body): Json<NewSuppression>,
+) -> ApiResult<(StatusCode, Json<Suppression>)> {
+    let tenant = auth.write()?;
+    let reason = body.reason.as_deref().unwrap_or("recorded through the API");
+    let suppression = s
+        .store
+        .suppress(&tenant, &customer_id, &body.channel, "api", reason)
+        .await?;
+    Ok((StatusCode::CREATED, Json(suppression)))
+}
+
+/// Let the customer be messaged on the channel again (they re-subscribed).
+#[utoipa::path(delete, path = "/v1/customers/{customer_id}/suppressions/{channel}", tag = "messages",
+    params(("customer_id" = String, Path), ("channel" = String, Path)),
+    responses((status = 204), (status = 404, body = ErrorBody)))]
+async fn lift_suppression(
+    State(s): State<AppState>,
+    auth: Auth,
+    Path((customer_id, channel)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    let tenant = auth.admin()?;
+    s.store.lift_suppression(&tenant, &customer_id, &channel).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -16,6 +16,10 @@
 //! transaction, a savepoint each, through the same path as
 //! `POST /v1/interactions/batch` (reward schemes included).
 //!
+//! Unsubscribes. A `message_unsubscribed` event also records a suppression
+//! for every channel the connector serves, so the outbox refuses further
+//! messages to that customer there until an admin lifts it.
+//!
 //! Failures. `inbound-error::unauthenticated` and `malformed` are the
 //! connector's typed answers: they do not count towards its suspension (an
 //! attacker sending bad signatures must not be able to switch a tenant's
@@ -33,6 +37,10 @@ use crate::runtime::PluginErrorKind;
 use crate::runtime::contract::channel::{InboundEvent, InboundRequest};
 use crate::store::interactions::{HookedIngest, MAX_IDEMPOTENCY_KEY_CHARS, NewInteraction};
 use crate::store::{StoreError, TenantId, now_ms};
+
+/// The interaction kind that suppresses further messages (see
+/// `store::suppressions`).
+pub const UNSUBSCRIBED: &str = "message_unsubscribed";
 
 /// The raw HTTP request, as the API hands it over (credentials removed).
 #[derive(Debug, Clone)]
@@ -160,14 +168,47 @@ impl PluginService {
         }
         let items = events.iter().map(|e| interaction(connector, e)).collect();
         let results = self.ingest_batch_with_rewards(tenant, items).await?;
-        Ok((
-            report,
-            events
-                .into_iter()
-                .zip(results)
-                .map(|(event, result)| IngestedEvent { event, result })
-                .collect(),
-        ))
+        let ingested: Vec<IngestedEvent> = events
+            .into_iter()
+            .zip(results)
+            .map(|(event, result)| IngestedEvent { event, result })
+            .collect();
+        self.suppress_unsubscribed(tenant, connector, &ingested).await?;
+        Ok((report, ingested))
+    }
+
+    /// An unsubscribe stops further messages on every channel the connector
+    /// serves. Done after the events are stored, and again on a replay, so a
+    /// failure here (answered 5xx) is repaired by the provider's retry.
+    async fn suppress_unsubscribed(
+        &self,
+        tenant: &TenantId,
+        connector: &str,
+        ingested: &[IngestedEvent],
+    ) -> Result<(), InboundFailure> {
+        let channels = self
+            .manifest
+            .current()
+            .plugin(connector)
+            .map(|spec| spec.channels.clone())
+            .unwrap_or_default();
+        for e in ingested.iter().filter(|e| e.event.kind == UNSUBSCRIBED) {
+            let Ok((interaction, _, _)) = &e.result else {
+                continue;
+            };
+            for channel in &channels {
+                self.store
+                    .suppress(
+                        tenant,
+                        &interaction.customer_id,
+                        channel,
+                        &format!("inbound:{connector}"),
+                        &format!("unsubscribed (provider event {})", e.event.idempotency_key),
+                    )
+                    .await?;
+            }
+        }
+        Ok(())
     }
 }
 

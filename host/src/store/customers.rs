@@ -606,6 +606,7 @@ impl Store {
         // Scores computed for a customer without history (a batch job
         // scores everyone) go with it.
         super::scores::delete_customer_scores_tx(&mut tx, t, id).await?;
+        super::suppressions::delete_customer_suppressions_tx(&mut tx, t, id).await?;
         let deleted = sqlx::query("DELETE FROM customers WHERE tenant_id = $1 AND id = $2")
             .bind(t.as_str())
             .bind(id)

@@ -533,6 +533,12 @@ pub async fn enqueue_tx(conn: &mut AnyConnection, t: &TenantId, new: NewMessage)
             "this customer's data has been erased",
         ));
     }
+    if super::suppressions::is_suppressed_tx(conn, t, &customer.id, &new.channel).await? {
+        return Err(StoreError::conflict(
+            "customer_unsubscribed",
+            format!("this customer unsubscribed from channel {:?}", new.channel),
+        ));
+    }
     let (subject, body) = match &new.template {
         None => (new.subject.clone(), new.body.clone().unwrap_or_default()),
         Some(name) => {
