@@ -89,7 +89,6 @@ fn call_failure(err: &CallError) -> PluginFailure {
 /// ranges and patterns; the runtime checks again what only it can (stack
 /// size against the engine, capabilities against the kind).
 fn definition(spec: &PluginSpec, wasm: Vec<u8>) -> PluginDefinition {
-    let limits = &spec.limits;
     PluginDefinition {
         id: spec.id.clone(),
         kind: spec.kind,
@@ -98,22 +97,27 @@ fn definition(spec: &PluginSpec, wasm: Vec<u8>) -> PluginDefinition {
         sha256: spec.sha256.clone(),
         capabilities: spec.capabilities.clone(),
         allowed_hosts: spec.allowed_hosts.iter().map(|h| h.to_string()).collect(),
-        limits: crate::runtime::Limits {
-            timeout_ms: limits.timeout_ms,
-            fuel: limits.fuel,
-            memory_mb: u32::try_from(limits.memory_mb).unwrap_or(u32::MAX),
-            stack_kb: u32::try_from(limits.stack_kb).unwrap_or(u32::MAX),
-            max_output_bytes: usize::try_from(limits.max_output_bytes).unwrap_or(usize::MAX),
-            max_log_bytes: usize::try_from(limits.max_log_bytes).unwrap_or(usize::MAX),
-            // Suspension is tracked in the database (see the module doc),
-            // not in the runtime's memory.
-            max_consecutive_failures: 0,
-            kv_max_bytes: limits.kv_max_bytes,
-            http_timeout_ms: limits.http_timeout_ms,
-            http_max_response_bytes: usize::try_from(limits.http_max_response_bytes).unwrap_or(usize::MAX),
-            smtp_timeout_ms: limits.smtp_timeout_ms,
-            smtp_max_message_bytes: usize::try_from(limits.smtp_max_message_bytes).unwrap_or(usize::MAX),
-        },
+        limits: runtime_limits(&spec.limits),
+    }
+}
+
+/// A manifest entry's limits as the runtime takes them. Suspension is
+/// tracked in the database (see the module doc), not in the runtime's
+/// memory, so the runtime's own circuit breaker stays off.
+pub fn runtime_limits(limits: &crate::manifest::Limits) -> crate::runtime::Limits {
+    crate::runtime::Limits {
+        timeout_ms: limits.timeout_ms,
+        fuel: limits.fuel,
+        memory_mb: u32::try_from(limits.memory_mb).unwrap_or(u32::MAX),
+        stack_kb: u32::try_from(limits.stack_kb).unwrap_or(u32::MAX),
+        max_output_bytes: usize::try_from(limits.max_output_bytes).unwrap_or(usize::MAX),
+        max_log_bytes: usize::try_from(limits.max_log_bytes).unwrap_or(usize::MAX),
+        max_consecutive_failures: 0,
+        kv_max_bytes: limits.kv_max_bytes,
+        http_timeout_ms: limits.http_timeout_ms,
+        http_max_response_bytes: usize::try_from(limits.http_max_response_bytes).unwrap_or(usize::MAX),
+        smtp_timeout_ms: limits.smtp_timeout_ms,
+        smtp_max_message_bytes: usize::try_from(limits.smtp_max_message_bytes).unwrap_or(usize::MAX),
     }
 }
 

@@ -447,7 +447,7 @@ fn prepare(args: &RunArgs) -> Result<Prepared, UsageError> {
                         .join(", ")
                 ))
             })?;
-            limits = runtime_limits(&spec.limits);
+            limits = rapport::plugins::runtime_limits(&spec.limits);
             manifest_config = manifest
                 .tenant_plugin(&tenant, id)
                 .map(|(_, entry)| entry.config.clone());
@@ -524,26 +524,7 @@ fn prepare(args: &RunArgs) -> Result<Prepared, UsageError> {
 /// The manifest's defaults (tight on purpose), as runtime limits, so a
 /// plugin that passes here passes in a default manifest entry.
 fn manifest_default_limits() -> Limits {
-    runtime_limits(&rapport::manifest::Limits::default())
-}
-
-/// The same mapping the server applies to a manifest entry.
-fn runtime_limits(m: &rapport::manifest::Limits) -> Limits {
-    Limits {
-        timeout_ms: m.timeout_ms,
-        fuel: m.fuel,
-        memory_mb: u32::try_from(m.memory_mb).unwrap_or(u32::MAX),
-        stack_kb: u32::try_from(m.stack_kb).unwrap_or(u32::MAX),
-        max_output_bytes: usize::try_from(m.max_output_bytes).unwrap_or(usize::MAX),
-        max_log_bytes: usize::try_from(m.max_log_bytes).unwrap_or(usize::MAX),
-        // One call: no circuit breaker to trip.
-        max_consecutive_failures: 0,
-        kv_max_bytes: m.kv_max_bytes,
-        http_timeout_ms: m.http_timeout_ms,
-        http_max_response_bytes: usize::try_from(m.http_max_response_bytes).unwrap_or(usize::MAX),
-        smtp_timeout_ms: m.smtp_timeout_ms,
-        smtp_max_message_bytes: usize::try_from(m.smtp_max_message_bytes).unwrap_or(usize::MAX),
-    }
+    rapport::plugins::runtime_limits(&rapport::manifest::Limits::default())
 }
 
 async fn execute(args: &RunArgs, p: Prepared) -> Result<Report, UsageError> {

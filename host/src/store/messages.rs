@@ -895,32 +895,34 @@ impl Store {
     /// again, due at `next_at`, its attempt not counted. `error` (if any)
     /// becomes `last_error`. Fenced like [`Store::record_attempt`].
     pub async fn release_claim(&self, claim: &Claim, next_at: i64, error: Option<&str>) -> StoreResult<bool> {
-        let updated = sqlx::query(
-            "UPDATE messages SET status = 'pending', attempts = attempts - 1, next_attempt_at = $1, \
-             last_error = COALESCE($2, last_error), lease_owner = NULL, lease_expires_at = NULL, updated_at = $3 \
-             WHERE tenant_id = $4 AND id = $5 AND status = 'delivering' AND lease_owner = $6 AND attempts = $7",
-        )
-        .bind(next_at)
-        .bind(error.map(clip))
-        .bind(now_ms())
-        .bind(claim.tenant.as_str())
-        .bind(&claim.message.id)
-        .bind(&claim.node)
-        .bind(claim.attempt)
-        .execute(self.db().pool())
-        .await?;
-        Ok(updated.rows_affected() == 1)
+        self.unclaim(claim, MessageStatus::Pending, Some(next_at), error).await
     }
 
     /// Gives up on a claimed message without an attempt (e.g. no connector
     /// for its channel until its window closed): `dead`, with `error`.
     pub async fn kill_claim(&self, claim: &Claim, error: &str) -> StoreResult<bool> {
+        self.unclaim(claim, MessageStatus::Dead, None, Some(error)).await
+    }
+
+    /// Ends a claim without counting its attempt, fenced on the lease: the
+    /// message becomes `status`, due at `next_at` (kept when `None`), with
+    /// `error` (if any) as `last_error`.
+    async fn unclaim(
+        &self,
+        claim: &Claim,
+        status: MessageStatus,
+        next_at: Option<i64>,
+        error: Option<&str>,
+    ) -> StoreResult<bool> {
         let updated = sqlx::query(
-            "UPDATE messages SET status = 'dead', attempts = attempts - 1, last_error = $1, lease_owner = NULL, \
-             lease_expires_at = NULL, updated_at = $2 \
-             WHERE tenant_id = $3 AND id = $4 AND status = 'delivering' AND lease_owner = $5 AND attempts = $6",
+            "UPDATE messages SET status = $1, attempts = attempts - 1, \
+             next_attempt_at = COALESCE($2, next_attempt_at), last_error = COALESCE($3, last_error), \
+             lease_owner = NULL, lease_expires_at = NULL, updated_at = $4 \
+             WHERE tenant_id = $5 AND id = $6 AND status = 'delivering' AND lease_owner = $7 AND attempts = $8",
         )
-        .bind(clip(error))
+        .bind(status.as_str())
+        .bind(next_at)
+        .bind(error.map(clip))
         .bind(now_ms())
         .bind(claim.tenant.as_str())
         .bind(&claim.message.id)

@@ -504,7 +504,7 @@ impl Store {
                 let changes: Vec<super::triggers::ScoreChange> = chunk
                     .iter()
                     .filter_map(|s| {
-                        let before = previous.get(&(s.customer_id.as_str(), s.plugin_id.as_str()));
+                        let before = previous.get(&(s.customer_id.clone(), s.plugin_id.clone()));
                         // An older score than the stored one was not written.
                         match before {
                             Some((_, at)) if *at > s.computed_at => None,
@@ -1232,11 +1232,11 @@ fn unpack_interaction(record: &str) -> StoreResult<ScoringInteraction> {
 }
 
 /// The stored (value, computed_at) of each (customer, plugin) in `chunk`.
-async fn previous_scores<'a>(
+async fn previous_scores(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     t: &TenantId,
-    chunk: &[&'a NewScore],
-) -> StoreResult<HashMap<(&'a str, &'a str), (f64, i64)>> {
+    chunk: &[&NewScore],
+) -> StoreResult<HashMap<(String, String), (f64, i64)>> {
     let sql = format!(
         "SELECT customer_id, plugin_id, value, computed_at FROM customer_scores WHERE tenant_id = $1 \
          AND customer_id IN ({})",
@@ -1248,18 +1248,10 @@ async fn previous_scores<'a>(
     }
     let mut found = HashMap::new();
     for row in q.fetch_all(&mut **tx).await? {
-        let customer: String = row.try_get(0)?;
-        let plugin: String = row.try_get(1)?;
-        // Key by the chunk's own strings so the map borrows from it.
-        if let Some(s) = chunk
-            .iter()
-            .find(|s| s.customer_id == customer && s.plugin_id == plugin)
-        {
-            found.insert(
-                (s.customer_id.as_str(), s.plugin_id.as_str()),
-                (row.try_get::<f64, _>(2)?, row.try_get::<i64, _>(3)?),
-            );
-        }
+        found.insert(
+            (row.try_get(0)?, row.try_get(1)?),
+            (row.try_get::<f64, _>(2)?, row.try_get::<i64, _>(3)?),
+        );
     }
     Ok(found)
 }
