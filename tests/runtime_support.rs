@@ -124,13 +124,10 @@ pub fn product(sku: &str, price_minor: i64) -> Product {
     }
 }
 
+/// The compact history plugins receive, built from full records as the
+/// server builds it.
 pub fn history(customer: Customer, interactions: Vec<Interaction>) -> CustomerHistory {
-    CustomerHistory {
-        customer,
-        interactions,
-        truncated: false,
-        now: 1_750_000_000_000,
-    }
+    rapport::runtime::history::compact(customer, &interactions, false, 1_750_000_000_000)
 }
 
 /// Two tenants with disjoint customers and catalogues: `acme` (a-1, a-2;

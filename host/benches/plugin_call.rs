@@ -45,8 +45,10 @@ fn wasm_path() -> PathBuf {
     target.join("wasm32-wasip2/release/bench_scorer.wasm")
 }
 
+/// A customer with `n` purchases (every fourth without an amount), as
+/// the server hands it to a plugin: compacted by the host's history builder.
 fn history(n: usize) -> CustomerHistory {
-    let interactions = (0..n)
+    let interactions: Vec<Interaction> = (0..n)
         .map(|i| Interaction {
             id: format!("i{i}"),
             customer_id: "c1".into(),
@@ -61,20 +63,16 @@ fn history(n: usize) -> CustomerHistory {
             payload: "{}".into(),
         })
         .collect();
-    CustomerHistory {
-        customer: Customer {
-            id: "c1".into(),
-            external_id: "E1".into(),
-            name: Some("Ada".into()),
-            email: None,
-            phone: None,
-            attributes: "{}".into(),
-            created_at: 0,
-        },
-        interactions,
-        truncated: false,
-        now: 1_000_000,
-    }
+    let customer = Customer {
+        id: "c1".into(),
+        external_id: "E1".into(),
+        name: Some("Ada".into()),
+        email: None,
+        phone: None,
+        attributes: "{}".into(),
+        created_at: 0,
+    };
+    rapport::runtime::history::compact(customer, &interactions, false, 1_000_000)
 }
 
 fn setup() -> &'static Setup {
@@ -128,12 +126,7 @@ fn setup() -> &'static Setup {
 }
 
 fn native(input: &CustomerHistory) -> CustomerScore {
-    let value = model::bench_value(
-        input
-            .interactions
-            .iter()
-            .map(|i| i.amount.as_ref().map(|m| m.amount_minor)),
-    );
+    let value = model::bench_value(input.interactions.iter().map(|i| i.amount.as_ref().map(|m| m.minor)));
     CustomerScore {
         value,
         label: None,

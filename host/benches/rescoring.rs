@@ -44,6 +44,7 @@ use rapport::runtime::contract::inputs::{CustomerHistory, Purchase, PurchaseSumm
 use rapport::runtime::contract::scoring::CustomerScore;
 use rapport::runtime::contract::types::{Customer, Interaction, LineItem, Money};
 use rapport::runtime::fixture::FixtureServices;
+use rapport::runtime::history::{HistoryBuilder, compact};
 use rapport::runtime::{CallContext, Limits, Plugin, PluginDefinition, PluginKind, Runtime, RuntimeConfig};
 use rapport::store::TenantId;
 use rapport_plugin_rfm as rfm;
@@ -192,12 +193,13 @@ fn cdnow(now: i64) -> Dataset {
                 }
             })
             .collect();
-        histories.push(CustomerHistory {
-            customer: customer(customer_id, external.clone(), r#"{"source":"cdnow"}"#, created_at),
-            interactions,
-            truncated: false,
+        let interactions: Vec<Interaction> = interactions;
+        histories.push(compact(
+            customer(customer_id, external.clone(), r#"{"source":"cdnow"}"#, created_at),
+            &interactions,
+            false,
             now,
-        });
+        ));
     }
     Dataset {
         name: "CDNOW".into(),
@@ -279,17 +281,17 @@ fn synthetic_customer(i: usize) -> (CustomerHistory, PurchaseSummary) {
         created_at,
         purchases,
     };
-    let history = CustomerHistory {
-        customer: customer(
+    let history = compact(
+        customer(
             customer_id,
             format!("EXT{i:08}"),
             r#"{"source":"synthetic"}"#,
             created_at,
         ),
-        interactions,
-        truncated: false,
-        now: SYNTH_NOW,
-    };
+        &interactions,
+        false,
+        SYNTH_NOW,
+    );
     (history, summary)
 }
 
@@ -311,20 +313,11 @@ fn synthetic(customers: usize) -> Dataset {
 /// The component's `summary_values` (plugins/rfm/src/component.rs): a
 /// customer's window values from the raw purchases of their summary.
 fn summary_values(s: &PurchaseSummary, now: i64, config: &rfm::Config) -> Option<rfm::RfmValues> {
-    let history = rfm::History {
-        customer: s.customer_id.clone(),
-        interactions: s
-            .purchases
-            .iter()
-            .map(|p| rfm::Interaction {
-                kind: config.purchase_kind.clone(),
-                occurred_at: p.at,
-                amount_minor: Some(p.amount_minor),
-            })
-            .collect(),
+    rfm::RfmValues::from_purchases(
+        s.purchases.iter().map(|p| (p.at, Some(p.amount_minor))),
         now,
-    };
-    rfm::RfmValues::from_history(&history, config.window_days, &config.purchase_kind)
+        config.window_days,
+    )
 }
 
 /// The component's `fit`, natively: returns the model JSON (what the
@@ -352,20 +345,18 @@ fn native_score_batch(inputs: &[CustomerHistory], config_json: &str, model_json:
     inputs
         .iter()
         .map(|h| {
-            let history = rfm::History {
-                customer: h.customer.id.clone(),
-                interactions: h
-                    .interactions
+            // As the component reads its SDK history: the entries of the
+            // purchase kind, by time and amount, straight from the input.
+            let purchase = h.strings.iter().position(|s| *s == *config.purchase_kind);
+            let values = rfm::RfmValues::from_purchases(
+                h.interactions
                     .iter()
-                    .map(|i| rfm::Interaction {
-                        kind: i.kind.clone(),
-                        occurred_at: i.occurred_at,
-                        amount_minor: i.amount.as_ref().map(|m| m.amount_minor),
-                    })
-                    .collect(),
-                now: h.now,
-            };
-            let s = rfm::score_history(&model, &config, &history);
+                    .filter(|e| Some(e.kind as usize) == purchase)
+                    .map(|e| (e.occurred_at, e.amount.as_ref().map(|a| a.minor))),
+                h.now,
+                model.window_days,
+            );
+            let s = rfm::score(&model, values);
             CustomerScore {
                 value: f64::from(s.total()),
                 label: Some(s.cell.clone()),
@@ -486,28 +477,27 @@ fn context(config_json: &str) -> CallContext {
     }
 }
 
-/// The histories stripped of everything RFM does not read.
+/// The histories stripped of everything RFM does not read (customer
+/// strings, channels, line items and their SKUs): what a contract that
+/// sent only kind, time and amount would cost.
 fn lean(chunk: &[CustomerHistory]) -> Vec<CustomerHistory> {
     chunk
         .iter()
-        .map(|h| CustomerHistory {
-            customer: customer(String::new(), String::new(), "{}", 0),
-            interactions: h
-                .interactions
-                .iter()
-                .map(|i| Interaction {
-                    id: String::new(),
-                    customer_id: String::new(),
-                    kind: i.kind.clone(),
-                    channel: None,
-                    occurred_at: i.occurred_at,
-                    amount: i.amount.clone(),
-                    items: Vec::new(),
-                    payload: "{}".into(),
-                })
-                .collect(),
-            truncated: h.truncated,
-            now: h.now,
+        .map(|h| {
+            let mut builder = HistoryBuilder::with_capacity(h.interactions.len());
+            for e in &h.interactions {
+                builder.push(
+                    &h.strings[e.kind as usize],
+                    None,
+                    e.occurred_at,
+                    e.amount
+                        .as_ref()
+                        .map(|a| (h.strings[a.currency as usize].as_str(), a.minor)),
+                    [],
+                    "{}",
+                );
+            }
+            builder.finish(customer(String::new(), String::new(), "{}", 0), h.truncated, h.now)
         })
         .collect()
 }

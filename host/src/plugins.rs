@@ -32,6 +32,7 @@ use crate::manifest::effective::{EffectivePlugin, effective_plugin, effective_pl
 use crate::manifest::{ManifestHandle, PluginKind, PluginSpec};
 use crate::runtime::contract::inputs::CustomerHistory;
 use crate::runtime::contract::types;
+use crate::runtime::history::HistoryBuilder;
 use crate::runtime::{CallContext, CallError, CallReport, Plugin, PluginDefinition, Runtime, RuntimeConfig};
 use crate::store::interactions::TimelineFilter;
 use crate::store::{Store, StoreError, StoreResult, TenantId, now_ms};
@@ -336,7 +337,7 @@ impl PluginService {
     /// first, as plugins receive them.
     pub async fn customer_history(&self, tenant: &TenantId, customer_id: &str) -> StoreResult<CustomerHistory> {
         let customer = self.store.get_customer(tenant, customer_id).await?;
-        let mut interactions = Vec::new();
+        let mut interactions: Vec<crate::store::interactions::Interaction> = Vec::new();
         let mut cursor = None;
         let mut truncated = false;
         loop {
@@ -346,7 +347,7 @@ impl PluginService {
                 ..Default::default()
             };
             let page = self.store.customer_timeline(tenant, customer_id, filter).await?;
-            interactions.extend(page.items.into_iter().map(store_services::interaction_to_guest));
+            interactions.extend(page.items);
             if interactions.len() >= MAX_HISTORY {
                 truncated = page.next_cursor.is_some() || interactions.len() > MAX_HISTORY;
                 interactions.truncate(MAX_HISTORY);
@@ -357,13 +358,12 @@ impl PluginService {
                 None => break,
             }
         }
-        interactions.reverse();
-        Ok(CustomerHistory {
-            customer: store_services::customer_to_guest(customer),
-            interactions,
-            truncated,
-            now: now_ms(),
-        })
+        // The timeline is newest first; histories are oldest first.
+        let mut builder = HistoryBuilder::with_capacity(interactions.len());
+        for i in interactions.into_iter().rev() {
+            builder.push_interaction(&store_services::interaction_to_guest(i));
+        }
+        Ok(builder.finish(store_services::customer_to_guest(customer), truncated, now_ms()))
     }
 
     /// Runs the tenant's active scoring plugins (or just `only`) on one

@@ -54,6 +54,7 @@
 pub mod capabilities;
 pub mod contract_v0_1_0;
 pub mod fixture;
+pub mod history;
 mod host_state;
 mod imports;
 mod output;

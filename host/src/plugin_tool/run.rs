@@ -28,8 +28,9 @@ use rapport::runtime::contract::channel::{InboundRequest, Message};
 use rapport::runtime::contract::cross_selling::RecommendRequest;
 use rapport::runtime::contract::inputs::{CustomerHistory, PurchaseSummary};
 use rapport::runtime::contract::rewards::InteractionContext;
-use rapport::runtime::contract::types::{LoyaltyAccount, Reward, Tier};
+use rapport::runtime::contract::types::{LineItem, LoyaltyAccount, Reward, Tier};
 use rapport::runtime::fixture::{FixtureData, FixtureServices};
+use rapport::runtime::history::FullHistory;
 use rapport::runtime::{
     CallContext, CallError, CallReport, Capability, Limits, LogLine, PluginDefinition, PluginKind, Runtime,
     RuntimeConfig,
@@ -156,6 +157,18 @@ struct ScoringFitInput {
     now: i64,
 }
 
+/// `recommend`'s request with the history written in full (interactions
+/// as records, as people write them); the tool compacts it as the server
+/// does.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FullRecommendRequest {
+    history: FullHistory,
+    #[serde(default)]
+    basket: Option<Vec<LineItem>>,
+    limit: u32,
+}
+
 /// `fit` of a cross-sell plugin.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -226,8 +239,13 @@ fn parse_input(export: Export, kind: PluginKind, input: Value) -> Result<CallInp
             .map_err(|e| UsageError::Invalid(format!("call.input for `{}` must be {what}: {e}", export.name())))
     }
     Ok(match export {
-        Export::Score => CallInput::Score(typed(export, "a customer-history", input)?),
-        Export::ScoreBatch => CallInput::ScoreBatch(typed(export, "a list of customer-history", input)?),
+        Export::Score => CallInput::Score(typed::<FullHistory>(export, "a customer-history", input)?.compact()),
+        Export::ScoreBatch => CallInput::ScoreBatch(
+            typed::<Vec<FullHistory>>(export, "a list of customer-history", input)?
+                .iter()
+                .map(FullHistory::compact)
+                .collect(),
+        ),
         Export::Fit if kind == PluginKind::CrossSell => {
             CallInput::BasketsFit(typed(export, "{\"baskets\": [[sku, ...], ...]}", input)?)
         }
@@ -236,7 +254,14 @@ fn parse_input(export: Export, kind: PluginKind, input: Value) -> Result<CallInp
             "{\"population\": [purchase-summary, ...], \"now\": timestamp}",
             input,
         )?),
-        Export::Recommend => CallInput::Recommend(typed(export, "a recommend-request", input)?),
+        Export::Recommend => {
+            let r: FullRecommendRequest = typed(export, "a recommend-request", input)?;
+            CallInput::Recommend(RecommendRequest {
+                history: r.history.compact(),
+                basket: r.basket,
+                limit: r.limit,
+            })
+        }
         Export::OnInteraction => CallInput::OnInteraction(typed(export, "an interaction-context", input)?),
         Export::Redeemable => CallInput::Redeemable(typed(
             export,

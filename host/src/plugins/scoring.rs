@@ -38,6 +38,7 @@ use crate::manifest::effective::EffectivePlugin;
 use crate::runtime::contract::inputs::{CustomerHistory, Purchase, PurchaseSummary};
 use crate::runtime::contract::scoring::CustomerScore;
 use crate::runtime::contract::types;
+use crate::runtime::history::{HistoryBuilder, ItemParts};
 use crate::store::scores::{NewScore, PopulationMember, ScoringHistory, ScoringJob};
 use crate::store::{StoreError, StoreResult, TenantId, now_ms};
 
@@ -95,54 +96,42 @@ pub type ProgressFn<'a> = &'a (dyn Fn(i64, i64) + Send + Sync);
 /// a past date), interactions after it are left out, so the plugin sees the
 /// customer as they were then, not just an earlier clock.
 fn history_to_guest(h: ScoringHistory, now: i64, as_of: Option<i64>) -> CustomerHistory {
-    let customer_id = h.customer.id.clone();
-    CustomerHistory {
-        customer: types::Customer {
-            id: h.customer.id,
-            external_id: h.customer.external_id,
-            name: h.customer.name,
-            email: h.customer.email,
-            phone: h.customer.phone,
-            attributes: h.customer.attributes,
-            created_at: h.customer.created_at,
-        },
-        interactions: h
-            .interactions
-            .into_iter()
-            .filter(|i| as_of.is_none_or(|cutoff| i.occurred_at <= cutoff))
-            .map(|i| {
-                // Items are priced in the interaction's currency; ingest
-                // never stores items without one, "XXX" is only a fallback.
-                let currency = i.currency.clone().unwrap_or_else(|| "XXX".to_string());
-                types::Interaction {
-                    id: i.id,
-                    customer_id: customer_id.clone(),
-                    kind: i.kind,
-                    channel: i.channel,
-                    occurred_at: i.occurred_at,
-                    amount: match (i.amount_minor, i.currency) {
-                        (Some(amount_minor), Some(currency)) => Some(types::Money { currency, amount_minor }),
-                        _ => None,
-                    },
-                    items: i
-                        .items
-                        .into_iter()
-                        .map(|item| types::LineItem {
-                            sku: item.sku,
-                            quantity: item.quantity,
-                            unit_price: types::Money {
-                                currency: currency.clone(),
-                                amount_minor: item.unit_price_minor,
-                            },
-                        })
-                        .collect(),
-                    payload: i.payload,
-                }
-            })
-            .collect(),
-        truncated: h.truncated,
-        now,
+    let mut builder = HistoryBuilder::with_capacity(h.interactions.len());
+    for i in h
+        .interactions
+        .iter()
+        .filter(|i| as_of.is_none_or(|cutoff| i.occurred_at <= cutoff))
+    {
+        // Items are priced in the interaction's currency; ingest never
+        // stores items without one, "XXX" is only a fallback.
+        let currency = i.currency.as_deref().unwrap_or("XXX");
+        builder.push(
+            &i.kind,
+            i.channel.as_deref(),
+            i.occurred_at,
+            match (i.amount_minor, i.currency.as_deref()) {
+                (Some(minor), Some(currency)) => Some((currency, minor)),
+                _ => None,
+            },
+            i.items.iter().map(|item| ItemParts {
+                sku: &item.sku,
+                quantity: item.quantity,
+                currency,
+                unit_price_minor: item.unit_price_minor,
+            }),
+            &i.payload,
+        );
     }
+    let customer = types::Customer {
+        id: h.customer.id,
+        external_id: h.customer.external_id,
+        name: h.customer.name,
+        email: h.customer.email,
+        phone: h.customer.phone,
+        attributes: h.customer.attributes,
+        created_at: h.customer.created_at,
+    };
+    builder.finish(customer, h.truncated, now)
 }
 
 /// The population as of `as_of`: later purchases had not happened yet.

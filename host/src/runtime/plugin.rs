@@ -15,6 +15,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use wasmtime::component::{InstancePre, Linker};
@@ -786,10 +787,19 @@ impl Session<'_> {
 
 /// Bounds time spent awaiting host services (the epoch callback bounds
 /// time spent in guest code).
+///
+/// The timer is armed only if the call actually waits: most calls (pure
+/// compute, a warm scoring call) finish on their first poll, and
+/// registering a tokio timer for them was a measurable part of a call.
 async fn within<T>(
     deadline: Instant,
     fut: impl std::future::Future<Output = wasmtime::Result<T>>,
 ) -> wasmtime::Result<T> {
+    let mut fut = std::pin::pin!(fut);
+    let first = std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await;
+    if let Poll::Ready(result) = first {
+        return result;
+    }
     // Outside a tokio runtime (load's type check from synchronous code)
     // there is no timer; the epoch deadline still bounds guest code, and no
     // host service is awaited there.

@@ -17,8 +17,7 @@
 use rapport_plugin_sdk::{self as sdk, PluginError, PurchaseSummary as SdkSummary, Score, ScoringRule, kv};
 
 use crate::fit::fit;
-use crate::input::{History, Interaction};
-use crate::score::{ChurnError, Config, FittedModel, score_history};
+use crate::score::{ChurnError, Config, FittedModel, score_purchase_times};
 use crate::summary::{CustomerSummary, summarise_purchases};
 
 /// The kv key holding the [`FittedModel`] (JSON).
@@ -49,24 +48,29 @@ fn load_model() -> Result<FittedModel, PluginError> {
     FittedModel::from_json(&text).map_err(plugin_error)
 }
 
-fn history(input: &sdk::History) -> History {
-    History {
-        customer: input.customer.id.clone(),
-        interactions: input
+/// The customer's purchase times from the SDK's history, into `times`
+/// (cleared first; a batch reuses one buffer). Nothing is built or
+/// allocated per interaction: a kind comparison is a short byte comparison.
+fn purchase_times(input: &sdk::History, config: &Config, times: &mut Vec<i64>) {
+    let kind = config.purchase_kind.as_str();
+    times.clear();
+    times.extend(
+        input
             .interactions
             .iter()
-            .map(|i| Interaction {
-                kind: i.kind.clone(),
-                occurred_at: i.occurred_at,
-                amount_minor: i.amount.as_ref().map(|m| m.amount_minor),
-            })
-            .collect(),
-        now: input.now,
-    }
+            .filter(|e| e.kind == kind)
+            .map(|e| e.occurred_at),
+    );
 }
 
-fn to_score(model: &FittedModel, config: &Config, input: &sdk::History) -> Result<Score, PluginError> {
-    let s = score_history(model, config, &history(input)).map_err(plugin_error)?;
+fn to_score(
+    model: &FittedModel,
+    config: &Config,
+    input: &sdk::History,
+    times: &mut Vec<i64>,
+) -> Result<Score, PluginError> {
+    purchase_times(input, config, times);
+    let s = score_purchase_times(model, config, &input.customer.id, times, input.now).map_err(plugin_error)?;
     Ok(Score {
         value: s.churn_risk,
         label: Some(s.risk.to_owned()),
@@ -86,14 +90,20 @@ impl ScoringRule for ChurnPlugin {
     fn score(input: &sdk::History) -> Result<Score, PluginError> {
         let config = load_config()?;
         let model = load_model()?;
-        to_score(&model, &config, input)
+        to_score(&model, &config, input, &mut Vec::new())
     }
 
     fn score_batch(inputs: &[sdk::History]) -> Vec<Result<Score, PluginError>> {
         // Config and model once per batch; if either fails, every item
         // fails the same way (one result per input).
         match load_config().and_then(|config| Ok((config, load_model()?))) {
-            Ok((config, model)) => inputs.iter().map(|input| to_score(&model, &config, input)).collect(),
+            Ok((config, model)) => {
+                let mut times = Vec::new();
+                inputs
+                    .iter()
+                    .map(|input| to_score(&model, &config, input, &mut times))
+                    .collect()
+            }
             Err(err) => inputs.iter().map(|_| Err(err.clone())).collect(),
         }
     }
@@ -131,7 +141,7 @@ impl ScoringRule for ChurnPlugin {
 mod tests {
     use super::*;
     use crate::summary::MS_PER_DAY;
-    use rapport_plugin_sdk::{Customer, Money, Purchase, testing};
+    use rapport_plugin_sdk::{Customer, HistoryEntry, Purchase, testing};
     use std::collections::BTreeMap;
 
     fn customer(id: &str) -> Customer {
@@ -147,24 +157,9 @@ mod tests {
     }
 
     fn history(id: &str, days: &[i64], now: i64) -> sdk::History {
-        sdk::History {
-            customer: customer(id),
-            interactions: days
-                .iter()
-                .map(|d| sdk::Interaction {
-                    id: format!("{id}-{d}"),
-                    customer_id: id.into(),
-                    kind: "purchase".into(),
-                    channel: None,
-                    occurred_at: d * MS_PER_DAY,
-                    amount: Some(Money::new("USD", 1000)),
-                    items: vec![],
-                    payload: serde_json::json!({}),
-                })
-                .collect(),
-            truncated: false,
-            now,
-        }
+        sdk::History::new(customer(id), now)
+            .with_entry(HistoryEntry::new("email_open", 0).with_channel("email"))
+            .with_entries(days.iter().map(|d| HistoryEntry::purchase(d * MS_PER_DAY, "USD", 1000)))
     }
 
     #[test]

@@ -2,14 +2,17 @@
 //! that the business logic is testable natively and the binding layer
 //! converts the generated types field by field.
 
+use rapport_plugin_sdk::Name;
 use serde::{Deserialize, Serialize};
 
-/// One entry of a customer's contact history (WIT `interaction`, reduced to
-/// what scoring needs). Times are milliseconds since the Unix epoch, UTC.
+/// One entry of a customer's contact history (WIT `history-entry`, reduced
+/// to what scoring needs). Times are milliseconds since the Unix epoch, UTC.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Interaction {
-    /// `purchase`, `visit`, ...; only purchases count for BG/NBD.
-    pub kind: String,
+    /// `purchase`, `visit`, ...; only purchases count for BG/NBD. A shared
+    /// string (the SDK's [`Name`]): cloning it per interaction costs no
+    /// allocation. `"purchase".into()` builds one.
+    pub kind: Name,
     pub occurred_at: i64,
     /// The amount in minor units, when the interaction carries one.
     pub amount_minor: Option<i64>,

@@ -6,13 +6,17 @@
 //! purchase they drop out with probability p (p ~ Beta(a, b)).
 //!
 //! The crate is plain Rust with no WebAssembly bindings so that it is tested
-//! natively; the guest binding layer converts the WIT records 1:1 into the
-//! types of [`input`] and calls [`fit_population`] / [`score_history`].
+//! natively. The component layer ([`component`]) takes each customer's
+//! purchase times straight from the SDK's history to
+//! [`score_purchase_times`] (no per-interaction copy); [`History`] /
+//! [`Interaction`] and [`score_history`] are the same rule over this
+//! crate's own history type (native callers, tests), an interaction's
+//! `kind` being a shared [`Name`] (re-exported from the SDK).
 //!
 //! - [`summary`]: turns purchase timestamps into the model's sufficient
 //!   statistics (x, t_x, T).
 //! - [`model`]: the likelihood, P(alive) and conditional expectations.
-//! - [`fit`]: maximum-likelihood fit of (r, α, a, b).
+//! - [`fit`](mod@fit): maximum-likelihood fit of (r, α, a, b).
 //! - [`score`]: configuration, the stored model and per-customer scores.
 
 pub mod component;
@@ -26,5 +30,6 @@ pub mod summary;
 pub use fit::{FitError, FitReport, fit};
 pub use input::{History, Interaction, PurchaseSummary};
 pub use model::{ModelError, Params};
-pub use score::{ChurnError, ChurnScore, Config, FittedModel, fit_population, score_history};
+pub use rapport_plugin_sdk::Name;
+pub use score::{ChurnError, ChurnScore, Config, FittedModel, fit_population, score_history, score_purchase_times};
 pub use summary::{CustomerSummary, MS_PER_DAY, summarise_aggregate, summarise_purchases};

@@ -5,8 +5,10 @@
 //! Flow: the host's batch job calls `fit` with every customer's
 //! [`PurchaseSummary`]; [`fit_population`] returns a [`FittedModel`] that
 //! the binding stores as JSON in the plugin's key-value store. `score` then
-//! loads it and calls [`score_history`] per customer.
+//! loads it and calls [`score_purchase_times`] per customer (the rule of
+//! [`score_history`], over the purchase times of the SDK's history).
 
+use rapport_plugin_sdk::Name;
 use serde::{Deserialize, Serialize};
 
 use crate::fit::{FitError, fit};
@@ -25,8 +27,10 @@ pub struct Config {
     /// Horizon of the expected-purchases forecast, in time units: 52 (one
     /// year of weeks) by default.
     pub horizon_periods: f64,
-    /// The interaction kind that counts as a purchase.
-    pub purchase_kind: String,
+    /// The interaction kind that counts as a purchase (a shared string, so
+    /// that building [`crate::Interaction`]s of this kind does not
+    /// allocate).
+    pub purchase_kind: Name,
     /// P(alive) below this is "high" churn risk (default 0.3).
     pub high_risk_below: f64,
     /// P(alive) at or above this is "low" churn risk (default 0.7); in
@@ -39,7 +43,7 @@ impl Default for Config {
         Config {
             time_unit_days: 7.0,
             horizon_periods: 52.0,
-            purchase_kind: "purchase".to_owned(),
+            purchase_kind: Name::from("purchase"),
             high_risk_below: 0.3,
             low_risk_from: 0.7,
         }
@@ -211,15 +215,29 @@ pub fn fit_population(population: &[PurchaseSummary], now: i64, config: &Config)
 /// `config.horizon_periods` of `config.time_unit_days`, converted to the
 /// model's unit if the configuration changed since the fit.
 pub fn score_history(model: &FittedModel, config: &Config, history: &History) -> Result<ChurnScore, ChurnError> {
-    config.validate()?;
     let times: Vec<i64> = history
         .interactions
         .iter()
         .filter(|i| i.kind == config.purchase_kind)
         .map(|i| i.occurred_at)
         .collect();
-    let summary = summarise_purchases(&times, history.now, model.time_unit_days)
-        .ok_or_else(|| ChurnError::NoPurchases(history.customer.clone()))?;
+    score_purchase_times(model, config, &history.customer, &times, history.now)
+}
+
+/// [`score_history`] from the customer's purchase times (epoch ms, any
+/// order) up to `now`: what the component calls on the SDK's history,
+/// without building a [`History`] per customer. `customer` (the id) only
+/// names them in the error when there is no purchase.
+pub fn score_purchase_times(
+    model: &FittedModel,
+    config: &Config,
+    customer: &str,
+    purchase_times_ms: &[i64],
+    now: i64,
+) -> Result<ChurnScore, ChurnError> {
+    config.validate()?;
+    let summary = summarise_purchases(purchase_times_ms, now, model.time_unit_days)
+        .ok_or_else(|| ChurnError::NoPurchases(customer.to_owned()))?;
     let horizon = config.horizon_periods * config.time_unit_days / model.time_unit_days;
     let p_alive = model.params.p_alive(&summary)?;
     let expected_purchases = model.params.conditional_expected_purchases(horizon, &summary)?;

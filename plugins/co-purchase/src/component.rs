@@ -73,7 +73,7 @@ impl CrossSell for CoPurchasePlugin {
 #[cfg(all(test, not(target_arch = "wasm32")))]
 mod tests {
     use super::*;
-    use rapport_plugin_sdk::{Customer, History, Interaction, LineItem, Money, testing};
+    use rapport_plugin_sdk::{Customer, History, HistoryEntry, LineItem, Money, testing};
 
     fn item(sku: &str) -> LineItem {
         LineItem {
@@ -83,31 +83,18 @@ mod tests {
         }
     }
 
+    /// A customer who bought `owned` in one purchase (and opened an email,
+    /// whose items would not count).
     fn request(owned: &[&str], basket: Option<&[&str]>, limit: u32) -> RecommendRequest {
+        let purchase = owned.iter().fold(
+            HistoryEntry::purchase(0, "USD", 100 * owned.len() as i64),
+            |entry, sku| entry.with_item(*sku, 1, 100),
+        );
+        let opened = HistoryEntry::new("email_open", 1).with_item("Z", 1, 0);
         RecommendRequest {
-            history: History {
-                customer: Customer {
-                    id: "c".into(),
-                    external_id: "c".into(),
-                    name: None,
-                    email: None,
-                    phone: None,
-                    attributes: serde_json::json!({}),
-                    created_at: 0,
-                },
-                interactions: vec![Interaction {
-                    id: "i".into(),
-                    customer_id: "c".into(),
-                    kind: "purchase".into(),
-                    channel: None,
-                    occurred_at: 0,
-                    amount: None,
-                    items: owned.iter().map(|s| item(s)).collect(),
-                    payload: serde_json::json!({}),
-                }],
-                truncated: false,
-                now: 1,
-            },
+            history: History::new(Customer::new("c"), 2)
+                .with_entry(purchase)
+                .with_entry(opened),
             basket: basket.map(|b| b.iter().map(|s| item(s)).collect()),
             limit,
         }

@@ -5,9 +5,15 @@ build.sh); it implements the `scoring` interface of rapport:crm@0.1.0.
 
 An engagement score from the customer's purchase history:
 
-- n = interactions of kind "purchase"; spend = their summed amount-minor
-  (purchases without an amount add 0; currencies are not converted);
-  days = whole days between the last purchase and the host's `now`.
+- n = interactions of kind "purchase"; spend = their summed amount
+  (`amount.minor`; purchases without an amount add 0; currencies are not
+  converted); days = whole days between the last purchase and the host's
+  `now`.
+- The history is compact (WIT `customer-history`): an entry's kind is an
+  index into `history.strings`, which holds each distinct kind, channel,
+  currency code and SKU once. So "purchase" is looked up there once and
+  entries are matched by number (`history.strings[entry.kind]` is the
+  kind's text).
 - recent = days <= `recent_days` (tenant config, default 90).
 - value = 10 * n + spend // 1000 + (20 if recent else 0).
 - label = "hot" (recent and n >= 2), "warm" (recent), "cold" (older
@@ -54,10 +60,20 @@ def recent_days(config_json):
     return days
 
 
+def string_index(history, text):
+    """The index of `text` in the history's strings, or None if no entry
+    refers to it (each distinct string is there once)."""
+    try:
+        return history.strings.index(text)
+    except ValueError:
+        return None
+
+
 def score_one(history, window):
-    purchases = [i for i in history.interactions if i.kind == "purchase"]
+    purchase = string_index(history, "purchase")
+    purchases = [e for e in history.interactions if e.kind == purchase]
     n = len(purchases)
-    spend = sum(p.amount.amount_minor for p in purchases if p.amount is not None)
+    spend = sum(p.amount.minor for p in purchases if p.amount is not None)
     if n == 0:
         days = None
     else:

@@ -13,8 +13,7 @@
 
 use rapport_plugin_sdk::{self as sdk, PluginError, PurchaseSummary as SdkSummary, Score, ScoringRule, kv};
 
-use crate::input::{History, Interaction};
-use crate::score::{Config, RfmError, RfmModel, fit, score_history};
+use crate::score::{Config, RfmError, RfmModel, fit, score};
 use crate::values::RfmValues;
 
 /// The kv key holding the fitted [`RfmModel`] (JSON).
@@ -43,46 +42,38 @@ fn load_model() -> Result<RfmModel, PluginError> {
     RfmModel::from_json(&text).map_err(plugin_error)
 }
 
-/// The crate's history from the SDK's: kind, time and amount of each
-/// interaction.
-fn history(input: &sdk::History) -> History {
-    History {
-        customer: input.customer.id.clone(),
-        interactions: input
+/// A customer's values over the model's window ending at `input.now`,
+/// straight from the SDK's history: its entries of the purchase kind, by
+/// time and amount. Nothing is built or allocated per interaction (a
+/// kind comparison is a short byte comparison), so scoring costs what the
+/// arithmetic costs. The same rule as [`crate::score_history`] over
+/// [`crate::History`].
+fn history_values(input: &sdk::History, window_days: u32, config: &Config) -> Option<RfmValues> {
+    let kind = config.purchase_kind.as_str();
+    RfmValues::from_purchases(
+        input
             .interactions
             .iter()
-            .map(|i| Interaction {
-                kind: i.kind.clone(),
-                occurred_at: i.occurred_at,
-                amount_minor: i.amount.as_ref().map(|m| m.amount_minor),
-            })
-            .collect(),
-        now: input.now,
-    }
+            .filter(|e| e.kind == kind)
+            .map(|e| (e.occurred_at, e.amount.as_ref().map(|a| a.minor))),
+        input.now,
+        window_days,
+    )
 }
 
 /// A customer's values over the window ending at `now`, from the raw
 /// purchases of their summary (every summary purchase is a purchase; the
 /// amounts are summed as given, whatever the currency).
 fn summary_values(summary: &SdkSummary, now: i64, config: &Config) -> Option<RfmValues> {
-    let history = History {
-        customer: summary.customer_id.clone(),
-        interactions: summary
-            .purchases
-            .iter()
-            .map(|p| Interaction {
-                kind: config.purchase_kind.clone(),
-                occurred_at: p.at,
-                amount_minor: Some(p.amount_minor),
-            })
-            .collect(),
+    RfmValues::from_purchases(
+        summary.purchases.iter().map(|p| (p.at, Some(p.amount_minor))),
         now,
-    };
-    RfmValues::from_history(&history, config.window_days, &config.purchase_kind)
+        config.window_days,
+    )
 }
 
 fn to_score(model: &RfmModel, config: &Config, input: &sdk::History) -> Score {
-    let s = score_history(model, config, &history(input));
+    let s = score(model, history_values(input, model.window_days, config));
     Score {
         value: f64::from(s.total()),
         label: Some(s.cell.clone()),
@@ -132,7 +123,7 @@ impl ScoringRule for RfmPlugin {
 mod tests {
     use super::*;
     use crate::values::MS_PER_DAY;
-    use rapport_plugin_sdk::{Customer, Money, Purchase, testing};
+    use rapport_plugin_sdk::{Customer, HistoryEntry, Purchase, testing};
 
     const DAY: i64 = MS_PER_DAY;
     const NOW: i64 = 10_000 * DAY;
@@ -197,32 +188,13 @@ mod tests {
     }
 
     fn history(purchases: &[(i64, i64)]) -> sdk::History {
-        sdk::History {
-            customer: Customer {
-                id: "x".into(),
-                external_id: "ext-x".into(),
-                name: None,
-                email: None,
-                phone: None,
-                attributes: serde_json::json!({}),
-                created_at: 0,
-            },
-            interactions: purchases
-                .iter()
-                .map(|&(days_ago, amount)| sdk::Interaction {
-                    id: format!("i{days_ago}"),
-                    customer_id: "x".into(),
-                    kind: "purchase".into(),
-                    channel: None,
-                    occurred_at: NOW - days_ago * DAY,
-                    amount: Some(Money::new("USD", amount)),
-                    items: vec![],
-                    payload: serde_json::json!({}),
-                })
-                .collect(),
-            truncated: false,
-            now: NOW,
-        }
+        sdk::History::new(Customer::new("x"), NOW)
+            .with_entry(HistoryEntry::new("visit", NOW - DAY))
+            .with_entries(
+                purchases
+                    .iter()
+                    .map(|&(days_ago, amount)| HistoryEntry::purchase(NOW - days_ago * DAY, "USD", amount)),
+            )
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! binding stores as JSON in the plugin's key-value store. `score` then
 //! loads it and calls [`score_history`] per customer.
 
+use rapport_plugin_sdk::Name;
 use serde::{Deserialize, Serialize};
 
 use crate::input::{History, PurchaseSummary};
@@ -23,15 +24,17 @@ pub struct Config {
     /// 365). Takes effect at the next fit: scoring uses the window the
     /// model was fitted with, so values and thresholds stay comparable.
     pub window_days: u32,
-    /// The interaction kind that counts as a purchase.
-    pub purchase_kind: String,
+    /// The interaction kind that counts as a purchase (a shared string,
+    /// so that building [`crate::Interaction`]s of this kind does not
+    /// allocate).
+    pub purchase_kind: Name,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Config {
             window_days: 365,
-            purchase_kind: "purchase".to_owned(),
+            purchase_kind: Name::from("purchase"),
         }
     }
 }

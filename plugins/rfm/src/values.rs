@@ -32,20 +32,42 @@ impl RfmValues {
     /// `purchase_kind` with `now - window < occurred_at <= now`. `None`
     /// without a purchase in the window.
     pub fn from_history(history: &History, window_days: u32, purchase_kind: &str) -> Option<Self> {
-        let start = window_start(history.now, window_days);
+        Self::from_purchases(
+            history
+                .interactions
+                .iter()
+                .filter(|i| i.kind == purchase_kind)
+                .map(|i| (i.occurred_at, i.amount_minor)),
+            history.now,
+            window_days,
+        )
+    }
+
+    /// The values from a customer's purchases, each `(occurred_at,
+    /// amount_minor)`, in any order: those with `now - window <
+    /// occurred_at <= now` count. `None` without a purchase in the window.
+    /// [`RfmValues::from_history`] is this over the history's purchases;
+    /// the component calls it on the SDK's history and on fit summaries
+    /// directly, so that no intermediate history is built per customer.
+    pub fn from_purchases(
+        purchases: impl IntoIterator<Item = (i64, Option<i64>)>,
+        now: i64,
+        window_days: u32,
+    ) -> Option<Self> {
+        let start = window_start(now, window_days);
         let mut last: Option<i64> = None;
         let mut frequency: u32 = 0;
         let mut monetary: i64 = 0;
-        for i in &history.interactions {
-            if i.kind != purchase_kind || i.occurred_at <= start || i.occurred_at > history.now {
+        for (at, amount_minor) in purchases {
+            if at <= start || at > now {
                 continue;
             }
-            last = Some(last.map_or(i.occurred_at, |l| l.max(i.occurred_at)));
+            last = Some(last.map_or(at, |l| l.max(at)));
             frequency = frequency.saturating_add(1);
-            monetary = monetary.saturating_add(i.amount_minor.unwrap_or(0));
+            monetary = monetary.saturating_add(amount_minor.unwrap_or(0));
         }
         Some(RfmValues {
-            recency_days: (history.now - last?).div_euclid(MS_PER_DAY),
+            recency_days: (now - last?).div_euclid(MS_PER_DAY),
             frequency,
             monetary_minor: monetary,
         })

@@ -5,6 +5,7 @@
 //! macros (`export_scoring_rule!`, ...) export these adapters.
 
 use std::marker::PhantomData;
+use std::sync::Arc;
 
 use crate::bindings::channel_connector::exports::rapport::crm::channel as wit_channel;
 use crate::bindings::cross_sell::exports::rapport::crm::cross_selling as wit_cross;
@@ -12,6 +13,7 @@ use crate::bindings::reward_scheme::exports::rapport::crm::rewards as wit_reward
 use crate::bindings::scoring_rule::exports::rapport::crm::scoring as wit_scoring;
 use crate::bindings::scoring_rule::rapport::crm::inputs as wit_inputs;
 use crate::bindings::scoring_rule::rapport::crm::types as wit;
+use crate::history::{WireStrings, wire_items};
 use crate::traits::{ChannelConnector, CrossSell, RewardScheme, ScoringRule};
 use crate::types::*;
 
@@ -166,15 +168,53 @@ impl From<PluginError> for wit::PluginError {
     }
 }
 
-impl From<wit_inputs::CustomerHistory> for History {
-    fn from(h: wit_inputs::CustomerHistory) -> Self {
-        History {
-            customer: h.customer.into(),
-            interactions: h.interactions.into_iter().map(Into::into).collect(),
-            truncated: h.truncated,
-            now: h.now,
-        }
+/// The SDK history from the compact wire one: one [`Name`] per entry of
+/// `strings` (allocated once, then shared by every field that refers to
+/// it), one allocation for all line items (each entry's `items` is a
+/// window on it), one for the entries; a payload is parsed only when the
+/// host sent one. An index out of range is `invalid-input`, never a panic.
+fn history_in(h: wit_inputs::CustomerHistory) -> Result<History, PluginError> {
+    let strings = WireStrings::new(h.strings);
+    let mut items = Vec::with_capacity(h.items.len());
+    for (n, item) in h.items.into_iter().enumerate() {
+        items.push(EntryItem {
+            sku: strings.get(item.sku, || format!("item {n} sku"))?,
+            quantity: item.quantity,
+            unit_price: Amount {
+                currency: strings.get(item.currency, || format!("item {n} currency"))?,
+                minor: item.unit_price_minor,
+            },
+        });
     }
+    let items: Arc<[EntryItem]> = Arc::from(items);
+    let mut interactions = Vec::with_capacity(h.interactions.len());
+    for (n, e) in h.interactions.into_iter().enumerate() {
+        let channel = match e.channel {
+            Some(c) => Some(strings.get(c, || format!("entry {n} channel"))?),
+            None => None,
+        };
+        let amount = match e.amount {
+            Some(a) => Some(Amount {
+                currency: strings.get(a.currency, || format!("entry {n} amount currency"))?,
+                minor: a.minor,
+            }),
+            None => None,
+        };
+        interactions.push(HistoryEntry {
+            kind: strings.get(e.kind, || format!("entry {n} kind"))?,
+            channel,
+            occurred_at: e.occurred_at,
+            amount,
+            items: wire_items(&items, e.first_item, e.item_count, n)?,
+            payload: e.payload.map(json_in),
+        });
+    }
+    Ok(History {
+        customer: h.customer.into(),
+        interactions,
+        truncated: h.truncated,
+        now: h.now,
+    })
 }
 
 impl From<wit_inputs::PurchaseSummary> for PurchaseSummary {
@@ -212,16 +252,45 @@ fn score_out(s: Score) -> wit_scoring::CustomerScore {
 
 impl<T: ScoringRule> wit_scoring::Guest for ScoringAdapter<T> {
     fn score(input: wit_inputs::CustomerHistory) -> Result<wit_scoring::CustomerScore, wit::PluginError> {
-        T::score(&input.into()).map(score_out).map_err(Into::into)
+        let input = history_in(input)?;
+        T::score(&input).map(score_out).map_err(Into::into)
     }
 
     fn score_batch(
         inputs: Vec<wit_inputs::CustomerHistory>,
     ) -> Vec<Result<wit_scoring::CustomerScore, wit::PluginError>> {
-        let inputs: Vec<History> = inputs.into_iter().map(Into::into).collect();
-        T::score_batch(&inputs)
-            .into_iter()
-            .map(|r| r.map(score_out).map_err(Into::into))
+        // A history that does not convert gets its error in its place; the
+        // others are scored together (the plugin reads its state once).
+        let total = inputs.len();
+        let mut histories = Vec::with_capacity(total);
+        let mut failed: Vec<(usize, PluginError)> = Vec::new();
+        for (n, input) in inputs.into_iter().enumerate() {
+            match history_in(input) {
+                Ok(h) => histories.push(h),
+                Err(err) => failed.push((n, err)),
+            }
+        }
+        let scored = T::score_batch(&histories);
+        if failed.is_empty() {
+            return scored
+                .into_iter()
+                .map(|r| r.map(score_out).map_err(Into::into))
+                .collect();
+        }
+        let mut scored = scored.into_iter();
+        let mut failed = failed.into_iter().peekable();
+        (0..total)
+            .map(|n| {
+                let result = match failed.next_if(|(at, _)| *at == n) {
+                    Some((_, err)) => Err(err),
+                    None => scored.next().unwrap_or_else(|| {
+                        Err(PluginError::Internal(
+                            "score_batch returned fewer results than inputs".into(),
+                        ))
+                    }),
+                };
+                result.map(score_out).map_err(Into::into)
+            })
             .collect()
     }
 
@@ -240,7 +309,7 @@ pub struct CrossSellAdapter<T>(PhantomData<T>);
 impl<T: CrossSell> wit_cross::Guest for CrossSellAdapter<T> {
     fn recommend(request: wit_cross::RecommendRequest) -> Result<Vec<wit_cross::Recommendation>, wit::PluginError> {
         let request = RecommendRequest {
-            history: request.history.into(),
+            history: history_in(request.history)?,
             basket: request.basket.map(|items| items.into_iter().map(Into::into).collect()),
             limit: request.limit,
         };

@@ -10,6 +10,13 @@
 //! wrappers over the host capabilities ([`config()`], [`kv`], [`log`],
 //! [`host`]).
 //!
+//! Scoring and cross-sell plugins receive a customer's [`History`]: its
+//! entries ([`HistoryEntry`]) name their kind, channel, currencies and SKUs
+//! with [`Name`]s, shared reference-counted strings, because the contract
+//! sends each distinct string of a history once (see [`history`]). Compare
+//! them like strings (`entry.kind == "purchase"`); build histories for tests
+//! with [`History::new`] and the `HistoryEntry` builders.
+//!
 //! Natively (`cargo test` in a plugin crate) there are no bindings: the
 //! export macros only check that the type implements the trait, and the
 //! capabilities are served by the in-process double in [`testing`]
@@ -23,6 +30,7 @@ mod config;
 #[cfg(target_arch = "wasm32")]
 #[doc(hidden)]
 pub mod guest;
+pub mod history;
 pub mod host;
 pub mod kv;
 pub mod log;

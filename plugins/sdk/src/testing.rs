@@ -10,6 +10,11 @@
 //! State is per thread (the test harness runs each test on its own thread),
 //! so tests do not see each other's config, kv or logs. Call [`reset`] to
 //! start over inside one test.
+//!
+//! Inputs need no double: build them with the types' constructors, e.g.
+//! `History::new(Customer::new("c1"), now).with_entry(HistoryEntry::purchase(at, "USD", 1250))`
+//! (see [`crate::History`] and [`crate::HistoryEntry`]), or
+//! [`crate::History::from_interactions`] from full interaction records.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;

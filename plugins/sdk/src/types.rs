@@ -8,8 +8,16 @@
 //! a few records get shorter names (`History` for `customer-history`,
 //! `Score` for `customer-score`). Times are epoch milliseconds (UTC), money
 //! is integer minor units plus an ISO 4217 currency.
+//!
+//! The history a scoring or cross-sell plugin receives is compact on the
+//! wire; its types ([`History`], [`HistoryEntry`], [`Name`], ...) are in
+//! [`crate::history`], re-exported here.
 
 use serde::{Deserialize, Serialize};
+
+// The history types (WIT `customer-history` and its compact entries) live
+// in their own module; they are part of the same flat namespace.
+pub use crate::history::{Amount, EntryItem, EntryItems, History, HistoryEntry, Interner, Name};
 
 /// Milliseconds since 1970-01-01T00:00:00Z (WIT `timestamp`).
 pub type Timestamp = i64;
@@ -34,6 +42,23 @@ pub struct Customer {
     pub created_at: Timestamp,
 }
 
+impl Customer {
+    /// A customer with just an id (also the external id), no contact
+    /// details, empty attributes, created at the epoch: for tests.
+    pub fn new(id: impl Into<String>) -> Customer {
+        let id = id.into();
+        Customer {
+            external_id: id.clone(),
+            id,
+            name: None,
+            email: None,
+            phone: None,
+            attributes: serde_json::Value::Object(Default::default()),
+            created_at: 0,
+        }
+    }
+}
+
 /// WIT `line-item`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LineItem {
@@ -42,7 +67,9 @@ pub struct LineItem {
     pub unit_price: Money,
 }
 
-/// WIT `interaction`: one entry of a customer's contact history.
+/// WIT `interaction`: one entry of a customer's contact history, in full
+/// (the `interactions` capability, reward schemes). Scoring and cross-sell
+/// receive the compact [`HistoryEntry`] instead.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Interaction {
     pub id: String,
@@ -162,16 +189,6 @@ impl From<HostError> for PluginError {
             HostError::Unavailable(m) => PluginError::Unavailable(m),
         }
     }
-}
-
-/// WIT `customer-history`: the customer and their interactions, oldest
-/// first (capped by the host; `truncated` says so), and the host's `now`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct History {
-    pub customer: Customer,
-    pub interactions: Vec<Interaction>,
-    pub truncated: bool,
-    pub now: Timestamp,
 }
 
 /// WIT `purchase`: one purchase, for population fits.

@@ -41,7 +41,7 @@ pub fn owned_skus(request: &RecommendRequest) -> BTreeSet<String> {
         .interactions
         .iter()
         .filter(|i| i.kind == "purchase")
-        .flat_map(|i| i.items.iter().map(|item| item.sku.clone()));
+        .flat_map(|i| i.items.iter().map(|item| item.sku.to_string()));
     let basket = request.basket.iter().flatten().map(|item| item.sku.clone());
     bought.chain(basket).collect()
 }

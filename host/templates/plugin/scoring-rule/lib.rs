@@ -45,7 +45,7 @@ pub fn score_history(history: &History, settings: &Settings) -> Score {
         all += 1;
         if purchase.occurred_at >= since {
             recent += 1;
-            recent_spend = recent_spend.saturating_add(purchase.amount.as_ref().map_or(0, |m| m.amount_minor));
+            recent_spend = recent_spend.saturating_add(purchase.amount.as_ref().map_or(0, |a| a.minor));
         }
     }
     let segment = match (recent, all) {
@@ -87,35 +87,20 @@ impl ScoringRule for Plugin {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rapport_plugin_sdk::{Customer, Interaction, Money, testing};
+    use rapport_plugin_sdk::{Customer, HistoryEntry, testing};
     use serde_json::json;
 
     const NOW: i64 = 1_750_000_000_000;
 
-    fn purchase(days_ago: i64, amount_minor: i64) -> Interaction {
-        Interaction {
-            id: format!("i{days_ago}"),
-            customer_id: "c1".into(),
-            kind: "purchase".into(),
-            channel: None,
-            occurred_at: NOW - days_ago * MS_PER_DAY,
-            amount: Some(Money::new("USD", amount_minor)),
-            items: vec![],
-            payload: json!({}),
-        }
+    fn purchase(days_ago: i64, amount_minor: i64) -> HistoryEntry {
+        HistoryEntry::purchase(NOW - days_ago * MS_PER_DAY, "USD", amount_minor)
     }
 
-    fn history(interactions: Vec<Interaction>) -> History {
-        let customer = Customer {
-            id: "c1".into(),
-            external_id: "E1".into(),
-            name: None,
-            email: None,
-            phone: None,
-            attributes: json!({}),
-            created_at: 0,
-        };
-        History { customer, interactions, truncated: false, now: NOW }
+    fn history(entries: Vec<HistoryEntry>) -> History {
+        // A visit too: only purchases count.
+        History::new(Customer::new("c1"), NOW)
+            .with_entry(HistoryEntry::new("visit", NOW - MS_PER_DAY).with_channel("web"))
+            .with_entries(entries)
     }
 
     #[test]

@@ -3,8 +3,10 @@
 //! measures the runtime's per-call overhead (instantiation, lifting and
 //! lowering the history) plus a trivial loop.
 //!
-//! value = Σ `amount-minor` (0 when absent) × 0.01 + number of interactions;
-//! see `model.rs`, which the native twin of the benchmark includes as-is.
+//! value = Σ over history entries of `amount.minor` (0 when absent) × 0.01 +
+//! number of entries; see `model.rs`, which the native twin of the benchmark
+//! includes as-is. Only the entries' amounts are read: no `strings` lookup,
+//! so no index can be out of range.
 //! label and segment are `none`, explanation is the fixed text
 //! `"sum(amount_minor * 0.01) + count"`, components are empty. `score-batch`
 //! maps `score`; `fit` returns `"{}"`.
@@ -30,7 +32,7 @@ fn score_one(input: &CustomerHistory) -> CustomerScore {
         input
             .interactions
             .iter()
-            .map(|interaction| interaction.amount.as_ref().map(|money| money.amount_minor)),
+            .map(|entry| entry.amount.as_ref().map(|amount| amount.minor)),
     );
     CustomerScore {
         value,

@@ -1,9 +1,9 @@
 //! `test-scorer`: the well-behaved scoring-rule plugin the runtime tests load.
 //! Deterministic on purpose, because the tests assert exact values:
 //!
-//! - `n` = number of interactions of kind `"purchase"` in the history;
-//!   `spend` = sum of their `amount.amount-minor` (purchases without an
-//!   amount add 0; currencies are not converted).
+//! - `n` = number of history entries whose kind (`strings[kind]`) is
+//!   `"purchase"`; `spend` = sum of their `amount.minor` (purchases without
+//!   an amount add 0; currencies are not converted).
 //! - `value` = `n` + `bonus`, where `bonus` is the number under `"bonus"` in
 //!   the tenant's plugin config (`config.get-config()`), 0 when absent, so a
 //!   test can prove that per-tenant config reaches the plugin.
@@ -16,7 +16,9 @@
 //!   `("population", "{len}")`, and returns `"{}"`.
 //!
 //! A config that is not a JSON object, or whose `"bonus"` is not a number,
-//! yields `plugin-error::invalid-config`.
+//! yields `plugin-error::invalid-config`. An entry whose `kind` index is not
+//! in `strings` (a host bug) yields `plugin-error::invalid-input` for that
+//! customer, never a trap.
 //!
 //! Capabilities imported: `config`, `log`.
 
@@ -49,19 +51,46 @@ fn bonus() -> Result<f64, PluginError> {
     }
 }
 
-fn score_one(input: &CustomerHistory, bonus: f64) -> CustomerScore {
+/// The kind of every entry, resolved through `strings`. An index the host got
+/// wrong is reported as the customer's error rather than a trap, so one bad
+/// history cannot take the instance (and the rest of a batch) down with it.
+fn kinds(input: &CustomerHistory) -> Result<Vec<&str>, PluginError> {
+    input
+        .interactions
+        .iter()
+        .enumerate()
+        .map(|(position, entry)| {
+            input
+                .strings
+                .get(entry.kind as usize)
+                .map(String::as_str)
+                .ok_or_else(|| {
+                    PluginError::InvalidInput(format!(
+                        "interaction {position}: kind index {} is out of range ({} strings)",
+                        entry.kind,
+                        input.strings.len()
+                    ))
+                })
+        })
+        .collect()
+}
+
+fn score_one(input: &CustomerHistory, bonus: f64) -> Result<CustomerScore, PluginError> {
+    let kinds = kinds(input)?;
     let purchases: Vec<_> = input
         .interactions
         .iter()
-        .filter(|interaction| interaction.kind == "purchase")
+        .zip(&kinds)
+        .filter(|(_, kind)| **kind == "purchase")
+        .map(|(entry, _)| entry)
         .collect();
     let count = purchases.len();
     let spend: i64 = purchases
         .iter()
-        .filter_map(|interaction| interaction.amount.as_ref())
-        .map(|money| money.amount_minor)
+        .filter_map(|entry| entry.amount.as_ref())
+        .map(|amount| amount.minor)
         .fold(0i64, i64::saturating_add);
-    CustomerScore {
+    Ok(CustomerScore {
         value: count as f64 + bonus,
         label: Some(count.to_string()),
         segment: Some(if count >= 1 { "buyer" } else { "prospect" }.to_string()),
@@ -70,13 +99,13 @@ fn score_one(input: &CustomerHistory, bonus: f64) -> CustomerScore {
             ("purchases".to_string(), count as f64),
             ("spend_minor".to_string(), spend as f64),
         ],
-    }
+    })
 }
 
 impl Guest for TestScorer {
     fn score(input: CustomerHistory) -> Result<CustomerScore, PluginError> {
         let bonus = bonus()?;
-        Ok(score_one(&input, bonus))
+        score_one(&input, bonus)
     }
 
     fn score_batch(inputs: Vec<CustomerHistory>) -> Vec<Result<CustomerScore, PluginError>> {
@@ -85,7 +114,7 @@ impl Guest for TestScorer {
         let bonus = bonus();
         inputs
             .iter()
-            .map(|input| bonus.clone().map(|bonus| score_one(input, bonus)))
+            .map(|input| bonus.clone().and_then(|bonus| score_one(input, bonus)))
             .collect()
     }
 
@@ -101,3 +130,79 @@ impl Guest for TestScorer {
 }
 
 export!(TestScorer);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rapport::crm::inputs::{EntryAmount, HistoryEntry};
+    use rapport::crm::types::Customer;
+
+    fn entry(kind: u32, minor: Option<i64>) -> HistoryEntry {
+        HistoryEntry {
+            kind,
+            channel: None,
+            occurred_at: 0,
+            amount: minor.map(|minor| EntryAmount { currency: 1, minor }),
+            first_item: 0,
+            item_count: 0,
+            payload: None,
+        }
+    }
+
+    fn history(interactions: Vec<HistoryEntry>) -> CustomerHistory {
+        CustomerHistory {
+            customer: Customer {
+                id: "c1".into(),
+                external_id: "ext-1".into(),
+                name: None,
+                email: None,
+                phone: None,
+                attributes: "{}".into(),
+                created_at: 0,
+            },
+            interactions,
+            items: Vec::new(),
+            strings: vec!["purchase".into(), "USD".into(), "visit".into()],
+            truncated: false,
+            now: 0,
+        }
+    }
+
+    #[test]
+    fn counts_purchases_by_resolved_kind_and_sums_their_amounts() {
+        let input = history(vec![
+            entry(0, Some(1250)),
+            entry(2, Some(999)),
+            entry(0, None),
+            entry(0, Some(-50)),
+        ]);
+        let score = score_one(&input, 2.5).expect("valid history");
+        assert_eq!(score.value, 5.5);
+        assert_eq!(score.label.as_deref(), Some("3"));
+        assert_eq!(score.segment.as_deref(), Some("buyer"));
+        assert_eq!(score.explanation, "3 purchase(s), spend 1200 minor units, bonus 2.5");
+        assert_eq!(
+            score.components,
+            vec![("purchases".to_string(), 3.0), ("spend_minor".to_string(), 1200.0)]
+        );
+    }
+
+    #[test]
+    fn no_purchase_is_a_prospect() {
+        let score = score_one(&history(vec![entry(2, Some(10))]), 0.0).expect("valid history");
+        assert_eq!(score.value, 0.0);
+        assert_eq!(score.segment.as_deref(), Some("prospect"));
+        assert_eq!(score.explanation, "0 purchase(s), spend 0 minor units, bonus 0");
+    }
+
+    #[test]
+    fn a_kind_index_outside_strings_is_invalid_input() {
+        let input = history(vec![entry(0, Some(1)), entry(3, None)]);
+        match score_one(&input, 0.0) {
+            Err(PluginError::InvalidInput(message)) => {
+                assert_eq!(message, "interaction 1: kind index 3 is out of range (3 strings)")
+            }
+            other => panic!("expected invalid-input, got {other:?}"),
+        }
+    }
+}
