@@ -138,6 +138,57 @@ async fn log_lines_are_captured_and_capped() {
     assert_eq!(report.logs_dropped, 1);
 }
 
+/// A population larger than one chunk is fitted chunk by chunk on ONE
+/// instance (`fit-chunk` per `FIT_CHUNK` summaries, then `fit-finish`):
+/// the plugin's count at the end covers every customer exactly once, and
+/// its one log line comes from `fit-finish`.
+#[tokio::test]
+async fn fit_streams_a_population_larger_than_a_chunk_through_one_instance() {
+    let rt = runtime();
+    let plugin = rt
+        .load(definition(
+            "test-scorer",
+            PluginKind::ScoringRule,
+            &[Capability::Config, Capability::Log],
+        ))
+        .unwrap();
+    let services = fixture();
+    let n = 2 * rapport::runtime::FIT_CHUNK + 123;
+    let population: Vec<PurchaseSummary> = (0..n)
+        .map(|i| PurchaseSummary {
+            customer_id: format!("c{i}"),
+            created_at: 0,
+            purchases: vec![Purchase {
+                at: i as i64,
+                amount_minor: 100,
+                currency: "USD".into(),
+            }],
+        })
+        .collect();
+    let (result, report) = plugin.fit(ctx(ACME, "{}", &services), &population, 10).await;
+    assert_eq!(result.unwrap(), "{}");
+    assert_eq!(
+        report.logs,
+        vec![LogLine {
+            level: LogLevel::Info,
+            message: format!("fit over {n} customers"),
+            fields: vec![("population".into(), n.to_string())],
+        }]
+    );
+    // A second fit starts from nothing (fit-finish forgot the chunks).
+    let (result, report) = plugin.fit(ctx(ACME, "{}", &services), &population[..5], 10).await;
+    assert_eq!(result.unwrap(), "{}");
+    assert_eq!(report.logs[0].message, "fit over 5 customers");
+    let mut session = plugin.session(ctx(ACME, "{}", &services));
+    let (first, _) = session.fit(&population[..7], 10).await;
+    let (second, report) = session.fit(&population[..3], 10).await;
+    assert_eq!((first.unwrap(), second.unwrap()), ("{}".to_string(), "{}".to_string()));
+    assert_eq!(
+        report.logs[0].message, "fit over 3 customers",
+        "a fit on a reused instance does not count the previous one's chunks"
+    );
+}
+
 #[tokio::test]
 async fn cross_sell_plugin_sees_only_its_tenants_catalogue() {
     let rt = runtime();

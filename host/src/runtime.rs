@@ -78,7 +78,7 @@ use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAlloc
 
 pub use contract_v0_1_0 as contract;
 pub use host_state::{LogLevel, LogLine};
-pub use plugin::{CallContext, CallReport, Plugin, Session};
+pub use plugin::{CallContext, CallReport, FIT_CHUNK, Plugin, Session};
 pub use services::{HostServices, ServiceError};
 
 /// The contract versions this host serves, side by side.

@@ -14,6 +14,12 @@ pub(crate) trait OutputSize {
     fn output_size(&self) -> usize;
 }
 
+impl OutputSize for () {
+    fn output_size(&self) -> usize {
+        0
+    }
+}
+
 impl OutputSize for String {
     fn output_size(&self) -> usize {
         self.len()

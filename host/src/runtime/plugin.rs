@@ -56,6 +56,25 @@ pub struct CallReport {
     pub logs_dropped: u32,
 }
 
+impl CallReport {
+    /// Adds up the reports of the calls that make one operation (a
+    /// streamed fit).
+    fn absorb(&mut self, other: CallReport) {
+        self.duration += other.duration;
+        self.fuel_used = match (self.fuel_used, other.fuel_used) {
+            (Some(a), Some(b)) => Some(a.saturating_add(b)),
+            (a, b) => a.or(b),
+        };
+        self.logs.extend(other.logs);
+        self.logs_dropped = self.logs_dropped.saturating_add(other.logs_dropped);
+    }
+}
+
+/// Summaries per `fit-chunk` call: bounded guest memory per call (about
+/// 5 MB for customers with 10 purchases) however large the tenant, while
+/// the per-call overhead (microseconds) stays negligible.
+pub const FIT_CHUNK: usize = 10_000;
+
 /// Export indices of the plugin's kind, resolved once at load.
 enum Exports {
     Scoring(scoring::GuestIndices),
@@ -100,7 +119,7 @@ struct ExportMetrics {
 /// The exports of each kind, as the metrics name them.
 fn export_names(kind: PluginKind) -> &'static [&'static str] {
     match kind {
-        PluginKind::ScoringRule => &["score", "score-batch", "fit"],
+        PluginKind::ScoringRule => &["score", "score-batch", "fit-chunk", "fit-finish"],
         PluginKind::CrossSell => &["recommend", "fit-baskets"],
         PluginKind::RewardScheme => &["on-interaction", "redeemable"],
         PluginKind::ChannelConnector => &["deliver", "parse-inbound"],
@@ -656,16 +675,36 @@ impl Session<'_> {
         (result, report)
     }
 
+    /// Scoring plugins: the population fit, streamed so that a tenant of
+    /// any size fits in the plugin's memory: `fit-chunk` for every
+    /// [`FIT_CHUNK`] summaries on this session's one instance, then
+    /// `fit-finish`, whose JSON summary is the result. The first failure
+    /// ends the fit: after a trap the instance (and the chunks it had taken
+    /// in) is gone, and carrying on with a fresh one would fit a part of
+    /// the population as if it were all of it. The report adds up every
+    /// call's; each call has its own deadline and fuel budget.
     pub async fn fit(
         &mut self,
         population: &[PurchaseSummary],
         now: Timestamp,
     ) -> (Result<String, CallError>, CallReport) {
-        let (raw, started) = guest_call!(self, "fit", Scoring, |g, s| g.call_fit(s, population, now));
+        let mut total = CallReport::default();
+        for chunk in population.chunks(FIT_CHUNK) {
+            let (raw, started) = guest_call!(self, "fit-chunk", Scoring, |g, s| g.call_fit_chunk(s, chunk, now));
+            let result = raw.and_then(|r| r.map_err(plugin_error));
+            let (result, report) = self.finish("fit-chunk", started, result, |_| Ok(()));
+            total.absorb(report);
+            if let Err(e) = result {
+                return (Err(e), total);
+            }
+        }
+        let (raw, started) = guest_call!(self, "fit-finish", Scoring, |g, s| g.call_fit_finish(s, now));
         let result = raw.and_then(|r| r.map_err(plugin_error));
-        self.finish("fit", started, result, |j| {
+        let (result, report) = self.finish("fit-finish", started, result, |j| {
             output::validate_json("fit summary", j).map_err(CallError::InvalidOutput)
-        })
+        });
+        total.absorb(report);
+        (result, total)
     }
 
     pub async fn recommend(

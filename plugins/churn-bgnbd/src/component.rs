@@ -1,9 +1,10 @@
 //! The component layer: the SDK's [`ScoringRule`] over this crate's logic.
 //!
-//! - `fit(population, now)` turns each customer's raw purchases into the
-//!   BG/NBD statistics (x = distinct purchase days after the first, t_x, T;
-//!   exactly as scoring does, see [`summarise_purchases`]), fits
-//!   (r, α, a, b), stores the [`FittedModel`] in kv under [`MODEL_KEY`] and
+//! - The population fit streams: `fit_rows` turns each chunk of customers'
+//!   raw purchases into their BG/NBD statistics ([`CustomerSummary`]: x =
+//!   distinct purchase days after the first, t_x, T; exactly as scoring
+//!   does, see [`summarise_purchases`]), then `fit` fits (r, α, a, b) on all
+//!   of them, stores the [`FittedModel`] in kv under [`MODEL_KEY`] and
 //!   returns it as the fit summary.
 //! - `score` / `score-batch` read the configuration and the model once per
 //!   call (once per batch) and score each history: value = churn risk
@@ -87,6 +88,10 @@ fn to_score(
 }
 
 impl ScoringRule for ChurnPlugin {
+    /// A customer's (x, t_x, T): customers without a purchase up to the
+    /// calibration end are not part of the population, so they have no row.
+    type FitRow = CustomerSummary;
+
     fn score(input: &sdk::History) -> Result<Score, PluginError> {
         let config = load_config()?;
         let model = load_model()?;
@@ -108,20 +113,26 @@ impl ScoringRule for ChurnPlugin {
         }
     }
 
-    fn fit(population: &[SdkSummary], now: i64) -> Result<serde_json::Value, PluginError> {
+    fn fit_rows(chunk: &[SdkSummary], now: i64) -> Result<Vec<CustomerSummary>, PluginError> {
+        // Checked at every chunk, so a bad config fails the first one.
         let config = load_config()?;
-        // One reused buffer of times: the population can be a million
-        // customers, the statistics are three numbers each.
+        // One reused buffer of times: what stays is three numbers per
+        // customer.
         let mut times: Vec<i64> = Vec::new();
-        let summaries: Vec<CustomerSummary> = population
+        Ok(chunk
             .iter()
             .filter_map(|s| {
                 times.clear();
                 times.extend(s.purchases.iter().map(|p| p.at));
                 summarise_purchases(&times, now, config.time_unit_days)
             })
-            .collect();
-        let report = fit(&summaries).map_err(|e| plugin_error(e.into()))?;
+            .collect())
+    }
+
+    fn fit(rows: Vec<CustomerSummary>, now: i64) -> Result<serde_json::Value, PluginError> {
+        let config = load_config()?;
+        let report = fit(&rows).map_err(|e| plugin_error(e.into()))?;
+        drop(rows);
         let model = FittedModel {
             version: FittedModel::VERSION,
             params: report.params,
@@ -186,12 +197,12 @@ mod tests {
             })
             .collect();
         assert!(matches!(
-            ChurnPlugin::fit(&one_timers, 100 * MS_PER_DAY),
+            testing::fit::<ChurnPlugin>(&one_timers, 100 * MS_PER_DAY),
             Err(PluginError::InvalidInput(m)) if m.contains("not identifiable")
         ));
         testing::set_config(serde_json::json!({"time_unit_days": -1}));
         assert!(matches!(
-            ChurnPlugin::fit(&one_timers, 100 * MS_PER_DAY),
+            testing::fit::<ChurnPlugin>(&one_timers, 100 * MS_PER_DAY),
             Err(PluginError::InvalidConfig(_))
         ));
         assert!(testing::kv_entries().is_empty());
@@ -239,7 +250,9 @@ mod tests {
                     .collect(),
             })
             .collect();
-        let summary = ChurnPlugin::fit(&population, now).unwrap();
+        // In chunks of 1,000 (three of them), as the host streams a big
+        // tenant: the rows are the same whatever the split.
+        let summary = testing::fit_in_chunks::<ChurnPlugin>(&population, 1_000, now).unwrap();
         assert_eq!(summary["customers"], 2357);
         assert_eq!(summary["repeat_customers"], 946);
         for (name, want) in [("r", 0.2426), ("alpha", 4.4135), ("a", 0.7929), ("b", 2.4258)] {

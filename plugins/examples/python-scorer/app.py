@@ -24,8 +24,14 @@ An engagement score from the customer's purchase history:
   ("days_since_last", days, or -1 without purchases)].
 - score logs one info line "scored {customer id}" with field
   ("label", label).
-- fit returns {"customers": N, "buyers": B, "mean_purchases": M} (M rounded
-  to 3 decimals) and logs nothing.
+- The population fit streams (the host calls fit-chunk once per chunk of
+  at most 10,000 summaries, possibly never, then fit-finish on the same
+  instance): fit-chunk adds each chunk's counts to three running totals
+  (customers, buyers = customers with a purchase, purchases), never keeping
+  the summaries; fit-finish returns {"customers": N, "buyers": B,
+  "mean_purchases": M} (M = purchases / N rounded to 3 decimals, 0.0 for
+  no customers), and resets the totals so that the next fit-chunk starts
+  a new fit. Neither logs.
 
 A config that is not a JSON object, or whose "recent_days" is not a
 positive integer, is `plugin-error::invalid-config`. Errors are raised as
@@ -43,6 +49,20 @@ from wit_world.imports.types import PluginError_InvalidConfig
 
 MS_PER_DAY = 86_400_000
 DEFAULT_RECENT_DAYS = 90
+
+
+class FitTotals:
+    """The running totals of the fit in progress on this instance. Module
+    state, because componentize-py may build a new `Scoring` object per
+    call, while the module lives as long as the instance (one fit)."""
+
+    def __init__(self):
+        self.customers = 0
+        self.buyers = 0
+        self.purchases = 0
+
+
+fit_totals = FitTotals()
 
 
 def recent_days(config_json):
@@ -121,9 +141,16 @@ class Scoring(exports.Scoring):
             return [err for _ in inputs]
         return [Ok(score_one(h, window)) for h in inputs]
 
-    def fit(self, population, now):
-        customers = len(population)
-        buyers = sum(1 for c in population if c.purchases)
-        total = sum(len(c.purchases) for c in population)
-        mean = round(total / customers, 3) if customers else 0.0
-        return json.dumps({"customers": customers, "buyers": buyers, "mean_purchases": mean})
+    def fit_chunk(self, chunk, now):
+        # Three numbers for the whole population, whatever its size: each
+        # chunk is counted and dropped.
+        fit_totals.customers += len(chunk)
+        fit_totals.buyers += sum(1 for c in chunk if c.purchases)
+        fit_totals.purchases += sum(len(c.purchases) for c in chunk)
+
+    def fit_finish(self, now):
+        global fit_totals
+        totals, fit_totals = fit_totals, FitTotals()
+        customers = totals.customers
+        mean = round(totals.purchases / customers, 3) if customers else 0.0
+        return json.dumps({"customers": customers, "buyers": totals.buyers, "mean_purchases": mean})

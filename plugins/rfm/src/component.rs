@@ -1,9 +1,10 @@
 //! The component layer: the SDK's [`ScoringRule`] over this crate's logic.
 //!
-//! - `fit(population, now)` computes every customer's window values from
-//!   their raw purchases (exact: the same rule as scoring a history), fits
-//!   the quintile thresholds, stores the model in kv under [`MODEL_KEY`]
-//!   and returns the model as the fit summary.
+//! - The population fit streams: `fit_rows` turns each chunk of summaries
+//!   into the customers' window values ([`RfmValues`], three numbers each;
+//!   exact: the same rule as scoring a history), then `fit` fits the
+//!   quintile thresholds on all of them, stores the model in kv under
+//!   [`MODEL_KEY`] and returns the model as the fit summary.
 //! - `score` / `score-batch` read the configuration and the model once per
 //!   call (once per batch) and score each history.
 //!
@@ -88,6 +89,10 @@ fn to_score(model: &RfmModel, config: &Config, input: &sdk::History) -> Score {
 }
 
 impl ScoringRule for RfmPlugin {
+    /// A customer's values over the window: customers without a purchase
+    /// in it are not part of the population, so they have no row.
+    type FitRow = RfmValues;
+
     fn score(input: &sdk::History) -> Result<Score, PluginError> {
         let config = load_config()?;
         let model = load_model()?;
@@ -106,13 +111,15 @@ impl ScoringRule for RfmPlugin {
         }
     }
 
-    fn fit(population: &[SdkSummary], now: i64) -> Result<serde_json::Value, PluginError> {
+    fn fit_rows(chunk: &[SdkSummary], now: i64) -> Result<Vec<RfmValues>, PluginError> {
+        // Checked at every chunk, so a bad config fails the first one.
         let config = load_config()?;
-        let values: Vec<RfmValues> = population
-            .iter()
-            .filter_map(|s| summary_values(s, now, &config))
-            .collect();
-        let model = fit(&values, config.window_days, now).map_err(plugin_error)?;
+        Ok(chunk.iter().filter_map(|s| summary_values(s, now, &config)).collect())
+    }
+
+    fn fit(rows: Vec<RfmValues>, now: i64) -> Result<serde_json::Value, PluginError> {
+        let config = load_config()?;
+        let model = fit(&rows, config.window_days, now).map_err(plugin_error)?;
         let json = model.to_json();
         kv::set(MODEL_KEY, json.as_bytes())?;
         serde_json::from_str(&json).map_err(|err| PluginError::Internal(format!("model JSON: {err}")))
@@ -212,7 +219,7 @@ mod tests {
     #[test]
     fn fit_stores_the_model_and_score_uses_it() {
         testing::reset();
-        let summary = RfmPlugin::fit(&population(), NOW).unwrap();
+        let summary = testing::fit::<RfmPlugin>(&population(), NOW).unwrap();
         // The worked example's thresholds (pandas-checked in score.rs).
         assert_eq!(
             summary,
@@ -243,17 +250,51 @@ mod tests {
         testing::reset();
         testing::set_config(serde_json::json!({"window_days": 0}));
         assert!(matches!(
-            RfmPlugin::fit(&population(), NOW),
+            testing::fit::<RfmPlugin>(&population(), NOW),
             Err(PluginError::InvalidConfig(_))
         ));
         testing::set_config(serde_json::json!({"window_days": 30}));
         assert_eq!(
-            RfmPlugin::fit(&[summary("lapsed", &[(400, 1)])], NOW),
+            testing::fit::<RfmPlugin>(&[summary("lapsed", &[(400, 1)])], NOW),
+            Err(PluginError::InvalidInput(
+                "no customer has a purchase in the last 30 days: nothing to fit".into()
+            ))
+        );
+        // No chunk at all (an empty tenant) is the same empty population.
+        assert_eq!(
+            testing::fit::<RfmPlugin>(&[], NOW),
             Err(PluginError::InvalidInput(
                 "no customer has a purchase in the last 30 days: nothing to fit".into()
             ))
         );
         assert!(testing::kv_entries().is_empty());
+    }
+
+    /// The rows are three numbers per customer with a purchase in the
+    /// window (none for the lapsed and the never-bought), and where the
+    /// chunks split does not change the fit.
+    #[test]
+    fn the_fit_streams_in_chunks() {
+        testing::reset();
+        let rows = RfmPlugin::fit_rows(&population(), NOW).unwrap();
+        assert_eq!(rows.len(), 10);
+        assert_eq!(
+            rows[0],
+            RfmValues {
+                recency_days: 2,
+                frequency: 9,
+                monetary_minor: 90_000
+            }
+        );
+        let whole = testing::fit::<RfmPlugin>(&population(), NOW).unwrap();
+        for chunk in [1, 3, 11] {
+            testing::reset();
+            assert_eq!(
+                testing::fit_in_chunks::<RfmPlugin>(&population(), chunk, NOW).unwrap(),
+                whole,
+                "chunks of {chunk}"
+            );
+        }
     }
 
     #[test]

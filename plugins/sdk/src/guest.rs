@@ -4,6 +4,8 @@
 //! generated `Guest` trait by calling the plugin's SDK trait. The export
 //! macros (`export_scoring_rule!`, ...) export these adapters.
 
+use std::any::Any;
+use std::cell::RefCell;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
@@ -294,10 +296,49 @@ impl<T: ScoringRule> wit_scoring::Guest for ScoringAdapter<T> {
             .collect()
     }
 
-    fn fit(population: Vec<wit_inputs::PurchaseSummary>, now: wit::Timestamp) -> Result<wit::Json, wit::PluginError> {
-        let population: Vec<PurchaseSummary> = population.into_iter().map(Into::into).collect();
-        T::fit(&population, now).map(|v| json_out(&v)).map_err(Into::into)
+    fn fit_chunk(chunk: Vec<wit_inputs::PurchaseSummary>, now: wit::Timestamp) -> Result<(), wit::PluginError> {
+        // The chunk's summaries live only for this call; what stays is the
+        // plugin's rows, appended to this instance's fit.
+        let chunk: Vec<PurchaseSummary> = chunk.into_iter().map(Into::into).collect();
+        let mut rows = take_fit_rows::<T::FitRow>();
+        match T::fit_rows(&chunk, now) {
+            Ok(mut more) => {
+                drop(chunk);
+                rows.append(&mut more);
+                FIT_ROWS.with(|state| *state.borrow_mut() = Some(Box::new(rows)));
+                Ok(())
+            }
+            // The fit is over (the host does not carry on after a failed
+            // chunk): its rows are dropped, so a later chunk starts anew.
+            Err(err) => Err(err.into()),
+        }
     }
+
+    fn fit_finish(now: wit::Timestamp) -> Result<wit::Json, wit::PluginError> {
+        // Taken out of the instance's state whatever `fit` does with them:
+        // the next `fit-chunk` starts a new fit.
+        let rows = take_fit_rows::<T::FitRow>();
+        T::fit(rows, now).map(|v| json_out(&v)).map_err(Into::into)
+    }
+}
+
+thread_local! {
+    /// The rows of the population fit in progress on this instance (a
+    /// `Vec<T::FitRow>` of the exported rule), `None` between fits. The
+    /// guest is single-threaded and the host calls `fit-chunk` ... and
+    /// `fit-finish` of one fit on one instance, so instance state is what
+    /// carries the rows from call to call.
+    static FIT_ROWS: RefCell<Option<Box<dyn Any>>> = const { RefCell::new(None) };
+}
+
+/// Takes the rows of the fit in progress out of the instance's state
+/// (empty when no chunk came since the last `fit-finish`).
+fn take_fit_rows<R: 'static>() -> Vec<R> {
+    FIT_ROWS
+        .with(|state| state.borrow_mut().take())
+        .and_then(|rows| rows.downcast::<Vec<R>>().ok())
+        .map(|rows| *rows)
+        .unwrap_or_default()
 }
 
 // ------------------------------------------------------------- cross-sell

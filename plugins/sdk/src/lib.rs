@@ -42,7 +42,7 @@ mod traits;
 pub mod types;
 
 pub use config::{config, config_json, parse_config};
-pub use traits::{ChannelConnector, CrossSell, RewardScheme, ScoringRule};
+pub use traits::{ChannelConnector, CrossSell, FIT_CHUNK_MAX, RewardScheme, ScoringRule};
 pub use types::*;
 
 /// Re-exported for plugins that want `serde_json::Value` without their own

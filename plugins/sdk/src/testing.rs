@@ -15,12 +15,21 @@
 //! `History::new(Customer::new("c1"), now).with_entry(HistoryEntry::purchase(at, "USD", 1250))`
 //! (see [`crate::History`] and [`crate::HistoryEntry`]), or
 //! [`crate::History::from_interactions`] from full interaction records.
+//!
+//! A scoring rule's population fit runs natively with [`fit`] (or
+//! [`fit_in_chunks`]): chunks of summaries through
+//! [`ScoringRule::fit_rows`], then [`ScoringRule::fit`] on all the rows, as
+//! the host and the SDK's guest adapter do.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 
 use crate::log::Level;
-use crate::types::{HostError, HttpError, HttpRequest, HttpResponse, SmtpError, SmtpReply, SmtpSubmission};
+use crate::traits::{FIT_CHUNK_MAX, ScoringRule};
+use crate::types::{
+    HostError, HttpError, HttpRequest, HttpResponse, PluginError, PurchaseSummary, SmtpError, SmtpReply,
+    SmtpSubmission, Timestamp,
+};
 
 type HttpHandler = Box<dyn FnMut(&HttpRequest) -> Result<HttpResponse, HttpError>>;
 type SmtpHandler = Box<dyn FnMut(&SmtpSubmission) -> Result<SmtpReply, SmtpError>>;
@@ -134,6 +143,29 @@ pub(crate) fn smtp_send(submission: &SmtpSubmission) -> Result<SmtpReply, SmtpEr
     }
 }
 
+/// Runs `T`'s whole population fit the way the host does: the summaries in
+/// chunks of [`FIT_CHUNK_MAX`] (none for an empty population) through
+/// [`ScoringRule::fit_rows`], then [`ScoringRule::fit`] on every row, in
+/// order. Returns the fit summary, or the first error (a failed chunk ends
+/// the fit, as on the host).
+pub fn fit<T: ScoringRule>(population: &[PurchaseSummary], now: Timestamp) -> Result<serde_json::Value, PluginError> {
+    fit_in_chunks::<T>(population, FIT_CHUNK_MAX, now)
+}
+
+/// [`fit`] with chunks of `chunk_size` summaries (at least 1), to check
+/// that a rule's result does not depend on where the chunks split.
+pub fn fit_in_chunks<T: ScoringRule>(
+    population: &[PurchaseSummary],
+    chunk_size: usize,
+    now: Timestamp,
+) -> Result<serde_json::Value, PluginError> {
+    let mut rows = Vec::new();
+    for chunk in population.chunks(chunk_size.max(1)) {
+        rows.append(&mut T::fit_rows(chunk, now)?);
+    }
+    T::fit(rows, now)
+}
+
 /// The in-memory kv backend, with the host's signatures.
 pub(crate) mod kv {
     use super::with;
@@ -169,5 +201,93 @@ pub(crate) mod kv {
                 .cloned()
                 .collect()
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::{History, Purchase, Score};
+
+    /// A rule whose fit keeps one number per customer with a purchase (the
+    /// purchase count) and sums them; a customer id "bad" fails its chunk.
+    struct Counter;
+
+    impl ScoringRule for Counter {
+        type FitRow = (u32, usize);
+
+        fn score(_: &History) -> Result<Score, PluginError> {
+            Err(PluginError::Internal("not scored here".into()))
+        }
+
+        fn fit_rows(chunk: &[PurchaseSummary], now: Timestamp) -> Result<Vec<(u32, usize)>, PluginError> {
+            if chunk.iter().any(|s| s.customer_id == "bad") {
+                return Err(PluginError::InvalidInput("bad customer".into()));
+            }
+            Ok(chunk
+                .iter()
+                .filter(|s| !s.purchases.is_empty())
+                .map(|s| (s.purchases.iter().filter(|p| p.at <= now).count() as u32, chunk.len()))
+                .collect())
+        }
+
+        fn fit(rows: Vec<(u32, usize)>, now: Timestamp) -> Result<serde_json::Value, PluginError> {
+            let counts: Vec<u32> = rows.iter().map(|r| r.0).collect();
+            let chunk_sizes: Vec<usize> = rows.iter().map(|r| r.1).collect();
+            Ok(serde_json::json!({"now": now, "counts": counts, "chunk_sizes": chunk_sizes}))
+        }
+    }
+
+    fn customer(id: &str, purchases: usize) -> PurchaseSummary {
+        PurchaseSummary {
+            customer_id: id.into(),
+            created_at: 0,
+            purchases: (0..purchases)
+                .map(|n| Purchase {
+                    at: n as i64,
+                    amount_minor: 100,
+                    currency: "USD".into(),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_fit_runs_in_chunks_and_keeps_the_rows_in_order() {
+        let population: Vec<PurchaseSummary> = (0..5).map(|n| customer(&n.to_string(), n)).collect();
+        // Customer 0 has no purchase, hence no row; chunks of 2, 2 and 1.
+        assert_eq!(
+            fit_in_chunks::<Counter>(&population, 2, 3),
+            Ok(serde_json::json!({"now": 3, "counts": [1, 2, 3, 4], "chunk_sizes": [2, 2, 2, 1]}))
+        );
+        // One chunk by default (at most FIT_CHUNK_MAX).
+        assert_eq!(
+            fit::<Counter>(&population, 10),
+            Ok(serde_json::json!({"now": 10, "counts": [1, 2, 3, 4], "chunk_sizes": [5, 5, 5, 5]}))
+        );
+        // No chunk at all: `fit` still runs, on no rows.
+        assert_eq!(
+            fit::<Counter>(&[], 7),
+            Ok(serde_json::json!({"now": 7, "counts": [], "chunk_sizes": []}))
+        );
+        // A failed chunk ends the fit with its error.
+        let with_bad = vec![customer("a", 1), customer("bad", 1)];
+        assert_eq!(
+            fit_in_chunks::<Counter>(&with_bad, 1, 3),
+            Err(PluginError::InvalidInput("bad customer".into()))
+        );
+    }
+
+    #[test]
+    fn a_rule_without_a_fit_returns_an_empty_object() {
+        struct Plain;
+        impl ScoringRule for Plain {
+            type FitRow = ();
+            fn score(_: &History) -> Result<Score, PluginError> {
+                Err(PluginError::Internal("not scored here".into()))
+            }
+        }
+        assert_eq!(Plain::fit_rows(&[customer("a", 2)], 5), Ok(vec![]));
+        assert_eq!(fit::<Plain>(&[customer("a", 2)], 5), Ok(serde_json::json!({})));
     }
 }

@@ -4,7 +4,11 @@
 //!
 //! The functions are associated functions (no `self`) because the host
 //! runs every call in a fresh instance: there is no state to hold between
-//! calls except what the plugin puts in [`crate::kv`].
+//! calls except what the plugin puts in [`crate::kv`]. The one exception is
+//! a scoring rule's population fit, which arrives in chunks on one
+//! instance: the SDK keeps what [`ScoringRule::fit_rows`] returns for each
+//! chunk and hands all of it to [`ScoringRule::fit`] at the end, so the
+//! plugin still writes plain functions.
 
 use crate::types::{
     DeliveryError, History, InboundError, InboundEvent, InboundRequest, InteractionContext, LoyaltyAccount, Message,
@@ -12,8 +16,31 @@ use crate::types::{
     Timestamp,
 };
 
+/// The most customers the host puts in one chunk of a population fit
+/// (`fit-chunk` in the contract).
+pub const FIT_CHUNK_MAX: usize = 10_000;
+
 /// World `scoring-rule`: RFM, churn risk, lifetime value, lead score, ...
+///
+/// A rule with population parameters (quintile breakpoints, BG/NBD
+/// parameters, ...) fits them in two steps, because the population arrives
+/// in chunks of at most [`crate::FIT_CHUNK_MAX`] customers so that a tenant
+/// of any size fits in the plugin's memory:
+/// 1. [`ScoringRule::fit_rows`] turns each chunk of summaries into
+///    [`ScoringRule::FitRow`]s, the few numbers the fit needs per customer
+///    (the SDK keeps the rows, never the summaries);
+/// 2. [`ScoringRule::fit`] gets every row of the population (in chunk
+///    order) and fits, keeps the parameters in `kv` and returns a summary.
+///
+/// A rule without population parameters sets `type FitRow = ();` and keeps
+/// the defaults (no rows, summary `{}`). Natively,
+/// [`crate::testing::fit`] runs a whole fit the way the host does.
 pub trait ScoringRule {
+    /// What the fit keeps per customer: a small `Copy` struct of a few
+    /// numbers (a million customers must fit in the plugin's memory next
+    /// to the fit's own work), `()` for a rule without a fit.
+    type FitRow: 'static;
+
     /// Scores one customer.
     fn score(input: &History) -> Result<Score, PluginError>;
 
@@ -24,11 +51,24 @@ pub trait ScoringRule {
         inputs.iter().map(Self::score).collect()
     }
 
-    /// Fits population-level parameters (run by the host's batch job
-    /// before rescoring), keeps them in `kv` and returns a JSON summary for
-    /// the operator. The default has nothing to fit and returns `{}`.
-    fn fit(population: &[PurchaseSummary], now: Timestamp) -> Result<serde_json::Value, PluginError> {
-        let _ = (population, now);
+    /// The fit rows of one chunk of the population (at most
+    /// [`crate::FIT_CHUNK_MAX`] customers; each customer is in exactly one
+    /// chunk), typically one per customer the fit counts, e.g.
+    /// `chunk.iter().filter_map(|s| values(s, now, &config)).collect()`
+    /// with the configuration read once per chunk. An error ends the fit
+    /// (the rows collected so far are dropped). The default keeps nothing.
+    fn fit_rows(chunk: &[PurchaseSummary], now: Timestamp) -> Result<Vec<Self::FitRow>, PluginError> {
+        let _ = (chunk, now);
+        Ok(Vec::new())
+    }
+
+    /// Fits population-level parameters from the rows of every chunk (in
+    /// chunk order; empty when the population was), keeps them in `kv`
+    /// and returns a JSON summary for the operator. Run by the host's batch
+    /// job before rescoring. The default has nothing to fit and returns
+    /// `{}`.
+    fn fit(rows: Vec<Self::FitRow>, now: Timestamp) -> Result<serde_json::Value, PluginError> {
+        let _ = (rows, now);
         Ok(serde_json::Value::Object(Default::default()))
     }
 }

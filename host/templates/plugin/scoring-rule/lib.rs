@@ -70,6 +70,12 @@ pub struct Plugin;
 sdk::export_scoring_rule!(Plugin);
 
 impl ScoringRule for Plugin {
+    // Nothing to fit: no rows per customer, and the SDK's default
+    // `fit_rows` / `fit` (summary `{}`). A rule with population parameters
+    // returns a few numbers per customer from `fit_rows` (each chunk of the
+    // population) and fits them in `fit`, keeping the result in `kv`.
+    type FitRow = ();
+
     fn score(input: &History) -> Result<Score, PluginError> {
         Ok(score_history(input, &Settings::load()?))
     }
@@ -81,13 +87,12 @@ impl ScoringRule for Plugin {
             Err(err) => inputs.iter().map(|_| Err(err.clone())).collect(),
         }
     }
-    // `fit` keeps the SDK's default (nothing to fit: `{}`).
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rapport_plugin_sdk::{Customer, HistoryEntry, testing};
+    use rapport_plugin_sdk::{Customer, HistoryEntry, Purchase, PurchaseSummary, testing};
     use serde_json::json;
 
     const NOW: i64 = 1_750_000_000_000;
@@ -129,5 +134,18 @@ mod tests {
         assert!(matches!(Plugin::score(&history(vec![])), Err(PluginError::InvalidConfig(_))));
         testing::set_config(json!({ "window": 30 }));
         assert!(matches!(Plugin::score(&history(vec![])), Err(PluginError::InvalidConfig(_))));
+    }
+
+    #[test]
+    fn there_is_nothing_to_fit() {
+        testing::reset();
+        let customer = PurchaseSummary {
+            customer_id: "c1".into(),
+            created_at: 0,
+            purchases: vec![Purchase { at: NOW - MS_PER_DAY, amount_minor: 500, currency: "USD".into() }],
+        };
+        assert_eq!(Plugin::fit_rows(std::slice::from_ref(&customer), NOW), Ok(vec![]));
+        assert_eq!(testing::fit::<Plugin>(&[customer], NOW), Ok(json!({})));
+        assert!(testing::kv_entries().is_empty());
     }
 }

@@ -9,7 +9,8 @@
 //! so no index can be out of range.
 //! label and segment are `none`, explanation is the fixed text
 //! `"sum(amount_minor * 0.01) + count"`, components are empty. `score-batch`
-//! maps `score`; `fit` returns `"{}"`.
+//! maps `score`; `fit-chunk` accepts every chunk and keeps nothing (no
+//! population parameters); `fit-finish` returns `"{}"`.
 //!
 //! (Like every Rust wasm32-wasip2 component it still imports a few WASI
 //! interfaces from `std`; the host gives those an empty context.)
@@ -52,7 +53,11 @@ impl Guest for BenchScorer {
         inputs.iter().map(|input| Ok(score_one(input))).collect()
     }
 
-    fn fit(_population: Vec<PurchaseSummary>, _now: Timestamp) -> Result<Json, PluginError> {
+    fn fit_chunk(_chunk: Vec<PurchaseSummary>, _now: Timestamp) -> Result<(), PluginError> {
+        Ok(())
+    }
+
+    fn fit_finish(_now: Timestamp) -> Result<Json, PluginError> {
         Ok("{}".to_string())
     }
 }

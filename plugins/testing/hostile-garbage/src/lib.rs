@@ -7,7 +7,11 @@
 //!   segment `""` (empty).
 //! - `score-batch`: returns NO results whatever the input (the contract says
 //!   one per input, in order): the host must detect the length mismatch.
-//! - `fit`: returns `"not json {"`, which is not the JSON the contract asks for.
+//! - `fit-chunk`: accepts every chunk (a unit result leaves no room for
+//!   garbage).
+//! - `fit-finish`: returns `"not json {"`, which is not the JSON the contract
+//!   asks for. It does so after any number of chunks, zero included, so a
+//!   whole fit always ends in garbage.
 //!
 //! Capabilities imported: none.
 
@@ -41,7 +45,11 @@ impl Guest for HostileGarbage {
         Vec::new()
     }
 
-    fn fit(_population: Vec<PurchaseSummary>, _now: Timestamp) -> Result<Json, PluginError> {
+    fn fit_chunk(_chunk: Vec<PurchaseSummary>, _now: Timestamp) -> Result<(), PluginError> {
+        Ok(())
+    }
+
+    fn fit_finish(_now: Timestamp) -> Result<Json, PluginError> {
         Ok("not json {".to_string())
     }
 }

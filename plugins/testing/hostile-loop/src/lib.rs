@@ -1,5 +1,7 @@
-//! `hostile-loop` (scoring-rule): `score`, `score-batch` and `fit` all spin
-//! forever in a loop the optimiser cannot remove (`core::hint::black_box`).
+//! `hostile-loop` (scoring-rule): `score`, `score-batch`, `fit-chunk` and
+//! `fit-finish` all spin forever in a loop the optimiser cannot remove
+//! (`core::hint::black_box`). A fit therefore hangs in its first chunk, or in
+//! `fit-finish` when the population is empty (no chunk at all).
 //! No host call, no allocation: only the host's CPU budget (epoch deadline
 //! or fuel) can stop it. The host must interrupt the call, report a timeout
 //! / budget error, and stay responsive; other plugins and tenants must be
@@ -35,7 +37,11 @@ impl Guest for HostileLoop {
         spin()
     }
 
-    fn fit(_population: Vec<PurchaseSummary>, _now: Timestamp) -> Result<Json, PluginError> {
+    fn fit_chunk(_chunk: Vec<PurchaseSummary>, _now: Timestamp) -> Result<(), PluginError> {
+        spin()
+    }
+
+    fn fit_finish(_now: Timestamp) -> Result<Json, PluginError> {
         spin()
     }
 }

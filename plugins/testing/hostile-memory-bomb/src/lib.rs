@@ -1,8 +1,10 @@
-//! `hostile-memory-bomb` (scoring-rule): `score`, `score-batch` and `fit`
-//! allocate 1 MiB chunks, fill each with a non-zero byte (so every page is
-//! really touched, not just reserved) and keep them all, until allocation
-//! fails. Rust then aborts ("memory allocation of 1048576 bytes failed" on
-//! stderr, then a wasm `unreachable` trap). The host's memory limit
+//! `hostile-memory-bomb` (scoring-rule): `score`, `score-batch`, `fit-chunk`
+//! and `fit-finish` (so a fit blows up in its first chunk, or in `fit-finish`
+//! when there is no chunk at all) allocate 1 MiB chunks, fill each with a
+//! non-zero byte (so every page is really touched, not just reserved) and
+//! keep them all, until allocation fails. Rust then aborts ("memory
+//! allocation of 1048576 bytes failed" on stderr, then a wasm `unreachable`
+//! trap). The host's memory limit
 //! (`memory.grow` refused past it) must stop it well before the machine
 //! suffers; the call fails as a trap / resource error.
 //!
@@ -40,7 +42,11 @@ impl Guest for HostileMemoryBomb {
         hoard()
     }
 
-    fn fit(_population: Vec<PurchaseSummary>, _now: Timestamp) -> Result<Json, PluginError> {
+    fn fit_chunk(_chunk: Vec<PurchaseSummary>, _now: Timestamp) -> Result<(), PluginError> {
+        hoard()
+    }
+
+    fn fit_finish(_now: Timestamp) -> Result<Json, PluginError> {
         hoard()
     }
 }

@@ -3,7 +3,9 @@
 //!
 //! - `score`: value 1.0 and an explanation of 8 MiB (`'x'` × 8 388 608);
 //! - `score-batch`: that same oversized score for every input;
-//! - `fit`: a valid JSON string literal of 8 MiB (`"xxx…"`).
+//! - `fit-chunk`: accepts every chunk (a unit result cannot be oversized);
+//! - `fit-finish`: a valid JSON string literal of 8 MiB (`"xxx…"`), after any
+//!   number of chunks, zero included.
 //!
 //! The host must refuse the output (output-size cap) with a plugin error
 //! rather than store or forward it.
@@ -43,7 +45,11 @@ impl Guest for HostileOversized {
         inputs.iter().map(|_| Ok(oversized_score())).collect()
     }
 
-    fn fit(_population: Vec<PurchaseSummary>, _now: Timestamp) -> Result<Json, PluginError> {
+    fn fit_chunk(_chunk: Vec<PurchaseSummary>, _now: Timestamp) -> Result<(), PluginError> {
+        Ok(())
+    }
+
+    fn fit_finish(_now: Timestamp) -> Result<Json, PluginError> {
         Ok(format!("\"{}\"", "x".repeat(OVERSIZED_BYTES)))
     }
 }

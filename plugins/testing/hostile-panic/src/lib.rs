@@ -1,5 +1,7 @@
-//! `hostile-panic` (scoring-rule): `score`, `score-batch` and `fit` panic
-//! with the message `"hostile plugin panicked on purpose"`. On
+//! `hostile-panic` (scoring-rule): `score`, `score-batch`, `fit-chunk` and
+//! `fit-finish` panic with the message `"hostile plugin panicked on
+//! purpose"` (so a fit traps in its first chunk, or in `fit-finish` when
+//! there is no chunk at all). On
 //! wasm32-wasip2 a panic prints `panicked at ...: hostile plugin panicked on
 //! purpose` to stderr (WASI `wasi:cli/stderr`) and aborts with a wasm
 //! `unreachable` trap. The host must turn the trap into a plugin error (not
@@ -30,7 +32,11 @@ impl Guest for HostilePanic {
         panic!("{MESSAGE}")
     }
 
-    fn fit(_population: Vec<PurchaseSummary>, _now: Timestamp) -> Result<Json, PluginError> {
+    fn fit_chunk(_chunk: Vec<PurchaseSummary>, _now: Timestamp) -> Result<(), PluginError> {
+        panic!("{MESSAGE}")
+    }
+
+    fn fit_finish(_now: Timestamp) -> Result<Json, PluginError> {
         panic!("{MESSAGE}")
     }
 }

@@ -1,7 +1,9 @@
-//! `hostile-recursion` (scoring-rule): `score`, `score-batch` and `fit`
-//! recurse without bound. The recursion is not a tail call (the result is
-//! combined after the call returns) and goes through `black_box`, so the
-//! optimiser can turn it neither into a loop nor into nothing. It ends in a
+//! `hostile-recursion` (scoring-rule): `score`, `score-batch`, `fit-chunk`
+//! and `fit-finish` recurse without bound (so a fit overflows in its first
+//! chunk, or in `fit-finish` when there is no chunk at all). The recursion
+//! is not a tail call (the result is combined after the call returns) and
+//! goes through `black_box`, so the optimiser can turn it neither into a
+//! loop nor into nothing. It ends in a
 //! wasm stack-overflow trap (wasmtime's `max_wasm_stack`) or, if the
 //! shadow stack in linear memory runs out first, an out-of-bounds trap.
 //! Either way the host must report a trap and keep running (no native
@@ -51,7 +53,13 @@ impl Guest for HostileRecursion {
         inputs.into_iter().map(Self::score).collect()
     }
 
-    fn fit(_population: Vec<PurchaseSummary>, _now: Timestamp) -> Result<Json, PluginError> {
+    fn fit_chunk(_chunk: Vec<PurchaseSummary>, _now: Timestamp) -> Result<(), PluginError> {
+        // Unreachable past the call: `overflow` never returns.
+        black_box(overflow());
+        Ok(())
+    }
+
+    fn fit_finish(_now: Timestamp) -> Result<Json, PluginError> {
         Ok(format!("{{\"depth\":{}}}", overflow()))
     }
 }

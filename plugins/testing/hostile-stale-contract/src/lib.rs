@@ -1,6 +1,7 @@
 //! `hostile-stale-contract` (scoring-rule): a component built against a
 //! stale draft of `rapport:crm@0.1.0` (see `wit/stale.wit`): it exports
-//! `rapport:crm/scoring@0.1.0` with `score`, `score-batch` and `fit`, but
+//! `rapport:crm/scoring@0.1.0` with `score`, `score-batch`, `fit-chunk` and
+//! `fit-finish`, but
 //! with other parameter and result types. Its export *names* are all there,
 //! so only a type check finds the problem: the host must refuse it at load
 //! (`LoadError::ExportTypes`), not load it and fail every call.
@@ -28,7 +29,11 @@ impl Guest for StaleContract {
         customer_ids.into_iter().map(Self::score).collect()
     }
 
-    fn fit(_population: Vec<String>) -> String {
+    fn fit_chunk(_population: Vec<String>) -> String {
+        "{}".to_string()
+    }
+
+    fn fit_finish() -> String {
         "{}".to_string()
     }
 }

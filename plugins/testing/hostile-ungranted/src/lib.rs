@@ -3,7 +3,8 @@
 //! `kv`. Loading must fail, naming the import
 //! (`rapport:crm/kv@0.1.0`), before any code runs. Were it loaded anyway,
 //! `score` would return value 1.0 if the key exists, else 0.0 (also on a
-//! host error: this plugin exists only to be refused).
+//! host error: this plugin exists only to be refused). `fit-chunk` accepts
+//! every chunk; `fit-finish` returns `"{}"`.
 //!
 //! Capabilities imported: `kv` (deliberately ungranted).
 
@@ -35,7 +36,11 @@ impl Guest for HostileUngranted {
         inputs.into_iter().map(Self::score).collect()
     }
 
-    fn fit(_population: Vec<PurchaseSummary>, _now: Timestamp) -> Result<Json, PluginError> {
+    fn fit_chunk(_chunk: Vec<PurchaseSummary>, _now: Timestamp) -> Result<(), PluginError> {
+        Ok(())
+    }
+
+    fn fit_finish(_now: Timestamp) -> Result<Json, PluginError> {
         Ok("{}".to_string())
     }
 }

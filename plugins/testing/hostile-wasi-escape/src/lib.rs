@@ -13,8 +13,10 @@
 //! when 0 else `"escaped"`, explanation = `"{name}: ok|failed (...)"` for each
 //! attempt joined by `"; "`, components `[(name, 1.0 or 0.0), ...]`. The
 //! host gives plugins an empty WASI context (no preopened dirs, no env, no
-//! network), so it must score exactly 0. `score-batch` maps `score`; `fit`
-//! returns `{"successes":N}`.
+//! network), so it must score exactly 0. `score-batch` maps `score`;
+//! `fit-chunk` accepts every chunk and tries nothing; `fit-finish` makes the
+//! six attempts and returns `{"successes":N}` (after any number of chunks,
+//! zero included).
 //!
 //! Capabilities imported: none (only WASI).
 
@@ -100,7 +102,11 @@ impl Guest for HostileWasiEscape {
         inputs.into_iter().map(Self::score).collect()
     }
 
-    fn fit(_population: Vec<PurchaseSummary>, _now: Timestamp) -> Result<Json, PluginError> {
+    fn fit_chunk(_chunk: Vec<PurchaseSummary>, _now: Timestamp) -> Result<(), PluginError> {
+        Ok(())
+    }
+
+    fn fit_finish(_now: Timestamp) -> Result<Json, PluginError> {
         Ok(format!("{{\"successes\":{}}}", successes(&attempts())))
     }
 }

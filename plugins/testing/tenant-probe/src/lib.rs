@@ -16,10 +16,12 @@
 //! `score-batch` maps `score`.
 //!
 //! Memory residue: every `score` first remembers the input customer's id in
-//! a static (guest linear memory); `fit` returns
-//! `{"remembered": <that id, or null>}`. Within one instance `fit` sees the
-//! last scored id; a fresh instance, even in a reused pool slot that served
-//! another tenant, must see `null`.
+//! a static (guest linear memory); `fit-chunk` accepts every chunk and
+//! changes nothing; `fit-finish` returns `{"remembered": <that id, or null>}`
+//! (after any number of chunks, zero included) and keeps the id, so it can
+//! be asked again. Within one instance `fit-finish` sees the last scored
+//! id; a fresh instance, even in a reused pool slot that served another
+//! tenant, must see `null`.
 //!
 //! Capability imported: `customers`.
 
@@ -78,7 +80,11 @@ impl Guest for TenantProbe {
         inputs.into_iter().map(Self::score).collect()
     }
 
-    fn fit(_population: Vec<PurchaseSummary>, _now: Timestamp) -> Result<Json, PluginError> {
+    fn fit_chunk(_chunk: Vec<PurchaseSummary>, _now: Timestamp) -> Result<(), PluginError> {
+        Ok(())
+    }
+
+    fn fit_finish(_now: Timestamp) -> Result<Json, PluginError> {
         let remembered = REMEMBERED.lock().ok().and_then(|r| r.clone());
         Ok(serde_json::json!({ "remembered": remembered }).to_string())
     }

@@ -12,8 +12,13 @@
 //! - `explanation` = `"{n} purchase(s), spend {spend} minor units, bonus {bonus}"`.
 //! - `components` = `[("purchases", n), ("spend_minor", spend)]`.
 //! - `score-batch` scores each input in order (config read once per batch).
-//! - `fit` logs one `info` line, message `"fit over {len} customers"`, field
-//!   `("population", "{len}")`, and returns `"{}"`.
+//! - A fit (`fit-chunk` × k, then `fit-finish`) logs exactly one `info`
+//!   line, at `fit-finish`: message `"fit over {len} customers"`, field
+//!   `("population", "{len}")`, where `len` is the number of summaries over
+//!   every chunk since the last `fit-finish` (0 when there was no chunk),
+//!   and returns `"{}"`. `fit-chunk` only adds its chunk's length to a
+//!   counter and logs nothing; `fit-finish` resets the counter, so the next
+//!   `fit-chunk` starts a new fit.
 //!
 //! A config that is not a JSON object, or whose `"bonus"` is not a number,
 //! yields `plugin-error::invalid-config`. An entry whose `kind` index is not
@@ -32,8 +37,28 @@ use rapport::crm::config::get_config;
 use rapport::crm::inputs::{CustomerHistory, PurchaseSummary};
 use rapport::crm::log::{Level, log};
 use rapport::crm::types::{Json, PluginError, Timestamp};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 struct TestScorer;
+
+/// Summaries seen by `fit-chunk` since the last `fit-finish`: the only thing
+/// this plugin's fit needs, so chunks are counted, never kept. The guest is
+/// single-threaded; the atomic is just a `static` that needs no `unsafe`.
+static FIT_POPULATION: AtomicU64 = AtomicU64::new(0);
+
+/// Adds one chunk's length to the running fit.
+fn count_chunk(len: usize) {
+    let len = u64::try_from(len).unwrap_or(u64::MAX);
+    // fetch_update never fails with a closure that always returns Some.
+    let _ = FIT_POPULATION.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |seen| {
+        Some(seen.saturating_add(len))
+    });
+}
+
+/// Ends the running fit: its population size, with the counter reset to 0.
+fn take_population() -> u64 {
+    FIT_POPULATION.swap(0, Ordering::Relaxed)
+}
 
 /// Reads `"bonus"` from the tenant's config; the only knob this plugin has.
 fn bonus() -> Result<f64, PluginError> {
@@ -118,8 +143,13 @@ impl Guest for TestScorer {
             .collect()
     }
 
-    fn fit(population: Vec<PurchaseSummary>, _now: Timestamp) -> Result<Json, PluginError> {
-        let size = population.len();
+    fn fit_chunk(chunk: Vec<PurchaseSummary>, _now: Timestamp) -> Result<(), PluginError> {
+        count_chunk(chunk.len());
+        Ok(())
+    }
+
+    fn fit_finish(_now: Timestamp) -> Result<Json, PluginError> {
+        let size = take_population();
         log(
             Level::Info,
             &format!("fit over {size} customers"),
@@ -193,6 +223,19 @@ mod tests {
         assert_eq!(score.value, 0.0);
         assert_eq!(score.segment.as_deref(), Some("prospect"));
         assert_eq!(score.explanation, "0 purchase(s), spend 0 minor units, bonus 0");
+    }
+
+    #[test]
+    fn fit_counts_every_chunk_and_finishing_starts_over() {
+        // One test owns the static counter, so parallel tests cannot race on it.
+        assert_eq!(take_population(), 0);
+        count_chunk(2);
+        count_chunk(0);
+        count_chunk(1);
+        assert_eq!(take_population(), 3);
+        assert_eq!(take_population(), 0, "fit-finish forgets the chunks");
+        count_chunk(10_000);
+        assert_eq!(take_population(), 10_000);
     }
 
     #[test]
