@@ -273,7 +273,7 @@ mod tests {
         );
         assert_eq!((p1.first_item, p1.item_count), (0, 2));
         assert_eq!(p1.payload, None);
-        assert_eq!((open.kind, open.channel, open.amount.clone()), (4, Some(5), None));
+        assert_eq!((open.kind, open.channel, open.amount), (4, Some(5), None));
         assert_eq!((open.first_item, open.item_count), (2, 0));
         assert_eq!(open.payload.as_deref(), Some("{ \"campaign\": \"x\" }"));
         assert_eq!(
@@ -323,9 +323,9 @@ mod tests {
         // purchase, sku-0, USD, sku-1, ..., sku-99: 102 strings, each once.
         assert_eq!(h.strings.len(), 102);
         for round in 0..2 {
-            for i in 0..100 {
+            for (i, sku) in skus.iter().enumerate() {
                 let item = &h.items[round * 100 + i];
-                assert_eq!(h.strings[item.sku as usize], skus[i]);
+                assert_eq!(&h.strings[item.sku as usize], sku);
                 assert_eq!(h.strings[item.currency as usize], "USD");
             }
         }

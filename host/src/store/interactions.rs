@@ -1413,6 +1413,39 @@ pub async fn reward_entries_tx(
     Ok(entries)
 }
 
+impl Store {
+    /// The tenant's purchase baskets for cross-sell fits: the distinct SKUs
+    /// of each purchase with line items, in ingest order. One query, read in
+    /// order, so memory is the baskets themselves.
+    pub async fn purchase_baskets(&self, t: &TenantId) -> StoreResult<Vec<Vec<String>>> {
+        let rows = sqlx::query(
+            "SELECT i.interaction_id, i.sku FROM interaction_items i \
+             JOIN interactions x ON x.tenant_id = i.tenant_id AND x.id = i.interaction_id \
+             WHERE i.tenant_id = $1 AND x.kind = 'purchase' \
+             ORDER BY i.interaction_id, i.sku",
+        )
+        .bind(t.as_str())
+        .fetch_all(self.db().pool())
+        .await?;
+        let mut baskets: Vec<Vec<String>> = Vec::new();
+        let mut current: Option<String> = None;
+        for row in &rows {
+            let interaction: String = row.try_get("interaction_id")?;
+            let sku: String = row.try_get("sku")?;
+            if current.as_deref() != Some(interaction.as_str()) {
+                baskets.push(Vec::new());
+                current = Some(interaction);
+            }
+            if let Some(basket) = baskets.last_mut()
+                && basket.last() != Some(&sku)
+            {
+                basket.push(sku);
+            }
+        }
+        Ok(baskets)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1459,38 +1492,5 @@ mod tests {
         assert_eq!(a.as_str(), "12");
         assert!(serde_json::from_str::<Amount>("1234567890.1234567").is_err());
         assert!(serde_json::from_str::<Amount>("true").is_err());
-    }
-}
-
-impl Store {
-    /// The tenant's purchase baskets for cross-sell fits: the distinct SKUs
-    /// of each purchase with line items, in ingest order. One query, read in
-    /// order, so memory is the baskets themselves.
-    pub async fn purchase_baskets(&self, t: &TenantId) -> StoreResult<Vec<Vec<String>>> {
-        let rows = sqlx::query(
-            "SELECT i.interaction_id, i.sku FROM interaction_items i \
-             JOIN interactions x ON x.tenant_id = i.tenant_id AND x.id = i.interaction_id \
-             WHERE i.tenant_id = $1 AND x.kind = 'purchase' \
-             ORDER BY i.interaction_id, i.sku",
-        )
-        .bind(t.as_str())
-        .fetch_all(self.db().pool())
-        .await?;
-        let mut baskets: Vec<Vec<String>> = Vec::new();
-        let mut current: Option<String> = None;
-        for row in &rows {
-            let interaction: String = row.try_get("interaction_id")?;
-            let sku: String = row.try_get("sku")?;
-            if current.as_deref() != Some(interaction.as_str()) {
-                baskets.push(Vec::new());
-                current = Some(interaction);
-            }
-            if let Some(basket) = baskets.last_mut()
-                && basket.last() != Some(&sku)
-            {
-                basket.push(sku);
-            }
-        }
-        Ok(baskets)
     }
 }
