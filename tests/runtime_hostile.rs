@@ -30,15 +30,6 @@ fn load(rt: &Runtime, name: &str, limits: Limits) -> Arc<Plugin> {
     rt.load(def).unwrap()
 }
 
-fn scorer(rt: &Runtime) -> Arc<Plugin> {
-    rt.load(definition(
-        "test-scorer",
-        PluginKind::ScoringRule,
-        &[Capability::Config, Capability::Log],
-    ))
-    .unwrap()
-}
-
 #[tokio::test]
 async fn infinite_loop_is_stopped_at_its_deadline() {
     let rt = runtime();
@@ -99,7 +90,7 @@ async fn memory_bomb_hits_the_memory_limit() {
     );
     let (result, _) = small.score(ctx(ACME, "{}", &services), &input()).await;
     assert_eq!(result.unwrap_err(), CallError::MemoryLimit);
-    let (result, _) = scorer(&rt).score(ctx(ACME, "{}", &services), &input()).await;
+    let (result, _) = test_scorer(&rt).score(ctx(ACME, "{}", &services), &input()).await;
     assert_eq!(result.unwrap().value, 1.0);
 }
 
@@ -221,7 +212,7 @@ async fn repeated_failures_suspend_the_plugin_for_that_tenant_only() {
 #[tokio::test]
 async fn a_session_survives_a_trap_by_reinstantiating() {
     let rt = runtime();
-    let plugin = scorer(&rt);
+    let plugin = test_scorer(&rt);
     let services = fixture();
     let mut session = plugin.session(ctx(ACME, r#"{"bonus": 1}"#, &services));
     for _ in 0..3 {
@@ -255,7 +246,7 @@ async fn other_tenants_stay_responsive() {
             ..Limits::default()
         },
     );
-    let good = scorer(&rt);
+    let good = test_scorer(&rt);
     let services = fixture();
     // Compile and warm both before timing.
     let (warm, _) = good.score(ctx(GLOBEX, "{}", &services), &input()).await;

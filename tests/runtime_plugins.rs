@@ -30,13 +30,7 @@ use support::*;
 #[tokio::test]
 async fn scoring_plugin_returns_exact_scores_with_per_tenant_config() {
     let rt = runtime();
-    let plugin = rt
-        .load(definition(
-            "test-scorer",
-            PluginKind::ScoringRule,
-            &[Capability::Config, Capability::Log],
-        ))
-        .unwrap();
+    let plugin = test_scorer(&rt);
     let services = fixture();
     let input = history(
         customer("a-1", "EXT-A1", "{}"),
@@ -85,13 +79,7 @@ async fn scoring_plugin_returns_exact_scores_with_per_tenant_config() {
 #[tokio::test]
 async fn log_lines_are_captured_and_capped() {
     let rt = runtime();
-    let plugin = rt
-        .load(definition(
-            "test-scorer",
-            PluginKind::ScoringRule,
-            &[Capability::Config, Capability::Log],
-        ))
-        .unwrap();
+    let plugin = test_scorer(&rt);
     let services = fixture();
     let population = vec![
         PurchaseSummary {
@@ -145,13 +133,7 @@ async fn log_lines_are_captured_and_capped() {
 #[tokio::test]
 async fn fit_streams_a_population_larger_than_a_chunk_through_one_instance() {
     let rt = runtime();
-    let plugin = rt
-        .load(definition(
-            "test-scorer",
-            PluginKind::ScoringRule,
-            &[Capability::Config, Capability::Log],
-        ))
-        .unwrap();
+    let plugin = test_scorer(&rt);
     let services = fixture();
     let n = 2 * rapport::runtime::FIT_CHUNK + 123;
     let population: Vec<PurchaseSummary> = (0..n)

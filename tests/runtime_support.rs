@@ -11,7 +11,7 @@ use std::sync::Arc;
 use rapport::runtime::contract::inputs::CustomerHistory;
 use rapport::runtime::contract::types::{Customer, Interaction, LineItem, Money, Product};
 use rapport::runtime::fixture::{FixtureData, FixtureServices, TenantFixture};
-use rapport::runtime::{CallContext, Capability, Limits, PluginDefinition, PluginKind, Runtime, RuntimeConfig};
+use rapport::runtime::{CallContext, Capability, Limits, Plugin, PluginDefinition, PluginKind, Runtime, RuntimeConfig};
 use rapport::store::TenantId;
 use sha2::{Digest, Sha256};
 
@@ -61,6 +61,16 @@ pub fn definition(crate_name: &str, kind: PluginKind, capabilities: &[Capability
 
 pub fn runtime() -> Runtime {
     Runtime::new(RuntimeConfig::default()).unwrap()
+}
+
+/// `test-scorer` with the capabilities it imports (`config`, `log`).
+pub fn test_scorer(rt: &Runtime) -> Arc<Plugin> {
+    rt.load(definition(
+        "test-scorer",
+        PluginKind::ScoringRule,
+        &[Capability::Config, Capability::Log],
+    ))
+    .unwrap()
 }
 
 pub fn tenant(t: &str) -> TenantId {

@@ -32,9 +32,7 @@ use crate::manifest::effective::{EffectivePlugin, effective_plugin, effective_pl
 use crate::manifest::{ManifestHandle, PluginKind, PluginSpec};
 use crate::runtime::contract::inputs::CustomerHistory;
 use crate::runtime::contract::types;
-use crate::runtime::history::HistoryBuilder;
 use crate::runtime::{CallContext, CallError, CallReport, Plugin, PluginDefinition, Runtime, RuntimeConfig};
-use crate::store::interactions::TimelineFilter;
 use crate::store::{Store, StoreError, StoreResult, TenantId, now_ms};
 
 /// How much history a plugin gets with each customer. Beyond this the
@@ -334,36 +332,16 @@ impl PluginService {
     }
 
     /// The customer and up to [`MAX_HISTORY`] of their interactions, oldest
-    /// first, as plugins receive them.
+    /// first, as plugins receive them: the batch job's bulk history read
+    /// (two queries) and its conversion, for one customer.
     pub async fn customer_history(&self, tenant: &TenantId, customer_id: &str) -> StoreResult<CustomerHistory> {
-        let customer = self.store.get_customer(tenant, customer_id).await?;
-        let mut interactions: Vec<crate::store::interactions::Interaction> = Vec::new();
-        let mut cursor = None;
-        let mut truncated = false;
-        loop {
-            let filter = TimelineFilter {
-                limit: Some(500),
-                cursor,
-                ..Default::default()
-            };
-            let page = self.store.customer_timeline(tenant, customer_id, filter).await?;
-            interactions.extend(page.items);
-            if interactions.len() >= MAX_HISTORY {
-                truncated = page.next_cursor.is_some() || interactions.len() > MAX_HISTORY;
-                interactions.truncate(MAX_HISTORY);
-                break;
-            }
-            match page.next_cursor {
-                Some(next) => cursor = Some(next),
-                None => break,
-            }
-        }
-        // The timeline is newest first; histories are oldest first.
-        let mut builder = HistoryBuilder::with_capacity(interactions.len());
-        for i in interactions.into_iter().rev() {
-            builder.push_interaction(&store_services::interaction_to_guest(i));
-        }
-        Ok(builder.finish(store_services::customer_to_guest(customer), truncated, now_ms()))
+        let history = self
+            .store
+            .scoring_histories(tenant, &[customer_id.to_string()], MAX_HISTORY)
+            .await?
+            .pop()
+            .ok_or(StoreError::NotFound { entity: "customer" })?;
+        Ok(scoring::history_to_guest(history, now_ms(), None))
     }
 
     /// Runs the tenant's active scoring plugins (or just `only`) on one

@@ -95,7 +95,7 @@ pub type ProgressFn<'a> = &'a (dyn Fn(i64, i64) + Send + Sync);
 /// The plugin input for one customer. With an `as_of` time (scoring as of
 /// a past date), interactions after it are left out, so the plugin sees the
 /// customer as they were then, not just an earlier clock.
-fn history_to_guest(h: ScoringHistory, now: i64, as_of: Option<i64>) -> CustomerHistory {
+pub(super) fn history_to_guest(h: ScoringHistory, now: i64, as_of: Option<i64>) -> CustomerHistory {
     let mut builder = HistoryBuilder::with_capacity(h.interactions.len());
     for i in h
         .interactions

@@ -146,14 +146,6 @@ impl HistoryBuilder {
         );
     }
 
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
     pub fn finish(self, customer: Customer, truncated: bool, now: Timestamp) -> CustomerHistory {
         CustomerHistory {
             customer,
