@@ -10,7 +10,12 @@
 //! Each runs with fuel metering on (the default) and off, on a 10-interaction
 //! history and on a 1000-interaction one (where guest compute dominates and
 //! the fuel cost shows). divan prints the full table; a summary with medians
-//! and ratios to native follows.
+//! and ratios to native follows, with the floor under it: the same component
+//! called through bare wasmtime (`plugin_call/raw_wasmtime.rs`), on a sync
+//! and on an async engine, in the same run.
+
+#[path = "plugin_call/raw_wasmtime.rs"]
+mod raw_wasmtime;
 
 #[path = "../../plugins/testing/bench-scorer/src/model.rs"]
 mod model;
@@ -36,6 +41,8 @@ struct Setup {
     empty: CustomerHistory,
     small: CustomerHistory,
     large: CustomerHistory,
+    raw_sync: raw_wasmtime::Raw,
+    raw_async: raw_wasmtime::Raw,
 }
 
 fn wasm_path() -> PathBuf {
@@ -85,6 +92,8 @@ fn setup() -> &'static Setup {
                 path.display()
             )
         });
+        let raw_sync = raw_wasmtime::Raw::new(&wasm, false);
+        let raw_async = raw_wasmtime::Raw::new(&wasm, true);
         let def = PluginDefinition {
             id: "bench-scorer".into(),
             kind: PluginKind::ScoringRule,
@@ -121,6 +130,8 @@ fn setup() -> &'static Setup {
             empty: history(0),
             small: history(10),
             large: history(1000),
+            raw_sync,
+            raw_async,
         }
     })
 }
@@ -209,6 +220,8 @@ fn summary() {
     let same = |a: f64, b: f64| assert_eq!(a.to_bits(), b.to_bits(), "wasm and native disagree");
     same(fresh(&s.fuel, &s.small), native(&s.small).value);
     same(warm_loop(&s.fuel, &s.large, 1), native(&s.large).value);
+    same(s.raw_sync.fresh(&s.small), native(&s.small).value);
+    same(s.raw_async.warm(&s.small, 2), native(&s.small).value);
     let rows: Vec<(&str, Duration)> = vec![
         (
             "native fn, 10 interactions",
@@ -258,6 +271,40 @@ fn summary() {
             "warm call, fuel off",
             median(31, 2_000, |n| {
                 divan::black_box(warm_loop(&s.nofuel, &s.small, n));
+            }),
+        ),
+        (
+            "floor: bare wasmtime async, fresh + call",
+            median(31, 500, |n| {
+                for _ in 0..n {
+                    divan::black_box(s.raw_async.fresh(&s.small));
+                }
+            }),
+        ),
+        (
+            "floor: bare wasmtime sync, fresh + call",
+            median(31, 500, |n| {
+                for _ in 0..n {
+                    divan::black_box(s.raw_sync.fresh(&s.small));
+                }
+            }),
+        ),
+        (
+            "floor: bare wasmtime async, warm call",
+            median(31, 2_000, |n| {
+                divan::black_box(s.raw_async.warm(&s.small, n));
+            }),
+        ),
+        (
+            "floor: bare wasmtime sync, warm call",
+            median(31, 2_000, |n| {
+                divan::black_box(s.raw_sync.warm(&s.small, n));
+            }),
+        ),
+        (
+            "floor: bare wasmtime sync, warm, empty",
+            median(31, 2_000, |n| {
+                divan::black_box(s.raw_sync.warm(&s.empty, n));
             }),
         ),
         (

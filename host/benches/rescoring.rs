@@ -31,9 +31,11 @@
 //! population in chunks (`fit-chunk` / `fit-finish`), so a million
 //! customers fit in it (before, that needed a bench-only 2 GiB runtime).
 //!
-//! `RAPPORT_BENCH_PROFILE=1` only scores synthetic chunks through the
-//! plugin for 8 s, for `perf record` without input generation or
-//! compilation in the samples.
+//! `RAPPORT_BENCH_PROFILE=1` (or `=cdnow`) only scores synthetic (CDNOW)
+//! chunks through the plugin for 8 s, for `perf record` without input
+//! generation or compilation in the samples. Built with `--features
+//! profiling` and run with `RAPPORT_WASM_PROFILER=perfmap`, the guest's own
+//! functions are named in `perf report` too.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -64,11 +66,21 @@ const DAY_MS: i64 = 86_400_000;
 const SYNTH_NOW: i64 = 1_767_225_600_000;
 const PLUGIN_ID: &str = "rfm";
 
-fn wasm_path() -> PathBuf {
+fn wasm_path(file: &str) -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join("target"));
-    target.join("wasm32-wasip2/release/rapport_plugin_rfm.wasm")
+    target.join("wasm32-wasip2/release").join(file)
+}
+
+fn read_wasm(file: &str) -> Vec<u8> {
+    let path = wasm_path(file);
+    std::fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; run `scripts/build-plugins` (with the same CARGO_TARGET_DIR) first",
+            path.display()
+        )
+    })
 }
 
 // ------------------------------------------------------------------ inputs
@@ -387,6 +399,12 @@ struct Variant {
     /// Keep one instance (`Session`) across the chunks of a 10,000-customer
     /// block instead of a fresh one per chunk as the job does.
     reuse: bool,
+    /// The plugin is `bench-scorer`, not rfm: it sums the amounts and
+    /// returns a fixed-text score (no label, segment or components), and
+    /// has no fit. Its time is a floor for any scoring plugin given these
+    /// histories: what moving them into a component costs, on the stock
+    /// runtime, with almost no work and a small result.
+    floor: bool,
     fit: Duration,
     fit_error: Option<String>,
     /// Set after the fit: the model the scores use (native variant only).
@@ -410,6 +428,11 @@ impl Variant {
         self
     }
 
+    fn floor(mut self) -> Variant {
+        self.floor = true;
+        self
+    }
+
     fn reuse(mut self) -> Variant {
         self.reuse = true;
         self.name += ", one instance per 10k";
@@ -423,6 +446,7 @@ impl Variant {
             chunk,
             lean: false,
             reuse: false,
+            floor: false,
             fit: Duration::ZERO,
             fit_error: None,
             model_json: None,
@@ -516,6 +540,9 @@ fn same(a: &CustomerScore, b: &CustomerScore) -> bool {
 async fn fit_all(ds: &Dataset, variants: &mut [Variant]) -> String {
     let mut native_model = None;
     for v in variants.iter_mut() {
+        if v.floor {
+            continue;
+        }
         let started = Instant::now();
         let fitted = match &v.plugin {
             None => native_fit(&ds.population, ds.now, &ds.config_json),
@@ -550,6 +577,9 @@ async fn fit_all(ds: &Dataset, variants: &mut [Variant]) -> String {
     let expected: serde_json::Value = serde_json::from_str(&native_model).expect("model JSON");
     for v in variants.iter_mut() {
         let Some((_, ctx)) = &v.plugin else { continue };
+        if v.floor {
+            continue;
+        }
         match &v.model_json {
             Some(json) => {
                 let got: serde_json::Value = serde_json::from_str(json).expect("fit summary");
@@ -617,7 +647,7 @@ async fn score_all(ds: &Dataset, variants: &mut [Variant], native_model: &str) {
                             Ok(items) => {
                                 for (item, want) in items.iter().zip(expected) {
                                     match item {
-                                        Ok(s) if same(s, want) => {}
+                                        Ok(s) if v.floor || same(s, want) => {}
                                         Ok(_) => v.mismatches += 1,
                                         Err(_) => v.failed += 1,
                                     }
@@ -822,13 +852,8 @@ fn main() {
         .ok()
         .and_then(|s| s.replace('_', "").parse().ok())
         .unwrap_or(1_000_000);
-    let path = wasm_path();
-    let wasm = std::fs::read(&path).unwrap_or_else(|e| {
-        panic!(
-            "{}: {e}; run `scripts/build-plugins` (with the same CARGO_TARGET_DIR) first",
-            path.display()
-        )
-    });
+    let wasm = read_wasm("rapport_plugin_rfm.wasm");
+    let path = wasm_path("rapport_plugin_rfm.wasm");
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -848,6 +873,7 @@ fn main() {
     eprintln!("compiling the rfm component ...");
     let stock = RuntimeConfig::default();
     let default_plugin = load(&wasm, stock.clone(), stock.max_memory_mb);
+    let floor_plugin = load(&read_wasm("bench_scorer.wasm"), stock.clone(), stock.max_memory_mb);
     let nofuel_plugin = load(
         &wasm,
         RuntimeConfig {
@@ -859,11 +885,20 @@ fn main() {
     // `RAPPORT_BENCH_PROFILE=1`: only the job's plugin configuration scoring
     // the same 10,000 synthetic histories in chunks for 8 s, nothing else
     // (for `perf record`: no input generation or compilation in the samples).
-    if std::env::var_os("RAPPORT_BENCH_PROFILE").is_some() {
-        let block: Vec<CustomerHistory> = (0..BLOCK).map(|i| synthetic_customer(i).0).collect();
-        let population: Vec<PurchaseSummary> = (0..BLOCK).map(|i| synthetic_customer(i).1).collect();
-        let model = native_fit(&population, SYNTH_NOW, "{}").expect("fit");
-        let ctx = context("{}");
+    // `RAPPORT_BENCH_PROFILE=cdnow` does the same with the CDNOW histories.
+    if let Some(which) = std::env::var_os("RAPPORT_BENCH_PROFILE") {
+        let (block, population, now, config_json) = if which == "cdnow" {
+            let Source::Built(histories) = cdnow.source else {
+                unreachable!("CDNOW histories are built in memory")
+            };
+            (histories, cdnow.population, cdnow.now, cdnow.config_json)
+        } else {
+            let block: Vec<CustomerHistory> = (0..BLOCK).map(|i| synthetic_customer(i).0).collect();
+            let population: Vec<PurchaseSummary> = (0..BLOCK).map(|i| synthetic_customer(i).1).collect();
+            (block, population, SYNTH_NOW, "{}".to_owned())
+        };
+        let model = native_fit(&population, now, &config_json).expect("fit");
+        let ctx = context(&config_json);
         let scored = tokio.block_on(async {
             ctx.services
                 .kv_set(
@@ -913,6 +948,13 @@ fn main() {
             variant("plugin, fuel off", &nofuel_plugin, 2_000, &cdnow),
             variant("plugin, default runtime (fuel on)", &default_plugin, JOB_CHUNK, &cdnow).reuse(),
             variant("plugin, default runtime (fuel on)", &default_plugin, JOB_CHUNK, &cdnow).lean(),
+            variant(
+                "floor: bench-scorer (sums amounts, fixed text)",
+                &floor_plugin,
+                JOB_CHUNK,
+                &cdnow,
+            )
+            .floor(),
         ];
         tokio.block_on(async {
             eprintln!("CDNOW: fitting ...");

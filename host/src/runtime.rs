@@ -564,6 +564,13 @@ impl Runtime {
             // too: give them room above the guest's cap.
             .async_stack_size(max_stack + (1 << 20))
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        // Built with `--features profiling`, `RAPPORT_WASM_PROFILER=perfmap`
+        // writes /tmp/perf-PID.map so that `perf report` names the guest's
+        // functions (how the plugin benchmarks were profiled).
+        #[cfg(feature = "profiling")]
+        if std::env::var("RAPPORT_WASM_PROFILER").as_deref() == Ok("perfmap") {
+            wasm.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&wasm).map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
         let engine_hash = {
             let mut h = std::collections::hash_map::DefaultHasher::new();

@@ -133,7 +133,11 @@ pub(crate) fn validate_score(s: &CustomerScore) -> Result<(), String> {
     finite("score value", s.value)?;
     for (name, v) in &s.components {
         text("component name", name)?;
-        finite(&format!("component `{name}`"), *v)?;
+        // The name goes into the message only on failure: formatting it for
+        // every component of every score was a visible part of batch scoring.
+        if !v.is_finite() {
+            finite(&format!("component `{name}`"), *v)?;
+        }
     }
     text("label", s.label.as_deref().unwrap_or_default())?;
     text("segment", s.segment.as_deref().unwrap_or_default())?;

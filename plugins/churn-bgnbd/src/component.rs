@@ -162,7 +162,7 @@ mod tests {
             name: None,
             email: None,
             phone: None,
-            attributes: serde_json::json!({}),
+            attributes: serde_json::json!({}).into(),
             created_at: 0,
         }
     }

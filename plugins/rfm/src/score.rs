@@ -225,10 +225,19 @@ pub fn score(model: &RfmModel, values: Option<RfmValues>) -> RfmScore {
         f,
         m,
         fm: fm(f, m),
-        cell: format!("{r}{f}{m}"),
+        cell: cell(r, f, m),
         segment: Segment::of(r, f, m),
         values,
     }
+}
+
+/// The 3-digit cell, e.g. "545", from scores 1-5 (written digit by digit:
+/// `format!` was a visible part of scoring a customer inside wasm).
+fn cell(r: u8, f: u8, m: u8) -> String {
+    [r, f, m]
+        .into_iter()
+        .map(|d| char::from_digit(u32::from(d), 10).unwrap_or('?'))
+        .collect()
 }
 
 /// Scores a customer's history: their values over the model's window

@@ -48,7 +48,7 @@ impl From<wit::Customer> for Customer {
             name: c.name,
             email: c.email,
             phone: c.phone,
-            attributes: json_in(c.attributes),
+            attributes: Attributes::from_json_text(c.attributes),
             created_at: c.created_at,
         }
     }

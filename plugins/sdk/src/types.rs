@@ -37,9 +37,108 @@ pub struct Customer {
     pub name: Option<String>,
     pub email: Option<String>,
     pub phone: Option<String>,
-    /// Tenant-defined attributes, a JSON object.
-    pub attributes: serde_json::Value,
+    /// Tenant-defined attributes, a JSON object, parsed on first use.
+    pub attributes: Attributes,
     pub created_at: Timestamp,
+}
+
+/// A customer's attributes: the JSON text the host sent, parsed into a
+/// [`serde_json::Value`] the first time the plugin looks at it (`Deref`),
+/// so that plugins which never read attributes (most scoring rules) do not
+/// pay for parsing them for every customer of a batch. Measured on the
+/// CDNOW tenant's attributes, eager parsing was about 7% of the rfm
+/// plugin's time inside the guest.
+///
+/// Build one from a value with `json!({...}).into()`; it reads, compares,
+/// clones and (de)serialises as that value. Text that is not JSON (the host
+/// validates it, so this should not happen) reads as a JSON string holding
+/// the text rather than being lost.
+#[derive(Default)]
+pub struct Attributes {
+    /// The wire text, until parsed (`None` when built from a value).
+    raw: Option<String>,
+    parsed: std::sync::OnceLock<serde_json::Value>,
+}
+
+impl Attributes {
+    /// Attributes from the JSON text of the wire record (not parsed yet).
+    pub fn from_json_text(text: String) -> Attributes {
+        Attributes {
+            raw: Some(text),
+            parsed: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The parsed value (parsing now if this is the first use).
+    pub fn value(&self) -> &serde_json::Value {
+        self.parsed.get_or_init(|| match &self.raw {
+            Some(text) => serde_json::from_str(text).unwrap_or_else(|_| serde_json::Value::String(text.clone())),
+            // `Default`: no attributes, the empty object the host sends.
+            None => serde_json::Value::Object(Default::default()),
+        })
+    }
+}
+
+impl From<serde_json::Value> for Attributes {
+    fn from(value: serde_json::Value) -> Attributes {
+        Attributes {
+            raw: None,
+            parsed: std::sync::OnceLock::from(value),
+        }
+    }
+}
+
+impl std::ops::Deref for Attributes {
+    type Target = serde_json::Value;
+
+    fn deref(&self) -> &serde_json::Value {
+        self.value()
+    }
+}
+
+impl std::ops::DerefMut for Attributes {
+    fn deref_mut(&mut self) -> &mut serde_json::Value {
+        self.value();
+        // Parsed just above; after a change the wire text is stale.
+        self.raw = None;
+        match self.parsed.get_mut() {
+            Some(value) => value,
+            None => unreachable!("`value()` initialised the attributes"),
+        }
+    }
+}
+
+impl Clone for Attributes {
+    fn clone(&self) -> Attributes {
+        Attributes {
+            raw: self.raw.clone(),
+            parsed: self.parsed.clone(),
+        }
+    }
+}
+
+impl PartialEq for Attributes {
+    fn eq(&self, other: &Attributes) -> bool {
+        self.value() == other.value()
+    }
+}
+
+impl std::fmt::Debug for Attributes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.value().fmt(f)
+    }
+}
+
+impl Serialize for Attributes {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.value().serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Attributes {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Attributes, D::Error> {
+        serde_json::Value::deserialize(deserializer).map(Attributes::from)
+    }
 }
 
 impl Customer {
@@ -53,7 +152,7 @@ impl Customer {
             name: None,
             email: None,
             phone: None,
-            attributes: serde_json::Value::Object(Default::default()),
+            attributes: Attributes::default(),
             created_at: 0,
         }
     }
@@ -479,6 +578,27 @@ pub enum SmtpError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn attributes_parse_on_first_use_and_behave_as_their_value() {
+        let wire = Attributes::from_json_text(r#"{"tier":"gold","visits":3}"#.into());
+        assert!(wire.parsed.get().is_none(), "nothing parsed before use");
+        assert_eq!(wire["tier"], "gold");
+        assert!(wire.parsed.get().is_some());
+        assert_eq!(wire, Attributes::from(serde_json::json!({"visits": 3, "tier": "gold"})));
+        assert_eq!(Attributes::default().value(), &serde_json::json!({}));
+        // Text that is not JSON is kept, as a JSON string.
+        assert_eq!(Attributes::from_json_text("not json".into()).value(), "not json");
+
+        let mut changed = wire.clone();
+        changed["tier"] = "silver".into();
+        assert_eq!(changed["tier"], "silver");
+        assert_eq!(wire["tier"], "gold", "a clone is independent");
+        let text = serde_json::to_string(&changed).unwrap();
+        let back: Attributes = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, changed);
+        assert_eq!(format!("{changed:?}"), format!("{:?}", changed.value()));
+    }
 
     #[test]
     fn errors_serialise_as_tagged_objects() {

@@ -79,7 +79,7 @@ mod tests {
             name: format!("Product {sku}"),
             category: None,
             price: Money::new("USD", amount_minor),
-            attributes: serde_json::json!({}),
+            attributes: serde_json::json!({}).into(),
         }
     }
 
