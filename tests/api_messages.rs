@@ -810,12 +810,14 @@ async fn expired_leases_are_taken_over_and_fenced(backend: Backend) {
         ids.push(m["id"].as_str().unwrap().to_string());
     }
 
-    let stale = store.claim_messages("node-a", 50, 10).await.unwrap();
+    // A lease long enough that node-b's first claim below falls inside it
+    // even on a loaded machine (50 ms was not, once, in CI).
+    let stale = store.claim_messages("node-a", 1_500, 10).await.unwrap();
     assert_eq!(stale.len(), 2);
     assert!(stale.iter().all(|c| c.attempt == 1 && c.window_attempts == 1));
     // Leased: nobody else gets them.
     assert!(store.claim_messages("node-b", 30_000, 10).await.unwrap().is_empty());
-    tokio::time::sleep(Duration::from_millis(120)).await;
+    tokio::time::sleep(Duration::from_millis(1_600)).await;
     // Expired: node-b takes the first over... (one at a time: limit 1)
     let taken = store.claim_messages("node-b", 30_000, 1).await.unwrap();
     assert_eq!(taken.len(), 1);
