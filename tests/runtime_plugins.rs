@@ -102,14 +102,7 @@ async fn log_lines_are_captured_and_capped() {
     ];
     let (result, report) = plugin.fit(ctx(ACME, "{}", &services), &population, 10).await;
     assert_eq!(result.unwrap(), "{}");
-    assert_eq!(
-        report.logs,
-        vec![LogLine {
-            level: LogLevel::Info,
-            message: "fit over 3 customers".into(),
-            fields: vec![("population".into(), "3".into())],
-        }]
-    );
+    assert_eq!(report.logs, fit_log(3));
     assert_eq!(report.logs_dropped, 0);
 
     // The line is 20 + 10 + 1 = 31 bytes: a 30-byte cap drops it, counted.
@@ -124,6 +117,15 @@ async fn log_lines_are_captured_and_capped() {
     assert_eq!(result.unwrap(), "{}");
     assert!(report.logs.is_empty());
     assert_eq!(report.logs_dropped, 1);
+}
+
+/// The one line test-scorer logs at the end of a fit over `n` customers.
+fn fit_log(n: usize) -> Vec<LogLine> {
+    vec![LogLine {
+        level: LogLevel::Info,
+        message: format!("fit over {n} customers"),
+        fields: vec![("population".into(), n.to_string())],
+    }]
 }
 
 /// A population larger than one chunk is fitted chunk by chunk on ONE
@@ -149,14 +151,7 @@ async fn fit_streams_a_population_larger_than_a_chunk_through_one_instance() {
         .collect();
     let (result, report) = plugin.fit(ctx(ACME, "{}", &services), &population, 10).await;
     assert_eq!(result.unwrap(), "{}");
-    assert_eq!(
-        report.logs,
-        vec![LogLine {
-            level: LogLevel::Info,
-            message: format!("fit over {n} customers"),
-            fields: vec![("population".into(), n.to_string())],
-        }]
-    );
+    assert_eq!(report.logs, fit_log(n));
     // A second fit starts from nothing (fit-finish forgot the chunks).
     let (result, report) = plugin.fit(ctx(ACME, "{}", &services), &population[..5], 10).await;
     assert_eq!(result.unwrap(), "{}");

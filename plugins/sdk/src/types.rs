@@ -53,7 +53,7 @@ pub struct Customer {
 /// clones and (de)serialises as that value. Text that is not JSON (the host
 /// validates it, so this should not happen) reads as a JSON string holding
 /// the text rather than being lost.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct Attributes {
     /// The wire text, until parsed (`None` when built from a value).
     raw: Option<String>,
@@ -104,15 +104,6 @@ impl std::ops::DerefMut for Attributes {
         match self.parsed.get_mut() {
             Some(value) => value,
             None => unreachable!("`value()` initialised the attributes"),
-        }
-    }
-}
-
-impl Clone for Attributes {
-    fn clone(&self) -> Attributes {
-        Attributes {
-            raw: self.raw.clone(),
-            parsed: self.parsed.clone(),
         }
     }
 }
