@@ -153,7 +153,7 @@ async fn https_is_allow_listed_and_untrusted_certificates_fail_as_connection_err
         PluginKind::ChannelConnector,
         &[Capability::OutboundHttp],
     );
-    def.allowed_hosts = vec![format!("127.0.0.1:{port}")];
+    def.allowed_hosts = vec![format!("127.0.0.1:{port}").parse().unwrap()];
     let plugin = rt.load(def).unwrap();
     let services = fixture();
 
@@ -260,7 +260,7 @@ fn webhook_definition(port: &str) -> rapport::runtime::PluginDefinition {
         PluginKind::ChannelConnector,
         &[Capability::Config, Capability::OutboundHttp],
     );
-    def.allowed_hosts = vec![format!("127.0.0.1:{port}")];
+    def.allowed_hosts = vec![format!("127.0.0.1:{port}").parse().unwrap()];
     def
 }
 
@@ -476,7 +476,7 @@ fn email_definition(allowed: &str) -> rapport::runtime::PluginDefinition {
         PluginKind::ChannelConnector,
         &[Capability::Config, Capability::OutboundSmtp],
     );
-    def.allowed_hosts = vec![allowed.to_owned()];
+    def.allowed_hosts = vec![allowed.parse().unwrap()];
     def
 }
 

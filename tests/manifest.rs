@@ -138,8 +138,8 @@ fn good_manifest_loads() {
     assert!(hook.has(Capability::OutboundHttp));
     let hosts: Vec<String> = hook.allowed_hosts.iter().map(ToString::to_string).collect();
     assert_eq!(hosts, ["hooks.example.com", "*.example.org:8443"]);
-    assert!(hook.allowed_hosts[1].matches("api.example.org", 8443));
-    assert!(!hook.allowed_hosts[0].matches("evil.com", 443));
+    assert!(hook.allowed_hosts[1].matches("api.example.org", 8443, &[80, 443]));
+    assert!(!hook.allowed_hosts[0].matches("evil.com", 443, &[80, 443]));
     assert_eq!(hook.limits, Limits::default());
     assert_eq!(hook.channels, ["webhook", "email"]);
     assert_eq!(

@@ -826,3 +826,21 @@ fn run_deliver_reaches_only_the_allowed_host() {
     let request = server.join().unwrap();
     assert!(request.starts_with("POST /hook HTTP/1.1"), "{request}");
 }
+
+#[test]
+fn run_refuses_allow_host_patterns_the_manifest_refuses() {
+    // `--allow-host` is parsed by the same `HostPattern` as the manifest's
+    // `allowed_hosts`: what one refuses, the other refuses too.
+    let wasm = support::wasm_path("test-connector");
+    let path = fixture("test-connector");
+    for (bad, reason) in [
+        ("*.com", "a wildcard needs at least two labels"),
+        ("127.0.0.1:0", "port must be a number from 1 to 65535"),
+        ("https://hooks.example.com", "without scheme or path"),
+        ("Hooks.example.com", "invalid host name"),
+    ] {
+        let out = run_plugin(&wasm, &path, &["--allow-host", bad]);
+        assert_eq!(out.status.code(), Some(2), "{bad}: {}", stderr(&out));
+        assert!(stderr(&out).contains(reason), "{bad}: {}", stderr(&out));
+    }
+}

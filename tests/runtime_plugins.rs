@@ -373,7 +373,7 @@ async fn connector_reaches_allowed_hosts_only() {
         PluginKind::ChannelConnector,
         &[Capability::OutboundHttp],
     );
-    def.allowed_hosts = vec![format!("127.0.0.1:{port}")];
+    def.allowed_hosts = vec![format!("127.0.0.1:{port}").parse().unwrap()];
     let plugin = rt.load(def).unwrap();
     let services = fixture();
 
@@ -699,7 +699,7 @@ async fn outbound_http_enforces_timeout_and_response_cap() {
             PluginKind::ChannelConnector,
             &[Capability::OutboundHttp],
         );
-        def.allowed_hosts = vec![format!("127.0.0.1:{port}")];
+        def.allowed_hosts = vec![format!("127.0.0.1:{port}").parse().unwrap()];
         def.limits.http_timeout_ms = 100;
         def.limits.http_max_response_bytes = 16;
         rt.load(def).unwrap()

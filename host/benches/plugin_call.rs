@@ -15,6 +15,8 @@
 //! and on an async engine, in the same run.
 
 #[path = "plugin_call/raw_wasmtime.rs"]
+// The one measured exception to "only the runtime knows wasmtime".
+#[allow(clippy::disallowed_types)]
 mod raw_wasmtime;
 
 #[path = "../../plugins/testing/bench-scorer/src/model.rs"]

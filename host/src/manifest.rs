@@ -15,7 +15,6 @@
 //! through the API is described in [`effective`].
 
 pub mod effective;
-pub mod host_pattern;
 mod parse;
 
 use std::collections::BTreeSet;
@@ -28,7 +27,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
-pub use host_pattern::HostPattern;
+pub use crate::runtime::HostPattern;
 
 /// WIT contract versions this host can run. A plugin names the one it was
 /// built against; anything else is refused at load instead of failing at

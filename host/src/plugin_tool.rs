@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
-use rapport::runtime::{Capability, PluginKind};
+use rapport::runtime::{Capability, HostPattern, PluginKind};
 
 #[derive(Subcommand)]
 pub enum PluginCommand {
@@ -58,9 +58,10 @@ pub struct RunArgs {
     /// what it reaches: nothing by default).
     #[arg(long = "capability", conflicts_with = "manifest")]
     pub capabilities: Vec<Capability>,
-    /// An allowed host for outbound-http (`host[:port]`, `*.domain`); repeatable.
+    /// An allowed host for outbound-http and outbound-smtp (`host[:port]`,
+    /// `*.domain[:port]`, as in the manifest's `allowed_hosts`); repeatable.
     #[arg(long = "allow-host", conflicts_with = "manifest")]
-    pub allowed_hosts: Vec<String>,
+    pub allowed_hosts: Vec<HostPattern>,
     /// Wall-clock budget of the call (manifest default: 200).
     #[arg(long)]
     pub timeout_ms: Option<u64>,

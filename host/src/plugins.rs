@@ -95,7 +95,7 @@ fn definition(spec: &PluginSpec, wasm: Vec<u8>) -> PluginDefinition {
         wasm,
         sha256: spec.sha256.clone(),
         capabilities: spec.capabilities.clone(),
-        allowed_hosts: spec.allowed_hosts.iter().map(|h| h.to_string()).collect(),
+        allowed_hosts: spec.allowed_hosts.clone(),
         limits: runtime_limits(&spec.limits),
     }
 }

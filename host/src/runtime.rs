@@ -55,6 +55,7 @@ pub mod capabilities;
 pub mod contract_v0_1_0;
 pub mod fixture;
 pub mod history;
+pub mod host_pattern;
 mod host_state;
 mod imports;
 mod output;
@@ -77,6 +78,7 @@ use wasmtime::component::Component;
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 pub use contract_v0_1_0 as contract;
+pub use host_pattern::HostPattern;
 pub use host_state::{LogLevel, LogLine};
 pub use plugin::{CallContext, CallReport, FIT_CHUNK, Plugin, Session};
 pub use services::{HostServices, ServiceError};
@@ -307,10 +309,8 @@ pub struct PluginDefinition {
     /// Declared sha256 of `wasm`, lowercase hex.
     pub sha256: String,
     pub capabilities: BTreeSet<Capability>,
-    /// `host`, `host:port`, `*.suffix` or `*.suffix:port`; shared by
-    /// `outbound-http` (default ports 80/443) and `outbound-smtp` (default
-    /// ports 25/465/587).
-    pub allowed_hosts: Vec<String>,
+    /// Shared by `outbound-http` and `outbound-smtp`.
+    pub allowed_hosts: Vec<HostPattern>,
     pub limits: Limits,
 }
 
@@ -322,7 +322,7 @@ impl PluginDefinition {
         path: &Path,
         kind: PluginKind,
         capabilities: BTreeSet<Capability>,
-        allowed_hosts: Vec<String>,
+        allowed_hosts: Vec<HostPattern>,
     ) -> std::io::Result<PluginDefinition> {
         let wasm = std::fs::read(path)?;
         Ok(PluginDefinition {
@@ -393,12 +393,6 @@ pub enum LoadError {
     ExportTypes {
         plugin: String,
         kind: PluginKind,
-        message: String,
-    },
-    #[error("plugin `{plugin}`: invalid allowed host `{host}`: {message}")]
-    AllowedHost {
-        plugin: String,
-        host: String,
         message: String,
     },
     #[error("plugin `{plugin}`: invalid limits: {message}")]

@@ -480,7 +480,7 @@ fn prepare(args: &RunArgs) -> Result<Prepared, UsageError> {
                 spec.id.clone(),
                 spec.kind,
                 spec.capabilities.clone(),
-                spec.allowed_hosts.iter().map(|h| h.to_string()).collect(),
+                spec.allowed_hosts.clone(),
             )
         }
         _ => {

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use wasmtime::component::{InstancePre, Linker};
 use wasmtime::{Store, Trap, UpdateDeadline};
 
-use super::capabilities::outbound_http::{HostPattern, HttpPolicy};
+use super::capabilities::outbound_http::HttpPolicy;
 use super::capabilities::outbound_smtp::SmtpPolicy;
 use super::capabilities::{self};
 use super::contract_v0_1_0::channel::{self, InboundError, InboundEvent, InboundRequest, Message, Receipt};
@@ -72,8 +72,9 @@ impl CallReport {
 
 /// Summaries per `fit-chunk` call: bounded guest memory per call (about
 /// 5 MB for customers with 10 purchases) however large the tenant, while
-/// the per-call overhead (microseconds) stays negligible.
-pub const FIT_CHUNK: usize = 10_000;
+/// the per-call overhead (microseconds) stays negligible. The SDK's
+/// constant is the one definition: guests size their buffers by it.
+pub const FIT_CHUNK: usize = rapport_plugin_sdk::FIT_CHUNK_MAX;
 
 /// Export indices of the plugin's kind, resolved once at load.
 enum Exports {
@@ -188,17 +189,7 @@ impl Plugin {
                 Exports::Channel(channel::GuestIndices::new(&pre).map_err(|e| missing("channel", e))?)
             }
         };
-        let allowed = def
-            .allowed_hosts
-            .iter()
-            .map(|h| {
-                HostPattern::parse(h).map_err(|message| LoadError::AllowedHost {
-                    plugin: plugin.clone(),
-                    host: h.clone(),
-                    message,
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let allowed = def.allowed_hosts.clone();
         let smtp = def.capabilities.contains(&Capability::OutboundSmtp).then(|| {
             Arc::new(SmtpPolicy {
                 allowed: allowed.clone(),

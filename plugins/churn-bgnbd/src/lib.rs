@@ -28,7 +28,7 @@ pub mod score;
 pub mod summary;
 
 pub use fit::{FitError, FitReport, fit};
-pub use input::{History, Interaction, PurchaseSummary};
+pub use input::{History, Interaction, PurchaseAggregate};
 pub use model::{ModelError, Params};
 pub use rapport_plugin_sdk::Name;
 pub use score::{ChurnError, ChurnScore, Config, FittedModel, fit_population, score_history, score_purchase_times};

@@ -2,17 +2,18 @@
 //! fitted model it stores between `fit` and `score` calls, and per-customer
 //! churn scores.
 //!
-//! Flow: the host's batch job calls `fit` with every customer's
-//! [`PurchaseSummary`]; [`fit_population`] returns a [`FittedModel`] that
-//! the binding stores as JSON in the plugin's key-value store. `score` then
-//! loads it and calls [`score_purchase_times`] per customer (the rule of
-//! [`score_history`], over the purchase times of the SDK's history).
+//! Flow: the component turns each chunk of the host's purchase summaries
+//! into (x, t_x, T) and fits a [`FittedModel`] that it stores as JSON in
+//! the plugin's key-value store; scoring loads it and calls
+//! [`score_purchase_times`] per customer (the rule of [`score_history`],
+//! over the purchase times of the SDK's history). [`fit_population`] fits
+//! from [`PurchaseAggregate`]s, for data that exists only aggregated.
 
 use rapport_plugin_sdk::Name;
 use serde::{Deserialize, Serialize};
 
 use crate::fit::{FitError, fit};
-use crate::input::{History, PurchaseSummary};
+use crate::input::{History, PurchaseAggregate};
 use crate::model::{ModelError, Params};
 use crate::summary::{CustomerSummary, summarise_aggregate, summarise_purchases};
 
@@ -180,11 +181,11 @@ impl ChurnScore {
     }
 }
 
-/// Fits the tenant's model from the host's purchase summaries, with `now`
+/// Fits the tenant's model from purchase aggregates, with `now`
 /// as the calibration end. Customers without a purchase up to `now` are
 /// left out (BG/NBD starts at the first purchase). `purchases` should count
 /// purchase days (see [`crate::summary`]).
-pub fn fit_population(population: &[PurchaseSummary], now: i64, config: &Config) -> Result<FittedModel, ChurnError> {
+pub fn fit_population(population: &[PurchaseAggregate], now: i64, config: &Config) -> Result<FittedModel, ChurnError> {
     config.validate()?;
     let summaries: Vec<CustomerSummary> = population
         .iter()
@@ -386,7 +387,7 @@ mod tests {
         // reported instead of storing a meaningless model. (The CDNOW
         // integration test covers a successful `fit_population`.)
         let now = 100 * MS_PER_DAY;
-        let row = |id: &str, n: u32, first: i64, last: i64| PurchaseSummary {
+        let row = |id: &str, n: u32, first: i64, last: i64| PurchaseAggregate {
             customer_id: id.into(),
             purchases: n,
             first_purchase_at: Some(first * MS_PER_DAY),

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use rapport_plugin_churn_bgnbd::{
-    Config, CustomerSummary, FittedModel, History, Interaction, MS_PER_DAY, PurchaseSummary, fit, fit_population,
+    Config, CustomerSummary, FittedModel, History, Interaction, MS_PER_DAY, PurchaseAggregate, fit, fit_population,
     score_history, summarise_purchases,
 };
 
@@ -155,7 +155,7 @@ fn summary_builder_rebuilds_the_published_table() {
     assert_eq!(repeaters, 946);
 }
 
-/// The plugin's entry points end to end: host-style purchase summaries
+/// The plugin's entry points end to end: purchase aggregates
 /// (built from the published table, with the calibration end on
 /// 1997-09-30) fit the published parameters, the model survives its JSON
 /// round trip, and a history scores as the formulas say.
@@ -167,12 +167,12 @@ fn fit_population_and_score_history_on_cdnow() {
     let published = published_summaries(&text);
     let end_day = days_from_civil(1997, 9, 30);
     let now = end_day * MS_PER_DAY + 12 * 3_600_000;
-    let population: Vec<PurchaseSummary> = published
+    let population: Vec<PurchaseAggregate> = published
         .iter()
         .map(|(id, s)| {
             let first = end_day - (s.age * 7.0).round() as i64;
             let last = first + (s.recency * 7.0).round() as i64;
-            PurchaseSummary {
+            PurchaseAggregate {
                 customer_id: id.to_string(),
                 purchases: s.frequency + 1,
                 first_purchase_at: Some(first * MS_PER_DAY + 1),

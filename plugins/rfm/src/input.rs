@@ -1,12 +1,14 @@
-//! Plain Rust mirrors of the WIT input records (`rapport:crm/inputs`), so
-//! that the business logic is testable natively and the binding layer
-//! converts the generated types field by field.
+//! The logic's own input types, independent of the contract: a history
+//! reduced to what RFM reads, and a per-customer purchase aggregate for
+//! fits from pre-aggregated data (such as a published summary table). They
+//! are not mirrors of WIT records: the component (`component.rs`) reads
+//! the SDK's `History` and `PurchaseSummary` directly.
 
 use rapport_plugin_sdk::Name;
 use serde::{Deserialize, Serialize};
 
-/// One entry of a customer's contact history (WIT `history-entry`, reduced
-/// to what scoring needs). Times are milliseconds since the Unix epoch, UTC.
+/// One entry of a customer's contact history, reduced to what scoring
+/// needs. Times are milliseconds since the Unix epoch, UTC.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Interaction {
     /// `purchase`, `visit`, ...; only purchases count for RFM. A shared
@@ -18,7 +20,7 @@ pub struct Interaction {
     pub amount_minor: Option<i64>,
 }
 
-/// A customer and their interactions (WIT `customer-history`).
+/// A customer and their interactions.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct History {
     /// The customer's id.
@@ -29,10 +31,11 @@ pub struct History {
     pub now: i64,
 }
 
-/// Per-customer purchase aggregates for population fits (WIT
-/// `purchase-summary`).
+/// One customer's purchases as aggregates (count, first and last time,
+/// spend), for fits from data that is only available aggregated. The
+/// contract's `purchase-summary` carries the purchases themselves.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PurchaseSummary {
+pub struct PurchaseAggregate {
     pub customer_id: String,
     /// Number of purchases. RFM wants the count and spend within the
     /// window: see [`crate::values::RfmValues::from_summary`].

@@ -26,7 +26,7 @@ pub mod score;
 pub mod segment;
 pub mod values;
 
-pub use input::{History, Interaction, PurchaseSummary};
+pub use input::{History, Interaction, PurchaseAggregate};
 pub use rapport_plugin_sdk::Name;
 pub use score::{Config, RfmError, RfmModel, RfmScore, fit, fit_population, score, score_history};
 pub use segment::Segment;

@@ -2,15 +2,17 @@
 //! fitted model (quintile thresholds) it stores between `fit` and `score`
 //! calls, and per-customer scores.
 //!
-//! Flow: the host's batch job calls `fit` with every customer's
-//! [`PurchaseSummary`]; [`fit_population`] returns an [`RfmModel`] that the
-//! binding stores as JSON in the plugin's key-value store. `score` then
-//! loads it and calls [`score_history`] per customer.
+//! Flow: the component turns each chunk of the host's purchase summaries
+//! into [`crate::RfmValues`] and [`fit`]s them into an [`RfmModel`] that it
+//! stores as JSON in the plugin's key-value store; scoring loads it and
+//! scores each customer's values. [`fit_population`] and [`score_history`]
+//! are the same rules over [`PurchaseAggregate`]s and this crate's
+//! [`History`], for native use.
 
 use rapport_plugin_sdk::Name;
 use serde::{Deserialize, Serialize};
 
-use crate::input::{History, PurchaseSummary};
+use crate::input::{History, PurchaseAggregate};
 use crate::quintile::{score_higher_better, score_lower_better, thresholds_higher_better, thresholds_lower_better};
 use crate::segment::{Segment, fm};
 use crate::values::RfmValues;
@@ -198,9 +200,9 @@ pub fn fit(population: &[RfmValues], window_days: u32, now: i64) -> Result<RfmMo
     })
 }
 
-/// Fits the tenant's model from the host's purchase summaries (see
+/// Fits the tenant's model from purchase aggregates (see
 /// [`RfmValues::from_summary`] for what the window means for them).
-pub fn fit_population(population: &[PurchaseSummary], now: i64, config: &Config) -> Result<RfmModel, RfmError> {
+pub fn fit_population(population: &[PurchaseAggregate], now: i64, config: &Config) -> Result<RfmModel, RfmError> {
     config.validate()?;
     let values: Vec<RfmValues> = population
         .iter()
@@ -374,7 +376,7 @@ mod tests {
     #[test]
     fn fit_population_keeps_customers_with_a_purchase_in_the_window() {
         let now = 1_000 * DAY;
-        let summary = |id: &str, n: u32, last_days_ago: Option<i64>, spend: i64| PurchaseSummary {
+        let summary = |id: &str, n: u32, last_days_ago: Option<i64>, spend: i64| PurchaseAggregate {
             customer_id: id.into(),
             purchases: n,
             first_purchase_at: last_days_ago.map(|d| now - (d + 5) * DAY),

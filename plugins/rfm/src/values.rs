@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::input::{History, PurchaseSummary};
+use crate::input::{History, PurchaseAggregate};
 
 /// Milliseconds in one day.
 pub const MS_PER_DAY: i64 = 86_400_000;
@@ -73,12 +73,12 @@ impl RfmValues {
         })
     }
 
-    /// The values from the host's purchase aggregate. The recency test is
+    /// The values from a purchase aggregate. The recency test is
     /// exact (last purchase inside the window); `purchases` and
     /// `total_spend_minor` are taken as the window's, which is exact when
-    /// the host aggregates over the window, or when the customer's first
+    /// the aggregate covers the window, or when the customer's first
     /// purchase is inside it. `None` without a purchase in the window.
-    pub fn from_summary(summary: &PurchaseSummary, now: i64, window_days: u32) -> Option<Self> {
+    pub fn from_summary(summary: &PurchaseAggregate, now: i64, window_days: u32) -> Option<Self> {
         let last = summary.last_purchase_at?;
         if summary.purchases == 0 || last <= window_start(now, window_days) || last > now {
             return None;
@@ -136,7 +136,7 @@ mod tests {
     #[test]
     fn summaries_count_when_the_last_purchase_is_in_the_window() {
         let now = 1000 * DAY;
-        let mut s = PurchaseSummary {
+        let mut s = PurchaseAggregate {
             customer_id: "c".into(),
             purchases: 4,
             first_purchase_at: Some(now - 100 * DAY),

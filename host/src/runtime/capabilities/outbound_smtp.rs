@@ -2,8 +2,8 @@
 //! guest built to an SMTP server in the manifest's `allowed_hosts`, with
 //! `lettre` on tokio (TLS through rustls with the bundled Mozilla roots).
 //!
-//! The same host patterns as `outbound-http` (see
-//! [`super::outbound_http::HostPattern`]); a pattern without a port allows
+//! The same host patterns as `outbound-http` ([`HostPattern`], the one
+//! definition of `allowed_hosts`); a pattern without a port allows
 //! the SMTP ports 25 (relay), 465 (implicit TLS) and 587 (submission), so
 //! `smtp.example.com` does not open `smtp.example.com:22`. The destination
 //! is checked before any DNS lookup or connection. Each submission uses its
@@ -27,12 +27,10 @@ use lettre::transport::smtp::client::{Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use wasmtime::component::{HasSelf, Linker};
 
-use super::outbound_http::{HostPattern, error_chain};
+use super::outbound_http::error_chain;
 use crate::runtime::contract_v0_1_0::rapport::crm::outbound_smtp::{self, Reply, SmtpError, Submission, TlsMode};
+use crate::runtime::host_pattern::{HostPattern, SMTP_PORTS};
 use crate::runtime::host_state::HostState;
-
-/// The ports a pattern without a port allows.
-pub const SMTP_PORTS: [u16; 3] = [25, 465, 587];
 
 /// The most recipients one submission may have.
 const MAX_RECIPIENTS: usize = 100;
@@ -49,7 +47,7 @@ impl SmtpPolicy {
     /// Why `host:port` may not be used, if it may not.
     pub fn check(&self, host: &str, port: u16) -> Result<(), String> {
         let host = host.to_ascii_lowercase();
-        if self.allowed.iter().any(|p| p.matches_ports(&host, port, &SMTP_PORTS)) {
+        if self.allowed.iter().any(|p| p.matches(&host, port, &SMTP_PORTS)) {
             Ok(())
         } else {
             Err(format!("{host}:{port} is not in the plugin's allowed hosts"))

@@ -1,4 +1,7 @@
-//! `allowed_hosts` entries: which hosts a channel connector may call.
+//! `allowed_hosts` entries: which hosts a channel connector may reach. This
+//! is the one definition of that security boundary: the manifest parses
+//! entries with it, `rapport plugin run --allowed-host` too, and the
+//! `outbound-http` and `outbound-smtp` capabilities match requests with it.
 //!
 //! Syntax: `host[:port]` or `*.domain[:port]`. Hosts are lower-case DNS
 //! names (or dotted IPv4 literals); no scheme, path, user info or inner
@@ -6,9 +9,19 @@
 //! host the operator did not mean to allow. `*.example.org` matches any
 //! subdomain (one or more labels) but not `example.org` itself, and needs at
 //! least two labels after the star so `*.com` cannot be written. Without a
-//! port the pattern allows only the default ports 443 and 80.
+//! port the pattern allows only the protocol's default ports
+//! ([`HTTP_PORTS`] by scheme, [`SMTP_PORTS`]), so `example.com` never opens
+//! `example.com:22`.
 
 use serde::{Serialize, Serializer};
+
+/// The default port of each HTTP scheme: a pattern without a port allows
+/// only the request's own scheme's port.
+pub const HTTP_PORTS: [(&str, u16); 2] = [("http", 80), ("https", 443)];
+
+/// Submission (587), implicit TLS (465) and relay (25): a pattern without a
+/// port allows any of them.
+pub const SMTP_PORTS: [u16; 3] = [25, 465, 587];
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct HostPattern {
@@ -77,12 +90,13 @@ impl HostPattern {
         })
     }
 
-    /// Whether a request to `host` on `port` is allowed. `host` is compared
-    /// case-insensitively; a trailing dot (FQDN form) is ignored.
-    pub fn matches(&self, host: &str, port: u16) -> bool {
+    /// Whether a connection to `host` on `port` is allowed, where a pattern
+    /// without a port allows any of `default_ports` (the protocol's). `host`
+    /// is compared case-insensitively; a trailing dot (FQDN form) is ignored.
+    pub fn matches(&self, host: &str, port: u16, default_ports: &[u16]) -> bool {
         let port_ok = match self.port {
             Some(p) => p == port,
-            None => port == 443 || port == 80,
+            None => default_ports.contains(&port),
         };
         if !port_ok {
             return false;
@@ -111,6 +125,13 @@ impl std::fmt::Display for HostPattern {
     }
 }
 
+impl std::str::FromStr for HostPattern {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        HostPattern::parse(s)
+    }
+}
+
 impl Serialize for HostPattern {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.collect_str(self)
@@ -123,19 +144,28 @@ mod tests {
 
     #[test]
     fn parses_and_matches() {
+        let web = [80, 443];
         let p = HostPattern::parse("hooks.example.com").unwrap();
-        assert!(p.matches("hooks.example.com", 443));
-        assert!(p.matches("HOOKS.example.com.", 80));
-        assert!(!p.matches("hooks.example.com", 8443));
-        assert!(!p.matches("evil.hooks.example.com", 443));
+        assert!(p.matches("hooks.example.com", 443, &web));
+        assert!(p.matches("HOOKS.example.com.", 80, &web));
+        assert!(!p.matches("hooks.example.com", 8443, &web));
+        assert!(!p.matches("hooks.example.com", 443, &[80]));
+        assert!(!p.matches("hooks.example.com", 22, &SMTP_PORTS));
+        assert!(p.matches("hooks.example.com", 587, &SMTP_PORTS));
+        assert!(!p.matches("evil.hooks.example.com", 443, &web));
+        assert!(!p.matches("hooks.example.com.evil.com", 443, &web));
 
         let w = HostPattern::parse("*.example.org:8443").unwrap();
         assert_eq!(w.to_string(), "*.example.org:8443");
-        assert!(w.matches("a.example.org", 8443));
-        assert!(w.matches("a.b.example.org", 8443));
-        assert!(!w.matches("example.org", 8443));
-        assert!(!w.matches("badexample.org", 8443));
-        assert!(!w.matches("a.example.org", 443));
+        assert!(w.matches("a.example.org", 8443, &web));
+        assert!(w.matches("a.b.example.org", 8443, &web));
+        assert!(!w.matches("example.org", 8443, &web));
+        assert!(!w.matches("badexample.org", 8443, &web));
+        assert!(!w.matches("a.example.org", 443, &web));
+
+        let ip = HostPattern::parse("127.0.0.1:8080").unwrap();
+        assert!(ip.matches("127.0.0.1", 8080, &web));
+        assert!(!ip.matches("127.0.0.1", 8081, &web));
     }
 
     #[test]
@@ -153,6 +183,9 @@ mod tests {
             "-x.com",
             "x..com",
             "*",
+            "*.",
+            "a.com:",
+            " a.com",
         ] {
             assert!(HostPattern::parse(bad).is_err(), "{bad:?} should be rejected");
         }
