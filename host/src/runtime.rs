@@ -28,7 +28,7 @@
 //! time, host imports await
 //! the database without blocking a thread, and no extra thread hop is paid
 //! per call (a `spawn_blocking` round trip costs more than the whole call
-//! budget of a small plugin). `tests/runtime_hostile.rs` proves other
+//! budget of a small plugin). `tests/it/runtime_hostile.rs` proves other
 //! tenants' calls complete promptly while a hostile plugin loops.
 //!
 //! # Fuel

@@ -7,7 +7,7 @@
 //!
 //! `wasi:sockets/*` is accepted because std links it as soon as a guest
 //! touches `std::net`; the context denies every TCP/UDP address and name
-//! lookup, so a connect fails at run time (tests/runtime_hostile.rs proves
+//! lookup, so a connect fails at run time (tests/it/runtime_hostile.rs proves
 //! it with `hostile-wasi-escape`).
 
 use wasmtime::Engine;

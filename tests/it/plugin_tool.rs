@@ -9,9 +9,7 @@
 //! Needs the test plugins built (`scripts/build-plugins`, same
 //! `CARGO_TARGET_DIR`).
 
-#[path = "runtime_support.rs"]
-mod support;
-
+use crate::support::runtime;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -80,7 +78,7 @@ fn stderr(out: &Output) -> String {
 
 #[test]
 fn run_scores_with_the_test_scorer_and_prints_the_exact_result() {
-    let wasm = support::wasm_path("test-scorer");
+    let wasm = runtime::plugin_wasm("test-scorer");
     let out = run_plugin(&wasm, &fixture("test-scorer"), &[]);
     assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
     let text = stdout(&out);
@@ -140,7 +138,7 @@ time:   "#;
 
 #[test]
 fn run_fit_shows_the_captured_log_line() {
-    let wasm = support::wasm_path("test-scorer");
+    let wasm = runtime::plugin_wasm("test-scorer");
     let out = run_plugin(&wasm, &fixture("test-scorer-fit"), &[]);
     assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
     assert!(
@@ -159,7 +157,11 @@ fn run_fit_shows_the_captured_log_line() {
 #[test]
 fn run_each_kind_against_its_example_fixture() {
     // Cross-sell: the fixture's other tenant (globex, G-ONLY) stays invisible.
-    let (code, report) = run_json(&support::wasm_path("test-cross-sell"), &fixture("test-cross-sell"), &[]);
+    let (code, report) = run_json(
+        &runtime::plugin_wasm("test-cross-sell"),
+        &fixture("test-cross-sell"),
+        &[],
+    );
     assert_eq!(code, 0, "{report}");
     assert_eq!(
         report["result"],
@@ -169,7 +171,7 @@ fn run_each_kind_against_its_example_fixture() {
         ])
     );
 
-    let (code, report) = run_json(&support::wasm_path("test-reward"), &fixture("test-reward"), &[]);
+    let (code, report) = run_json(&runtime::plugin_wasm("test-reward"), &fixture("test-reward"), &[]);
     assert_eq!(code, 0, "{report}");
     assert_eq!(
         report["result"],
@@ -179,7 +181,7 @@ fn run_each_kind_against_its_example_fixture() {
         })
     );
 
-    let (code, report) = run_json(&support::wasm_path("test-connector"), &fixture("test-connector"), &[]);
+    let (code, report) = run_json(&runtime::plugin_wasm("test-connector"), &fixture("test-connector"), &[]);
     assert_eq!(code, 0, "{report}");
     assert_eq!(
         report["result"],
@@ -197,7 +199,7 @@ fn run_each_kind_against_its_example_fixture() {
 
 #[test]
 fn run_reports_a_timeout_with_exit_code_1() {
-    let wasm = support::wasm_path("hostile-loop");
+    let wasm = runtime::plugin_wasm("hostile-loop");
     let out = run_plugin(&wasm, &fixture("test-scorer"), &["--timeout-ms", "50"]);
     assert_eq!(out.status.code(), Some(1), "stderr: {}", stderr(&out));
     let text = stdout(&out);
@@ -224,7 +226,7 @@ fn run_reports_a_timeout_with_exit_code_1() {
 #[test]
 fn run_reports_memory_and_output_limits_with_exit_code_1() {
     let out = run_plugin(
-        &support::wasm_path("hostile-memory-bomb"),
+        &runtime::plugin_wasm("hostile-memory-bomb"),
         &fixture("test-scorer"),
         &["--memory-mb", "16"],
     );
@@ -237,7 +239,7 @@ fn run_reports_memory_and_output_limits_with_exit_code_1() {
         "{text}"
     );
 
-    let (code, report) = run_json(&support::wasm_path("hostile-oversized"), &fixture("test-scorer"), &[]);
+    let (code, report) = run_json(&runtime::plugin_wasm("hostile-oversized"), &fixture("test-scorer"), &[]);
     assert_eq!(code, 1);
     assert_eq!(report["error"]["code"], json!("plugin_output_too_large"));
     assert_eq!(report["error"]["limit"], json!("output_size"));
@@ -247,7 +249,7 @@ fn run_reports_memory_and_output_limits_with_exit_code_1() {
 #[test]
 fn run_reports_fuel_exhaustion_and_typed_plugin_errors() {
     let (code, report) = run_json(
-        &support::wasm_path("hostile-loop"),
+        &runtime::plugin_wasm("hostile-loop"),
         &fixture("test-scorer"),
         &["--fuel", "1000000", "--timeout-ms", "5000"],
     );
@@ -264,7 +266,7 @@ fn run_reports_fuel_exhaustion_and_typed_plugin_errors() {
     bad_config["config"] = json!({"bonus": "x"});
     let path = dir.path().join("bad-config.json");
     std::fs::write(&path, bad_config.to_string()).unwrap();
-    let (code, report) = run_json(&support::wasm_path("test-scorer"), &path, &[]);
+    let (code, report) = run_json(&runtime::plugin_wasm("test-scorer"), &path, &[]);
     assert_eq!(code, 1);
     assert_eq!(
         report["error"],
@@ -275,7 +277,7 @@ fn run_reports_fuel_exhaustion_and_typed_plugin_errors() {
 #[test]
 fn run_refuses_an_ungranted_import_with_exit_code_1() {
     let (code, report) = run_json(
-        &support::wasm_path("test-scorer"),
+        &runtime::plugin_wasm("test-scorer"),
         &fixture("test-scorer"),
         &["--capability", "log"],
     );
@@ -289,7 +291,7 @@ fn run_refuses_an_ungranted_import_with_exit_code_1() {
 
 #[test]
 fn run_rejects_bad_fixtures_and_usage_with_exit_code_2() {
-    let wasm = support::wasm_path("test-scorer");
+    let wasm = runtime::plugin_wasm("test-scorer");
     let dir = tempfile::tempdir().unwrap();
     let write = |name: &str, text: &str| {
         let path = dir.path().join(name);
@@ -375,8 +377,8 @@ fn run_rejects_bad_fixtures_and_usage_with_exit_code_2() {
 #[test]
 fn run_takes_kind_capabilities_limits_and_config_from_a_manifest() {
     let dir = tempfile::tempdir().unwrap();
-    let wasm = support::wasm_path("test-scorer");
-    let sha = support::sha256(&std::fs::read(&wasm).unwrap());
+    let wasm = runtime::plugin_wasm("test-scorer");
+    let sha = runtime::sha256(&std::fs::read(&wasm).unwrap());
     let manifest = dir.path().join("plugins.toml");
     std::fs::write(
         &manifest,
@@ -600,7 +602,7 @@ async fn python_scorer_runs_through_the_runtime_and_plugin_run() {
             id: "python-scorer".into(),
             kind: PluginKind::ScoringRule,
             contract: "rapport:crm@0.1.0".into(),
-            sha256: support::sha256(&wasm),
+            sha256: runtime::sha256(&wasm),
             wasm,
             capabilities: [Capability::Config, Capability::Log].into(),
             allowed_hosts: Vec::new(),
@@ -612,15 +614,15 @@ async fn python_scorer_runs_through_the_runtime_and_plugin_run() {
         .unwrap();
 
     let services = std::sync::Arc::new(FixtureServices::default());
-    let input = support::history(
-        support::customer("a-1", "EXT-A1", "{}"),
+    let input = runtime::history(
+        runtime::customer("a-1", "EXT-A1", "{}"),
         vec![
-            support::purchase("i1", "a-1", 1_740_000_000_000, 1250, &["A-MID"]),
-            support::purchase("i2", "a-1", 1_745_000_000_000, 4500, &["A-TOP"]),
+            runtime::purchase("i1", "a-1", 1_740_000_000_000, 1250, &["A-MID"]),
+            runtime::purchase("i2", "a-1", 1_745_000_000_000, 4500, &["A-TOP"]),
         ],
     );
     let (result, report) = plugin
-        .score(support::ctx("acme", r#"{"recent_days": 90}"#, &services), &input)
+        .score(runtime::ctx("acme", r#"{"recent_days": 90}"#, &services), &input)
         .await;
     assert_eq!(
         result.unwrap(),
@@ -646,13 +648,13 @@ async fn python_scorer_runs_through_the_runtime_and_plugin_run() {
     );
     // Outside the window: cold, no recency bonus.
     let (result, _) = plugin
-        .score(support::ctx("acme", r#"{"recent_days": 30}"#, &services), &input)
+        .score(runtime::ctx("acme", r#"{"recent_days": 30}"#, &services), &input)
         .await;
     let cold = result.unwrap();
     assert_eq!((cold.value, cold.label.as_deref()), (25.0, Some("cold")));
     // A bad config is the plugin's typed error.
     let (result, _) = plugin
-        .score(support::ctx("acme", r#"{"recent_days": true}"#, &services), &input)
+        .score(runtime::ctx("acme", r#"{"recent_days": true}"#, &services), &input)
         .await;
     assert_eq!(
         result.unwrap_err().to_string(),
@@ -706,7 +708,7 @@ fn run_score_batch_reports_each_item_and_fails_when_any_item_fails() {
             "call": {"export": "score-batch", "input": [single["call"]["input"], empty_history]}
         })
     };
-    let wasm = support::wasm_path("test-scorer");
+    let wasm = runtime::plugin_wasm("test-scorer");
 
     let path = dir.path().join("batch.json");
     std::fs::write(&path, batch(json!({"bonus": 1})).to_string()).unwrap();
@@ -737,7 +739,7 @@ fn run_score_batch_reports_each_item_and_fails_when_any_item_fails() {
 
 #[test]
 fn run_builds_a_history_from_the_tenants_data() {
-    let wasm = support::wasm_path("test-scorer");
+    let wasm = runtime::plugin_wasm("test-scorer");
     // `{"customer_id": "a-1"}` expands to acme's a-1 and its interactions;
     // globex's records (same customer id) never leak in.
     let (code, report) = run_json(&wasm, &fixture("test-scorer-from-data"), &[]);
@@ -805,7 +807,7 @@ fn run_deliver_reaches_only_the_allowed_host() {
         }}
     });
     std::fs::write(&path, fixture.to_string()).unwrap();
-    let wasm = support::wasm_path("test-connector");
+    let wasm = runtime::plugin_wasm("test-connector");
 
     // No --allow-host: the network stays closed.
     let (code, report) = run_json(&wasm, &path, &[]);
@@ -831,7 +833,7 @@ fn run_deliver_reaches_only_the_allowed_host() {
 fn run_refuses_allow_host_patterns_the_manifest_refuses() {
     // `--allow-host` is parsed by the same `HostPattern` as the manifest's
     // `allowed_hosts`: what one refuses, the other refuses too.
-    let wasm = support::wasm_path("test-connector");
+    let wasm = runtime::plugin_wasm("test-connector");
     let path = fixture("test-connector");
     for (bad, reason) in [
         ("*.com", "a wildcard needs at least two labels"),

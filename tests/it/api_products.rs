@@ -1,11 +1,9 @@
 //! API tests: products — create, read, upsert, delete, list by category with
 //! pagination, exact prices, tenant isolation, roles and malformed input.
 
-mod support;
-
+use crate::support::{Backend, TestApp, assert_error};
 use reqwest::Method;
 use serde_json::{Value, json};
-use support::{Backend, TestApp, assert_error};
 
 async fn products_crud(backend: Backend) {
     let app = TestApp::start(backend).await;

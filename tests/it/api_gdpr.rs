@@ -2,10 +2,8 @@
 //! (personal data gone, history and totals intact, idempotent), tenant
 //! isolation and roles.
 
-mod support;
-
+use crate::support::{Backend, TestApp, TestTenant, assert_error};
 use serde_json::json;
-use support::{Backend, TestApp, TestTenant, assert_error};
 
 /// A customer with personal data, two interactions (one purchase with line
 /// items), loyalty points, a redemption and a tier. Returns the customer id.

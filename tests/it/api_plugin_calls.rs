@@ -6,13 +6,12 @@
 //! Hostile plugins must each end with a precise error code, count towards
 //! suspension, and never stop the server from serving other tenants.
 
-mod support;
-
+use crate::support;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::support::{Backend, TestApp, TestTenant, assert_error};
 use serde_json::{Value, json};
-use support::{Backend, TestApp, TestTenant, assert_error};
 
 /// acme enables everything; globex only the well-behaved scorer.
 fn manifest(dir: &Path) -> PathBuf {

@@ -7,15 +7,12 @@
 //! spinning guest does not starve other tenants' calls, even on a
 //! single-threaded executor.
 
-#[path = "runtime_support.rs"]
-mod support;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::support::runtime::*;
 use rapport::runtime::contract::inputs::CustomerHistory;
 use rapport::runtime::{CallError, Capability, Limits, Plugin, PluginKind, Runtime};
-use support::*;
 
 fn input() -> CustomerHistory {
     history(

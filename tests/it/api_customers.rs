@@ -1,13 +1,11 @@
 //! API tests: customers — CRUD with merge-patch, statistics, list filters,
 //! cursor pagination, tenant isolation, roles and malformed input.
 
-mod support;
-
 use std::collections::HashSet;
 
+use crate::support::{Backend, TestApp, assert_error};
 use reqwest::Method;
 use serde_json::{Value, json};
-use support::{Backend, TestApp, assert_error};
 
 async fn create(app: &TestApp, token: &str, body: Value) -> Value {
     let (s, b) = app.post("/v1/customers", token, body).await;

@@ -6,13 +6,11 @@
 //! ungranted import, unknown contract, missing export), and a host lookup
 //! failing as a `host-error` the plugin handles rather than a trap.
 
-#[path = "runtime_support.rs"]
-mod support;
-
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::sync::Arc;
 
+use crate::support::runtime::*;
 use rapport::runtime::contract::channel::{InboundRequest, Message};
 use rapport::runtime::contract::cross_selling::{RecommendRequest, Recommendation};
 use rapport::runtime::contract::inputs::{Purchase, PurchaseSummary};
@@ -25,7 +23,6 @@ use rapport::runtime::{
 };
 use rapport::runtime::{HostServices, fixture::FixtureServices};
 use sha2::{Digest, Sha256};
-use support::*;
 
 #[tokio::test]
 async fn scoring_plugin_returns_exact_scores_with_per_tenant_config() {

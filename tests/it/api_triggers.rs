@@ -7,12 +7,10 @@
 //! stay `pending` where the test can read them: what is delivered, and how,
 //! is `api_messages`'s business.
 
-mod support;
-
+use crate::support::{Backend, TestApp, TestTenant, assert_error};
 use rapport::store::TenantId;
 use rapport::store::scores::NewScore;
 use serde_json::{Value, json};
-use support::{Backend, TestApp, TestTenant, assert_error};
 
 async fn start(backend: Backend) -> (TestApp, TestTenant, TestTenant) {
     let mut config = rapport::config::Config::default();

@@ -24,17 +24,15 @@
 
 // The app harness (`TestApp`, `both_backends!`, which names `support`)
 // and the runtime helpers (definitions, fixture, call contexts).
-#[path = "runtime_support.rs"]
-mod rt;
-mod support;
 
+use crate::support;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
+use crate::support::runtime::*;
 use rapport::runtime::contract::channel::Message;
 use rapport::runtime::{CallError, Capability, LoadError, PluginErrorKind, PluginKind};
-use rt::*;
 
 /// A child process killed when the test ends, pass or fail.
 struct Guard(Child);

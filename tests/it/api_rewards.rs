@@ -10,12 +10,11 @@
 //! has no effect at all (all or nothing), failures count towards
 //! suspension, and another tenant sees none of it.
 
-mod support;
-
+use crate::support;
 use std::path::{Path, PathBuf};
 
+use crate::support::{Backend, TestApp, TestTenant, assert_error};
 use serde_json::{Value, json};
-use support::{Backend, TestApp, TestTenant, assert_error};
 
 /// A reward-scheme plugin entry; `hostile-reward` imports `kv` (for its
 /// `kv-write` mode), so it is granted.

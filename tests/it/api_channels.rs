@@ -7,14 +7,13 @@
 //! and never suspends the connector; the tenant comes from the key or the
 //! `tenant` parameter and nothing else, and another tenant gets 404.
 
-mod support;
-
+use crate::support;
 use std::path::{Path, PathBuf};
 
+use crate::support::{Backend, TestApp, TestTenant, assert_error};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use support::{Backend, TestApp, TestTenant, assert_error};
 
 /// acme enables the connector (suspended after 3 failures in a row, so the
 /// test can show that refused signatures do not count); globex does not

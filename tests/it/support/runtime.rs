@@ -1,11 +1,9 @@
-//! Shared helpers for the runtime tests (`tests/runtime_*.rs`): locating the
-//! guest components that `scripts/build-plugins` builds from
-//! `plugins/testing/`, building plugin definitions, and a two-tenant
-//! fixture. Included by each test file with `#[path]`; not a test itself.
-#![allow(dead_code)]
+//! Helpers for the tests that drive the plugin runtime directly, without a
+//! server: plugin definitions for the guest components that
+//! `scripts/build-plugins` builds from `plugins/`, and a two-tenant
+//! in-memory fixture.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use rapport::runtime::contract::inputs::CustomerHistory;
@@ -15,30 +13,13 @@ use rapport::runtime::{CallContext, Capability, Limits, Plugin, PluginDefinition
 use rapport::store::TenantId;
 use sha2::{Digest, Sha256};
 
+pub use super::plugin_wasm;
+
 pub const ACME: &str = "acme";
 pub const GLOBEX: &str = "globex";
 
-/// `<target>/wasm32-wasip2/release/<name>.wasm`, where `<target>` is
-/// `$CARGO_TARGET_DIR` or the workspace's `target/`.
-pub fn wasm_path(crate_name: &str) -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join("target"));
-    let file = crate_name.replace('-', "_");
-    let path = target
-        .join("wasm32-wasip2")
-        .join("release")
-        .join(format!("{file}.wasm"));
-    assert!(
-        path.is_file(),
-        "test plugin {} is missing: run `scripts/build-plugins` (with the same CARGO_TARGET_DIR) first",
-        path.display()
-    );
-    path
-}
-
 pub fn wasm(crate_name: &str) -> Vec<u8> {
-    std::fs::read(wasm_path(crate_name)).unwrap()
+    std::fs::read(plugin_wasm(crate_name)).unwrap()
 }
 
 pub fn sha256(bytes: &[u8]) -> String {

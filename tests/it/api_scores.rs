@@ -10,17 +10,14 @@
 //! `bonus`, label = purchases, segment `buyer` (>= 1 purchase) or
 //! `prospect`, so every stored value is asserted exactly.
 
-mod support;
-
+use crate::support;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::support::{Backend, TestApp, TestTenant, assert_error, plugin_wasm};
 use rapport::store::TenantId;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use support::{Backend, TestApp, TestTenant, assert_error};
-
-use support::plugin_wasm as wasm_path;
 
 /// A scoring-rule manifest entry.
 fn plugin_entry(id: &str, crate_name: &str, capabilities: &[&str], limits: &str) -> String {
@@ -532,10 +529,10 @@ async fn new_interaction_rescores_the_stored_score(backend: Backend) {
 /// The first-party RFM plugin on the CDNOW sample: every customer gets a
 /// segment, so the segment sizes add up to the customer count.
 async fn rfm_job_on_cdnow_sample(backend: Backend) {
-    if !wasm_path("rapport-plugin-rfm").is_file() {
+    if !plugin_wasm("rapport-plugin-rfm").is_file() {
         eprintln!(
             "SKIPPED rfm_job_on_cdnow_sample: {} is not built",
-            wasm_path("rapport-plugin-rfm").display()
+            plugin_wasm("rapport-plugin-rfm").display()
         );
         return;
     }
@@ -754,7 +751,9 @@ async fn expired_rescore_lease_is_taken_over(backend: Backend) {
     let tenant = TenantId(acme.id.clone());
     let queued = queued_customers(&app, &acme, 2).await;
 
-    let stale = store.claim_rescores(&tenant, "node-a", 50, 10).await.unwrap();
+    // A 1.5 s lease: node-b's claim below must fall inside it even on a
+    // loaded machine (50 ms was once not enough).
+    let stale = store.claim_rescores(&tenant, "node-a", 1_500, 10).await.unwrap();
     let ids = |c: &rapport::store::scores::RescoreClaim| -> Vec<String> {
         c.entries.iter().map(|e| e.customer_id.clone()).collect()
     };
@@ -771,7 +770,7 @@ async fn expired_rescore_lease_is_taken_over(backend: Backend) {
     );
     assert!(store.tenants_with_queued_rescores().await.unwrap().is_empty());
 
-    tokio::time::sleep(Duration::from_millis(120)).await;
+    tokio::time::sleep(Duration::from_millis(1_600)).await;
     assert_eq!(
         store.tenants_with_queued_rescores().await.unwrap(),
         vec![tenant.clone()]

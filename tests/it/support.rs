@@ -4,7 +4,8 @@
 //! PostgreSQL tests read the server URL from `RAPPORT_TEST_POSTGRES_URL`
 //! (`.ci/run` sets it) and create a database of their own per test, so runs
 //! never collide; when it is unset they print that they were skipped.
-#![allow(dead_code)]
+
+pub mod runtime;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -133,7 +134,6 @@ pub struct TestApp {
     pub server: RunningServer,
     pub client: reqwest::Client,
     pub platform: String,
-    pub backend: Backend,
     pub db: TestDb,
 }
 
@@ -155,7 +155,6 @@ impl TestApp {
             server,
             client: reqwest::Client::new(),
             platform,
-            backend,
             db,
         }
     }
@@ -275,7 +274,6 @@ impl TestApp {
             server,
             client: reqwest::Client::new(),
             platform,
-            backend,
             db,
         }
     }
@@ -325,9 +323,15 @@ pub fn plugin_wasm(crate_name: &str) -> std::path::PathBuf {
                 .join("..")
                 .join("target")
         });
-    target
+    let path = target
         .join("wasm32-wasip2/release")
-        .join(format!("{}.wasm", crate_name.replace('-', "_")))
+        .join(format!("{}.wasm", crate_name.replace('-', "_")));
+    assert!(
+        path.is_file(),
+        "test plugin {} is missing: run `scripts/build-plugins` (with the same CARGO_TARGET_DIR) first",
+        path.display()
+    );
+    path
 }
 
 /// One `[[plugin]]` manifest entry for a component built from `plugins/`,

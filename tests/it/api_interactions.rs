@@ -2,14 +2,12 @@
 //! (replays, conflicts, concurrent retries), batches with mixed items,
 //! timelines, tenant kinds, tenant isolation, roles and malformed input.
 
-mod support;
-
 use std::collections::HashSet;
 use std::time::Instant;
 
+use crate::support::{Backend, TestApp, assert_error};
 use reqwest::Method;
 use serde_json::{Value, json};
-use support::{Backend, TestApp, assert_error};
 
 async fn new_customer(app: &TestApp, token: &str, external_id: &str) -> String {
     let (s, b) = app

@@ -3,13 +3,12 @@
 //! counting to suspension, key-value storage, manifest reload (a broken one
 //! keeps the old), tenant isolation, roles and malformed input.
 
-mod support;
-
+use crate::support;
 use std::path::PathBuf;
 
+use crate::support::{Backend, TestApp, assert_error};
 use reqwest::Method;
 use serde_json::{Value, json};
-use support::{Backend, TestApp, assert_error};
 
 use rapport::config::Config;
 use rapport::manifest::sha256_file;

@@ -3,16 +3,14 @@
 //! new), CSV files with bad rows (reported by line and reason, good rows
 //! kept), aborting errors, and the `rapport import` command line itself.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use crate::support::{Backend, TestApp};
 use rapport::import::{self, ImportError, Progress, Rejections, Summary};
 use rapport::store::customers::CustomerFilter;
 use rapport::store::interactions::{Money, TimelineFilter};
 use rapport::store::{Store, TenantId};
-use support::{Backend, TestApp};
 
 /// `<repo>/../shared/data/cdnow/`, where the CDNOW files live beside the repo.
 fn cdnow_dir() -> PathBuf {

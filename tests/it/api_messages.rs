@@ -7,19 +7,18 @@
 //! The receiver answers per path from a script (e.g. 503, 503, then 200),
 //! so every outcome is what a real HTTP endpoint caused.
 
-mod support;
-
+use crate::support;
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::support::{Backend, TestApp, TestTenant, assert_error};
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::IntoResponse;
 use rapport::store::messages::{AttemptOutcome, AttemptReport, MessageStatus, Next};
 use serde_json::{Value, json};
-use support::{Backend, TestApp, TestTenant, assert_error};
 
 /// One request the receiver got.
 #[derive(Debug, Clone)]

@@ -2,16 +2,14 @@
 //! idempotency), concurrent redemption, tiers and rewards, tenant isolation,
 //! roles and malformed input.
 
-mod support;
-
 use std::collections::HashMap;
 use std::time::Duration;
 
+use crate::support::{Backend, TestApp, TestTenant, assert_error};
 use rapport::store::loyalty::{LedgerKind, LedgerOp, apply_ledger_ops_tx};
 use rapport::store::{StoreError, TenantId};
 use reqwest::Method;
 use serde_json::{Value, json};
-use support::{Backend, TestApp, TestTenant, assert_error};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 

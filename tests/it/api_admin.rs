@@ -1,10 +1,8 @@
 //! API tests: tenants, keys, authentication, health, OpenAPI, error shapes.
 
-mod support;
-
+use crate::support::{Backend, TestApp, assert_error};
 use reqwest::Method;
 use serde_json::json;
-use support::{Backend, TestApp, assert_error};
 
 async fn keys_and_roles(backend: Backend) {
     let app = TestApp::start(backend).await;

@@ -19,8 +19,7 @@
 // the server, so it must not go through the server's own store.
 #![allow(clippy::disallowed_methods)]
 
-mod support;
-
+use crate::support;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -29,6 +28,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::support::{Backend, TestDb};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -39,7 +39,6 @@ use rapport::store::TenantId;
 use rapport::store::tenants::Role;
 use serde_json::json;
 use sha2::Sha256;
-use support::{Backend, TestDb};
 
 const MESSAGES: usize = 3_000;
 const WORKERS_PER_NODE: usize = 4;
