@@ -125,7 +125,7 @@ fn setup() -> &'static Setup {
             fuel,
             nofuel,
             ctx: CallContext {
-                tenant: TenantId("bench".into()),
+                tenant: TenantId::for_tests("bench"),
                 config_json: "{}".into(),
                 services: Arc::new(FixtureServices::default()),
             },

@@ -495,7 +495,7 @@ fn load(wasm: &[u8], config: RuntimeConfig, memory_mb: u32) -> Arc<Plugin> {
 
 fn context(config_json: &str) -> CallContext {
     CallContext {
-        tenant: TenantId("bench".into()),
+        tenant: TenantId::for_tests("bench"),
         config_json: config_json.into(),
         services: Arc::new(FixtureServices::default()),
     }
@@ -797,7 +797,7 @@ async fn end_to_end(wasm: &Path) -> anyhow::Result<EndToEnd> {
     config.plugins.manifest = Some(manifest_path);
     config.plugins.cache_dir = Some(dir.path().join("cache"));
     let state = rapport::server::build_state(&config).await?;
-    let tenant = TenantId("acme".into());
+    let tenant = TenantId::for_tests("acme");
     state.store.create_tenant("acme", Some("acme")).await?;
 
     let started = Instant::now();

@@ -82,18 +82,18 @@ pub async fn run(store: &Store, cmd: ImportCommand) -> anyhow::Result<()> {
     let (label, path, summary) = match cmd {
         ImportCommand::Customers { file, tenant } => {
             let progress = Progress::stderr("customers");
-            let summary = import_customers(store, &TenantId(tenant), &file, &progress).await?;
+            let summary = import_customers(store, &TenantId::from_operator(tenant), &file, &progress).await?;
             ("customers", file, summary)
         }
         ImportCommand::Interactions { file, tenant } => {
             let progress = Progress::stderr("interactions");
-            let summary = import_interactions(store, &TenantId(tenant), &file, &progress).await?;
+            let summary = import_interactions(store, &TenantId::from_operator(tenant), &file, &progress).await?;
             ("interactions", file, summary)
         }
         ImportCommand::Cdnow { path, tenant, currency } => {
             let progress = Progress::stderr("cdnow");
             let file = cdnow::resolve(&path);
-            let summary = import_cdnow(store, &TenantId(tenant), &file, &currency, &progress).await?;
+            let summary = import_cdnow(store, &TenantId::from_operator(tenant), &file, &currency, &progress).await?;
             ("cdnow", file, summary)
         }
     };
@@ -266,7 +266,7 @@ pub async fn import_cdnow(
 async fn check_tenant(store: &Store, tenant: &TenantId) -> Result<(), ImportError> {
     match store.get_tenant(tenant.as_str()).await {
         Ok(_) => Ok(()),
-        Err(StoreError::NotFound { .. }) => Err(ImportError::UnknownTenant(tenant.0.clone())),
+        Err(StoreError::NotFound { .. }) => Err(ImportError::UnknownTenant(tenant.as_str().to_owned())),
         Err(e) => Err(e.into()),
     }
 }

@@ -181,7 +181,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Key(KeyCommand::Create { tenant, role, name }) => {
-            let tenant = tenant.map(TenantId);
+            let tenant = tenant.map(TenantId::from_operator);
             let key = cli
                 .global
                 .store()
@@ -197,7 +197,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Key(KeyCommand::Revoke { tenant, key_id }) => {
-            let tenant = tenant.map(TenantId);
+            let tenant = tenant.map(TenantId::from_operator);
             cli.global.store().await?.revoke_key(tenant.as_ref(), &key_id).await?;
             println!("revoked {key_id}");
             Ok(())
@@ -205,7 +205,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Import(cmd) => rapport::import::run(&cli.global.store().await?, cmd).await,
         Command::Manifest(ManifestCommand::Check { file }) => check_manifest(&cli.global.config()?, &file),
         Command::Score { tenant, plugin, as_of } => {
-            score_tenant(&cli.global, TenantId(tenant), plugin.as_deref(), as_of).await
+            score_tenant(&cli.global, TenantId::from_operator(tenant), plugin.as_deref(), as_of).await
         }
         // Dispatched in `main` before this point.
         Command::Plugin(_) => Ok(()),

@@ -18,19 +18,54 @@ pub mod suppressions;
 pub mod tenants;
 pub mod triggers;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::db::Db;
 
-/// The tenant a request acts for. It is only ever built from an
-/// authenticated API key or from host-side state (the plugin runtime), never
-/// from request bodies or guest input, so holding one means "this caller may
-/// see this tenant's data".
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// The tenant a request acts for: holding one means "this caller may see
+/// this tenant's data". The field is private, so a `TenantId` is made only
+/// where a tenant may legitimately come from, each source a constructor of
+/// its own (ARCHITECTURE.md lists them): an authenticated API key and a
+/// stored row (both inside the store), a tenant looked up by id for the two
+/// request paths that name one ([`Store::existing_tenant`]), the operator's
+/// command line, a plugin author's local fixture and the runtime's
+/// load-time check. Never from a request body or guest input.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 #[serde(transparent)]
-pub struct TenantId(pub String);
+pub struct TenantId(String);
 
 impl TenantId {
+    /// The tenant of an authenticated API key (`Store::authenticate`) or of
+    /// a row the store read: the store's own source.
+    fn from_row(id: String) -> TenantId {
+        TenantId(id)
+    }
+
+    /// A tenant named on the command line of `rapport` (`import`, `score`,
+    /// `key create`): whoever runs it holds the database itself.
+    pub fn from_operator(id: String) -> TenantId {
+        TenantId(id)
+    }
+
+    /// The tenant of a plugin author's local fixture (`rapport plugin run`):
+    /// in-memory data only, no store behind it.
+    pub fn from_local_fixture(id: String) -> TenantId {
+        TenantId(id)
+    }
+
+    /// The runtime's load-time type check, which instantiates a plugin with
+    /// no tenant's data behind any capability.
+    pub fn load_check() -> TenantId {
+        TenantId("(load check)".to_owned())
+    }
+
+    /// Tests and benchmarks name their tenants directly; the feature is on
+    /// only for the crate's own dev-dependency on itself.
+    #[cfg(any(test, feature = "test-support"))]
+    pub fn for_tests(id: impl Into<String>) -> TenantId {
+        TenantId(id.into())
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }

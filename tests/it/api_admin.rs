@@ -62,6 +62,10 @@ async fn keys_and_roles(backend: Backend) {
         )
         .await;
     assert_error(s, &b, 404, "not_found");
+    let (s, b) = app.get("/v1/tenants/nope/keys", &app.platform).await;
+    assert_error(s, &b, 404, "not_found");
+    let (s, b) = app.delete("/v1/tenants/nope/keys/key-1", &app.platform).await;
+    assert_error(s, &b, 404, "not_found");
     let (s, b) = app
         .post(
             &format!("/v1/tenants/{}/keys", acme.id),

@@ -982,7 +982,7 @@ async fn ledger_ops_in_caller_transaction(backend: Backend) {
     assert_eq!(s, 201, "{foreign}");
 
     let store = &app.server.state.store;
-    let tenant = TenantId(t.id.clone());
+    let tenant = TenantId::for_tests(t.id.clone());
     let ops = vec![
         LedgerOp::Earn {
             points: 200,
@@ -1063,7 +1063,7 @@ async fn ledger_ops_in_caller_transaction(backend: Backend) {
     assert!(matches!(err, StoreError::NotFound { entity: "interaction" }), "{err:?}");
     drop(tx);
     let mut tx = store.db().begin_write().await.unwrap();
-    let err = apply_ledger_ops_tx(&mut tx, &TenantId(other.id.clone()), &cid, None, &ops[..1])
+    let err = apply_ledger_ops_tx(&mut tx, &TenantId::for_tests(other.id.clone()), &cid, None, &ops[..1])
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::NotFound { entity: "customer" }), "{err:?}");

@@ -1035,7 +1035,7 @@ async fn graceful_stop_hands_back_claims(backend: Backend) {
     let store = app.server.state.store.clone();
     app.server.stop().await.unwrap();
 
-    let tenant = rapport::store::TenantId(acme.id.clone());
+    let tenant = rapport::store::TenantId::for_tests(acme.id.clone());
     let filter = rapport::store::messages::MessageFilter {
         limit: Some(100),
         ..Default::default()

@@ -236,7 +236,7 @@ async fn failures_suspend_until_resumed(backend: Backend) {
     let acme = app.tenant_with_id("acme").await;
     let globex = app.tenant_with_id("globex").await;
     let store = &app.server.state.store;
-    let t = TenantId("acme".into());
+    let t = TenantId::for_tests("acme");
     let threshold = app
         .server
         .state
@@ -357,7 +357,7 @@ async fn failures_suspend_until_resumed(backend: Backend) {
     );
 
     // Concurrent failures are all counted (atomic increment).
-    let t2 = TenantId("globex".into());
+    let t2 = TenantId::for_tests("globex");
     let mut tasks = Vec::new();
     for i in 0..8 {
         let store = store.clone();
@@ -381,7 +381,7 @@ async fn kv_is_scoped_and_capped(backend: Backend) {
     app.tenant_with_id("acme").await;
     app.tenant_with_id("globex").await;
     let store = &app.server.state.store;
-    let (a, g) = (TenantId("acme".into()), TenantId("globex".into()));
+    let (a, g) = (TenantId::for_tests("acme"), TenantId::for_tests("globex"));
     let cap = app
         .server
         .state

@@ -141,7 +141,7 @@ fn sorted(mut v: Vec<&String>) -> Vec<String> {
 /// serves (the same interactions, items, amounts, payloads, oldest first).
 async fn check_bulk_histories(app: &TestApp, ids: &[&String]) {
     let store = &app.server.state.store;
-    let tenant = rapport::store::TenantId("acme".into());
+    let tenant = rapport::store::TenantId::for_tests("acme");
     let mut wanted: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
     wanted.push("not-a-customer".into());
     let histories = store.scoring_histories(&tenant, &wanted, 2_000).await.unwrap();
@@ -200,7 +200,7 @@ async fn check_bulk_histories(app: &TestApp, ids: &[&String]) {
 }
 
 async fn app_read_key(app: &TestApp) -> String {
-    let tenant = rapport::store::TenantId("acme".into());
+    let tenant = rapport::store::TenantId::for_tests("acme");
     app.server
         .state
         .store
@@ -441,7 +441,7 @@ async fn job_stores_scores_with_history_segments_and_filters(backend: Backend) {
     assert_eq!(body["segments"][0]["customers"], 2, "acme's segments changed: {body}");
 
     // One job per tenant at a time: a queued one blocks the next.
-    let tenant = rapport::store::TenantId("globex".into());
+    let tenant = rapport::store::TenantId::for_tests("globex");
     let queued = app.server.state.store.create_scoring_job(&tenant, None).await.unwrap();
     let (s, b) = app.post("/v1/scoring/jobs", &globex.admin, json!({})).await;
     assert_error(s, &b, 409, "scoring_job_active");
@@ -555,7 +555,7 @@ async fn rfm_job_on_cdnow_sample(backend: Backend) {
     .await;
     let acme = app.tenant_with_id("acme").await;
     let store = &app.server.state.store;
-    let tenant = rapport::store::TenantId("acme".into());
+    let tenant = rapport::store::TenantId::for_tests("acme");
     let summary = rapport::import::import_cdnow(store, &tenant, &sample, "USD", &rapport::import::Progress::hidden())
         .await
         .unwrap();
@@ -656,7 +656,7 @@ async fn start_without_worker(backend: Backend) -> (TestApp, tempfile::TempDir) 
 /// `n` customers of `t`, each queued for rescoring; their ids, sorted.
 async fn queued_customers(app: &TestApp, t: &TestTenant, n: usize) -> Vec<String> {
     let store = &app.server.state.store;
-    let tenant = TenantId(t.id.clone());
+    let tenant = TenantId::for_tests(t.id.clone());
     let mut ids = Vec::with_capacity(n);
     for i in 0..n {
         let id = customer(app, t, &format!("{}-{i}", t.id)).await;
@@ -676,7 +676,7 @@ async fn concurrent_rescore_claims_never_share_a_customer(backend: Backend) {
     let acme = app.tenant_with_id("acme").await;
     let globex = app.tenant_with_id("globex").await;
     let store = app.server.state.store.clone();
-    let tenant = TenantId(acme.id.clone());
+    let tenant = TenantId::for_tests(acme.id.clone());
     let queued = queued_customers(&app, &acme, 40).await;
     queued_customers(&app, &globex, 1).await;
 
@@ -707,7 +707,7 @@ async fn concurrent_rescore_claims_never_share_a_customer(backend: Backend) {
     // Everything of acme is leased now; globex's entry is untouched.
     assert_eq!(
         store.tenants_with_queued_rescores().await.unwrap(),
-        vec![TenantId(globex.id.clone())]
+        vec![TenantId::for_tests(globex.id.clone())]
     );
 
     // Two workers on a fresh queue: together they rescore each customer once.
@@ -748,7 +748,7 @@ async fn expired_rescore_lease_is_taken_over(backend: Backend) {
     let (app, _dir) = start_without_worker(backend).await;
     let acme = app.tenant_with_id("acme").await;
     let store = app.server.state.store.clone();
-    let tenant = TenantId(acme.id.clone());
+    let tenant = TenantId::for_tests(acme.id.clone());
     let queued = queued_customers(&app, &acme, 2).await;
 
     // A 1.5 s lease: node-b's claim below must fall inside it even on a
@@ -812,7 +812,7 @@ async fn reenqueued_customer_survives_the_older_ack(backend: Backend) {
     let (app, _dir) = start_without_worker(backend).await;
     let acme = app.tenant_with_id("acme").await;
     let store = app.server.state.store.clone();
-    let tenant = TenantId(acme.id.clone());
+    let tenant = TenantId::for_tests(acme.id.clone());
     let queued = queued_customers(&app, &acme, 3).await;
 
     let claim = store.claim_rescores(&tenant, "node-a", 30_000, 10).await.unwrap();

@@ -204,7 +204,7 @@ async fn score_crossing_messages_on_the_crossing_only(backend: Backend) {
     .await;
     let ada = customer(&app, &acme, "ada").await;
     let store = &app.server.state.store;
-    let tenant = TenantId("acme".into());
+    let tenant = TenantId::for_tests("acme");
     let score = |value: f64, at: i64, plugin: &str| NewScore {
         customer_id: ada.clone(),
         plugin_id: plugin.to_owned(),

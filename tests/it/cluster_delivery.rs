@@ -214,7 +214,7 @@ async fn two_nodes_deliver_every_message_through_a_node_kill() {
     store.db().migrate().await.unwrap();
     store.create_tenant("acme", Some("acme")).await.unwrap();
     let key = store
-        .create_key(Some(&TenantId("acme".into())), Role::TenantWrite, "cluster test")
+        .create_key(Some(&TenantId::for_tests("acme")), Role::TenantWrite, "cluster test")
         .await
         .unwrap()
         .token;

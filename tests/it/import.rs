@@ -55,7 +55,7 @@ fn expected_totals(path: &Path) -> BTreeMap<String, (i64, i64)> {
 
 async fn new_tenant(app: &TestApp, name: &str) -> TenantId {
     let tenant = app.server.state.store.create_tenant(name, None).await.unwrap();
-    TenantId(tenant.id)
+    TenantId::for_tests(tenant.id)
 }
 
 /// A read key for an existing tenant.
@@ -398,7 +398,7 @@ async fn broken_input_aborts_with_a_clear_error(backend: Backend) {
     assert!(err.to_string().contains("nope.csv"), "{err}");
 
     let good = write(dir.path(), "c.csv", "external_id\nx\n");
-    let err = import::import_customers(store, &TenantId("ghost".into()), &good, &Progress::hidden())
+    let err = import::import_customers(store, &TenantId::for_tests("ghost"), &good, &Progress::hidden())
         .await
         .unwrap_err();
     assert!(matches!(err, ImportError::UnknownTenant(_)), "{err}");
@@ -434,7 +434,7 @@ async fn command_line_prints_the_summary(backend: Backend) {
         std::process::Command::new(env!("CARGO_BIN_EXE_rapport"))
             .args(["--database", &app.db.url, "import", "cdnow"])
             .arg(&file)
-            .args(["--tenant", &tenant.0])
+            .args(["--tenant", tenant.as_str()])
             .output()
             .unwrap()
     };
@@ -474,7 +474,7 @@ async fn command_line_prints_the_summary(backend: Backend) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_rapport"))
         .args(["--database", &app.db.url, "import", "customers"])
         .arg(&bad)
-        .args(["--tenant", &tenant.0])
+        .args(["--tenant", tenant.as_str()])
         .output()
         .unwrap();
     assert!(!out.status.success());

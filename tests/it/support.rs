@@ -176,7 +176,7 @@ impl TestApp {
         assert_eq!(status, StatusCode::CREATED, "{body}");
         let id = body["id"].as_str().unwrap().to_string();
         let store = &self.server.state.store;
-        let tenant = TenantId(id.clone());
+        let tenant = TenantId::for_tests(id.clone());
         let key = |role| {
             let tenant = tenant.clone();
             async move { store.create_key(Some(&tenant), role, "test").await.unwrap().token }
@@ -291,7 +291,7 @@ impl TestApp {
             .await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
         let store = &self.server.state.store;
-        let t = TenantId(id.to_string());
+        let t = TenantId::for_tests(id.to_string());
         TestTenant {
             admin: store
                 .create_key(Some(&t), Role::TenantAdmin, "test")

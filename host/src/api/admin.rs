@@ -10,7 +10,6 @@ use utoipa_axum::routes;
 
 use super::extract::{Auth, Json, Path};
 use super::{ApiResult, AppState, Error};
-use crate::store::TenantId;
 use crate::store::tenants::{ApiKey, CreatedKey, Role, Tenant};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -78,9 +77,10 @@ async fn create_tenant_key(
     Json(body): Json<NewKey>,
 ) -> ApiResult<(StatusCode, Json<CreatedKey>)> {
     auth.platform()?;
+    let tenant = s.store.existing_tenant(&tenant_id).await?;
     let key = s
         .store
-        .create_key(Some(&TenantId(tenant_id)), tenant_role(body.role)?, &body.name)
+        .create_key(Some(&tenant), tenant_role(body.role)?, &body.name)
         .await?;
     Ok((StatusCode::CREATED, Json(key)))
 }
@@ -94,8 +94,7 @@ async fn list_tenant_keys(
     Path(tenant_id): Path<String>,
 ) -> ApiResult<Json<Vec<ApiKey>>> {
     auth.platform()?;
-    let tenant = TenantId(tenant_id);
-    s.store.get_tenant(tenant.as_str()).await?;
+    let tenant = s.store.existing_tenant(&tenant_id).await?;
     Ok(Json(s.store.list_keys(Some(&tenant)).await?))
 }
 
@@ -108,7 +107,8 @@ async fn revoke_tenant_key(
     Path((tenant_id, key_id)): Path<(String, String)>,
 ) -> ApiResult<Json<ApiKey>> {
     auth.platform()?;
-    Ok(Json(s.store.revoke_key(Some(&TenantId(tenant_id)), &key_id).await?))
+    let tenant = s.store.existing_tenant(&tenant_id).await?;
+    Ok(Json(s.store.revoke_key(Some(&tenant), &key_id).await?))
 }
 
 /// Create a key for the caller's own tenant (tenant admin).

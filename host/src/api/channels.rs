@@ -87,8 +87,8 @@ async fn tenant_of(state: &AppState, headers: &HeaderMap, query: &InboundQuery) 
     // An unknown tenant looks like a missing connector. The id names a
     // tenant that exists, not one the caller may act for: the connector's
     // signature check, run next, is what authenticates the sender.
-    match state.store.get_tenant(id).await {
-        Ok(tenant) => Ok(TenantId(tenant.id)),
+    match state.store.existing_tenant(id).await {
+        Ok(tenant) => Ok(tenant),
         Err(crate::store::StoreError::NotFound { .. }) => Err(Error::NotFound("connector")),
         Err(e) => Err(e.into()),
     }

@@ -596,7 +596,7 @@ async fn execute(args: &RunArgs, p: Prepared) -> Result<Report, UsageError> {
         }
     };
     let ctx = CallContext {
-        tenant: TenantId(p.tenant),
+        tenant: TenantId::from_local_fixture(p.tenant),
         config_json: p.config_json,
         services: Arc::new(FixtureServices::new(p.data)),
     };

@@ -250,7 +250,7 @@ impl Plugin {
     /// plugin's own deadline, fuel and memory limits like any call.
     fn check_export_types(&self) -> Result<(), LoadError> {
         let ctx = CallContext {
-            tenant: TenantId("(load check)".to_owned()),
+            tenant: TenantId::load_check(),
             config_json: "{}".to_owned(),
             services: Arc::new(super::fixture::FixtureServices::default()),
         };

@@ -810,7 +810,7 @@ impl Store {
                 let message = message_from_row(row)?;
                 let base: i64 = row.try_get("window_base_attempts")?;
                 Ok(Claim {
-                    tenant: TenantId(row.try_get("tenant_id")?),
+                    tenant: TenantId::from_row(row.try_get("tenant_id")?),
                     node: node.to_string(),
                     attempt: message.attempts,
                     window_attempts: message.attempts - base,

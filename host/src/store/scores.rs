@@ -817,7 +817,7 @@ impl Store {
         .fetch_all(self.db().pool())
         .await?
         .iter()
-        .map(|row| Ok(TenantId(row.try_get(0)?)))
+        .map(|row| Ok(TenantId::from_row(row.try_get(0)?)))
         .collect()
     }
 

@@ -197,6 +197,16 @@ impl Store {
         tenant_from_row(&row)
     }
 
+    /// The tenant with this id, if it exists, as the scope of store calls.
+    /// For the two request paths that name a tenant instead of taking it
+    /// from the caller's key: the platform admin's `/v1/tenants/{id}/...`
+    /// (a `platform_admin` key, checked by the caller) and the `?tenant=` of
+    /// an inbound channel request (trusted only once the tenant's connector
+    /// has verified the provider's signature with that tenant's secret).
+    pub async fn existing_tenant(&self, id: &str) -> StoreResult<TenantId> {
+        Ok(TenantId::from_row(self.get_tenant(id).await?.id))
+    }
+
     pub async fn list_tenants(&self) -> StoreResult<Vec<Tenant>> {
         let rows = sqlx::query("SELECT id, name, created_at FROM tenants ORDER BY id")
             .fetch_all(self.db().pool())
@@ -311,7 +321,7 @@ impl Store {
         let role: String = row.try_get("role")?;
         Ok(Some(Principal {
             key_id: row.try_get("id")?,
-            tenant: tenant.map(TenantId),
+            tenant: tenant.map(TenantId::from_row),
             role: Role::parse(&role)?,
         }))
     }

@@ -55,7 +55,7 @@ pub fn test_scorer(rt: &Runtime) -> Arc<Plugin> {
 }
 
 pub fn tenant(t: &str) -> TenantId {
-    TenantId(t.to_owned())
+    TenantId::for_tests(t.to_owned())
 }
 
 pub fn ctx(t: &str, config_json: &str, services: &Arc<FixtureServices>) -> CallContext {
