@@ -103,7 +103,7 @@ enum KeyCommand {
         /// Tenant id; omit for a platform admin key.
         #[arg(long)]
         tenant: Option<String>,
-        #[arg(long, value_enum, default_value = "tenant-admin")]
+        #[arg(long, value_enum, default_value = "tenant_admin")]
         role: Role,
         #[arg(long, default_value = "")]
         name: String,

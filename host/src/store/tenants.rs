@@ -16,14 +16,21 @@ use super::{Store, StoreError, StoreResult, TenantId, from_millis, new_id, now_m
 /// What a key may do. Ordered from most to least privileged within a tenant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
+// The CLI spells roles as the API does (`tenant_admin`); the kebab-case
+// spellings it used to print stay accepted.
+#[value(rename_all = "snake_case")]
 pub enum Role {
     /// Manages tenants and keys across the platform; sees no tenant's data.
+    #[value(alias = "platform-admin")]
     PlatformAdmin,
     /// Everything within one tenant, including keys, plugins and erasure.
+    #[value(alias = "tenant-admin")]
     TenantAdmin,
     /// Reads and writes customers, interactions, products and loyalty.
+    #[value(alias = "tenant-write")]
     TenantWrite,
     /// Reads only.
+    #[value(alias = "tenant-read")]
     TenantRead,
 }
 
