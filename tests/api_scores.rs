@@ -1379,8 +1379,55 @@ async fn bulk_scores_page_and_export(backend: Backend) {
     );
 }
 
+/// What a job clears: the queue entries of a page as read before its
+/// histories. An entry enqueued again after that read (a newer generation)
+/// stays, whoever holds its lease; the others go, leased or not.
+async fn job_clears_only_the_queue_entries_it_read(backend: Backend) {
+    let (app, _dir) = start_without_worker(backend).await;
+    let acme = app.tenant_with_id("acme").await;
+    let globex = app.tenant_with_id("globex").await;
+    let store = app.server.state.store.clone();
+    let tenant = TenantId(acme.id.clone());
+    let queued = queued_customers(&app, &acme, 3).await;
+    let unqueued = customer(&app, &acme, "not-queued").await;
+    queued_customers(&app, &globex, 1).await;
+
+    let (histories, read) = store
+        .scoring_histories_page_with_queue(&tenant, None, 500, 100)
+        .await
+        .unwrap();
+    assert_eq!(histories.len(), 4);
+    let mut seen: Vec<(String, i64)> = read.iter().map(|e| (e.customer_id.clone(), e.generation)).collect();
+    seen.sort();
+    assert_eq!(seen, queued.iter().map(|id| (id.clone(), 1)).collect::<Vec<_>>());
+    assert!(!seen.iter().any(|(id, _)| *id == unqueued));
+    // A worker leases the oldest entry; another customer gets a new
+    // interaction after the read.
+    let lease = store.claim_rescores(&tenant, "node-a", 30_000, 1).await.unwrap();
+    assert_eq!(lease.entries.len(), 1);
+    assert_eq!(lease.entries[0].customer_id, queued[0]);
+    store.enqueue_rescore(&tenant, &queued[1]).await.unwrap();
+
+    // Cleared: the leased one and the untouched one, not the re-enqueued one.
+    assert_eq!(store.clear_rescores(&tenant, &read).await.unwrap(), 2);
+    let state = store.rescore_worker_state(&tenant).await.unwrap();
+    assert_eq!(state.queued, 1, "{state:?}");
+    let left = store.claim_rescores(&tenant, "node-b", 30_000, 10).await.unwrap();
+    assert_eq!(left.entries.len(), 1, "{left:?}");
+    assert_eq!(
+        (left.entries[0].customer_id.as_str(), left.entries[0].generation),
+        (queued[1].as_str(), 2)
+    );
+    // node-a's ack of the cleared entry removes nothing.
+    assert_eq!(store.ack_rescores(&tenant, &lease).await.unwrap(), 0);
+    // globex's queue is untouched.
+    let globex_tenant = TenantId(globex.id.clone());
+    assert_eq!(store.rescore_worker_state(&globex_tenant).await.unwrap().queued, 1);
+}
+
 both_backends!(
     as_of_job_ignores_later_interactions,
+    job_clears_only_the_queue_entries_it_read,
     as_of_scores_survive_a_running_worker,
     bulk_scores_page_and_export,
     job_with_a_failing_fit_is_not_succeeded,

@@ -729,7 +729,9 @@ mod tests {
              o4,c3,purchase,2024-05-05,EUR,A,1,1.00\n",
         )
         .unwrap();
-        let got: Vec<(u64, Result<(Vec<String>, Vec<u64>), String>)> = rows
+        // (line, Ok((skus, merged lines)) or Err(reason))
+        type Got = (u64, Result<(Vec<String>, Vec<u64>), String>);
+        let got: Vec<Got> = rows
             .iter()
             .map(|r| {
                 (

@@ -1124,16 +1124,21 @@ impl Store {
             let result: StoreResult<u64> = async {
                 let mut tx = self.db().begin_write().await?;
                 let mut removed = 0;
-                for e in entries {
-                    removed += sqlx::query(
-                        "DELETE FROM rescore_queue WHERE tenant_id = $1 AND customer_id = $2 AND generation = $3",
-                    )
-                    .bind(t.as_str())
-                    .bind(e.customer_id.as_str())
-                    .bind(e.generation)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
+                // Many entries per statement (a job clears up to a chunk's
+                // worth at a time): one round trip each, primary-key lookups.
+                for chunk in entries.chunks(INSERT_ROWS_PER_STATEMENT) {
+                    let terms: Vec<String> = (0..chunk.len())
+                        .map(|i| format!("(customer_id = ${} AND generation = ${})", 2 + 2 * i, 3 + 2 * i))
+                        .collect();
+                    let sql = format!(
+                        "DELETE FROM rescore_queue WHERE tenant_id = $1 AND ({})",
+                        terms.join(" OR ")
+                    );
+                    let mut q = sqlx::query(&sql).bind(t.as_str());
+                    for e in chunk {
+                        q = q.bind(e.customer_id.as_str()).bind(e.generation);
+                    }
+                    removed += q.execute(&mut *tx).await?.rows_affected();
                 }
                 tx.commit().await?;
                 Ok(removed)
