@@ -492,6 +492,44 @@ async fn fit_endpoint_shows_the_co_purchase_rules(backend: Backend) {
     let (s, paged) = app.get("/v1/plugins/xsell/fit?limit=1", &acme.read).await;
     assert_eq!(s, 200, "{paged}");
     assert_eq!(paged["kv"], body["kv"]);
+    // More entries (as a plugin keeping several keys would): paged in key
+    // order, binary values as base64, other text as a string.
+    let store = &app.server.state.store;
+    let tenant = rapport::store::TenantId("acme".into());
+    store
+        .kv_set(&tenant, "xsell", "a-bytes", &[0xff, 0x00], 1 << 20)
+        .await
+        .unwrap();
+    store
+        .kv_set(&tenant, "xsell", "z-note", b"plain words", 1 << 20)
+        .await
+        .unwrap();
+    let mut entries = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/v1/plugins/xsell/fit?limit=1&cursor={c}"),
+            None => "/v1/plugins/xsell/fit?limit=1".to_string(),
+        };
+        let (s, page) = app.get(&path, &acme.read).await;
+        assert_eq!(s, 200, "{page}");
+        assert_eq!(page["fit"], body["fit"]);
+        let items = page["kv"]["items"].as_array().unwrap();
+        assert_eq!(items.len(), 1, "{page}");
+        entries.push(items[0].clone());
+        match page["kv"]["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    let shown: Vec<(&str, &str, &Value)> = entries
+        .iter()
+        .map(|e| (e["key"].as_str().unwrap(), e["encoding"].as_str().unwrap(), &e["value"]))
+        .collect();
+    assert_eq!(shown.len(), 3, "{entries:?}");
+    assert_eq!(shown[0], ("a-bytes", "base64", &json!("/wA=")));
+    assert_eq!((shown[1].0, shown[1].1), ("model", "json"));
+    assert_eq!(shown[2], ("z-note", "text", &json!("plain words")));
     for bad in ["limit=0", "limit=101"] {
         let (s, b) = app.get(&format!("/v1/plugins/xsell/fit?{bad}"), &acme.read).await;
         assert_error(s, &b, 422, "validation_failed");
