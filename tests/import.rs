@@ -597,6 +597,31 @@ async fn basket_csv_imports_as_multi_item_purchases(backend: Backend) {
         ]
     );
 
+    // The example file: four baskets of two or three items, nothing rejected.
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/orders.csv");
+    let other = new_tenant(&app, "Example").await;
+    let summary = import::import_interactions(store, &other, &example, &Progress::hidden())
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            summary.rows_read,
+            summary.interactions_created,
+            summary.merged_rows,
+            summary.rejected_rows()
+        ),
+        (9, 4, 5, 0),
+        "{summary}"
+    );
+    let sizes: Vec<usize> = store
+        .purchase_baskets(&other)
+        .await
+        .unwrap()
+        .iter()
+        .map(Vec::len)
+        .collect();
+    assert_eq!(sizes, vec![3, 2, 2, 2]);
+
     // Re-importing stores nothing: every order is replayed whole.
     let again = import::import_interactions(store, &tenant, &file, &Progress::hidden())
         .await
