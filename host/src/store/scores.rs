@@ -962,7 +962,7 @@ impl Store {
 
     /// Tenants with customers waiting to be rescored and not leased by a
     /// worker (or leased, but the lease expired), leaving out the tenants
-    /// the worker must not touch now (see [`WORKER_MAY_RUN`]). Deliberately
+    /// the worker must not touch now (see `worker_may_run`). Deliberately
     /// cross-tenant: only the background worker calls it, and it then
     /// handles each tenant through tenant-scoped calls.
     pub async fn tenants_with_queued_rescores(&self) -> StoreResult<Vec<TenantId>> {
