@@ -1114,9 +1114,16 @@ fn manifest_with_failing_fit(dir: &Path) -> PathBuf {
         &[],
         "timeout_ms = 5000\nmax_consecutive_failures = 10",
     );
+    text += &plugin_entry(
+        "churn",
+        "rapport-plugin-churn-bgnbd",
+        &["config", "kv"],
+        "timeout_ms = 30000",
+    );
     text += "[[tenant]]\nid = \"acme\"\n\
              [[tenant.plugin]]\nid = \"scorer\"\nenabled = true\n\
-             [[tenant.plugin]]\nid = \"panic\"\nenabled = true\n\n\
+             [[tenant.plugin]]\nid = \"panic\"\nenabled = true\n\
+             [[tenant.plugin]]\nid = \"churn\"\nenabled = false\n\n\
              [[tenant]]\nid = \"globex\"\n[[tenant.plugin]]\nid = \"scorer\"\nenabled = true\n";
     let path = dir.join("plugins.toml");
     std::fs::write(&path, text).unwrap();
@@ -1127,6 +1134,8 @@ fn manifest_with_failing_fit(dir: &Path) -> PathBuf {
 /// `succeeded`: each plugin's outcome says which failed, where and why, the
 /// other plugin's scores are stored, and both fits are readable through
 /// `GET /v1/plugins/{id}/fit`. A job whose only plugin fails is `failed`.
+/// Then the issue's own case: churn-bgnbd on a tenant without repeat
+/// purchases.
 async fn job_with_a_failing_fit_is_not_succeeded(backend: Backend) {
     let (app, _dir) = start_with_manifest(backend, manifest_with_failing_fit).await;
     let acme = app.tenant_with_id("acme").await;
@@ -1185,6 +1194,34 @@ async fn job_with_a_failing_fit_is_not_succeeded(backend: Backend) {
         job["error"].as_str().unwrap().starts_with("every plugin failed to fit"),
         "{job}"
     );
+
+    // The real case: BG/NBD on a tenant without repeat purchases (a basket
+    // at most per customer) cannot be fitted; the job says so instead of
+    // `succeeded` with the reason buried in its fit summary.
+    let (s, b) = app.post("/v1/plugins/churn/enable", &acme.admin, json!({})).await;
+    assert_eq!(s, 200, "{b}");
+    let (s, b) = app.post("/v1/plugins/panic/disable", &acme.admin, json!({})).await;
+    assert_eq!(s, 200, "{b}");
+    let job = run_job(&app, &acme, json!({})).await;
+    assert_eq!(job["status"], "partially_failed", "{job}");
+    let churn = job["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["plugin"] == "churn")
+        .unwrap();
+    assert_eq!(
+        (churn["status"].as_str(), churn["stage"].as_str()),
+        (Some("failed"), Some("fit")),
+        "{job}"
+    );
+    assert!(
+        churn["error"]["message"].as_str().unwrap().contains("not identifiable"),
+        "{job}"
+    );
+    let (_, fit) = app.get("/v1/plugins/churn/fit", &acme.read).await;
+    assert_eq!(fit["fit"]["status"], "failed", "{fit}");
+    assert_eq!(fit["fit"]["error"], churn["error"], "{fit}");
 }
 
 /// A plugin's stored scores read in bulk: pages that together hold exactly
