@@ -1104,7 +1104,8 @@ async fn rescore_worker_paused_and_resumed(backend: Backend) {
     .await;
 }
 
-/// acme with `scorer` and the `panic` plugin (whose fit traps) enabled.
+/// acme with `scorer` and the `panic` plugin (whose fit traps) enabled, and
+/// the first-party BG/NBD plugin available as `churn` (disabled).
 fn manifest_with_failing_fit(dir: &Path) -> PathBuf {
     let mut text = String::new();
     text += &plugin_entry("scorer", "test-scorer", &["log", "config"], "timeout_ms = 5000");
