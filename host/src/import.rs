@@ -53,9 +53,12 @@ pub enum ImportCommand {
     ///
     /// customer_external_id, kind and occurred_at (RFC 3339 or YYYY-MM-DD)
     /// are required; amount, currency, channel, idempotency_key, and sku,
-    /// quantity, unit_price (one line item) are optional. Unknown customers
-    /// are created. Rows without an idempotency_key get one derived from
-    /// their content, so re-running a file stores nothing twice.
+    /// quantity, unit_price (one line item) are optional. order_id groups
+    /// consecutive rows of one customer's order into one interaction with
+    /// several line items (a basket). Unknown customers are created. Rows
+    /// without an idempotency_key get one derived from their content (an
+    /// order's from its customer and order_id), so re-running a file stores
+    /// nothing twice.
     Interactions {
         file: PathBuf,
         #[arg(long)]
@@ -159,14 +162,16 @@ pub async fn import_interactions(
     let mut sink = Sink::new(store, tenant, progress);
     let consumed = async {
         while let Some(row) = rows.recv().await {
-            sink.summary.rows_read += 1;
             let r = match row.parsed {
                 Err(reason) => {
+                    sink.summary.rows_read += 1;
                     sink.summary.reject(row.line, reason);
                     continue;
                 }
                 Ok(r) => r,
             };
+            // An order's later rows came merged into this one.
+            sink.summary.rows_read += 1 + r.merged_lines.len() as u64;
             let customer = NewCustomer::with_external_id(r.customer_external_id);
             let new = NewInteraction {
                 customer_id: None,
@@ -177,7 +182,7 @@ pub async fn import_interactions(
                 amount: r.amount.map(Amount::new),
                 currency: r.currency,
                 items: r
-                    .item
+                    .items
                     .into_iter()
                     .map(|i| NewLineItem {
                         sku: i.sku,
@@ -188,7 +193,7 @@ pub async fn import_interactions(
                 payload: serde_json::Value::Object(serde_json::Map::new()),
                 idempotency_key: Some(r.idempotency_key),
             };
-            sink.push(row.line, customer, new).await?;
+            sink.push_merged(row.line, r.merged_lines, customer, new).await?;
         }
         sink.flush().await
     }
@@ -304,6 +309,9 @@ async fn finish<T>(
 /// An interaction waiting for its batch, with the customer it belongs to.
 struct Pending {
     line: u64,
+    /// Lines of an order's later rows merged into this interaction: they
+    /// share its fate (stored, replayed or rejected with it).
+    merged: Vec<u64>,
     customer: NewCustomer,
     interaction: NewInteraction,
 }
@@ -341,10 +349,18 @@ impl<'a> Sink<'a> {
     /// Records a store error against a row, or fails the import when the
     /// database itself is at fault.
     fn row_error(&mut self, line: u64, err: StoreError) -> Result<(), ImportError> {
+        self.rows_error(line, &[], err)
+    }
+
+    /// [`Sink::row_error`] for an interaction made of several rows.
+    fn rows_error(&mut self, line: u64, merged: &[u64], err: StoreError) -> Result<(), ImportError> {
         match err {
             StoreError::Database(_) | StoreError::Corrupt(_) => Err(ImportError::Store(err)),
             other => {
-                self.summary.reject(line, reason(&other));
+                let why = reason(&other);
+                for line in std::iter::once(line).chain(merged.iter().copied()) {
+                    self.summary.reject(line, why.clone());
+                }
                 Ok(())
             }
         }
@@ -352,8 +368,21 @@ impl<'a> Sink<'a> {
 
     /// Queues an interaction of `customer` (created if new).
     async fn push(&mut self, line: u64, customer: NewCustomer, interaction: NewInteraction) -> Result<(), ImportError> {
+        self.push_merged(line, Vec::new(), customer, interaction).await
+    }
+
+    /// [`Sink::push`] for an interaction made of the rows at `line` and
+    /// `merged` (an order's line items).
+    async fn push_merged(
+        &mut self,
+        line: u64,
+        merged: Vec<u64>,
+        customer: NewCustomer,
+        interaction: NewInteraction,
+    ) -> Result<(), ImportError> {
         self.batch.push(Pending {
             line,
+            merged,
             customer,
             interaction,
         });
@@ -376,22 +405,29 @@ impl<'a> Sink<'a> {
             match self.customers.get(&pending.customer.external_id) {
                 Some(id) => {
                     pending.interaction.customer_id = Some(id.clone());
-                    lines.push(pending.line);
+                    lines.push((pending.line, pending.merged));
                     items.push(pending.interaction);
                 }
                 None => {
                     let why = invalid.get(&pending.customer.external_id).cloned();
                     let why = why.unwrap_or_else(|| "customer_external_id: not created".into());
-                    self.summary.reject(pending.line, why);
+                    for line in std::iter::once(pending.line).chain(pending.merged) {
+                        self.summary.reject(line, why.clone());
+                    }
                 }
             }
         }
         let results = self.store.ingest_batch(self.tenant, items).await?;
-        for (line, result) in lines.into_iter().zip(results) {
+        for ((line, merged), result) in lines.into_iter().zip(results) {
             match result {
-                Ok((_, IngestOutcome::Created)) => self.summary.interactions_created += 1,
-                Ok((_, IngestOutcome::Replayed)) => self.summary.replayed += 1,
-                Err(e) => self.row_error(line, e)?,
+                Ok((_, outcome)) => {
+                    match outcome {
+                        IngestOutcome::Created => self.summary.interactions_created += 1,
+                        IngestOutcome::Replayed => self.summary.replayed += 1,
+                    }
+                    self.summary.merged_rows += merged.len() as u64;
+                }
+                Err(e) => self.rows_error(line, &merged, e)?,
             }
         }
         self.progress.message(&self.summary);

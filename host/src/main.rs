@@ -24,13 +24,31 @@ struct Cli {
     command: Command,
 }
 
+/// Where the server's configuration and database are, given before the
+/// subcommand (`rapport --database URL import ...`). Not global: `rapport
+/// plugin ...` needs neither, so its help must not offer them; the
+/// subcommands that do use them take them too ([`ServerArgs`]).
 #[derive(Args)]
 struct GlobalArgs {
     /// Server configuration file (TOML).
-    #[arg(long, short, global = true, env = "RAPPORT_CONFIG")]
+    #[arg(long, short, env = "RAPPORT_CONFIG")]
     config: Option<PathBuf>,
     /// Database URL; overrides the config file (sqlite://PATH or postgres://...).
-    #[arg(long, global = true, env = "RAPPORT_DATABASE_URL")]
+    #[arg(long, env = "RAPPORT_DATABASE_URL")]
+    database: Option<String>,
+}
+
+/// `--config` and `--database` after a subcommand that uses them
+/// (`rapport serve --config FILE`); they win over the ones given before it,
+/// which win over the environment.
+#[derive(Args)]
+struct ServerArgs {
+    /// Server configuration file (TOML) [env: RAPPORT_CONFIG].
+    #[arg(long, short, global = true)]
+    config: Option<PathBuf>,
+    /// Database URL; overrides the config file (sqlite://PATH or
+    /// postgres://...) [env: RAPPORT_DATABASE_URL].
+    #[arg(long, global = true)]
     database: Option<String>,
 }
 
@@ -38,41 +56,100 @@ struct GlobalArgs {
 enum Command {
     /// Run the HTTP server.
     Serve {
+        #[command(flatten)]
+        server: ServerArgs,
         /// Address to listen on (e.g. 127.0.0.1:8080); overrides `[server] listen`.
         #[arg(long, env = "RAPPORT_LISTEN")]
         listen: Option<std::net::SocketAddr>,
     },
     /// Apply pending database migrations and exit.
-    Migrate,
+    Migrate {
+        #[command(flatten)]
+        server: ServerArgs,
+    },
     /// Manage tenants.
-    #[command(subcommand)]
-    Tenant(TenantCommand),
+    Tenant {
+        #[command(flatten)]
+        server: ServerArgs,
+        #[command(subcommand)]
+        command: TenantCommand,
+    },
     /// Manage API keys.
-    #[command(subcommand)]
-    Key(KeyCommand),
+    Key {
+        #[command(flatten)]
+        server: ServerArgs,
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
     /// Bulk-import data into a tenant.
-    #[command(subcommand)]
-    Import(rapport::import::ImportCommand),
+    Import {
+        #[command(flatten)]
+        server: ServerArgs,
+        #[command(subcommand)]
+        command: rapport::import::ImportCommand,
+    },
     /// Work with the plugin manifest.
-    #[command(subcommand)]
-    Manifest(ManifestCommand),
+    Manifest {
+        #[command(flatten)]
+        server: ServerArgs,
+        #[command(subcommand)]
+        command: ManifestCommand,
+    },
     /// Score every customer of a tenant now, in this process: fit the
     /// tenant's active scoring plugins (or --plugin), then rescore and store
     /// everyone, with a progress bar (same as `POST /v1/scoring/jobs`).
+    ///
+    /// While the job runs, the servers' background rescore worker leaves the
+    /// tenant alone, and the job clears the rescore queue entries of the
+    /// customers it scored (an import's backlog): only interactions stored
+    /// after the job read a customer get that customer rescored later.
     Score {
+        #[command(flatten)]
+        server: ServerArgs,
         #[arg(long)]
         tenant: String,
         /// Only this scoring plugin.
         #[arg(long)]
         plugin: Option<String>,
-        /// Score as of this date (YYYY-MM-DD, UTC midnight, or RFC 3339):
-        /// the "now" the plugins see, for historical data such as CDNOW.
+        /// Score as of this date (YYYY-MM-DD, UTC midnight, or RFC 3339),
+        /// for historical data such as CDNOW: the plugins see it as "now",
+        /// and interactions after it are left out (of the fit and of every
+        /// history), so customers are scored as they were on that date. The
+        /// date is stored with the job and with each score.
         #[arg(long, value_parser = parse_as_of)]
         as_of: Option<i64>,
+    },
+    /// Pause, resume or show the background rescore worker of a tenant (on
+    /// every node sharing the database; same as `PUT /v1/scoring/worker`).
+    Rescoring {
+        #[command(flatten)]
+        server: ServerArgs,
+        #[command(subcommand)]
+        command: RescoringCommand,
     },
     /// Plugin authors' tools: run one call against a fixture, scaffold a crate.
     #[command(subcommand)]
     Plugin(plugin_tool::PluginCommand),
+}
+
+#[derive(Subcommand)]
+enum RescoringCommand {
+    /// Stop rescoring the tenant's customers after new interactions; they
+    /// stay queued until `resume`.
+    Pause {
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Rescore the tenant's queued customers again.
+    Resume {
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Print whether the worker is paused for the tenant, and its queue.
+    Status {
+        #[arg(long)]
+        tenant: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -117,6 +194,14 @@ enum KeyCommand {
 }
 
 impl GlobalArgs {
+    /// These, overridden by the ones given after the subcommand.
+    fn with(self, after: ServerArgs) -> GlobalArgs {
+        GlobalArgs {
+            config: after.config.or(self.config),
+            database: after.database.or(self.database),
+        }
+    }
+
     fn config(&self) -> anyhow::Result<Config> {
         let mut config = match &self.config {
             Some(path) => Config::load(path)?,
@@ -156,38 +241,87 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    let global = cli.global;
     match cli.command {
-        Command::Serve { listen } => {
-            let mut config = cli.global.config()?;
+        Command::Serve { server, listen } => {
+            let mut config = global.with(server).config()?;
             if let Some(listen) = listen {
                 config.server.listen = listen;
             }
             rapport::server::serve(&config).await
         }
-        Command::Migrate => {
-            cli.global.store().await?;
+        Command::Migrate { server } => {
+            global.with(server).store().await?;
             println!("migrations applied");
             Ok(())
         }
-        Command::Tenant(TenantCommand::Create { name, id }) => {
-            let tenant = cli.global.store().await?.create_tenant(&name, id.as_deref()).await?;
-            println!("{}", tenant.id);
-            Ok(())
-        }
-        Command::Tenant(TenantCommand::List) => {
-            for t in cli.global.store().await?.list_tenants().await? {
-                println!("{}\t{}", t.id, t.name);
+        Command::Tenant { server, command } => {
+            let store = global.with(server).store().await?;
+            match command {
+                TenantCommand::Create { name, id } => {
+                    let tenant = store.create_tenant(&name, id.as_deref()).await?;
+                    println!("{}", tenant.id);
+                }
+                TenantCommand::List => {
+                    for t in store.list_tenants().await? {
+                        println!("{}\t{}", t.id, t.name);
+                    }
+                }
             }
             Ok(())
         }
-        Command::Key(KeyCommand::Create { tenant, role, name }) => {
+        Command::Key { server, command } => key_command(&global.with(server).store().await?, command).await,
+        Command::Import { server, command } => rapport::import::run(&global.with(server).store().await?, command).await,
+        Command::Manifest {
+            server,
+            command: ManifestCommand::Check { file },
+        } => check_manifest(&global.with(server).config()?, &file),
+        Command::Score {
+            server,
+            tenant,
+            plugin,
+            as_of,
+        } => score_tenant(&global.with(server), TenantId::from_operator(tenant), plugin.as_deref(), as_of).await,
+        Command::Rescoring { server, command } => {
+            let store = global.with(server).store().await?;
+            let (tenant, state) = match command {
+                RescoringCommand::Pause { tenant } => {
+                    let t = TenantId::from_operator(tenant);
+                    let state = store.set_rescore_paused(&t, true).await?;
+                    (t, state)
+                }
+                RescoringCommand::Resume { tenant } => {
+                    let t = TenantId::from_operator(tenant);
+                    let state = store.set_rescore_paused(&t, false).await?;
+                    (t, state)
+                }
+                RescoringCommand::Status { tenant } => {
+                    let t = TenantId::from_operator(tenant);
+                    let state = store.rescore_worker_state(&t).await?;
+                    (t, state)
+                }
+            };
+            println!(
+                "tenant {tenant}: rescore worker {}, {} customer(s) queued{}",
+                if state.paused { "paused" } else { "running" },
+                state.queued,
+                match &state.running_job {
+                    Some(job) => format!(", waiting for scoring job {job}"),
+                    None => String::new(),
+                }
+            );
+            Ok(())
+        }
+        // Dispatched in `main` before this point.
+        Command::Plugin(_) => Ok(()),
+    }
+}
+
+async fn key_command(store: &Store, command: KeyCommand) -> anyhow::Result<()> {
+    match command {
+        KeyCommand::Create { tenant, role, name } => {
             let tenant = tenant.map(TenantId::from_operator);
-            let key = cli
-                .global
-                .store()
-                .await?
-                .create_key(tenant.as_ref(), role, &name)
-                .await?;
+            let key = store.create_key(tenant.as_ref(), role, &name).await?;
             println!("{}", key.token);
             eprintln!(
                 "key {} ({}) created; the token above is not shown again",
@@ -196,19 +330,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Key(KeyCommand::Revoke { tenant, key_id }) => {
+        KeyCommand::Revoke { tenant, key_id } => {
             let tenant = tenant.map(TenantId::from_operator);
-            cli.global.store().await?.revoke_key(tenant.as_ref(), &key_id).await?;
+            store.revoke_key(tenant.as_ref(), &key_id).await?;
             println!("revoked {key_id}");
             Ok(())
         }
-        Command::Import(cmd) => rapport::import::run(&cli.global.store().await?, cmd).await,
-        Command::Manifest(ManifestCommand::Check { file }) => check_manifest(&cli.global.config()?, &file),
-        Command::Score { tenant, plugin, as_of } => {
-            score_tenant(&cli.global, TenantId::from_operator(tenant), plugin.as_deref(), as_of).await
-        }
-        // Dispatched in `main` before this point.
-        Command::Plugin(_) => Ok(()),
     }
 }
 
@@ -233,7 +360,7 @@ async fn score_tenant(
 ) -> anyhow::Result<()> {
     use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
     let state = rapport::server::build_state(&global.config()?).await?;
-    let job = state.plugins.create_scoring_job(&tenant, plugin).await?;
+    let job = state.plugins.create_scoring_job_as_of(&tenant, plugin, as_of).await?;
     let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr()).with_style(
         ProgressStyle::with_template("scoring [{bar:40}] {pos}/{len} customers ({per_sec}, {eta} left)")
             .map(|s| s.progress_chars("=> "))
@@ -244,10 +371,7 @@ async fn score_tenant(
         bar.set_length(total.max(0) as u64);
         bar.set_position(done.max(0) as u64);
     };
-    let job = state
-        .plugins
-        .run_job_with_progress(&tenant, &job.id, as_of, &progress)
-        .await?;
+    let job = state.plugins.run_job_with_progress(&tenant, &job.id, &progress).await?;
     bar.finish_and_clear();
     let secs = started.elapsed().as_secs_f64();
     println!(
@@ -263,7 +387,7 @@ async fn score_tenant(
         println!("fit: {fit}");
     }
     match job.error {
-        Some(error) => anyhow::bail!("scoring job {} failed: {error}", job.id),
+        Some(error) => anyhow::bail!("scoring job {} {}: {error}", job.id, job.status.as_str()),
         None => Ok(()),
     }
 }

@@ -344,28 +344,6 @@ impl PluginService {
         Ok(scoring::history_to_guest(history, now_ms(), None))
     }
 
-    /// Runs the tenant's active scoring plugins (or just `only`) on one
-    /// customer. Plugins run one after another; each failure is reported in
-    /// its own entry and never hides the others' results.
-    pub async fn score_customer(
-        &self,
-        tenant: &TenantId,
-        customer_id: &str,
-        only: Option<&str>,
-    ) -> StoreResult<Vec<PluginRun<crate::runtime::contract::scoring::CustomerScore>>> {
-        let plugins = self.selected(tenant, PluginKind::ScoringRule, only).await?;
-        let history = self.customer_history(tenant, customer_id).await?;
-        let mut runs = Vec::with_capacity(plugins.len());
-        for plugin in &plugins {
-            let history = &history;
-            runs.push(
-                self.run(tenant, plugin, |p, ctx| async move { p.score(ctx, history).await })
-                    .await,
-            );
-        }
-        Ok(runs)
-    }
-
     /// Runs the tenant's active cross-sell plugins (or just `only`).
     pub async fn recommend(
         &self,

@@ -51,11 +51,17 @@ impl Metrics {
 }
 
 /// Human-readable logs on stderr, filtered by `RUST_LOG` (default `info`).
+/// Coloured only when stderr is a terminal (and `NO_COLOR` is unset): a log
+/// redirected to a file or collected by a supervisor gets plain text, not
+/// ANSI escape codes.
 pub fn init_logging() {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(colour)
         .try_init();
 }

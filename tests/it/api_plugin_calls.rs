@@ -1,7 +1,8 @@
 //! End-to-end plugin tests through the HTTP API: real components built from
 //! `plugins/testing/` (by `scripts/build-plugins`), declared in a real
 //! manifest, enabled per tenant, and called by `POST /v1/customers/{id}/score`
-//! and `GET /v1/customers/{id}/recommendations`.
+//! and `GET /v1/customers/{id}/recommendations`; a score as of a date; the
+//! co-purchase plugin's fit read back through `GET /v1/plugins/{id}/fit`.
 //!
 //! Hostile plugins must each end with a precise error code, count towards
 //! suspension, and never stop the server from serving other tenants.
@@ -367,4 +368,231 @@ async fn hostile_plugins_are_contained(backend: Backend) {
     assert!(metrics.contains("rapport_plugin_errors_total"), "{metrics}");
 }
 
-both_backends!(well_behaved_plugins, hostile_plugins_are_contained);
+/// acme: the first-party co-purchase plugin (kv for its model) with loose
+/// thresholds, and the test scorer. globex: only the scorer.
+fn co_purchase_manifest(dir: &Path) -> PathBuf {
+    let mut text = String::new();
+    text += &support::plugin_manifest_entry(
+        "xsell",
+        "rapport-plugin-co-purchase",
+        "cross-sell",
+        &["config", "kv", "log"],
+        "timeout_ms = 5000",
+    );
+    text += &support::plugin_manifest_entry(
+        "scorer",
+        "test-scorer",
+        "scoring-rule",
+        &["log", "config"],
+        "timeout_ms = 5000",
+    );
+    text += "[[tenant]]\nid = \"acme\"\n\
+             [[tenant.plugin]]\nid = \"xsell\"\nenabled = true\nconfig = { min_support = 0.2, min_confidence = 0.5 }\n\
+             [[tenant.plugin]]\nid = \"scorer\"\nenabled = true\n\n\
+             [[tenant]]\nid = \"globex\"\n[[tenant.plugin]]\nid = \"scorer\"\nenabled = true\n";
+    let path = dir.join("plugins.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+async fn basket(app: &TestApp, t: &TestTenant, customer_id: &str, skus: &[&str]) {
+    let items: Vec<Value> = skus
+        .iter()
+        .map(|sku| json!({ "sku": sku, "quantity": 1, "unit_price": "1.00" }))
+        .collect();
+    let (s, b) = app
+        .post(
+            "/v1/interactions",
+            &t.write,
+            json!({ "customer_id": customer_id, "kind": "purchase", "currency": "USD", "items": items }),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+}
+
+fn close(a: &Value, b: f64) -> bool {
+    a.as_f64().is_some_and(|a| (a - b).abs() < 1e-9)
+}
+
+/// After a cross-sell fit, `GET /v1/plugins/{id}/fit` shows what the fit
+/// returned (the co-purchase rules with support, confidence and lift, as
+/// mlxtend computes them on these four baskets) and the model the plugin
+/// kept in kv, paged; another tenant's key gets 404, a platform key 403.
+async fn fit_endpoint_shows_the_co_purchase_rules(backend: Backend) {
+    if !support::plugin_wasm("rapport-plugin-co-purchase").is_file() {
+        eprintln!("SKIPPED fit_endpoint_shows_the_co_purchase_rules: co-purchase is not built");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = rapport::config::Config::default();
+    config.plugins.manifest = Some(co_purchase_manifest(dir.path()));
+    config.plugins.cache_dir = Some(dir.path().join("cache"));
+    config.plugins.rescore_interval_ms = Some(0);
+    let app = TestApp::start_with(backend, config).await;
+    let acme = app.tenant_with_id("acme").await;
+    let globex = app.tenant_with_id("globex").await;
+
+    // Never fitted: no fit, no kv.
+    let (s, body) = app.get("/v1/plugins/xsell/fit", &acme.read).await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(
+        body,
+        json!({ "plugin": "xsell", "fit": null, "kv": { "items": [], "next_cursor": null } })
+    );
+
+    let ada = customer_with_purchases(&app, &acme, "ada", 0).await;
+    for skus in [&["A", "B"][..], &["A", "B", "C"], &["A", "C"], &["B", "D"]] {
+        basket(&app, &acme, &ada, skus).await;
+    }
+    let (s, body) = app.post("/v1/cross-sell/fit", &acme.admin, json!({})).await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(body["results"][0]["status"], "ok", "{body}");
+
+    let (s, body) = app.get("/v1/plugins/xsell/fit", &acme.read).await;
+    assert_eq!(s, 200, "{body}");
+    let fit = &body["fit"];
+    assert_eq!(fit["status"], "succeeded", "{body}");
+    assert!(fit["fitted_at"].is_string() && fit["duration_ms"].is_i64(), "{body}");
+    assert_eq!(fit["job_id"], Value::Null, "{body}");
+    let summary = &fit["summary"];
+    assert_eq!(summary["baskets"], 4, "{body}");
+    assert_eq!(summary["rules_kept"], 3, "{body}");
+    // A→C (2 of A's 3 baskets hold C), C→A and D→B (always together).
+    let rules = summary["top_rules"].as_array().unwrap();
+    let rule = |a: &str, c: &str| {
+        rules
+            .iter()
+            .find(|r| r["antecedent"] == a && r["consequent"] == c)
+            .unwrap_or_else(|| panic!("no rule {a}→{c}: {body}"))
+    };
+    let (ac, ca, db) = (rule("A", "C"), rule("C", "A"), rule("D", "B"));
+    assert!(
+        close(&ac["support"], 0.5) && close(&ac["confidence"], 2.0 / 3.0) && close(&ac["lift"], 4.0 / 3.0),
+        "{ac}"
+    );
+    assert!(
+        close(&ca["support"], 0.5) && close(&ca["confidence"], 1.0) && close(&ca["lift"], 4.0 / 3.0),
+        "{ca}"
+    );
+    assert!(
+        close(&db["support"], 0.25) && close(&db["confidence"], 1.0) && close(&db["lift"], 4.0 / 3.0),
+        "{db}"
+    );
+    assert_eq!(rules.len(), 3, "{body}");
+    // The model it kept, as JSON.
+    let kv = body["kv"]["items"].as_array().unwrap();
+    assert_eq!(kv.len(), 1, "{body}");
+    assert_eq!(kv[0]["key"], "model");
+    assert_eq!(kv[0]["encoding"], "json");
+    assert_eq!(kv[0]["value"]["baskets"], 4, "{body}");
+    assert_eq!(kv[0]["value"]["rules"].as_array().map(Vec::len), Some(3), "{body}");
+    assert!(kv[0]["bytes"].as_i64().unwrap() > 0);
+    assert_eq!(body["kv"]["next_cursor"], Value::Null);
+    let (s, paged) = app.get("/v1/plugins/xsell/fit?limit=1", &acme.read).await;
+    assert_eq!(s, 200, "{paged}");
+    assert_eq!(paged["kv"], body["kv"]);
+    // More entries (as a plugin keeping several keys would): paged in key
+    // order, binary values as base64, other text as a string.
+    let store = &app.server.state.store;
+    let tenant = rapport::store::TenantId::for_tests("acme");
+    store
+        .kv_set(&tenant, "xsell", "a-bytes", &[0xff, 0x00], 1 << 20)
+        .await
+        .unwrap();
+    store
+        .kv_set(&tenant, "xsell", "z-note", b"plain words", 1 << 20)
+        .await
+        .unwrap();
+    let mut entries = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/v1/plugins/xsell/fit?limit=1&cursor={c}"),
+            None => "/v1/plugins/xsell/fit?limit=1".to_string(),
+        };
+        let (s, page) = app.get(&path, &acme.read).await;
+        assert_eq!(s, 200, "{page}");
+        assert_eq!(page["fit"], body["fit"]);
+        let items = page["kv"]["items"].as_array().unwrap();
+        assert_eq!(items.len(), 1, "{page}");
+        entries.push(items[0].clone());
+        match page["kv"]["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    let shown: Vec<(&str, &str, &Value)> = entries
+        .iter()
+        .map(|e| (e["key"].as_str().unwrap(), e["encoding"].as_str().unwrap(), &e["value"]))
+        .collect();
+    assert_eq!(shown.len(), 3, "{entries:?}");
+    assert_eq!(shown[0], ("a-bytes", "base64", &json!("/wA=")));
+    assert_eq!((shown[1].0, shown[1].1), ("model", "json"));
+    assert_eq!(shown[2], ("z-note", "text", &json!("plain words")));
+    for bad in ["limit=0", "limit=101"] {
+        let (s, b) = app.get(&format!("/v1/plugins/xsell/fit?{bad}"), &acme.read).await;
+        assert_error(s, &b, 422, "validation_failed");
+    }
+    let (s, b) = app.get("/v1/plugins/xsell/fit?cursor=nonsense!", &acme.read).await;
+    assert_error(s, &b, 422, "validation_failed");
+
+    // Another tenant: the plugin is not theirs; a platform key acts on no
+    // tenant's data; an unknown plugin is not found.
+    let (s, b) = app.get("/v1/plugins/xsell/fit", &globex.read).await;
+    assert_error(s, &b, 404, "not_found");
+    let (s, b) = app.get("/v1/plugins/xsell/fit", &app.platform).await;
+    assert_error(s, &b, 403, "forbidden");
+    let (s, b) = app.get("/v1/plugins/nope/fit", &acme.read).await;
+    assert_error(s, &b, 404, "not_found");
+}
+
+/// `POST /v1/customers/{id}/score?as_of=` scores the customer as they were
+/// then: later purchases are left out.
+async fn score_as_of_a_date(backend: Backend) {
+    let (app, acme, _globex, _dir) = start(backend).await;
+    let ada = customer_with_purchases(&app, &acme, "ada", 0).await;
+    for (at, price) in [("2020-01-01T00:00:00Z", "10.00"), ("2022-01-01T00:00:00Z", "25.00")] {
+        let (s, b) = app
+            .post(
+                "/v1/interactions",
+                &acme.write,
+                json!({ "customer_id": ada, "kind": "purchase", "currency": "USD", "occurred_at": at,
+                        "items": [{ "sku": "SKU", "quantity": 1, "unit_price": price }] }),
+            )
+            .await;
+        assert_eq!(s, 201, "{b}");
+    }
+    let (s, body) = app
+        .post(
+            &format!("/v1/customers/{ada}/score?plugin=scorer&as_of=2021-01-01T00:00:00Z"),
+            &acme.read,
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(body["as_of"], "2021-01-01T00:00:00Z");
+    let r = only_result(&body);
+    assert_eq!(r["score"]["label"], "1", "{body}");
+    assert_eq!(
+        r["score"]["explanation"],
+        "1 purchase(s), spend 1000 minor units, bonus 0.5"
+    );
+    let (_, body) = score(&app, &acme, &ada, Some("scorer")).await;
+    assert_eq!(body["as_of"], Value::Null);
+    assert_eq!(only_result(&body)["score"]["label"], "2", "{body}");
+    let (s, b) = app
+        .post(
+            &format!("/v1/customers/{ada}/score?as_of=yesterday"),
+            &acme.read,
+            json!({}),
+        )
+        .await;
+    assert_error(s, &b, 400, "invalid_query");
+}
+
+both_backends!(
+    well_behaved_plugins,
+    hostile_plugins_are_contained,
+    fit_endpoint_shows_the_co_purchase_rules,
+    score_as_of_a_date
+);

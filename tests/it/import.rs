@@ -1,7 +1,9 @@
 //! Bulk import tests: the real CDNOW sample (every customer's total spend
 //! checked to the cent against the file, then a re-run that stores nothing
 //! new), CSV files with bad rows (reported by line and reason, good rows
-//! kept), aborting errors, and the `rapport import` command line itself.
+//! kept), basket CSVs whose order lines become multi-item purchases,
+//! aborting errors, and the `rapport` command line itself (options, the
+//! rescore worker's pause, plain logs in a pipe).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -96,6 +98,7 @@ async fn cdnow_sample_totals_are_exact_and_reimport_is_a_no_op(backend: Backend)
             customers_created: 2357,
             interactions_created: 6919,
             replayed: 0,
+            merged_rows: 0,
             rejected: BTreeMap::new()
         }
     );
@@ -183,6 +186,7 @@ async fn cdnow_sample_totals_are_exact_and_reimport_is_a_no_op(backend: Backend)
             customers_created: 0,
             interactions_created: 0,
             replayed: 6919,
+            merged_rows: 0,
             rejected: BTreeMap::new()
         }
     );
@@ -485,7 +489,236 @@ async fn command_line_prints_the_summary(backend: Backend) {
     );
 }
 
+/// A basket CSV (one row per order line, as order exports are laid out)
+/// imports as multi-item purchases: consecutive rows of an order become one
+/// purchase whose items are the rows, an order with a bad row is rejected
+/// whole (each line reported), a split order's late rows are rejected, and
+/// re-importing replays every order. The baskets are what cross-sell fits
+/// read.
+async fn basket_csv_imports_as_multi_item_purchases(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let store: &Store = &app.server.state.store;
+    let tenant = new_tenant(&app, "Baskets").await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "orders.csv",
+        "order_id,customer_external_id,kind,occurred_at,currency,sku,quantity,unit_price\n\
+         536365,17850,purchase,2010-12-01T08:26:00Z,GBP,85123A,6,2.55\n\
+         536365,17850,purchase,2010-12-01T08:26:00Z,GBP,71053,6,3.39\n\
+         536365,17850,purchase,2010-12-01T08:26:00Z,,84406B,8,2.75\n\
+         536366,17850,purchase,2010-12-01T08:28:00Z,GBP,22633,6,1.85\n\
+         536366,17850,purchase,2010-12-01T08:28:00Z,GBP,22632,6,1.85\n\
+         536367,13047,purchase,2010-12-01T08:34:00Z,GBP,84879,32,1.69\n\
+         536368,13047,purchase,2010-12-01T08:35:00Z,GBP,A,1,1.00\n\
+         536368,13047,purchase,2010-12-01T08:35:00Z,GBP,B,x,1.00\n\
+         536369,13047,purchase,2010-12-01T08:36:00Z,GBP,C,1,1.00\n\
+         536370,13047,purchase,2010-12-01T08:37:00Z,GBP,D,1,1.00\n\
+         536369,13047,purchase,2010-12-01T08:36:00Z,GBP,E,1,1.00\n",
+    );
+    let summary = import::import_interactions(store, &tenant, &file, &Progress::hidden())
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            summary.rows_read,
+            summary.customers_created,
+            summary.interactions_created,
+            summary.merged_rows,
+            summary.replayed
+        ),
+        (11, 2, 5, 3, 0),
+        "{summary}"
+    );
+    assert_eq!(
+        rejections(&summary),
+        vec![
+            (
+                "order_id 536368: not stored, its row at line 9 was rejected".to_string(),
+                1,
+                vec![8]
+            ),
+            (
+                "order_id 536369: rows of an order must be consecutive (it started at line 10 and other rows came between)"
+                    .to_string(),
+                1,
+                vec![12]
+            ),
+            ("quantity: not an integer".to_string(), 1, vec![9]),
+        ]
+    );
+    assert!(summary.to_string().contains("merged into orders:    3"), "{summary}");
+
+    // 17850's first order: one purchase, three items in file order, its
+    // amount their sum (6 × 2.55 + 6 × 3.39 + 8 × 2.75 = 57.64).
+    let c = store.get_customer_by_external_id(&tenant, "17850").await.unwrap();
+    let timeline = store
+        .customer_timeline(&tenant, &c.id, TimelineFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(timeline.items.len(), 2);
+    let first = timeline.items.iter().find(|i| i.items.len() == 3).unwrap();
+    let items: Vec<(&str, i64, i64)> = first
+        .items
+        .iter()
+        .map(|i| (i.sku.as_str(), i.quantity, i.unit_price.amount_minor))
+        .collect();
+    assert_eq!(items, vec![("85123A", 6, 255), ("71053", 6, 339), ("84406B", 8, 275)]);
+    let amount = first.amount.as_ref().unwrap();
+    assert_eq!((amount.currency.as_str(), amount.amount_minor), ("GBP", 5764));
+    let stats = store.customer_stats(&tenant, &c.id).await.unwrap();
+    assert_eq!(stats.purchase_count, 2);
+    // 13047: orders 536367, 536369 (first part) and 536370.
+    let c = store.get_customer_by_external_id(&tenant, "13047").await.unwrap();
+    assert_eq!(store.customer_stats(&tenant, &c.id).await.unwrap().purchase_count, 3);
+
+    // The baskets a cross-sell fit reads.
+    let mut baskets: Vec<Vec<String>> = store
+        .purchase_baskets(&tenant)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|mut b| {
+            b.sort();
+            b
+        })
+        .collect();
+    baskets.sort();
+    assert_eq!(
+        baskets,
+        vec![
+            vec!["22632".to_string(), "22633".to_string()],
+            vec!["71053".to_string(), "84406B".to_string(), "85123A".to_string()],
+            vec!["84879".to_string()],
+            vec!["C".to_string()],
+            vec!["D".to_string()],
+        ]
+    );
+
+    // The example file: four baskets of two or three items, nothing rejected.
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/orders.csv");
+    let other = new_tenant(&app, "Example").await;
+    let summary = import::import_interactions(store, &other, &example, &Progress::hidden())
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            summary.rows_read,
+            summary.interactions_created,
+            summary.merged_rows,
+            summary.rejected_rows()
+        ),
+        (9, 4, 5, 0),
+        "{summary}"
+    );
+    let sizes: Vec<usize> = store
+        .purchase_baskets(&other)
+        .await
+        .unwrap()
+        .iter()
+        .map(Vec::len)
+        .collect();
+    assert_eq!(sizes, vec![3, 2, 2, 2]);
+
+    // Re-importing stores nothing: every order is replayed whole.
+    let again = import::import_interactions(store, &tenant, &file, &Progress::hidden())
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            again.interactions_created,
+            again.replayed,
+            again.merged_rows,
+            again.rejected_rows()
+        ),
+        (0, 5, 3, 3),
+        "{again}"
+    );
+}
+
+/// `--config`/`--database` after the subcommand, not offered by `rapport
+/// plugin`; `rapport rescoring` pauses and resumes a tenant's worker; a log
+/// written to a pipe has no colour codes.
+async fn command_line_options_rescoring_and_plain_logs(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let tenant = new_tenant(&app, "Cli").await;
+    let rapport = || std::process::Command::new(env!("CARGO_BIN_EXE_rapport"));
+
+    for args in [
+        &["plugin", "run", "--help"][..],
+        &["plugin", "new", "--help"],
+        &["plugin", "--help"],
+    ] {
+        let out = rapport().args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}");
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            !help.contains("--database") && !help.contains("--config"),
+            "{args:?} offers options it ignores:\n{help}"
+        );
+    }
+    for args in [&["serve", "--help"][..], &["import", "cdnow", "--help"], &["--help"]] {
+        let out = rapport().args(args).output().unwrap();
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            help.contains("--database") && help.contains("--config"),
+            "{args:?}:\n{help}"
+        );
+    }
+
+    // After the subcommand, as with `serve --config`.
+    let out = rapport()
+        .args(["rescoring", "pause", "--tenant", &tenant.0, "--database", &app.db.url])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        stdout.contains("rescore worker paused, 0 customer(s) queued"),
+        "{stdout}"
+    );
+    let store = &app.server.state.store;
+    assert!(store.rescore_worker_state(&tenant).await.unwrap().paused);
+    let out = rapport()
+        .args(["--database", &app.db.url, "rescoring", "status", "--tenant", &tenant.0])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("paused"));
+    let out = rapport()
+        .args(["rescoring", "resume", "--database", &app.db.url, "--tenant", &tenant.0])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("rescore worker running"));
+    assert!(!store.rescore_worker_state(&tenant).await.unwrap().paused);
+
+    // The server's log through a pipe: plain text.
+    let mut child = rapport()
+        .args(["serve", "--database", &app.db.url, "--listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "info")
+        .env_remove("NO_COLOR")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let line = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        let mut lines = std::io::BufReader::new(stderr).lines();
+        lines.find_map(|l| l.ok().filter(|l| l.contains("rapport listening")))
+    })
+    .await
+    .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    let line = line.expect("the server logged that it listens");
+    assert!(!line.contains('\u{1b}'), "colour codes in a piped log: {line:?}");
+    assert!(line.contains("INFO"), "{line}");
+}
+
 both_backends!(
+    basket_csv_imports_as_multi_item_purchases,
+    command_line_options_rescoring_and_plain_logs,
     cdnow_sample_totals_are_exact_and_reimport_is_a_no_op,
     csv_files_report_bad_rows_and_import_good_ones,
     broken_input_aborts_with_a_clear_error,

@@ -1,5 +1,7 @@
 //! /v1 customers endpoints: create, read (with statistics), look up by
-//! external id, merge-patch, delete (only without history) and list.
+//! external id, merge-patch, delete (only without history) and list (with
+//! the filtered plugin's stored score on each customer when filtered by
+//! `score_plugin`).
 //!
 //! Roles: reading needs any tenant key, every change a write key. Deleting a
 //! customer with history is refused with 409 `customer_has_history`: removing
@@ -18,6 +20,7 @@ use super::extract::{Auth, Json, Path, Query};
 use super::{ApiResult, AppState};
 use crate::store::Page;
 use crate::store::customers::{Customer, CustomerFilter, CustomerPatch, CustomerStats, NewCustomer};
+use crate::store::scores::StoredScore;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -32,6 +35,17 @@ pub struct CustomerWithStats {
     #[serde(flatten)]
     pub customer: Customer,
     pub stats: CustomerStats,
+}
+
+/// A customer in the list.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CustomerListItem {
+    #[serde(flatten)]
+    pub customer: Customer,
+    /// Present when the list is filtered by `score_plugin`: that plugin's
+    /// stored score of this customer, the one the filters matched.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub score: Option<StoredScore>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -81,14 +95,17 @@ async fn create_customer(
 }
 
 /// List customers by id, with optional filters and cursor pagination.
+/// Filtered by `score_plugin`, each customer carries that plugin's stored
+/// `score`.
 #[utoipa::path(get, path = "/v1/customers", tag = "customers", params(ListCustomersQuery),
-    responses((status = 200, body = Page<Customer>), (status = 400, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 200, body = Page<CustomerListItem>), (status = 400, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn list_customers(
     State(s): State<AppState>,
     auth: Auth,
     Query(q): Query<ListCustomersQuery>,
-) -> ApiResult<Json<Page<Customer>>> {
+) -> ApiResult<Json<Page<CustomerListItem>>> {
     let tenant = auth.read()?;
+    let score_plugin = q.score_plugin.clone();
     let filter = CustomerFilter {
         external_id: q.external_id,
         email: q.email,
@@ -103,7 +120,27 @@ async fn list_customers(
         limit: q.limit,
         cursor: q.cursor,
     };
-    Ok(Json(s.store.list_customers(&tenant, filter).await?))
+    let page = s.store.list_customers(&tenant, filter).await?;
+    // The page's scores in one read (a page is at most 500 customers). A
+    // score deleted between the two reads leaves `score` out.
+    let mut scores = match &score_plugin {
+        Some(plugin) => {
+            let ids: Vec<String> = page.items.iter().map(|c| c.id.clone()).collect();
+            s.store.plugin_scores_of(&tenant, plugin, &ids).await?
+        }
+        None => Default::default(),
+    };
+    Ok(Json(Page {
+        items: page
+            .items
+            .into_iter()
+            .map(|customer| CustomerListItem {
+                score: scores.remove(&customer.id),
+                customer,
+            })
+            .collect(),
+        next_cursor: page.next_cursor,
+    }))
 }
 
 /// A customer and its statistics (interaction counts, spend per currency, ...).

@@ -1,5 +1,7 @@
 //! Endpoints that run a tenant's plugins on demand: score a customer with
-//! its scoring rules, recommend products with its cross-sell plugins.
+//! its scoring rules (optionally as of a past date), recommend products
+//! with its cross-sell plugins, fit the cross-sell plugins; and what a
+//! plugin learnt: its last fit and the entries it kept in its kv store.
 //!
 //! A plugin that fails (traps, times out, runs out of memory, returns
 //! garbage) never fails the request: its entry in `results` carries the
@@ -22,6 +24,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(score_customer))
         .routes(routes!(recommendations))
         .routes(routes!(fit_cross_sell))
+        .routes(routes!(plugin_fit))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -65,6 +68,17 @@ fn report<T>(run: &PluginRun<T>) -> RunReport {
     }
 }
 
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ScoreQuery {
+    /// Run only this plugin (it must be active for the tenant).
+    pub plugin: Option<String>,
+    /// Score as of this RFC 3339 time: the plugins see it as "now" and none
+    /// of the customer's later interactions (as a job with `as_of` does).
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub as_of: Option<time::OffsetDateTime>,
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Score {
     pub value: f64,
@@ -85,6 +99,9 @@ pub struct ScoreResult {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ScoreResponse {
     pub customer_id: String,
+    /// The `as_of` asked for; `null`: scored as of now.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub as_of: Option<time::OffsetDateTime>,
     pub results: Vec<ScoreResult>,
 }
 
@@ -102,19 +119,23 @@ fn score_out(s: &crate::runtime::contract::scoring::CustomerScore) -> Score {
     }
 }
 
-/// Score a customer now with the tenant's active scoring plugins.
+/// Score a customer now with the tenant's active scoring plugins, as of now
+/// or as of `as_of`. Nothing is stored.
 #[utoipa::path(post, path = "/v1/customers/{id}/score", tag = "plugins",
-    params(("id" = String, Path), PluginQuery),
+    params(("id" = String, Path), ScoreQuery),
     responses((status = 200, body = ScoreResponse), (status = 404, body = super::error::ErrorBody),
               (status = 409, body = super::error::ErrorBody)))]
 async fn score_customer(
     State(s): State<AppState>,
     auth: Auth,
     Path(id): Path<String>,
-    Query(q): Query<PluginQuery>,
+    Query(q): Query<ScoreQuery>,
 ) -> ApiResult<Json<ScoreResponse>> {
     let tenant = auth.read()?;
-    let runs = s.plugins.score_customer(&tenant, &id, q.plugin.as_deref()).await?;
+    let runs = s
+        .plugins
+        .score_customer(&tenant, &id, q.plugin.as_deref(), q.as_of.map(crate::store::millis))
+        .await?;
     let results = runs
         .iter()
         .map(|run| ScoreResult {
@@ -124,6 +145,7 @@ async fn score_customer(
         .collect();
     Ok(Json(ScoreResponse {
         customer_id: id,
+        as_of: q.as_of,
         results,
     }))
 }
@@ -271,4 +293,73 @@ async fn fit_cross_sell(
         })
         .collect();
     Ok(Json(FitResponse { results }))
+}
+
+/// Most kv entries one page of `GET /v1/plugins/{id}/fit` returns.
+pub const MAX_KV_PAGE: u32 = 100;
+const DEFAULT_KV_PAGE: u32 = 20;
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct FitQuery {
+    /// Key-value entries per page, 1-100 (default 20).
+    pub limit: Option<u32>,
+    /// `kv.next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// What a plugin learnt for the tenant.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PluginFitView {
+    pub plugin: String,
+    /// Its last fit (by a scoring job, `POST /v1/cross-sell/fit`, ...):
+    /// what the plugin returned, or why it failed; `null` if never fitted.
+    pub fit: Option<crate::store::plugin_fits::PluginFit>,
+    /// The entries it kept in its key-value store (its model, for a
+    /// cross-sell plugin), in key order; JSON values are shown as JSON.
+    pub kv: crate::store::Page<crate::store::plugin_fits::KvEntry>,
+}
+
+/// A plugin's last fit for the caller's tenant, with the key-value entries
+/// it kept (paged). 404 if the tenant has no such plugin.
+#[utoipa::path(get, path = "/v1/plugins/{id}/fit", tag = "plugins", params(("id" = String, Path), FitQuery),
+    responses((status = 200, body = PluginFitView), (status = 400, body = super::error::ErrorBody),
+              (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody),
+              (status = 404, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
+async fn plugin_fit(
+    State(s): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+    Query(q): Query<FitQuery>,
+) -> ApiResult<Json<PluginFitView>> {
+    let tenant = auth.read()?;
+    let limit = q.limit.unwrap_or(DEFAULT_KV_PAGE);
+    if !(1..=MAX_KV_PAGE).contains(&limit) {
+        return Err(Error::invalid("limit", format!("must be between 1 and {MAX_KV_PAGE}")));
+    }
+    let after = match &q.cursor {
+        Some(c) => Some(crate::store::cursor::decode::<(String,)>(c)?.0),
+        None => None,
+    };
+    if s.plugins.find(&tenant, &id).await?.is_none() {
+        return Err(Error::NotFound("plugin"));
+    }
+    let fit = s.store.plugin_fit(&tenant, &id).await?;
+    let limit = i64::from(limit);
+    let mut items = s
+        .store
+        .plugin_kv_page(&tenant, &id, after.as_deref(), limit + 1)
+        .await?;
+    let next_cursor = if items.len() as i64 > limit {
+        items.truncate(limit as usize);
+        items.last().map(|e| crate::store::cursor::encode(&(e.key.clone(),)))
+    } else {
+        None
+    };
+    Ok(Json(PluginFitView {
+        plugin: id,
+        fit,
+        kv: crate::store::Page { items, next_cursor },
+    }))
 }

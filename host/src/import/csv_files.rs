@@ -8,6 +8,15 @@
 //!   `amount`, `currency`, `channel`, `idempotency_key`, and for one line
 //!   item `sku`, `quantity`, `unit_price`. Unknown columns are a header
 //!   error: a misspelt `ammount` must not be silently ignored.
+//!
+//! An `order_id` column groups line items into one interaction: consecutive
+//! rows of one customer with the same `order_id` become one purchase with
+//! several items (a basket, as cross-sell fits need), as exports of order
+//! lines are laid out. The order's fields come from its first row; a later
+//! row may leave them empty or repeat them, but not contradict them. An
+//! order is stored whole or not at all: if one of its rows is rejected,
+//! every row of it is, each with its line number. Rows of an order that
+//! reappear after other rows are rejected (the order would be split in two).
 
 use std::collections::HashMap;
 use std::io::BufRead;
@@ -29,8 +38,9 @@ pub struct CustomerRow {
     pub attributes: serde_json::Map<String, serde_json::Value>,
 }
 
-/// An interactions CSV row. Money stays text here: the store parses it
-/// against the currency's number of decimals.
+/// An interaction of the interactions CSV: one row, or the consecutive rows
+/// of one order. Money stays text here: the store parses it against the
+/// currency's number of decimals.
 #[derive(Debug, Clone, PartialEq)]
 pub struct InteractionRow {
     pub customer_external_id: String,
@@ -40,7 +50,13 @@ pub struct InteractionRow {
     pub currency: Option<String>,
     pub channel: Option<String>,
     pub idempotency_key: String,
-    pub item: Option<ItemRow>,
+    /// The `order_id` cell: the order these line items belong to.
+    pub order_id: Option<String>,
+    /// One per row (a row without `sku` has none).
+    pub items: Vec<ItemRow>,
+    /// Lines of the order's later rows, merged into this interaction (the
+    /// first row's line is the `Row`'s).
+    pub merged_lines: Vec<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -62,6 +78,7 @@ const INTERACTION_COLUMNS: &[&str] = &[
     "sku",
     "quantity",
     "unit_price",
+    "order_id",
 ];
 
 /// Column name -> index, from the header row.
@@ -276,8 +293,10 @@ pub fn read_interactions(
 ) -> Result<(), ImportError> {
     // Rows without an idempotency key get one derived from their content, so
     // that re-running the same file stores nothing twice. Identical rows are
-    // numbered so they stay distinct purchases.
+    // numbered so they stay distinct purchases. An order's key is derived
+    // from its customer and order id, so every row of it agrees.
     let seen = std::cell::RefCell::new(HashMap::<String, u32>::new());
+    let mut orders = OrderGrouper::new(emit);
     read_csv(
         path,
         progress,
@@ -300,18 +319,229 @@ pub fn read_interactions(
             }
         },
         |header, cells| {
-            let mut row = parse_interaction(header, cells)?;
-            if row.idempotency_key.is_empty() {
-                let digest = hex::encode(Sha256::digest(cells.join("\u{1f}").as_bytes()));
-                let mut seen = seen.borrow_mut();
-                let n = seen.entry(digest.clone()).or_insert(0);
-                *n += 1;
-                row.idempotency_key = format!("import:{}:{n}", &digest[..32]);
-            }
-            Ok(row)
+            let order = match (header.get(cells, "customer_external_id"), header.get(cells, "order_id")) {
+                (Some(customer), Some(order)) => Some((customer.to_string(), order.to_string())),
+                _ => None,
+            };
+            let explicit_key = header.get(cells, "idempotency_key").is_some();
+            let row = parse_interaction(header, cells).map(|mut row| {
+                if row.idempotency_key.is_empty() {
+                    row.idempotency_key = match &order {
+                        Some((customer, order)) => {
+                            let digest = hex::encode(Sha256::digest(format!("{customer}\u{1f}{order}").as_bytes()));
+                            format!("import-order:{}", &digest[..32])
+                        }
+                        None => {
+                            let digest = hex::encode(Sha256::digest(cells.join("\u{1f}").as_bytes()));
+                            let mut seen = seen.borrow_mut();
+                            let n = seen.entry(digest.clone()).or_insert(0);
+                            *n += 1;
+                            format!("import:{}:{n}", &digest[..32])
+                        }
+                    };
+                }
+                row
+            });
+            Ok(ParsedRow {
+                order,
+                explicit_key,
+                row,
+            })
         },
-        emit,
-    )
+        |row| orders.push(row),
+    )?;
+    orders.finish();
+    Ok(())
+}
+
+/// A data row as parsed, with the order it names (readable even when the
+/// rest of the row is not, so the whole order can be rejected).
+struct ParsedRow {
+    /// (customer external id, order id)
+    order: Option<(String, String)>,
+    explicit_key: bool,
+    row: Result<InteractionRow, String>,
+}
+
+/// The consecutive rows of one order, being collected.
+struct OpenOrder {
+    key: (String, String),
+    first_line: u64,
+    row: Option<InteractionRow>,
+    /// Every line of the order, in file order.
+    lines: Vec<u64>,
+    /// Lines rejected for a reason of their own; the order's other lines
+    /// are rejected because of the first of these.
+    rejected: Vec<(u64, String)>,
+}
+
+/// Turns parsed rows into interactions: rows without an order pass through;
+/// the consecutive rows of an order become one interaction (see the module
+/// doc). Emits in file order; `emit` returning false stops everything.
+struct OrderGrouper<E: FnMut(Row<InteractionRow>) -> bool> {
+    emit: E,
+    open: Option<OpenOrder>,
+    /// First line of every order seen, to refuse an order split in two.
+    seen: HashMap<(String, String), u64>,
+    stopped: bool,
+}
+
+impl<E: FnMut(Row<InteractionRow>) -> bool> OrderGrouper<E> {
+    fn new(emit: E) -> Self {
+        OrderGrouper {
+            emit,
+            open: None,
+            seen: HashMap::new(),
+            stopped: false,
+        }
+    }
+
+    fn send(&mut self, row: Row<InteractionRow>) -> bool {
+        if !self.stopped && !(self.emit)(row) {
+            self.stopped = true;
+        }
+        !self.stopped
+    }
+
+    fn push(&mut self, row: Row<ParsedRow>) -> bool {
+        let line = row.line;
+        let parsed = match row.parsed {
+            // Not even its order is readable: rejected on its own.
+            Err(reason) => {
+                return self.send(Row {
+                    line,
+                    parsed: Err(reason),
+                });
+            }
+            Ok(parsed) => parsed,
+        };
+        let Some(key) = parsed.order else {
+            if !self.close() {
+                return false;
+            }
+            return self.send(Row {
+                line,
+                parsed: parsed.row,
+            });
+        };
+        if let Some(open) = self.open.as_mut()
+            && open.key == key
+        {
+            open.add(line, parsed.row, parsed.explicit_key);
+            return true;
+        }
+        if !self.close() {
+            return false;
+        }
+        let mut open = OpenOrder {
+            key: key.clone(),
+            first_line: line,
+            row: None,
+            lines: vec![line],
+            rejected: Vec::new(),
+        };
+        if let Some(first) = self.seen.get(&key) {
+            open.rejected.push((
+                line,
+                format!(
+                    "order_id {}: rows of an order must be consecutive (it started at line {first} and other rows came between)",
+                    key.1
+                ),
+            ));
+        } else {
+            self.seen.insert(key, line);
+            match parsed.row {
+                Ok(row) => open.row = Some(row),
+                Err(reason) => open.rejected.push((line, reason)),
+            }
+        }
+        self.open = Some(open);
+        true
+    }
+
+    /// Emits the open order, if any.
+    fn close(&mut self) -> bool {
+        let Some(open) = self.open.take() else {
+            return !self.stopped;
+        };
+        match (open.rejected.first(), open.row) {
+            (None, Some(mut row)) => {
+                row.merged_lines = open.lines[1..].to_vec();
+                self.send(Row {
+                    line: open.first_line,
+                    parsed: Ok(row),
+                })
+            }
+            (first_rejected, _) => {
+                let (bad_line, _) = first_rejected.cloned().unwrap_or((open.first_line, String::new()));
+                for line in open.lines {
+                    let reason = match open.rejected.iter().find(|(l, _)| *l == line) {
+                        Some((_, reason)) => reason.clone(),
+                        None => format!(
+                            "order_id {}: not stored, its row at line {bad_line} was rejected",
+                            open.key.1
+                        ),
+                    };
+                    if !self.send(Row {
+                        line,
+                        parsed: Err(reason),
+                    }) {
+                        return false;
+                    }
+                }
+                true
+            }
+        }
+    }
+
+    fn finish(mut self) {
+        self.close();
+    }
+}
+
+impl OpenOrder {
+    /// Adds a later row of the order: its item, after checking it does not
+    /// contradict the order's first row.
+    fn add(&mut self, line: u64, row: Result<InteractionRow, String>, explicit_key: bool) {
+        self.lines.push(line);
+        let row = match row {
+            Ok(row) => row,
+            Err(reason) => {
+                self.rejected.push((line, reason));
+                return;
+            }
+        };
+        let Some(first) = self.row.as_mut() else {
+            // The order already failed; this line goes with it.
+            return;
+        };
+        let differs = |field: &str| {
+            format!(
+                "order_id {}: {field} differs from the order's first row (line {})",
+                self.key.1, self.first_line
+            )
+        };
+        let optional_differs = |later: &Option<String>, first: &Option<String>| later.is_some() && later != first;
+        let conflict = if row.kind != first.kind {
+            Some(differs("kind"))
+        } else if row.occurred_at != first.occurred_at {
+            Some(differs("occurred_at"))
+        } else if optional_differs(&row.amount, &first.amount) {
+            Some(differs("amount"))
+        } else if optional_differs(&row.currency, &first.currency) {
+            Some(differs("currency"))
+        } else if optional_differs(&row.channel, &first.channel) {
+            Some(differs("channel"))
+        } else if explicit_key && row.idempotency_key != first.idempotency_key {
+            Some(differs("idempotency_key"))
+        } else {
+            None
+        };
+        match conflict {
+            Some(reason) => self.rejected.push((line, reason)),
+            None => first.items.extend(row.items),
+        }
+    }
 }
 
 fn parse_interaction(header: &Header, cells: &[&str]) -> Result<InteractionRow, String> {
@@ -325,13 +555,13 @@ fn parse_interaction(header: &Header, cells: &[&str]) -> Result<InteractionRow, 
     let sku = header.get(cells, "sku");
     let quantity = header.get(cells, "quantity");
     let unit_price = header.get(cells, "unit_price");
-    let item = match (sku, quantity, unit_price) {
-        (None, None, None) => None,
-        (Some(sku), Some(quantity), Some(unit_price)) => Some(ItemRow {
+    let items = match (sku, quantity, unit_price) {
+        (None, None, None) => Vec::new(),
+        (Some(sku), Some(quantity), Some(unit_price)) => vec![ItemRow {
             sku: sku.to_string(),
             quantity: parse_positive(quantity).map_err(|e| format!("quantity: {e}"))?,
             unit_price: unit_price.to_string(),
-        }),
+        }],
         _ => return Err("sku, quantity and unit_price: give all three or none".into()),
     };
     Ok(InteractionRow {
@@ -342,7 +572,9 @@ fn parse_interaction(header: &Header, cells: &[&str]) -> Result<InteractionRow, 
         currency: header.get(cells, "currency").map(str::to_string),
         channel: header.get(cells, "channel").map(str::to_string),
         idempotency_key: header.get(cells, "idempotency_key").unwrap_or("").to_string(),
-        item,
+        order_id: header.get(cells, "order_id").map(str::to_string),
+        items,
+        merged_lines: Vec::new(),
     })
 }
 
@@ -451,12 +683,12 @@ mod tests {
         assert_eq!(first.idempotency_key, "k1");
         assert_eq!(first.occurred_at.unix_timestamp(), 1_714_521_600);
         assert_eq!(
-            first.item,
-            Some(ItemRow {
+            first.items,
+            vec![ItemRow {
                 sku: "BOOK".into(),
                 quantity: 2,
                 unit_price: "9.99".into()
-            })
+            }]
         );
         let a = &rows[1].parsed.as_ref().unwrap().idempotency_key;
         let b = &rows[2].parsed.as_ref().unwrap().idempotency_key;
@@ -478,5 +710,70 @@ mod tests {
             "quantity: must be a positive integer"
         );
         assert_eq!(rows.iter().map(|r| r.line).collect::<Vec<_>>(), vec![2, 3, 4, 5, 6, 7]);
+    }
+
+    #[test]
+    fn order_rows_become_one_interaction_or_are_rejected_together() {
+        let rows = interactions(
+            "order_id,customer_external_id,kind,occurred_at,currency,sku,quantity,unit_price\n\
+             o1,c1,purchase,2024-05-01,EUR,A,1,1.00\n\
+             o1,c1,purchase,2024-05-01,,B,2,2.00\n\
+             o1,c1,purchase,2024-05-01,EUR,C,1,3.00\n\
+             ,c1,purchase,2024-05-02,EUR,A,1,1.00\n\
+             o2,c2,purchase,2024-05-03,EUR,A,1,1.00\n\
+             o2,c2,purchase,2024-05-03,EUR,B,zero,1.00\n\
+             o2,c2,purchase,2024-05-03,EUR,C,1,1.00\n\
+             o3,c2,purchase,2024-05-03,EUR,A,1,1.00\n\
+             o3,c2,purchase,2024-05-04,EUR,B,1,1.00\n\
+             o1,c1,purchase,2024-05-01,EUR,D,1,4.00\n\
+             o4,c3,purchase,2024-05-05,EUR,A,1,1.00\n",
+        )
+        .unwrap();
+        // (line, Ok((skus, merged lines)) or Err(reason))
+        type Got = (u64, Result<(Vec<String>, Vec<u64>), String>);
+        let got: Vec<Got> = rows
+            .iter()
+            .map(|r| {
+                (
+                    r.line,
+                    r.parsed
+                        .as_ref()
+                        .map(|i| (i.items.iter().map(|i| i.sku.clone()).collect(), i.merged_lines.clone()))
+                        .map_err(Clone::clone),
+                )
+            })
+            .collect();
+        let ok = |skus: &[&str], merged: &[u64]| Ok((skus.iter().map(|s| s.to_string()).collect(), merged.to_vec()));
+        assert_eq!(
+            got,
+            vec![
+                (2, ok(&["A", "B", "C"], &[3, 4])),
+                (5, ok(&["A"], &[])),
+                (6, Err("order_id o2: not stored, its row at line 7 was rejected".into())),
+                (7, Err("quantity: not an integer".into())),
+                (8, Err("order_id o2: not stored, its row at line 7 was rejected".into())),
+                (9, Err("order_id o3: not stored, its row at line 10 was rejected".into())),
+                (
+                    10,
+                    Err("order_id o3: occurred_at differs from the order's first row (line 9)".into())
+                ),
+                (
+                    11,
+                    Err("order_id o1: rows of an order must be consecutive (it started at line 2 and other rows came between)".into())
+                ),
+                (12, ok(&["A"], &[])),
+            ]
+        );
+        // Every row of an order shares one derived key, stable across runs.
+        let first = rows[0].parsed.as_ref().unwrap();
+        assert!(first.idempotency_key.starts_with("import-order:"), "{first:?}");
+        assert_eq!(first.currency.as_deref(), Some("EUR"));
+        assert_eq!(first.order_id.as_deref(), Some("o1"));
+        let again = interactions(
+            "order_id,customer_external_id,kind,occurred_at,currency,sku,quantity,unit_price\n\
+             o1,c1,purchase,2024-05-01,EUR,Z,1,1.00\n",
+        )
+        .unwrap();
+        assert_eq!(again[0].parsed.as_ref().unwrap().idempotency_key, first.idempotency_key);
     }
 }

@@ -19,8 +19,9 @@ pub struct Rejections {
 }
 
 /// Outcome of an import. Every data row ends up in exactly one of
-/// `created`, `replayed` or `rejected`, so
-/// `rows_read == created + replayed + rejected_rows()`.
+/// `created`, `replayed`, `merged_rows` or `rejected`, so
+/// `rows_read == created + replayed + merged_rows + rejected_rows()`
+/// (`created` being customers for a customers CSV, interactions otherwise).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Summary {
     /// Data rows read (header and blank lines excluded).
@@ -34,6 +35,9 @@ pub struct Summary {
     /// (customers CSV) or an interaction whose idempotency key was already
     /// stored with the same content.
     pub replayed: u64,
+    /// Rows stored as further line items of an order's interaction (its
+    /// first row counts as created or replayed).
+    pub merged_rows: u64,
     /// Rejected rows, keyed by reason.
     pub rejected: BTreeMap<String, Rejections>,
 }
@@ -59,6 +63,9 @@ impl fmt::Display for Summary {
         writeln!(f, "customers created:     {}", self.customers_created)?;
         writeln!(f, "interactions created:  {}", self.interactions_created)?;
         writeln!(f, "replayed (present):    {}", self.replayed)?;
+        if self.merged_rows > 0 {
+            writeln!(f, "merged into orders:    {}", self.merged_rows)?;
+        }
         write!(f, "rejected:              {}", self.rejected_rows())?;
         // Most frequent reason first: that is the one worth fixing first.
         let mut reasons: Vec<_> = self.rejected.iter().collect();

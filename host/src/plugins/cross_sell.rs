@@ -3,8 +3,9 @@
 //! purchase) and keeps its model in its own key-value store, which its
 //! `recommend` calls read.
 //!
-//! Run on demand (`POST /v1/cross-sell/fit`, `rapport score` runs it too):
-//! association rules change slowly, and a fit reads every basket.
+//! Run on demand (`POST /v1/cross-sell/fit`): association rules change
+//! slowly, and a fit reads every basket. Each fit's outcome is recorded, so
+//! `GET /v1/plugins/{id}/fit` shows it with the model the plugin kept.
 
 use super::{PluginRun, PluginService};
 use crate::manifest::PluginKind;
@@ -22,14 +23,17 @@ impl PluginService {
         let mut runs = Vec::with_capacity(plugins.len());
         for plugin in &plugins {
             let baskets = &baskets;
-            runs.push(
-                self.run(
+            let run = self
+                .run(
                     tenant,
                     plugin,
                     |p, ctx| async move { p.fit_baskets(ctx, baskets).await },
                 )
-                .await,
-            );
+                .await;
+            // Kept for `GET /v1/plugins/{id}/fit`, beside the model the
+            // plugin stored in its kv.
+            self.record_fit(tenant, &run, None, None).await;
+            runs.push(run);
         }
         Ok(runs)
     }

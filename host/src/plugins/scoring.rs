@@ -14,7 +14,16 @@
 //!   path, and would rescore a customer once per interaction of a batch.
 //! - **Batch jobs** (whole tenant, `POST /v1/scoring/jobs`, `rapport score`):
 //!   fit each plugin on the population (quintile breakpoints, BG/NBD
-//!   parameters, ...), then rescore every customer, with progress.
+//!   parameters, ...), then rescore every customer, with progress. A job
+//!   may score as of a past date (its plugins see that date as "now" and no
+//!   later interaction); the date is stored with the job and every score.
+//!
+//! The two must not undo each other: the worker leaves a tenant alone while
+//! its job runs or while the tenant paused it (`store::scores`), and a job
+//! clears the queue entries of the customers it scored, but only those
+//! enqueued before it read them, so a later interaction is still rescored
+//! (as of its own time) while an import's backlog does not replace the
+//! job's as-of scores with today's.
 //!
 //! A job is a three-stage pipeline so the two cores stay busy: a loader task
 //! reads the next chunk of histories while this task runs the plugins on the
@@ -24,7 +33,10 @@
 //! any other call (see `plugins.rs`); once a plugin is no longer active for
 //! the tenant the run stops calling it. A customer whose score the plugin
 //! refused (`plugin-error` for that item) is counted in `failed_customers`
-//! and keeps its previous score.
+//! and keeps its previous score. A plugin whose fit failed or that was
+//! stopped makes the job `partially_failed` (or `failed` if no plugin is
+//! left), with each plugin's outcome in the job; every fit is recorded for
+//! `GET /v1/plugins/{id}/fit`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -39,7 +51,11 @@ use crate::runtime::contract::inputs::{CustomerHistory, Purchase, PurchaseSummar
 use crate::runtime::contract::scoring::CustomerScore;
 use crate::runtime::contract::types;
 use crate::runtime::history::{HistoryBuilder, ItemParts};
-use crate::store::scores::{NewScore, PopulationMember, ScoringHistory, ScoringJob};
+use crate::store::plugin_fits::NewFit;
+use crate::store::scores::{
+    JobStatus, NewScore, PluginOutcome, PluginOutcomeError, PluginOutcomeStatus, PopulationMember, QueuedRescore,
+    ScoringHistory, ScoringJob,
+};
 use crate::store::{StoreError, StoreResult, TenantId, now_ms};
 
 /// Customers per `score-batch` call (and per stored chunk). Large enough to
@@ -167,7 +183,16 @@ fn non_blank(s: Option<String>) -> Option<String> {
     s.filter(|s| !s.trim().is_empty())
 }
 
-fn new_score(customer_id: &str, plugin_id: &str, s: CustomerScore, read_at: i64, job_id: Option<&str>) -> NewScore {
+/// Where a score comes from: when its input was read, the job and the
+/// as-of date it was computed for.
+#[derive(Debug, Clone, Copy)]
+struct Provenance<'a> {
+    read_at: i64,
+    job_id: Option<&'a str>,
+    as_of: Option<i64>,
+}
+
+fn new_score(customer_id: &str, plugin_id: &str, s: CustomerScore, from: Provenance<'_>) -> NewScore {
     NewScore {
         customer_id: customer_id.to_string(),
         plugin_id: plugin_id.to_string(),
@@ -176,9 +201,17 @@ fn new_score(customer_id: &str, plugin_id: &str, s: CustomerScore, read_at: i64,
         segment: non_blank(s.segment),
         explanation: s.explanation,
         components: s.components,
-        computed_at: read_at,
-        job_id: job_id.map(str::to_owned),
+        computed_at: from.read_at,
+        job_id: from.job_id.map(str::to_owned),
+        as_of: from.as_of,
     }
+}
+
+fn outcome_error(fail: &PluginFailure) -> Option<PluginOutcomeError> {
+    Some(PluginOutcomeError {
+        code: fail.code.clone(),
+        message: fail.message.clone(),
+    })
 }
 
 /// A store error as a job's `error` text: database internals stay in the log.
@@ -196,6 +229,18 @@ impl PluginService {
     /// suspended; without one, 409 `no_active_scoring_plugins` if none is
     /// active. 409 `scoring_job_active` while another job runs.
     pub async fn create_scoring_job(&self, tenant: &TenantId, plugin: Option<&str>) -> StoreResult<ScoringJob> {
+        self.create_scoring_job_as_of(tenant, plugin, None).await
+    }
+
+    /// [`PluginService::create_scoring_job`] scoring as of `as_of` (epoch
+    /// ms): the plugins see that time as "now", and interactions after it
+    /// are left out of the fit's population and of every history.
+    pub async fn create_scoring_job_as_of(
+        &self,
+        tenant: &TenantId,
+        plugin: Option<&str>,
+        as_of: Option<i64>,
+    ) -> StoreResult<ScoringJob> {
         let plugins = self.selected(tenant, PluginKind::ScoringRule, plugin).await?;
         if plugins.is_empty() {
             return Err(StoreError::conflict(
@@ -203,14 +248,39 @@ impl PluginService {
                 "this tenant has no active scoring plugin",
             ));
         }
-        self.store.create_scoring_job(tenant, plugin).await
+        self.store.create_scoring_job_as_of(tenant, plugin, as_of).await
     }
 
     /// Fits the tenant's active scoring plugins (or just `only`) on the
     /// tenant's population, returning each plugin's JSON summary.
     pub async fn fit_scoring(&self, tenant: &TenantId, only: Option<&str>) -> StoreResult<Vec<PluginRun<String>>> {
         let plugins = self.selected(tenant, PluginKind::ScoringRule, only).await?;
-        self.fit_plugins(tenant, &plugins, now_ms(), None).await
+        self.fit_plugins(tenant, &plugins, now_ms(), None, None).await
+    }
+
+    /// Records a fit's outcome for `GET /v1/plugins/{id}/fit`. A failure to
+    /// record is logged, not returned: the fit itself happened.
+    pub(super) async fn record_fit(
+        &self,
+        tenant: &TenantId,
+        run: &PluginRun<String>,
+        job_id: Option<&str>,
+        as_of: Option<i64>,
+    ) {
+        let fit = NewFit {
+            plugin_id: &run.plugin,
+            fitted_at: now_ms(),
+            result: match &run.result {
+                Ok(summary) => Ok(summary.as_str()),
+                Err(fail) => Err((fail.code.as_str(), fail.message.as_str())),
+            },
+            job_id,
+            as_of,
+            duration_ms: i64::try_from(run.report.duration.as_millis()).unwrap_or(i64::MAX),
+        };
+        if let Err(e) = self.store.record_plugin_fit(tenant, fit).await {
+            tracing::warn!(tenant = %tenant, plugin = %run.plugin, error = %e, "cannot record the fit");
+        }
     }
 
     async fn fit_plugins(
@@ -219,6 +289,7 @@ impl PluginService {
         plugins: &[EffectivePlugin],
         now: i64,
         as_of: Option<i64>,
+        job_id: Option<&str>,
     ) -> StoreResult<Vec<PluginRun<String>>> {
         if plugins.is_empty() {
             return Ok(Vec::new());
@@ -234,14 +305,15 @@ impl PluginService {
         let mut runs = Vec::with_capacity(plugins.len());
         for plugin in plugins {
             let population = &population;
-            runs.push(
-                self.run(
+            let run = self
+                .run(
                     tenant,
                     plugin,
                     |p, ctx| async move { p.fit(ctx, population, now).await },
                 )
-                .await,
-            );
+                .await;
+            self.record_fit(tenant, &run, job_id, as_of).await;
+            runs.push(run);
         }
         Ok(runs)
     }
@@ -278,7 +350,12 @@ impl PluginService {
             let read_at = now_ms();
             let histories = self.store.scoring_histories(tenant, chunk, MAX_HISTORY).await?;
             let customers = histories.len() as u64;
-            let (scores, failed) = self.score_chunk(tenant, plugins, histories, read_at, None, None).await;
+            let from = Provenance {
+                read_at,
+                job_id: None,
+                as_of: None,
+            };
+            let (scores, failed) = self.score_chunk(tenant, plugins, histories, from).await;
             outcome += RescoreOutcome {
                 customers,
                 scores_stored: self.store.save_scores(tenant, &scores).await?,
@@ -295,16 +372,17 @@ impl PluginService {
         tenant: &TenantId,
         plugins: &mut [RunningPlugin],
         histories: Vec<ScoringHistory>,
-        read_at: i64,
-        as_of: Option<i64>,
-        job_id: Option<&str>,
+        from: Provenance<'_>,
     ) -> (Vec<NewScore>, u64) {
         let ids: Vec<String> = histories.iter().map(|h| h.customer.id.clone()).collect();
         // The plugins' "now": the job's as-of time when one is set (scoring a
         // historical dataset), else when the data was read. `computed_at`
         // stays `read_at` either way: it orders stored scores by freshness.
-        let now = as_of.unwrap_or(read_at);
-        let inputs: Vec<CustomerHistory> = histories.into_iter().map(|h| history_to_guest(h, now, as_of)).collect();
+        let now = from.as_of.unwrap_or(from.read_at);
+        let inputs: Vec<CustomerHistory> = histories
+            .into_iter()
+            .map(|h| history_to_guest(h, now, from.as_of))
+            .collect();
         let mut failed = vec![false; ids.len()];
         let mut scores = Vec::with_capacity(ids.len() * plugins.len());
         for running in plugins.iter_mut() {
@@ -323,9 +401,7 @@ impl PluginService {
                     running.plugin.consecutive_failures = 0;
                     for ((customer_id, result), failed) in ids.iter().zip(results).zip(failed.iter_mut()) {
                         match result {
-                            Ok(score) => {
-                                scores.push(new_score(customer_id, &running.plugin.id, score, read_at, job_id))
-                            }
+                            Ok(score) => scores.push(new_score(customer_id, &running.plugin.id, score, from)),
                             Err(err) => {
                                 *failed = true;
                                 tracing::debug!(tenant = %tenant, plugin = %running.plugin.id, customer = %customer_id,
@@ -353,43 +429,65 @@ impl PluginService {
     /// Returns the finished job (status `failed` with its `error` when it
     /// could not complete).
     pub async fn run_job(&self, tenant: &TenantId, job_id: &str) -> StoreResult<ScoringJob> {
-        self.run_job_with_progress(tenant, job_id, None, &|_, _| {}).await
+        self.run_job_with_progress(tenant, job_id, &|_, _| {}).await
     }
 
     /// [`PluginService::run_job`], calling `progress(done, total)` after each
-    /// chunk. `as_of` (epoch ms) is the "now" the plugins see, for scoring a
-    /// historical dataset as of its end; interactions after it are not
-    /// excluded, so set it no earlier than the newest one.
+    /// chunk. A job created with an as-of date scores as of it: the plugins
+    /// see it as "now", and interactions after it are left out (of the fit's
+    /// population and of every history), so customers are scored as they
+    /// were on that date.
     pub async fn run_job_with_progress(
         &self,
         tenant: &TenantId,
         job_id: &str,
-        as_of: Option<i64>,
         progress: ProgressFn<'_>,
     ) -> StoreResult<ScoringJob> {
         let job = self.store.get_scoring_job(tenant, job_id).await?;
         let total = self.store.count_customers(tenant).await?;
         self.store.start_scoring_job(tenant, job_id, total).await?;
         progress(0, total);
-        let error = match self.job_body(tenant, &job, total, as_of, progress).await {
-            Ok(error) => error,
+        let mut outcomes = Vec::new();
+        let (status, error) = match self.job_body(tenant, &job, total, progress, &mut outcomes).await {
+            Ok(Some(reason)) => (JobStatus::Failed, Some(reason)),
+            Ok(None) => {
+                let failed: Vec<String> = outcomes
+                    .iter()
+                    .filter(|o| o.status == PluginOutcomeStatus::Failed)
+                    .map(|o| match &o.error {
+                        Some(e) => format!("{}: {} ({})", o.plugin, e.message, e.code),
+                        None => o.plugin.clone(),
+                    })
+                    .collect();
+                if failed.is_empty() {
+                    (JobStatus::Succeeded, None)
+                } else {
+                    (
+                        JobStatus::PartiallyFailed,
+                        Some(format!("some plugins failed: {}", failed.join("; "))),
+                    )
+                }
+            }
             Err(e) => {
                 tracing::error!(tenant = %tenant, job = job_id, error = %e, "scoring job failed");
-                Some(job_error(&e))
+                (JobStatus::Failed, Some(job_error(&e)))
             }
         };
-        self.store.finish_scoring_job(tenant, job_id, error.as_deref()).await
+        self.store
+            .finish_scoring_job(tenant, job_id, status, error.as_deref(), &outcomes)
+            .await
     }
 
     /// The job's work; `Ok(Some(reason))` when it ended without scoring
-    /// everyone for a reason the operator should read.
+    /// everyone for a reason the operator should read. Fills `outcomes` with
+    /// each plugin's outcome as far as the job got.
     async fn job_body(
         &self,
         tenant: &TenantId,
         job: &ScoringJob,
         total: i64,
-        as_of: Option<i64>,
         progress: ProgressFn<'_>,
+        outcomes: &mut Vec<PluginOutcome>,
     ) -> StoreResult<Option<String>> {
         let plugins = self
             .selected(tenant, PluginKind::ScoringRule, job.plugin.as_deref())
@@ -397,12 +495,14 @@ impl PluginService {
         if plugins.is_empty() {
             return Ok(Some("this tenant has no active scoring plugin".to_string()));
         }
+        let as_of = job.as_of.map(crate::store::millis);
         let started = Instant::now();
         let fits = self
-            .fit_plugins(tenant, &plugins, as_of.unwrap_or_else(now_ms), as_of)
+            .fit_plugins(tenant, &plugins, as_of.unwrap_or_else(now_ms), as_of, Some(&job.id))
             .await?;
         tracing::info!(tenant = %tenant, job = %job.id, fit_ms = started.elapsed().as_millis() as u64,
             "scoring job: population loaded and plugins fitted");
+        let plugin_order: Vec<String> = plugins.iter().map(|p| p.id.clone()).collect();
         let mut summary = Map::new();
         let mut running = Vec::with_capacity(plugins.len());
         let mut fit_errors = Vec::new();
@@ -419,6 +519,12 @@ impl PluginService {
                     // Scoring with parameters that failed to fit would
                     // store scores on stale (or no) parameters: skip it.
                     fit_errors.push(format!("{}: {} ({})", plugin.id, fail.message, fail.code));
+                    outcomes.push(PluginOutcome {
+                        plugin: plugin.id.clone(),
+                        status: PluginOutcomeStatus::Failed,
+                        stage: Some("fit".to_string()),
+                        error: outcome_error(&fail),
+                    });
                     summary.insert(
                         plugin.id.clone(),
                         json!({ "error": { "code": fail.code, "message": fail.message } }),
@@ -432,8 +538,30 @@ impl PluginService {
         if running.is_empty() {
             return Ok(Some(format!("every plugin failed to fit: {}", fit_errors.join("; "))));
         }
-        self.rescore_all(tenant, &mut running, &job.id, total, as_of, progress)
-            .await
+        let ended = self
+            .rescore_all(tenant, &mut running, &job.id, total, as_of, progress)
+            .await;
+        // Whether or not the run completed, each plugin that got this far
+        // either ran to the end of it or was stopped.
+        for p in &running {
+            outcomes.push(match &p.stopped {
+                None => PluginOutcome {
+                    plugin: p.plugin.id.clone(),
+                    status: PluginOutcomeStatus::Succeeded,
+                    stage: None,
+                    error: None,
+                },
+                Some(fail) => PluginOutcome {
+                    plugin: p.plugin.id.clone(),
+                    status: PluginOutcomeStatus::Failed,
+                    stage: Some("score".to_string()),
+                    error: outcome_error(fail),
+                },
+            });
+        }
+        // Outcomes in the plugins' order, whichever stage they ended in.
+        outcomes.sort_by_key(|o| plugin_order.iter().position(|id| *id == o.plugin));
+        ended
     }
 
     /// Rescores every customer of the tenant, in id order, as a pipeline
@@ -447,8 +575,9 @@ impl PluginService {
         as_of: Option<i64>,
         progress: ProgressFn<'_>,
     ) -> StoreResult<Option<String>> {
-        // (chunk, when it was read, how long reading took)
-        type Loaded = StoreResult<(Vec<ScoringHistory>, i64, Duration)>;
+        // (chunk, its queue entries as seen before the read, when it was
+        // read, how long reading took)
+        type Loaded = StoreResult<(Vec<ScoringHistory>, Vec<QueuedRescore>, i64, Duration)>;
         let (tx, mut rx) = mpsc::channel::<Loaded>(2);
         let store = self.store.clone();
         let loader_tenant = tenant.clone();
@@ -458,9 +587,9 @@ impl PluginService {
                 let read_at = now_ms();
                 let started = Instant::now();
                 let page = store
-                    .scoring_histories_page(&loader_tenant, after.as_deref(), BATCH_SIZE, MAX_HISTORY)
+                    .scoring_histories_page_with_queue(&loader_tenant, after.as_deref(), BATCH_SIZE, MAX_HISTORY)
                     .await;
-                let page = match page {
+                let (page, queued) = match page {
                     Ok(page) => page,
                     Err(e) => {
                         let _ = tx.send(Err(e)).await;
@@ -470,13 +599,15 @@ impl PluginService {
                 let Some(last) = page.last() else { return };
                 after = Some(last.customer.id.clone());
                 // A closed channel means the run stopped: stop reading.
-                if tx.send(Ok((page, read_at, started.elapsed()))).await.is_err() {
+                if tx.send(Ok((page, queued, read_at, started.elapsed()))).await.is_err() {
                     return;
                 }
             }
         });
         let (mut done, mut failed) = (0i64, 0i64);
-        let mut pending: Option<(Vec<NewScore>, i64, i64)> = None;
+        // Scores of the previous chunk, waiting to be saved, with its
+        // customers, failures and the queue entries the save covers.
+        let mut pending: Option<(Vec<NewScore>, i64, i64, Vec<QueuedRescore>)> = None;
         let mut stopped = None;
         // Where the time goes, for the log: each stage's busy time, and how
         // long this task waited for the loader (the pipeline's bottleneck
@@ -487,22 +618,28 @@ impl PluginService {
             let wait_started = Instant::now();
             let Some(page) = rx.recv().await else { break };
             waited += wait_started.elapsed();
-            let (histories, read_at, load_time) = page?;
+            let (histories, queued, read_at, load_time) = page?;
             load += load_time;
             let customers = histories.len() as i64;
             let save = async {
                 let started = Instant::now();
                 let saved = match pending.take() {
-                    Some((scores, n, f)) => self.store.save_scores(tenant, &scores).await.map(|_| Some((n, f))),
+                    Some((scores, n, f, queued)) => self
+                        .save_job_chunk(tenant, &scores, &queued)
+                        .await
+                        .map(|_| Some((n, f))),
                     None => Ok(None),
                 };
                 (saved, started.elapsed())
             };
             let score = async {
                 let started = Instant::now();
-                let scored = self
-                    .score_chunk(tenant, plugins, histories, read_at, as_of, Some(job_id))
-                    .await;
+                let from = Provenance {
+                    read_at,
+                    job_id: Some(job_id),
+                    as_of,
+                };
+                let scored = self.score_chunk(tenant, plugins, histories, from).await;
                 (scored, started.elapsed())
             };
             let ((saved, save_time), ((scores, chunk_failed), score_time)) = tokio::join!(save, score);
@@ -514,7 +651,7 @@ impl PluginService {
                 self.store.scoring_job_progress(tenant, job_id, done, failed).await?;
                 progress(done, total);
             }
-            pending = Some((scores, customers, chunk_failed as i64));
+            pending = Some((scores, customers, chunk_failed as i64, queued));
             if plugins.iter().all(|p| p.stopped.is_some()) {
                 let reasons: Vec<String> = plugins
                     .iter()
@@ -529,9 +666,9 @@ impl PluginService {
             }
         }
         drop(rx);
-        if let Some((scores, n, f)) = pending.take() {
+        if let Some((scores, n, f, queued)) = pending.take() {
             let started = Instant::now();
-            self.store.save_scores(tenant, &scores).await?;
+            self.save_job_chunk(tenant, &scores, &queued).await?;
             saving += started.elapsed();
             done += n;
             failed += f;
@@ -543,6 +680,53 @@ impl PluginService {
             waited_for_load_ms = ms(waited), score_ms = ms(scoring), save_ms = ms(saving),
             "scoring job stages");
         Ok(stopped)
+    }
+
+    /// Saves a job's chunk of scores, then clears the queue entries the chunk
+    /// covers (see the module doc): after the save, so a crash in between
+    /// leaves the customers queued rather than unscored.
+    async fn save_job_chunk(
+        &self,
+        tenant: &TenantId,
+        scores: &[NewScore],
+        queued: &[QueuedRescore],
+    ) -> StoreResult<u64> {
+        let saved = self.store.save_scores(tenant, scores).await?;
+        self.store.clear_rescores(tenant, queued).await?;
+        Ok(saved)
+    }
+
+    /// Runs the tenant's active scoring plugins (or just `only`) on one
+    /// customer, as of `as_of` (epoch ms) when given: the plugins see that
+    /// time as "now" and none of the customer's later interactions, as in a
+    /// job scoring as of that date. Plugins run one after another; each
+    /// failure is reported in its own entry and never hides the others'
+    /// results. Nothing is stored.
+    pub async fn score_customer(
+        &self,
+        tenant: &TenantId,
+        customer_id: &str,
+        only: Option<&str>,
+        as_of: Option<i64>,
+    ) -> StoreResult<Vec<PluginRun<CustomerScore>>> {
+        let plugins = self.selected(tenant, PluginKind::ScoringRule, only).await?;
+        let read_at = now_ms();
+        let history = self
+            .store
+            .scoring_histories(tenant, &[customer_id.to_string()], MAX_HISTORY)
+            .await?
+            .pop()
+            .ok_or(StoreError::NotFound { entity: "customer" })?;
+        let history = history_to_guest(history, as_of.unwrap_or(read_at), as_of);
+        let mut runs = Vec::with_capacity(plugins.len());
+        for plugin in &plugins {
+            let history = &history;
+            runs.push(
+                self.run(tenant, plugin, |p, ctx| async move { p.score(ctx, history).await })
+                    .await,
+            );
+        }
+        Ok(runs)
     }
 
     /// One pass over the rescore queue of every tenant, as worker `node`:

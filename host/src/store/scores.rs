@@ -26,7 +26,7 @@
 use std::collections::HashMap;
 
 use futures_util::TryStreamExt;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
@@ -64,6 +64,9 @@ pub struct NewScore {
     /// When the input this score was computed from was read (epoch ms).
     pub computed_at: i64,
     pub job_id: Option<String>,
+    /// The date the plugin scored the customer as of (its "now", and the
+    /// cut-off of the history it saw), when a job set one (epoch ms).
+    pub as_of: Option<i64>,
 }
 
 /// A stored score (current or historical).
@@ -83,6 +86,21 @@ pub struct StoredScore {
     /// The batch job that computed it; absent when it was recomputed after
     /// new interactions.
     pub job_id: Option<String>,
+    /// Set when the job scored as of a past date: the plugin saw this time
+    /// as "now" and no interaction after it. `null`: scored as of
+    /// `computed_at`.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub as_of: Option<OffsetDateTime>,
+}
+
+/// A plugin's current score of one customer, as the bulk read and export
+/// of a plugin's scores return it.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct CustomerScore {
+    pub customer_id: String,
+    pub external_id: String,
+    #[serde(flatten)]
+    pub score: StoredScore,
 }
 
 /// How many customers a plugin put in one segment.
@@ -171,12 +189,17 @@ pub struct RescoreClaim {
     pub entries: Vec<QueuedRescore>,
 }
 
+/// A job's state. `partially_failed`: it ran to the end, but at least one
+/// plugin failed (to fit, or was stopped mid-run) while others stored their
+/// scores; `plugins` says which. `failed`: nothing was scored to the end
+/// (every plugin failed, or the job itself could not run); `error` says why.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum JobStatus {
     Queued,
     Running,
     Succeeded,
+    PartiallyFailed,
     Failed,
 }
 
@@ -186,6 +209,7 @@ impl JobStatus {
             JobStatus::Queued => "queued",
             JobStatus::Running => "running",
             JobStatus::Succeeded => "succeeded",
+            JobStatus::PartiallyFailed => "partially_failed",
             JobStatus::Failed => "failed",
         }
     }
@@ -195,14 +219,50 @@ impl JobStatus {
             "queued" => Ok(JobStatus::Queued),
             "running" => Ok(JobStatus::Running),
             "succeeded" => Ok(JobStatus::Succeeded),
+            "partially_failed" => Ok(JobStatus::PartiallyFailed),
             "failed" => Ok(JobStatus::Failed),
             other => Err(StoreError::Corrupt(format!("unknown job status {other:?}"))),
         }
     }
 
     pub fn is_finished(self) -> bool {
-        matches!(self, JobStatus::Succeeded | JobStatus::Failed)
+        matches!(
+            self,
+            JobStatus::Succeeded | JobStatus::PartiallyFailed | JobStatus::Failed
+        )
     }
+}
+
+/// How one plugin fared in a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PluginOutcomeStatus {
+    /// Fitted and scored every customer it was given (a customer the plugin
+    /// refused is counted in the job's `failed_customers`, not here).
+    Succeeded,
+    /// Its fit failed (nothing of it was scored), or it was stopped
+    /// mid-run (suspended or disabled): `stage` and `error` say which.
+    Failed,
+}
+
+/// Why a plugin failed in a job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PluginOutcomeError {
+    /// `plugin_trap`, `plugin_invalid_input`, ... (as in plugin call results).
+    pub code: String,
+    pub message: String,
+}
+
+/// One plugin's outcome in a job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PluginOutcome {
+    pub plugin: String,
+    pub status: PluginOutcomeStatus,
+    /// Where it failed: `fit` or `score`; absent when it succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<PluginOutcomeError>,
 }
 
 /// A batch scoring job and its progress.
@@ -223,6 +283,11 @@ pub struct ScoringJob {
     /// Each plugin's fit summary (or `{"error": ...}`), by plugin id.
     #[schema(value_type = Option<Object>)]
     pub fit_summary: Option<Value>,
+    /// Each plugin's outcome, once the job has finished.
+    pub plugins: Vec<PluginOutcome>,
+    /// The date the job scores as of (see `StoredScore::as_of`); `null`: now.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub as_of: Option<OffsetDateTime>,
     pub error: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
@@ -233,7 +298,7 @@ pub struct ScoringJob {
 }
 
 const JOB_COLUMNS: &str = "id, plugin_id, status, total, done, failed_customers, fit_summary, error, \
-                           created_at, started_at, finished_at";
+                           created_at, started_at, finished_at, as_of, plugin_outcomes";
 
 fn job_from_row(row: &AnyRow) -> StoreResult<ScoringJob> {
     let status = JobStatus::parse(&row.try_get::<String, _>("status")?)?;
@@ -241,7 +306,7 @@ fn job_from_row(row: &AnyRow) -> StoreResult<ScoringJob> {
     let done: i64 = row.try_get("done")?;
     let percent = if total > 0 {
         (done as f64 * 100.0 / total as f64).min(100.0)
-    } else if status == JobStatus::Succeeded {
+    } else if matches!(status, JobStatus::Succeeded | JobStatus::PartiallyFailed) {
         100.0
     } else {
         0.0
@@ -249,6 +314,12 @@ fn job_from_row(row: &AnyRow) -> StoreResult<ScoringJob> {
     let fit_summary = match row.try_get::<Option<String>, _>("fit_summary")? {
         Some(text) => Some(json_column(&text)?),
         None => None,
+    };
+    let plugins = match row.try_get::<Option<String>, _>("plugin_outcomes")? {
+        Some(text) => {
+            serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(format!("scoring job plugin outcomes: {e}")))?
+        }
+        None => Vec::new(),
     };
     Ok(ScoringJob {
         id: row.try_get("id")?,
@@ -259,6 +330,8 @@ fn job_from_row(row: &AnyRow) -> StoreResult<ScoringJob> {
         percent,
         failed_customers: row.try_get("failed_customers")?,
         fit_summary,
+        plugins,
+        as_of: row.try_get::<Option<i64>, _>("as_of")?.map(from_millis),
         error: row.try_get("error")?,
         created_at: from_millis(row.try_get("created_at")?),
         started_at: row.try_get::<Option<i64>, _>("started_at")?.map(from_millis),
@@ -266,7 +339,7 @@ fn job_from_row(row: &AnyRow) -> StoreResult<ScoringJob> {
     })
 }
 
-const SCORE_COLUMNS: &str = "plugin_id, value, label, segment, explanation, components, computed_at, job_id";
+const SCORE_COLUMNS: &str = "plugin_id, value, label, segment, explanation, components, computed_at, job_id, as_of";
 
 fn score_from_row(row: &AnyRow) -> StoreResult<StoredScore> {
     let components = match json_column(&row.try_get::<String, _>("components")?)? {
@@ -284,6 +357,7 @@ fn score_from_row(row: &AnyRow) -> StoreResult<StoredScore> {
         components,
         computed_at: from_millis(row.try_get("computed_at")?),
         job_id: row.try_get("job_id")?,
+        as_of: row.try_get::<Option<i64>, _>("as_of")?.map(from_millis),
     })
 }
 
@@ -351,6 +425,35 @@ pub async fn delete_customer_scores_tx(conn: &mut AnyConnection, t: &TenantId, c
         .await?;
     }
     Ok(())
+}
+
+/// SQL condition: the background worker may rescore `tenant` (a column or
+/// placeholder) now. Not while the tenant paused it (`rescore_pauses`), and
+/// not while a scoring job of the tenant runs (heartbeat after `stale`, a
+/// placeholder): the job rescores everyone and clears the queue entries it
+/// covered, so a worker rescoring beside it would only race it, and could
+/// replace a score the job computed as of a past date with one as of today.
+/// Entries enqueued during the job are rescored once it ends.
+fn worker_may_run(tenant: &str, stale: &str) -> String {
+    format!(
+        "NOT EXISTS (SELECT 1 FROM rescore_pauses p WHERE p.tenant_id = {tenant}) \
+         AND NOT EXISTS (SELECT 1 FROM scoring_jobs j WHERE j.tenant_id = {tenant} \
+         AND j.status = 'running' AND j.updated_at > {stale})"
+    )
+}
+
+/// The background rescore worker as one tenant sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct RescoreWorkerState {
+    /// Paused by the tenant (`PUT /v1/scoring/worker`, `rapport rescoring
+    /// pause`): queued customers wait until it is resumed.
+    pub paused: bool,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub paused_at: Option<OffsetDateTime>,
+    /// Customers waiting in the rescore queue.
+    pub queued: i64,
+    /// A running scoring job; the worker leaves the tenant alone meanwhile.
+    pub running_job: Option<String>,
 }
 
 fn is_foreign_key_violation(err: &StoreError) -> bool {
@@ -459,7 +562,9 @@ impl Store {
     }
 
     async fn save_scores_once(&self, t: &TenantId, current: &[&NewScore], all: &[&NewScore]) -> StoreResult<u64> {
-        const WIDTH: usize = 10;
+        // Bind values per row of the current-score and the history INSERTs.
+        const WIDTH: usize = 11;
+        const HISTORY_WIDTH: usize = 12;
         let backend = self.db().backend();
         let mut tx = self.db().begin_write().await?;
         // Triggers on score crossings need the values being replaced; read
@@ -477,11 +582,11 @@ impl Store {
                 .collect();
             let sql = format!(
                 "INSERT INTO customer_scores (tenant_id, customer_id, plugin_id, value, label, segment, explanation, \
-                 components, computed_at, job_id) VALUES {} \
+                 components, computed_at, job_id, as_of) VALUES {} \
                  ON CONFLICT (tenant_id, customer_id, plugin_id) DO UPDATE SET value = excluded.value, \
                  label = excluded.label, segment = excluded.segment, explanation = excluded.explanation, \
-                 components = excluded.components, computed_at = excluded.computed_at, job_id = excluded.job_id \
-                 WHERE customer_scores.computed_at <= excluded.computed_at",
+                 components = excluded.components, computed_at = excluded.computed_at, job_id = excluded.job_id, \
+                 as_of = excluded.as_of WHERE customer_scores.computed_at <= excluded.computed_at",
                 values.join(", ")
             );
             let components: Vec<String> = chunk.iter().map(|s| components_json(&s.components)).collect();
@@ -497,7 +602,8 @@ impl Store {
                     .bind(s.explanation.as_str())
                     .bind(components.as_str())
                     .bind(s.computed_at)
-                    .bind(s.job_id.as_deref());
+                    .bind(s.job_id.as_deref())
+                    .bind(s.as_of);
             }
             stored += q.execute(&mut *tx).await?.rows_affected();
             if !triggers.is_empty() {
@@ -523,11 +629,11 @@ impl Store {
         }
         for chunk in all.chunks(INSERT_ROWS_PER_STATEMENT) {
             let values: Vec<String> = (0..chunk.len())
-                .map(|i| row_placeholders(backend, 1 + i * (WIDTH + 1), WIDTH + 1))
+                .map(|i| row_placeholders(backend, 1 + i * HISTORY_WIDTH, HISTORY_WIDTH))
                 .collect();
             let sql = format!(
                 "INSERT INTO customer_score_history (tenant_id, customer_id, plugin_id, computed_at, id, value, label, \
-                 segment, explanation, components, job_id) VALUES {}",
+                 segment, explanation, components, job_id, as_of) VALUES {}",
                 values.join(", ")
             );
             let rows: Vec<(String, String)> = chunk
@@ -547,7 +653,8 @@ impl Store {
                     .bind(s.segment.as_deref())
                     .bind(s.explanation.as_str())
                     .bind(components.as_str())
-                    .bind(s.job_id.as_deref());
+                    .bind(s.job_id.as_deref())
+                    .bind(s.as_of);
             }
             q.execute(&mut *tx).await?;
         }
@@ -717,6 +824,33 @@ impl Store {
         limit: usize,
         max_interactions: usize,
     ) -> StoreResult<Vec<ScoringHistory>> {
+        let (histories, _) = self.histories_page(t, after, limit, max_interactions, false).await?;
+        Ok(histories)
+    }
+
+    /// [`Store::scoring_histories_page`], plus the rescore-queue entries of
+    /// the page's customers as they were *before* their histories were read:
+    /// a job that stores scores from this read may clear exactly those
+    /// entries ([`Store::clear_rescores`]), while a customer enqueued after
+    /// the read (a newer generation) stays queued.
+    pub async fn scoring_histories_page_with_queue(
+        &self,
+        t: &TenantId,
+        after: Option<&str>,
+        limit: usize,
+        max_interactions: usize,
+    ) -> StoreResult<(Vec<ScoringHistory>, Vec<QueuedRescore>)> {
+        self.histories_page(t, after, limit, max_interactions, true).await
+    }
+
+    async fn histories_page(
+        &self,
+        t: &TenantId,
+        after: Option<&str>,
+        limit: usize,
+        max_interactions: usize,
+        with_queue: bool,
+    ) -> StoreResult<(Vec<ScoringHistory>, Vec<QueuedRescore>)> {
         let limit = i64::try_from(limit.clamp(1, MAX_HISTORY_CHUNK)).unwrap_or(1);
         let mut conn = self.db().pool().acquire().await?;
         let rows = match after {
@@ -743,14 +877,36 @@ impl Store {
         };
         let customers = rows.iter().map(customer_from_row).collect::<StoreResult<Vec<_>>>()?;
         let (Some(first), Some(last)) = (customers.first(), customers.last()) else {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), Vec::new()));
         };
         let (first, last) = (first.id.clone(), last.id.clone());
+        let queued = if with_queue {
+            sqlx::query(
+                "SELECT customer_id, generation FROM rescore_queue \
+                 WHERE tenant_id = $1 AND customer_id >= $2 AND customer_id <= $3",
+            )
+            .bind(t.as_str())
+            .bind(first.as_str())
+            .bind(last.as_str())
+            .fetch_all(&mut *conn)
+            .await?
+            .iter()
+            .map(|row| {
+                Ok(QueuedRescore {
+                    customer_id: row.try_get(0)?,
+                    generation: row.try_get(1)?,
+                })
+            })
+            .collect::<StoreResult<Vec<_>>>()?
+        } else {
+            Vec::new()
+        };
         let scope = HistoryScope::Range {
             first: &first,
             last: &last,
         };
-        attach_histories(&mut conn, t, customers, scope, max_interactions).await
+        let histories = attach_histories(&mut conn, t, customers, scope, max_interactions).await?;
+        Ok((histories, queued))
     }
 
     /// The given customers (those the tenant has; others are skipped) with
@@ -805,15 +961,19 @@ impl Store {
     }
 
     /// Tenants with customers waiting to be rescored and not leased by a
-    /// worker (or leased, but the lease expired). Deliberately cross-tenant:
-    /// only the background worker calls it, and it then handles each tenant
-    /// through tenant-scoped calls.
+    /// worker (or leased, but the lease expired), leaving out the tenants
+    /// the worker must not touch now (see `worker_may_run`). Deliberately
+    /// cross-tenant: only the background worker calls it, and it then
+    /// handles each tenant through tenant-scoped calls.
     pub async fn tenants_with_queued_rescores(&self) -> StoreResult<Vec<TenantId>> {
-        sqlx::query(
-            "SELECT DISTINCT tenant_id FROM rescore_queue \
-             WHERE lease_expires_at IS NULL OR lease_expires_at <= $1 ORDER BY tenant_id",
-        )
-        .bind(now_ms())
+        let now = now_ms();
+        sqlx::query(&format!(
+            "SELECT DISTINCT tenant_id FROM rescore_queue q \
+             WHERE (lease_expires_at IS NULL OR lease_expires_at <= $1) AND {} ORDER BY tenant_id",
+            worker_may_run("q.tenant_id", "$2")
+        ))
+        .bind(now)
+        .bind(now - JOB_STALE_MS)
         .fetch_all(self.db().pool())
         .await?
         .iter()
@@ -841,9 +1001,12 @@ impl Store {
         // pass over each other's rows instead of waiting for them; a row
         // another claim leased and committed meanwhile fails the re-checked
         // WHERE. On SQLite `begin_write` makes the claim the only writer.
-        let due = "SELECT customer_id FROM rescore_queue WHERE tenant_id = $1 \
-                   AND (lease_expires_at IS NULL OR lease_expires_at <= $3) \
-                   ORDER BY enqueued_at, customer_id LIMIT $4";
+        let due = format!(
+            "SELECT customer_id FROM rescore_queue WHERE tenant_id = $1 \
+             AND (lease_expires_at IS NULL OR lease_expires_at <= $3) AND {} \
+             ORDER BY enqueued_at, customer_id LIMIT $4",
+            worker_may_run("$1", "$6")
+        );
         let update = "UPDATE rescore_queue SET lease_owner = $2, lease_expires_at = $5 WHERE tenant_id = $1";
         let returning = "RETURNING customer_id, generation";
         let sql = match self.db().backend() {
@@ -860,6 +1023,7 @@ impl Store {
             .bind(now)
             .bind(limit)
             .bind(expires)
+            .bind(now - JOB_STALE_MS)
             .fetch_all(&mut *tx)
             .await?;
         tx.commit().await?;
@@ -945,14 +1109,127 @@ impl Store {
         }
     }
 
+    /// Removes the given queue entries if their generation is unchanged,
+    /// whoever holds their lease: a job that stored scores computed from a
+    /// read made after these generations were seen covers them (see
+    /// [`Store::scoring_histories_page_with_queue`]). A worker holding one
+    /// then acknowledges nothing. Returns how many were removed.
+    pub async fn clear_rescores(&self, t: &TenantId, entries: &[QueuedRescore]) -> StoreResult<u64> {
+        if entries.is_empty() {
+            return Ok(0);
+        }
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let result: StoreResult<u64> = async {
+                let mut tx = self.db().begin_write().await?;
+                let mut removed = 0;
+                // Many entries per statement (a job clears up to a chunk's
+                // worth at a time): one round trip each, primary-key lookups.
+                for chunk in entries.chunks(INSERT_ROWS_PER_STATEMENT) {
+                    let terms: Vec<String> = (0..chunk.len())
+                        .map(|i| format!("(customer_id = ${} AND generation = ${})", 2 + 2 * i, 3 + 2 * i))
+                        .collect();
+                    let sql = format!(
+                        "DELETE FROM rescore_queue WHERE tenant_id = $1 AND ({})",
+                        terms.join(" OR ")
+                    );
+                    let mut q = sqlx::query(&sql).bind(t.as_str());
+                    for e in chunk {
+                        q = q.bind(e.customer_id.as_str()).bind(e.generation);
+                    }
+                    removed += q.execute(&mut *tx).await?.rows_affected();
+                }
+                tx.commit().await?;
+                Ok(removed)
+            }
+            .await;
+            match result {
+                Err(e) if retryable(&e) && attempt < WRITE_ATTEMPTS => {
+                    tokio::time::sleep(std::time::Duration::from_millis(20 * u64::from(attempt))).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Pauses (or resumes) the background rescore worker for the tenant, on
+    /// every node. Idempotent; returns the new state.
+    pub async fn set_rescore_paused(&self, t: &TenantId, paused: bool) -> StoreResult<RescoreWorkerState> {
+        if paused {
+            sqlx::query(
+                "INSERT INTO rescore_pauses (tenant_id, paused_at) VALUES ($1, $2) \
+                 ON CONFLICT (tenant_id) DO NOTHING",
+            )
+            .bind(t.as_str())
+            .bind(now_ms())
+            .execute(self.db().pool())
+            .await
+            .map_err(|e| match e {
+                sqlx::Error::Database(db) if db.is_foreign_key_violation() => StoreError::NotFound { entity: "tenant" },
+                other => other.into(),
+            })?;
+        } else {
+            sqlx::query("DELETE FROM rescore_pauses WHERE tenant_id = $1")
+                .bind(t.as_str())
+                .execute(self.db().pool())
+                .await?;
+        }
+        self.rescore_worker_state(t).await
+    }
+
+    /// Whether the tenant paused the worker, how many customers wait, and
+    /// the running job the worker waits for, if any.
+    pub async fn rescore_worker_state(&self, t: &TenantId) -> StoreResult<RescoreWorkerState> {
+        let paused_at: Option<i64> = sqlx::query("SELECT paused_at FROM rescore_pauses WHERE tenant_id = $1")
+            .bind(t.as_str())
+            .fetch_optional(self.db().pool())
+            .await?
+            .map(|row| row.try_get(0))
+            .transpose()?;
+        let queued: i64 = sqlx::query("SELECT CAST(COUNT(*) AS BIGINT) FROM rescore_queue WHERE tenant_id = $1")
+            .bind(t.as_str())
+            .fetch_one(self.db().pool())
+            .await?
+            .try_get(0)?;
+        let running_job: Option<String> = sqlx::query(
+            "SELECT id FROM scoring_jobs WHERE tenant_id = $1 AND status = 'running' AND updated_at > $2 \
+             ORDER BY id LIMIT 1",
+        )
+        .bind(t.as_str())
+        .bind(now_ms() - JOB_STALE_MS)
+        .fetch_optional(self.db().pool())
+        .await?
+        .map(|row| row.try_get(0))
+        .transpose()?;
+        Ok(RescoreWorkerState {
+            paused: paused_at.is_some(),
+            paused_at: paused_at.map(from_millis),
+            queued,
+            running_job,
+        })
+    }
+
     // -----------------------------------------------------------------
     // Jobs
 
-    /// Creates a queued job. 404 for an unknown tenant; 409
-    /// `scoring_job_active` while another job of the tenant is queued or
-    /// running (one at a time: a job already rescores everyone). A job whose
-    /// heartbeat stopped [`JOB_STALE_MS`] ago is marked failed instead.
+    /// Creates a queued job scoring as of now (see
+    /// [`Store::create_scoring_job_as_of`]).
     pub async fn create_scoring_job(&self, t: &TenantId, plugin: Option<&str>) -> StoreResult<ScoringJob> {
+        self.create_scoring_job_as_of(t, plugin, None).await
+    }
+
+    /// Creates a queued job, scoring as of `as_of` (epoch ms) when given.
+    /// 404 for an unknown tenant; 409 `scoring_job_active` while another
+    /// job of the tenant is queued or running (one at a time: a job already
+    /// rescores everyone). A job whose heartbeat stopped [`JOB_STALE_MS`]
+    /// ago is marked failed instead.
+    pub async fn create_scoring_job_as_of(
+        &self,
+        t: &TenantId,
+        plugin: Option<&str>,
+        as_of: Option<i64>,
+    ) -> StoreResult<ScoringJob> {
         let now = now_ms();
         let mut tx = self.db().begin_write().await?;
         // Serialises job creation per tenant on PostgreSQL (a row lock);
@@ -992,13 +1269,14 @@ impl Store {
         }
         let id = new_id();
         sqlx::query(
-            "INSERT INTO scoring_jobs (tenant_id, id, plugin_id, status, created_at, updated_at) \
-             VALUES ($1, $2, $3, 'queued', $4, $4)",
+            "INSERT INTO scoring_jobs (tenant_id, id, plugin_id, status, created_at, updated_at, as_of) \
+             VALUES ($1, $2, $3, 'queued', $4, $4, $5)",
         )
         .bind(t.as_str())
         .bind(&id)
         .bind(plugin)
         .bind(now)
+        .bind(as_of)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -1067,16 +1345,21 @@ impl Store {
         Ok(())
     }
 
-    /// Running -> succeeded (`error` none) or failed.
-    pub async fn finish_scoring_job(&self, t: &TenantId, id: &str, error: Option<&str>) -> StoreResult<ScoringJob> {
+    /// Running -> `status` (a finished one), with the reason it did not
+    /// succeed and each plugin's outcome.
+    pub async fn finish_scoring_job(
+        &self,
+        t: &TenantId,
+        id: &str,
+        status: JobStatus,
+        error: Option<&str>,
+        outcomes: &[PluginOutcome],
+    ) -> StoreResult<ScoringJob> {
         let now = now_ms();
-        let status = if error.is_some() {
-            JobStatus::Failed
-        } else {
-            JobStatus::Succeeded
-        };
+        let outcomes = serde_json::to_string(outcomes)
+            .map_err(|e| StoreError::Corrupt(format!("plugin outcomes as JSON: {e}")))?;
         sqlx::query(
-            "UPDATE scoring_jobs SET status = $1, error = $2, finished_at = $3, updated_at = $3 \
+            "UPDATE scoring_jobs SET status = $1, error = $2, finished_at = $3, updated_at = $3, plugin_outcomes = $6 \
              WHERE tenant_id = $4 AND id = $5",
         )
         .bind(status.as_str())
@@ -1084,9 +1367,79 @@ impl Store {
         .bind(now)
         .bind(t.as_str())
         .bind(id)
+        .bind(outcomes)
         .execute(self.db().pool())
         .await?;
         self.get_scoring_job(t, id).await
+    }
+
+    // -----------------------------------------------------------------
+    // Bulk reads of stored scores
+
+    /// A page of `plugin`'s current scores, in customer id order, after
+    /// customer `after`, at most `limit`: one index range scan joined with
+    /// the customers (for their external ids).
+    pub async fn plugin_scores_page(
+        &self,
+        t: &TenantId,
+        plugin: &str,
+        after: Option<&str>,
+        limit: i64,
+    ) -> StoreResult<Vec<CustomerScore>> {
+        let rows = sqlx::query(
+            "SELECT s.customer_id, c.external_id, s.plugin_id, s.value, s.label, s.segment, s.explanation, \
+             s.components, s.computed_at, s.job_id, s.as_of \
+             FROM customer_scores s JOIN customers c ON c.tenant_id = s.tenant_id AND c.id = s.customer_id \
+             WHERE s.tenant_id = $1 AND s.plugin_id = $2 AND s.customer_id > $3 ORDER BY s.customer_id LIMIT $4",
+        )
+        .bind(t.as_str())
+        .bind(plugin)
+        .bind(after.unwrap_or(""))
+        .bind(limit.max(1))
+        .fetch_all(self.db().pool())
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(CustomerScore {
+                    customer_id: row.try_get("customer_id")?,
+                    external_id: row.try_get("external_id")?,
+                    score: score_from_row(row)?,
+                })
+            })
+            .collect()
+    }
+
+    /// `plugin`'s current score of each of `customer_ids` that has one, by
+    /// customer id (at most [`MAX_HISTORY_CHUNK`] ids).
+    pub async fn plugin_scores_of(
+        &self,
+        t: &TenantId,
+        plugin: &str,
+        customer_ids: &[String],
+    ) -> StoreResult<HashMap<String, StoredScore>> {
+        if customer_ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        if customer_ids.len() > MAX_HISTORY_CHUNK {
+            return Err(StoreError::invalid(
+                "customer_ids",
+                format!("at most {MAX_HISTORY_CHUNK} customers per read"),
+            ));
+        }
+        let sql = format!(
+            "SELECT customer_id, {SCORE_COLUMNS} FROM customer_scores WHERE tenant_id = $1 AND plugin_id = $2 \
+             AND customer_id IN ({})",
+            list_placeholders(3, customer_ids.len())
+        );
+        let mut q = sqlx::query(&sql).bind(t.as_str()).bind(plugin);
+        for id in customer_ids {
+            q = q.bind(id.as_str());
+        }
+        let mut found = HashMap::new();
+        for row in q.fetch_all(self.db().pool()).await? {
+            found.insert(row.try_get::<String, _>("customer_id")?, score_from_row(&row)?);
+        }
+        Ok(found)
     }
 }
 

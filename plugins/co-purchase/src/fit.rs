@@ -11,9 +11,26 @@ use serde::Serialize;
 use crate::model::{Metrics, Model};
 use crate::{Config, ConfigError};
 
+/// Most rules a fit's summary lists: the strongest ones, readable through
+/// the host's `GET /v1/plugins/{id}/fit` with their metrics. Bounded so the
+/// summary stays far below the output limit whatever the catalogue; every
+/// kept rule is in the model (as counts) under the kv key `model`.
+pub const SUMMARY_RULES: usize = 100;
+
+/// One rule of a fit's summary, with mlxtend's metrics.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RuleSummary {
+    pub antecedent: String,
+    pub consequent: String,
+    /// Fraction of baskets holding both.
+    pub support: f64,
+    pub confidence: f64,
+    pub lift: f64,
+}
+
 /// What a fit saw and kept, returned to the operator as JSON by the WIT
 /// `fit` call.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct FitSummary {
     /// Baskets counted (non-empty, within `max_basket_items`).
     pub baskets: u64,
@@ -33,6 +50,9 @@ pub struct FitSummary {
     pub rules_found: u64,
     /// Rules kept in the model.
     pub rules_kept: u64,
+    /// The [`SUMMARY_RULES`] strongest kept rules: highest lift first, then
+    /// confidence, then support, then SKUs.
+    pub top_rules: Vec<RuleSummary>,
 }
 
 /// Fits the model (see [`fit_with_summary`]).
@@ -58,6 +78,7 @@ pub fn fit_with_summary<S: AsRef<str>>(
         pairs_counted: 0,
         frequent_pairs: 0,
         rules_found: 0,
+        top_rules: Vec::new(),
         rules_kept: 0,
     };
 
@@ -153,6 +174,7 @@ pub fn fit_with_summary<S: AsRef<str>>(
         });
     }
     summary.rules_kept = rules.len() as u64;
+    summary.top_rules = top_rules(&rules, &frequent);
 
     // Keep only the SKUs rules mention, re-indexed (still in SKU order, so
     // grouping by antecedent survives the renumbering).
@@ -179,6 +201,30 @@ pub fn fit_with_summary<S: AsRef<str>>(
 }
 
 /// Best rule first: higher confidence, then higher lift.
+/// The strongest rules for the summary (see [`FitSummary::top_rules`]).
+fn top_rules(rules: &[(u32, u32, u64, Metrics)], frequent: &[(&str, u64)]) -> Vec<RuleSummary> {
+    let mut order: Vec<&(u32, u32, u64, Metrics)> = rules.iter().collect();
+    let name = |i: u32| frequent[i as usize].0;
+    order.sort_unstable_by(|x, y| {
+        y.3.lift
+            .total_cmp(&x.3.lift)
+            .then_with(|| y.3.confidence.total_cmp(&x.3.confidence))
+            .then_with(|| y.3.support.total_cmp(&x.3.support))
+            .then_with(|| (name(x.0), name(x.1)).cmp(&(name(y.0), name(y.1))))
+    });
+    order
+        .into_iter()
+        .take(SUMMARY_RULES)
+        .map(|(a, c, _, m)| RuleSummary {
+            antecedent: name(*a).to_string(),
+            consequent: name(*c).to_string(),
+            support: m.support,
+            confidence: m.confidence,
+            lift: m.lift,
+        })
+        .collect()
+}
+
 fn rank(x: &Metrics, y: &Metrics) -> Ordering {
     y.confidence
         .total_cmp(&x.confidence)
