@@ -308,11 +308,10 @@ impl ClvScore {
             self.summary.monetary,
             self.currency,
         );
-        if self.other_currency_purchases > 0 {
-            text.push_str(&format!(
-                "; {} purchases in other currencies ignored",
-                self.other_currency_purchases
-            ));
+        match self.other_currency_purchases {
+            0 => {}
+            1 => text.push_str("; 1 purchase in another currency ignored"),
+            n => text.push_str(&format!("; {n} purchases in other currencies ignored")),
         }
         text
     }
@@ -479,7 +478,7 @@ mod tests {
             "expected {:.2} purchases in 12 months x expected spend {:.2} USD per purchase, discounted at 1%/month = {:.2} USD",
             want.expected_purchases, want.expected_spend, want.clv
         )), "{text}");
-        assert!(text.ends_with("; 1 purchases in other currencies ignored"), "{text}");
+        assert!(text.ends_with("; 1 purchase in another currency ignored"), "{text}");
 
         // Explicit thresholds override the population's percentiles.
         let strict = Config {

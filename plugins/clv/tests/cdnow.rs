@@ -391,7 +391,7 @@ fn component_fits_and_scores_cdnow() {
         "{}",
         score.explanation
     );
-    assert!(score.explanation.ends_with("1 purchases in other currencies ignored"));
+    assert!(score.explanation.ends_with("; 1 purchase in another currency ignored"));
 
     // A batch: the same score, and a customer with only EUR purchases is
     // invalid input; a changed currency makes the model unusable.
