@@ -9,7 +9,7 @@
 //!   summary.
 //! - `score` / `score-batch` read the configuration and the model once per
 //!   call (once per batch): value = CLV in major units of the currency,
-//!   label = "high"/"medium"/"low".
+//!   label and segment = "high"/"medium"/"low".
 //!
 //! Capabilities: `config`, `kv`. Errors: a bad config is `invalid-config`;
 //! no model, an unreadable one, or one fitted in another currency is
@@ -76,7 +76,9 @@ fn to_score(
     Ok(Score {
         value: s.parts.clv,
         label: Some(s.band.to_owned()),
-        segment: None,
+        // The band is also the segment, so that the customers of a band
+        // can be listed and targeted (`?score_plugin=clv&segment=high`).
+        segment: Some(s.band.to_owned()),
         explanation: s.explanation(),
         components: vec![
             ("expected_purchases".to_owned(), s.parts.expected_purchases),

@@ -135,7 +135,7 @@ pub struct PopulationClv {
     pub horizon_months: u32,
     pub discount_rate: f64,
     /// Customers the percentiles were computed over (every customer up to
-    /// 20,000, else an even sample of 20,000).
+    /// 20,000, else every k-th, k = ⌈customers / 20,000⌉).
     pub sampled: usize,
     pub median: f64,
     pub p80: f64,
@@ -200,7 +200,8 @@ impl FittedModel {
 }
 
 /// The most customers whose CLV is computed at fit time for the default
-/// band thresholds (an even sample beyond it: percentiles need no more).
+/// band thresholds; beyond it every k-th customer (percentiles need no
+/// more, and each CLV costs 2 × horizon hypergeometric series).
 const PERCENTILE_SAMPLE: usize = 20_000;
 
 /// Fits both models from every customer's [`SpendSummary`] (in
@@ -293,9 +294,17 @@ pub struct ClvScore {
 impl ClvScore {
     /// The score's explanation in words.
     pub fn explanation(&self) -> String {
+        let history = if self.summary.summary.frequency == 0 {
+            "no repeat purchase yet, so the population's mean spend".to_owned()
+        } else {
+            format!(
+                "{} repeat purchase days, mean {:.2} {}",
+                self.summary.summary.frequency, self.summary.monetary, self.currency
+            )
+        };
         let mut text = format!(
             "expected {:.2} purchases in {} months x expected spend {:.2} {} per purchase, \
-             discounted at {}%/month = {:.2} {} (P(alive) {:.3}; {} repeat purchase days, mean {:.2} {})",
+             discounted at {}%/month = {:.2} {} (P(alive) {:.3}; {history})",
             self.parts.expected_purchases,
             self.horizon_months,
             self.parts.expected_spend,
@@ -304,9 +313,6 @@ impl ClvScore {
             self.parts.clv,
             self.currency,
             self.parts.p_alive,
-            self.summary.summary.frequency,
-            self.summary.monetary,
-            self.currency,
         );
         match self.other_currency_purchases {
             0 => {}
@@ -479,6 +485,22 @@ mod tests {
             want.expected_purchases, want.expected_spend, want.clv
         )), "{text}");
         assert!(text.ends_with("; 1 purchase in another currency ignored"), "{text}");
+
+        // A one-time buyer gets the population's mean spend.
+        let once = score_purchases(
+            &model(),
+            &usd(),
+            "c3",
+            [(day(0), "USD", 700)],
+            272 * MS_PER_DAY,
+            &mut buffer,
+        )
+        .unwrap();
+        assert_eq!(once.parts.expected_spend, model().gamma_gamma.mean_spend());
+        assert!(
+            once.explanation()
+                .ends_with("(P(alive) 1.000; no repeat purchase yet, so the population's mean spend)")
+        );
 
         // Explicit thresholds override the population's percentiles.
         let strict = Config {

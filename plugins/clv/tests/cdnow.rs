@@ -383,6 +383,7 @@ fn component_fits_and_scores_cdnow() {
         "medium"
     };
     assert_eq!(score.label.as_deref(), Some(band));
+    assert_eq!(score.segment.as_deref(), Some(band));
     assert!(
         score.explanation.starts_with(&format!(
             "expected {:.2} purchases in 12 months x expected spend {:.2} USD per purchase, discounted at 1%/month = {:.2} USD",
