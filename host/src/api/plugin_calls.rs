@@ -102,7 +102,8 @@ fn score_out(s: &crate::runtime::contract::scoring::CustomerScore) -> Score {
     }
 }
 
-/// Score a customer now with the tenant's active scoring plugins.
+/// Score a customer now with the tenant's active scoring plugins (write
+/// key: it runs plugins and stores the scores).
 #[utoipa::path(post, path = "/v1/customers/{id}/score", tag = "plugins",
     params(("id" = String, Path), PluginQuery),
     responses((status = 200, body = ScoreResponse), (status = 404, body = super::error::ErrorBody),
@@ -113,7 +114,7 @@ async fn score_customer(
     Path(id): Path<String>,
     Query(q): Query<PluginQuery>,
 ) -> ApiResult<Json<ScoreResponse>> {
-    let tenant = auth.read()?;
+    let tenant = auth.write()?;
     let runs = s.plugins.score_customer(&tenant, &id, q.plugin.as_deref()).await?;
     let results = runs
         .iter()
@@ -238,8 +239,9 @@ async fn recommendations(
 pub struct FitResult {
     #[serde(flatten)]
     pub run: RunReport,
-    /// The plugin's summary of what it learnt.
-    #[schema(value_type = Object)]
+    /// The plugin's summary of what it learnt: the JSON it returned, or
+    /// `null` when the fit failed or its answer was not JSON.
+    #[schema(value_type = Option<serde_json::Value>)]
     pub summary: Option<serde_json::Value>,
 }
 
