@@ -769,8 +769,11 @@ async fn schemathesis_finds_no_fault(backend: Backend) {
         "examples,coverage,fuzzing",
         "--max-examples",
         "15",
+        // One worker: schemathesis's generator can trip over a CPython 3.11
+        // thread-safety bug in `ast` ("AST constructor recursion depth
+        // mismatch") when several run at once, an error of the tool's own.
         "--workers",
-        "2",
+        "1",
         "--seed",
         "1",
         "--suppress-health-check",
