@@ -159,11 +159,17 @@ impl SharedErrors {
             shared.push(("429", "The tenant's share of plugin capacity is in use; retry later"));
         }
         for (status, description) in shared {
-            operation
+            let response = operation
                 .responses
                 .responses
                 .entry(status.to_string())
                 .or_insert_with(|| Self::response(description));
+            // A status the handler documents without saying why gets the shared reason.
+            if let utoipa::openapi::RefOr::T(response) = response
+                && response.description.is_empty()
+            {
+                response.description = description.to_string();
+            }
         }
     }
 }

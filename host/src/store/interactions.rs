@@ -85,9 +85,27 @@ pub fn is_built_in_kind(name: &str) -> bool {
 /// An amount as given by a client: a decimal string (`"29.33"`) or a JSON
 /// number (`29.33`). Kept as text until its currency is known, because only
 /// the currency says how many decimals are allowed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(transparent)]
 pub struct Amount(String);
+
+/// Documented as what it accepts: a string or a number.
+impl utoipa::PartialSchema for Amount {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
+        OneOfBuilder::new()
+            .description(Some(
+                "An amount: a decimal string (`\"29.33\"`) or a JSON number (`29.33`, at most 15 significant \
+                 digits), with at most as many decimals as its currency has, and at most 10^15 minor units in \
+                 absolute value.",
+            ))
+            .item(ObjectBuilder::new().schema_type(Type::String))
+            .item(ObjectBuilder::new().schema_type(Type::Number))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Amount {}
 
 impl Amount {
     pub fn new(text: impl Into<String>) -> Amount {
