@@ -376,6 +376,18 @@ async fn shared_errors_are_documented_and_produced(backend: Backend) {
     let doc = openapi(&app).await;
     let ops = operations(&doc);
     assert!(ops.len() > 60, "only {} operations", ops.len());
+    // A cross-sell fit whose plugin failed (an invalid config, say) has no
+    // summary: `null` must be in the schema, not only an object.
+    let fit = &doc["components"]["schemas"]["FitResult"];
+    let summary = fit["allOf"]
+        .as_array()
+        .and_then(|parts| parts.iter().find_map(|p| p["properties"].get("summary")))
+        .or_else(|| fit["properties"].get("summary"))
+        .unwrap_or_else(|| panic!("FitResult.summary: {fit}"));
+    let null_allowed = summary.get("type").is_none()
+        || summary["type"].as_array().is_some_and(|t| t.contains(&json!("null")))
+        || summary["nullable"] == true;
+    assert!(null_allowed, "FitResult.summary must allow null: {summary}");
     for op in &ops {
         assert!(op.documents(500), "{}: 500 undocumented", op.name());
         let path = fill(op, &f, None);
