@@ -103,7 +103,8 @@ fn score_out(s: &crate::runtime::contract::scoring::CustomerScore) -> Score {
 }
 
 /// Score a customer now with the tenant's active scoring plugins (write
-/// key: it runs plugins and stores the scores).
+/// key: it runs the plugins, and their failures count towards their
+/// suspension for the tenant, so a read-only key must not trigger it).
 #[utoipa::path(post, path = "/v1/customers/{id}/score", tag = "plugins",
     params(("id" = String, Path), PluginQuery),
     responses((status = 200, body = ScoreResponse), (status = 404, body = super::error::ErrorBody),
