@@ -241,12 +241,14 @@ pub fn app(state: AppState) -> Router {
 }
 
 /// The policy of the `/v1/docs` page: its one script comes from the CDN
-/// (Scalar's standalone bundle), which injects inline styles and loads its
-/// fonts; the page itself only talks to this server (the OpenAPI document
-/// is inlined, "try it" calls go to the API). Nothing may frame it.
-pub const DOCS_CSP: &str = "default-src 'none'; script-src https://cdn.jsdelivr.net; \
+/// (Scalar's standalone bundle), which injects inline styles, loads its
+/// fonts and compiles its templates and schema examples at run time
+/// (`new Function`, hence `'unsafe-eval'`, on this page only; no inline
+/// script runs: the OpenAPI document is a JSON data block); the page only
+/// talks to this server ("try it" calls go to the API). Nothing may frame it.
+pub const DOCS_CSP: &str = "default-src 'none'; script-src 'unsafe-eval' https://cdn.jsdelivr.net; \
     style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net https://fonts.scalar.com; \
-    font-src 'self' data: https://cdn.jsdelivr.net https://fonts.scalar.com; img-src 'self' data: https:; \
+    font-src 'self' data: https://cdn.jsdelivr.net https://fonts.scalar.com; img-src 'self' data: blob: https:; \
     connect-src 'self'; worker-src blob:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 /// Headers on every answer: `nosniff` everywhere (no JSON or metrics text
