@@ -52,6 +52,7 @@ pub struct ListMessagesQuery {
     pub customer_id: Option<String>,
     pub channel: Option<String>,
     /// Page size, 1-500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u32>,
     pub cursor: Option<String>,
 }

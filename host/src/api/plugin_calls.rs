@@ -138,6 +138,7 @@ pub struct RecommendQuery {
     /// Comma-separated SKUs of a basket to recommend against.
     pub basket: Option<String>,
     /// How many recommendations (1-100, default 10).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
 }
 
