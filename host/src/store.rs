@@ -100,9 +100,24 @@ pub enum StoreError {
         message: String,
     },
     #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(sqlx::Error),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    /// A database error, except text PostgreSQL cannot store (NUL,
+    /// SQLSTATE 22021), which is the input's fault: the API refuses NUL at
+    /// the edge, this is the backstop for text that came another way (a
+    /// plugin's output, say), so that it is a 422 and not a 500.
+    fn from(err: sqlx::Error) -> Self {
+        match &err {
+            sqlx::Error::Database(db) if db.code().as_deref() == Some("22021") => {
+                StoreError::invalid("text", "must not contain the NUL character (U+0000)")
+            }
+            _ => StoreError::Database(err),
+        }
+    }
 }
 
 impl StoreError {

@@ -488,10 +488,46 @@ async fn customers_roles_and_malformed_input(backend: Backend) {
             Some(json!({})),
         )
         .await;
-    assert_error(s, &b, 400, "method_not_allowed");
+    assert_error(s, &b, 405, "method_not_allowed");
+}
+
+/// A body must be a JSON object: serde would read `["id", "Name"]` as a
+/// `NewCustomer` (its sequence form), and `[]` as an empty merge patch.
+async fn bodies_must_be_json_objects(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let acme = app.tenant("Acme").await;
+    let c = create(&app, &acme.write, json!({ "external_id": "x", "name": "Ada" })).await;
+    let id = c["id"].as_str().unwrap();
+
+    let (s, b) = app
+        .post("/v1/customers", &acme.write, json!(["array-customer", "Array Name"]))
+        .await;
+    assert_error(s, &b, 422, "validation_failed");
+    assert_eq!(b["error"]["details"]["field"], "body");
+    let (s, b) = app.get("/v1/customers/by-external-id/array-customer", &acme.read).await;
+    assert_error(s, &b, 404, "not_found");
+
+    for not_an_object in [json!([]), json!(["y"]), json!("name"), json!(1), json!(null)] {
+        let (s, b) = app
+            .patch(&format!("/v1/customers/{id}"), &acme.write, not_an_object.clone())
+            .await;
+        assert_error(s, &b, 422, "validation_failed");
+        assert_eq!(b["error"]["details"]["field"], "body", "{not_an_object}");
+    }
+    let (s, after) = app.get(&format!("/v1/customers/{id}"), &acme.read).await;
+    assert_eq!(s, 200);
+    assert_eq!(after["name"], "Ada");
+    assert_eq!(
+        after["updated_at"], c["updated_at"],
+        "a refused patch changed the customer"
+    );
+    // An empty object is still a valid (empty) merge patch.
+    let (s, b) = app.patch(&format!("/v1/customers/{id}"), &acme.write, json!({})).await;
+    assert_eq!(s, 200, "{b}");
 }
 
 both_backends!(
+    bodies_must_be_json_objects,
     customers_crud,
     customer_stats,
     customers_list_filters_and_pagination,

@@ -840,7 +840,164 @@ async fn concurrent_batches_creating_the_same_customers(backend: Backend) {
     assert_eq!(body["items"].as_array().unwrap().len(), 60, "{body}");
 }
 
+/// Amounts have a documented ceiling (422 above it, in the interaction's
+/// currency), and a customer's statistics are summed without overflow even
+/// over amounts no request can send any more (stored before the ceiling
+/// existed): the total is capped, the customer stays readable.
+async fn money_ceiling_and_overflow_safe_sums(backend: Backend) {
+    use rapport::store::interactions::MAX_AMOUNT_MINOR;
+    let app = TestApp::start(backend).await;
+    let acme = app.tenant("Acme").await;
+    let cid = new_customer(&app, &acme.write, "rich").await;
+    let purchase =
+        |amount: Value| json!({ "customer_id": cid, "kind": "purchase", "currency": "USD", "amount": amount });
+
+    for too_large in [
+        json!("92233720368547758.07"),
+        json!("10000000000000.01"),
+        json!("-10000000000000.01"),
+        json!(1e16),
+    ] {
+        let (s, b) = app
+            .post("/v1/interactions", &acme.write, purchase(too_large.clone()))
+            .await;
+        assert_error(s, &b, 422, "validation_failed");
+        assert_eq!(b["error"]["details"]["field"], "amount", "{too_large}: {b}");
+        assert!(
+            b["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("10000000000000.00 USD"),
+            "{b}"
+        );
+    }
+    // Items whose total passes the ceiling, and a catalogue price above it.
+    let (s, b) = app
+        .post(
+            "/v1/interactions",
+            &acme.write,
+            json!({ "customer_id": cid, "kind": "purchase", "currency": "JPY",
+                    "items": [{ "sku": "A", "quantity": 3, "unit_price": MAX_AMOUNT_MINOR / 2 }] }),
+        )
+        .await;
+    assert_error(s, &b, 422, "validation_failed");
+    assert_eq!(b["error"]["details"]["field"], "items");
+    let (s, b) = app
+        .post(
+            "/v1/products",
+            &acme.write,
+            json!({ "sku": "X", "name": "x", "price": { "currency": "USD", "amount": "92233720368547758.07" } }),
+        )
+        .await;
+    assert_error(s, &b, 422, "validation_failed");
+    assert_eq!(b["error"]["details"]["field"], "price.amount");
+
+    // At the ceiling: accepted, and summed exactly.
+    for _ in 0..3 {
+        let (s, b) = app
+            .post("/v1/interactions", &acme.write, purchase(json!("10000000000000.00")))
+            .await;
+        assert_eq!(s, 201, "{b}");
+        assert_eq!(b["amount"]["amount_minor"], MAX_AMOUNT_MINOR);
+    }
+    let (s, b) = app.get(&format!("/v1/customers/{cid}"), &acme.read).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(
+        b["stats"]["total_spend"][0]["amount_minor"],
+        3 * MAX_AMOUNT_MINOR,
+        "{b}"
+    );
+    assert_eq!(b["stats"]["total_spend"][0]["amount"], "30000000000000.00");
+
+    // Two stored amounts of i64::MAX cents (as written before the ceiling):
+    // their sum overflowed SQLite's SUM and PostgreSQL's BIGINT cast.
+    let pool = app.server.state.store.db().pool();
+    for n in 0..2 {
+        sqlx::query(
+            "INSERT INTO interactions (tenant_id, id, customer_id, kind, channel, occurred_at, amount_minor, currency, \
+             payload, idempotency_key, request_hash, created_at) \
+             VALUES ($1, $2, $3, 'purchase', NULL, $4, $5, 'EUR', '{}', NULL, NULL, $4)",
+        )
+        .bind(&acme.id)
+        .bind(rapport::store::new_id())
+        .bind(&cid)
+        .bind(rapport::store::now_ms() + n)
+        .bind(i64::MAX)
+        .execute(pool)
+        .await
+        .unwrap();
+    }
+    for _ in 0..2 {
+        let (s, b) = app.get(&format!("/v1/customers/{cid}"), &acme.read).await;
+        assert_eq!(s, 200, "{b}");
+        let eur = b["stats"]["total_spend"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["currency"] == "EUR")
+            .cloned()
+            .unwrap_or_else(|| panic!("{b}"));
+        assert_eq!(eur["amount_minor"], i64::MAX, "the total is capped: {b}");
+        assert_eq!(b["stats"]["purchase_count"], 5, "{b}");
+    }
+}
+
+/// The PostgreSQL deadlock of concurrent batches: 6 batches at a time of 40
+/// items over the same 8 customers, every other batch in reverse order, two
+/// rounds. Every batch answers 200 with all its items created, and every
+/// item is stored exactly once.
+async fn concurrent_reversed_batches_over_the_same_customers(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let t = app.tenant("Acme").await;
+    let mut customers = Vec::new();
+    for n in 0..8 {
+        customers.push(new_customer(&app, &t.write, &format!("c{n}")).await);
+    }
+    let batch = |round: usize, b: usize| {
+        let mut items: Vec<Value> = (0..40)
+            .map(|i| {
+                json!({ "customer_id": customers[i % 8], "kind": "purchase", "currency": "USD",
+                        "amount": format!("{}.00", i + 1), "idempotency_key": format!("r{round}-b{b}-i{i}") })
+            })
+            .collect();
+        if b % 2 == 1 {
+            items.reverse();
+        }
+        json!({ "items": items })
+    };
+    for round in 0..2 {
+        let requests = (0..6).map(|b| {
+            let body = batch(round, b);
+            let (app, key) = (&app, &t.write);
+            async move { app.post("/v1/interactions/batch", key, body).await }
+        });
+        for (s, body) in futures_util::future::join_all(requests).await {
+            assert_eq!(s, 200, "{body}");
+            assert_eq!(body["created"], 40, "{body}");
+            assert_eq!(body["failed"], 0, "{body}");
+        }
+    }
+    let mut keys = HashSet::new();
+    for c in &customers {
+        let (s, page) = app
+            .get(&format!("/v1/customers/{c}/interactions?limit=500"), &t.read)
+            .await;
+        assert_eq!(s, 200);
+        let items = page["items"].as_array().unwrap();
+        assert_eq!(items.len(), 2 * 6 * 40 / 8, "{c}");
+        for i in items {
+            assert!(
+                keys.insert(i["idempotency_key"].as_str().unwrap().to_string()),
+                "stored twice: {i}"
+            );
+        }
+    }
+    assert_eq!(keys.len(), 2 * 6 * 40);
+}
+
 both_backends!(
+    money_ceiling_and_overflow_safe_sums,
+    concurrent_reversed_batches_over_the_same_customers,
     concurrent_batches_creating_the_same_customers,
     openapi_lists_the_endpoints,
     ingest_and_money,

@@ -1084,7 +1084,54 @@ async fn ledger_ops_in_caller_transaction(backend: Backend) {
     assert_eq!(store.expire_due_points(&tenant).await.unwrap(), 0);
 }
 
+/// A balance has a ceiling, so no run of credits can overflow it: a credit
+/// that would pass it is a 422 naming `points` and changes nothing; up to
+/// the ceiling is fine; the account stays readable.
+async fn balance_ceiling(backend: Backend) {
+    use rapport::store::loyalty::{MAX_BALANCE, MAX_POINTS};
+    let app = TestApp::start(backend).await;
+    let t = app.tenant("Acme").await;
+    let cid = customer(&app, &t, "c-1").await;
+    earn(&app, &t, &cid, MAX_POINTS, None).await;
+    // Reaching the ceiling by API takes a thousand credits: start close to it
+    // (the ledger's single entry stays a lot of MAX_POINTS under it).
+    sqlx::query(
+        "UPDATE loyalty_accounts SET balance = $3, lifetime_earned = $4 WHERE tenant_id = $1 AND customer_id = $2",
+    )
+    .bind(&t.id)
+    .bind(&cid)
+    .bind(MAX_BALANCE - 10)
+    .bind(i64::MAX - 3)
+    .execute(app.server.state.store.db().pool())
+    .await
+    .unwrap();
+    let (s, b) = app
+        .post(
+            &format!("/v1/customers/{cid}/loyalty/ledger"),
+            &t.write,
+            json!({ "kind": "earn", "points": 11, "reason": "too many" }),
+        )
+        .await;
+    assert_error(s, &b, 422, "validation_failed");
+    assert_eq!(b["error"]["details"]["field"], "points");
+    let (s, b) = app
+        .post(
+            &format!("/v1/customers/{cid}/loyalty/ledger"),
+            &t.write,
+            json!({ "kind": "earn", "points": 10, "reason": "just enough" }),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    assert_eq!(b["balance"], MAX_BALANCE);
+    let (s, account) = app.get(&format!("/v1/customers/{cid}/loyalty"), &t.read).await;
+    assert_eq!(s, 200, "{account}");
+    assert_eq!(account["balance"], MAX_BALANCE);
+    // Lifetime earnings never go down, so they are capped rather than refused.
+    assert_eq!(account["lifetime_earned"], i64::MAX, "{account}");
+}
+
 both_backends!(
+    balance_ceiling,
     concurrent_redemptions,
     ledger_ops_in_caller_transaction,
     fifo_lots_and_expiry,

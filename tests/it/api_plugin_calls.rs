@@ -138,7 +138,7 @@ async fn score(app: &TestApp, t: &TestTenant, customer: &str, plugin: Option<&st
         Some(p) => format!("/v1/customers/{customer}/score?plugin={p}"),
         None => format!("/v1/customers/{customer}/score"),
     };
-    let (s, b) = app.post(&path, &t.read, json!({})).await;
+    let (s, b) = app.post(&path, &t.write, json!({})).await;
     (s.as_u16(), b)
 }
 
@@ -273,7 +273,7 @@ async fn hostile_plugins_are_contained(backend: Backend) {
     let looping = {
         let client = app.client.clone();
         let url = app.url(&format!("/v1/customers/{alice}/score?plugin=loop"));
-        let token = acme.read.clone();
+        let token = acme.write.clone();
         tokio::spawn(async move {
             let started = Instant::now();
             let body: Value = client

@@ -670,6 +670,37 @@ async fn first_party_tiered_points(backend: Backend) {
     assert_eq!(a["tier"]["name"], "Silver", "{a}");
 }
 
+/// The money overflow of issue 11: purchases of i64::MAX cents with reward
+/// plugins on answered 500 and then broke the customer's statistics. Above
+/// the ceiling is a 422; at the ceiling the interaction is stored whatever
+/// the plugins make of it (points past an entry's bound are refused, so the
+/// plugin's run fails, never the ingest), and everything stays readable.
+async fn amounts_at_the_ceiling_with_reward_plugins(backend: Backend) {
+    let Setup { app, acme, hooli, .. } = start(backend).await;
+    for t in [&acme, &hooli] {
+        let c = customer(&app, t, "whale").await;
+        let (s, b) = app
+            .post(
+                "/v1/interactions",
+                &t.write,
+                json!({ "customer_id": c, "kind": "purchase", "currency": "USD", "amount": "92233720368547758.07" }),
+            )
+            .await;
+        assert_error(s, &b, 422, "validation_failed");
+        for _ in 0..2 {
+            let body = purchase(&app, t, &c, "10000000000000.00", json!({})).await;
+            assert!(body["rewards"].is_array(), "{body}");
+        }
+        let (s, b) = app.get(&format!("/v1/customers/{c}"), &t.read).await;
+        assert_eq!(s, 200, "{b}");
+        assert_eq!(b["stats"]["total_spend"][0]["amount"], "20000000000000.00", "{b}");
+        let a = account(&app, t, &c).await;
+        assert!(a["balance"].as_i64().is_some_and(|b| b >= 0), "{a}");
+        let (s, b) = app.get(&format!("/v1/customers/{c}/loyalty/redeemable"), &t.read).await;
+        assert_eq!(s, 200, "{b}");
+    }
+}
+
 async fn admin_retries_a_plugin(backend: Backend) {
     let Setup {
         app, globex, initech, ..
@@ -764,6 +795,7 @@ async fn concurrent_ingests_add_up(backend: Backend) {
 }
 
 both_backends!(
+    amounts_at_the_ceiling_with_reward_plugins,
     concurrent_ingests_add_up,
     admin_retries_a_plugin,
     first_party_tiered_points,

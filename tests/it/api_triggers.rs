@@ -310,7 +310,81 @@ async fn trigger_api_validates_and_is_tenant_scoped(backend: Backend) {
     assert_eq!(s, 204);
 }
 
+/// Ids inside a trigger's conditions are resolved in the caller's tenant:
+/// another tenant's tier or reward is refused like one that does not exist
+/// (422 naming the field), the tenant's own is accepted.
+async fn trigger_references_resolve_in_the_callers_tenant(backend: Backend) {
+    let (app, acme, globex) = start(backend).await;
+    template(&app, &acme, "news", "Hello").await;
+    let tier = |t: &TestTenant| {
+        let (app, key) = (&app, t.admin.clone());
+        async move {
+            let (s, b) = app
+                .post("/v1/loyalty/tiers", &key, json!({ "name": "Gold", "rank": 1 }))
+                .await;
+            assert_eq!(s, 201, "{b}");
+            b["id"].as_str().unwrap().to_owned()
+        }
+    };
+    let reward = |t: &TestTenant| {
+        let (app, key) = (&app, t.admin.clone());
+        async move {
+            let (s, b) = app
+                .post("/v1/loyalty/rewards", &key, json!({ "name": "Mug", "cost_points": 10 }))
+                .await;
+            assert_eq!(s, 201, "{b}");
+            b["id"].as_str().unwrap().to_owned()
+        }
+    };
+    let (their_tier, their_reward) = (tier(&globex).await, reward(&globex).await);
+    let (our_tier, our_reward) = (tier(&acme).await, reward(&acme).await);
+    for (when, field) in [
+        (
+            json!({ "event": "tier_changed", "to_tier": their_tier }),
+            "when.to_tier",
+        ),
+        (
+            json!({ "event": "reward_redeemable", "reward_id": their_reward }),
+            "when.reward_id",
+        ),
+        (
+            json!({ "event": "tier_changed", "to_tier": "no-such-tier" }),
+            "when.to_tier",
+        ),
+    ] {
+        let (s, b) = app
+            .post(
+                "/v1/message-triggers",
+                &acme.admin,
+                json!({ "name": "x", "when": when, "channel": "email", "template": "news" }),
+            )
+            .await;
+        assert_error(s, &b, 422, "validation_failed");
+        assert_eq!(b["error"]["details"]["field"], field, "{b}");
+    }
+    let (s, list) = app.get("/v1/message-triggers", &acme.read).await;
+    assert_eq!(s, 200);
+    assert_eq!(list["items"].as_array().unwrap().len(), 0, "{list}");
+    trigger(
+        &app,
+        &acme,
+        "up",
+        json!({ "event": "tier_changed", "to_tier": our_tier }),
+        "news",
+    )
+    .await;
+    trigger(
+        &app,
+        &acme,
+        "mug",
+        json!({ "event": "reward_redeemable", "reward_id": our_reward }),
+        "news",
+    )
+    .await;
+}
+
 both_backends!(
+    trigger_references_resolve_in_the_callers_tenant,
     tier_upgrades_message_once,
     reward_becoming_affordable_messages_once,
     score_crossing_messages_on_the_crossing_only,

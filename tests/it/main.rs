@@ -10,6 +10,7 @@
 mod support;
 
 mod api_admin;
+mod api_contract;
 mod api_channels;
 mod api_customers;
 mod api_gdpr;

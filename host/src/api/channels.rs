@@ -24,7 +24,6 @@
 //! 404 as above; 502 when the connector itself failed (trap, timeout), so
 //! that the provider retries later.
 
-use axum::body::Bytes;
 use axum::extract::{OriginalUri, State};
 use axum::http::{HeaderMap, Method};
 use serde::{Deserialize, Serialize};
@@ -33,7 +32,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::error::ErrorBody;
-use super::extract::{Json, Path, Query};
+use super::extract::{Json, Path, Query, RawBody};
 use super::{ApiResult, AppState, Error};
 use crate::plugins::inbound::{InboundFailure, RawInbound, accepted};
 use crate::store::TenantId;
@@ -111,7 +110,7 @@ async fn inbound(
     method: Method,
     OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> ApiResult<Json<InboundResponse>> {
     let tenant = tenant_of(&s, &headers, &query).await?;
     let request = RawInbound {

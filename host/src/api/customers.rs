@@ -53,6 +53,7 @@ pub struct CustomerListItem {
 #[into_params(parameter_in = Query)]
 pub struct ListCustomersQuery {
     /// Page size, 1-500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,

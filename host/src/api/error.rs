@@ -20,6 +20,10 @@ pub enum Error {
     BadRequest { code: &'static str, message: String },
     #[error("missing or invalid API key")]
     Unauthorized,
+    /// The route exists but not with this method (the answer lists the
+    /// allowed ones in `Allow`).
+    #[error("this route does not accept that method")]
+    MethodNotAllowed,
     #[error("{0}")]
     Forbidden(String),
     /// A channel connector refused the sender's signature (inbound events).
@@ -94,6 +98,7 @@ impl Error {
             Error::Unauthorized | Error::SignatureRejected(_) => StatusCode::UNAUTHORIZED,
             Error::Forbidden(_) => StatusCode::FORBIDDEN,
             Error::NotFound(_) => StatusCode::NOT_FOUND,
+            Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Error::Conflict { .. } => StatusCode::CONFLICT,
             Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -113,6 +118,7 @@ impl Error {
             Error::SignatureRejected(_) => "signature_rejected",
             Error::Forbidden(_) => "forbidden",
             Error::NotFound(_) => "not_found",
+            Error::MethodNotAllowed => "method_not_allowed",
             Error::PayloadTooLarge { .. } => "payload_too_large",
             Error::UnsupportedMediaType => "unsupported_media_type",
             Error::Unprocessable { .. } => "validation_failed",

@@ -1,11 +1,20 @@
 //! Request extractors: the bearer-key [`Auth`] and wrappers around axum's
 //! `Json`, `Query` and `Path` whose rejections become [`Error`]s, so that bad
 //! input always gets the documented error shape instead of axum's plain text.
+//!
+//! They also hold the API's rules for text at the edge, once for every
+//! handler: a JSON body must be an object (serde would otherwise accept a
+//! struct in its sequence form, `["id", "name"]`), and no string anywhere in
+//! a body, query or path may contain NUL (PostgreSQL cannot store it in text,
+//! and both backends must answer alike): 422 `validation_failed` with
+//! `details.field` naming the field (`when.to_tier`, `items[2].sku`) or the
+//! parameter.
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRequest, FromRequestParts, RawPathParams, Request};
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
+use serde_json::Value;
 
 use super::AppState;
 use super::error::Error;
@@ -74,7 +83,8 @@ impl Auth {
 }
 
 /// `Json<T>` whose rejections are [`Error`]s: 400 bad syntax, 415 wrong
-/// content type, 413 over the body limit, 422 wrong shape.
+/// content type, 413 over the body limit, 422 wrong shape, a body that is
+/// not a JSON object, or a string holding NUL.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Json<T>(pub T);
 
@@ -86,10 +96,54 @@ where
     type Rejection = Error;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Error> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(value)) => Ok(Json(value)),
-            Err(rejection) => Err(json_rejection(rejection)),
+        // Through a `Value` first, so the shape and text rules are checked
+        // on the document as sent, before serde reads it into `T`.
+        let value = match axum::Json::<Value>::from_request(req, state).await {
+            Ok(axum::Json(value)) => value,
+            Err(rejection) => return Err(json_rejection(rejection)),
+        };
+        if !value.is_object() {
+            return Err(Error::invalid("body", "the body must be a JSON object"));
         }
+        if let Some(field) = nul_in_json(&value) {
+            return Err(nul_error(field));
+        }
+        serde_json::from_value(value)
+            .map(Json)
+            .map_err(|e| Error::invalid("body", e.to_string()))
+    }
+}
+
+/// The error for text holding NUL, naming where it was found.
+fn nul_error(field: String) -> Error {
+    Error::invalid(field, "must not contain the NUL character (U+0000)")
+}
+
+/// The path (`a.b[2].c`) of the first string or object key holding NUL.
+/// Paths are only built on the way back up, so a clean body costs one walk.
+fn nul_in_json(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) if s.contains('\0') => Some(String::new()),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, item)| nul_in_json(item).map(|tail| format!("[{i}]{}", dotted(&tail)))),
+        Value::Object(map) => map.iter().find_map(|(key, item)| {
+            if key.contains('\0') {
+                return Some(key.replace('\0', "\\0"));
+            }
+            nul_in_json(item).map(|tail| format!("{key}{}", dotted(&tail)))
+        }),
+        _ => None,
+    }
+}
+
+/// `tail` as the rest of a field path: `.name`, `[2]...`, or nothing.
+fn dotted(tail: &str) -> String {
+    if tail.is_empty() || tail.starts_with('[') {
+        tail.to_string()
+    } else {
+        format!(".{tail}")
     }
 }
 
@@ -116,7 +170,8 @@ where
     }
 }
 
-/// `Query<T>` with a 400 `invalid_query` rejection.
+/// `Query<T>` with a 400 `invalid_query` rejection, and 422 for a
+/// parameter holding NUL.
 #[derive(Debug, Clone, Default)]
 pub struct Query<T>(pub T);
 
@@ -128,6 +183,7 @@ where
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Error> {
+        check_query(&parts.uri)?;
         axum::extract::Query::<T>::from_request_parts(parts, state)
             .await
             .map(|axum::extract::Query(v)| Query(v))
@@ -135,7 +191,19 @@ where
     }
 }
 
-/// `Path<T>` with a 400 `invalid_path` rejection.
+/// 422 when a query parameter's name or value holds NUL (checked before
+/// the typed parse, whose own errors are 400).
+fn check_query(uri: &axum::http::Uri) -> Result<(), Error> {
+    if let Ok(axum::extract::Query(pairs)) = axum::extract::Query::<Vec<(String, String)>>::try_from_uri(uri)
+        && let Some((name, _)) = pairs.iter().find(|(k, v)| k.contains('\0') || v.contains('\0'))
+    {
+        return Err(nul_error(name.replace('\0', "\\0")));
+    }
+    Ok(())
+}
+
+/// `Path<T>` with a 400 `invalid_path` rejection, and 422 for a parameter
+/// holding NUL.
 #[derive(Debug, Clone)]
 pub struct Path<T>(pub T);
 
@@ -147,9 +215,41 @@ where
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Error> {
+        if let Ok(params) = RawPathParams::from_request_parts(parts, state).await
+            && let Some((name, _)) = params.iter().find(|(_, value)| value.contains('\0'))
+        {
+            return Err(nul_error(name.to_string()));
+        }
         axum::extract::Path::<T>::from_request_parts(parts, state)
             .await
             .map(|axum::extract::Path(v)| Path(v))
             .map_err(|e: PathRejection| Error::bad_request("invalid_path", e.body_text()))
+    }
+}
+
+/// The raw request body (for providers' own formats), with the body-limit
+/// rejection as a 413 [`Error`] instead of axum's plain text.
+#[derive(Debug, Clone)]
+pub struct RawBody(pub axum::body::Bytes);
+
+impl<S> FromRequest<S> for RawBody
+where
+    S: Send + Sync,
+{
+    type Rejection = Error;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Error> {
+        axum::body::Bytes::from_request(req, state)
+            .await
+            .map(RawBody)
+            .map_err(|e| {
+                if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                    Error::PayloadTooLarge {
+                        limit: super::MAX_BODY_BYTES,
+                    }
+                } else {
+                    Error::bad_request("invalid_body", e.body_text())
+                }
+            })
     }
 }

@@ -120,6 +120,7 @@ pub struct TimelineQuery {
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub before: Option<OffsetDateTime>,
     /// Page size, 1-500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u32>,
     pub cursor: Option<String>,
 }

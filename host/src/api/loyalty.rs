@@ -95,6 +95,7 @@ pub struct SetTierResult {
 #[serde(deny_unknown_fields)]
 pub struct LedgerQuery {
     /// Page size, 1-500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,

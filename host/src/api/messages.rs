@@ -52,6 +52,7 @@ pub struct ListMessagesQuery {
     pub customer_id: Option<String>,
     pub channel: Option<String>,
     /// Page size, 1-500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u32>,
     pub cursor: Option<String>,
 }
@@ -203,7 +204,8 @@ async fn get_template(
 
 /// Delete a template (admin). Messages rendered from it keep their text.
 #[utoipa::path(delete, path = "/v1/message-templates/{name}", tag = "messages", params(("name" = String, Path)),
-    responses((status = 204), (status = 404, body = ErrorBody)))]
+    responses((status = 204), (status = 404, body = ErrorBody),
+        (status = 409, description = "template_in_use: a message trigger uses it", body = ErrorBody)))]
 async fn delete_template(State(s): State<AppState>, auth: Auth, Path(name): Path<String>) -> ApiResult<StatusCode> {
     let tenant = auth.admin()?;
     s.store.delete_template(&tenant, &name).await?;

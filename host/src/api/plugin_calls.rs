@@ -120,7 +120,9 @@ fn score_out(s: &crate::runtime::contract::scoring::CustomerScore) -> Score {
 }
 
 /// Score a customer now with the tenant's active scoring plugins, as of now
-/// or as of `as_of`. Nothing is stored.
+/// or as of `as_of`. Nothing is stored. A write key: it runs the plugins,
+/// and their failures count towards their suspension for the tenant, so a
+/// read-only key must not trigger it.
 #[utoipa::path(post, path = "/v1/customers/{id}/score", tag = "plugins",
     params(("id" = String, Path), ScoreQuery),
     responses((status = 200, body = ScoreResponse), (status = 404, body = super::error::ErrorBody),
@@ -131,7 +133,7 @@ async fn score_customer(
     Path(id): Path<String>,
     Query(q): Query<ScoreQuery>,
 ) -> ApiResult<Json<ScoreResponse>> {
-    let tenant = auth.read()?;
+    let tenant = auth.write()?;
     let runs = s
         .plugins
         .score_customer(&tenant, &id, q.plugin.as_deref(), q.as_of.map(crate::store::millis))
@@ -158,6 +160,7 @@ pub struct RecommendQuery {
     /// Comma-separated SKUs of a basket to recommend against.
     pub basket: Option<String>,
     /// How many recommendations (1-100, default 10).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
 }
 
@@ -260,8 +263,9 @@ async fn recommendations(
 pub struct FitResult {
     #[serde(flatten)]
     pub run: RunReport,
-    /// The plugin's summary of what it learnt.
-    #[schema(value_type = Object)]
+    /// The plugin's summary of what it learnt: the JSON it returned, or
+    /// `null` when the fit failed or its answer was not JSON.
+    #[schema(value_type = Option<serde_json::Value>)]
     pub summary: Option<serde_json::Value>,
 }
 

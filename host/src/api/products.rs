@@ -29,6 +29,7 @@ pub struct ListProductsQuery {
     /// Exact category.
     pub category: Option<String>,
     /// Page size, 1-500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u32>,
     pub cursor: Option<String>,
 }

@@ -54,6 +54,7 @@ pub struct ScoresQuery {
     #[serde(default)]
     pub history: bool,
     /// History entries, 1-500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u32>,
 }
 

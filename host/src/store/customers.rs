@@ -693,11 +693,12 @@ impl Store {
         // `kind || ''` keeps SQLite (which has no statistics) on the
         // per-customer timeline index instead of scanning every purchase of
         // the tenant through the kind index: 0.2 s -> 0.1 ms on CDNOW.
-        let spend_rows = sqlx::query(
-            "SELECT currency, CAST(SUM(amount_minor) AS BIGINT) AS total FROM interactions \
+        let spend_rows = sqlx::query(&format!(
+            "SELECT currency, {} FROM interactions \
              WHERE tenant_id = $1 AND customer_id = $2 AND kind || '' = 'purchase' AND amount_minor IS NOT NULL \
              GROUP BY currency ORDER BY currency",
-        )
+            super::interactions::exact_sum_sql("amount_minor", "total")
+        ))
         .bind(t.as_str())
         .bind(id)
         .fetch_all(&mut *conn)
@@ -705,7 +706,8 @@ impl Store {
         let mut total_spend = Vec::with_capacity(spend_rows.len());
         for r in &spend_rows {
             let currency: String = r.try_get("currency")?;
-            total_spend.push(Money::stored(&currency, r.try_get("total")?)?);
+            let total = super::interactions::exact_sum(r, "total")?;
+            total_spend.push(Money::stored(&currency, super::interactions::saturate(total))?);
         }
         let opt_time = |name: &str| -> StoreResult<Option<OffsetDateTime>> {
             Ok(row.try_get::<Option<i64>, _>(name)?.map(from_millis))

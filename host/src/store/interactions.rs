@@ -5,6 +5,9 @@
 //! Money never touches floating point: amounts arrive as decimal strings (or
 //! JSON numbers, taken by their shortest textual form) and are converted
 //! exactly to integer minor units using the currency's ISO 4217 exponent.
+//! Every amount (an interaction's, a line's total, a unit or catalogue
+//! price) is at most [`MAX_AMOUNT_MINOR`] minor units in absolute value, and
+//! sums are taken exactly ([`exact_sum_sql`]): no input can overflow them.
 //!
 //! Idempotency: a request with an `idempotency_key` stores a sha256 of its
 //! canonical form (`request_hash`). A repeat with the same hash replays the
@@ -35,6 +38,13 @@ use super::loyalty::{
     LEDGER_COLUMNS, LedgerEntry, LedgerOp, Tier, apply_ledger_ops_tx, entry_from_row, expire_account_tx,
 };
 use super::{Page, Store, StoreError, StoreResult, TenantId, cursor, from_millis, json_column, millis, new_id, now_ms};
+
+/// The ceiling on any amount, in minor units (10^15: USD 10 trillion).
+/// Far above any real purchase, and far enough below `i64::MAX` that a
+/// customer's total stays exact for over nine thousand purchases at the
+/// ceiling (totals beyond `i64::MAX` minor units are capped, see
+/// [`saturate`]).
+pub const MAX_AMOUNT_MINOR: i64 = 1_000_000_000_000_000;
 
 /// Largest batch accepted by [`Store::ingest_batch`] and `POST /v1/interactions/batch`.
 pub const MAX_BATCH: usize = 1000;
@@ -75,9 +85,27 @@ pub fn is_built_in_kind(name: &str) -> bool {
 /// An amount as given by a client: a decimal string (`"29.33"`) or a JSON
 /// number (`29.33`). Kept as text until its currency is known, because only
 /// the currency says how many decimals are allowed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(transparent)]
 pub struct Amount(String);
+
+/// Documented as what it accepts: a string or a number.
+impl utoipa::PartialSchema for Amount {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
+        OneOfBuilder::new()
+            .description(Some(
+                "An amount: a decimal string (`\"29.33\"`) or a JSON number (`29.33`, at most 15 significant \
+                 digits), with at most as many decimals as its currency has, and at most 10^15 minor units in \
+                 absolute value.",
+            ))
+            .item(ObjectBuilder::new().schema_type(Type::String))
+            .item(ObjectBuilder::new().schema_type(Type::Number))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Amount {}
 
 impl Amount {
     pub fn new(text: impl Into<String>) -> Amount {
@@ -99,11 +127,48 @@ impl Amount {
                             currency.code, currency.exponent
                         )
                     }
-                    DecimalProblem::TooLarge => "is too large".to_string(),
+                    DecimalProblem::TooLarge => too_large(currency),
                 },
             )
         })
     }
+}
+
+/// The message for an amount above [`MAX_AMOUNT_MINOR`].
+fn too_large(currency: &Currency) -> String {
+    format!(
+        "exceeds the ceiling of {} {} ({MAX_AMOUNT_MINOR} minor units)",
+        format_minor(MAX_AMOUNT_MINOR, currency.exponent),
+        currency.code
+    )
+}
+
+/// SQL selecting the exact sum of the BIGINT expression `column` as two
+/// BIGINT columns, `{alias}_hi` (sum of the high parts, `column / 2^32`) and
+/// `{alias}_lo` (sum of the low parts). Neither part's sum can overflow for
+/// fewer than 2^31 rows, on either backend (SQLite's `SUM` raises "integer
+/// overflow", PostgreSQL's `SUM(bigint)` is a numeric that a cast to BIGINT
+/// would refuse); [`exact_sum`] puts them back together.
+pub(crate) fn exact_sum_sql(column: &str, alias: &str) -> String {
+    format!(
+        "CAST(COALESCE(SUM(({column}) / 4294967296), 0) AS BIGINT) AS {alias}_hi, \
+         CAST(COALESCE(SUM(({column}) % 4294967296), 0) AS BIGINT) AS {alias}_lo"
+    )
+}
+
+/// The sum selected by [`exact_sum_sql`] (both backends truncate integer
+/// division towards zero, so `hi * 2^32 + lo` is each value again).
+pub(crate) fn exact_sum(row: &AnyRow, alias: &str) -> StoreResult<i128> {
+    let hi: i64 = row.try_get(format!("{alias}_hi").as_str())?;
+    let lo: i64 = row.try_get(format!("{alias}_lo").as_str())?;
+    Ok(i128::from(hi) * (1i128 << 32) + i128::from(lo))
+}
+
+/// A total in `i64`, capped at `i64::MAX` (or `-i64::MAX`): reachable only
+/// by millions of amounts at the ceiling, and better a capped figure than a
+/// customer whose statistics cannot be read.
+pub fn saturate(total: i128) -> i64 {
+    i64::try_from(total).unwrap_or(if total < 0 { -i64::MAX } else { i64::MAX })
 }
 
 /// JSON numbers with more significant digits than an f64 keeps exactly
@@ -304,9 +369,12 @@ fn decimal_to_minor(text: &str, exponent: u32) -> Result<i64, DecimalProblem> {
         let factor = 10u128.checked_pow(shift as u32).ok_or(DecimalProblem::TooLarge)?;
         value = value.checked_mul(factor).ok_or(DecimalProblem::TooLarge)?;
     }
-    let value = i128::try_from(value).map_err(|_| DecimalProblem::TooLarge)?;
-    let signed = if negative { -value } else { value };
-    i64::try_from(signed).map_err(|_| DecimalProblem::TooLarge)
+    if value > MAX_AMOUNT_MINOR as u128 {
+        return Err(DecimalProblem::TooLarge);
+    }
+    // In range: at most 10^15 in absolute value.
+    let value = value as i64;
+    Ok(if negative { -value } else { value })
 }
 
 // ---------------------------------------------------------------------------
@@ -417,12 +485,14 @@ pub struct TimelineFilter {
 // ---------------------------------------------------------------------------
 // Validation
 
+#[derive(Clone)]
 enum CustomerRef {
     Id(String),
     ExternalId(String),
 }
 
 /// A request that passed every check that needs no database.
+#[derive(Clone)]
 struct Prepared {
     customer: CustomerRef,
     kind: String,
@@ -544,9 +614,11 @@ fn prepare(new: NewInteraction) -> StoreResult<Prepared> {
     }
     let amount_minor = match (&new.amount, &currency) {
         (Some(amount), Some(cur)) => Some(amount.to_minor("amount", cur)?),
-        (None, Some(_)) if !items.is_empty() => {
-            Some(items_total.ok_or_else(|| StoreError::invalid("items", "the items' total is too large"))?)
-        }
+        (None, Some(cur)) if !items.is_empty() => Some(
+            items_total
+                .filter(|total| *total <= MAX_AMOUNT_MINOR)
+                .ok_or_else(|| StoreError::invalid("items", format!("the items' total {}", too_large(cur))))?,
+        ),
         (None, Some(_)) => {
             return Err(StoreError::invalid("currency", "given without amount or items"));
         }
@@ -730,11 +802,21 @@ async fn replay(
     Ok(Some((get_interaction_tx(conn, t, &id).await?, IngestOutcome::Replayed)))
 }
 
+/// Whether [`ingest_prepared`] queues the customer for rescoring itself
+/// (`Now`) or leaves it to the caller (`Deferred`: a batch queues all its
+/// customers in one sorted statement at the end).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Rescore {
+    Now,
+    Deferred,
+}
+
 async fn ingest_prepared(
     conn: &mut AnyConnection,
     t: &TenantId,
     p: Prepared,
     kinds: &mut KindCache,
+    rescore: Rescore,
 ) -> StoreResult<(Interaction, IngestOutcome)> {
     if let Some(key) = &p.idempotency_key
         && let Some(done) = replay(conn, t, key, &p.request_hash).await?
@@ -810,7 +892,9 @@ async fn ingest_prepared(
     // The customer's stored scores are now stale; queue them for the
     // rescoring job in the same transaction, so a rolled-back interaction
     // leaves no queue entry and a committed one never misses its rescore.
-    super::scores::enqueue_rescore_tx(conn, t, &customer.id).await?;
+    if rescore == Rescore::Now {
+        super::scores::enqueue_rescore_tx(conn, t, &customer.id).await?;
+    }
     let items = match &p.money {
         Some((currency, _)) => p
             .items
@@ -847,7 +931,49 @@ pub async fn ingest_interaction_tx(
     new: NewInteraction,
 ) -> StoreResult<(Interaction, IngestOutcome)> {
     let prepared = prepare(new)?;
-    ingest_prepared(conn, t, prepared, &mut KindCache::new()).await
+    ingest_prepared(conn, t, prepared, &mut KindCache::new(), Rescore::Now).await
+}
+
+/// How often a transaction that hit a deadlock, a serialization failure
+/// or a busy SQLite is run again before the error is reported.
+const TRANSIENT_ATTEMPTS: u32 = 8;
+
+/// Runs `attempt` until it succeeds or fails with anything but a transient
+/// conflict, at most [`TRANSIENT_ATTEMPTS`] times, with a short jittered
+/// backoff: a client never sees a deadlock the database resolved by
+/// aborting its transaction.
+async fn retry_transient<T, F, Fut>(what: &str, mut attempt: F) -> StoreResult<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = StoreResult<T>>,
+{
+    let mut n = 1u32;
+    loop {
+        match attempt().await {
+            Err(StoreError::Database(e)) if super::is_transient(&e) && n < TRANSIENT_ATTEMPTS => {
+                tracing::debug!(attempt = n, error = %e, "{what} hit a transient conflict; retrying");
+                let jitter = rand::random::<u64>() % 20;
+                let backoff = 5u64 << n.min(6);
+                tokio::time::sleep(std::time::Duration::from_millis(backoff + jitter)).await;
+                n += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// The order a batch's items are stored in: by customer, then idempotency
+/// key (items without a customer reference sort first). Two batches over
+/// the same customers and keys then take their row locks (new customers'
+/// external ids, idempotency keys, loyalty accounts) in the same order,
+/// whatever order their requests listed the items in, so they queue
+/// behind each other instead of deadlocking.
+fn batch_order(p: &Prepared) -> (u8, &str, Option<&str>) {
+    let (rank, customer) = match &p.customer {
+        CustomerRef::Id(id) => (0, id.as_str()),
+        CustomerRef::ExternalId(external) => (1, external.as_str()),
+    };
+    (rank, customer, p.idempotency_key.as_deref())
 }
 
 /// Errors that mean the database, not the item, is at fault: they abort a batch.
@@ -911,11 +1037,15 @@ impl Store {
         hook: &H,
     ) -> StoreResult<HookedIngest<H::Output>> {
         let prepared = prepare(new)?;
-        let mut tx = self.db().begin_write().await?;
-        let (interaction, outcome) = ingest_prepared(&mut tx, t, prepared, &mut KindCache::new()).await?;
-        let output = hook.after_ingest(&mut tx, t, &interaction, outcome).await?;
-        tx.commit().await?;
-        Ok((interaction, outcome, output))
+        retry_transient("ingest", || async {
+            let mut tx = self.db().begin_write().await?;
+            let (interaction, outcome) =
+                ingest_prepared(&mut tx, t, prepared.clone(), &mut KindCache::new(), Rescore::Now).await?;
+            let output = hook.after_ingest(&mut tx, t, &interaction, outcome).await?;
+            tx.commit().await?;
+            Ok((interaction, outcome, output))
+        })
+        .await
     }
 
     /// Ingests many interactions in one transaction, one savepoint per item:
@@ -948,42 +1078,43 @@ impl Store {
                 format!("at most {MAX_BATCH} items per batch"),
             ));
         }
-        // Two batches creating the same new customers in different orders
-        // can deadlock on PostgreSQL; the database aborts one of them, and
-        // since a batch is one transaction, running it again is safe.
-        let mut attempt = 0u32;
-        loop {
-            match self.ingest_batch_once(t, items.clone(), hook).await {
-                Err(StoreError::Database(e)) if super::is_transient(&e) && attempt < 5 => {
-                    attempt += 1;
-                    tracing::debug!(attempt, error = %e, "batch ingest hit a transient conflict; retrying");
-                    let jitter = rand::random::<u64>() % 20;
-                    tokio::time::sleep(std::time::Duration::from_millis(10 * u64::from(attempt) + jitter)).await;
+        // Checks that need no database, once; then the items in lock order
+        // (see `batch_order`), each result going back to its request slot.
+        let mut results: Vec<Option<Result<HookedIngest<H::Output>, StoreError>>> = Vec::with_capacity(items.len());
+        let mut ordered: Vec<(usize, Prepared)> = Vec::with_capacity(items.len());
+        for (index, new) in items.into_iter().enumerate() {
+            match prepare(new) {
+                Ok(p) => {
+                    ordered.push((index, p));
+                    results.push(None);
                 }
-                other => return other,
+                Err(e) => results.push(Some(Err(e))),
             }
         }
+        ordered.sort_by(|(_, a), (_, b)| batch_order(a).cmp(&batch_order(b)));
+        // Ordered locks make deadlocks between batches rare, not impossible
+        // (the rescore worker, single ingests); a batch is one transaction,
+        // so running it again is safe and invisible to the client.
+        let stored = retry_transient("batch ingest", || self.ingest_batch_once(t, &ordered, hook)).await?;
+        for ((index, _), result) in ordered.iter().zip(stored) {
+            results[*index] = Some(result);
+        }
+        Ok(results.into_iter().flatten().collect())
     }
 
     async fn ingest_batch_once<H: IngestHook>(
         &self,
         t: &TenantId,
-        items: Vec<NewInteraction>,
+        items: &[(usize, Prepared)],
         hook: &H,
     ) -> StoreResult<Vec<Result<HookedIngest<H::Output>, StoreError>>> {
         let mut results = Vec::with_capacity(items.len());
         let mut kinds = KindCache::new();
+        let mut rescore = Vec::new();
         let mut tx = self.db().begin_write().await?;
-        for new in items {
-            let prepared = match prepare(new) {
-                Ok(p) => p,
-                Err(e) => {
-                    results.push(Err(e));
-                    continue;
-                }
-            };
+        for (_, prepared) in items {
             tx.execute("SAVEPOINT ingest_item").await?;
-            let done = match ingest_prepared(&mut tx, t, prepared, &mut kinds).await {
+            let done = match ingest_prepared(&mut tx, t, prepared.clone(), &mut kinds, Rescore::Deferred).await {
                 Ok((interaction, outcome)) => hook
                     .after_ingest(&mut tx, t, &interaction, outcome)
                     .await
@@ -993,6 +1124,9 @@ impl Store {
             match done {
                 Ok(done) => {
                     tx.execute("RELEASE SAVEPOINT ingest_item").await?;
+                    if done.1 == IngestOutcome::Created {
+                        rescore.push(done.0.customer_id.clone());
+                    }
                     results.push(Ok(done));
                 }
                 Err(e) if is_fatal(&e) => return Err(e),
@@ -1003,6 +1137,7 @@ impl Store {
                 }
             }
         }
+        super::scores::enqueue_rescore_many_tx(&mut tx, t, &rescore).await?;
         tx.commit().await?;
         Ok(results)
     }
@@ -1310,11 +1445,12 @@ pub async fn rolling_spend_tx(conn: &mut AnyConnection, t: &TenantId, interactio
         }
     };
     let end = millis(interaction.occurred_at);
-    let row = sqlx::query(
-        "SELECT CAST(COALESCE(SUM(amount_minor), 0) AS BIGINT) AS spend FROM interactions \
+    let row = sqlx::query(&format!(
+        "SELECT {} FROM interactions \
          WHERE tenant_id = $1 AND customer_id = $2 AND kind = 'purchase' AND currency = $3 \
          AND occurred_at > $4 AND occurred_at <= $5",
-    )
+        exact_sum_sql("amount_minor", "spend")
+    ))
     .bind(t.as_str())
     .bind(&interaction.customer_id)
     .bind(&currency)
@@ -1322,7 +1458,7 @@ pub async fn rolling_spend_tx(conn: &mut AnyConnection, t: &TenantId, interactio
     .bind(end)
     .fetch_one(&mut *conn)
     .await?;
-    Ok(row.try_get("spend")?)
+    Ok(saturate(exact_sum(&row, "spend")?))
 }
 
 /// Applies one plugin's operations for `interaction` all or nothing, inside
@@ -1463,14 +1599,30 @@ mod tests {
         assert_eq!(decimal_to_minor("1e-2", 2), Ok(1));
         assert_eq!(decimal_to_minor("0.000", 2), Ok(0));
         assert_eq!(decimal_to_minor("1.234", 3), Ok(1234));
-        assert_eq!(decimal_to_minor("92233720368547758.07", 2), Ok(i64::MAX));
-        assert_eq!(
-            decimal_to_minor("92233720368547758.08", 2),
-            Err(DecimalProblem::TooLarge)
-        );
+        assert_eq!(decimal_to_minor("10000000000000", 2), Ok(MAX_AMOUNT_MINOR));
+        assert_eq!(decimal_to_minor("-10000000000000.00", 2), Ok(-MAX_AMOUNT_MINOR));
+        for too_large in [
+            "10000000000000.01",
+            "92233720368547758.07",
+            "92233720368547758.08",
+            "1e40",
+        ] {
+            assert_eq!(
+                decimal_to_minor(too_large, 2),
+                Err(DecimalProblem::TooLarge),
+                "{too_large}"
+            );
+        }
         for bad in ["", "-", "1.", ".5", "1,5", "abc", "1e", "0x10", " 1"] {
             assert_eq!(decimal_to_minor(bad, 2), Err(DecimalProblem::Syntax), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn totals_saturate_instead_of_wrapping() {
+        assert_eq!(saturate(42), 42);
+        assert_eq!(saturate(i128::from(i64::MAX) * 3), i64::MAX);
+        assert_eq!(saturate(i128::from(i64::MIN) * 3), -i64::MAX);
     }
 
     #[test]

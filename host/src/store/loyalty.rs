@@ -42,8 +42,12 @@ use crate::db::Backend;
 
 /// The window reported as "expiring soon" on an account.
 pub const EXPIRING_WINDOW_MS: i64 = 30 * 24 * 60 * 60 * 1000;
-/// Bound on a single entry's points, far below `i64::MAX` so sums cannot overflow.
+/// Bound on a single entry's points.
 pub const MAX_POINTS: i64 = 1_000_000_000_000;
+/// Bound on an account's balance: a credit that would take it higher is
+/// refused (422), so no sum of entries can overflow. `lifetime_earned`,
+/// which debits never lower, is capped at `i64::MAX` instead.
+pub const MAX_BALANCE: i64 = 1_000_000_000_000_000;
 pub const MAX_REASON_CHARS: usize = 500;
 pub const MAX_IDEMPOTENCY_KEY_CHARS: usize = 200;
 pub const MAX_NAME_CHARS: usize = 200;
@@ -535,7 +539,9 @@ struct NewEntry<'a> {
 }
 
 /// Moves the balance and hands out the next `seq` in one statement. A debit
-/// is conditional on the balance covering it; `None` means it did not.
+/// is conditional on the balance covering it, a credit on the balance
+/// staying within [`MAX_BALANCE`]; `None` means it did not. Written so that
+/// no intermediate value can overflow on either backend.
 async fn bump_account(
     conn: &mut AnyConnection,
     t: &TenantId,
@@ -545,15 +551,19 @@ async fn bump_account(
     now: i64,
 ) -> StoreResult<Option<(i64, i64)>> {
     let row = sqlx::query(
-        "UPDATE loyalty_accounts SET balance = balance + $3, lifetime_earned = lifetime_earned + $4, \
+        "UPDATE loyalty_accounts SET balance = balance + $3, \
+             lifetime_earned = CASE WHEN lifetime_earned > $7 - $4 THEN $7 ELSE lifetime_earned + $4 END, \
              last_seq = last_seq + 1, updated_at = $5 \
-         WHERE tenant_id = $1 AND customer_id = $2 AND balance + $3 >= 0 RETURNING last_seq, balance",
+         WHERE tenant_id = $1 AND customer_id = $2 AND balance + $3 >= 0 AND balance <= $6 - $3 \
+         RETURNING last_seq, balance",
     )
     .bind(t.as_str())
     .bind(customer_id)
     .bind(points)
     .bind(earned)
     .bind(now)
+    .bind(MAX_BALANCE)
+    .bind(i64::MAX)
     .fetch_optional(&mut *conn)
     .await?;
     match row {
@@ -781,6 +791,12 @@ async fn points_tx(
     let earned = if kind == LedgerKind::Earn { points } else { 0 };
     let Some((seq, balance)) = bump_account(conn, t, customer_id, points, earned, now).await? else {
         let balance = current_balance(conn, t, customer_id).await?;
+        if points > 0 {
+            return Err(StoreError::invalid(
+                "points",
+                format!("would take the balance ({balance}) above the ceiling of {MAX_BALANCE} points"),
+            ));
+        }
         return Err(insufficient(balance, -points));
     };
     let new = NewEntry {

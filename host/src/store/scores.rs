@@ -412,6 +412,35 @@ pub async fn enqueue_rescore_tx(conn: &mut AnyConnection, t: &TenantId, customer
     Ok(())
 }
 
+/// [`enqueue_rescore_tx`] for many customers at once (a batch ingest): one
+/// statement per 500 customers, in customer id order, so that concurrent
+/// batches over the same customers take the queue's row locks in one order
+/// (and cannot deadlock on them), late in their transaction, and hold them
+/// briefly.
+pub async fn enqueue_rescore_many_tx(
+    conn: &mut AnyConnection,
+    t: &TenantId,
+    customer_ids: &[String],
+) -> StoreResult<()> {
+    let mut ids: Vec<&str> = customer_ids.iter().map(String::as_str).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    for chunk in ids.chunks(500) {
+        let rows: Vec<String> = (0..chunk.len()).map(|i| format!("($1, ${}, $2, 1)", i + 3)).collect();
+        let sql = format!(
+            "INSERT INTO rescore_queue (tenant_id, customer_id, enqueued_at, generation) VALUES {} \
+             ON CONFLICT (tenant_id, customer_id) DO UPDATE SET generation = rescore_queue.generation + 1",
+            rows.join(", ")
+        );
+        let mut query = sqlx::query(&sql).bind(t.as_str()).bind(now_ms());
+        for id in chunk {
+            query = query.bind(*id);
+        }
+        query.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
 /// Removes everything scoring keeps about a customer (current scores,
 /// history, queue entry), for deleting the customer in the same transaction.
 pub async fn delete_customer_scores_tx(conn: &mut AnyConnection, t: &TenantId, customer_id: &str) -> StoreResult<()> {

@@ -196,6 +196,32 @@ impl Store {
         if !template_exists {
             return Err(StoreError::invalid("template", "no message template of that name"));
         }
+        // Ids in the conditions are resolved in this tenant: another
+        // tenant's tier or reward reads as one that does not exist.
+        let reference = match &new.when {
+            TriggerCondition::TierChanged { to_tier: Some(id), .. } => Some((
+                "when.to_tier",
+                "SELECT id FROM loyalty_tiers WHERE tenant_id = $1 AND id = $2",
+                id,
+            )),
+            TriggerCondition::RewardRedeemable { reward_id: Some(id) } => Some((
+                "when.reward_id",
+                "SELECT id FROM loyalty_rewards WHERE tenant_id = $1 AND id = $2",
+                id,
+            )),
+            _ => None,
+        };
+        if let Some((field, query, id)) = reference {
+            let found = sqlx::query(query)
+                .bind(t.as_str())
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .is_some();
+            if !found {
+                return Err(StoreError::invalid(field, format!("no such id in this tenant: {id:?}")));
+            }
+        }
         let now = now_ms();
         let id = new_id();
         let conditions = serde_json::to_string(&new.when)
