@@ -844,6 +844,9 @@ async fn concurrent_batches_creating_the_same_customers(backend: Backend) {
 /// currency), and a customer's statistics are summed without overflow even
 /// over amounts no request can send any more (stored before the ceiling
 /// existed): the total is capped, the customer stays readable.
+// Writes rows past the API's ceilings straight into the database, which no
+// request can: the sums must still not overflow.
+#[allow(clippy::disallowed_methods)]
 async fn money_ceiling_and_overflow_safe_sums(backend: Backend) {
     use rapport::store::interactions::MAX_AMOUNT_MINOR;
     let app = TestApp::start(backend).await;
