@@ -137,6 +137,9 @@ impl VictimRun {
     }
 }
 
+/// Distinct idempotency keys for the victim's writes.
+static WRITES: AtomicU64 = AtomicU64::new(0);
+
 async fn victim_loop(
     client: reqwest::Client,
     base: String,
@@ -146,9 +149,7 @@ async fn victim_loop(
     until: Instant,
 ) -> VictimRun {
     let mut run = VictimRun::default();
-    let mut n = 0u64;
     while Instant::now() < until {
-        n += 1;
         let t = Instant::now();
         match client
             .get(format!("{base}/v1/customers/{customer}"))
@@ -184,7 +185,7 @@ async fn victim_loop(
         match client
             .post(format!("{base}/v1/interactions"))
             .bearer_auth(&write)
-            .json(&json!({ "customer_id": customer, "kind": "visit", "idempotency_key": format!("v-{}-{n}", until.elapsed().as_nanos()) }))
+            .json(&json!({ "customer_id": customer, "kind": "visit", "idempotency_key": format!("visit-{}", WRITES.fetch_add(1, Ordering::Relaxed)) }))
             .send()
             .await
         {
@@ -326,9 +327,12 @@ async fn main() {
         Arc::new(AtomicU64::new(0)),
     );
     let mut flood = Vec::new();
+    // mallory's own connections, closed when the flood ends (as an
+    // attacker's are, sooner or later).
+    let flood_client = reqwest::Client::builder().pool_max_idle_per_host(1024).build().unwrap();
     for plugin in ["slow1", "slow2", "slow3"] {
         for _ in 0..concurrency {
-            let (client, stop) = (client.clone(), stop.clone());
+            let (client, stop) = (flood_client.clone(), stop.clone());
             let (ok, busy, other) = (ok.clone(), busy.clone(), other.clone());
             let url = format!("{}/v1/customers/{m_customer}/score?plugin={plugin}", server.base);
             let token = m_write.clone();
@@ -377,6 +381,7 @@ async fn main() {
     for f in flood {
         let _ = f.await;
     }
+    drop(flood_client);
     let _ = sampler.await;
     let rss_end = rss_mib(pid);
     tokio::time::sleep(Duration::from_secs(settle)).await;

@@ -9,6 +9,7 @@ pub mod db;
 pub mod delivery;
 pub mod import;
 pub mod manifest;
+pub mod memory;
 pub mod plugins;
 pub mod runtime;
 pub mod server;

@@ -125,6 +125,8 @@ pub async fn start_with_state(config: &Config, state: AppState) -> anyhow::Resul
             .clone()
             .spawn_rescore_worker(delivery.node().to_string(), interval, rx.clone());
     }
+    // Returns what bursts freed to the OS (see memory.rs).
+    crate::memory::spawn_trimmer(rx.clone());
     let task = tokio::spawn(async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(async move {
