@@ -226,11 +226,22 @@ async fn main() {
         .unwrap()
         .port();
     let config = dir.path().join("rapport.toml");
+    // FLOOD_TENANT_SHARE / FLOOD_PLUGIN_SHARE: try other shares than the
+    // defaults.
+    let mut shares = String::new();
+    for (var, key) in [
+        ("FLOOD_TENANT_SHARE", "max_concurrent_calls_per_tenant"),
+        ("FLOOD_PLUGIN_SHARE", "max_concurrent_calls_per_plugin"),
+    ] {
+        if let Ok(v) = std::env::var(var) {
+            shares += &format!("{key} = {v}\n");
+        }
+    }
     std::fs::write(
         &config,
         format!(
             "[server]\nlisten = \"127.0.0.1:{port}\"\n[database]\nurl = \"sqlite://{}\"\n\
-             [plugins]\nmanifest = \"plugins.toml\"\ncache_dir = \"cache\"\nrescore_interval_ms = 0\n\
+             [plugins]\nmanifest = \"plugins.toml\"\ncache_dir = \"cache\"\nrescore_interval_ms = 0\n{shares}\
              [delivery]\nenabled = false\n",
             dir.path().join("flood.db").display()
         ),
@@ -396,7 +407,10 @@ async fn main() {
         .json()
         .await
         .unwrap();
-    println!("flood: 3 x {concurrency} concurrent slow calls from mallory for {secs} s");
+    println!(
+        "flood: 3 x {concurrency} concurrent slow calls from mallory for {secs} s {}",
+        shares.replace('\n', " ")
+    );
     baseline.print("before");
     during.print("during");
     println!(

@@ -117,10 +117,10 @@ pub struct PluginsConfig {
     pub max_concurrent_calls: Option<u32>,
     /// Plugin instances one tenant may hold, all its plugins together. A
     /// call beyond it waits up to its plugin's `timeout_ms`, then fails with
-    /// `plugin_busy` (HTTP 429) for that tenant only. Default 8.
+    /// `plugin_busy` (HTTP 429) for that tenant only. Default 4.
     #[serde(default)]
     pub max_concurrent_calls_per_tenant: Option<u32>,
-    /// Plugin instances one tenant may hold of one plugin. Default 4.
+    /// Plugin instances one tenant may hold of one plugin. Default 2.
     #[serde(default)]
     pub max_concurrent_calls_per_plugin: Option<u32>,
 }

@@ -34,13 +34,14 @@ pub struct AdmissionConfig {
 
 impl AdmissionConfig {
     /// Shares for a pool of `max_instances` slots: a few slots are kept for
-    /// load-time checks, and one tenant gets an eighth of the rest (at most
-    /// 8: a slow plugin call mostly waits or spins, and on a small machine
-    /// more concurrent guests than cores only queue for the CPU, which is
-    /// what other tenants' requests need), half of that per plugin.
+    /// load-time checks, and one tenant gets an eighth of the rest, at most
+    /// 4, half of that per plugin. Measured (README, flood benchmark): each
+    /// spinning guest takes its turn on the executor the HTTP handlers
+    /// share, so more concurrent guests than cores only queue for the CPU
+    /// that other tenants' requests need.
     pub fn for_pool(max_instances: u32) -> AdmissionConfig {
         let global = max_instances.saturating_sub(reserved_slots(max_instances)).max(1);
-        let per_tenant = (global / 8).clamp(1, 8);
+        let per_tenant = (global / 8).clamp(1, 4);
         AdmissionConfig {
             max_concurrent_calls: global,
             max_concurrent_calls_per_tenant: per_tenant,
@@ -182,9 +183,9 @@ mod tests {
     #[test]
     fn defaults_fit_the_pool() {
         let c = AdmissionConfig::for_pool(256);
-        assert_eq!(c, config(240, 8, 4));
+        assert_eq!(c, config(240, 4, 2));
         assert!(c.check(256).is_ok());
-        assert!(config(256, 8, 4).check(256).is_err());
+        assert!(config(256, 4, 2).check(256).is_err());
         assert!(config(10, 0, 4).check(256).is_err());
         let tiny = AdmissionConfig::for_pool(2);
         assert_eq!(tiny, config(1, 1, 1));
