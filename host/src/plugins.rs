@@ -10,8 +10,10 @@
 //! - a plugin is loaded lazily, once per artifact digest, and a load failure
 //!   (digest mismatch, ungranted import, not a component) is remembered and
 //!   reported on every call instead of recompiling each time;
-//! - every failed call is counted against (tenant, plugin) in the database,
-//!   and the plugin is suspended for that tenant after the manifest's
+//! - every call that failed through the plugin's own misbehaviour
+//!   ([`CallError::counts_toward_suspension`]: not a load failure, not a
+//!   call refused for capacity) is counted against (tenant, plugin) in the
+//!   database, and the plugin is suspended for that tenant after the manifest's
 //!   `max_consecutive_failures`, visible in `GET /v1/plugins` until an admin
 //!   resumes it. The database is the single source of truth for
 //!   suspension, so it survives restarts and is shared by several nodes.
@@ -250,7 +252,8 @@ impl PluginService {
     /// Delivers one message through a channel connector. A `delivery-error`
     /// is the connector's answer (codes `plugin_delivery_retryable`,
     /// `plugin_delivery_failed`) and does not count towards suspension;
-    /// traps, timeouts and load failures do, like for every plugin call.
+    /// traps and timeouts do, like for every plugin call (load failures and
+    /// `plugin_busy` never do).
     pub async fn deliver(
         &self,
         tenant: &TenantId,
