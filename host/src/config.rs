@@ -110,6 +110,19 @@ pub struct PluginsConfig {
     /// 1,000,000 customers: about 300 MiB; churn-bgnbd about 400 MiB).
     #[serde(default)]
     pub max_memory_mb: Option<u32>,
+    /// Plugin instances (calls in flight plus batch sessions) all tenants
+    /// together may hold on this node. Default 240, below the engine's pool
+    /// of 256 (the rest is kept for loading plugins).
+    #[serde(default)]
+    pub max_concurrent_calls: Option<u32>,
+    /// Plugin instances one tenant may hold, all its plugins together. A
+    /// call beyond it waits up to its plugin's `timeout_ms`, then fails with
+    /// `plugin_busy` (HTTP 429) for that tenant only. Default 4.
+    #[serde(default)]
+    pub max_concurrent_calls_per_tenant: Option<u32>,
+    /// Plugin instances one tenant may hold of one plugin. Default 2.
+    #[serde(default)]
+    pub max_concurrent_calls_per_plugin: Option<u32>,
 }
 
 fn default_listen() -> SocketAddr {
@@ -146,6 +159,8 @@ pub enum ConfigError {
         column: usize,
         message: String,
     },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
 }
 
 /// Line and column (1-based) of a byte offset, for error messages.
@@ -186,6 +201,14 @@ impl Config {
             resolve(&mut config.plugins.manifest);
             resolve(&mut config.plugins.cache_dir);
         }
+        let runtime = crate::server::runtime_config(&config);
+        runtime
+            .admission()
+            .check(runtime.max_instances)
+            .map_err(|message| ConfigError::Invalid {
+                path: path.to_path_buf(),
+                message: format!("[plugins]: {message}"),
+            })?;
         Ok(config)
     }
 }

@@ -16,6 +16,7 @@ pub mod db;
 pub mod delivery;
 pub mod import;
 pub mod manifest;
+pub mod memory;
 pub mod plugins;
 #[allow(clippy::disallowed_types)]
 pub mod runtime;

@@ -10,8 +10,10 @@
 //! - a plugin is loaded lazily, once per artifact digest, and a load failure
 //!   (digest mismatch, ungranted import, not a component) is remembered and
 //!   reported on every call instead of recompiling each time;
-//! - every failed call is counted against (tenant, plugin) in the database,
-//!   and the plugin is suspended for that tenant after the manifest's
+//! - every call that failed through the plugin's own misbehaviour
+//!   ([`CallError::counts_toward_suspension`]: not a load failure, not a
+//!   call refused for capacity) is counted against (tenant, plugin) in the
+//!   database, and the plugin is suspended for that tenant after the manifest's
 //!   `max_consecutive_failures`, visible in `GET /v1/plugins` until an admin
 //!   resumes it. The database is the single source of truth for
 //!   suspension, so it survives restarts and is shared by several nodes.
@@ -43,9 +45,30 @@ pub const MAX_HISTORY: usize = 2_000;
 /// Why a plugin call produced no result, as the API reports it.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct PluginFailure {
-    /// `plugin_timeout`, `plugin_trap`, `plugin_load_failed`, ...
+    /// `plugin_timeout`, `plugin_trap`, `plugin_load_failed`, `plugin_busy`, ...
     pub code: String,
     pub message: String,
+    /// `plugin_busy` only: when a retry may find capacity.
+    #[serde(skip)]
+    pub retry_after_ms: Option<u64>,
+}
+
+impl PluginFailure {
+    /// The tenant's share of plugin capacity was full (`plugin_busy`).
+    pub fn is_busy(&self) -> bool {
+        self.retry_after_ms.is_some()
+    }
+}
+
+/// The code of [`CallError::Busy`] as the API reports it.
+pub const BUSY: &str = "plugin_busy";
+
+/// If any of `runs` found no capacity, the longest wait it suggests: the
+/// API then answers 429 for the whole request (the tenant retries it).
+pub fn busy_retry_after<T>(runs: &[PluginRun<T>]) -> Option<u64> {
+    runs.iter()
+        .filter_map(|r| r.result.as_ref().err().and_then(|f| f.retry_after_ms))
+        .max()
 }
 
 /// One plugin's answer (or failure) plus what the call cost.
@@ -70,18 +93,28 @@ pub struct PluginService {
     store: Store,
     services: Arc<store_services::StoreServices>,
     loaded: Mutex<LoadCache>,
+    /// One load at a time: a burst of first calls (a flood, or traffic
+    /// right after a reload) must not compile the same component hundreds
+    /// of times at once, each on its own blocking thread (measured: 900
+    /// concurrent first calls took the server to 3 GiB).
+    loading: tokio::sync::Mutex<()>,
 }
 
 fn failure(code: &str, message: impl Into<String>) -> PluginFailure {
     PluginFailure {
         code: code.to_string(),
         message: message.into(),
+        retry_after_ms: None,
     }
 }
 
 /// A runtime error as the API names it: `plugin_` + the runtime's cause.
 fn call_failure(err: &CallError) -> PluginFailure {
-    failure(&format!("plugin_{}", err.cause()), err.to_string())
+    let mut fail = failure(&format!("plugin_{}", err.cause()), err.to_string());
+    if let CallError::Busy { retry_after_ms } = err {
+        fail.retry_after_ms = Some(*retry_after_ms);
+    }
+    fail
 }
 
 /// The runtime's view of a manifest entry. The manifest has already checked
@@ -153,6 +186,7 @@ impl PluginService {
             store,
             services,
             loaded: Mutex::new(HashMap::new()),
+            loading: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -166,6 +200,23 @@ impl PluginService {
             .map_err(|e| failure("plugin_runtime_unavailable", e.to_string()))?;
         *slot = Some(runtime.clone());
         Ok(runtime)
+    }
+
+    /// Sets the gauges read at scrape time: plugins suspended (all
+    /// tenants, from the database, so every node agrees) and plugin
+    /// instances alive on this node.
+    pub async fn refresh_gauges(&self) {
+        match self.store.suspended_plugin_count().await {
+            Ok(n) => metrics::gauge!("rapport_plugins_suspended").set(n as f64),
+            Err(e) => tracing::warn!(error = %e, "cannot count suspended plugins"),
+        }
+        let in_use = self
+            .runtime
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map_or(0, |rt| rt.instances_in_use());
+        metrics::gauge!("rapport_plugin_instances_in_use").set(in_use as f64);
     }
 
     /// The tenant's plugins of `kind` that may run now, in manifest order.
@@ -201,7 +252,8 @@ impl PluginService {
     /// Delivers one message through a channel connector. A `delivery-error`
     /// is the connector's answer (codes `plugin_delivery_retryable`,
     /// `plugin_delivery_failed`) and does not count towards suspension;
-    /// traps, timeouts and load failures do, like for every plugin call.
+    /// traps and timeouts do, like for every plugin call (load failures and
+    /// `plugin_busy` never do).
     pub async fn deliver(
         &self,
         tenant: &TenantId,
@@ -228,10 +280,19 @@ impl PluginService {
             .plugin(id)
             .ok_or_else(|| failure("plugin_not_found", format!("plugin `{id}` is not in the manifest")))?
             .clone();
-        if let Some((digest, entry)) = self.lock_loaded().get(id)
-            && *digest == spec.sha256
-        {
-            return entry.clone().map_err(|message| failure("plugin_load_failed", message));
+        let cached = || {
+            self.lock_loaded()
+                .get(id)
+                .filter(|(digest, _)| *digest == spec.sha256)
+                .map(|(_, entry)| entry.clone().map_err(|message| failure("plugin_load_failed", message)))
+        };
+        if let Some(entry) = cached() {
+            return entry;
+        }
+        let _loading = self.loading.lock().await;
+        // Loaded by whoever held the lock before us?
+        if let Some(entry) = cached() {
+            return entry;
         }
         let runtime = self.runtime()?;
         let spec_for_load = spec.clone();
@@ -271,8 +332,10 @@ impl PluginService {
     {
         let loaded = match self.load(&plugin.id).await {
             Ok(loaded) => loaded,
+            // An artifact that does not load is the operator's problem, not
+            // the plugin's behaviour for this tenant: reported, not counted.
             Err(fail) => {
-                self.record_failure(tenant, plugin, &fail).await;
+                tracing::warn!(tenant = %tenant, plugin = %plugin.id, code = %fail.code, error = %fail.message, "plugin call failed");
                 return PluginRun {
                     plugin: plugin.id.clone(),
                     result: Err(fail),
@@ -299,6 +362,14 @@ impl PluginService {
             // fitted yet, ...) is an answer, not misbehaviour: it is
             // reported but does not count towards suspension.
             Err(CallError::Guest(kind, message)) => Err(failure(&format!("plugin_{kind}"), message)),
+            // Neither do failures of the host's or other tenants' making
+            // (no capacity, cannot instantiate): `counts_toward_suspension`
+            // is the one rule.
+            Err(err) if !err.counts_toward_suspension() => {
+                let fail = call_failure(&err);
+                tracing::warn!(tenant = %tenant, plugin = %plugin.id, code = %fail.code, error = %fail.message, "plugin call failed (not counted towards suspension)");
+                Err(fail)
+            }
             Err(err) => {
                 let fail = call_failure(&err);
                 self.record_failure(tenant, plugin, &fail).await;

@@ -51,6 +51,7 @@
 //! tokio runtime with timers enabled; [`Runtime::load`] compiles with
 //! Cranelift on a cache miss, so call it from a blocking context.
 
+mod admission;
 pub mod capabilities;
 pub mod contract_v0_1_0;
 pub mod fixture;
@@ -58,6 +59,7 @@ pub mod history;
 pub mod host_pattern;
 mod host_state;
 mod imports;
+mod lift;
 mod output;
 mod plugin;
 pub mod services;
@@ -77,6 +79,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
+pub use admission::AdmissionConfig;
 pub use contract_v0_1_0 as contract;
 pub use host_pattern::HostPattern;
 pub use host_state::{LogLevel, LogLine};
@@ -103,6 +106,10 @@ pub struct RuntimeConfig {
     /// How many component instances may be alive at once (pool size): the
     /// bound on concurrent calls plus live [`Session`]s.
     pub max_instances: u32,
+    /// How those instances are shared between tenants and plugins (see
+    /// `runtime/admission.rs`); must stay below `max_instances`. `None`:
+    /// [`AdmissionConfig::for_pool`] of `max_instances`.
+    pub admission: Option<AdmissionConfig>,
     /// The epoch ticker period: the timeout precision and the longest a
     /// spinning guest holds a worker thread before yielding.
     pub epoch_tick: Duration,
@@ -114,6 +121,14 @@ pub struct RuntimeConfig {
     pub fuel_yield_interval: u64,
 }
 
+impl RuntimeConfig {
+    /// The shares in force: as configured, or derived from the pool size.
+    pub fn admission(&self) -> AdmissionConfig {
+        self.admission
+            .unwrap_or_else(|| AdmissionConfig::for_pool(self.max_instances))
+    }
+}
+
 impl Default for RuntimeConfig {
     fn default() -> Self {
         RuntimeConfig {
@@ -122,6 +137,7 @@ impl Default for RuntimeConfig {
             max_stack_kb: 512,
             max_memory_mb: 256,
             max_instances: 256,
+            admission: None,
             epoch_tick: Duration::from_millis(1),
             fuel_yield_interval: 1_000_000,
         }
@@ -437,10 +453,16 @@ pub enum CallError {
     Guest(PluginErrorKind, String),
     #[error("the plugin is not of a kind that exports this function")]
     WrongKind,
+    /// The host could not start an instance for this call (the detail is
+    /// logged, not returned: it may name the host's internal sizes).
     #[error("cannot instantiate the plugin: {0}")]
     Instantiate(String),
     #[error("plugin suspended for this tenant after {failures} consecutive failures")]
     Suspended { failures: u32 },
+    /// The tenant's share of plugin capacity stayed full for the whole of
+    /// the call's deadline (or the host's capacity did): retry later.
+    #[error("too many concurrent plugin calls for this tenant; retry later")]
+    Busy { retry_after_ms: u64 },
 }
 
 impl CallError {
@@ -458,6 +480,30 @@ impl CallError {
             CallError::WrongKind => "wrong_kind",
             CallError::Instantiate(_) => "instantiate",
             CallError::Suspended { .. } => "suspended",
+            CallError::Busy { .. } => "busy",
+        }
+    }
+
+    /// Whether this failure says the plugin misbehaves, and so counts
+    /// towards its suspension for the tenant: the one rule every caller
+    /// applies. A typed error is an answer; a suspension or a wrong-kind
+    /// call says nothing new; capacity and instantiation failures are the
+    /// host's (or other tenants') doing, and must never switch a tenant's
+    /// plugin off.
+    pub fn counts_toward_suspension(&self) -> bool {
+        match self {
+            CallError::Trap(_)
+            | CallError::Timeout { .. }
+            | CallError::OutOfFuel
+            | CallError::MemoryLimit
+            | CallError::StackOverflow
+            | CallError::OutputTooLarge { .. }
+            | CallError::InvalidOutput(_) => true,
+            CallError::Guest(..)
+            | CallError::WrongKind
+            | CallError::Instantiate(_)
+            | CallError::Suspended { .. }
+            | CallError::Busy { .. } => false,
         }
     }
 }
@@ -510,6 +556,8 @@ struct RuntimeInner {
     /// Compiled components by content digest: compile once per digest.
     components: Mutex<HashMap<String, Component>>,
     compilations: AtomicU64,
+    /// Shares of the instance pool per tenant and plugin.
+    admission: admission::CallAdmission,
     http: reqwest::Client,
 }
 
@@ -529,6 +577,8 @@ impl Runtime {
         if config.fuel_yield_interval == 0 {
             return Err(RuntimeError::Config("fuel_yield_interval must be positive".into()));
         }
+        let admission = config.admission();
+        admission.check(config.max_instances).map_err(RuntimeError::Config)?;
         let max_stack = (config.max_stack_kb as usize) << 10;
         let mut pool = PoolingAllocationConfig::new();
         pool.total_component_instances(config.max_instances)
@@ -593,6 +643,7 @@ impl Runtime {
                 engine_hash,
                 components: Mutex::new(HashMap::new()),
                 compilations: AtomicU64::new(0),
+                admission: admission::CallAdmission::new(admission),
                 http,
             }),
         })
@@ -723,6 +774,16 @@ impl Runtime {
 
     pub(crate) fn fuel_yield_interval(&self) -> u64 {
         self.inner.config.fuel_yield_interval
+    }
+
+    pub(crate) fn admission(&self) -> &admission::CallAdmission {
+        &self.inner.admission
+    }
+
+    /// Component instances alive now (calls in flight plus sessions), all
+    /// tenants together.
+    pub fn instances_in_use(&self) -> usize {
+        self.inner.admission.in_use()
     }
 }
 

@@ -71,9 +71,20 @@ pub async fn build_state(config: &Config) -> anyhow::Result<AppState> {
 /// server and `rapport manifest check` so both judge a manifest alike.
 pub fn runtime_config(config: &Config) -> crate::runtime::RuntimeConfig {
     let defaults = crate::runtime::RuntimeConfig::default();
+    let plugins = &config.plugins;
+    let shares = defaults.admission();
     crate::runtime::RuntimeConfig {
-        cache_dir: config.plugins.cache_dir.clone(),
-        max_memory_mb: config.plugins.max_memory_mb.unwrap_or(defaults.max_memory_mb),
+        cache_dir: plugins.cache_dir.clone(),
+        max_memory_mb: plugins.max_memory_mb.unwrap_or(defaults.max_memory_mb),
+        admission: Some(crate::runtime::AdmissionConfig {
+            max_concurrent_calls: plugins.max_concurrent_calls.unwrap_or(shares.max_concurrent_calls),
+            max_concurrent_calls_per_tenant: plugins
+                .max_concurrent_calls_per_tenant
+                .unwrap_or(shares.max_concurrent_calls_per_tenant),
+            max_concurrent_calls_per_plugin: plugins
+                .max_concurrent_calls_per_plugin
+                .unwrap_or(shares.max_concurrent_calls_per_plugin),
+        }),
         ..defaults
     }
 }
@@ -114,6 +125,8 @@ pub async fn start_with_state(config: &Config, state: AppState) -> anyhow::Resul
             .clone()
             .spawn_rescore_worker(delivery.node().to_string(), interval, rx.clone());
     }
+    // Returns what bursts freed to the OS (see memory.rs).
+    crate::memory::spawn_trimmer(rx.clone());
     let task = tokio::spawn(async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(async move {

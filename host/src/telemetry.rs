@@ -29,6 +29,7 @@ impl Metrics {
                 // Fails only if another recorder is installed; then ours just
                 // renders nothing, which is visible and harmless.
                 let _ = metrics::set_global_recorder(recorder);
+                describe();
                 handle
             })
             .clone();
@@ -48,6 +49,56 @@ impl Metrics {
         metrics::counter!("rapport_http_requests_total", &labels).increment(1);
         metrics::histogram!("rapport_http_request_duration_seconds", &labels).record(elapsed.as_secs_f64());
     }
+}
+
+/// The `# HELP` line of every metric the server records (and its unit). A
+/// metric added anywhere gets its line here.
+fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        "rapport_http_requests_total",
+        "HTTP requests answered, by method, route and status"
+    );
+    describe_histogram!(
+        "rapport_http_request_duration_seconds",
+        Unit::Seconds,
+        "HTTP request handling time, by method, route and status"
+    );
+    describe_counter!(
+        "rapport_plugin_calls_total",
+        "Plugin calls, by plugin, tenant (the first 100 tenants, then `other`), kind and export"
+    );
+    describe_histogram!(
+        "rapport_plugin_call_duration_seconds",
+        Unit::Seconds,
+        "Plugin call time (instantiation included, waiting for capacity not), by plugin, tenant and export"
+    );
+    describe_counter!(
+        "rapport_plugin_errors_total",
+        "Failed plugin calls, by plugin, tenant and cause (timeout, trap, busy, output_too_large, ...)"
+    );
+    describe_counter!(
+        "rapport_plugin_fuel_used_total",
+        "Fuel (about one unit per WebAssembly instruction) plugins used, by plugin and tenant"
+    );
+    describe_gauge!(
+        "rapport_plugins_suspended",
+        "(tenant, plugin) pairs suspended after consecutive failures, all tenants (read at scrape time)"
+    );
+    describe_gauge!(
+        "rapport_plugin_instances_in_use",
+        "Plugin instances alive on this node (calls in flight plus batch sessions), read at scrape time"
+    );
+    describe_counter!(
+        "rapport_deliveries_total",
+        "Outbound message delivery attempts, by outcome and channel"
+    );
+    describe_histogram!(
+        "rapport_delivery_attempt_duration_seconds",
+        Unit::Seconds,
+        "Time of one delivery attempt through a channel connector, by connector"
+    );
+    describe_gauge!("rapport_outbox_depth", "Messages pending or in delivery, all tenants");
 }
 
 /// Human-readable logs on stderr, filtered by `RUST_LOG` (default `info`).

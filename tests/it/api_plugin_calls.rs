@@ -565,7 +565,7 @@ async fn score_as_of_a_date(backend: Backend) {
     let (s, body) = app
         .post(
             &format!("/v1/customers/{ada}/score?plugin=scorer&as_of=2021-01-01T00:00:00Z"),
-            &acme.read,
+            &acme.write,
             json!({}),
         )
         .await;
@@ -583,14 +583,146 @@ async fn score_as_of_a_date(backend: Backend) {
     let (s, b) = app
         .post(
             &format!("/v1/customers/{ada}/score?as_of=yesterday"),
-            &acme.read,
+            &acme.write,
             json!({}),
         )
         .await;
     assert_error(s, &b, 400, "invalid_query");
 }
 
+/// The flood: mallory's slow plugin (a loop to its 300 ms deadline) and
+/// the victim's scorer, which one counted failure would suspend.
+async fn start_flood(backend: Backend) -> (TestApp, TestTenant, TestTenant, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = support::plugin_manifest_entry(
+        "slow",
+        "hostile-loop",
+        "scoring-rule",
+        &[],
+        "timeout_ms = 300\nmax_consecutive_failures = 1000",
+    );
+    text += &support::plugin_manifest_entry(
+        "scorer",
+        "test-scorer",
+        "scoring-rule",
+        &["log", "config"],
+        "timeout_ms = 2000\nmax_consecutive_failures = 1",
+    );
+    text += "[[tenant]]\nid = \"mallory\"\n[[tenant.plugin]]\nid = \"slow\"\nenabled = true\n";
+    text += "\n[[tenant]]\nid = \"victim\"\n[[tenant.plugin]]\nid = \"scorer\"\nenabled = true\n";
+    let path = dir.path().join("plugins.toml");
+    std::fs::write(&path, text).unwrap();
+    let mut config = rapport::config::Config::default();
+    config.plugins.manifest = Some(path);
+    config.plugins.cache_dir = Some(dir.path().join("cache"));
+    config.plugins.rescore_interval_ms = Some(0);
+    // Small shares, so that a modest flood overfills mallory's.
+    config.plugins.max_concurrent_calls_per_tenant = Some(2);
+    config.plugins.max_concurrent_calls_per_plugin = Some(2);
+    let app = TestApp::start_with(backend, config).await;
+    let mallory = app.tenant_with_id("mallory").await;
+    let victim = app.tenant_with_id("victim").await;
+    (app, mallory, victim, dir)
+}
+
+async fn a_flood_from_one_tenant_leaves_others_served(backend: Backend) {
+    let (app, mallory, victim, _dir) = start_flood(backend).await;
+    let m = customer_with_purchases(&app, &mallory, "m", 0).await;
+    let v = customer_with_purchases(&app, &victim, "v", 1).await;
+
+    // 24 concurrent slow calls against a share of 2: two run to their
+    // deadline at a time, the others wait up to 300 ms for a share.
+    let flood: Vec<_> = (0..24)
+        .map(|_| {
+            let client = app.client.clone();
+            let url = app.url(&format!("/v1/customers/{m}/score?plugin=slow"));
+            let token = mallory.read.clone();
+            tokio::spawn(async move {
+                let response = client.post(url).bearer_auth(token).send().await.unwrap();
+                let status = response.status().as_u16();
+                let retry_after = response
+                    .headers()
+                    .get("retry-after")
+                    .map(|v| v.to_str().unwrap().to_owned());
+                let body: Value = response.json().await.unwrap();
+                (status, retry_after, body)
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(30)).await;
+
+    // Meanwhile the victim scores, reads and writes, all served.
+    for n in 0..10 {
+        let (s, body) = score(&app, &victim, &v, None).await;
+        assert_eq!(s, 200, "{body}");
+        assert_eq!(only_result(&body)["status"], "ok", "{body}");
+        let (s, body) = app.get(&format!("/v1/customers/{v}"), &victim.read).await;
+        assert_eq!(s, 200, "{body}");
+        let (s, body) = app
+            .post(
+                "/v1/interactions",
+                &victim.write,
+                json!({ "customer_id": v, "kind": "visit", "idempotency_key": format!("visit-{n}") }),
+            )
+            .await;
+        assert_eq!(s, 201, "{body}");
+    }
+
+    let (mut busy, mut timeouts) = (0, 0);
+    for handle in flood {
+        let (status, retry_after, body) = handle.await.unwrap();
+        match status {
+            429 => {
+                assert_error(reqwest::StatusCode::TOO_MANY_REQUESTS, &body, 429, "plugin_busy");
+                let message = body["error"]["message"].as_str().unwrap();
+                assert!(!message.contains("256") && !message.contains("limit of"), "{body}");
+                assert!(retry_after.is_some_and(|s| s.parse::<u64>().unwrap() >= 1), "{body}");
+                busy += 1;
+            }
+            200 => {
+                assert_eq!(only_result(&body)["error"]["code"], "plugin_timeout", "{body}");
+                timeouts += 1;
+            }
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    assert!(busy > 0, "the flood was never refused ({timeouts} timeouts)");
+    assert!(timeouts >= 2, "{timeouts} calls ran");
+
+    // Only the calls that ran and timed out count against mallory's plugin;
+    // the victim's scorer, which one counted failure would suspend, is
+    // untouched.
+    let (s, p) = app.get("/v1/plugins/slow", &mallory.read).await;
+    assert_eq!(s, 200, "{p}");
+    assert_eq!(p["consecutive_failures"], timeouts, "{p}");
+    assert_eq!(p["status"], "active", "{p}");
+    let (s, p) = app.get("/v1/plugins/scorer", &victim.read).await;
+    assert_eq!(s, 200, "{p}");
+    assert_eq!(p["status"], "active", "{p}");
+    assert_eq!(p["consecutive_failures"], 0, "{p}");
+
+    // The shares are back: mallory is served again.
+    let (s, body) = score(&app, &mallory, &m, Some("slow")).await;
+    assert_eq!(s, 200, "{body}");
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"rapport_plugin_errors_total{plugin="slow",tenant="mallory",cause="busy"}"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains("# HELP rapport_plugins_suspended"), "{metrics}");
+    assert!(metrics.contains("rapport_plugin_instances_in_use"), "{metrics}");
+}
+
 both_backends!(
+    a_flood_from_one_tenant_leaves_others_served,
     well_behaved_plugins,
     hostile_plugins_are_contained,
     fit_endpoint_shows_the_co_purchase_rules,

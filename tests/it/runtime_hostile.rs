@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::runtime::*;
 use rapport::runtime::contract::inputs::CustomerHistory;
-use rapport::runtime::{CallError, Capability, Limits, Plugin, PluginKind, Runtime};
+use rapport::runtime::{AdmissionConfig, CallError, Capability, Limits, Plugin, PluginKind, Runtime, RuntimeConfig};
 
 fn input() -> CustomerHistory {
     history(
@@ -337,4 +337,215 @@ async fn a_reused_pool_slot_starts_from_clean_memory() {
             "memory leaked into {tenant}'s instance"
         );
     }
+}
+
+/// A runtime whose tenants may each hold one instance (two per plugin
+/// would be the same here: the tenant share binds first).
+fn one_instance_per_tenant() -> Runtime {
+    Runtime::new(RuntimeConfig {
+        admission: Some(AdmissionConfig {
+            max_concurrent_calls: 8,
+            max_concurrent_calls_per_tenant: 1,
+            max_concurrent_calls_per_plugin: 1,
+        }),
+        ..RuntimeConfig::default()
+    })
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_beyond_its_share_is_busy_and_never_suspended() {
+    let rt = one_instance_per_tenant();
+    let slow = load(
+        &rt,
+        "hostile-loop",
+        Limits {
+            timeout_ms: 3_000,
+            max_consecutive_failures: 100,
+            ..Limits::default()
+        },
+    );
+    // The breaker would trip on the first counted failure.
+    let mut def = definition(
+        "test-scorer",
+        PluginKind::ScoringRule,
+        &[Capability::Config, Capability::Log],
+    );
+    def.limits = Limits {
+        timeout_ms: 1_000,
+        max_consecutive_failures: 1,
+        ..Limits::default()
+    };
+    let scorer = rt.load(def).unwrap();
+    let services = fixture();
+    // ACME's one instance spins for 3 s.
+    let hog = {
+        let (slow, services) = (slow.clone(), services.clone());
+        tokio::spawn(async move { slow.score(ctx(ACME, "{}", &services), &input()).await.0 })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // ACME's next call waits its own 1 s deadline for a share, then is
+    // refused as busy; the failure is not the plugin's and is not counted.
+    let started = Instant::now();
+    let (result, _) = scorer.score(ctx(ACME, "{}", &services), &input()).await;
+    let err = result.unwrap_err();
+    assert!(matches!(err, CallError::Busy { .. }), "{err:?}");
+    assert!(!err.counts_toward_suspension());
+    assert!(!err.to_string().contains("256"), "{err}");
+    assert!(started.elapsed() >= Duration::from_millis(1_000));
+    assert_eq!(scorer.consecutive_failures(&tenant(ACME)), 0);
+    // Another tenant is admitted at once.
+    let (result, _) = scorer.score(ctx(GLOBEX, "{}", &services), &input()).await;
+    assert_eq!(result.unwrap().value, 1.0);
+    assert!(matches!(hog.await.unwrap(), Err(CallError::Timeout { ms: 3_000 })));
+    // The share is back: ACME is served again, never suspended.
+    let (result, _) = scorer.score(ctx(ACME, "{}", &services), &input()).await;
+    assert_eq!(result.unwrap().value, 1.0);
+    assert_eq!(rt.instances_in_use(), 0);
+}
+
+#[test]
+fn only_the_plugins_own_misbehaviour_counts_toward_suspension() {
+    let counted = [
+        CallError::Trap("x".into()),
+        CallError::Timeout { ms: 1 },
+        CallError::OutOfFuel,
+        CallError::MemoryLimit,
+        CallError::StackOverflow,
+        CallError::OutputTooLarge { bytes: 2, limit: 1 },
+        CallError::InvalidOutput("x".into()),
+    ];
+    let not_counted = [
+        CallError::Busy { retry_after_ms: 1_000 },
+        CallError::Instantiate("x".into()),
+        CallError::Suspended { failures: 3 },
+        CallError::WrongKind,
+        CallError::Guest(rapport::runtime::PluginErrorKind::Internal, "x".into()),
+    ];
+    assert!(counted.iter().all(CallError::counts_toward_suspension));
+    assert!(!not_counted.iter().any(CallError::counts_toward_suspension));
+}
+
+/// This process's resident set now and its peak since the last
+/// [`reset_peak_rss`], in bytes (nextest runs each test in its own process).
+fn rss() -> (u64, u64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let field = |name: &str| -> u64 {
+        let line = status.lines().find(|l| l.starts_with(name)).unwrap();
+        let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+        kib << 10
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// Resets the peak resident set (`VmHWM`) to the current one.
+fn reset_peak_rss() {
+    std::fs::write("/proc/self/clear_refs", "5").unwrap();
+}
+
+#[tokio::test]
+async fn a_result_over_the_cap_is_refused_before_it_is_copied() {
+    let rt = runtime();
+    let plugin = load(
+        &rt,
+        "hostile-huge-output",
+        Limits {
+            timeout_ms: 5_000,
+            memory_mb: 128,
+            ..Limits::default()
+        },
+    );
+    let services = fixture();
+    // Warm up: the first instantiation maps the pool slot and code.
+    let _ = plugin.score(ctx(ACME, "{}", &services), &input()).await;
+    reset_peak_rss();
+    let (before, _) = rss();
+    for _ in 0..4 {
+        // 50 MB in one string: refused at its length, nothing copied.
+        let (result, _) = plugin.score(ctx(ACME, "{}", &services), &input()).await;
+        match result.unwrap_err() {
+            CallError::OutputTooLarge { bytes, limit } => {
+                assert_eq!(limit, 1 << 20);
+                assert!(bytes >= 50_000_000, "{bytes}");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let (after, peak) = rss();
+    // The guest's own 50 MB are resident while it runs (and returned with
+    // its pool slot); a copy into the host would add as much again.
+    assert!(
+        after.saturating_sub(before) < 4 << 20,
+        "RSS grew by {} KiB",
+        after.saturating_sub(before) >> 10
+    );
+    assert!(
+        peak.saturating_sub(before) < 50_000_000 + (16 << 20),
+        "peak RSS grew by {} KiB",
+        peak.saturating_sub(before) >> 10
+    );
+
+    // 64 names aliasing one 32 MiB buffer: refused at the first name, so
+    // the count stops near 32 MiB, far from the 2 GiB the aliases claim.
+    reset_peak_rss();
+    let (before, _) = rss();
+    let (result, _) = plugin
+        .score_batch(ctx(ACME, "{}", &services), &[input(), input()])
+        .await;
+    match result.unwrap_err() {
+        CallError::OutputTooLarge { bytes, limit } => {
+            assert_eq!(limit, 1 << 20);
+            assert!((32 << 20..33 << 20).contains(&bytes), "{bytes}");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    let (after, peak) = rss();
+    assert!(after.saturating_sub(before) < 4 << 20);
+    assert!(
+        peak.saturating_sub(before) < (32 << 20) + (16 << 20),
+        "peak RSS grew by {} KiB",
+        peak.saturating_sub(before) >> 10
+    );
+    // The instance was dropped (its post-return never ran): the next call
+    // starts afresh and is refused the same way.
+    let (result, _) = plugin.score(ctx(ACME, "{}", &services), &input()).await;
+    assert!(matches!(result.unwrap_err(), CallError::OutputTooLarge { .. }));
+}
+
+#[tokio::test]
+async fn wasi_clocks_show_the_calls_now_and_randomness_is_seeded_per_call() {
+    let rt = runtime();
+    let plugin = load(&rt, "test-clock", Limits::default());
+    let services = fixture();
+    let at = |now: i64| {
+        let mut h = input();
+        h.now = now;
+        h
+    };
+    let observe = |tenant: &'static str, now: i64| {
+        let (plugin, services) = (plugin.clone(), services.clone());
+        async move {
+            let (result, _) = plugin.score(ctx(tenant, "{}", &services), &at(now)).await;
+            result.unwrap()
+        }
+    };
+    let first = observe(ACME, 1_700_000_000_123).await;
+    let component = |s: &rapport::runtime::contract::scoring::CustomerScore, name: &str| {
+        s.components.iter().find(|(k, _)| k == name).unwrap().1
+    };
+    // Both wall-clock readings are the input's `now`; no monotonic time
+    // passes within the call, however long the guest works.
+    assert_eq!(first.value, 1_700_000_000_123.0);
+    assert_eq!(component(&first, "wall_first_ms"), 1_700_000_000_123.0);
+    assert_eq!(component(&first, "wall_second_ms"), 1_700_000_000_123.0);
+    assert_eq!(component(&first, "monotonic_elapsed_ns"), 0.0);
+    // Randomness: the same call draws the same bytes; another `now` or
+    // another tenant draws others.
+    let random = |s: &rapport::runtime::contract::scoring::CustomerScore| s.label.clone().unwrap();
+    assert_eq!(random(&first).len(), 32);
+    assert_eq!(random(&observe(ACME, 1_700_000_000_123).await), random(&first));
+    let later = observe(ACME, 1_700_000_000_124).await;
+    assert_eq!(later.value, 1_700_000_000_124.0);
+    assert_ne!(random(&later), random(&first));
+    assert_ne!(random(&observe(GLOBEX, 1_700_000_000_123).await), random(&first));
 }

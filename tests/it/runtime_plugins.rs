@@ -764,22 +764,24 @@ async fn calls_are_counted_in_metrics() {
     let text = metrics.render();
     let line = |prefix: &str| text.lines().find(|l| l.starts_with(prefix)).map(str::to_owned);
     assert_eq!(
-        line(r#"rapport_plugin_calls_total{plugin="metrics-probe",kind="reward-scheme",export="redeemable"}"#)
+        line(r#"rapport_plugin_calls_total{plugin="metrics-probe",tenant="acme",kind="reward-scheme",export="redeemable"}"#)
             .as_deref(),
-        Some(r#"rapport_plugin_calls_total{plugin="metrics-probe",kind="reward-scheme",export="redeemable"} 2"#),
+        Some(r#"rapport_plugin_calls_total{plugin="metrics-probe",tenant="acme",kind="reward-scheme",export="redeemable"} 2"#),
         "{text}"
     );
     assert_eq!(
-        line(r#"rapport_plugin_errors_total{plugin="metrics-probe",cause="wrong_kind"}"#).as_deref(),
-        Some(r#"rapport_plugin_errors_total{plugin="metrics-probe",cause="wrong_kind"} 1"#),
+        line(r#"rapport_plugin_errors_total{plugin="metrics-probe",tenant="acme",cause="wrong_kind"}"#).as_deref(),
+        Some(r#"rapport_plugin_errors_total{plugin="metrics-probe",tenant="acme",cause="wrong_kind"} 1"#),
         "{text}"
     );
     assert!(
-        text.contains(r#"rapport_plugin_call_duration_seconds_count{plugin="metrics-probe",export="redeemable"} 2"#),
+        text.contains(
+            r#"rapport_plugin_call_duration_seconds_count{plugin="metrics-probe",tenant="acme",export="redeemable"} 2"#
+        ),
         "{text}"
     );
     assert!(
-        text.contains(r#"rapport_plugin_fuel_used_total{plugin="metrics-probe"}"#),
+        text.contains(r#"rapport_plugin_fuel_used_total{plugin="metrics-probe",tenant="acme"}"#),
         "{text}"
     );
 }

@@ -57,6 +57,10 @@ pub enum Error {
     /// 502, so that a caller such as a channel provider retries later.
     #[error("{}", .0.message)]
     PluginFailed(crate::plugins::PluginFailure),
+    /// The tenant's share of plugin capacity stayed full for a call's whole
+    /// deadline: 429 `plugin_busy` with `Retry-After` (seconds).
+    #[error("too many concurrent plugin calls for this tenant; retry later")]
+    PluginBusy { retry_after_ms: u64 },
     #[error("internal error")]
     Internal(#[from] anyhow::Error),
 }
@@ -105,6 +109,7 @@ impl Error {
             Error::Unprocessable { .. } | Error::UnprocessableCode { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::PluginFailed(_) => StatusCode::BAD_GATEWAY,
+            Error::PluginBusy { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -124,6 +129,7 @@ impl Error {
             Error::Unprocessable { .. } => "validation_failed",
             Error::Unavailable(_) => "unavailable",
             Error::PluginFailed(_) => "plugin_failed",
+            Error::PluginBusy { .. } => crate::plugins::BUSY,
             Error::Internal(_) => "internal",
         }
     }
@@ -134,6 +140,7 @@ impl Error {
             Error::PayloadTooLarge { limit } => json!({ "limit_bytes": limit }),
             Error::Conflict { details, .. } => details.clone(),
             Error::PluginFailed(failure) => json!({ "cause": failure.code }),
+            Error::PluginBusy { retry_after_ms } => json!({ "retry_after_s": retry_after_secs(*retry_after_ms) }),
             _ => json!({}),
         }
     }
@@ -166,8 +173,20 @@ impl IntoResponse for Error {
         if let Error::Internal(cause) = &self {
             tracing::error!(error = ?cause, "internal error while handling a request");
         }
-        (self.status(), Json(json!({ "error": self.body() }))).into_response()
+        let mut response = (self.status(), Json(json!({ "error": self.body() }))).into_response();
+        if let Error::PluginBusy { retry_after_ms } = &self {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                retry_after_secs(*retry_after_ms).into(),
+            );
+        }
+        response
     }
+}
+
+/// `Retry-After` is whole seconds; never 0.
+fn retry_after_secs(ms: u64) -> u64 {
+    ms.div_ceil(1000).max(1)
 }
 
 pub type ApiResult<T> = Result<T, Error>;

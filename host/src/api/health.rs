@@ -27,6 +27,7 @@ async fn readyz(State(state): State<AppState>) -> Result<impl IntoResponse, Erro
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    state.plugins.refresh_gauges().await;
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),

@@ -7,6 +7,9 @@
 //! garbage) never fails the request: its entry in `results` carries the
 //! error code and message, the other plugins' results stand, and the
 //! failure counts towards the plugin's suspension for this tenant.
+//! The exception is capacity: when the tenant's share of plugin capacity
+//! stays full for a call's deadline, the whole request answers 429
+//! `plugin_busy` with `Retry-After` (nothing was counted against anyone).
 
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
@@ -16,7 +19,7 @@ use utoipa_axum::routes;
 
 use super::extract::{Auth, Json, Path, Query};
 use super::{ApiResult, AppState, Error};
-use crate::plugins::{PluginFailure, PluginRun};
+use crate::plugins::{PluginFailure, PluginRun, busy_retry_after};
 use crate::runtime::contract::types;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -49,6 +52,14 @@ pub struct RunReport {
     #[schema(value_type = Vec<Object>)]
     pub logs: Vec<serde_json::Value>,
     pub logs_dropped: u32,
+}
+
+/// 429 `plugin_busy` when any run found no capacity for this tenant.
+fn refuse_if_busy<T>(runs: &[PluginRun<T>]) -> ApiResult<()> {
+    match busy_retry_after(runs) {
+        Some(retry_after_ms) => Err(Error::PluginBusy { retry_after_ms }),
+        None => Ok(()),
+    }
 }
 
 fn report<T>(run: &PluginRun<T>) -> RunReport {
@@ -126,7 +137,9 @@ fn score_out(s: &crate::runtime::contract::scoring::CustomerScore) -> Score {
 #[utoipa::path(post, path = "/v1/customers/{id}/score", tag = "plugins",
     params(("id" = String, Path), ScoreQuery),
     responses((status = 200, body = ScoreResponse), (status = 404, body = super::error::ErrorBody),
-              (status = 409, body = super::error::ErrorBody)))]
+              (status = 409, body = super::error::ErrorBody),
+              (status = 429, description = "plugin_busy: the tenant's share of plugin capacity is in use; retry after `Retry-After` seconds",
+               body = super::error::ErrorBody, headers(("retry-after" = u64, description = "seconds")))))]
 async fn score_customer(
     State(s): State<AppState>,
     auth: Auth,
@@ -138,6 +151,7 @@ async fn score_customer(
         .plugins
         .score_customer(&tenant, &id, q.plugin.as_deref(), q.as_of.map(crate::store::millis))
         .await?;
+    refuse_if_busy(&runs)?;
     let results = runs
         .iter()
         .map(|run| ScoreResult {
@@ -184,7 +198,9 @@ pub struct RecommendResponse {
 /// Recommend products for a customer (optionally for a basket).
 #[utoipa::path(get, path = "/v1/customers/{id}/recommendations", tag = "plugins",
     params(("id" = String, Path), RecommendQuery),
-    responses((status = 200, body = RecommendResponse), (status = 404, body = super::error::ErrorBody)))]
+    responses((status = 200, body = RecommendResponse), (status = 404, body = super::error::ErrorBody),
+              (status = 429, description = "plugin_busy: the tenant's share of plugin capacity is in use; retry after `Retry-After` seconds",
+               body = super::error::ErrorBody, headers(("retry-after" = u64, description = "seconds")))))]
 async fn recommendations(
     State(s): State<AppState>,
     auth: Auth,
@@ -232,6 +248,7 @@ async fn recommendations(
         .plugins
         .recommend(&tenant, &id, basket, limit, q.plugin.as_deref())
         .await?;
+    refuse_if_busy(&runs)?;
     let mut best: std::collections::BTreeMap<String, Recommendation> = Default::default();
     for run in &runs {
         for r in run.result.as_ref().map(|v| v.as_slice()).unwrap_or_default() {
@@ -277,7 +294,9 @@ pub struct FitResponse {
 /// Fit the tenant's cross-sell plugins on its purchase baskets (tenant admin).
 #[utoipa::path(post, path = "/v1/cross-sell/fit", tag = "plugins", params(PluginQuery),
     responses((status = 200, body = FitResponse), (status = 403, body = super::error::ErrorBody),
-              (status = 404, body = super::error::ErrorBody)))]
+              (status = 404, body = super::error::ErrorBody),
+              (status = 429, description = "plugin_busy: the tenant's share of plugin capacity is in use; retry after `Retry-After` seconds",
+               body = super::error::ErrorBody, headers(("retry-after" = u64, description = "seconds")))))]
 async fn fit_cross_sell(
     State(s): State<AppState>,
     auth: Auth,
@@ -285,6 +304,7 @@ async fn fit_cross_sell(
 ) -> ApiResult<Json<FitResponse>> {
     let tenant = auth.admin()?;
     let runs = s.plugins.fit_cross_sell(&tenant, q.plugin.as_deref()).await?;
+    refuse_if_busy(&runs)?;
     let results = runs
         .iter()
         .map(|run| FitResult {

@@ -392,7 +392,12 @@ impl RewardHook {
         let id = ready.plugin.id.as_str();
         let loaded = match &ready.loaded {
             Ok(loaded) => loaded,
-            Err(fail) => return Ok(RewardRun::failed(id, fail.clone())),
+            Err(fail) => {
+                // A load failure is the operator's, not the plugin's doing.
+                let mut run = RewardRun::failed(id, fail.clone());
+                run.counts_as_failure = false;
+                return Ok(run);
+            }
         };
         let ctx = CallContext {
             tenant: t.clone(),
@@ -407,7 +412,11 @@ impl RewardHook {
                 run.counts_as_failure = false;
                 return Ok(run);
             }
-            Err(err) => return Ok(RewardRun::failed(id, call_failure(&err))),
+            Err(err) => {
+                let mut run = RewardRun::failed(id, call_failure(&err));
+                run.counts_as_failure = err.counts_toward_suspension();
+                return Ok(run);
+            }
         };
         let ops = match outcome_to_ops(&interaction.id, id, outcome) {
             Ok(ops) => ops,

@@ -6,14 +6,18 @@
 //! never from their arguments, which is what keeps a plugin inside the
 //! tenant it was called for.
 
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rand_wasi::{SeedableRng as _, TryRng};
+use sha2::{Digest as _, Sha256};
 
 use serde::{Deserialize, Serialize};
 use wasmtime::component::ResourceTable;
 use wasmtime::{ResourceLimiter, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
-use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::Limits;
 use super::capabilities::outbound_http::HttpPolicy;
@@ -120,6 +124,108 @@ impl ResourceLimiter for Limiter {
     }
 }
 
+/// What a guest sees of time and chance through WASI, per call: both
+/// clocks stand still at the call's host `now` (the `now` its input carries,
+/// or the host's clock when the call was made), and randomness, secure and
+/// insecure alike, is a stream seeded from (tenant, plugin, now). The same
+/// call with the same input therefore behaves the same, as `wit/README.md`
+/// promises; a plugin has no clock of its own to time or fingerprint the
+/// host with.
+pub(crate) struct CallWorld {
+    now_ms: AtomicI64,
+    secure: Mutex<rand_wasi::rngs::StdRng>,
+    insecure: Mutex<rand_wasi::rngs::StdRng>,
+    insecure_seed: Mutex<u128>,
+}
+
+impl CallWorld {
+    fn new() -> CallWorld {
+        CallWorld {
+            now_ms: AtomicI64::new(0),
+            secure: Mutex::new(rand_wasi::rngs::StdRng::from_seed([0; 32])),
+            insecure: Mutex::new(rand_wasi::rngs::StdRng::from_seed([0; 32])),
+            insecure_seed: Mutex::new(0),
+        }
+    }
+
+    /// Freezes the clocks at `now_ms` and reseeds every stream for a call.
+    pub fn begin_call(&self, tenant: &TenantId, plugin: &str, now_ms: i64) {
+        self.now_ms.store(now_ms, Ordering::Relaxed);
+        let seed = |domain: &str| -> [u8; 32] {
+            let mut h = Sha256::new();
+            for part in [domain.as_bytes(), tenant.as_str().as_bytes(), plugin.as_bytes()] {
+                h.update((part.len() as u64).to_le_bytes());
+                h.update(part);
+            }
+            h.update(now_ms.to_le_bytes());
+            h.finalize().into()
+        };
+        *lock(&self.secure) = rand_wasi::rngs::StdRng::from_seed(seed("secure"));
+        *lock(&self.insecure) = rand_wasi::rngs::StdRng::from_seed(seed("insecure"));
+        let s = seed("insecure-seed");
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(&s[..16]);
+        *lock(&self.insecure_seed) = u128::from_le_bytes(bytes);
+    }
+
+    fn now_ms(&self) -> i64 {
+        self.now_ms.load(Ordering::Relaxed)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A generator is still a generator after a panic elsewhere.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// `wasi:clocks/wall-clock`: the call's `now`.
+struct FrozenWall(Arc<CallWorld>);
+
+impl HostWallClock for FrozenWall {
+    fn resolution(&self) -> Duration {
+        Duration::from_millis(1)
+    }
+    fn now(&self) -> Duration {
+        Duration::from_millis(u64::try_from(self.0.now_ms()).unwrap_or(0))
+    }
+}
+
+/// `wasi:clocks/monotonic-clock`: the call's `now` in nanoseconds, so
+/// elapsed time inside a call is always zero.
+struct FrozenMonotonic(Arc<CallWorld>);
+
+impl HostMonotonicClock for FrozenMonotonic {
+    fn resolution(&self) -> u64 {
+        1_000_000
+    }
+    fn now(&self) -> u64 {
+        u64::try_from(self.0.now_ms()).unwrap_or(0).saturating_mul(1_000_000)
+    }
+}
+
+/// `wasi:random/random` or `wasi:random/insecure`: the call's seeded stream.
+struct SeededRandom(Arc<CallWorld>, bool);
+
+impl SeededRandom {
+    fn with<R>(&self, f: impl FnOnce(&mut rand_wasi::rngs::StdRng) -> R) -> R {
+        let world = &self.0;
+        f(&mut lock(if self.1 { &world.secure } else { &world.insecure }))
+    }
+}
+
+impl TryRng for SeededRandom {
+    type Error = std::convert::Infallible;
+    fn try_next_u32(&mut self) -> Result<u32, Self::Error> {
+        self.with(|r| r.try_next_u32())
+    }
+    fn try_next_u64(&mut self) -> Result<u64, Self::Error> {
+        self.with(|r| r.try_next_u64())
+    }
+    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Self::Error> {
+        self.with(|r| r.try_fill_bytes(dst))
+    }
+}
+
 /// The network policies of a connector (none for other kinds): present
 /// only for the capabilities the manifest granted.
 #[derive(Debug, Clone, Default)]
@@ -140,6 +246,8 @@ pub(crate) struct HostState {
     pub smtp: Option<Arc<SmtpPolicy>>,
     /// When the current call must end; read by the epoch callback.
     pub deadline: Instant,
+    /// The clocks and randomness WASI shows this call.
+    pub world: Arc<CallWorld>,
     /// Built on first use: most calls never touch WASI, and building a
     /// context (RNG seeding) is a measurable part of a small call.
     wasi: Option<WasiCtx>,
@@ -176,6 +284,7 @@ impl HostState {
             http: network.http,
             smtp: network.smtp,
             deadline,
+            world: Arc::new(CallWorld::new()),
             wasi: None,
             table: ResourceTable::new(),
             output: None,
@@ -214,14 +323,21 @@ impl WasiView for HostState {
             table,
             output,
             limits,
+            world,
             ..
         } = self;
         let ctx = wasi.get_or_insert_with(|| {
             // Empty by default: no preopens, no env, no args, stdin closed,
-            // every socket address denied, name lookup denied.
+            // every socket address denied, name lookup denied; clocks and
+            // randomness are the call's (see `CallWorld`).
             let pipe = MemoryOutputPipe::new(limits.max_log_bytes);
             let mut builder = WasiCtxBuilder::new();
             builder
+                .wall_clock(FrozenWall(world.clone()))
+                .monotonic_clock(FrozenMonotonic(world.clone()))
+                .secure_random(SeededRandom(world.clone(), true))
+                .insecure_random(SeededRandom(world.clone(), false))
+                .insecure_random_seed(*lock(&world.insecure_seed))
                 .stdout(pipe.clone())
                 .stderr(pipe.clone())
                 .allow_tcp(false)

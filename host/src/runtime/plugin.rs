@@ -21,16 +21,18 @@ use std::time::{Duration, Instant};
 use wasmtime::component::{InstancePre, Linker};
 use wasmtime::{Store, Trap, UpdateDeadline};
 
+use super::admission::{Permit, Refused};
 use super::capabilities::outbound_http::HttpPolicy;
 use super::capabilities::outbound_smtp::SmtpPolicy;
 use super::capabilities::{self};
-use super::contract_v0_1_0::channel::{self, InboundError, InboundEvent, InboundRequest, Message, Receipt};
-use super::contract_v0_1_0::cross_selling::{self, RecommendRequest, Recommendation};
+use super::contract_v0_1_0::channel::{InboundError, InboundEvent, InboundRequest, Message, Receipt};
+use super::contract_v0_1_0::cross_selling::{RecommendRequest, Recommendation};
 use super::contract_v0_1_0::inputs::{CustomerHistory, PurchaseSummary};
-use super::contract_v0_1_0::rewards::{self, InteractionContext, LedgerIntent, RewardOutcome};
-use super::contract_v0_1_0::scoring::{self, CustomerScore};
+use super::contract_v0_1_0::rewards::{InteractionContext, LedgerIntent, RewardOutcome};
+use super::contract_v0_1_0::scoring::CustomerScore;
 use super::contract_v0_1_0::types::{LoyaltyAccount, PluginError, Reward, Tier, Timestamp};
 use super::host_state::{HostState, LogLevel, LogLine, Network};
+use super::lift;
 use super::output::{self, OutputSize};
 use super::services::HostServices;
 use super::{CallError, Capability, Limits, LoadError, PluginDefinition, PluginErrorKind, PluginKind, Runtime};
@@ -78,10 +80,10 @@ pub const FIT_CHUNK: usize = rapport_plugin_sdk::FIT_CHUNK_MAX;
 
 /// Export indices of the plugin's kind, resolved once at load.
 enum Exports {
-    Scoring(scoring::GuestIndices),
-    CrossSell(cross_selling::GuestIndices),
-    Rewards(rewards::GuestIndices),
-    Channel(channel::GuestIndices),
+    Scoring(lift::ScoringIndices),
+    CrossSell(lift::CrossSellIndices),
+    Rewards(lift::RewardsIndices),
+    Channel(lift::ChannelIndices),
 }
 
 /// One loaded, verified and pre-linked plugin version.
@@ -99,11 +101,10 @@ pub struct Plugin {
     compiled_from_cache: bool,
     /// The `plugin` metrics label, shared rather than reallocated per call.
     label: metrics::SharedString,
-    /// Metric handles per export, registered once at load: looking a
-    /// labelled metric up in the registry on every call was a visible part
-    /// of a warm call.
-    call_metrics: Vec<ExportMetrics>,
-    fuel_used: metrics::Counter,
+    /// Metric handles per tenant label, registered on a tenant's first
+    /// call: looking a labelled metric up in the registry on every call was
+    /// a visible part of a warm call.
+    tenant_metrics: Mutex<HashMap<metrics::SharedString, Arc<TenantMetrics>>>,
     /// Consecutive failures per tenant (circuit breaker).
     failures: Mutex<HashMap<TenantId, u32>>,
     /// False while `failures` is empty: the common path skips the lock.
@@ -115,6 +116,33 @@ struct ExportMetrics {
     export: &'static str,
     calls: metrics::Counter,
     duration: metrics::Histogram,
+}
+
+/// One plugin's metric handles for one tenant label.
+struct TenantMetrics {
+    tenant: metrics::SharedString,
+    exports: Vec<ExportMetrics>,
+    fuel_used: metrics::Counter,
+}
+
+/// Distinct `tenant` label values: the first [`MAX_TENANT_LABELS`] tenants
+/// that call a plugin get their own, later ones share `other`, so a host
+/// with many tenants cannot blow up the metrics registry.
+pub const MAX_TENANT_LABELS: usize = 100;
+
+fn tenant_label(tenant: &TenantId) -> metrics::SharedString {
+    static LABELS: Mutex<Option<HashMap<String, metrics::SharedString>>> = Mutex::new(None);
+    let mut labels = LABELS.lock().unwrap_or_else(|p| p.into_inner());
+    let labels = labels.get_or_insert_with(HashMap::new);
+    if let Some(label) = labels.get(tenant.as_str()) {
+        return label.clone();
+    }
+    if labels.len() >= MAX_TENANT_LABELS {
+        return metrics::SharedString::const_str("other");
+    }
+    let label = metrics::SharedString::from_owned(tenant.as_str().to_owned());
+    labels.insert(tenant.as_str().to_owned(), label.clone());
+    label
 }
 
 /// The exports of each kind, as the metrics name them.
@@ -169,24 +197,24 @@ impl Plugin {
             capabilities::link(&mut linker, cap).map_err(link_err)?;
         }
         let pre = linker.instantiate_pre(&component).map_err(link_err)?;
-        let missing = |export: &str, e: wasmtime::Error| LoadError::MissingExport {
+        let missing = |export: &str, message: String| LoadError::MissingExport {
             plugin: plugin.clone(),
             kind: def.kind,
             export: format!("rapport:crm/{export}@0.1.0"),
-            message: format!("{e:#}"),
+            message,
         };
         let exports = match def.kind {
             PluginKind::ScoringRule => {
-                Exports::Scoring(scoring::GuestIndices::new(&pre).map_err(|e| missing("scoring", e))?)
+                Exports::Scoring(lift::ScoringIndices::new(&component).map_err(|e| missing("scoring", e))?)
             }
             PluginKind::CrossSell => {
-                Exports::CrossSell(cross_selling::GuestIndices::new(&pre).map_err(|e| missing("cross-selling", e))?)
+                Exports::CrossSell(lift::CrossSellIndices::new(&component).map_err(|e| missing("cross-selling", e))?)
             }
             PluginKind::RewardScheme => {
-                Exports::Rewards(rewards::GuestIndices::new(&pre).map_err(|e| missing("rewards", e))?)
+                Exports::Rewards(lift::RewardsIndices::new(&component).map_err(|e| missing("rewards", e))?)
             }
             PluginKind::ChannelConnector => {
-                Exports::Channel(channel::GuestIndices::new(&pre).map_err(|e| missing("channel", e))?)
+                Exports::Channel(lift::ChannelIndices::new(&component).map_err(|e| missing("channel", e))?)
             }
         };
         let allowed = def.allowed_hosts.clone();
@@ -209,20 +237,10 @@ impl Plugin {
         };
         let id: Arc<str> = def.id.into();
         let label = metrics::SharedString::from_shared(id.clone());
-        let call_metrics = export_names(def.kind)
-            .iter()
-            .map(|&export| ExportMetrics {
-                export,
-                calls: metrics::counter!("rapport_plugin_calls_total", "plugin" => label.clone(), "kind" => def.kind.as_str(), "export" => export),
-                duration: metrics::histogram!("rapport_plugin_call_duration_seconds", "plugin" => label.clone(), "export" => export),
-            })
-            .collect();
-        let fuel_used = metrics::counter!("rapport_plugin_fuel_used_total", "plugin" => label.clone());
         let plugin = Arc::new(Plugin {
             runtime,
             label,
-            call_metrics,
-            fuel_used,
+            tenant_metrics: Mutex::new(HashMap::new()),
             id,
             kind: def.kind,
             sha256: def.sha256.to_ascii_lowercase(),
@@ -255,6 +273,9 @@ impl Plugin {
             services: Arc::new(super::fixture::FixtureServices::default()),
         };
         let mut session = self.session(ctx);
+        // Outside admission: load checks use the pool slots admission keeps
+        // in reserve, so a tenant's flood can never stop a plugin loading.
+        session.load_check = true;
         // Instantiation never awaits a host service (Rust components have no
         // start function that calls imports), so a minimal executor is
         // enough, and load stays callable from synchronous code.
@@ -324,6 +345,8 @@ impl Plugin {
             ctx,
             live: None,
             fresh_since: None,
+            load_check: false,
+            call_now: None,
         }
     }
 
@@ -427,14 +450,40 @@ impl Plugin {
         store
     }
 
+    /// This plugin's metric handles for `tenant`'s label.
+    fn metrics_for(&self, tenant: &TenantId) -> Arc<TenantMetrics> {
+        let label = tenant_label(tenant);
+        let mut map = self.tenant_metrics.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(m) = map.get(&label) {
+            return m.clone();
+        }
+        let plugin = &self.label;
+        let kind = self.kind.as_str();
+        let handles = Arc::new(TenantMetrics {
+            exports: export_names(self.kind)
+                .iter()
+                .map(|&export| ExportMetrics {
+                    export,
+                    calls: metrics::counter!("rapport_plugin_calls_total", "plugin" => plugin.clone(), "tenant" => label.clone(), "kind" => kind, "export" => export),
+                    duration: metrics::histogram!("rapport_plugin_call_duration_seconds", "plugin" => plugin.clone(), "tenant" => label.clone(), "export" => export),
+                })
+                .collect(),
+            fuel_used: metrics::counter!("rapport_plugin_fuel_used_total", "plugin" => plugin.clone(), "tenant" => label.clone()),
+            tenant: label.clone(),
+        });
+        map.insert(label, handles.clone());
+        handles
+    }
+
     fn record(&self, export: &'static str, result: Result<(), &CallError>, report: &CallReport, tenant: &TenantId) {
         let plugin = self.label.clone();
-        if let Some(m) = self.call_metrics.iter().find(|m| m.export == export) {
+        let handles = self.metrics_for(tenant);
+        if let Some(m) = handles.exports.iter().find(|m| m.export == export) {
             m.calls.increment(1);
             m.duration.record(report.duration.as_secs_f64());
         }
         if let Some(fuel) = report.fuel_used {
-            self.fuel_used.increment(fuel);
+            handles.fuel_used.increment(fuel);
         }
         match result {
             Ok(()) => {
@@ -443,13 +492,8 @@ impl Plugin {
                 }
             }
             Err(e) => {
-                metrics::counter!("rapport_plugin_errors_total", "plugin" => plugin, "cause" => e.cause()).increment(1);
-                // A typed plugin error is an answer, not a malfunction; a
-                // suspension or a wrong-kind call says nothing new.
-                if !matches!(
-                    e,
-                    CallError::Guest(..) | CallError::Suspended { .. } | CallError::WrongKind
-                ) {
+                metrics::counter!("rapport_plugin_errors_total", "plugin" => plugin, "tenant" => handles.tenant.clone(), "cause" => e.cause()).increment(1);
+                if e.counts_toward_suspension() {
                     let mut failures = self.lock_failures();
                     *failures.entry(tenant.clone()).or_insert(0) += 1;
                     self.any_failures.store(true, Ordering::Release);
@@ -468,6 +512,11 @@ pub struct Session<'p> {
     live: Option<Live>,
     /// Set right after instantiation: the next call's duration counts it.
     fresh_since: Option<Instant>,
+    /// The load-time type check: instantiates outside admission.
+    load_check: bool,
+    /// The `now` the next call's input carries, which its WASI clocks show
+    /// (the host's clock when the input has none).
+    call_now: Option<Timestamp>,
 }
 
 /// A live instance with its exports looked up once (type-checking an
@@ -475,13 +524,15 @@ pub struct Session<'p> {
 struct Live {
     store: Store<HostState>,
     guest: Loaded,
+    /// This instance's share of the pool, returned when it is dropped.
+    _permit: Option<Permit>,
 }
 
 enum Loaded {
-    Scoring(scoring::Guest),
-    CrossSell(cross_selling::Guest),
-    Rewards(rewards::Guest),
-    Channel(channel::Guest),
+    Scoring(lift::ScoringGuest),
+    CrossSell(lift::CrossSellGuest),
+    Rewards(lift::RewardsGuest),
+    Channel(lift::ChannelGuest),
 }
 
 /// Runs one export of the session's instance: `$variant` is the plugin
@@ -498,11 +549,15 @@ macro_rules! guest_call {
                     Some(Live {
                         store,
                         guest: Loaded::$variant($guest),
+                        ..
                     }) => {
                         let deadline = store.data().deadline;
+                        let limit = $session.plugin.limits.max_output_bytes;
                         let raw = {
                             let $store = &mut *store;
-                            within(deadline, $call).await
+                            // The result is lifted under the output cap,
+                            // inside the deadline (see `runtime/lift.rs`).
+                            within(deadline, lift::capped(limit, $call)).await
                         };
                         match raw {
                             Ok(v) => (Ok(v), started),
@@ -528,8 +583,9 @@ impl Session<'_> {
                 return Err(CallError::Suspended { failures });
             }
         }
-        let now = Instant::now();
         if self.live.is_none() {
+            let permit = admit(plugin, &self.ctx.tenant, self.load_check).await?;
+            let now = Instant::now();
             let mut store = plugin.new_store(&self.ctx);
             store.set_epoch_deadline(1);
             if plugin.runtime.consume_fuel() {
@@ -550,20 +606,33 @@ impl Session<'_> {
             });
             match loaded {
                 Ok(guest) => {
-                    self.live = Some(Live { store, guest });
+                    self.live = Some(Live {
+                        store,
+                        guest,
+                        _permit: permit,
+                    });
                     self.fresh_since = Some(now);
                 }
                 Err(e) => {
                     return Err(match classify(e, &store, plugin.limits.timeout_ms) {
-                        CallError::Trap(m) => CallError::Instantiate(m),
+                        // The load check reports the detail to the operator
+                        // (e.g. exports of the wrong types); a tenant's call
+                        // gets no internal detail (it may name pool sizes).
+                        CallError::Trap(m) if self.load_check => CallError::Instantiate(m),
+                        CallError::Trap(m) => {
+                            tracing::warn!(plugin = %plugin.id, tenant = %self.ctx.tenant, error = %m, "cannot instantiate plugin");
+                            CallError::Instantiate("the host could not start the plugin for this call".into())
+                        }
                         other => other,
                     });
                 }
             }
         }
-        let started = self.fresh_since.take().unwrap_or(now);
+        let started = self.fresh_since.take().unwrap_or_else(Instant::now);
+        let call_now = self.call_now.take().unwrap_or_else(crate::store::now_ms);
         if let Some(Live { store, .. }) = &mut self.live {
             let state = store.data_mut();
+            state.world.begin_call(&self.ctx.tenant, &plugin.id, call_now);
             state.deadline = started + Duration::from_millis(plugin.limits.timeout_ms);
             state.log.lines.clear();
             state.log.bytes = 0;
@@ -615,11 +684,7 @@ impl Session<'_> {
         if let Err(e) = &result
             && !matches!(
                 e,
-                CallError::Guest(..)
-                    | CallError::InvalidOutput(_)
-                    | CallError::OutputTooLarge { .. }
-                    | CallError::Suspended { .. }
-                    | CallError::WrongKind
+                CallError::Guest(..) | CallError::InvalidOutput(_) | CallError::Suspended { .. } | CallError::WrongKind
             )
         {
             // The instance may be mid-way through anything: never reuse it.
@@ -630,6 +695,7 @@ impl Session<'_> {
     }
 
     pub async fn score(&mut self, input: &CustomerHistory) -> (Result<CustomerScore, CallError>, CallReport) {
+        self.call_now = Some(input.now);
         let (raw, started) = guest_call!(self, "score", Scoring, |g, s| g.call_score(s, input));
         let result = raw.and_then(|r| r.map_err(plugin_error));
         self.finish("score", started, result, |s| {
@@ -641,6 +707,7 @@ impl Session<'_> {
         &mut self,
         inputs: &[CustomerHistory],
     ) -> (Result<Vec<Result<CustomerScore, CallError>>, CallError>, CallReport) {
+        self.call_now = inputs.first().map(|i| i.now);
         let (raw, started) = guest_call!(self, "score-batch", Scoring, |g, s| g.call_score_batch(s, inputs));
         let expected = inputs.len();
         let (result, report) = self.finish("score-batch", started, raw, |v| {
@@ -681,6 +748,7 @@ impl Session<'_> {
     ) -> (Result<String, CallError>, CallReport) {
         let mut total = CallReport::default();
         for chunk in population.chunks(FIT_CHUNK) {
+            self.call_now = Some(now);
             let (raw, started) = guest_call!(self, "fit-chunk", Scoring, |g, s| g.call_fit_chunk(s, chunk, now));
             let result = raw.and_then(|r| r.map_err(plugin_error));
             let (result, report) = self.finish("fit-chunk", started, result, |_| Ok(()));
@@ -689,6 +757,7 @@ impl Session<'_> {
                 return (Err(e), total);
             }
         }
+        self.call_now = Some(now);
         let (raw, started) = guest_call!(self, "fit-finish", Scoring, |g, s| g.call_fit_finish(s, now));
         let result = raw.and_then(|r| r.map_err(plugin_error));
         let (result, report) = self.finish("fit-finish", started, result, |j| {
@@ -702,6 +771,7 @@ impl Session<'_> {
         &mut self,
         request: &RecommendRequest,
     ) -> (Result<Vec<Recommendation>, CallError>, CallReport) {
+        self.call_now = Some(request.history.now);
         let (raw, started) = guest_call!(self, "recommend", CrossSell, |g, s| g.call_recommend(s, request));
         let result = raw.and_then(|r| r.map_err(plugin_error));
         let limit = request.limit as usize;
@@ -734,6 +804,7 @@ impl Session<'_> {
         &mut self,
         context: &InteractionContext,
     ) -> (Result<RewardOutcome, CallError>, CallReport) {
+        self.call_now = Some(context.now);
         let (raw, started) = guest_call!(self, "on-interaction", Rewards, |g, s| g
             .call_on_interaction(s, context));
         let result = raw.and_then(|r| r.map_err(plugin_error));
@@ -773,6 +844,7 @@ impl Session<'_> {
     }
 
     pub async fn deliver(&mut self, message: &Message) -> (Result<Receipt, CallError>, CallReport) {
+        self.call_now = Some(message.now);
         let (raw, started) = guest_call!(self, "deliver", Channel, |g, s| g.call_deliver(s, message));
         let result = raw.and_then(|r| {
             r.map_err(|e| {
@@ -815,6 +887,26 @@ impl Session<'_> {
     }
 }
 
+/// A share of the instance pool for a new instance of `plugin` for
+/// `tenant`, waiting at most the call's own deadline (see
+/// `runtime/admission.rs`). `None` for the load check, and outside a tokio
+/// runtime (no timer to bound a wait).
+async fn admit(plugin: &Plugin, tenant: &TenantId, load_check: bool) -> Result<Option<Permit>, CallError> {
+    if load_check || tokio::runtime::Handle::try_current().is_err() {
+        return Ok(None);
+    }
+    let wait = Duration::from_millis(plugin.limits.timeout_ms);
+    match plugin.runtime.admission().acquire(tenant, &plugin.id, wait).await {
+        Ok(permit) => Ok(Some(permit)),
+        Err(refused) => {
+            tracing::debug!(plugin = %plugin.id, tenant = %tenant, global = refused == Refused::Global, "plugin call refused: no capacity");
+            Err(CallError::Busy {
+                retry_after_ms: plugin.limits.timeout_ms.max(1_000),
+            })
+        }
+    }
+}
+
 /// Bounds time spent awaiting host services (the epoch callback bounds
 /// time spent in guest code).
 ///
@@ -846,6 +938,14 @@ async fn within<T>(
 fn classify(e: wasmtime::Error, store: &Store<HostState>, timeout_ms: u64) -> CallError {
     if e.downcast_ref::<DeadlineExceeded>().is_some() {
         return CallError::Timeout { ms: timeout_ms };
+    }
+    // Refused mid-lift: the instance never ran its post-return, so it is
+    // dropped like after a trap (`finish`).
+    if let Some(over) = e.downcast_ref::<lift::OverCap>() {
+        return CallError::OutputTooLarge {
+            bytes: over.bytes,
+            limit: over.limit,
+        };
     }
     let trap = e.downcast_ref::<Trap>().copied();
     match trap {

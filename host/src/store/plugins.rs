@@ -251,6 +251,16 @@ impl Store {
         Ok(suspended.is_some())
     }
 
+    /// (tenant, plugin) pairs suspended now, over every tenant (the
+    /// suspended-plugins gauge).
+    pub async fn suspended_plugin_count(&self) -> StoreResult<i64> {
+        let row =
+            sqlx::query("SELECT CAST(COUNT(*) AS BIGINT) AS n FROM plugin_tenant_state WHERE suspended_at IS NOT NULL")
+                .fetch_one(self.db().pool())
+                .await?;
+        Ok(row.try_get("n")?)
+    }
+
     /// Lifts a suspension and resets the counter (the last error is kept
     /// for reference). Returns the state after resuming.
     pub async fn resume_plugin(&self, tenant: &TenantId, plugin: &str) -> StoreResult<PluginState> {
