@@ -85,12 +85,15 @@ pub(crate) enum Refused {
     Global,
 }
 
+/// One share per key (a tenant, or a tenant's plugin), made on first use.
+type Shares<K> = Mutex<HashMap<K, Arc<Semaphore>>>;
+
 /// The gate every instantiation goes through (one per [`super::Runtime`]).
 pub(crate) struct CallAdmission {
     config: AdmissionConfig,
     global: Arc<Semaphore>,
-    tenants: Mutex<HashMap<TenantId, Arc<Semaphore>>>,
-    plugins: Mutex<HashMap<(TenantId, Arc<str>), Arc<Semaphore>>>,
+    tenants: Shares<TenantId>,
+    plugins: Shares<(TenantId, Arc<str>)>,
 }
 
 /// Held for as long as an instance lives; dropping it frees the shares.
@@ -195,7 +198,7 @@ mod tests {
     #[tokio::test]
     async fn a_full_share_refuses_only_its_tenant() {
         let gate = CallAdmission::new(config(4, 2, 2));
-        let (a, b) = (TenantId("a".into()), TenantId("b".into()));
+        let (a, b) = (TenantId::for_tests("a"), TenantId::for_tests("b"));
         let p: Arc<str> = "p".into();
         let wait = Duration::from_millis(20);
         let held = [
@@ -215,10 +218,10 @@ mod tests {
         let gate = CallAdmission::new(config(2, 2, 2));
         let p: Arc<str> = "p".into();
         let wait = Duration::from_millis(20);
-        let _a = gate.acquire(&TenantId("a".into()), &p, wait).await.unwrap();
-        let _b = gate.acquire(&TenantId("b".into()), &p, wait).await.unwrap();
+        let _a = gate.acquire(&TenantId::for_tests("a"), &p, wait).await.unwrap();
+        let _b = gate.acquire(&TenantId::for_tests("b"), &p, wait).await.unwrap();
         assert_eq!(
-            gate.acquire(&TenantId("c".into()), &p, wait).await.err(),
+            gate.acquire(&TenantId::for_tests("c"), &p, wait).await.err(),
             Some(Refused::Global)
         );
     }
