@@ -89,6 +89,10 @@ pub async fn start_with_state(config: &Config, state: AppState) -> anyhow::Resul
         .await
         .with_context(|| format!("binding {}", config.server.listen))?;
     let addr = listener.local_addr()?;
+    // Compile every plugin now, in the background: the server serves at
+    // once, `/readyz` says 503 until they are loaded or marked unavailable,
+    // and a call that comes earlier waits for its plugin's compilation.
+    state.plugins.load_all(false);
     let app = api::app(state.clone());
     let (shutdown, mut rx) = tokio::sync::watch::channel(false);
     // Outbox workers (see delivery.rs); `[delivery] enabled = false` leaves
@@ -134,16 +138,23 @@ pub async fn start_with_state(config: &Config, state: AppState) -> anyhow::Resul
 pub async fn serve(config: &Config) -> anyhow::Result<()> {
     let server = start(config).await?;
     tracing::info!(url = %server.url(), "rapport listening");
-    let reloader = tokio::spawn(reload_manifest_on_sighup(server.state.manifest.clone()));
+    let reloader = tokio::spawn(reload_manifest_on_sighup(
+        server.state.manifest.clone(),
+        server.state.plugins.clone(),
+    ));
     shutdown_signal().await;
     reloader.abort();
     tracing::info!("shutting down: draining in-flight requests");
     server.stop().await
 }
 
-/// `kill -HUP` re-reads the plugin manifest; a broken one is logged and the
-/// previous one stays in force (same as `POST /v1/admin/manifest/reload`).
-async fn reload_manifest_on_sighup(manifest: Arc<crate::manifest::ManifestHandle>) {
+/// `kill -HUP` re-reads the plugin manifest and loads its plugins; a broken
+/// one is logged and the previous one stays in force (same as
+/// `POST /v1/admin/manifest/reload`).
+async fn reload_manifest_on_sighup(
+    manifest: Arc<crate::manifest::ManifestHandle>,
+    plugins: Arc<crate::plugins::PluginService>,
+) {
     #[cfg(unix)]
     {
         let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
@@ -152,7 +163,10 @@ async fn reload_manifest_on_sighup(manifest: Arc<crate::manifest::ManifestHandle
         while hup.recv().await.is_some() {
             let handle = manifest.clone();
             match tokio::task::spawn_blocking(move || handle.reload()).await {
-                Ok(Ok(m)) => tracing::info!(plugins = m.plugins.len(), "SIGHUP: plugin manifest reloaded"),
+                Ok(Ok(m)) => {
+                    tracing::info!(plugins = m.plugins.len(), "SIGHUP: plugin manifest reloaded");
+                    plugins.load_all(true);
+                }
                 Ok(Err(err)) => {
                     tracing::error!(error = %err, "SIGHUP: manifest reload failed; keeping the previous one")
                 }
@@ -161,7 +175,7 @@ async fn reload_manifest_on_sighup(manifest: Arc<crate::manifest::ManifestHandle
         }
     }
     #[cfg(not(unix))]
-    let _ = manifest;
+    let _ = (manifest, plugins);
 }
 
 async fn shutdown_signal() {
