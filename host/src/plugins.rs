@@ -69,6 +69,7 @@ pub struct PluginService {
     store: Store,
     services: Arc<store_services::StoreServices>,
     loader: loader::Loader,
+    reward_locks: rewards::CustomerLocks,
 }
 
 fn failure(code: &str, message: impl Into<String>) -> PluginFailure {
@@ -144,6 +145,7 @@ impl PluginService {
             store,
             services,
             loader: loader::Loader::default(),
+            reward_locks: rewards::CustomerLocks::default(),
         }
     }
 
