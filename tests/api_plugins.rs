@@ -686,6 +686,7 @@ async fn broken_artifacts_at_start_up_leave_the_rest_serving(backend: Backend) {
             "{plugin}: {metrics}"
         );
     }
+    assert!(metrics.contains("# HELP rapport_plugin_unavailable "), "{metrics}");
 
     // The other plugin scores; the broken one is refused, not counted.
     app.post("/v1/plugins/churn/enable", &acme.admin, json!(null)).await;

@@ -54,6 +54,9 @@ pub async fn build_state(config: &Config) -> anyhow::Result<AppState> {
     let manifest = Arc::new(manifest);
     let store = Store::new(db);
     let runtime_config = runtime_config(config);
+    // The recorder first: descriptions given before it exists are lost.
+    let metrics = Arc::new(Metrics::global());
+    crate::plugins::loader::describe_metrics();
     let plugins = Arc::new(crate::plugins::PluginService::new(
         runtime_config,
         manifest.clone(),
@@ -61,7 +64,7 @@ pub async fn build_state(config: &Config) -> anyhow::Result<AppState> {
     ));
     Ok(AppState {
         store,
-        metrics: Arc::new(Metrics::global()),
+        metrics,
         manifest,
         plugins,
     })
