@@ -272,6 +272,9 @@ async fn get_manifest(State(s): State<AppState>, auth: Auth) -> ApiResult<Json<M
 /// Re-read the manifest file (platform admin). On error the previous
 /// manifest stays in force and the answer is 409 `manifest_invalid` with
 /// every issue (`file:line:column: field: message`) in `details.issues`.
+/// A missing or changed artifact is not an error: that plugin is
+/// `unavailable` (with the reason) and the others are loaded; plugins load
+/// in the background (`status: loading` until then).
 #[utoipa::path(post, path = "/v1/admin/manifest/reload", tag = "admin",
     responses((status = 200, body = ManifestSummary), (status = 409, body = super::error::ErrorBody)))]
 async fn reload_manifest(State(s): State<AppState>, auth: Auth) -> ApiResult<Json<ManifestSummary>> {
