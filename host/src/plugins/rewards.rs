@@ -1,20 +1,12 @@
 //! Reward-scheme plugins on the ingest path, and `redeemable`.
 //!
-//! Every interaction an ingest creates is shown to the tenant's active
-//! reward plugins (`on-interaction`) *before* the write transaction, on a
-//! read snapshot ([`RewardSnapshot`]), so a slow or looping plugin never
-//! holds the database's write lock (on SQLite: every tenant's writes).
-//! Inside the transaction the host reads the same context again under the
-//! lock and applies a plugin's intents only if it is unchanged; otherwise it
-//! rolls back and runs the plugins again ([`MAX_ATTEMPTS`] in all, after
-//! which the plugin is reported `failed` with `plugin_conflict`, not
-//! counted, and an admin can re-run it). The interaction and its reward
-//! entries commit together, and the deterministic idempotency key of each
-//! entry (`reward:<interaction id>:<plugin>:<n>`) keeps them exactly-once.
-//! This node's ingests of one customer queue behind each other while their
-//! plugins run ([`CustomerLocks`]), so that they do not invalidate each
-//! other's snapshots; other writers (and other nodes) are caught by the check.
-//! README.md ("Reward plugins") has the failure, replay and retry rules.
+//! The plugins run on a read snapshot *before* the ingest's write
+//! transaction, so a slow or looping plugin never holds the database's
+//! write lock (on SQLite: every tenant's writes); their intents are applied
+//! inside it only if what they were shown still holds, else the ingest runs
+//! them again. Why each step is needed: ARCHITECTURE.md ("Reward schemes");
+//! the rules a client sees (exactly once, failures, retries): README.md
+//! ("Reward plugins").
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
