@@ -45,6 +45,12 @@ pub struct Manifest {
     pub tenants: Vec<TenantPlugins>,
     #[serde(with = "time::serde::rfc3339")]
     pub loaded_at: time::OffsetDateTime,
+    /// Plugins whose artifact was missing or did not match its sha256 when
+    /// the manifest was read, with the reason as tenants may read it (no
+    /// server path). Only [`Manifest::load_serving`] leaves such plugins in;
+    /// the server serves without them (see `plugins::loader`).
+    #[serde(skip)]
+    pub artifact_problems: std::collections::BTreeMap<String, String>,
 }
 
 /// One `[[plugin]]` entry.
@@ -245,6 +251,7 @@ impl Manifest {
             plugins: Vec::new(),
             tenants: Vec::new(),
             loaded_at: time::OffsetDateTime::now_utc(),
+            artifact_problems: Default::default(),
         }
     }
 
@@ -262,7 +269,23 @@ impl Manifest {
     /// Like [`Manifest::load`] with the text already read; `path` is used
     /// for messages and to resolve relative artifact paths.
     pub fn parse(path: &Path, text: &str) -> Result<Manifest, ManifestError> {
-        parse::parse(path, text).map_err(|errors| ManifestError::Invalid { errors })
+        match parse::parse(path, text) {
+            Ok((manifest, artifact_issues)) if artifact_issues.is_empty() => Ok(manifest),
+            Ok((_, errors)) | Err(errors) => Err(ManifestError::Invalid { errors }),
+        }
+    }
+
+    /// Like [`Manifest::load`], except that a plugin whose artifact is
+    /// missing or does not match its sha256 stays in the manifest, its
+    /// problem returned beside it: what a server runs with, marking that
+    /// plugin unavailable instead of refusing to start (see
+    /// `plugins::loader`).
+    pub fn load_serving(path: &Path) -> Result<(Manifest, Vec<ManifestIssue>), ManifestError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        parse::parse(path, &text).map_err(|errors| ManifestError::Invalid { errors })
     }
 
     pub fn plugin(&self, id: &str) -> Option<&PluginSpec> {
@@ -309,6 +332,16 @@ pub fn sha256_file(path: &Path) -> std::io::Result<String> {
     Ok(hex::encode(hasher.finalize()))
 }
 
+/// [`Manifest::load_serving`], logging each artifact problem (the plugin
+/// service then reports that plugin unavailable).
+fn serving(path: &Path) -> Result<Manifest, ManifestError> {
+    let (manifest, artifact_issues) = Manifest::load_serving(path)?;
+    for issue in &artifact_issues {
+        tracing::error!(issue = %issue, "plugin artifact unusable; that plugin will be unavailable");
+    }
+    Ok(manifest)
+}
+
 /// Why the last reload failed (the previous manifest stayed in force).
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ReloadFailure {
@@ -345,12 +378,13 @@ impl ManifestHandle {
     }
 
     /// Loads the manifest at `path` (if any). Start-up fails on an invalid
-    /// manifest: better not to start than to start without the plugins the
-    /// operator asked for.
+    /// manifest: better not to start than to start with a configuration
+    /// nobody wrote. A missing or changed artifact is not that: it costs one
+    /// plugin, not the server (see [`Manifest::load_serving`]).
     pub fn open(path: Option<&Path>) -> Result<ManifestHandle, ManifestError> {
         match path {
             None => Ok(ManifestHandle::empty()),
-            Some(path) => Ok(ManifestHandle::with(Some(path.to_path_buf()), Manifest::load(path)?)),
+            Some(path) => Ok(ManifestHandle::with(Some(path.to_path_buf()), serving(path)?)),
         }
     }
 
@@ -387,7 +421,7 @@ impl ManifestHandle {
         // A poisoned lock only means an earlier reload panicked; the data it
         // guards is still consistent (it is swapped atomically).
         let _guard = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
-        match Manifest::load(path) {
+        match serving(path) {
             Ok(manifest) => {
                 let manifest = Arc::new(manifest);
                 self.current.store(manifest.clone());

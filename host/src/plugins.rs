@@ -7,9 +7,12 @@
 //! kind" and run them; this module makes sure that
 //! - the tenant comes from the caller (never from plugin input) and is the
 //!   one the runtime binds into the call's host state;
-//! - a plugin is loaded lazily, once per artifact digest, and a load failure
-//!   (digest mismatch, ungranted import, not a component) is remembered and
-//!   reported on every call instead of recompiling each time;
+//! - every plugin of the manifest is compiled when the manifest is loaded
+//!   (start-up, reload), in the background, once per artifact digest; a
+//!   load failure (missing or changed artifact, ungranted import, not a
+//!   component) makes the plugin unavailable, is remembered and reported on
+//!   every call instead of recompiling each time, and never counts towards
+//!   suspension (see `loader`);
 //! - every call that failed through the plugin's own misbehaviour
 //!   ([`CallError::counts_toward_suspension`]: not a load failure, not a
 //!   call refused for capacity) is counted against (tenant, plugin) in the
@@ -20,11 +23,11 @@
 
 pub mod cross_sell;
 pub mod inbound;
+pub mod loader;
 pub mod rewards;
 pub mod scoring;
 pub mod store_services;
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
@@ -79,12 +82,8 @@ pub struct PluginRun<T> {
     pub report: CallReport,
 }
 
-/// Loaded plugins by id; the digest says which artifact version the entry
-/// is for, so a manifest reload that changes `sha256` reloads the plugin.
-type LoadCache = HashMap<String, (String, Result<Arc<Plugin>, String>)>;
-
 pub struct PluginService {
-    /// Created on the first plugin call: an app that never runs a plugin
+    /// Created when the first plugin is loaded: an app without plugins
     /// (most tests, a node with no manifest) never reserves the engine's
     /// instance pool or starts its epoch ticker.
     runtime_config: RuntimeConfig,
@@ -92,12 +91,8 @@ pub struct PluginService {
     manifest: Arc<ManifestHandle>,
     store: Store,
     services: Arc<store_services::StoreServices>,
-    loaded: Mutex<LoadCache>,
-    /// One load at a time: a burst of first calls (a flood, or traffic
-    /// right after a reload) must not compile the same component hundreds
-    /// of times at once, each on its own blocking thread (measured: 900
-    /// concurrent first calls took the server to 3 GiB).
-    loading: tokio::sync::Mutex<()>,
+    loader: loader::Loader,
+    reward_locks: rewards::CustomerLocks,
 }
 
 fn failure(code: &str, message: impl Into<String>) -> PluginFailure {
@@ -154,22 +149,14 @@ pub fn runtime_limits(limits: &crate::manifest::Limits) -> crate::runtime::Limit
 }
 
 /// Loads (compiles, verifies and links) every plugin of `manifest`, as the
-/// server would on first use, and returns `(plugin id, reason)` for each one
+/// server does at start-up, and returns `(plugin id, reason)` for each one
 /// that would fail: not a component, an import its capabilities do not
 /// grant, an unknown contract, limits the engine cannot honour.
 /// `rapport manifest check` reports these before anything is deployed.
 pub fn check_components(manifest: &crate::manifest::Manifest, runtime: &Runtime) -> Vec<(String, String)> {
     let mut failures = Vec::new();
     for spec in &manifest.plugins {
-        let loaded = std::fs::read(&spec.artifact)
-            .map_err(|e| format!("cannot read {}: {e}", spec.artifact.display()))
-            .and_then(|wasm| {
-                runtime
-                    .load(definition(spec, wasm))
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
-            });
-        if let Err(reason) = loaded {
+        if let Err(reason) = loader::load(runtime, spec) {
             failures.push((spec.id.clone(), reason));
         }
     }
@@ -185,12 +172,56 @@ impl PluginService {
             manifest,
             store,
             services,
-            loaded: Mutex::new(HashMap::new()),
-            loading: tokio::sync::Mutex::new(()),
+            loader: loader::Loader::default(),
+            reward_locks: rewards::CustomerLocks::default(),
         }
     }
 
-    /// The runtime, created on first use.
+    /// Starts compiling, in the background, every plugin of the current
+    /// manifest not yet loaded for its digest (see [`loader`]); `reload`
+    /// (after a manifest reload) also retries the unavailable ones.
+    pub fn load_all(&self, reload: bool) {
+        let manifest = self.manifest.current();
+        self.loader
+            .load_all(&manifest, || self.runtime().map_err(|f| f.message), reload);
+    }
+
+    /// The plugins of the current manifest still compiling: the server is
+    /// ready (`/readyz`) when there are none.
+    pub fn pending(&self) -> Vec<String> {
+        self.loader.pending(&self.manifest.current())
+    }
+
+    /// How one plugin's load stands, and why it is unavailable if it is.
+    pub fn load_status(&self, id: &str) -> (loader::LoadStatus, Option<String>) {
+        self.loader.status(id).unwrap_or((loader::LoadStatus::Loading, None))
+    }
+
+    /// Marks the plugins whose current artifact cannot be loaded as
+    /// unavailable (see `manifest::effective`, rule 4).
+    pub fn mark_unavailable(&self, plugins: &mut [EffectivePlugin]) {
+        let manifest = self.manifest.current();
+        for plugin in plugins {
+            let Some(spec) = manifest.plugin(&plugin.id) else {
+                continue;
+            };
+            if let Some(reason) = self.loader.unavailable(&spec.id, &spec.sha256) {
+                plugin.mark_unavailable(reason);
+            }
+        }
+    }
+
+    /// The tenant's plugins with their effective state, availability
+    /// included: what `GET /v1/plugins` lists.
+    pub async fn effective(&self, tenant: &TenantId) -> StoreResult<Vec<EffectivePlugin>> {
+        let manifest = self.manifest.current();
+        let states = self.store.plugin_states(tenant).await?;
+        let mut plugins = effective_plugins(&manifest, tenant.as_str(), &states);
+        self.mark_unavailable(&mut plugins);
+        Ok(plugins)
+    }
+
+    /// The runtime, created on first use (the first load).
     pub fn runtime(&self) -> Result<Runtime, PluginFailure> {
         let mut slot = self.runtime.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(runtime) = slot.as_ref() {
@@ -221,9 +252,9 @@ impl PluginService {
 
     /// The tenant's plugins of `kind` that may run now, in manifest order.
     pub async fn active(&self, tenant: &TenantId, kind: PluginKind) -> StoreResult<Vec<EffectivePlugin>> {
-        let manifest = self.manifest.current();
-        let states = self.store.plugin_states(tenant).await?;
-        Ok(effective_plugins(&manifest, tenant.as_str(), &states)
+        Ok(self
+            .effective(tenant)
+            .await?
             .into_iter()
             .filter(|p| p.kind == kind && p.runs())
             .collect())
@@ -239,13 +270,14 @@ impl PluginService {
     ) -> StoreResult<Option<(EffectivePlugin, crate::manifest::DeliveryPolicy)>> {
         let manifest = self.manifest.current();
         let states = self.store.plugin_states(tenant).await?;
+        let mut plugins = effective_plugins(&manifest, tenant.as_str(), &states);
+        // An unavailable connector is skipped like a suspended one.
+        self.mark_unavailable(&mut plugins);
         Ok(
-            crate::manifest::effective::connector_for_channel(&manifest, tenant.as_str(), &states, channel).and_then(
-                |p| {
-                    let policy = manifest.plugin(&p.id)?.delivery.clone();
-                    Some((p, policy))
-                },
-            ),
+            crate::manifest::effective::connector_among(&manifest, plugins, channel).and_then(|p| {
+                let policy = manifest.plugin(&p.id)?.delivery.clone();
+                Some((p, policy))
+            }),
         )
     }
 
@@ -269,59 +301,25 @@ impl PluginService {
     pub async fn find(&self, tenant: &TenantId, plugin: &str) -> StoreResult<Option<EffectivePlugin>> {
         let manifest = self.manifest.current();
         let state = self.store.plugin_state(tenant, plugin).await?;
-        Ok(effective_plugin(&manifest, tenant.as_str(), plugin, state.as_ref()))
+        let mut found = effective_plugin(&manifest, tenant.as_str(), plugin, state.as_ref());
+        self.mark_unavailable(found.as_mut_slice());
+        Ok(found)
     }
 
     /// The loaded plugin for the manifest's current version of `id`,
-    /// compiling it (off the async workers) on first use.
+    /// waiting for its compilation if it is under way (see [`loader`]).
     async fn load(&self, id: &str) -> Result<Arc<Plugin>, PluginFailure> {
         let manifest = self.manifest.current();
         let spec = manifest
             .plugin(id)
-            .ok_or_else(|| failure("plugin_not_found", format!("plugin `{id}` is not in the manifest")))?
-            .clone();
-        let cached = || {
-            self.lock_loaded()
-                .get(id)
-                .filter(|(digest, _)| *digest == spec.sha256)
-                .map(|(_, entry)| entry.clone().map_err(|message| failure("plugin_load_failed", message)))
-        };
-        if let Some(entry) = cached() {
-            return entry;
+            .ok_or_else(|| failure("plugin_not_found", format!("plugin `{id}` is not in the manifest")))?;
+        if let Some(reason) = manifest.artifact_problems.get(id) {
+            return Err(failure("plugin_load_failed", reason.clone()));
         }
-        let _loading = self.loading.lock().await;
-        // Loaded by whoever held the lock before us?
-        if let Some(entry) = cached() {
-            return entry;
-        }
-        let runtime = self.runtime()?;
-        let spec_for_load = spec.clone();
-        let loaded = tokio::task::spawn_blocking(move || {
-            let wasm = std::fs::read(&spec_for_load.artifact).map_err(|e| {
-                format!(
-                    "plugin `{}`: cannot read {}: {e}",
-                    spec_for_load.id,
-                    spec_for_load.artifact.display()
-                )
-            })?;
-            runtime
-                .load(definition(&spec_for_load, wasm))
-                .map_err(|e| e.to_string())
-        })
-        .await
-        .unwrap_or_else(|join| Err(format!("plugin `{id}`: loader task failed: {join}")));
-        if let Err(message) = &loaded {
-            tracing::error!(plugin = id, error = %message, "plugin failed to load");
-        }
-        self.lock_loaded()
-            .insert(id.to_string(), (spec.sha256.clone(), loaded.clone()));
-        loaded.map_err(|message| failure("plugin_load_failed", message))
-    }
-
-    fn lock_loaded(&self) -> std::sync::MutexGuard<'_, LoadCache> {
-        // A panic while holding the lock cannot leave the map inconsistent
-        // (single inserts), so a poisoned lock is still usable.
-        self.loaded.lock().unwrap_or_else(|p| p.into_inner())
+        self.loader
+            .get(spec, || self.runtime().map_err(|f| f.message))
+            .await
+            .map_err(|message| failure("plugin_load_failed", message))
     }
 
     /// Runs one call of one plugin for `tenant` and records its outcome.
@@ -335,7 +333,9 @@ impl PluginService {
             // An artifact that does not load is the operator's problem, not
             // the plugin's behaviour for this tenant: reported, not counted.
             Err(fail) => {
-                tracing::warn!(tenant = %tenant, plugin = %plugin.id, code = %fail.code, error = %fail.message, "plugin call failed");
+                // The artifact, not the plugin's behaviour: never counted
+                // towards its suspension (see `loader`).
+                tracing::warn!(tenant = %tenant, plugin = %plugin.id, code = %fail.code, error = %fail.message, "plugin unavailable");
                 return PluginRun {
                     plugin: plugin.id.clone(),
                     result: Err(fail),
@@ -435,6 +435,7 @@ impl PluginService {
                     .await,
             );
         }
+        self.drop_unknown_skus(tenant, &mut runs).await?;
         Ok(runs)
     }
 

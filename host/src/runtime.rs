@@ -727,11 +727,13 @@ impl Runtime {
                         message: format!("{e:#}"),
                     })?;
                     self.inner.compilations.fetch_add(1, Ordering::Relaxed);
-                    write_atomically(&path, &compiled).map_err(|e| LoadError::Cache {
-                        plugin: plugin.into(),
-                        path: path.clone(),
-                        message: format!("{e:#}"),
-                    })?;
+                    // The cache only spares the next start a compilation: a
+                    // plugin whose compiled code cannot be written (a full
+                    // disk, a removed directory) still runs.
+                    if let Err(e) = write_atomically(&path, &compiled) {
+                        tracing::warn!(plugin, path = %path.display(), error = %format!("{e:#}"),
+                            "could not write the compiled-plugin cache");
+                    }
                     // SAFETY: these bytes were produced just now by this
                     // engine's `precompile_component`.
                     let c = unsafe { Component::deserialize(engine, &compiled) }.map_err(|e| LoadError::Compile {

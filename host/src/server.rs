@@ -54,6 +54,9 @@ pub async fn build_state(config: &Config) -> anyhow::Result<AppState> {
     let manifest = Arc::new(manifest);
     let store = Store::new(db);
     let runtime_config = runtime_config(config);
+    // The recorder first: descriptions given before it exists are lost.
+    let metrics = Arc::new(Metrics::global());
+    crate::plugins::loader::describe_metrics();
     let plugins = Arc::new(crate::plugins::PluginService::new(
         runtime_config,
         manifest.clone(),
@@ -61,7 +64,7 @@ pub async fn build_state(config: &Config) -> anyhow::Result<AppState> {
     ));
     Ok(AppState {
         store,
-        metrics: Arc::new(Metrics::global()),
+        metrics,
         manifest,
         plugins,
     })
@@ -100,6 +103,10 @@ pub async fn start_with_state(config: &Config, state: AppState) -> anyhow::Resul
         .await
         .with_context(|| format!("binding {}", config.server.listen))?;
     let addr = listener.local_addr()?;
+    // Compile every plugin now, in the background: the server serves at
+    // once, `/readyz` says 503 until they are loaded or marked unavailable,
+    // and a call that comes earlier waits for its plugin's compilation.
+    state.plugins.load_all(false);
     let app = api::app(state.clone());
     let (shutdown, mut rx) = tokio::sync::watch::channel(false);
     // Outbox workers (see delivery.rs); `[delivery] enabled = false` leaves
@@ -147,16 +154,23 @@ pub async fn start_with_state(config: &Config, state: AppState) -> anyhow::Resul
 pub async fn serve(config: &Config) -> anyhow::Result<()> {
     let server = start(config).await?;
     tracing::info!(url = %server.url(), "rapport listening");
-    let reloader = tokio::spawn(reload_manifest_on_sighup(server.state.manifest.clone()));
+    let reloader = tokio::spawn(reload_manifest_on_sighup(
+        server.state.manifest.clone(),
+        server.state.plugins.clone(),
+    ));
     shutdown_signal().await;
     reloader.abort();
     tracing::info!("shutting down: draining in-flight requests");
     server.stop().await
 }
 
-/// `kill -HUP` re-reads the plugin manifest; a broken one is logged and the
-/// previous one stays in force (same as `POST /v1/admin/manifest/reload`).
-async fn reload_manifest_on_sighup(manifest: Arc<crate::manifest::ManifestHandle>) {
+/// `kill -HUP` re-reads the plugin manifest and loads its plugins; a broken
+/// one is logged and the previous one stays in force (same as
+/// `POST /v1/admin/manifest/reload`).
+async fn reload_manifest_on_sighup(
+    manifest: Arc<crate::manifest::ManifestHandle>,
+    plugins: Arc<crate::plugins::PluginService>,
+) {
     #[cfg(unix)]
     {
         let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
@@ -165,7 +179,10 @@ async fn reload_manifest_on_sighup(manifest: Arc<crate::manifest::ManifestHandle
         while hup.recv().await.is_some() {
             let handle = manifest.clone();
             match tokio::task::spawn_blocking(move || handle.reload()).await {
-                Ok(Ok(m)) => tracing::info!(plugins = m.plugins.len(), "SIGHUP: plugin manifest reloaded"),
+                Ok(Ok(m)) => {
+                    tracing::info!(plugins = m.plugins.len(), "SIGHUP: plugin manifest reloaded");
+                    plugins.load_all(true);
+                }
                 Ok(Err(err)) => {
                     tracing::error!(error = %err, "SIGHUP: manifest reload failed; keeping the previous one")
                 }
@@ -174,7 +191,7 @@ async fn reload_manifest_on_sighup(manifest: Arc<crate::manifest::ManifestHandle
         }
     }
     #[cfg(not(unix))]
-    let _ = manifest;
+    let _ = (manifest, plugins);
 }
 
 async fn shutdown_signal() {

@@ -129,9 +129,8 @@ fn manifest(dir: &Path, port: u16) -> PathBuf {
         "[plugin.limits]",
         &format!("allowed_hosts = [\"127.0.0.1:{port}\"]\nchannels = [\"webhook\"]\n[plugin.limits]"),
     );
-    // Not a channel component at all: every call fails to load. That is
-    // the operator's artifact, not the plugin's behaviour for a tenant, so
-    // it never counts towards suspension (`counts_toward_suspension`).
+    // Not a channel component at all: it never loads, so it is unavailable
+    // (which, unlike a trap or a timeout, never counts towards suspension).
     let broken = support::plugin_manifest_entry(
         "broken",
         "hostile-panic",
@@ -739,11 +738,13 @@ async fn stored_before_delivery(backend: Backend) {
     app.server.stop().await.unwrap();
 }
 
-/// A connector that fails (here: cannot even load) is retried like a
-/// retryable error, its failures count towards suspension, and once it is
-/// suspended its channel has no connector: the message waits, not dies.
-async fn unloadable_connector_is_retried_never_suspended(backend: Backend) {
+/// A connector that cannot even load is unavailable from start-up: its
+/// channel has no connector, so the message waits (not dies), and none of
+/// it counts towards the connector's suspension (the operator's artifact is
+/// at fault, not the plugin).
+async fn unloadable_connector_is_unavailable_not_suspended(backend: Backend) {
     let Setup { app, acme, .. } = start(backend, true).await;
+    app.wait_ready().await;
     let cid = customer(&app, &acme, json!({ "external_id": "C1" })).await;
     let (s, m) = app
         .post(
@@ -754,13 +755,13 @@ async fn unloadable_connector_is_retried_never_suspended(backend: Backend) {
         .await;
     assert_eq!(s, 202, "{m}");
     let id = m["id"].as_str().unwrap().to_string();
-    // Retried under the connector's policy (5 attempts), then dead.
-    let m = wait_for(&app, &acme, &id, |m| m["status"] == "dead").await;
-    assert_eq!(m["attempts"], 5, "{m}");
-    assert_eq!(outcomes(&m)[..4], ["retryable"; 4], "{m}");
-    for error in errors(&m) {
-        assert!(error.as_str().unwrap().starts_with("plugin_load_failed: "), "{m}");
-    }
+    let m = wait_for(&app, &acme, &id, |m| {
+        m["last_error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("no active channel-connector"))
+    })
+    .await;
+    assert_eq!(m["status"], "pending", "{m}");
     let (s, plugins) = app.get("/v1/plugins", &acme.read).await;
     assert_eq!(s, 200);
     let broken = plugins
@@ -770,7 +771,8 @@ async fn unloadable_connector_is_retried_never_suspended(backend: Backend) {
         .find(|p| p["id"] == "broken")
         .unwrap()
         .clone();
-    assert_eq!(broken["status"], "active", "{broken}");
+    assert_eq!(broken["status"], "unavailable", "{broken}");
+    assert!(broken["last_error"].as_str().is_some_and(|e| !e.is_empty()), "{broken}");
     assert_eq!(broken["consecutive_failures"], 0, "{broken}");
     app.server.stop().await.unwrap();
 }
@@ -1104,7 +1106,7 @@ both_backends!(
     templates_and_addresses,
     other_tenants_see_nothing,
     stored_before_delivery,
-    unloadable_connector_is_retried_never_suspended,
+    unloadable_connector_is_unavailable_not_suspended,
     expired_leases_are_taken_over_and_fenced,
     concurrent_claims_never_overlap
 );

@@ -251,6 +251,50 @@ async fn well_behaved_plugins(backend: Backend) {
         .collect();
     assert_eq!(skus, ["DEAR", "CHEAP"], "{body}");
     assert_eq!(body["recommendations"][0]["plugin"], "xsell");
+
+    // A recommendation of a SKU the catalogue does not hold (`echo:` makes
+    // test-cross-sell recommend it) never reaches the client: it is dropped,
+    // noted in the call's logs and counted per plugin.
+    let (s, body) = app
+        .get(
+            &format!("/v1/customers/{alice}/recommendations?basket=echo:GHOST,echo:CHEAP&limit=5"),
+            &acme.read,
+        )
+        .await;
+    assert_eq!(s, 200, "{body}");
+    let skus: Vec<&str> = body["recommendations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["sku"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        skus,
+        ["CHEAP", "DEAR", "MID"],
+        "known echoes stay, unknown ones go: {body}"
+    );
+    assert_eq!(body["recommendations"][0]["reason"], "echoed", "{body}");
+    let logs = body["runs"][0]["logs"].as_array().unwrap();
+    let note = logs
+        .iter()
+        .find(|l| l["message"].as_str().unwrap_or("").contains("not in the catalogue"))
+        .unwrap_or_else(|| panic!("no log note of the dropped SKU: {body}"));
+    assert_eq!(note["fields"], json!([["count", "1"], ["skus", "GHOST"]]), "{body}");
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("rapport_plugin_unknown_skus_total{") && l.contains("plugin=\"xsell\"")),
+        "{metrics}"
+    );
     let (s, b) = app
         .get(&format!("/v1/customers/{alice}/recommendations?limit=0"), &acme.read)
         .await;
@@ -263,6 +307,8 @@ async fn well_behaved_plugins(backend: Backend) {
 
 async fn hostile_plugins_are_contained(backend: Backend) {
     let (app, acme, globex, _dir) = start(backend).await;
+    // The deadline below is timed: let every plugin finish compiling first.
+    app.wait_ready().await;
     let alice = customer_with_purchases(&app, &acme, "alice", 1).await;
     let bob = customer_with_purchases(&app, &globex, "bob", 1).await;
     for p in ["loop", "bomb", "panic", "oversized", "garbage", "ungranted"] {
@@ -311,7 +357,6 @@ async fn hostile_plugins_are_contained(backend: Backend) {
         ("panic", "plugin_trap", "hostile plugin panicked on purpose"),
         ("oversized", "plugin_output_too_large", ""),
         ("garbage", "plugin_invalid_output", "NaN"),
-        ("ungranted", "plugin_load_failed", "rapport:crm/kv"),
     ];
     for (plugin, code, needle) in expect {
         let (s, body) = score(&app, &acme, &alice, Some(plugin)).await;
@@ -324,6 +369,19 @@ async fn hostile_plugins_are_contained(backend: Backend) {
             "{plugin}: {body}"
         );
     }
+
+    // A component importing what it was not granted never loads: it is
+    // unavailable (with the import named), a call naming it is refused, and
+    // none of this counts towards its suspension.
+    let (s, p) = app.get("/v1/plugins/ungranted", &acme.read).await;
+    assert_eq!(s, 200, "{p}");
+    assert_eq!(p["status"], "unavailable", "{p}");
+    assert!(p["last_error"].as_str().unwrap().contains("rapport:crm/kv"), "{p}");
+    let (s, b) = score(&app, &acme, &alice, Some("ungranted")).await;
+    assert_error(reqwest::StatusCode::from_u16(s).unwrap(), &b, 409, "plugin_not_active");
+    assert!(b["error"]["message"].as_str().unwrap().contains("unavailable"), "{b}");
+    let (_, p) = app.get("/v1/plugins/ungranted", &acme.read).await;
+    assert_eq!(p["consecutive_failures"], 0, "{p}");
 
     // panic allows 3 consecutive failures: it failed once above; two more
     // suspend it for acme, which the API shows until an admin resumes it.

@@ -14,35 +14,62 @@ use rapport::config::Config;
 use rapport::manifest::sha256_file;
 use rapport::store::{StoreError, TenantId};
 
-/// A manifest directory with three artifacts; `acme` may use rfm, churn and
-/// xsell, `globex` only rfm.
+/// A manifest directory with three artifacts (real components, since every
+/// plugin is compiled at load: rfm is a copy of `tenant-probe`, churn of
+/// `bench-scorer`, xsell of `test-cross-sell`); `acme` may use rfm, churn
+/// and xsell, `globex` only rfm.
 struct Plugins {
     dir: tempfile::TempDir,
+}
+
+/// The component each fixture artifact is a copy of.
+fn component(name: &str) -> &'static str {
+    match name {
+        "xsell" => "test-cross-sell",
+        "churn" => "bench-scorer",
+        _ => "tenant-probe",
+    }
 }
 
 impl Plugins {
     fn new() -> Plugins {
         let dir = tempfile::tempdir().unwrap();
-        for name in ["rfm", "churn", "xsell"] {
-            std::fs::write(dir.path().join(format!("{name}.wasm")), format!("\0asm {name}")).unwrap();
-        }
         let p = Plugins { dir };
+        for name in ["rfm", "churn", "xsell"] {
+            p.restore(name);
+        }
         p.write(&p.manifest(true));
         p
+    }
+
+    /// (Re)writes artifact `name` as the manifest expects it.
+    fn restore(&self, name: &str) {
+        std::fs::copy(
+            support::plugin_wasm(component(name)),
+            self.dir.path().join(format!("{name}.wasm")),
+        )
+        .unwrap();
     }
 
     fn path(&self) -> PathBuf {
         self.dir.path().join("plugins.toml")
     }
 
+    /// The digest the manifest pins for `name` (its component's, whatever
+    /// the file holds now).
     fn sha(&self, name: &str) -> String {
-        sha256_file(&self.dir.path().join(format!("{name}.wasm"))).unwrap()
+        sha256_file(&support::plugin_wasm(component(name))).unwrap()
     }
 
     fn plugin(&self, id: &str, kind: &str, extra: &str) -> String {
+        let capabilities = if id == "xsell" {
+            "\"catalog\", \"kv\""
+        } else {
+            "\"customers\", \"kv\""
+        };
         format!(
             "[[plugin]]\nid = \"{id}\"\nkind = \"{kind}\"\nversion = \"0.1.0\"\ncontract = \"rapport:crm@0.1.0\"\n\
-             artifact = \"{id}.wasm\"\nsha256 = \"{}\"\ncapabilities = [\"customers\", \"kv\"]\n{extra}\n",
+             artifact = \"{id}.wasm\"\nsha256 = \"{}\"\ncapabilities = [{capabilities}]\n{extra}\n",
             self.sha(id)
         )
     }
@@ -548,17 +575,225 @@ async fn reload_keeps_old_manifest_on_error(backend: Backend) {
     let (_, m) = app.get("/v1/admin/manifest", &app.platform).await;
     assert_eq!(m["last_reload_error"], Value::Null);
 
-    // A changed artifact is refused on reload (digest pinned).
+    // A changed artifact costs that plugin only: the reload succeeds, and
+    // churn is unavailable (digest pinned) until a reload finds it fixed.
     std::fs::write(plugins.dir.path().join("churn.wasm"), b"tampered").unwrap();
-    let (s, b) = app.post("/v1/admin/manifest/reload", &app.platform, json!(null)).await;
-    assert_error(s, &b, 409, "manifest_invalid");
+    let (s, m) = app.post("/v1/admin/manifest/reload", &app.platform, json!(null)).await;
+    assert_eq!(s, 200, "{m}");
+    assert_eq!(m["last_reload_error"], Value::Null);
+    app.wait_ready().await;
+    app.post("/v1/plugins/churn/enable", &acme.admin, json!(null)).await;
+    let (_, b) = app.get("/v1/plugins/churn", &acme.read).await;
+    assert_eq!(b["status"], "unavailable", "{b}");
+    assert!(b["last_error"].as_str().unwrap().contains("sha256 mismatch"), "{b}");
+    let (_, b) = app.get("/v1/plugins/rfm", &acme.read).await;
+    assert_eq!(b["status"], "active", "{b}");
+    plugins.restore("churn");
+    let (s, _) = app.post("/v1/admin/manifest/reload", &app.platform, json!(null)).await;
+    assert_eq!(s, 200);
+    app.wait_ready().await;
+    let (_, b) = app.get("/v1/plugins/churn", &acme.read).await;
+    assert_eq!(b["status"], "active", "{b}");
+    let (_, m) = app.get("/v1/admin/manifest", &app.platform).await;
+    assert_eq!(m["plugins"][1]["status"], "ready", "{m}");
+}
+
+/// A customer of `t` whose `probe_customer_id` attribute names itself, so
+/// that `tenant-probe` (rfm) scores it 1.0.
+async fn probed_customer(app: &TestApp, t: &support::TestTenant) -> String {
+    let (s, c) = app
+        .post("/v1/customers", &t.write, json!({ "external_id": "probed" }))
+        .await;
+    assert_eq!(s, 201, "{c}");
+    let id = c["id"].as_str().unwrap().to_string();
+    let (s, c) = app
+        .patch(
+            &format!("/v1/customers/{id}"),
+            &t.write,
+            json!({ "attributes": { "probe_customer_id": id } }),
+        )
+        .await;
+    assert_eq!(s, 200, "{c}");
+    id
+}
+
+fn metric_line<'m>(metrics: &'m str, name: &str, plugin: &str) -> Option<&'m str> {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(&format!("{name}{{")) && l.contains(&format!("plugin=\"{plugin}\"")))
+}
+
+/// One changed and one missing artifact at start-up: the server starts and
+/// serves; those two plugins are unavailable with the reason (tenants'
+/// list, the admin manifest, a metric) and never count towards suspension;
+/// another plugin scores; a reload that finds the files fixed makes them
+/// available again.
+async fn broken_artifacts_at_start_up_leave_the_rest_serving(backend: Backend) {
+    let plugins = Plugins::new();
+    std::fs::write(plugins.dir.path().join("rfm.wasm"), b"tampered").unwrap();
+    std::fs::remove_file(plugins.dir.path().join("xsell.wasm")).unwrap();
+    let app = TestApp::start_with(backend, plugins.config()).await;
+    let acme = app.tenant_with_id("acme").await;
+    app.wait_ready().await;
+
+    let (s, list) = app.get("/v1/plugins", &acme.read).await;
+    assert_eq!(s, 200, "{list}");
+    assert_eq!(ids(&list), ["rfm", "churn", "xsell"]);
+    assert_eq!(list[0]["status"], "unavailable", "{list}");
+    let reason = list[0]["last_error"].as_str().unwrap();
     assert!(
-        b["error"]["details"]["issues"][0]
+        reason.contains("sha256 mismatch") && reason.contains(&plugins.sha("rfm")),
+        "{reason}"
+    );
+    assert_eq!(list[2]["status"], "unavailable", "{list}");
+    assert!(
+        list[2]["last_error"].as_str().unwrap().contains("cannot be read"),
+        "{list}"
+    );
+    // No server path in what tenants read.
+    let dir = plugins.dir.path().display().to_string();
+    assert!(!list.to_string().contains(&dir), "{list}");
+
+    let (s, m) = app.get("/v1/admin/manifest", &app.platform).await;
+    assert_eq!(s, 200, "{m}");
+    let status: Vec<&str> = m["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(status, ["unavailable", "ready", "unavailable"], "{m}");
+    assert!(
+        m["plugins"][0]["last_error"]
             .as_str()
             .unwrap()
-            .contains("plugin[1].sha256: digest mismatch"),
-        "{b}"
+            .contains("sha256 mismatch"),
+        "{m}"
     );
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for plugin in ["rfm", "xsell"] {
+        assert!(
+            metric_line(&metrics, "rapport_plugin_unavailable", plugin).is_some(),
+            "{plugin}: {metrics}"
+        );
+    }
+    assert!(metrics.contains("# HELP rapport_plugin_unavailable "), "{metrics}");
+
+    // The other plugin scores; the broken one is refused, not counted.
+    app.post("/v1/plugins/churn/enable", &acme.admin, json!(null)).await;
+    let alice = probed_customer(&app, &acme).await;
+    let (s, body) = app
+        .post(&format!("/v1/customers/{alice}/score"), &acme.write, json!({}))
+        .await;
+    assert_eq!(s, 200, "{body}");
+    let results = body["results"].as_array().unwrap();
+    assert_eq!(results.len(), 1, "only churn runs: {body}");
+    assert_eq!(results[0]["plugin"], "churn", "{body}");
+    assert_eq!(results[0]["status"], "ok", "{body}");
+    let (s, b) = app
+        .post(
+            &format!("/v1/customers/{alice}/score?plugin=rfm"),
+            &acme.write,
+            json!({}),
+        )
+        .await;
+    assert_error(s, &b, 409, "plugin_not_active");
+    let (_, p) = app.get("/v1/plugins/rfm", &acme.read).await;
+    assert_eq!(p["consecutive_failures"], 0, "{p}");
+    assert_eq!(p["recent_failures"], json!([]), "{p}");
+
+    // Fixed on disk, then reloaded: available again.
+    plugins.restore("rfm");
+    plugins.restore("xsell");
+    let (s, m) = app.post("/v1/admin/manifest/reload", &app.platform, json!(null)).await;
+    assert_eq!(s, 200, "{m}");
+    app.wait_ready().await;
+    let (_, list) = app.get("/v1/plugins", &acme.read).await;
+    let status: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(status, ["active", "active", "active"], "{list}");
+    let (s, body) = app
+        .post(
+            &format!("/v1/customers/{alice}/score?plugin=rfm"),
+            &acme.write,
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(body["results"][0]["score"]["value"], 1.0, "{body}");
+}
+
+/// `/readyz` is 503 (naming what is pending) while a plugin compiles, and a
+/// call arriving meanwhile waits for that compilation instead of failing;
+/// then 200. The compilation is held deterministically: the plugin's
+/// compiled-code cache file is a FIFO that the loader's read blocks on until
+/// the test writes to it.
+async fn readyz_waits_for_plugins_to_load(backend: Backend) {
+    let plugins = Plugins::new();
+    let mut config = plugins.config();
+    let cache = plugins.dir.path().join("cache");
+    std::fs::create_dir_all(&cache).unwrap();
+    config.plugins.cache_dir = Some(cache);
+    let runtime = rapport::runtime::Runtime::new(rapport::server::runtime_config(&config)).unwrap();
+    let fifo = runtime.cache_path(&plugins.sha("rfm")).unwrap();
+    drop(runtime);
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+
+    let app = TestApp::start_with(backend, config).await;
+    let acme = app.tenant_with_id("acme").await;
+    let alice = probed_customer(&app, &acme).await;
+    let (ready_status, ready_body) = app.get("/readyz", "").await;
+    let app = std::sync::Arc::new(app);
+    let call = {
+        let (app, token, alice) = (app.clone(), acme.write.clone(), alice.clone());
+        tokio::spawn(async move {
+            app.post(&format!("/v1/customers/{alice}/score?plugin=rfm"), &token, json!({}))
+                .await
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let call_finished_early = call.is_finished();
+    // Let the loader go (the unusable "cache" makes it compile the
+    // component), before asserting anything, so a failure cannot leave a
+    // blocked thread behind.
+    {
+        use std::io::Write;
+        let mut writer = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+        writer.write_all(b"not a compiled component").unwrap();
+    }
+
+    assert_error(ready_status, &ready_body, 503, "unavailable");
+    let pending: Vec<&str> = ready_body["error"]["details"]["pending"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    assert!(pending.contains(&"rfm"), "{ready_body}");
+    assert!(
+        !call_finished_early,
+        "the call did not wait for its plugin's compilation"
+    );
+    let (s, body) = call.await.unwrap();
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(body["results"][0]["status"], "ok", "{body}");
+    assert_eq!(body["results"][0]["score"]["value"], 1.0, "{body}");
+    app.wait_ready().await;
+    let (s, b) = app.get("/readyz", "").await;
+    assert_eq!((s.as_u16(), b), (200, json!({ "status": "ready" })));
 }
 
 async fn without_manifest_and_broken_at_start(backend: Backend) {
@@ -652,6 +887,8 @@ async fn malformed_plugin_input(backend: Backend) {
 }
 
 both_backends!(
+    broken_artifacts_at_start_up_leave_the_rest_serving,
+    readyz_waits_for_plugins_to_load,
     effective_state_and_overrides,
     failures_suspend_until_resumed,
     kv_is_scoped_and_capped,

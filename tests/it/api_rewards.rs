@@ -29,7 +29,9 @@ fn plugin_entry(id: &str, crate_name: &str, limits: &str) -> String {
 
 /// acme: `points` only. globex: `points` then `hostile` (tolerant limit).
 /// initech: `fragile` (the hostile plugin, suspended after 2 failures) and
-/// `points`, disabled. hooli: the first-party `tiered-points`.
+/// `points`, disabled. hooli: the first-party `tiered-points`. stark:
+/// `looper` and wayne: `waiter`, the hostile plugin with long deadlines for
+/// its `loop` and `wait` modes.
 /// umbrella is not in the manifest: no reward plugin at all.
 fn manifest(dir: &Path) -> PathBuf {
     let mut text = String::new();
@@ -45,11 +47,19 @@ fn manifest(dir: &Path) -> PathBuf {
         "timeout_ms = 2000\nmax_consecutive_failures = 2",
     );
     text += &plugin_entry("tiered", "rapport-plugin-tiered-points", "timeout_ms = 2000");
-    let tenants: [(&str, &[&str]); 4] = [
+    text += &plugin_entry(
+        "looper",
+        "hostile-reward",
+        &format!("timeout_ms = {LOOP_MS}\nmax_consecutive_failures = 1000"),
+    );
+    text += &plugin_entry("waiter", "hostile-reward", "timeout_ms = 60000");
+    let tenants: [(&str, &[&str]); 6] = [
         ("acme", &["points"]),
         ("globex", &["points", "hostile"]),
         ("initech", &["fragile", "-points"]),
         ("hooli", &["tiered"]),
+        ("stark", &["looper"]),
+        ("wayne", &["waiter"]),
     ];
     for (tenant, plugins) in tenants {
         text += &format!("[[tenant]]\nid = {tenant:?}\n");
@@ -68,6 +78,10 @@ fn manifest(dir: &Path) -> PathBuf {
     path
 }
 
+/// The deadline of stark's looping reward plugin: far longer than the
+/// other tenant's writes take, so that they must finish before it does.
+const LOOP_MS: u64 = 6000;
+
 struct Setup {
     app: TestApp,
     acme: TestTenant,
@@ -75,6 +89,8 @@ struct Setup {
     initech: TestTenant,
     umbrella: TestTenant,
     hooli: TestTenant,
+    stark: TestTenant,
+    wayne: TestTenant,
     _dir: tempfile::TempDir,
 }
 
@@ -89,6 +105,8 @@ async fn start(backend: Backend) -> Setup {
     let initech = app.tenant_with_id("initech").await;
     let umbrella = app.tenant_with_id("umbrella").await;
     let hooli = app.tenant_with_id("hooli").await;
+    let stark = app.tenant_with_id("stark").await;
+    let wayne = app.tenant_with_id("wayne").await;
     Setup {
         app,
         acme,
@@ -96,6 +114,8 @@ async fn start(backend: Backend) -> Setup {
         initech,
         umbrella,
         hooli,
+        stark,
+        wayne,
         _dir: dir,
     }
 }
@@ -408,25 +428,14 @@ async fn failing_plugin_keeps_the_interaction(backend: Backend) {
     assert_eq!(p["status"], "active", "{p}");
     assert_eq!(p["consecutive_failures"], 6, "{p}");
 
-    // A kv write during on-interaction: refused on SQLite (the ingest holds
-    // the write lock it would need), a normal write on PostgreSQL.
+    // A kv write during on-interaction works on both backends: the plugin
+    // runs before the ingest's write transaction, not under its lock.
     let body = purchase(&app, &globex, &bob, "50.00", json!({ "channel": "kv-write" })).await;
     let h = reward(&body, "hostile");
-    match backend {
-        Backend::Sqlite => {
-            assert_eq!(h["status"], "failed", "{body}");
-            assert_eq!(h["error"]["code"], "plugin_unavailable", "{body}");
-            let message = h["error"]["message"].as_str().unwrap();
-            assert!(message.contains("kv writes are not available"), "{body}");
-            assert_eq!(account(&app, &globex, &bob).await["balance"], 310);
-        }
-        Backend::Postgres => {
-            assert_eq!(h["status"], "applied", "{body}");
-            assert_eq!(h["entries"][0]["points"], 1, "{body}");
-            assert_eq!(h["entries"][0]["reason"], "kv written", "{body}");
-            assert_eq!(account(&app, &globex, &bob).await["balance"], 311);
-        }
-    }
+    assert_eq!(h["status"], "applied", "{body}");
+    assert_eq!(h["entries"][0]["points"], 1, "{body}");
+    assert_eq!(h["entries"][0]["reason"], "kv written", "{body}");
+    assert_eq!(account(&app, &globex, &bob).await["balance"], 311);
 
     // fragile (the same component) is suspended for initech after 2
     // failures; later interactions are still stored, without it.
@@ -794,8 +803,146 @@ async fn concurrent_ingests_add_up(backend: Backend) {
     assert_eq!(ledger(&app, &acme, &alice).await.len(), 12);
 }
 
+/// Polls `plugin`'s kv key `key` of tenant `t` until it exists: how a test
+/// knows a hostile-reward call in `loop` or `wait` mode is running.
+async fn wait_for_kv(app: &TestApp, t: &TestTenant, plugin: &str, key: &str) -> Vec<u8> {
+    let tenant = rapport::store::TenantId(t.id.clone());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        if let Some(value) = app.server.state.store.kv_get(&tenant, plugin, key).await.unwrap() {
+            return value;
+        }
+        assert!(std::time::Instant::now() < deadline, "{plugin} never wrote kv {key}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// A busy-looping reward plugin of one tenant (stark) does not hold the
+/// database's write lock while it runs: another tenant's writes, its own
+/// reward ingest included, complete while stark's call is still looping.
+async fn looping_reward_plugin_does_not_block_other_tenants(backend: Backend) {
+    let Setup { app, acme, stark, .. } = start(backend).await;
+    let tony = customer(&app, &stark, "tony").await;
+    let app = std::sync::Arc::new(app);
+    let looping = {
+        let (app, token) = (app.clone(), stark.write.clone());
+        tokio::spawn(async move {
+            app.post(
+                "/v1/interactions",
+                &token,
+                json!({ "customer_id": tony, "kind": "purchase", "currency": "USD", "amount": "9.00",
+                        "channel": "loop" }),
+            )
+            .await
+        })
+    };
+    wait_for_kv(&app, &stark, "looper", "started").await;
+
+    // acme writes while stark's plugin loops: a customer, a purchase with
+    // its reward plugin, a manual ledger entry.
+    let alice = customer(&app, &acme, "alice").await;
+    let body = purchase(&app, &acme, &alice, "5.00", json!({})).await;
+    assert_eq!(reward(&body, "points")["status"], "applied", "{body}");
+    let (s, b) = app
+        .post(
+            &format!("/v1/customers/{alice}/loyalty/ledger"),
+            &acme.write,
+            json!({ "kind": "earn", "points": 7, "reason": "welcome" }),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    assert!(
+        !looping.is_finished(),
+        "stark's looping call ({LOOP_MS} ms) ended before acme's writes did"
+    );
+    assert_eq!(account(&app, &acme, &alice).await["balance"], 12);
+
+    // stark's interaction is stored; the plugin timed out, nothing applied.
+    let (s, body) = looping.await.unwrap();
+    assert_eq!(s, 201, "{body}");
+    let looper = reward(&body, "looper");
+    assert_eq!(looper["status"], "failed", "{body}");
+    assert_eq!(looper["error"]["code"], "plugin_timeout", "{body}");
+    let tony = body["customer_id"].as_str().unwrap();
+    assert_eq!(account(&app, &stark, tony).await["balance"], 0);
+}
+
+/// The account changes while a reward plugin runs: the ingest does not
+/// apply the answer computed on the old account; it runs the plugin again
+/// on the new one and applies that, exactly once.
+async fn account_change_during_the_plugin_reruns_it(backend: Backend) {
+    let Setup { app, wayne, .. } = start(backend).await;
+    let bruce = customer(&app, &wayne, "bruce").await;
+    let app = std::sync::Arc::new(app);
+    let waiting = {
+        let (app, token, bruce) = (app.clone(), wayne.write.clone(), bruce.clone());
+        tokio::spawn(async move {
+            app.post(
+                "/v1/interactions",
+                &token,
+                json!({ "customer_id": bruce, "kind": "purchase", "currency": "USD", "amount": "2.00",
+                        "channel": "wait", "idempotency_key": "wait-1" }),
+            )
+            .await
+        })
+    };
+    wait_for_kv(&app, &wayne, "waiter", "started").await;
+    // Changed under the plugin's feet (and not blocked by its ingest).
+    let (s, b) = app
+        .post(
+            &format!("/v1/customers/{bruce}/loyalty/ledger"),
+            &wayne.write,
+            json!({ "kind": "earn", "points": 100, "reason": "gift" }),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    assert!(
+        !waiting.is_finished(),
+        "the waiting plugin's ingest ended before it was let go"
+    );
+    let tenant = rapport::store::TenantId(wayne.id.clone());
+    app.server
+        .state
+        .store
+        .kv_set(&tenant, "waiter", "go", b"1", 1024 * 1024)
+        .await
+        .unwrap();
+
+    let (s, body) = waiting.await.unwrap();
+    assert_eq!(s, 201, "{body}");
+    let waiter = reward(&body, "waiter");
+    assert_eq!(waiter["status"], "applied", "{body}");
+    assert_eq!(waiter["entries"][0]["points"], 1, "{body}");
+    assert_eq!(waiter["entries"][0]["reason"], "waited", "{body}");
+    // Run twice: once on the stale account, once on the current one.
+    assert_eq!(wait_for_kv(&app, &wayne, "waiter", "runs").await, b"2");
+    let a = account(&app, &wayne, &bruce).await;
+    assert_eq!(
+        (a["balance"].clone(), a["lifetime_earned"].clone()),
+        (json!(101), json!(101)),
+        "{a}"
+    );
+    assert_eq!(ledger(&app, &wayne, &bruce).await.len(), 2);
+
+    // A replay neither runs it again nor adds anything.
+    let (s, body) = app
+        .post(
+            "/v1/interactions",
+            &wayne.write,
+            json!({ "customer_id": bruce, "kind": "purchase", "currency": "USD", "amount": "2.00",
+                    "channel": "wait", "idempotency_key": "wait-1" }),
+        )
+        .await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(reward(&body, "waiter")["status"], "replayed", "{body}");
+    assert_eq!(wait_for_kv(&app, &wayne, "waiter", "runs").await, b"2");
+    assert_eq!(account(&app, &wayne, &bruce).await["balance"], 101);
+}
+
 both_backends!(
     amounts_at_the_ceiling_with_reward_plugins,
+    looping_reward_plugin_does_not_block_other_tenants,
+    account_change_during_the_plugin_reruns_it,
     concurrent_ingests_add_up,
     admin_retries_a_plugin,
     first_party_tiered_points,

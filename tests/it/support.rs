@@ -353,3 +353,19 @@ pub fn plugin_manifest_entry(id: &str, crate_name: &str, kind: &str, capabilitie
         path = path.display().to_string(),
     )
 }
+
+impl TestApp {
+    /// Waits until `/readyz` answers 200: every plugin of the manifest is
+    /// compiled or marked unavailable (they load in the background).
+    pub async fn wait_ready(&self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        loop {
+            let (status, body) = self.get("/readyz", "").await;
+            if status == StatusCode::OK {
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "never ready: {status} {body}");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+}

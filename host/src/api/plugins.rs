@@ -15,8 +15,9 @@ use utoipa_axum::routes;
 
 use super::extract::{Auth, Json, Path};
 use super::{ApiResult, AppState, Error};
-use crate::manifest::effective::{EffectivePlugin, effective_plugin, effective_plugins};
+use crate::manifest::effective::{EffectivePlugin, effective_plugin};
 use crate::manifest::{Limits, Manifest, ManifestError, PluginSpec, ReloadFailure};
+use crate::plugins::loader::LoadStatus;
 use crate::store::TenantId;
 use crate::store::plugins::{PluginFailure, PluginState};
 
@@ -54,10 +55,22 @@ pub struct ManifestSummary {
     pub path: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
     pub loaded_at: time::OffsetDateTime,
-    pub plugins: Vec<PluginSpec>,
+    pub plugins: Vec<ManifestPlugin>,
     pub tenants: Vec<TenantSummary>,
     /// Why the last reload failed, if it did (the manifest above stayed in force).
     pub last_reload_error: Option<ReloadFailure>,
+}
+
+/// A manifest entry with how its load stands.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ManifestPlugin {
+    #[serde(flatten)]
+    pub spec: PluginSpec,
+    /// `loading` (being compiled), `ready`, or `unavailable` (missing or
+    /// changed artifact, or it does not compile or link).
+    pub status: LoadStatus,
+    /// Why it is unavailable.
+    pub last_error: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -83,17 +96,18 @@ fn available<'m>(manifest: &'m Manifest, tenant: &TenantId, plugin: &str) -> Api
         .ok_or(Error::NotFound("plugin"))
 }
 
-fn effective(manifest: &Manifest, tenant: &TenantId, state: &PluginState) -> ApiResult<EffectivePlugin> {
-    effective_plugin(manifest, tenant.as_str(), &state.plugin_id, Some(state)).ok_or(Error::NotFound("plugin"))
+fn effective(s: &AppState, manifest: &Manifest, tenant: &TenantId, state: &PluginState) -> ApiResult<EffectivePlugin> {
+    let mut plugin =
+        effective_plugin(manifest, tenant.as_str(), &state.plugin_id, Some(state)).ok_or(Error::NotFound("plugin"))?;
+    s.plugins.mark_unavailable(std::slice::from_mut(&mut plugin));
+    Ok(plugin)
 }
 
 /// List the plugins available to the caller's tenant, with their effective state.
 #[utoipa::path(get, path = "/v1/plugins", tag = "plugins", responses((status = 200, body = Vec<EffectivePlugin>)))]
 async fn list_plugins(State(s): State<AppState>, auth: Auth) -> ApiResult<Json<Vec<EffectivePlugin>>> {
     let tenant = auth.read()?;
-    let manifest = s.manifest.current();
-    let states = s.store.plugin_states(&tenant).await?;
-    Ok(Json(effective_plugins(&manifest, tenant.as_str(), &states)))
+    Ok(Json(s.plugins.effective(&tenant).await?))
 }
 
 /// One plugin: effective state, limits and recent failures.
@@ -104,7 +118,9 @@ async fn get_plugin(State(s): State<AppState>, auth: Auth, Path(id): Path<String
     let manifest = s.manifest.current();
     let spec = available(&manifest, &tenant, &id)?;
     let state = s.store.plugin_state(&tenant, &id).await?;
-    let plugin = effective_plugin(&manifest, tenant.as_str(), &id, state.as_ref()).ok_or(Error::NotFound("plugin"))?;
+    let mut plugin =
+        effective_plugin(&manifest, tenant.as_str(), &id, state.as_ref()).ok_or(Error::NotFound("plugin"))?;
+    s.plugins.mark_unavailable(std::slice::from_mut(&mut plugin));
     let recent_failures = s.store.plugin_failures(&tenant, &id, RECENT_FAILURES).await?;
     Ok(Json(PluginDetail {
         plugin,
@@ -118,7 +134,7 @@ async fn set_enabled(s: &AppState, auth: &Auth, id: &str, enabled: Option<bool>)
     let manifest = s.manifest.current();
     available(&manifest, &tenant, id)?;
     let state = s.store.set_plugin_enabled(&tenant, id, enabled).await?;
-    Ok(Json(effective(&manifest, &tenant, &state)?))
+    Ok(Json(effective(s, &manifest, &tenant, &state)?))
 }
 
 /// Enable a plugin for the caller's tenant (overrides the manifest).
@@ -177,7 +193,7 @@ async fn set_config(
         });
     }
     let state = s.store.set_plugin_config(&tenant, &id, Some(&config)).await?;
-    Ok(Json(effective(&manifest, &tenant, &state)?))
+    Ok(Json(effective(&s, &manifest, &tenant, &state)?))
 }
 
 /// Drop the config override: the plugin gets the manifest's config again.
@@ -192,7 +208,7 @@ async fn reset_config(
     let manifest = s.manifest.current();
     available(&manifest, &tenant, &id)?;
     let state = s.store.set_plugin_config(&tenant, &id, None).await?;
-    Ok(Json(effective(&manifest, &tenant, &state)?))
+    Ok(Json(effective(&s, &manifest, &tenant, &state)?))
 }
 
 /// Lift a suspension and reset the failure counter.
@@ -207,7 +223,7 @@ async fn resume_plugin(
     let manifest = s.manifest.current();
     available(&manifest, &tenant, &id)?;
     let state = s.store.resume_plugin(&tenant, &id).await?;
-    Ok(Json(effective(&manifest, &tenant, &state)?))
+    Ok(Json(effective(&s, &manifest, &tenant, &state)?))
 }
 
 fn summary(s: &AppState) -> ManifestSummary {
@@ -215,7 +231,18 @@ fn summary(s: &AppState) -> ManifestSummary {
     ManifestSummary {
         path: s.manifest.path().map(|p| p.display().to_string()),
         loaded_at: manifest.loaded_at,
-        plugins: manifest.plugins.clone(),
+        plugins: manifest
+            .plugins
+            .iter()
+            .map(|spec| {
+                let (status, last_error) = s.plugins.load_status(&spec.id);
+                ManifestPlugin {
+                    spec: spec.clone(),
+                    status,
+                    last_error,
+                }
+            })
+            .collect(),
         tenants: manifest
             .tenants
             .iter()
@@ -245,6 +272,9 @@ async fn get_manifest(State(s): State<AppState>, auth: Auth) -> ApiResult<Json<M
 /// Re-read the manifest file (platform admin). On error the previous
 /// manifest stays in force and the answer is 409 `manifest_invalid` with
 /// every issue (`file:line:column: field: message`) in `details.issues`.
+/// A missing or changed artifact is not an error: that plugin is
+/// `unavailable` (with the reason) and the others are loaded; plugins load
+/// in the background (`status: loading` until then).
 #[utoipa::path(post, path = "/v1/admin/manifest/reload", tag = "admin",
     responses((status = 200, body = ManifestSummary), (status = 409, body = super::error::ErrorBody)))]
 async fn reload_manifest(State(s): State<AppState>, auth: Auth) -> ApiResult<Json<ManifestSummary>> {
@@ -257,6 +287,9 @@ async fn reload_manifest(State(s): State<AppState>, auth: Auth) -> ApiResult<Jso
     match result {
         Ok(manifest) => {
             tracing::info!(path = %manifest.path.display(), plugins = manifest.plugins.len(), "plugin manifest reloaded");
+            // New, changed and unavailable plugins are (re)loaded in the
+            // background; the answer shows them `loading`.
+            s.plugins.load_all(true);
             Ok(Json(summary(&s)))
         }
         Err(ManifestError::NotConfigured) => Err(Error::Conflict {

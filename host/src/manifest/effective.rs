@@ -16,6 +16,11 @@
 //! 3. **Suspension** (too many consecutive failures) overrides enabled: a
 //!    suspended plugin does not run until an admin resumes it, even if
 //!    enabled. A disabled plugin reports `disabled` even while suspended.
+//! 4. **Unavailable** (its artifact is missing, changed or does not load;
+//!    see `plugins::loader`) overrides active and suspended, since neither
+//!    running nor resuming can help; `last_error` says why. A disabled plugin
+//!    still reports `disabled`. This one is not stored: the plugin service
+//!    applies it ([`EffectivePlugin::mark_unavailable`]) from its loader.
 //!
 //! This is a pure function of (manifest, rows) so it can be tested without
 //! a database, and so the API and the runtime cannot disagree about it.
@@ -42,6 +47,8 @@ pub enum PluginStatus {
     Disabled,
     /// Enabled but stopped after too many consecutive failures.
     Suspended,
+    /// Enabled, but its artifact is missing, changed or does not load.
+    Unavailable,
 }
 
 /// A plugin as one tenant sees it.
@@ -73,6 +80,14 @@ impl EffectivePlugin {
     /// Whether the runtime may call it.
     pub fn runs(&self) -> bool {
         self.status == PluginStatus::Active
+    }
+
+    /// The plugin cannot be loaded, for `reason` (rule 4 of the module doc).
+    pub fn mark_unavailable(&mut self, reason: String) {
+        if self.status != PluginStatus::Disabled {
+            self.status = PluginStatus::Unavailable;
+            self.last_error = Some(reason);
+        }
     }
 }
 
@@ -149,7 +164,13 @@ pub fn connector_for_channel(
     states: &[PluginState],
     channel: &str,
 ) -> Option<EffectivePlugin> {
-    effective_plugins(manifest, tenant, states).into_iter().find(|p| {
+    connector_among(manifest, effective_plugins(manifest, tenant, states), channel)
+}
+
+/// [`connector_for_channel`] among a tenant's effective plugins (in the
+/// tenant's manifest order) that the caller has already computed.
+pub fn connector_among(manifest: &Manifest, plugins: Vec<EffectivePlugin>, channel: &str) -> Option<EffectivePlugin> {
+    plugins.into_iter().find(|p| {
         p.kind == PluginKind::ChannelConnector
             && p.runs()
             && manifest
@@ -297,6 +318,22 @@ mod tests {
         // A row for another plugin is never applied.
         let p = effective_plugin(&manifest(), "acme", "churn", Some(&r)).unwrap();
         assert_eq!((p.source, p.status), (SettingSource::Manifest, PluginStatus::Disabled));
+    }
+
+    #[test]
+    fn unavailable_overrides_active_and_suspended_not_disabled() {
+        let mut p = effective_plugin(&manifest(), "acme", "rfm", None).unwrap();
+        p.mark_unavailable("sha256 mismatch".into());
+        assert_eq!((p.status, p.runs()), (PluginStatus::Unavailable, false));
+        assert_eq!(p.last_error.as_deref(), Some("sha256 mismatch"));
+        let mut r = row("rfm");
+        r.suspended_at = Some(time::OffsetDateTime::UNIX_EPOCH);
+        let mut p = effective_plugin(&manifest(), "acme", "rfm", Some(&r)).unwrap();
+        p.mark_unavailable("gone".into());
+        assert_eq!(p.status, PluginStatus::Unavailable);
+        let mut p = effective_plugin(&manifest(), "acme", "churn", None).unwrap();
+        p.mark_unavailable("gone".into());
+        assert_eq!((p.status, p.last_error), (PluginStatus::Disabled, None));
     }
 
     #[test]

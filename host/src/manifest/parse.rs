@@ -130,18 +130,42 @@ struct Ctx<'a> {
     path: &'a Path,
     text: &'a str,
     issues: Vec<ManifestIssue>,
+    /// Problems with an artifact file (missing, changed): kept apart, since
+    /// a server still starts without that one plugin (see `parse`).
+    artifact_issues: Vec<ManifestIssue>,
+    /// The same, by plugin id, worded for tenants (no server path).
+    artifact_problems: std::collections::BTreeMap<String, String>,
 }
 
 impl Ctx<'_> {
-    fn issue(&mut self, span: Range<usize>, field: impl Into<String>, message: impl Into<String>) {
+    fn located(&self, span: Range<usize>, field: impl Into<String>, message: impl Into<String>) -> ManifestIssue {
         let (line, column) = line_col(self.text, span.start);
-        self.issues.push(ManifestIssue {
+        ManifestIssue {
             path: self.path.to_path_buf(),
             line,
             column,
             field: field.into(),
             message: message.into(),
-        });
+        }
+    }
+
+    fn issue(&mut self, span: Range<usize>, field: impl Into<String>, message: impl Into<String>) {
+        let issue = self.located(span, field, message);
+        self.issues.push(issue);
+    }
+
+    fn artifact_issue(
+        &mut self,
+        span: Range<usize>,
+        field: impl Into<String>,
+        message: impl Into<String>,
+        plugin: &str,
+        reason: String,
+    ) {
+        let issue = self.located(span, field, message);
+        self.artifact_issues.push(issue);
+        self.artifact_problems
+            .insert(plugin.to_string(), format!("plugin `{plugin}`: {reason}"));
     }
 
     fn line_of(&self, span: &Range<usize>) -> usize {
@@ -239,11 +263,18 @@ fn valid_semver(v: &str) -> bool {
     parts.len() == 3 && parts.iter().all(|p| numeric(p)) && pre.is_none_or(idents) && build.is_none_or(idents)
 }
 
-pub(super) fn parse(path: &Path, text: &str) -> Result<Manifest, Vec<ManifestIssue>> {
+/// The manifest and the problems of its artifact files, or every problem
+/// (artifacts included) when the manifest itself is invalid. A plugin whose
+/// artifact is missing or changed is still in the manifest: the server
+/// marks it unavailable and serves the others; `rapport manifest check`
+/// refuses it.
+pub(super) fn parse(path: &Path, text: &str) -> Result<(Manifest, Vec<ManifestIssue>), Vec<ManifestIssue>> {
     let mut cx = Ctx {
         path,
         text,
         issues: Vec::new(),
+        artifact_issues: Vec::new(),
+        artifact_problems: Default::default(),
     };
     let root = match DeTable::parse(text) {
         Ok(root) => root,
@@ -314,15 +345,20 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Manifest, Vec<ManifestIss
         tenants.extend(validate_tenant(&mut cx, j, raw, &declared, &mut first_tenant));
     }
 
+    let mut artifact_issues = cx.artifact_issues;
+    artifact_issues.sort_by_key(|i| (i.line, i.column));
     if cx.issues.is_empty() {
-        Ok(Manifest {
+        let manifest = Manifest {
             path: path.to_path_buf(),
             plugins,
             tenants,
             loaded_at: time::OffsetDateTime::now_utc(),
-        })
+            artifact_problems: cx.artifact_problems,
+        };
+        Ok((manifest, artifact_issues))
     } else {
         let mut issues = cx.issues;
+        issues.extend(artifact_issues);
         issues.sort_by_key(|i| (i.line, i.column));
         Err(issues)
     }
@@ -494,29 +530,37 @@ fn validate_plugin(
         cx.issue(raw.artifact.span(), f("artifact"), "artifact path is empty");
     } else {
         match std::fs::metadata(&artifact) {
-            Err(e) => cx.issue(
+            Err(e) => cx.artifact_issue(
                 raw.artifact.span(),
                 f("artifact"),
                 format!("cannot read artifact {}: {e}", artifact.display()),
+                &id,
+                format!("its artifact cannot be read: {e}"),
             ),
-            Ok(meta) if !meta.is_file() => cx.issue(
+            Ok(meta) if !meta.is_file() => cx.artifact_issue(
                 raw.artifact.span(),
                 f("artifact"),
                 format!("artifact {} is not a file", artifact.display()),
+                &id,
+                "its artifact is not a file".into(),
             ),
             Ok(_) if sha_ok => match super::sha256_file(&artifact) {
-                Err(e) => cx.issue(
+                Err(e) => cx.artifact_issue(
                     raw.artifact.span(),
                     f("artifact"),
                     format!("cannot read artifact {}: {e}", artifact.display()),
+                    &id,
+                    format!("its artifact cannot be read: {e}"),
                 ),
-                Ok(actual) if actual != sha256 => cx.issue(
+                Ok(actual) if actual != sha256 => cx.artifact_issue(
                     raw.sha256.span(),
                     f("sha256"),
                     format!(
                         "digest mismatch: {} has sha256 {actual}, the manifest says {sha256}",
                         artifact.display()
                     ),
+                    &id,
+                    format!("sha256 mismatch: declared {sha256}, actual {actual}"),
                 ),
                 Ok(_) => {}
             },

@@ -1,106 +1,35 @@
 //! Reward-scheme plugins on the ingest path, and `redeemable`.
 //!
-//! Every interaction an ingest *creates* (single or batch) is shown to each
-//! of the tenant's active reward-scheme plugins (`on-interaction`), in
-//! manifest order. Their answers (earn / adjust intents and a tier change)
-//! are validated by the host and applied with
-//! [`apply_ledger_ops_tx`](crate::store::loyalty::apply_ledger_ops_tx) in the
-//! **same transaction** as the interaction (in a batch: inside the item's
-//! savepoint), so the interaction and its reward effects commit together or
-//! not at all.
-//!
-//! Exactly once. Each intent's ledger entry carries the idempotency key
-//! `reward:<interaction id>:<plugin>:<n>` ([`reward_key`]), which the
-//! ledger's unique constraint makes impossible to apply twice. On top of
-//! that, a replayed ingest (same idempotency key and body) never runs the
-//! plugins again: it reports, with status `replayed`, the entries the first
-//! ingest wrote (tier changes and failures of the first ingest are not
-//! repeated in a replay's report).
-//!
-//! What a plugin sees (`interaction-context`) is read inside the ingest
-//! transaction: the interaction as stored, the account after locking it
-//! (created at zero if missing, due expiry swept, so it cannot change under
-//! the plugin's feet), the tenant's tiers, the rolling 12-month purchase
-//! spend in the interaction's currency *including* this interaction (see
-//! [`rolling_spend_tx`](crate::store::interactions::rolling_spend_tx)), and
-//! the host's now. The second plugin sees the account as the first one left
-//! it. Host capabilities a plugin calls during `on-interaction` read through
-//! the pool, i.e. committed data: they do not see this transaction. On
-//! SQLite its key-value *writes* (`kv.set`, `kv.delete`) are refused with
-//! `host-error::unavailable`: they would need the write lock this very
-//! ingest holds, and would wait for it until the plugin timed out. Reward
-//! plugins are best stateless on the ingest path (first-party
-//! `tiered-points` is); on PostgreSQL kv writes work as everywhere else.
-//!
-//! Trade-off: reading and applying in one transaction means the transaction
-//! stays open while the plugins run. On SQLite that is the database's single
-//! write lock, so every other writer of the database waits for the plugin
-//! calls (each bounded by the plugin's `timeout_ms`, and a batch holds it for
-//! all its items); on PostgreSQL it is the account's row lock (and those of
-//! the rows the ingest wrote), so only writers of the same customers wait.
-//! We accept this: correct points (no double award, no award against
-//! a stale balance, no interaction without its points) matter more than
-//! write throughput, and reward plugins are meant to be small and fast.
-//! Plugins are compiled *before* the transaction starts, so a first-use
-//! compilation never happens under the lock.
-//!
-//! Failures. A plugin that traps, times out, returns an error or returns
-//! intents the host refuses (earn with points <= 0, an adjust that would take
-//! the balance below zero, an unknown tier, an expiry in the past, too many
-//! intents) never costs the interaction: it is stored, that plugin's effects
-//! are rolled back as a whole (its own savepoint), its entry in the response
-//! says `failed` with the error, and misbehaviour (a trap, a timeout,
-//! refused intents) counts towards the plugin's suspension for the tenant
-//! like any other plugin call; a typed `plugin-error` returned on purpose
-//! (code `plugin_<kind>`) is reported but not counted. Failures and
-//! successes are recorded in the plugin state *after* the ingest commits:
-//! recording them from another connection while the SQLite write lock is
-//! held would wait on ourselves. So within one batch a failing plugin keeps
-//! running for the remaining items; all its failures count, and it is
-//! suspended once the batch has committed.
-//!
-//! Retry. A failed plugin's effect is not re-applied automatically, neither
-//! by a replayed ingest (which would otherwise award points long after the
-//! fact whenever a client retried) nor later. An admin re-runs one plugin on
-//! one interaction explicitly ([`PluginService::retry_rewards`],
-//! `POST /v1/interactions/{id}/rewards/retry`), e.g. after fixing its config
-//! or resuming it: in a transaction of its own, with the same context as an
-//! ingest (the account as it is *now*) and the same deterministic keys, so
-//! it applies at most once; it is refused (409 `rewards_already_applied`)
-//! when the plugin already wrote entries for that interaction. Operators can
-//! also correct an account with a manual ledger `adjust`.
-//!
-//! `redeemable`: the active rewards the host's own rules allow (cost within
-//! the balance, tier rank, stock: what redemption enforces anyway),
-//! intersected with the answer of every reward plugin that answered. A
-//! plugin that fails is reported and left out; when every plugin fails,
-//! nothing is redeemable (the scheme's rules cannot be checked, so we fail
-//! closed). Without reward plugins the host's rules alone decide.
+//! The plugins run on a read snapshot *before* the ingest's write
+//! transaction, so a slow or looping plugin never holds the database's
+//! write lock (on SQLite: every tenant's writes); their intents are applied
+//! inside it only if what they were shown still holds, else the ingest runs
+//! them again. Why each step is needed: ARCHITECTURE.md ("Reward schemes");
+//! the rules a client sees (exactly once, failures, retries): README.md
+//! ("Reward plugins").
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use serde::Serialize;
 use sqlx::AnyConnection;
 use utoipa::ToSchema;
 
 use super::store_services::interaction_to_guest;
 use super::{PluginFailure, PluginService, call_failure, failure};
-use crate::db::Backend;
 use crate::manifest::PluginKind;
 use crate::manifest::effective::EffectivePlugin;
-use crate::runtime::contract::rapport::crm::{catalog, customers, interactions, loyalty};
 use crate::runtime::contract::rewards::{InteractionContext, LedgerIntent, RewardOutcome};
 use crate::runtime::contract::types;
-use crate::runtime::{CallContext, CallError, HostServices, Plugin, ServiceError};
+use crate::runtime::{CallContext, CallError, Plugin};
 use crate::store::interactions::{
-    HookedIngest, IngestHook, IngestOutcome, Interaction, NewInteraction, RewardAccount, RewardTierChange,
-    apply_reward_ops_tx, lock_reward_account_tx, reward_account_tx, reward_entries_tx, reward_key, reward_tiers_tx,
+    Assigned, HookedIngest, IngestHook, IngestOutcome, Interaction, NewInteraction, ROLLING_SPEND_WINDOW_MS,
+    RewardAccount, RewardSnapshot, RewardTierChange, SNAPSHOT_STALE, apply_reward_ops_tx, is_stale,
+    lock_reward_account_tx, predict_reward_ops, reward_account_tx, reward_entries_tx, reward_key, reward_tiers_tx,
     rolling_spend_tx,
 };
 use crate::store::loyalty::{Account, LedgerEntry, LedgerOp, Reward, Tier};
-use crate::store::{StoreError, StoreResult, TenantId, now_ms};
+use crate::store::{StoreError, StoreResult, TenantId, millis, now_ms};
 
 /// Most ledger intents one plugin may return for one interaction: a reward
 /// rule needs a handful; hundreds would be a bug (or an attack on the lock).
@@ -171,119 +100,234 @@ pub struct Redeemable {
     pub plugins: Vec<RedeemableRun>,
 }
 
-/// A reward plugin ready to run: compiled before the transaction starts (or
-/// the reason it could not be, reported for every interaction).
+/// Attempts of one ingest when the account changes while its reward
+/// plugins run: each attempt runs them again on a fresh snapshot.
+pub const MAX_ATTEMPTS: u32 = 3;
+
+/// Counter of ingests rolled back and retried because a reward plugin's
+/// snapshot went stale.
+pub const STALE_METRIC: &str = "rapport_reward_snapshot_retries_total";
+
+/// This node's reward ingests, queued per customer while their plugins run
+/// (see the module doc). Only ingests of one tenant's same customer wait
+/// for each other; nothing here touches the database's locks.
+#[derive(Default)]
+pub struct CustomerLocks {
+    locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl CustomerLocks {
+    /// Takes the locks of every customer `items` name, in key order (so two
+    /// batches naming the same customers cannot deadlock).
+    async fn lock(&self, t: &TenantId, items: &[NewInteraction]) -> Vec<tokio::sync::OwnedMutexGuard<()>> {
+        let keys: BTreeSet<String> = items
+            .iter()
+            .map(|new| match (&new.customer_id, &new.customer_external_id) {
+                (Some(id), _) => format!("{t}\0id\0{id}"),
+                (None, Some(external)) => format!("{t}\0ext\0{external}"),
+                (None, None) => format!("{t}\0none"),
+            })
+            .collect();
+        let mut guards = Vec::with_capacity(keys.len());
+        for key in keys {
+            let lock = {
+                let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+                if locks.len() > 4096 {
+                    // Forget the locks nobody holds or waits for.
+                    locks.retain(|_, lock| Arc::strong_count(lock) > 1);
+                }
+                locks.entry(key).or_default().clone()
+            };
+            guards.push(lock.lock_owned().await);
+        }
+        guards
+    }
+}
+
+/// A reward plugin ready to run: compiled before anything else (or the
+/// reason it could not be, reported for every interaction).
 struct ReadyPlugin {
     plugin: EffectivePlugin,
     loaded: Result<Arc<Plugin>, PluginFailure>,
 }
 
-/// The [`IngestHook`] that runs the reward plugins inside the ingest.
+/// What of a plugin's context its answer depends on and the ingest checks
+/// again under the lock (the time aside).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Seen {
+    account: RewardAccount,
+    tiers: Vec<(String, String, i64, i64)>,
+    rolling_spend_minor: i64,
+}
+
+impl Seen {
+    fn new(account: &RewardAccount, tiers: &[Tier], rolling_spend_minor: i64) -> Seen {
+        Seen {
+            account: account.clone(),
+            tiers: tiers
+                .iter()
+                .map(|t| (t.id.clone(), t.name.clone(), t.rank, t.min_points))
+                .collect(),
+            rolling_spend_minor,
+        }
+    }
+}
+
+/// One plugin's answer for one interaction, computed before the write
+/// transaction: the operations to apply, or its failure.
+struct Planned {
+    seen: Seen,
+    answer: Result<Vec<LedgerOp>, RewardRun>,
+}
+
+/// The [`IngestHook`] that applies the reward plugins' planned answers.
 struct RewardHook {
     plugins: Vec<ReadyPlugin>,
-    /// What the plugins' capabilities run against during the ingest.
-    services: Arc<dyn HostServices>,
+    /// Ids fixed in advance, by position in the ingest.
+    assigned: Vec<Assigned>,
+    /// Each planned interaction's answers, in plugin order.
+    plans: HashMap<String, Vec<Planned>>,
+    /// The last attempt applies what is still valid and reports the rest
+    /// as conflicts instead of rolling back again.
+    last_attempt: bool,
 }
 
-/// The capabilities of a reward plugin inside a SQLite ingest: everything
-/// reads as usual; kv writes are refused (see the module doc) instead of
-/// waiting for the write lock their own ingest holds.
-struct NoKvWrites(Arc<dyn HostServices>);
-
-fn kv_write_refused() -> ServiceError {
-    ServiceError::Unavailable(
-        "kv writes are not available during on-interaction on this database: the ingest holds its write lock".into(),
-    )
+fn conflict_run(plugin: &str) -> RewardRun {
+    let mut run = RewardRun::failed(
+        plugin,
+        failure(
+            "plugin_conflict",
+            format!(
+                "the account changed while the plugin ran, {MAX_ATTEMPTS} times; nothing applied \
+                 (re-run it with POST /v1/interactions/{{id}}/rewards/retry)"
+            ),
+        ),
+    );
+    run.counts_as_failure = false;
+    run
 }
 
-#[async_trait]
-impl HostServices for NoKvWrites {
-    async fn get_customer(&self, t: &TenantId, id: &str) -> Result<Option<types::Customer>, ServiceError> {
-        self.0.get_customer(t, id).await
-    }
-    async fn get_customer_by_external_id(
-        &self,
+impl RewardHook {
+    /// Applies one plugin's operations (all or nothing). Only a database
+    /// failure is an `Err`.
+    async fn apply(
+        conn: &mut AnyConnection,
         t: &TenantId,
-        external_id: &str,
-    ) -> Result<Option<types::Customer>, ServiceError> {
-        self.0.get_customer_by_external_id(t, external_id).await
+        interaction: &Interaction,
+        plugin: &str,
+        ops: &[LedgerOp],
+    ) -> StoreResult<RewardRun> {
+        let applied = RewardRun {
+            plugin: plugin.to_string(),
+            status: RewardStatus::Applied,
+            entries: Vec::new(),
+            tier_change: None,
+            error: None,
+            counts_as_failure: false,
+        };
+        if ops.is_empty() {
+            return Ok(applied);
+        }
+        Ok(match apply_reward_ops_tx(conn, t, interaction, ops).await? {
+            Ok(done) => RewardRun {
+                entries: done.entries,
+                tier_change: done.tier_change,
+                ..applied
+            },
+            Err(refused) => RewardRun::failed(plugin, refusal(&refused)),
+        })
     }
-    async fn list_customers(
+
+    fn stale(&self, what: &str) -> StoreResult<Vec<RewardRun>> {
+        if self.last_attempt {
+            return Ok(self.plugins.iter().map(|r| conflict_run(&r.plugin.id)).collect());
+        }
+        Err(StoreError::conflict(SNAPSHOT_STALE, what.to_string()))
+    }
+}
+
+impl IngestHook for RewardHook {
+    type Output = Vec<RewardRun>;
+
+    fn assigned(&self, index: usize) -> Option<Assigned> {
+        self.assigned.get(index).cloned()
+    }
+
+    async fn after_ingest(
         &self,
+        conn: &mut AnyConnection,
         t: &TenantId,
-        cursor: Option<&str>,
-        limit: u32,
-    ) -> Result<customers::CustomerPage, ServiceError> {
-        self.0.list_customers(t, cursor, limit).await
+        interaction: &Interaction,
+        outcome: IngestOutcome,
+    ) -> StoreResult<Vec<RewardRun>> {
+        if outcome == IngestOutcome::Replayed {
+            // Never run the plugins again: report what the first ingest wrote.
+            let mut runs: Vec<RewardRun> = Vec::new();
+            for (plugin, entry) in reward_entries_tx(conn, t, &interaction.id).await? {
+                match runs.iter_mut().find(|r| r.plugin == plugin) {
+                    Some(run) => run.entries.push(entry),
+                    None => runs.push(RewardRun {
+                        plugin,
+                        status: RewardStatus::Replayed,
+                        entries: vec![entry],
+                        tier_change: None,
+                        error: None,
+                        counts_as_failure: false,
+                    }),
+                }
+            }
+            return Ok(runs);
+        }
+        if self.plugins.is_empty() {
+            return Ok(Vec::new());
+        }
+        let Some(plan) = self.plans.get(&interaction.id) else {
+            // Created although the snapshot expected it not to be (a kind
+            // or customer appeared meanwhile): plan again.
+            return self.stale("the interaction was not planned");
+        };
+        // The context as the plugins would have seen it under the lock.
+        let account = lock_reward_account_tx(conn, t, &interaction.customer_id).await?;
+        let tiers = reward_tiers_tx(conn, t).await?;
+        let rolling_spend_minor = rolling_spend_tx(conn, t, interaction).await?;
+        let mut now = Seen::new(&account, &tiers, rolling_spend_minor);
+        let mut runs = Vec::with_capacity(self.plugins.len());
+        for (ready, planned) in self.plugins.iter().zip(plan) {
+            let id = ready.plugin.id.as_str();
+            let ops = match &planned.answer {
+                Ok(ops) => ops,
+                Err(run) => {
+                    runs.push(run.clone());
+                    continue;
+                }
+            };
+            if planned.seen != now {
+                if !self.last_attempt {
+                    return Err(StoreError::conflict(
+                        SNAPSHOT_STALE,
+                        format!("the context of reward plugin `{id}` changed while it ran"),
+                    ));
+                }
+                runs.push(conflict_run(id));
+                continue;
+            }
+            let run = Self::apply(conn, t, interaction, id, ops).await?;
+            if !run.entries.is_empty() || run.tier_change.is_some() {
+                // The next plugin was shown the account as this one left it.
+                now.account = reward_account_tx(conn, t, &interaction.customer_id).await?;
+            }
+            runs.push(run);
+        }
+        Ok(runs)
     }
-    async fn list_interactions(
-        &self,
-        t: &TenantId,
-        customer_id: &str,
-        cursor: Option<&str>,
-        limit: u32,
-    ) -> Result<interactions::InteractionPage, ServiceError> {
-        self.0.list_interactions(t, customer_id, cursor, limit).await
-    }
-    async fn get_account(
-        &self,
-        t: &TenantId,
-        customer_id: &str,
-    ) -> Result<Option<types::LoyaltyAccount>, ServiceError> {
-        self.0.get_account(t, customer_id).await
-    }
-    async fn list_ledger(
-        &self,
-        t: &TenantId,
-        customer_id: &str,
-        cursor: Option<&str>,
-        limit: u32,
-    ) -> Result<loyalty::LedgerPage, ServiceError> {
-        self.0.list_ledger(t, customer_id, cursor, limit).await
-    }
-    async fn list_tiers(&self, t: &TenantId) -> Result<Vec<types::Tier>, ServiceError> {
-        self.0.list_tiers(t).await
-    }
-    async fn list_rewards(&self, t: &TenantId) -> Result<Vec<types::Reward>, ServiceError> {
-        self.0.list_rewards(t).await
-    }
-    async fn get_product(&self, t: &TenantId, sku: &str) -> Result<Option<types::Product>, ServiceError> {
-        self.0.get_product(t, sku).await
-    }
-    async fn list_products(
-        &self,
-        t: &TenantId,
-        category: Option<&str>,
-        cursor: Option<&str>,
-        limit: u32,
-    ) -> Result<catalog::ProductPage, ServiceError> {
-        self.0.list_products(t, category, cursor, limit).await
-    }
-    async fn kv_get(&self, t: &TenantId, plugin_id: &str, key: &str) -> Result<Option<Vec<u8>>, ServiceError> {
-        self.0.kv_get(t, plugin_id, key).await
-    }
-    async fn kv_set(
-        &self,
-        _t: &TenantId,
-        _plugin_id: &str,
-        _key: &str,
-        _value: &[u8],
-        _max_bytes: u64,
-    ) -> Result<(), ServiceError> {
-        Err(kv_write_refused())
-    }
-    async fn kv_delete(&self, _t: &TenantId, _plugin_id: &str, _key: &str) -> Result<(), ServiceError> {
-        Err(kv_write_refused())
-    }
-    async fn kv_list_keys(
-        &self,
-        t: &TenantId,
-        plugin_id: &str,
-        prefix: &str,
-        limit: u32,
-    ) -> Result<Vec<String>, ServiceError> {
-        self.0.kv_list_keys(t, plugin_id, prefix, limit).await
-    }
+}
+
+/// A purchase of an earlier item of the same batch, for the rolling spend
+/// of the customer's later items.
+struct BatchPurchase {
+    currency: String,
+    occurred_at: i64,
+    amount_minor: i64,
 }
 
 fn account_to_guest(a: &RewardAccount) -> types::LoyaltyAccount {
@@ -378,25 +422,34 @@ fn refusal(err: &StoreError) -> PluginFailure {
     failure("plugin_invalid_intent", message)
 }
 
-impl RewardHook {
-    /// Runs one plugin on one interaction and applies its answer (all or
-    /// nothing). Only a database failure is an `Err`.
-    async fn run_one(
+impl PluginService {
+    /// The tenant's active reward plugins, compiled.
+    async fn reward_plugins(&self, t: &TenantId) -> StoreResult<Vec<ReadyPlugin>> {
+        let mut plugins = Vec::new();
+        for plugin in self.active(t, PluginKind::RewardScheme).await? {
+            let loaded = self.load(&plugin.id).await;
+            plugins.push(ReadyPlugin { plugin, loaded });
+        }
+        Ok(plugins)
+    }
+
+    /// Runs one plugin on one interaction, outside any transaction: its
+    /// operations with their deterministic keys, or its failure.
+    async fn ask(
         &self,
-        conn: &mut AnyConnection,
         t: &TenantId,
-        interaction: &Interaction,
         ready: &ReadyPlugin,
+        interaction_id: &str,
         context: &InteractionContext,
-    ) -> StoreResult<RewardRun> {
+    ) -> Result<Vec<LedgerOp>, RewardRun> {
         let id = ready.plugin.id.as_str();
         let loaded = match &ready.loaded {
             Ok(loaded) => loaded,
             Err(fail) => {
-                // A load failure is the operator's, not the plugin's doing.
+                // The artifact, not the plugin: never counted (see `loader`).
                 let mut run = RewardRun::failed(id, fail.clone());
                 run.counts_as_failure = false;
-                return Ok(run);
+                return Err(run);
             }
         };
         let ctx = CallContext {
@@ -410,116 +463,105 @@ impl RewardHook {
             Err(CallError::Guest(kind, message)) => {
                 let mut run = RewardRun::failed(id, failure(&format!("plugin_{kind}"), message));
                 run.counts_as_failure = false;
-                return Ok(run);
+                return Err(run);
             }
             Err(err) => {
+                // Only the plugin's own misbehaviour counts (never `Busy`,
+                // instantiation): `counts_toward_suspension` is the one rule.
                 let mut run = RewardRun::failed(id, call_failure(&err));
                 run.counts_as_failure = err.counts_toward_suspension();
-                return Ok(run);
+                return Err(run);
             }
         };
-        let ops = match outcome_to_ops(&interaction.id, id, outcome) {
-            Ok(ops) => ops,
-            Err(fail) => return Ok(RewardRun::failed(id, fail)),
-        };
-        if ops.is_empty() {
-            return Ok(RewardRun {
-                plugin: id.to_string(),
-                status: RewardStatus::Applied,
-                entries: Vec::new(),
-                tier_change: None,
-                error: None,
-                counts_as_failure: false,
-            });
-        }
-        Ok(match apply_reward_ops_tx(conn, t, interaction, &ops).await? {
-            Ok(applied) => RewardRun {
-                plugin: id.to_string(),
-                status: RewardStatus::Applied,
-                entries: applied.entries,
-                tier_change: applied.tier_change,
-                error: None,
-                counts_as_failure: false,
-            },
-            Err(refused) => RewardRun::failed(id, refusal(&refused)),
-        })
+        outcome_to_ops(interaction_id, id, outcome).map_err(|fail| RewardRun::failed(id, fail))
     }
-}
 
-impl IngestHook for RewardHook {
-    type Output = Vec<RewardRun>;
-
-    async fn after_ingest(
+    /// Runs `plugins` on each snapshot, in order, before the write
+    /// transaction. Each plugin is shown the account as the previous
+    /// plugins (and the customer's earlier items of the batch) will have
+    /// left it, predicted; the ingest checks every prediction.
+    async fn plan(
         &self,
-        conn: &mut AnyConnection,
         t: &TenantId,
-        interaction: &Interaction,
-        outcome: IngestOutcome,
-    ) -> StoreResult<Vec<RewardRun>> {
-        if outcome == IngestOutcome::Replayed {
-            // Never run the plugins again: report what the first ingest wrote.
-            let mut runs: Vec<RewardRun> = Vec::new();
-            for (plugin, entry) in reward_entries_tx(conn, t, &interaction.id).await? {
-                match runs.iter_mut().find(|r| r.plugin == plugin) {
-                    Some(run) => run.entries.push(entry),
-                    None => runs.push(RewardRun {
-                        plugin,
-                        status: RewardStatus::Replayed,
-                        entries: vec![entry],
-                        tier_change: None,
-                        error: None,
-                        counts_as_failure: false,
-                    }),
+        plugins: &[ReadyPlugin],
+        snapshots: Vec<Option<RewardSnapshot>>,
+    ) -> HashMap<String, Vec<Planned>> {
+        let mut plans = HashMap::new();
+        if plugins.is_empty() {
+            return plans;
+        }
+        let mut accounts: HashMap<String, RewardAccount> = HashMap::new();
+        let mut purchases: HashMap<String, Vec<BatchPurchase>> = HashMap::new();
+        for snap in snapshots.into_iter().flatten() {
+            let interaction = &snap.interaction;
+            let customer = interaction.customer_id.clone();
+            let earlier = purchases.get(&customer).map(Vec::as_slice).unwrap_or_default();
+            let end = millis(interaction.occurred_at);
+            let currency = snap
+                .spend_currency
+                .clone()
+                .or_else(|| earlier.iter().max_by_key(|p| p.occurred_at).map(|p| p.currency.clone()));
+            let extra: i64 = earlier
+                .iter()
+                .filter(|p| {
+                    Some(&p.currency) == currency.as_ref()
+                        && p.occurred_at > end.saturating_sub(ROLLING_SPEND_WINDOW_MS)
+                        && p.occurred_at <= end
+                })
+                .map(|p| p.amount_minor)
+                .fold(0i64, i64::saturating_add);
+            let spend = snap.rolling_spend_minor.saturating_add(extra);
+            let mut account = accounts.remove(&customer).unwrap_or_else(|| snap.account.clone());
+            let mut context = InteractionContext {
+                interaction: interaction_to_guest(interaction.clone()),
+                account: account_to_guest(&account),
+                tiers: snap.tiers.iter().map(tier_to_guest).collect(),
+                rolling_spend_minor: spend,
+                now: now_ms(),
+            };
+            let mut planned = Vec::with_capacity(plugins.len());
+            for ready in plugins {
+                let seen = Seen::new(&account, &snap.tiers, spend);
+                let answer = self.ask(t, ready, &interaction.id, &context).await;
+                if let Ok(ops) = &answer {
+                    account = predict_reward_ops(&account, &snap.tiers, ops, now_ms());
+                    context.account = account_to_guest(&account);
                 }
+                planned.push(Planned { seen, answer });
             }
-            return Ok(runs);
-        }
-        if self.plugins.is_empty() {
-            return Ok(Vec::new());
-        }
-        let account = lock_reward_account_tx(conn, t, &interaction.customer_id).await?;
-        let tiers = reward_tiers_tx(conn, t).await?;
-        let rolling_spend_minor = rolling_spend_tx(conn, t, interaction).await?;
-        let mut context = InteractionContext {
-            interaction: interaction_to_guest(interaction.clone()),
-            account: account_to_guest(&account),
-            tiers: tiers.iter().map(tier_to_guest).collect(),
-            rolling_spend_minor,
-            now: now_ms(),
-        };
-        let mut runs = Vec::with_capacity(self.plugins.len());
-        for ready in &self.plugins {
-            let run = self.run_one(conn, t, interaction, ready, &context).await?;
-            let changed = !run.entries.is_empty() || run.tier_change.is_some();
-            runs.push(run);
-            if changed {
-                // The next plugin sees the account as this one left it.
-                context.account = account_to_guest(&reward_account_tx(conn, t, &interaction.customer_id).await?);
+            accounts.insert(customer.clone(), account);
+            if let (Some(money), "purchase") = (&interaction.amount, interaction.kind.as_str()) {
+                purchases.entry(customer).or_default().push(BatchPurchase {
+                    currency: money.currency.clone(),
+                    occurred_at: end,
+                    amount_minor: money.amount_minor,
+                });
             }
+            plans.insert(interaction.id.clone(), planned);
         }
-        Ok(runs)
-    }
-}
-
-impl PluginService {
-    /// The tenant's active reward plugins, compiled (outside any transaction).
-    async fn reward_hook(&self, t: &TenantId) -> StoreResult<RewardHook> {
-        let mut plugins = Vec::new();
-        for plugin in self.active(t, PluginKind::RewardScheme).await? {
-            let loaded = self.load(&plugin.id).await;
-            plugins.push(ReadyPlugin { plugin, loaded });
-        }
-        Ok(self.reward_hook_for(plugins))
+        plans
     }
 
-    /// A hook running `plugins`, with the capabilities an ingest allows.
-    fn reward_hook_for(&self, plugins: Vec<ReadyPlugin>) -> RewardHook {
-        let services: Arc<dyn HostServices> = self.services.clone();
-        let services = match self.store.db().backend() {
-            Backend::Sqlite => Arc::new(NoKvWrites(services)),
-            Backend::Postgres => services,
+    /// Plans `items` (ids fixed in advance) for one attempt of an ingest.
+    async fn planned_hook(
+        &self,
+        t: &TenantId,
+        plugins: Vec<ReadyPlugin>,
+        items: &[NewInteraction],
+        last_attempt: bool,
+    ) -> StoreResult<RewardHook> {
+        let mut hook = RewardHook {
+            plugins,
+            assigned: Vec::new(),
+            plans: HashMap::new(),
+            last_attempt,
         };
-        RewardHook { plugins, services }
+        if !hook.plugins.is_empty() {
+            hook.assigned = items.iter().map(|_| Assigned::new()).collect();
+            let snapshots = self.store.reward_snapshots(t, items, &hook.assigned).await?;
+            hook.plans = self.plan(t, &hook.plugins, snapshots).await;
+        }
+        Ok(hook)
     }
 
     /// Counts the committed ingest's plugin failures and successes, in the
@@ -553,53 +595,104 @@ impl PluginService {
         }
     }
 
-    /// Ingests one interaction and runs the tenant's reward plugins on it in
-    /// the same transaction (see the module doc).
+    /// Ingests one interaction with the tenant's reward plugins' effects
+    /// (see the module doc).
     pub async fn ingest_with_rewards(
         &self,
         t: &TenantId,
         new: NewInteraction,
     ) -> StoreResult<HookedIngest<Vec<RewardRun>>> {
-        let hook = self.reward_hook(t).await?;
-        let done = self.store.ingest_interaction_with(t, new, &hook).await?;
-        self.record_reward_runs(t, &hook, done.2.iter()).await;
-        Ok(done)
+        let _queued = self.reward_locks.lock(t, std::slice::from_ref(&new)).await;
+        let mut attempt = 1;
+        loop {
+            let plugins = self.reward_plugins(t).await?;
+            let hook = self
+                .planned_hook(t, plugins, std::slice::from_ref(&new), attempt == MAX_ATTEMPTS)
+                .await?;
+            match self.store.ingest_interaction_with(t, new.clone(), &hook).await {
+                Err(e) if is_stale(&e) && attempt < MAX_ATTEMPTS => {
+                    metrics::counter!(STALE_METRIC).increment(1);
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+                Ok(done) => {
+                    self.record_reward_runs(t, &hook, done.2.iter()).await;
+                    return Ok(done);
+                }
+            }
+        }
     }
 
-    /// A batch ingest with the reward plugins run inside each item's
-    /// savepoint; a plugin failure never fails its item.
+    /// A batch ingest with the reward plugins' effects applied inside each
+    /// item's savepoint; a plugin failure never fails its item. A stale
+    /// snapshot of any item retries the whole batch (one transaction).
     pub async fn ingest_batch_with_rewards(
         &self,
         t: &TenantId,
         items: Vec<NewInteraction>,
     ) -> StoreResult<Vec<Result<HookedIngest<Vec<RewardRun>>, StoreError>>> {
-        let hook = self.reward_hook(t).await?;
-        let results = self.store.ingest_batch_with(t, items, &hook).await?;
-        let runs = results
-            .iter()
-            .filter_map(|r| r.as_ref().ok())
-            .flat_map(|(_, _, runs)| runs.iter());
-        self.record_reward_runs(t, &hook, runs).await;
-        Ok(results)
+        let _queued = self.reward_locks.lock(t, &items).await;
+        let mut attempt = 1;
+        loop {
+            let plugins = self.reward_plugins(t).await?;
+            let hook = self.planned_hook(t, plugins, &items, attempt == MAX_ATTEMPTS).await?;
+            match self.store.ingest_batch_with(t, items.clone(), &hook).await {
+                Err(e) if is_stale(&e) && attempt < MAX_ATTEMPTS => {
+                    metrics::counter!(STALE_METRIC).increment(1);
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+                Ok(results) => {
+                    let runs = results
+                        .iter()
+                        .filter_map(|r| r.as_ref().ok())
+                        .flat_map(|(_, _, runs)| runs.iter());
+                    self.record_reward_runs(t, &hook, runs).await;
+                    return Ok(results);
+                }
+            }
+        }
     }
 
     /// Re-runs the reward plugin `plugin` on the stored interaction
-    /// `interaction_id` (see "Retry" in the module doc). The plugin must be
-    /// an active reward-scheme plugin of the tenant (404 / 409
-    /// `plugin_not_active` otherwise).
+    /// `interaction_id`, with the account as it is *now* and the same
+    /// deterministic keys, so it applies at most once; 409
+    /// `rewards_already_applied` when the plugin already wrote entries for
+    /// it. The plugin must be an active reward-scheme plugin of the tenant
+    /// (404 / 409 `plugin_not_active` otherwise).
     pub async fn retry_rewards(&self, t: &TenantId, interaction_id: &str, plugin: &str) -> StoreResult<RewardRun> {
-        let mut selected = self.selected(t, PluginKind::RewardScheme, Some(plugin)).await?;
-        let Some(plugin) = selected.pop() else {
-            return Err(StoreError::NotFound { entity: "plugin" });
-        };
-        let id = plugin.id.clone();
-        let loaded = self.load(&id).await;
-        let hook = self.reward_hook_for(vec![ReadyPlugin { plugin, loaded }]);
-        let runs = self.store.rerun_rewards_with(t, interaction_id, &id, &hook).await?;
-        self.record_reward_runs(t, &hook, runs.iter()).await;
-        runs.into_iter()
-            .next()
-            .ok_or_else(|| StoreError::Corrupt("a reward re-run produced no outcome".into()))
+        let mut attempt = 1;
+        loop {
+            let mut selected = self.selected(t, PluginKind::RewardScheme, Some(plugin)).await?;
+            let Some(plugin) = selected.pop() else {
+                return Err(StoreError::NotFound { entity: "plugin" });
+            };
+            let id = plugin.id.clone();
+            let loaded = self.load(&id).await;
+            let plugins = vec![ReadyPlugin { plugin, loaded }];
+            let snapshot = self.store.reward_snapshot_of(t, interaction_id).await?;
+            let plans = self.plan(t, &plugins, vec![Some(snapshot)]).await;
+            let hook = RewardHook {
+                plugins,
+                assigned: Vec::new(),
+                plans,
+                last_attempt: attempt == MAX_ATTEMPTS,
+            };
+            match self.store.rerun_rewards_with(t, interaction_id, &id, &hook).await {
+                Err(e) if is_stale(&e) && attempt < MAX_ATTEMPTS => {
+                    metrics::counter!(STALE_METRIC).increment(1);
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+                Ok(runs) => {
+                    self.record_reward_runs(t, &hook, runs.iter()).await;
+                    return runs
+                        .into_iter()
+                        .next()
+                        .ok_or_else(|| StoreError::Corrupt("a reward re-run produced no outcome".into()));
+                }
+            }
+        }
     }
 
     /// The rewards `customer_id` may redeem now (see the module doc).

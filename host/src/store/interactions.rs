@@ -18,9 +18,13 @@
 //! Work that must commit or roll back with an interaction (reward plugins'
 //! ledger effects, see `plugins::rewards`) joins the ingest's transaction
 //! through an [`IngestHook`]: it runs on the same connection right after the
-//! interaction is stored (inside the item's savepoint in a batch). The
-//! reward-specific reads and the per-plugin savepoint live at the end of this
-//! file ("Rewards"), so that the plugin service never writes SQL itself.
+//! interaction is stored (inside the item's savepoint in a batch). A hook
+//! that computed its work before the transaction (on a [`RewardSnapshot`])
+//! fixes the interactions' ids in advance ([`IngestHook::assigned`]) and
+//! aborts the transaction with [`SNAPSHOT_STALE`] when what it computed on
+//! changed meanwhile. The reward-specific reads and the per-plugin savepoint
+//! live at the end of this file ("Rewards"), so that the plugin service
+//! never writes SQL itself.
 
 use std::collections::HashMap;
 
@@ -498,6 +502,8 @@ struct Prepared {
     kind: String,
     channel: Option<String>,
     occurred_at: i64,
+    /// Whether the request gave `occurred_at` (otherwise it is the ingest's time).
+    occurred_at_given: bool,
     money: Option<(Currency, i64)>,
     items: Vec<(String, i64, i64)>,
     payload: Value,
@@ -656,6 +662,7 @@ fn prepare(new: NewInteraction) -> StoreResult<Prepared> {
         kind: new.kind,
         channel: new.channel,
         occurred_at: occurred_at.unwrap_or_else(now_ms),
+        occurred_at_given: occurred_at.is_some(),
         money: currency.zip(amount_minor),
         items,
         payload: new.payload,
@@ -811,12 +818,41 @@ enum Rescore {
     Deferred,
 }
 
+/// The interaction `p` becomes when stored with this id and time.
+fn interaction_of(p: &Prepared, id: String, customer_id: String, created_at: i64) -> Interaction {
+    let items = match &p.money {
+        Some((currency, _)) => p
+            .items
+            .iter()
+            .map(|(sku, quantity, unit)| LineItem {
+                sku: sku.clone(),
+                quantity: *quantity,
+                unit_price: Money::new(currency, *unit),
+            })
+            .collect(),
+        None => Vec::new(),
+    };
+    Interaction {
+        id,
+        customer_id,
+        kind: p.kind.clone(),
+        channel: p.channel.clone(),
+        occurred_at: from_millis(p.occurred_at),
+        amount: p.money.as_ref().map(|(c, minor)| Money::new(c, *minor)),
+        items,
+        payload: p.payload.clone(),
+        idempotency_key: p.idempotency_key.clone(),
+        created_at: from_millis(created_at),
+    }
+}
+
 async fn ingest_prepared(
     conn: &mut AnyConnection,
     t: &TenantId,
-    p: Prepared,
+    mut p: Prepared,
     kinds: &mut KindCache,
     rescore: Rescore,
+    assigned: Option<Assigned>,
 ) -> StoreResult<(Interaction, IngestOutcome)> {
     if let Some(key) = &p.idempotency_key
         && let Some(done) = replay(conn, t, key, &p.request_hash).await?
@@ -846,8 +882,15 @@ async fn ingest_prepared(
             "this customer's data has been erased",
         ));
     }
-    let id = new_id();
-    let created_at = now_ms();
+    let (id, created_at) = match assigned {
+        Some(a) => {
+            if !p.occurred_at_given {
+                p.occurred_at = a.created_at;
+            }
+            (a.id, a.created_at)
+        }
+        None => (new_id(), now_ms()),
+    };
     let inserted = sqlx::query(
         "INSERT INTO interactions (tenant_id, id, customer_id, kind, channel, occurred_at, amount_minor, currency, \
          payload, idempotency_key, request_hash, created_at) \
@@ -895,31 +938,7 @@ async fn ingest_prepared(
     if rescore == Rescore::Now {
         super::scores::enqueue_rescore_tx(conn, t, &customer.id).await?;
     }
-    let items = match &p.money {
-        Some((currency, _)) => p
-            .items
-            .into_iter()
-            .map(|(sku, quantity, unit)| LineItem {
-                sku,
-                quantity,
-                unit_price: Money::new(currency, unit),
-            })
-            .collect(),
-        None => Vec::new(),
-    };
-    let interaction = Interaction {
-        id,
-        customer_id: customer.id,
-        kind: p.kind,
-        channel: p.channel,
-        occurred_at: from_millis(p.occurred_at),
-        amount: p.money.as_ref().map(|(c, minor)| Money::new(c, *minor)),
-        items,
-        payload: p.payload,
-        idempotency_key: p.idempotency_key,
-        created_at: from_millis(created_at),
-    };
-    Ok((interaction, IngestOutcome::Created))
+    Ok((interaction_of(&p, id, customer.id, created_at), IngestOutcome::Created))
 }
 
 /// Ingests one interaction on `conn`, which the caller has put in a write
@@ -931,7 +950,7 @@ pub async fn ingest_interaction_tx(
     new: NewInteraction,
 ) -> StoreResult<(Interaction, IngestOutcome)> {
     let prepared = prepare(new)?;
-    ingest_prepared(conn, t, prepared, &mut KindCache::new(), Rescore::Now).await
+    ingest_prepared(conn, t, prepared, &mut KindCache::new(), Rescore::Now, None).await
 }
 
 /// How often a transaction that hit a deadlock, a serialization failure
@@ -962,23 +981,62 @@ where
     }
 }
 
-/// The order a batch's items are stored in: by customer, then idempotency
-/// key (items without a customer reference sort first). Two batches over
-/// the same customers and keys then take their row locks (new customers'
-/// external ids, idempotency keys, loyalty accounts) in the same order,
-/// whatever order their requests listed the items in, so they queue
-/// behind each other instead of deadlocking.
-fn batch_order(p: &Prepared) -> (u8, &str, Option<&str>) {
-    let (rank, customer) = match &p.customer {
+/// The order a batch's items are stored in: by customer (items naming one
+/// by id first), and within a customer in request order (the sort is
+/// stable). Two batches over the same customers then take their
+/// per-customer row locks (new customers' external ids, loyalty accounts)
+/// in the same order, whatever order their requests listed the customers
+/// in, so they queue behind each other instead of deadlocking. A
+/// customer's own items keep their request order because reward plugins
+/// are shown each item's account as the customer's earlier items leave it
+/// (see `plugins::rewards`); two batches that reuse each other's
+/// idempotency keys for one customer in opposite orders can still
+/// deadlock, which the retry absorbs.
+fn batch_order(p: &Prepared) -> (u8, &str) {
+    match &p.customer {
         CustomerRef::Id(id) => (0, id.as_str()),
         CustomerRef::ExternalId(external) => (1, external.as_str()),
-    };
-    (rank, customer, p.idempotency_key.as_deref())
+    }
 }
 
 /// Errors that mean the database, not the item, is at fault: they abort a batch.
 pub fn is_fatal(err: &StoreError) -> bool {
     matches!(err, StoreError::Database(_) | StoreError::Corrupt(_))
+}
+
+/// The code of the conflict a hook returns when what it computed before the
+/// write transaction is out of date: the whole ingest (a batch too) is
+/// rolled back, and the caller computes again and retries.
+pub const SNAPSHOT_STALE: &str = "snapshot_stale";
+
+/// Whether `err` is the [`SNAPSHOT_STALE`] conflict.
+pub fn is_stale(err: &StoreError) -> bool {
+    matches!(err, StoreError::Conflict { code, .. } if *code == SNAPSHOT_STALE)
+}
+
+/// The id and creation time an ingest gives an interaction, fixed in
+/// advance by a hook that computed work for it before the transaction. An
+/// interaction without `occurred_at` also takes `created_at` as its
+/// `occurred_at`, so that what the hook computed on is what is stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assigned {
+    pub id: String,
+    pub created_at: i64,
+}
+
+impl Assigned {
+    pub fn new() -> Assigned {
+        Assigned {
+            id: new_id(),
+            created_at: now_ms(),
+        }
+    }
+}
+
+impl Default for Assigned {
+    fn default() -> Self {
+        Assigned::new()
+    }
 }
 
 /// Work that joins an ingest's write transaction for every interaction it
@@ -991,6 +1049,13 @@ pub fn is_fatal(err: &StoreError) -> bool {
 /// plugins) therefore handles its own failures and returns `Ok`.
 pub trait IngestHook: Sync {
     type Output: Send;
+
+    /// The id and time of the `index`th interaction of the ingest (its
+    /// position in a batch, 0 for a single one), when fixed in advance.
+    fn assigned(&self, _index: usize) -> Option<Assigned> {
+        None
+    }
+
     fn after_ingest(
         &self,
         conn: &mut AnyConnection,
@@ -1039,8 +1104,15 @@ impl Store {
         let prepared = prepare(new)?;
         retry_transient("ingest", || async {
             let mut tx = self.db().begin_write().await?;
-            let (interaction, outcome) =
-                ingest_prepared(&mut tx, t, prepared.clone(), &mut KindCache::new(), Rescore::Now).await?;
+            let (interaction, outcome) = ingest_prepared(
+                &mut tx,
+                t,
+                prepared.clone(),
+                &mut KindCache::new(),
+                Rescore::Now,
+                hook.assigned(0),
+            )
+            .await?;
             let output = hook.after_ingest(&mut tx, t, &interaction, outcome).await?;
             tx.commit().await?;
             Ok((interaction, outcome, output))
@@ -1112,9 +1184,18 @@ impl Store {
         let mut kinds = KindCache::new();
         let mut rescore = Vec::new();
         let mut tx = self.db().begin_write().await?;
-        for (_, prepared) in items {
+        for (index, prepared) in items {
             tx.execute("SAVEPOINT ingest_item").await?;
-            let done = match ingest_prepared(&mut tx, t, prepared.clone(), &mut kinds, Rescore::Deferred).await {
+            let done = match ingest_prepared(
+                &mut tx,
+                t,
+                prepared.clone(),
+                &mut kinds,
+                Rescore::Deferred,
+                hook.assigned(*index),
+            )
+            .await
+            {
                 Ok((interaction, outcome)) => hook
                     .after_ingest(&mut tx, t, &interaction, outcome)
                     .await
@@ -1129,7 +1210,8 @@ impl Store {
                     }
                     results.push(Ok(done));
                 }
-                Err(e) if is_fatal(&e) => return Err(e),
+                // A stale snapshot invalidates the batch, not just the item.
+                Err(e) if is_fatal(&e) || is_stale(&e) => return Err(e),
                 Err(e) => {
                     tx.execute("ROLLBACK TO SAVEPOINT ingest_item").await?;
                     tx.execute("RELEASE SAVEPOINT ingest_item").await?;
@@ -1513,6 +1595,248 @@ async fn apply_reward_ops_inner(
         _ => None,
     };
     Ok(AppliedReward { entries, tier_change })
+}
+
+/// What a reward plugin is shown for one interaction, read *before* the
+/// ingest's write transaction (see `plugins::rewards`): the interaction as
+/// it will be stored (its id fixed in advance), the account with its due
+/// expiry deducted (what the ingest's sweep will leave), the tenant's tiers
+/// and the rolling spend including this interaction. The ingest compares
+/// it with what it reads under the lock and applies the plugins' answers
+/// only if they agree.
+#[derive(Debug, Clone)]
+pub struct RewardSnapshot {
+    pub interaction: Interaction,
+    pub account: RewardAccount,
+    pub tiers: Vec<Tier>,
+    pub rolling_spend_minor: i64,
+    /// The currency the rolling spend is in (`None`: no purchase to take it from).
+    pub spend_currency: Option<String>,
+}
+
+/// What one plugin's operations would make of `account` if the store
+/// accepts them, all or nothing as [`apply_reward_ops_tx`] applies them (the
+/// same checks; a refused set leaves the account as it was). Used to show
+/// the next plugin, or the customer's next interaction in a batch, the
+/// account as the ingest will have it; the ingest checks the guess.
+pub fn predict_reward_ops(account: &RewardAccount, tiers: &[Tier], ops: &[LedgerOp], now: i64) -> RewardAccount {
+    use super::loyalty::{check_points, check_reason};
+    let mut next = account.clone();
+    for op in ops {
+        let ok = match op {
+            LedgerOp::Earn {
+                points,
+                reason,
+                expires_at,
+                ..
+            } => {
+                let valid = check_points(*points, true).is_ok()
+                    && check_reason(reason).is_ok()
+                    && expires_at.is_none_or(|at| at > now);
+                match (
+                    next.balance.checked_add(*points),
+                    next.lifetime_earned.checked_add(*points),
+                ) {
+                    (Some(balance), Some(earned)) if valid => {
+                        next.balance = balance;
+                        next.lifetime_earned = earned;
+                        true
+                    }
+                    _ => false,
+                }
+            }
+            LedgerOp::Adjust { points, reason, .. } => {
+                let valid = check_points(*points, false).is_ok() && check_reason(reason).is_ok();
+                match next.balance.checked_add(*points) {
+                    Some(balance) if valid && balance >= 0 => {
+                        next.balance = balance;
+                        true
+                    }
+                    _ => false,
+                }
+            }
+            LedgerOp::SetTier { tier_id, reason } => {
+                let known = tier_id.as_ref().is_none_or(|id| tiers.iter().any(|t| &t.id == id));
+                if known && check_reason(reason).is_ok() {
+                    next.tier_id = tier_id.clone();
+                    true
+                } else {
+                    false
+                }
+            }
+            // Reward plugins never redeem.
+            LedgerOp::Redeem { .. } => false,
+        };
+        if !ok {
+            return account.clone();
+        }
+    }
+    next
+}
+
+/// The account as a snapshot shows it: stored, minus what is due to expire.
+async fn snapshot_account(
+    conn: &mut AnyConnection,
+    t: &TenantId,
+    customer_id: &str,
+    now: i64,
+) -> StoreResult<RewardAccount> {
+    let mut account = reward_account_tx(conn, t, customer_id).await?;
+    account.balance -= super::loyalty::due_expiry_tx(conn, t, customer_id, now).await?;
+    Ok(account)
+}
+
+/// The currency [`rolling_spend_tx`] sums in for `interaction`.
+async fn spend_currency_tx(
+    conn: &mut AnyConnection,
+    t: &TenantId,
+    interaction: &Interaction,
+) -> StoreResult<Option<String>> {
+    if let Some(money) = &interaction.amount {
+        return Ok(Some(money.currency.clone()));
+    }
+    let row = sqlx::query(
+        "SELECT currency FROM interactions WHERE tenant_id = $1 AND customer_id = $2 AND kind = 'purchase' \
+         AND currency IS NOT NULL ORDER BY occurred_at DESC, id DESC LIMIT 1",
+    )
+    .bind(t.as_str())
+    .bind(&interaction.customer_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(match row {
+        Some(row) => Some(row.try_get("currency")?),
+        None => None,
+    })
+}
+
+impl Store {
+    /// A [`RewardSnapshot`] of each of `items` as if ingested now with the
+    /// ids `assigned` (same order), read without the write lock; `None` for
+    /// an item that will not be created (invalid, a replay, an unknown
+    /// kind or customer, an erased customer): the ingest itself says why.
+    ///
+    /// A customer an item names by a new external id is created first, in
+    /// a short transaction of its own, so that the snapshot can name it
+    /// (creating it is idempotent: the ingest then finds it).
+    pub async fn reward_snapshots(
+        &self,
+        t: &TenantId,
+        items: &[NewInteraction],
+        assigned: &[Assigned],
+    ) -> StoreResult<Vec<Option<RewardSnapshot>>> {
+        let prepared: Vec<Option<Prepared>> = items.iter().map(|new| prepare(new.clone()).ok()).collect();
+        let mut created = false;
+        loop {
+            let mut tx = super::loyalty::begin_read(self).await?;
+            let mut kinds = KindCache::new();
+            let mut customers: Vec<Option<String>> = Vec::with_capacity(prepared.len());
+            let mut missing: Vec<String> = Vec::new();
+            // A key used again later in the same batch replays the first item.
+            let mut keys = std::collections::HashSet::new();
+            for p in &prepared {
+                customers.push(match p {
+                    Some(p) if p.idempotency_key.as_ref().is_none_or(|k| keys.insert(k.clone())) => {
+                        snapshot_customer(&mut tx, t, p, &mut kinds, &mut missing).await?
+                    }
+                    _ => None,
+                });
+            }
+            if !missing.is_empty() && !created {
+                drop(tx);
+                let mut write = self.db().begin_write().await?;
+                for external_id in missing {
+                    ensure_customer_tx(&mut write, t, NewCustomer::with_external_id(external_id)).await?;
+                }
+                write.commit().await?;
+                created = true;
+                continue;
+            }
+            let tiers = reward_tiers_tx(&mut tx, t).await?;
+            let now = now_ms();
+            let mut snapshots = Vec::with_capacity(prepared.len());
+            for ((p, customer), assigned) in prepared.iter().zip(customers).zip(assigned) {
+                let (Some(p), Some(customer_id)) = (p, customer) else {
+                    snapshots.push(None);
+                    continue;
+                };
+                let mut p = p.clone();
+                if !p.occurred_at_given {
+                    p.occurred_at = assigned.created_at;
+                }
+                let interaction = interaction_of(&p, assigned.id.clone(), customer_id, assigned.created_at);
+                let account = snapshot_account(&mut tx, t, &interaction.customer_id, now).await?;
+                // Not stored yet: add its own amount as the stored one would count.
+                let own = match (&interaction.amount, interaction.kind.as_str()) {
+                    (Some(money), "purchase") => money.amount_minor,
+                    _ => 0,
+                };
+                let stored = rolling_spend_tx(&mut tx, t, &interaction).await?;
+                let spend_currency = spend_currency_tx(&mut tx, t, &interaction).await?;
+                snapshots.push(Some(RewardSnapshot {
+                    rolling_spend_minor: stored.saturating_add(own),
+                    spend_currency,
+                    account,
+                    tiers: tiers.clone(),
+                    interaction,
+                }));
+            }
+            return Ok(snapshots);
+        }
+    }
+
+    /// A [`RewardSnapshot`] of the stored interaction `interaction_id` (an
+    /// admin's re-run of a reward plugin).
+    pub async fn reward_snapshot_of(&self, t: &TenantId, interaction_id: &str) -> StoreResult<RewardSnapshot> {
+        let mut tx = super::loyalty::begin_read(self).await?;
+        let interaction = get_interaction_tx(&mut tx, t, interaction_id).await?;
+        let account = snapshot_account(&mut tx, t, &interaction.customer_id, now_ms()).await?;
+        let tiers = reward_tiers_tx(&mut tx, t).await?;
+        let rolling_spend_minor = rolling_spend_tx(&mut tx, t, &interaction).await?;
+        let spend_currency = spend_currency_tx(&mut tx, t, &interaction).await?;
+        Ok(RewardSnapshot {
+            interaction,
+            account,
+            tiers,
+            rolling_spend_minor,
+            spend_currency,
+        })
+    }
+}
+
+/// The id of the customer `p` will be stored for, if it will be created at
+/// all; a new external id goes to `missing`.
+async fn snapshot_customer(
+    conn: &mut AnyConnection,
+    t: &TenantId,
+    p: &Prepared,
+    kinds: &mut KindCache,
+    missing: &mut Vec<String>,
+) -> StoreResult<Option<String>> {
+    if let Some(key) = &p.idempotency_key
+        && !matches!(replay(conn, t, key, &p.request_hash).await, Ok(None))
+    {
+        return Ok(None);
+    }
+    if !kind_exists(conn, t, &p.kind, kinds).await? {
+        return Ok(None);
+    }
+    let customer = match &p.customer {
+        CustomerRef::Id(id) => get_customer_tx(conn, t, id).await,
+        CustomerRef::ExternalId(external) => {
+            match super::customers::get_customer_by_external_id_tx(conn, t, external).await {
+                Err(StoreError::NotFound { .. }) => {
+                    missing.push(external.clone());
+                    return Ok(None);
+                }
+                other => other,
+            }
+        }
+    };
+    match customer {
+        Ok(c) if c.erased_at.is_none() => Ok(Some(c.id)),
+        Ok(_) | Err(StoreError::NotFound { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// The ledger entries reward plugins wrote for `interaction_id`, with the

@@ -366,7 +366,7 @@ pub(crate) fn tier_change_from_row(row: &AnyRow) -> StoreResult<TierChange> {
 // ---------------------------------------------------------------------------
 // Validation
 
-fn check_reason(reason: &str) -> StoreResult<String> {
+pub(crate) fn check_reason(reason: &str) -> StoreResult<String> {
     let reason = reason.trim();
     if reason.is_empty() || reason.chars().count() > MAX_REASON_CHARS {
         return Err(StoreError::invalid(
@@ -389,7 +389,7 @@ fn check_key(key: &Option<String>) -> StoreResult<()> {
     Ok(())
 }
 
-fn check_points(points: i64, positive: bool) -> StoreResult<()> {
+pub(crate) fn check_points(points: i64, positive: bool) -> StoreResult<()> {
     if positive && points <= 0 {
         return Err(StoreError::invalid("points", "must be greater than 0"));
     }
@@ -1076,6 +1076,23 @@ pub async fn apply_ledger_ops_tx(
         }
     }
     Ok(entries)
+}
+
+/// Points of the account's lots whose expiry has passed by `now` but that
+/// no sweep has recorded yet: what the next write will expire. Read-only,
+/// for a reward plugin's snapshot of the account.
+pub(crate) async fn due_expiry_tx(
+    conn: &mut AnyConnection,
+    t: &TenantId,
+    customer_id: &str,
+    now: i64,
+) -> StoreResult<i64> {
+    Ok(open_lots(conn, t, customer_id)
+        .await?
+        .iter()
+        .filter(|lot| lot.expires_at.is_some_and(|at| at <= now))
+        .map(|lot| lot.remaining)
+        .sum())
 }
 
 /// Tenant-wide expiry of one customer's due lots, as its own sweep step.

@@ -295,3 +295,30 @@ impl Store {
         Ok(Page { items, next_cursor })
     }
 }
+
+impl Store {
+    /// Which of `skus` the tenant's catalogue holds: what a plugin's
+    /// recommendations are checked against. One query per 500 SKUs, so a
+    /// plugin returning thousands stays under the backends' parameter caps.
+    pub async fn known_skus(&self, t: &TenantId, skus: &[String]) -> StoreResult<std::collections::HashSet<String>> {
+        let mut known = std::collections::HashSet::new();
+        for chunk in skus.chunks(500) {
+            let mut sql = Sql::new("SELECT sku FROM products WHERE tenant_id = ");
+            let p = sql.arg(Arg::Text(t.0.clone()));
+            sql.push(&p);
+            sql.push(" AND sku IN (");
+            for (i, sku) in chunk.iter().enumerate() {
+                let p = sql.arg(Arg::Text(sku.clone()));
+                if i > 0 {
+                    sql.push(", ");
+                }
+                sql.push(&p);
+            }
+            sql.push(")");
+            for row in sql.query().fetch_all(self.db().pool()).await? {
+                known.insert(row.try_get("sku")?);
+            }
+        }
+        Ok(known)
+    }
+}

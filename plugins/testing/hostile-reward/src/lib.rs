@@ -16,6 +16,14 @@
 //!   On success, `earn` 1 point (reason `"kv written"`); on a host error,
 //!   returns `plugin-error::unavailable("kv: {error:?}")`. (Not hostile as
 //!   such: it shows what a stateful reward plugin meets on the ingest path.)
+//! - `"loop"`: writes its kv key `"started"` (value: the interaction id),
+//!   then spins forever (`black_box` loop, no calls): the host must end it
+//!   at its deadline without having held the database's write lock
+//!   meanwhile.
+//! - `"wait"`: adds one to its kv counter `"runs"` (a decimal string),
+//!   writes `"started"` like `"loop"`, then polls its kv key `"go"` until it
+//!   exists, then `earn`s 1 point (reason `"waited"`): lets a test change
+//!   the account while the plugin runs.
 //! - anything else (or no channel): one `earn` intent of -5 points (reason
 //!   `"negative earn"`), which the host must reject (earn points must be
 //!   greater than 0).
@@ -24,7 +32,7 @@
 //! host that intersects plugin answers with its own rules still shows only
 //! what the stricter rules allow.
 //!
-//! Capabilities imported: `kv` (only used by `"kv-write"`).
+//! Capabilities imported: `kv` (used by `"kv-write"`, `"loop"`, `"wait"`).
 
 wit_bindgen::generate!({
     path: "../../../wit/crm@0.1.0",
@@ -80,6 +88,40 @@ impl Guest for HostileReward {
                 }),
                 Err(error) => Err(PluginError::Unavailable(format!("kv: {error:?}"))),
             },
+            Some("loop") => {
+                let _ = kv::set("started", context.interaction.id.as_bytes());
+                let mut n: u64 = 0;
+                loop {
+                    n = std::hint::black_box(n.wrapping_add(1));
+                }
+            }
+            Some("wait") => {
+                let runs = kv::get("runs")
+                    .ok()
+                    .flatten()
+                    .and_then(|v| String::from_utf8(v).ok())
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0);
+                kv::set("runs", (runs + 1).to_string().as_bytes())
+                    .map_err(|error| PluginError::Unavailable(format!("kv: {error:?}")))?;
+                kv::set("started", context.interaction.id.as_bytes())
+                    .map_err(|error| PluginError::Unavailable(format!("kv: {error:?}")))?;
+                while !matches!(kv::get("go"), Ok(Some(_))) {
+                    // Spin a little between polls rather than hammer the host.
+                    let mut n: u64 = 0;
+                    for _ in 0..200_000 {
+                        n = std::hint::black_box(n.wrapping_add(1));
+                    }
+                }
+                Ok(RewardOutcome {
+                    ledger: vec![LedgerIntent::Earn(EarnIntent {
+                        points: 1,
+                        reason: "waited".to_string(),
+                        expires_at: None,
+                    })],
+                    tier_change: None,
+                })
+            }
             _ => Ok(RewardOutcome {
                 ledger: vec![LedgerIntent::Earn(EarnIntent {
                     points: -5,

@@ -15,6 +15,9 @@
 //!   range outside `items`) yields `plugin-error::invalid-input`, never a trap.
 //! - `fit` ignores the baskets' content and returns `{"baskets":N}` (it keeps
 //!   no model).
+//! - A basket SKU `echo:<sku>` makes it also recommend `<sku>` (score 1000,
+//!   reason `"echoed"`) whether the catalogue has it or not: how the host's
+//!   tests make it recommend a product that does not exist.
 //!
 //! Capability imported: `catalog`.
 
@@ -119,6 +122,18 @@ impl Guest for TestCrossSell {
                 }
             })
             .collect();
+        recommendations.extend(
+            request
+                .basket
+                .iter()
+                .flatten()
+                .filter_map(|item| item.sku.strip_prefix("echo:"))
+                .map(|sku| Recommendation {
+                    sku: sku.to_string(),
+                    score: 1000.0,
+                    reason: "echoed".to_string(),
+                }),
+        );
         recommendations.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.sku.cmp(&b.sku)));
         recommendations.truncate(request.limit as usize);
         Ok(recommendations)
