@@ -277,6 +277,7 @@ fn sample_body(op: &Op, f: &Fixture, n: usize) -> Value {
         ("post", "/v1/message-triggers") => json!({ "name": format!("sweep{n}"), "channel": "email",
             "template": f.template, "when": { "event": "tier_changed", "to_tier": f.tier } }),
         ("post", "/v1/customers/{customer_id}/suppressions") => json!({ "channel": "chat" }),
+        ("put", "/v1/scoring/worker") => json!({ "paused": true }),
         _ => json!({}),
     }
 }

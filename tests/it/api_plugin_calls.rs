@@ -694,7 +694,7 @@ async fn a_flood_from_one_tenant_leaves_others_served(backend: Backend) {
         .map(|_| {
             let client = app.client.clone();
             let url = app.url(&format!("/v1/customers/{m}/score?plugin=slow"));
-            let token = mallory.read.clone();
+            let token = mallory.write.clone();
             tokio::spawn(async move {
                 let response = client.post(url).bearer_auth(token).send().await.unwrap();
                 let status = response.status().as_u16();
