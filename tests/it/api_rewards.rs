@@ -806,7 +806,7 @@ async fn concurrent_ingests_add_up(backend: Backend) {
 /// Polls `plugin`'s kv key `key` of tenant `t` until it exists: how a test
 /// knows a hostile-reward call in `loop` or `wait` mode is running.
 async fn wait_for_kv(app: &TestApp, t: &TestTenant, plugin: &str, key: &str) -> Vec<u8> {
-    let tenant = rapport::store::TenantId(t.id.clone());
+    let tenant = rapport::store::TenantId::for_tests(t.id.clone());
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
         if let Some(value) = app.server.state.store.kv_get(&tenant, plugin, key).await.unwrap() {
@@ -900,7 +900,7 @@ async fn account_change_during_the_plugin_reruns_it(backend: Backend) {
         !waiting.is_finished(),
         "the waiting plugin's ingest ended before it was let go"
     );
-    let tenant = rapport::store::TenantId(wayne.id.clone());
+    let tenant = rapport::store::TenantId::for_tests(wayne.id.clone());
     app.server
         .state
         .store
