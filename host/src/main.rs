@@ -281,7 +281,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             tenant,
             plugin,
             as_of,
-        } => score_tenant(&global.with(server), TenantId::from_operator(tenant), plugin.as_deref(), as_of).await,
+        } => {
+            score_tenant(
+                &global.with(server),
+                TenantId::from_operator(tenant),
+                plugin.as_deref(),
+                as_of,
+            )
+            .await
+        }
         Command::Rescoring { server, command } => {
             let store = global.with(server).store().await?;
             let (tenant, state) = match command {

@@ -10,11 +10,9 @@
 //! naming the field on both backends, roles as the README's table gives
 //! them (a `tenant_read` key changes nothing), and the security headers.
 
-
-
+use crate::support::{Backend, TestApp, TestTenant, assert_error};
 use reqwest::Method;
 use serde_json::{Value, json};
-use crate::support::{Backend, TestApp, TestTenant, assert_error};
 
 /// One operation of the OpenAPI document.
 struct Op {

@@ -668,7 +668,14 @@ async fn command_line_options_rescoring_and_plain_logs(backend: Backend) {
 
     // After the subcommand, as with `serve --config`.
     let out = rapport()
-        .args(["rescoring", "pause", "--tenant", tenant.as_str(), "--database", &app.db.url])
+        .args([
+            "rescoring",
+            "pause",
+            "--tenant",
+            tenant.as_str(),
+            "--database",
+            &app.db.url,
+        ])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -680,12 +687,26 @@ async fn command_line_options_rescoring_and_plain_logs(backend: Backend) {
     let store = &app.server.state.store;
     assert!(store.rescore_worker_state(&tenant).await.unwrap().paused);
     let out = rapport()
-        .args(["--database", &app.db.url, "rescoring", "status", "--tenant", tenant.as_str()])
+        .args([
+            "--database",
+            &app.db.url,
+            "rescoring",
+            "status",
+            "--tenant",
+            tenant.as_str(),
+        ])
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("paused"));
     let out = rapport()
-        .args(["rescoring", "resume", "--database", &app.db.url, "--tenant", tenant.as_str()])
+        .args([
+            "rescoring",
+            "resume",
+            "--database",
+            &app.db.url,
+            "--tenant",
+            tenant.as_str(),
+        ])
         .output()
         .unwrap();
     assert!(out.status.success());

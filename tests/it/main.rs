@@ -10,8 +10,8 @@
 mod support;
 
 mod api_admin;
-mod api_contract;
 mod api_channels;
+mod api_contract;
 mod api_customers;
 mod api_gdpr;
 mod api_interactions;

@@ -126,13 +126,13 @@ fn written(write: LedgerWrite) -> (StatusCode, Json<LedgerWrite>) {
 /// Adds `{balance, required}` to an `insufficient_points` conflict (the
 /// store's error carries only a message). The balance is re-read, so it is the
 /// one a client retrying now would face.
-async fn explain(s: &AppState, t: &TenantId, customer_id: &str, required: i64, err: StoreError) -> Error {
+async fn explain(s: &AppState, tenant: &TenantId, customer_id: &str, required: i64, err: StoreError) -> Error {
     match err {
         StoreError::Conflict {
             code: "insufficient_points",
             message,
         } => {
-            let balance = match s.store.get_account(t, customer_id).await {
+            let balance = match s.store.get_account(tenant, customer_id).await {
                 Ok(account) => json!(account.balance),
                 Err(_) => json!(null),
             };

@@ -119,13 +119,13 @@ pub struct CustomerLocks {
 impl CustomerLocks {
     /// Takes the locks of every customer `items` name, in key order (so two
     /// batches naming the same customers cannot deadlock).
-    async fn lock(&self, t: &TenantId, items: &[NewInteraction]) -> Vec<tokio::sync::OwnedMutexGuard<()>> {
+    async fn lock(&self, tenant: &TenantId, items: &[NewInteraction]) -> Vec<tokio::sync::OwnedMutexGuard<()>> {
         let keys: BTreeSet<String> = items
             .iter()
             .map(|new| match (&new.customer_id, &new.customer_external_id) {
-                (Some(id), _) => format!("{t}\0id\0{id}"),
-                (None, Some(external)) => format!("{t}\0ext\0{external}"),
-                (None, None) => format!("{t}\0none"),
+                (Some(id), _) => format!("{tenant}\0id\0{id}"),
+                (None, Some(external)) => format!("{tenant}\0ext\0{external}"),
+                (None, None) => format!("{tenant}\0none"),
             })
             .collect();
         let mut guards = Vec::with_capacity(keys.len());
@@ -212,7 +212,7 @@ impl RewardHook {
     /// failure is an `Err`.
     async fn apply(
         conn: &mut AnyConnection,
-        t: &TenantId,
+        tenant: &TenantId,
         interaction: &Interaction,
         plugin: &str,
         ops: &[LedgerOp],
@@ -228,7 +228,7 @@ impl RewardHook {
         if ops.is_empty() {
             return Ok(applied);
         }
-        Ok(match apply_reward_ops_tx(conn, t, interaction, ops).await? {
+        Ok(match apply_reward_ops_tx(conn, tenant, interaction, ops).await? {
             Ok(done) => RewardRun {
                 entries: done.entries,
                 tier_change: done.tier_change,
@@ -256,14 +256,14 @@ impl IngestHook for RewardHook {
     async fn after_ingest(
         &self,
         conn: &mut AnyConnection,
-        t: &TenantId,
+        tenant: &TenantId,
         interaction: &Interaction,
         outcome: IngestOutcome,
     ) -> StoreResult<Vec<RewardRun>> {
         if outcome == IngestOutcome::Replayed {
             // Never run the plugins again: report what the first ingest wrote.
             let mut runs: Vec<RewardRun> = Vec::new();
-            for (plugin, entry) in reward_entries_tx(conn, t, &interaction.id).await? {
+            for (plugin, entry) in reward_entries_tx(conn, tenant, &interaction.id).await? {
                 match runs.iter_mut().find(|r| r.plugin == plugin) {
                     Some(run) => run.entries.push(entry),
                     None => runs.push(RewardRun {
@@ -287,9 +287,9 @@ impl IngestHook for RewardHook {
             return self.stale("the interaction was not planned");
         };
         // The context as the plugins would have seen it under the lock.
-        let account = lock_reward_account_tx(conn, t, &interaction.customer_id).await?;
-        let tiers = reward_tiers_tx(conn, t).await?;
-        let rolling_spend_minor = rolling_spend_tx(conn, t, interaction).await?;
+        let account = lock_reward_account_tx(conn, tenant, &interaction.customer_id).await?;
+        let tiers = reward_tiers_tx(conn, tenant).await?;
+        let rolling_spend_minor = rolling_spend_tx(conn, tenant, interaction).await?;
         let mut now = Seen::new(&account, &tiers, rolling_spend_minor);
         let mut runs = Vec::with_capacity(self.plugins.len());
         for (ready, planned) in self.plugins.iter().zip(plan) {
@@ -311,10 +311,10 @@ impl IngestHook for RewardHook {
                 runs.push(conflict_run(id));
                 continue;
             }
-            let run = Self::apply(conn, t, interaction, id, ops).await?;
+            let run = Self::apply(conn, tenant, interaction, id, ops).await?;
             if !run.entries.is_empty() || run.tier_change.is_some() {
                 // The next plugin was shown the account as this one left it.
-                now.account = reward_account_tx(conn, t, &interaction.customer_id).await?;
+                now.account = reward_account_tx(conn, tenant, &interaction.customer_id).await?;
             }
             runs.push(run);
         }
@@ -424,9 +424,9 @@ fn refusal(err: &StoreError) -> PluginFailure {
 
 impl PluginService {
     /// The tenant's active reward plugins, compiled.
-    async fn reward_plugins(&self, t: &TenantId) -> StoreResult<Vec<ReadyPlugin>> {
+    async fn reward_plugins(&self, tenant: &TenantId) -> StoreResult<Vec<ReadyPlugin>> {
         let mut plugins = Vec::new();
-        for plugin in self.active(t, PluginKind::RewardScheme).await? {
+        for plugin in self.active(tenant, PluginKind::RewardScheme).await? {
             let loaded = self.load(&plugin.id).await;
             plugins.push(ReadyPlugin { plugin, loaded });
         }
@@ -437,7 +437,7 @@ impl PluginService {
     /// operations with their deterministic keys, or its failure.
     async fn ask(
         &self,
-        t: &TenantId,
+        tenant: &TenantId,
         ready: &ReadyPlugin,
         interaction_id: &str,
         context: &InteractionContext,
@@ -453,7 +453,7 @@ impl PluginService {
             }
         };
         let ctx = CallContext {
-            tenant: t.clone(),
+            tenant: tenant.clone(),
             config_json: ready.plugin.config.to_string(),
             services: self.services.clone(),
         };
@@ -482,7 +482,7 @@ impl PluginService {
     /// left it, predicted; the ingest checks every prediction.
     async fn plan(
         &self,
-        t: &TenantId,
+        tenant: &TenantId,
         plugins: &[ReadyPlugin],
         snapshots: Vec<Option<RewardSnapshot>>,
     ) -> HashMap<String, Vec<Planned>> {
@@ -522,7 +522,7 @@ impl PluginService {
             let mut planned = Vec::with_capacity(plugins.len());
             for ready in plugins {
                 let seen = Seen::new(&account, &snap.tiers, spend);
-                let answer = self.ask(t, ready, &interaction.id, &context).await;
+                let answer = self.ask(tenant, ready, &interaction.id, &context).await;
                 if let Ok(ops) = &answer {
                     account = predict_reward_ops(&account, &snap.tiers, ops, now_ms());
                     context.account = account_to_guest(&account);
@@ -545,7 +545,7 @@ impl PluginService {
     /// Plans `items` (ids fixed in advance) for one attempt of an ingest.
     async fn planned_hook(
         &self,
-        t: &TenantId,
+        tenant: &TenantId,
         plugins: Vec<ReadyPlugin>,
         items: &[NewInteraction],
         last_attempt: bool,
@@ -558,15 +558,20 @@ impl PluginService {
         };
         if !hook.plugins.is_empty() {
             hook.assigned = items.iter().map(|_| Assigned::new()).collect();
-            let snapshots = self.store.reward_snapshots(t, items, &hook.assigned).await?;
-            hook.plans = self.plan(t, &hook.plugins, snapshots).await;
+            let snapshots = self.store.reward_snapshots(tenant, items, &hook.assigned).await?;
+            hook.plans = self.plan(tenant, &hook.plugins, snapshots).await;
         }
         Ok(hook)
     }
 
     /// Counts the committed ingest's plugin failures and successes, in the
     /// order they happened, towards each plugin's suspension.
-    async fn record_reward_runs<'r>(&self, t: &TenantId, hook: &RewardHook, runs: impl Iterator<Item = &'r RewardRun>) {
+    async fn record_reward_runs<'r>(
+        &self,
+        tenant: &TenantId,
+        hook: &RewardHook,
+        runs: impl Iterator<Item = &'r RewardRun>,
+    ) {
         // Consecutive failures as the database has them, updated as we go, so
         // that a success after failures resets the count.
         let mut failures: HashMap<&str, i64> = hook
@@ -581,11 +586,11 @@ impl PluginService {
             let count = failures.entry(ready.plugin.id.as_str()).or_default();
             match (&run.status, &run.error) {
                 (RewardStatus::Failed, Some(fail)) if run.counts_as_failure => {
-                    self.record_failure(t, &ready.plugin, fail).await;
+                    self.record_failure(tenant, &ready.plugin, fail).await;
                     *count += 1;
                 }
                 (RewardStatus::Applied, _) if *count > 0 => {
-                    if let Err(e) = self.store.record_plugin_success(t, &ready.plugin.id).await {
+                    if let Err(e) = self.store.record_plugin_success(tenant, &ready.plugin.id).await {
                         tracing::warn!(plugin = %ready.plugin.id, error = %e, "could not record plugin success");
                     }
                     *count = 0;
@@ -599,24 +604,24 @@ impl PluginService {
     /// (see the module doc).
     pub async fn ingest_with_rewards(
         &self,
-        t: &TenantId,
+        tenant: &TenantId,
         new: NewInteraction,
     ) -> StoreResult<HookedIngest<Vec<RewardRun>>> {
-        let _queued = self.reward_locks.lock(t, std::slice::from_ref(&new)).await;
+        let _queued = self.reward_locks.lock(tenant, std::slice::from_ref(&new)).await;
         let mut attempt = 1;
         loop {
-            let plugins = self.reward_plugins(t).await?;
+            let plugins = self.reward_plugins(tenant).await?;
             let hook = self
-                .planned_hook(t, plugins, std::slice::from_ref(&new), attempt == MAX_ATTEMPTS)
+                .planned_hook(tenant, plugins, std::slice::from_ref(&new), attempt == MAX_ATTEMPTS)
                 .await?;
-            match self.store.ingest_interaction_with(t, new.clone(), &hook).await {
+            match self.store.ingest_interaction_with(tenant, new.clone(), &hook).await {
                 Err(e) if is_stale(&e) && attempt < MAX_ATTEMPTS => {
                     metrics::counter!(STALE_METRIC).increment(1);
                     attempt += 1;
                 }
                 Err(e) => return Err(e),
                 Ok(done) => {
-                    self.record_reward_runs(t, &hook, done.2.iter()).await;
+                    self.record_reward_runs(tenant, &hook, done.2.iter()).await;
                     return Ok(done);
                 }
             }
@@ -628,15 +633,17 @@ impl PluginService {
     /// snapshot of any item retries the whole batch (one transaction).
     pub async fn ingest_batch_with_rewards(
         &self,
-        t: &TenantId,
+        tenant: &TenantId,
         items: Vec<NewInteraction>,
     ) -> StoreResult<Vec<Result<HookedIngest<Vec<RewardRun>>, StoreError>>> {
-        let _queued = self.reward_locks.lock(t, &items).await;
+        let _queued = self.reward_locks.lock(tenant, &items).await;
         let mut attempt = 1;
         loop {
-            let plugins = self.reward_plugins(t).await?;
-            let hook = self.planned_hook(t, plugins, &items, attempt == MAX_ATTEMPTS).await?;
-            match self.store.ingest_batch_with(t, items.clone(), &hook).await {
+            let plugins = self.reward_plugins(tenant).await?;
+            let hook = self
+                .planned_hook(tenant, plugins, &items, attempt == MAX_ATTEMPTS)
+                .await?;
+            match self.store.ingest_batch_with(tenant, items.clone(), &hook).await {
                 Err(e) if is_stale(&e) && attempt < MAX_ATTEMPTS => {
                     metrics::counter!(STALE_METRIC).increment(1);
                     attempt += 1;
@@ -647,7 +654,7 @@ impl PluginService {
                         .iter()
                         .filter_map(|r| r.as_ref().ok())
                         .flat_map(|(_, _, runs)| runs.iter());
-                    self.record_reward_runs(t, &hook, runs).await;
+                    self.record_reward_runs(tenant, &hook, runs).await;
                     return Ok(results);
                 }
             }
@@ -660,32 +667,32 @@ impl PluginService {
     /// `rewards_already_applied` when the plugin already wrote entries for
     /// it. The plugin must be an active reward-scheme plugin of the tenant
     /// (404 / 409 `plugin_not_active` otherwise).
-    pub async fn retry_rewards(&self, t: &TenantId, interaction_id: &str, plugin: &str) -> StoreResult<RewardRun> {
+    pub async fn retry_rewards(&self, tenant: &TenantId, interaction_id: &str, plugin: &str) -> StoreResult<RewardRun> {
         let mut attempt = 1;
         loop {
-            let mut selected = self.selected(t, PluginKind::RewardScheme, Some(plugin)).await?;
+            let mut selected = self.selected(tenant, PluginKind::RewardScheme, Some(plugin)).await?;
             let Some(plugin) = selected.pop() else {
                 return Err(StoreError::NotFound { entity: "plugin" });
             };
             let id = plugin.id.clone();
             let loaded = self.load(&id).await;
             let plugins = vec![ReadyPlugin { plugin, loaded }];
-            let snapshot = self.store.reward_snapshot_of(t, interaction_id).await?;
-            let plans = self.plan(t, &plugins, vec![Some(snapshot)]).await;
+            let snapshot = self.store.reward_snapshot_of(tenant, interaction_id).await?;
+            let plans = self.plan(tenant, &plugins, vec![Some(snapshot)]).await;
             let hook = RewardHook {
                 plugins,
                 assigned: Vec::new(),
                 plans,
                 last_attempt: attempt == MAX_ATTEMPTS,
             };
-            match self.store.rerun_rewards_with(t, interaction_id, &id, &hook).await {
+            match self.store.rerun_rewards_with(tenant, interaction_id, &id, &hook).await {
                 Err(e) if is_stale(&e) && attempt < MAX_ATTEMPTS => {
                     metrics::counter!(STALE_METRIC).increment(1);
                     attempt += 1;
                 }
                 Err(e) => return Err(e),
                 Ok(runs) => {
-                    self.record_reward_runs(t, &hook, runs.iter()).await;
+                    self.record_reward_runs(tenant, &hook, runs.iter()).await;
                     return runs
                         .into_iter()
                         .next()
@@ -696,14 +703,14 @@ impl PluginService {
     }
 
     /// The rewards `customer_id` may redeem now (see the module doc).
-    pub async fn redeemable(&self, t: &TenantId, customer_id: &str) -> StoreResult<Redeemable> {
-        let account = self.store.get_account(t, customer_id).await?;
-        let tiers = self.store.list_tiers(t).await?;
-        let rewards = self.store.list_rewards(t, Some(true)).await?;
+    pub async fn redeemable(&self, tenant: &TenantId, customer_id: &str) -> StoreResult<Redeemable> {
+        let account = self.store.get_account(tenant, customer_id).await?;
+        let tiers = self.store.list_tiers(tenant).await?;
+        let rewards = self.store.list_rewards(tenant, Some(true)).await?;
         let rank = account.tier.as_ref().map(|tier| tier.rank);
         let allowed: Vec<Reward> = rewards.into_iter().filter(|r| host_allows(&account, rank, r)).collect();
 
-        let plugins = self.active(t, PluginKind::RewardScheme).await?;
+        let plugins = self.active(tenant, PluginKind::RewardScheme).await?;
         if plugins.is_empty() {
             return Ok(Redeemable {
                 customer_id: account.customer_id,
@@ -725,7 +732,7 @@ impl PluginService {
         for plugin in &plugins {
             let (account, tiers, rewards) = (&guest_account, &guest_tiers, &guest_rewards);
             let run = self
-                .run(t, plugin, |p, ctx| async move {
+                .run(tenant, plugin, |p, ctx| async move {
                     p.redeemable(ctx, account, tiers, rewards).await
                 })
                 .await;

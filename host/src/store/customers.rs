@@ -352,30 +352,30 @@ fn exists_conflict(external_id: &str) -> StoreError {
 }
 
 /// Reads one customer on an existing connection (inside a transaction, say).
-pub async fn get_customer_tx(conn: &mut AnyConnection, t: &TenantId, id: &str) -> StoreResult<Customer> {
-    customer_where(conn, t, "id", id).await
+pub async fn get_customer_tx(conn: &mut AnyConnection, tenant: &TenantId, id: &str) -> StoreResult<Customer> {
+    customer_where(conn, tenant, "id", id).await
 }
 
 pub async fn get_customer_by_external_id_tx(
     conn: &mut AnyConnection,
-    t: &TenantId,
+    tenant: &TenantId,
     external_id: &str,
 ) -> StoreResult<Customer> {
-    customer_where(conn, t, "external_id", external_id).await
+    customer_where(conn, tenant, "external_id", external_id).await
 }
 
 /// The tenant's customer whose unique `column` (`id` or `external_id`)
 /// equals `value`.
 async fn customer_where(
     conn: &mut AnyConnection,
-    t: &TenantId,
+    tenant: &TenantId,
     column: &'static str,
     value: &str,
 ) -> StoreResult<Customer> {
     let row = sqlx::query(&format!(
         "SELECT {COLUMNS} FROM customers WHERE tenant_id = $1 AND {column} = $2"
     ))
-    .bind(t.as_str())
+    .bind(tenant.as_str())
     .bind(value)
     .fetch_optional(&mut *conn)
     .await?
@@ -388,7 +388,7 @@ async fn customer_where(
 /// unique constraint decides, and the loser reads the winner's row.
 pub async fn ensure_customer_tx(
     conn: &mut AnyConnection,
-    t: &TenantId,
+    tenant: &TenantId,
     new: NewCustomer,
 ) -> StoreResult<(Customer, bool)> {
     let row = prepare(new)?;
@@ -397,7 +397,7 @@ pub async fn ensure_customer_tx(
         "INSERT INTO customers (tenant_id, id, external_id, name, email, phone, attributes, created_at, updated_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (tenant_id, external_id) DO NOTHING",
     )
-    .bind(t.as_str())
+    .bind(tenant.as_str())
     .bind(&c.id)
     .bind(&c.external_id)
     .bind(&c.name)
@@ -411,7 +411,7 @@ pub async fn ensure_customer_tx(
     if inserted.rows_affected() == 1 {
         return Ok((row.customer, true));
     }
-    let existing = get_customer_by_external_id_tx(conn, t, &row.customer.external_id).await?;
+    let existing = get_customer_by_external_id_tx(conn, tenant, &row.customer.external_id).await?;
     Ok((existing, false))
 }
 
@@ -460,14 +460,14 @@ fn push_score_filter(sql: &mut Sql, filter: &CustomerFilter) -> StoreResult<()> 
 }
 
 impl Store {
-    pub async fn create_customer(&self, t: &TenantId, new: NewCustomer) -> StoreResult<Customer> {
+    pub async fn create_customer(&self, tenant: &TenantId, new: NewCustomer) -> StoreResult<Customer> {
         let row = prepare(new)?;
         let c = &row.customer;
         let inserted = sqlx::query(
             "INSERT INTO customers (tenant_id, id, external_id, name, email, phone, attributes, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
-        .bind(t.as_str())
+        .bind(tenant.as_str())
         .bind(&c.id)
         .bind(&c.external_id)
         .bind(&c.name)
@@ -485,36 +485,36 @@ impl Store {
         }
     }
 
-    pub async fn get_customer(&self, t: &TenantId, id: &str) -> StoreResult<Customer> {
+    pub async fn get_customer(&self, tenant: &TenantId, id: &str) -> StoreResult<Customer> {
         let mut conn = self.db().pool().acquire().await?;
-        get_customer_tx(&mut conn, t, id).await
+        get_customer_tx(&mut conn, tenant, id).await
     }
 
-    pub async fn get_customer_by_external_id(&self, t: &TenantId, external_id: &str) -> StoreResult<Customer> {
+    pub async fn get_customer_by_external_id(&self, tenant: &TenantId, external_id: &str) -> StoreResult<Customer> {
         let mut conn = self.db().pool().acquire().await?;
-        get_customer_by_external_id_tx(&mut conn, t, external_id).await
+        get_customer_by_external_id_tx(&mut conn, tenant, external_id).await
     }
 
     /// Creates, or returns the existing one untouched; `true` when created.
-    pub async fn ensure_customer(&self, t: &TenantId, new: NewCustomer) -> StoreResult<(Customer, bool)> {
+    pub async fn ensure_customer(&self, tenant: &TenantId, new: NewCustomer) -> StoreResult<(Customer, bool)> {
         let mut conn = self.db().pool().acquire().await?;
-        ensure_customer_tx(&mut conn, t, new).await
+        ensure_customer_tx(&mut conn, tenant, new).await
     }
 
     /// Applies a merge-patch. The row is locked first (a no-op UPDATE, the
     /// one row lock both backends understand) so concurrent patches of
     /// `attributes` merge instead of overwriting each other.
-    pub async fn update_customer(&self, t: &TenantId, id: &str, patch: CustomerPatch) -> StoreResult<Customer> {
+    pub async fn update_customer(&self, tenant: &TenantId, id: &str, patch: CustomerPatch) -> StoreResult<Customer> {
         let mut tx = self.db().begin_write().await?;
         let locked = sqlx::query("UPDATE customers SET updated_at = updated_at WHERE tenant_id = $1 AND id = $2")
-            .bind(t.as_str())
+            .bind(tenant.as_str())
             .bind(id)
             .execute(&mut *tx)
             .await?;
         if locked.rows_affected() == 0 {
             return Err(StoreError::NotFound { entity: "customer" });
         }
-        let mut c = get_customer_tx(&mut tx, t, id).await?;
+        let mut c = get_customer_tx(&mut tx, tenant, id).await?;
         if c.erased_at.is_some() {
             return Err(StoreError::conflict(
                 "customer_erased",
@@ -560,7 +560,7 @@ impl Store {
         .bind(&c.phone)
         .bind(&attributes)
         .bind(now)
-        .bind(t.as_str())
+        .bind(tenant.as_str())
         .bind(id)
         .execute(&mut *tx)
         .await;
@@ -575,7 +575,7 @@ impl Store {
     /// Deletes a customer that has no history. One with interactions or a
     /// loyalty account is refused (409 `customer_has_history`): removing
     /// personal data while keeping history is erasure, a GDPR operation.
-    pub async fn delete_customer(&self, t: &TenantId, id: &str) -> StoreResult<()> {
+    pub async fn delete_customer(&self, tenant: &TenantId, id: &str) -> StoreResult<()> {
         let has_history = || {
             StoreError::conflict(
                 "customer_has_history",
@@ -584,7 +584,7 @@ impl Store {
         };
         let mut tx = self.db().begin_write().await?;
         let locked = sqlx::query("UPDATE customers SET updated_at = updated_at WHERE tenant_id = $1 AND id = $2")
-            .bind(t.as_str())
+            .bind(tenant.as_str())
             .bind(id)
             .execute(&mut *tx)
             .await?;
@@ -595,7 +595,7 @@ impl Store {
             "SELECT CAST((SELECT COUNT(*) FROM interactions WHERE tenant_id = $1 AND customer_id = $2) \
                   + (SELECT COUNT(*) FROM loyalty_accounts WHERE tenant_id = $1 AND customer_id = $2) AS BIGINT) AS n",
         )
-        .bind(t.as_str())
+        .bind(tenant.as_str())
         .bind(id)
         .fetch_one(&mut *tx)
         .await?
@@ -605,10 +605,10 @@ impl Store {
         }
         // Scores computed for a customer without history (a batch job
         // scores everyone) go with it.
-        super::scores::delete_customer_scores_tx(&mut tx, t, id).await?;
-        super::suppressions::delete_customer_suppressions_tx(&mut tx, t, id).await?;
+        super::scores::delete_customer_scores_tx(&mut tx, tenant, id).await?;
+        super::suppressions::delete_customer_suppressions_tx(&mut tx, tenant, id).await?;
         let deleted = sqlx::query("DELETE FROM customers WHERE tenant_id = $1 AND id = $2")
-            .bind(t.as_str())
+            .bind(tenant.as_str())
             .bind(id)
             .execute(&mut *tx)
             .await;
@@ -624,10 +624,10 @@ impl Store {
     }
 
     /// Lists customers by id (stable: ids never change), filtered.
-    pub async fn list_customers(&self, t: &TenantId, filter: CustomerFilter) -> StoreResult<Page<Customer>> {
+    pub async fn list_customers(&self, tenant: &TenantId, filter: CustomerFilter) -> StoreResult<Page<Customer>> {
         let limit = page_limit(filter.limit)?;
         let mut sql = Sql::new(&format!("SELECT {COLUMNS} FROM customers WHERE tenant_id = "));
-        let p = sql.arg(Arg::Text(t.0.clone()));
+        let p = sql.arg(Arg::Text(tenant.0.clone()));
         sql.push(&p);
         if let Some(c) = &filter.cursor {
             let (after_id,): (String,) = cursor::decode(c)?;
@@ -675,9 +675,9 @@ impl Store {
         Ok(Page { items, next_cursor })
     }
 
-    pub async fn customer_stats(&self, t: &TenantId, id: &str) -> StoreResult<CustomerStats> {
+    pub async fn customer_stats(&self, tenant: &TenantId, id: &str) -> StoreResult<CustomerStats> {
         let mut conn = self.db().pool().acquire().await?;
-        get_customer_tx(&mut conn, t, id).await?;
+        get_customer_tx(&mut conn, tenant, id).await?;
         let row = sqlx::query(
             "SELECT CAST(COUNT(*) AS BIGINT) AS interactions, \
                     CAST(SUM(CASE WHEN kind = 'purchase' THEN 1 ELSE 0 END) AS BIGINT) AS purchases, \
@@ -686,7 +686,7 @@ impl Store {
                     CAST(MAX(occurred_at) AS BIGINT) AS last_interaction \
              FROM interactions WHERE tenant_id = $1 AND customer_id = $2",
         )
-        .bind(t.as_str())
+        .bind(tenant.as_str())
         .bind(id)
         .fetch_one(&mut *conn)
         .await?;
@@ -699,7 +699,7 @@ impl Store {
              GROUP BY currency ORDER BY currency",
             super::interactions::exact_sum_sql("amount_minor", "total")
         ))
-        .bind(t.as_str())
+        .bind(tenant.as_str())
         .bind(id)
         .fetch_all(&mut *conn)
         .await?;

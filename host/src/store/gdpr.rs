@@ -131,13 +131,13 @@ pub fn erased_external_id(customer_id: &str) -> String {
 
 impl Store {
     /// Everything held on one customer, read from one snapshot.
-    pub async fn export_customer(&self, t: &TenantId, customer_id: &str) -> StoreResult<CustomerExport> {
+    pub async fn export_customer(&self, tenant: &TenantId, customer_id: &str) -> StoreResult<CustomerExport> {
         let mut tx = begin_read(self).await?;
         let row = sqlx::query(
             "SELECT id, external_id, name, email, phone, attributes, created_at, updated_at, erased_at FROM customers \
              WHERE tenant_id = $1 AND id = $2",
         )
-        .bind(t.as_str())
+        .bind(tenant.as_str())
         .bind(customer_id)
         .fetch_optional(&mut *tx)
         .await?
@@ -161,7 +161,7 @@ impl Store {
              JOIN interactions x ON x.tenant_id = i.tenant_id AND x.id = i.interaction_id \
              WHERE i.tenant_id = $1 AND x.customer_id = $2 ORDER BY i.interaction_id, i.line_no",
         )
-        .bind(t.as_str())
+        .bind(tenant.as_str())
         .bind(customer_id)
         .fetch_all(&mut *tx)
         .await?;
@@ -181,7 +181,7 @@ impl Store {
             "SELECT id, kind, channel, occurred_at, amount_minor, currency, payload, idempotency_key, created_at \
              FROM interactions WHERE tenant_id = $1 AND customer_id = $2 ORDER BY occurred_at, id",
         )
-        .bind(t.as_str())
+        .bind(tenant.as_str())
         .bind(customer_id)
         .fetch_all(&mut *tx)
         .await?;
@@ -207,7 +207,7 @@ impl Store {
             "SELECT tier_id, balance, lifetime_earned, last_seq, created_at, updated_at FROM loyalty_accounts \
              WHERE tenant_id = $1 AND customer_id = $2",
         )
-        .bind(t.as_str())
+        .bind(tenant.as_str())
         .bind(customer_id)
         .fetch_optional(&mut *tx)
         .await?
@@ -225,7 +225,7 @@ impl Store {
         let ledger = sqlx::query(&format!(
             "SELECT {LEDGER_COLUMNS} FROM loyalty_ledger WHERE tenant_id = $1 AND customer_id = $2 ORDER BY seq"
         ))
-        .bind(t.as_str())
+        .bind(tenant.as_str())
         .bind(customer_id)
         .fetch_all(&mut *tx)
         .await?
@@ -238,7 +238,7 @@ impl Store {
              JOIN loyalty_ledger c ON c.tenant_id = a.tenant_id AND c.id = a.credit_id \
              WHERE a.tenant_id = $1 AND d.customer_id = $2 ORDER BY d.seq, c.seq",
         )
-        .bind(t.as_str())
+        .bind(tenant.as_str())
         .bind(customer_id)
         .fetch_all(&mut *tx)
         .await?
@@ -255,7 +255,7 @@ impl Store {
             "SELECT {TIER_CHANGE_COLUMNS} FROM loyalty_tier_changes WHERE tenant_id = $1 AND customer_id = $2 \
              ORDER BY created_at, id"
         ))
-        .bind(t.as_str())
+        .bind(tenant.as_str())
         .bind(customer_id)
         .fetch_all(&mut *tx)
         .await?
@@ -266,16 +266,16 @@ impl Store {
         // Scores are derived data the plugins keep about the customer; they
         // are exported too (read after the snapshot above: a score computed
         // in between is newer, never inconsistent).
-        let scores = self.customer_scores(t, customer_id, None).await?;
-        let score_history = self.customer_score_history(t, customer_id, None, i64::MAX).await?;
+        let scores = self.customer_scores(tenant, customer_id, None).await?;
+        let score_history = self.customer_score_history(tenant, customer_id, None, i64::MAX).await?;
 
         Ok(CustomerExport {
             scores,
             score_history,
-            messages: self.customer_messages(t, customer_id).await?,
+            messages: self.customer_messages(tenant, customer_id).await?,
             format_version: EXPORT_FORMAT_VERSION,
             generated_at: from_millis(now_ms()),
-            tenant_id: t.to_string(),
+            tenant_id: tenant.to_string(),
             customer,
             interactions,
             loyalty: ExportedLoyalty {
@@ -289,9 +289,9 @@ impl Store {
 
     /// Erases the customer's personal data in one write transaction.
     /// Idempotent: a repeated call changes nothing and reports the same result.
-    pub async fn erase_customer(&self, t: &TenantId, customer_id: &str) -> StoreResult<Erasure> {
+    pub async fn erase_customer(&self, tenant: &TenantId, customer_id: &str) -> StoreResult<Erasure> {
         let mut tx = self.db().begin_write().await?;
-        require_customer(&mut tx, t, customer_id).await?;
+        require_customer(&mut tx, tenant, customer_id).await?;
         let now = now_ms();
         // updated_at moves only on the first erasure, so a repeat is a no-op.
         sqlx::query(
@@ -300,7 +300,7 @@ impl Store {
                  erased_at = COALESCE(erased_at, $4) \
              WHERE tenant_id = $1 AND id = $2",
         )
-        .bind(t.as_str())
+        .bind(tenant.as_str())
         .bind(customer_id)
         .bind(erased_external_id(customer_id))
         .bind(now)
@@ -309,17 +309,17 @@ impl Store {
         sqlx::query(
             "UPDATE interactions SET payload = '{}' WHERE tenant_id = $1 AND customer_id = $2 AND payload <> '{}'",
         )
-        .bind(t.as_str())
+        .bind(tenant.as_str())
         .bind(customer_id)
         .execute(&mut *tx)
         .await?;
-        super::messages::erase_customer_messages_tx(&mut tx, t, customer_id).await?;
+        super::messages::erase_customer_messages_tx(&mut tx, tenant, customer_id).await?;
         let row = sqlx::query(
             "SELECT c.erased_at, (SELECT CAST(COUNT(*) AS BIGINT) FROM interactions i \
                  WHERE i.tenant_id = c.tenant_id AND i.customer_id = c.id) AS n \
              FROM customers c WHERE c.tenant_id = $1 AND c.id = $2",
         )
-        .bind(t.as_str())
+        .bind(tenant.as_str())
         .bind(customer_id)
         .fetch_one(&mut *tx)
         .await?;

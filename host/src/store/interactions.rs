@@ -701,13 +701,17 @@ fn interaction_from_row(row: &AnyRow) -> StoreResult<Interaction> {
 }
 
 /// Loads the line items of `interactions` (one query) and attaches them.
-async fn attach_items(conn: &mut AnyConnection, t: &TenantId, interactions: &mut [Interaction]) -> StoreResult<()> {
+async fn attach_items(
+    conn: &mut AnyConnection,
+    tenant: &TenantId,
+    interactions: &mut [Interaction],
+) -> StoreResult<()> {
     if interactions.is_empty() {
         return Ok(());
     }
     let mut sql =
         Sql::new("SELECT interaction_id, sku, quantity, unit_price_minor FROM interaction_items WHERE tenant_id = ");
-    let p = sql.arg(Arg::Text(t.0.clone()));
+    let p = sql.arg(Arg::Text(tenant.0.clone()));
     sql.push(&p);
     sql.push(" AND interaction_id IN (");
     for (i, interaction) in interactions.iter().enumerate() {
@@ -746,17 +750,17 @@ async fn attach_items(conn: &mut AnyConnection, t: &TenantId, interactions: &mut
     Ok(())
 }
 
-pub async fn get_interaction_tx(conn: &mut AnyConnection, t: &TenantId, id: &str) -> StoreResult<Interaction> {
+pub async fn get_interaction_tx(conn: &mut AnyConnection, tenant: &TenantId, id: &str) -> StoreResult<Interaction> {
     let row = sqlx::query(&format!(
         "SELECT {COLUMNS} FROM interactions WHERE tenant_id = $1 AND id = $2"
     ))
-    .bind(t.as_str())
+    .bind(tenant.as_str())
     .bind(id)
     .fetch_optional(&mut *conn)
     .await?
     .ok_or(StoreError::NotFound { entity: "interaction" })?;
     let mut one = [interaction_from_row(&row)?];
-    attach_items(conn, t, &mut one).await?;
+    attach_items(conn, tenant, &mut one).await?;
     let [interaction] = one;
     Ok(interaction)
 }
@@ -767,7 +771,12 @@ pub async fn get_interaction_tx(conn: &mut AnyConnection, t: &TenantId, id: &str
 /// Custom kinds already looked up in this transaction (a batch asks once per name).
 type KindCache = HashMap<String, bool>;
 
-async fn kind_exists(conn: &mut AnyConnection, t: &TenantId, kind: &str, cache: &mut KindCache) -> StoreResult<bool> {
+async fn kind_exists(
+    conn: &mut AnyConnection,
+    tenant: &TenantId,
+    kind: &str,
+    cache: &mut KindCache,
+) -> StoreResult<bool> {
     if is_built_in_kind(kind) {
         return Ok(true);
     }
@@ -775,7 +784,7 @@ async fn kind_exists(conn: &mut AnyConnection, t: &TenantId, kind: &str, cache: 
         return Ok(*known);
     }
     let found = sqlx::query("SELECT name FROM interaction_kinds WHERE tenant_id = $1 AND name = $2")
-        .bind(t.as_str())
+        .bind(tenant.as_str())
         .bind(kind)
         .fetch_optional(&mut *conn)
         .await?
@@ -788,12 +797,12 @@ async fn kind_exists(conn: &mut AnyConnection, t: &TenantId, kind: &str, cache: 
 /// the same, a conflict otherwise.
 async fn replay(
     conn: &mut AnyConnection,
-    t: &TenantId,
+    tenant: &TenantId,
     key: &str,
     request_hash: &str,
 ) -> StoreResult<Option<(Interaction, IngestOutcome)>> {
     let row = sqlx::query("SELECT id, request_hash FROM interactions WHERE tenant_id = $1 AND idempotency_key = $2")
-        .bind(t.as_str())
+        .bind(tenant.as_str())
         .bind(key)
         .fetch_optional(&mut *conn)
         .await?;
@@ -806,7 +815,10 @@ async fn replay(
         ));
     }
     let id: String = row.try_get("id")?;
-    Ok(Some((get_interaction_tx(conn, t, &id).await?, IngestOutcome::Replayed)))
+    Ok(Some((
+        get_interaction_tx(conn, tenant, &id).await?,
+        IngestOutcome::Replayed,
+    )))
 }
 
 /// Whether [`ingest_prepared`] queues the customer for rescoring itself
@@ -848,18 +860,18 @@ fn interaction_of(p: &Prepared, id: String, customer_id: String, created_at: i64
 
 async fn ingest_prepared(
     conn: &mut AnyConnection,
-    t: &TenantId,
+    tenant: &TenantId,
     mut p: Prepared,
     kinds: &mut KindCache,
     rescore: Rescore,
     assigned: Option<Assigned>,
 ) -> StoreResult<(Interaction, IngestOutcome)> {
     if let Some(key) = &p.idempotency_key
-        && let Some(done) = replay(conn, t, key, &p.request_hash).await?
+        && let Some(done) = replay(conn, tenant, key, &p.request_hash).await?
     {
         return Ok(done);
     }
-    if !kind_exists(conn, t, &p.kind, kinds).await? {
+    if !kind_exists(conn, tenant, &p.kind, kinds).await? {
         return Err(StoreError::invalid(
             "kind",
             format!(
@@ -869,9 +881,9 @@ async fn ingest_prepared(
         ));
     }
     let customer = match &p.customer {
-        CustomerRef::Id(id) => get_customer_tx(conn, t, id).await?,
+        CustomerRef::Id(id) => get_customer_tx(conn, tenant, id).await?,
         CustomerRef::ExternalId(external) => {
-            ensure_customer_tx(conn, t, NewCustomer::with_external_id(external.clone()))
+            ensure_customer_tx(conn, tenant, NewCustomer::with_external_id(external.clone()))
                 .await?
                 .0
         }
@@ -897,7 +909,7 @@ async fn ingest_prepared(
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
          ON CONFLICT (tenant_id, idempotency_key) DO NOTHING",
     )
-    .bind(t.as_str())
+    .bind(tenant.as_str())
     .bind(&id)
     .bind(&customer.id)
     .bind(&p.kind)
@@ -914,7 +926,7 @@ async fn ingest_prepared(
     if inserted.rows_affected() == 0 {
         // Lost a race on the idempotency key: the winner's row is committed now.
         let key = p.idempotency_key.as_deref().unwrap_or_default();
-        return replay(conn, t, key, &p.request_hash)
+        return replay(conn, tenant, key, &p.request_hash)
             .await?
             .ok_or_else(|| StoreError::Corrupt("idempotency key conflicted but no row holds it".into()));
     }
@@ -923,7 +935,7 @@ async fn ingest_prepared(
             "INSERT INTO interaction_items (tenant_id, interaction_id, line_no, sku, quantity, unit_price_minor) \
              VALUES ($1, $2, $3, $4, $5, $6)",
         )
-        .bind(t.as_str())
+        .bind(tenant.as_str())
         .bind(&id)
         .bind(line_no as i64 + 1)
         .bind(sku)
@@ -936,7 +948,7 @@ async fn ingest_prepared(
     // rescoring job in the same transaction, so a rolled-back interaction
     // leaves no queue entry and a committed one never misses its rescore.
     if rescore == Rescore::Now {
-        super::scores::enqueue_rescore_tx(conn, t, &customer.id).await?;
+        super::scores::enqueue_rescore_tx(conn, tenant, &customer.id).await?;
     }
     Ok((interaction_of(&p, id, customer.id, created_at), IngestOutcome::Created))
 }
@@ -946,11 +958,11 @@ async fn ingest_prepared(
 /// same transaction.
 pub async fn ingest_interaction_tx(
     conn: &mut AnyConnection,
-    t: &TenantId,
+    tenant: &TenantId,
     new: NewInteraction,
 ) -> StoreResult<(Interaction, IngestOutcome)> {
     let prepared = prepare(new)?;
-    ingest_prepared(conn, t, prepared, &mut KindCache::new(), Rescore::Now, None).await
+    ingest_prepared(conn, tenant, prepared, &mut KindCache::new(), Rescore::Now, None).await
 }
 
 /// How often a transaction that hit a deadlock, a serialization failure
@@ -1059,7 +1071,7 @@ pub trait IngestHook: Sync {
     fn after_ingest(
         &self,
         conn: &mut AnyConnection,
-        t: &TenantId,
+        tenant: &TenantId,
         interaction: &Interaction,
         outcome: IngestOutcome,
     ) -> impl std::future::Future<Output = StoreResult<Self::Output>> + Send;
@@ -1073,7 +1085,7 @@ impl IngestHook for NoHook {
     async fn after_ingest(
         &self,
         _conn: &mut AnyConnection,
-        _t: &TenantId,
+        _tenant: &TenantId,
         _interaction: &Interaction,
         _outcome: IngestOutcome,
     ) -> StoreResult<()> {
@@ -1087,17 +1099,17 @@ pub type HookedIngest<O> = (Interaction, IngestOutcome, O);
 impl Store {
     pub async fn ingest_interaction(
         &self,
-        t: &TenantId,
+        tenant: &TenantId,
         new: NewInteraction,
     ) -> StoreResult<(Interaction, IngestOutcome)> {
-        let (interaction, outcome, ()) = self.ingest_interaction_with(t, new, &NoHook).await?;
+        let (interaction, outcome, ()) = self.ingest_interaction_with(tenant, new, &NoHook).await?;
         Ok((interaction, outcome))
     }
 
     /// Ingests one interaction and runs `hook` in the same transaction.
     pub async fn ingest_interaction_with<H: IngestHook>(
         &self,
-        t: &TenantId,
+        tenant: &TenantId,
         new: NewInteraction,
         hook: &H,
     ) -> StoreResult<HookedIngest<H::Output>> {
@@ -1106,14 +1118,14 @@ impl Store {
             let mut tx = self.db().begin_write().await?;
             let (interaction, outcome) = ingest_prepared(
                 &mut tx,
-                t,
+                tenant,
                 prepared.clone(),
                 &mut KindCache::new(),
                 Rescore::Now,
                 hook.assigned(0),
             )
             .await?;
-            let output = hook.after_ingest(&mut tx, t, &interaction, outcome).await?;
+            let output = hook.after_ingest(&mut tx, tenant, &interaction, outcome).await?;
             tx.commit().await?;
             Ok((interaction, outcome, output))
         })
@@ -1125,10 +1137,10 @@ impl Store {
     /// are kept. Only a database failure fails the whole batch.
     pub async fn ingest_batch(
         &self,
-        t: &TenantId,
+        tenant: &TenantId,
         items: Vec<NewInteraction>,
     ) -> StoreResult<Vec<Result<(Interaction, IngestOutcome), StoreError>>> {
-        let results = self.ingest_batch_with(t, items, &NoHook).await?;
+        let results = self.ingest_batch_with(tenant, items, &NoHook).await?;
         Ok(results
             .into_iter()
             .map(|r| r.map(|(interaction, outcome, ())| (interaction, outcome)))
@@ -1140,7 +1152,7 @@ impl Store {
     /// failed attempt's effects were rolled back with it.
     pub async fn ingest_batch_with<H: IngestHook>(
         &self,
-        t: &TenantId,
+        tenant: &TenantId,
         items: Vec<NewInteraction>,
         hook: &H,
     ) -> StoreResult<Vec<Result<HookedIngest<H::Output>, StoreError>>> {
@@ -1167,7 +1179,7 @@ impl Store {
         // Ordered locks make deadlocks between batches rare, not impossible
         // (the rescore worker, single ingests); a batch is one transaction,
         // so running it again is safe and invisible to the client.
-        let stored = retry_transient("batch ingest", || self.ingest_batch_once(t, &ordered, hook)).await?;
+        let stored = retry_transient("batch ingest", || self.ingest_batch_once(tenant, &ordered, hook)).await?;
         for ((index, _), result) in ordered.iter().zip(stored) {
             results[*index] = Some(result);
         }
@@ -1176,7 +1188,7 @@ impl Store {
 
     async fn ingest_batch_once<H: IngestHook>(
         &self,
-        t: &TenantId,
+        tenant: &TenantId,
         items: &[(usize, Prepared)],
         hook: &H,
     ) -> StoreResult<Vec<Result<HookedIngest<H::Output>, StoreError>>> {
@@ -1188,7 +1200,7 @@ impl Store {
             tx.execute("SAVEPOINT ingest_item").await?;
             let done = match ingest_prepared(
                 &mut tx,
-                t,
+                tenant,
                 prepared.clone(),
                 &mut kinds,
                 Rescore::Deferred,
@@ -1197,7 +1209,7 @@ impl Store {
             .await
             {
                 Ok((interaction, outcome)) => hook
-                    .after_ingest(&mut tx, t, &interaction, outcome)
+                    .after_ingest(&mut tx, tenant, &interaction, outcome)
                     .await
                     .map(|output| (interaction, outcome, output)),
                 Err(e) => Err(e),
@@ -1219,7 +1231,7 @@ impl Store {
                 }
             }
         }
-        super::scores::enqueue_rescore_many_tx(&mut tx, t, &rescore).await?;
+        super::scores::enqueue_rescore_many_tx(&mut tx, tenant, &rescore).await?;
         tx.commit().await?;
         Ok(results)
     }
@@ -1232,14 +1244,14 @@ impl Store {
     /// one anyway.
     pub async fn rerun_rewards_with<H: IngestHook>(
         &self,
-        t: &TenantId,
+        tenant: &TenantId,
         interaction_id: &str,
         plugin: &str,
         hook: &H,
     ) -> StoreResult<H::Output> {
         let mut tx = self.db().begin_write().await?;
-        let interaction = get_interaction_tx(&mut tx, t, interaction_id).await?;
-        let applied = reward_entries_tx(&mut tx, t, interaction_id)
+        let interaction = get_interaction_tx(&mut tx, tenant, interaction_id).await?;
+        let applied = reward_entries_tx(&mut tx, tenant, interaction_id)
             .await?
             .into_iter()
             .any(|(p, _)| p == plugin);
@@ -1250,30 +1262,30 @@ impl Store {
             ));
         }
         let output = hook
-            .after_ingest(&mut tx, t, &interaction, IngestOutcome::Created)
+            .after_ingest(&mut tx, tenant, &interaction, IngestOutcome::Created)
             .await?;
         tx.commit().await?;
         Ok(output)
     }
 
-    pub async fn get_interaction(&self, t: &TenantId, id: &str) -> StoreResult<Interaction> {
+    pub async fn get_interaction(&self, tenant: &TenantId, id: &str) -> StoreResult<Interaction> {
         let mut conn = self.db().pool().acquire().await?;
-        get_interaction_tx(&mut conn, t, id).await
+        get_interaction_tx(&mut conn, tenant, id).await
     }
 
     /// A customer's interactions, newest first (`occurred_at` desc, then id
     /// desc so equal times still page deterministically).
     pub async fn customer_timeline(
         &self,
-        t: &TenantId,
+        tenant: &TenantId,
         customer_id: &str,
         filter: TimelineFilter,
     ) -> StoreResult<Page<Interaction>> {
         let limit = page_limit(filter.limit)?;
         let mut conn = self.db().pool().acquire().await?;
-        get_customer_tx(&mut conn, t, customer_id).await?;
+        get_customer_tx(&mut conn, tenant, customer_id).await?;
         let mut sql = Sql::new(&format!("SELECT {COLUMNS} FROM interactions WHERE tenant_id = "));
-        let p = sql.arg(Arg::Text(t.0.clone()));
+        let p = sql.arg(Arg::Text(tenant.0.clone()));
         sql.push(&p);
         let p = sql.arg(Arg::Text(customer_id.to_string()));
         sql.push(&format!(" AND customer_id = {p}"));
@@ -1312,14 +1324,14 @@ impl Store {
         } else {
             None
         };
-        attach_items(&mut conn, t, &mut items).await?;
+        attach_items(&mut conn, tenant, &mut items).await?;
         Ok(Page { items, next_cursor })
     }
 
     /// Defines a tenant kind. Built-in names cannot be shadowed.
     pub async fn create_interaction_kind(
         &self,
-        t: &TenantId,
+        tenant: &TenantId,
         name: &str,
         description: &str,
     ) -> StoreResult<InteractionKind> {
@@ -1338,7 +1350,7 @@ impl Store {
         let inserted = sqlx::query(
             "INSERT INTO interaction_kinds (tenant_id, name, description, created_at) VALUES ($1, $2, $3, $4)",
         )
-        .bind(t.as_str())
+        .bind(tenant.as_str())
         .bind(name)
         .bind(description)
         .bind(now)
@@ -1362,7 +1374,7 @@ impl Store {
     }
 
     /// Built-in kinds first, then the tenant's own by name.
-    pub async fn list_interaction_kinds(&self, t: &TenantId) -> StoreResult<Vec<InteractionKind>> {
+    pub async fn list_interaction_kinds(&self, tenant: &TenantId) -> StoreResult<Vec<InteractionKind>> {
         let mut kinds: Vec<InteractionKind> = BUILT_IN_KINDS
             .iter()
             .map(|(name, description)| InteractionKind {
@@ -1375,7 +1387,7 @@ impl Store {
         let rows = sqlx::query(
             "SELECT name, description, created_at FROM interaction_kinds WHERE tenant_id = $1 ORDER BY name",
         )
-        .bind(t.as_str())
+        .bind(tenant.as_str())
         .fetch_all(self.db().pool())
         .await?;
         for row in &rows {
@@ -1441,23 +1453,23 @@ pub struct AppliedReward {
 /// balance is exact after the sweep.
 pub async fn lock_reward_account_tx(
     conn: &mut AnyConnection,
-    t: &TenantId,
+    tenant: &TenantId,
     customer_id: &str,
 ) -> StoreResult<RewardAccount> {
-    expire_account_tx(conn, t, customer_id, now_ms()).await?;
-    reward_account_tx(conn, t, customer_id).await
+    expire_account_tx(conn, tenant, customer_id, now_ms()).await?;
+    reward_account_tx(conn, tenant, customer_id).await
 }
 
 /// The account as this transaction sees it (zero when it has none yet).
 pub async fn reward_account_tx(
     conn: &mut AnyConnection,
-    t: &TenantId,
+    tenant: &TenantId,
     customer_id: &str,
 ) -> StoreResult<RewardAccount> {
     let row = sqlx::query(
         "SELECT balance, lifetime_earned, tier_id FROM loyalty_accounts WHERE tenant_id = $1 AND customer_id = $2",
     )
-    .bind(t.as_str())
+    .bind(tenant.as_str())
     .bind(customer_id)
     .fetch_optional(&mut *conn)
     .await?;
@@ -1478,11 +1490,11 @@ pub async fn reward_account_tx(
 }
 
 /// The tenant's tiers, lowest rank first, as this transaction sees them.
-pub async fn reward_tiers_tx(conn: &mut AnyConnection, t: &TenantId) -> StoreResult<Vec<Tier>> {
+pub async fn reward_tiers_tx(conn: &mut AnyConnection, tenant: &TenantId) -> StoreResult<Vec<Tier>> {
     let rows = sqlx::query(
         "SELECT id, name, rank, min_points, perks, created_at FROM loyalty_tiers WHERE tenant_id = $1 ORDER BY rank",
     )
-    .bind(t.as_str())
+    .bind(tenant.as_str())
     .fetch_all(&mut *conn)
     .await?;
     let mut tiers = Vec::with_capacity(rows.len());
@@ -1508,7 +1520,11 @@ pub async fn reward_tiers_tx(conn: &mut AnyConnection, t: &TenantId) -> StoreRes
 /// purchase (0 when there is none): tier rules still need a spend figure for
 /// a visit. Purchases in other currencies are not converted, they are left
 /// out.
-pub async fn rolling_spend_tx(conn: &mut AnyConnection, t: &TenantId, interaction: &Interaction) -> StoreResult<i64> {
+pub async fn rolling_spend_tx(
+    conn: &mut AnyConnection,
+    tenant: &TenantId,
+    interaction: &Interaction,
+) -> StoreResult<i64> {
     let currency = match &interaction.amount {
         Some(money) => money.currency.clone(),
         None => {
@@ -1516,7 +1532,7 @@ pub async fn rolling_spend_tx(conn: &mut AnyConnection, t: &TenantId, interactio
                 "SELECT currency FROM interactions WHERE tenant_id = $1 AND customer_id = $2 AND kind = 'purchase' \
                  AND currency IS NOT NULL ORDER BY occurred_at DESC, id DESC LIMIT 1",
             )
-            .bind(t.as_str())
+            .bind(tenant.as_str())
             .bind(&interaction.customer_id)
             .fetch_optional(&mut *conn)
             .await?;
@@ -1533,7 +1549,7 @@ pub async fn rolling_spend_tx(conn: &mut AnyConnection, t: &TenantId, interactio
          AND occurred_at > $4 AND occurred_at <= $5",
         exact_sum_sql("amount_minor", "spend")
     ))
-    .bind(t.as_str())
+    .bind(tenant.as_str())
     .bind(&interaction.customer_id)
     .bind(&currency)
     .bind(end.saturating_sub(ROLLING_SPEND_WINDOW_MS))
@@ -1550,12 +1566,12 @@ pub async fn rolling_spend_tx(conn: &mut AnyConnection, t: &TenantId, interactio
 /// which case none of them was applied and the transaction goes on.
 pub async fn apply_reward_ops_tx(
     conn: &mut AnyConnection,
-    t: &TenantId,
+    tenant: &TenantId,
     interaction: &Interaction,
     ops: &[LedgerOp],
 ) -> StoreResult<Result<AppliedReward, StoreError>> {
     conn.execute("SAVEPOINT reward_plugin").await?;
-    let applied = apply_reward_ops_inner(conn, t, interaction, ops).await;
+    let applied = apply_reward_ops_inner(conn, tenant, interaction, ops).await;
     match applied {
         Ok(applied) => {
             conn.execute("RELEASE SAVEPOINT reward_plugin").await?;
@@ -1574,14 +1590,14 @@ pub async fn apply_reward_ops_tx(
 
 async fn apply_reward_ops_inner(
     conn: &mut AnyConnection,
-    t: &TenantId,
+    tenant: &TenantId,
     interaction: &Interaction,
     ops: &[LedgerOp],
 ) -> StoreResult<AppliedReward> {
     let customer_id = interaction.customer_id.as_str();
-    let before = reward_account_tx(conn, t, customer_id).await?.tier_id;
-    let entries = apply_ledger_ops_tx(conn, t, customer_id, Some(&interaction.id), ops).await?;
-    let after = reward_account_tx(conn, t, customer_id).await?.tier_id;
+    let before = reward_account_tx(conn, tenant, customer_id).await?.tier_id;
+    let entries = apply_ledger_ops_tx(conn, tenant, customer_id, Some(&interaction.id), ops).await?;
+    let after = reward_account_tx(conn, tenant, customer_id).await?.tier_id;
     let reason = ops.iter().rev().find_map(|op| match op {
         LedgerOp::SetTier { reason, .. } => Some(reason.trim().to_string()),
         _ => None,
@@ -1677,19 +1693,19 @@ pub fn predict_reward_ops(account: &RewardAccount, tiers: &[Tier], ops: &[Ledger
 /// The account as a snapshot shows it: stored, minus what is due to expire.
 async fn snapshot_account(
     conn: &mut AnyConnection,
-    t: &TenantId,
+    tenant: &TenantId,
     customer_id: &str,
     now: i64,
 ) -> StoreResult<RewardAccount> {
-    let mut account = reward_account_tx(conn, t, customer_id).await?;
-    account.balance -= super::loyalty::due_expiry_tx(conn, t, customer_id, now).await?;
+    let mut account = reward_account_tx(conn, tenant, customer_id).await?;
+    account.balance -= super::loyalty::due_expiry_tx(conn, tenant, customer_id, now).await?;
     Ok(account)
 }
 
 /// The currency [`rolling_spend_tx`] sums in for `interaction`.
 async fn spend_currency_tx(
     conn: &mut AnyConnection,
-    t: &TenantId,
+    tenant: &TenantId,
     interaction: &Interaction,
 ) -> StoreResult<Option<String>> {
     if let Some(money) = &interaction.amount {
@@ -1699,7 +1715,7 @@ async fn spend_currency_tx(
         "SELECT currency FROM interactions WHERE tenant_id = $1 AND customer_id = $2 AND kind = 'purchase' \
          AND currency IS NOT NULL ORDER BY occurred_at DESC, id DESC LIMIT 1",
     )
-    .bind(t.as_str())
+    .bind(tenant.as_str())
     .bind(&interaction.customer_id)
     .fetch_optional(&mut *conn)
     .await?;
@@ -1720,7 +1736,7 @@ impl Store {
     /// (creating it is idempotent: the ingest then finds it).
     pub async fn reward_snapshots(
         &self,
-        t: &TenantId,
+        tenant: &TenantId,
         items: &[NewInteraction],
         assigned: &[Assigned],
     ) -> StoreResult<Vec<Option<RewardSnapshot>>> {
@@ -1736,7 +1752,7 @@ impl Store {
             for p in &prepared {
                 customers.push(match p {
                     Some(p) if p.idempotency_key.as_ref().is_none_or(|k| keys.insert(k.clone())) => {
-                        snapshot_customer(&mut tx, t, p, &mut kinds, &mut missing).await?
+                        snapshot_customer(&mut tx, tenant, p, &mut kinds, &mut missing).await?
                     }
                     _ => None,
                 });
@@ -1745,13 +1761,13 @@ impl Store {
                 drop(tx);
                 let mut write = self.db().begin_write().await?;
                 for external_id in missing {
-                    ensure_customer_tx(&mut write, t, NewCustomer::with_external_id(external_id)).await?;
+                    ensure_customer_tx(&mut write, tenant, NewCustomer::with_external_id(external_id)).await?;
                 }
                 write.commit().await?;
                 created = true;
                 continue;
             }
-            let tiers = reward_tiers_tx(&mut tx, t).await?;
+            let tiers = reward_tiers_tx(&mut tx, tenant).await?;
             let now = now_ms();
             let mut snapshots = Vec::with_capacity(prepared.len());
             for ((p, customer), assigned) in prepared.iter().zip(customers).zip(assigned) {
@@ -1764,14 +1780,14 @@ impl Store {
                     p.occurred_at = assigned.created_at;
                 }
                 let interaction = interaction_of(&p, assigned.id.clone(), customer_id, assigned.created_at);
-                let account = snapshot_account(&mut tx, t, &interaction.customer_id, now).await?;
+                let account = snapshot_account(&mut tx, tenant, &interaction.customer_id, now).await?;
                 // Not stored yet: add its own amount as the stored one would count.
                 let own = match (&interaction.amount, interaction.kind.as_str()) {
                     (Some(money), "purchase") => money.amount_minor,
                     _ => 0,
                 };
-                let stored = rolling_spend_tx(&mut tx, t, &interaction).await?;
-                let spend_currency = spend_currency_tx(&mut tx, t, &interaction).await?;
+                let stored = rolling_spend_tx(&mut tx, tenant, &interaction).await?;
+                let spend_currency = spend_currency_tx(&mut tx, tenant, &interaction).await?;
                 snapshots.push(Some(RewardSnapshot {
                     rolling_spend_minor: stored.saturating_add(own),
                     spend_currency,
@@ -1786,13 +1802,13 @@ impl Store {
 
     /// A [`RewardSnapshot`] of the stored interaction `interaction_id` (an
     /// admin's re-run of a reward plugin).
-    pub async fn reward_snapshot_of(&self, t: &TenantId, interaction_id: &str) -> StoreResult<RewardSnapshot> {
+    pub async fn reward_snapshot_of(&self, tenant: &TenantId, interaction_id: &str) -> StoreResult<RewardSnapshot> {
         let mut tx = super::loyalty::begin_read(self).await?;
-        let interaction = get_interaction_tx(&mut tx, t, interaction_id).await?;
-        let account = snapshot_account(&mut tx, t, &interaction.customer_id, now_ms()).await?;
-        let tiers = reward_tiers_tx(&mut tx, t).await?;
-        let rolling_spend_minor = rolling_spend_tx(&mut tx, t, &interaction).await?;
-        let spend_currency = spend_currency_tx(&mut tx, t, &interaction).await?;
+        let interaction = get_interaction_tx(&mut tx, tenant, interaction_id).await?;
+        let account = snapshot_account(&mut tx, tenant, &interaction.customer_id, now_ms()).await?;
+        let tiers = reward_tiers_tx(&mut tx, tenant).await?;
+        let rolling_spend_minor = rolling_spend_tx(&mut tx, tenant, &interaction).await?;
+        let spend_currency = spend_currency_tx(&mut tx, tenant, &interaction).await?;
         Ok(RewardSnapshot {
             interaction,
             account,
@@ -1807,23 +1823,23 @@ impl Store {
 /// all; a new external id goes to `missing`.
 async fn snapshot_customer(
     conn: &mut AnyConnection,
-    t: &TenantId,
+    tenant: &TenantId,
     p: &Prepared,
     kinds: &mut KindCache,
     missing: &mut Vec<String>,
 ) -> StoreResult<Option<String>> {
     if let Some(key) = &p.idempotency_key
-        && !matches!(replay(conn, t, key, &p.request_hash).await, Ok(None))
+        && !matches!(replay(conn, tenant, key, &p.request_hash).await, Ok(None))
     {
         return Ok(None);
     }
-    if !kind_exists(conn, t, &p.kind, kinds).await? {
+    if !kind_exists(conn, tenant, &p.kind, kinds).await? {
         return Ok(None);
     }
     let customer = match &p.customer {
-        CustomerRef::Id(id) => get_customer_tx(conn, t, id).await,
+        CustomerRef::Id(id) => get_customer_tx(conn, tenant, id).await,
         CustomerRef::ExternalId(external) => {
-            match super::customers::get_customer_by_external_id_tx(conn, t, external).await {
+            match super::customers::get_customer_by_external_id_tx(conn, tenant, external).await {
                 Err(StoreError::NotFound { .. }) => {
                     missing.push(external.clone());
                     return Ok(None);
@@ -1844,7 +1860,7 @@ async fn snapshot_customer(
 /// order: what a replayed ingest reports.
 pub async fn reward_entries_tx(
     conn: &mut AnyConnection,
-    t: &TenantId,
+    tenant: &TenantId,
     interaction_id: &str,
 ) -> StoreResult<Vec<(String, LedgerEntry)>> {
     let prefix = reward_key_prefix(interaction_id);
@@ -1853,7 +1869,7 @@ pub async fn reward_entries_tx(
         "SELECT {LEDGER_COLUMNS} FROM loyalty_ledger WHERE tenant_id = $1 AND interaction_id = $2 \
          AND idempotency_key LIKE $3 ORDER BY seq"
     ))
-    .bind(t.as_str())
+    .bind(tenant.as_str())
     .bind(interaction_id)
     .bind(format!("{prefix}%"))
     .fetch_all(&mut *conn)
@@ -1877,14 +1893,14 @@ impl Store {
     /// The tenant's purchase baskets for cross-sell fits: the distinct SKUs
     /// of each purchase with line items, in ingest order. One query, read in
     /// order, so memory is the baskets themselves.
-    pub async fn purchase_baskets(&self, t: &TenantId) -> StoreResult<Vec<Vec<String>>> {
+    pub async fn purchase_baskets(&self, tenant: &TenantId) -> StoreResult<Vec<Vec<String>>> {
         let rows = sqlx::query(
             "SELECT i.interaction_id, i.sku FROM interaction_items i \
              JOIN interactions x ON x.tenant_id = i.tenant_id AND x.id = i.interaction_id \
              WHERE i.tenant_id = $1 AND x.kind = 'purchase' \
              ORDER BY i.interaction_id, i.sku",
         )
-        .bind(t.as_str())
+        .bind(tenant.as_str())
         .fetch_all(self.db().pool())
         .await?;
         let mut baskets: Vec<Vec<String>> = Vec::new();

@@ -461,9 +461,13 @@ fn check_reward(
 // Transaction building blocks (all expect a write transaction)
 
 /// 404 unless the customer exists in this tenant.
-pub(crate) async fn require_customer(conn: &mut AnyConnection, t: &TenantId, customer_id: &str) -> StoreResult<()> {
+pub(crate) async fn require_customer(
+    conn: &mut AnyConnection,
+    tenant: &TenantId,
+    customer_id: &str,
+) -> StoreResult<()> {
     sqlx::query("SELECT id FROM customers WHERE tenant_id = $1 AND id = $2")
-        .bind(t.as_str())
+        .bind(tenant.as_str())
         .bind(customer_id)
         .fetch_optional(&mut *conn)
         .await?
@@ -472,19 +476,19 @@ pub(crate) async fn require_customer(conn: &mut AnyConnection, t: &TenantId, cus
 }
 
 /// Creates the account if needed and takes its row lock (see module docs).
-async fn lock_account(conn: &mut AnyConnection, t: &TenantId, customer_id: &str, now: i64) -> StoreResult<()> {
-    require_customer(conn, t, customer_id).await?;
+async fn lock_account(conn: &mut AnyConnection, tenant: &TenantId, customer_id: &str, now: i64) -> StoreResult<()> {
+    require_customer(conn, tenant, customer_id).await?;
     sqlx::query(
         "INSERT INTO loyalty_accounts (tenant_id, customer_id, balance, lifetime_earned, last_seq, created_at, updated_at) \
          VALUES ($1, $2, 0, 0, 0, $3, $3) ON CONFLICT (tenant_id, customer_id) DO NOTHING",
     )
-    .bind(t.as_str())
+    .bind(tenant.as_str())
     .bind(customer_id)
     .bind(now)
     .execute(&mut *conn)
     .await?;
     sqlx::query("UPDATE loyalty_accounts SET updated_at = $3 WHERE tenant_id = $1 AND customer_id = $2")
-        .bind(t.as_str())
+        .bind(tenant.as_str())
         .bind(customer_id)
         .bind(now)
         .execute(&mut *conn)
@@ -500,13 +504,13 @@ struct Lot {
 }
 
 /// The account's credit lots with points remaining, oldest first.
-async fn open_lots(conn: &mut AnyConnection, t: &TenantId, customer_id: &str) -> StoreResult<Vec<Lot>> {
+async fn open_lots(conn: &mut AnyConnection, tenant: &TenantId, customer_id: &str) -> StoreResult<Vec<Lot>> {
     let rows = sqlx::query(
         "SELECT l.id, l.expires_at, CAST(l.points - COALESCE((SELECT SUM(a.points) FROM loyalty_allocations a \
              WHERE a.tenant_id = l.tenant_id AND a.credit_id = l.id), 0) AS BIGINT) AS remaining \
          FROM loyalty_ledger l WHERE l.tenant_id = $1 AND l.customer_id = $2 AND l.points > 0 ORDER BY l.seq",
     )
-    .bind(t.as_str())
+    .bind(tenant.as_str())
     .bind(customer_id)
     .fetch_all(&mut *conn)
     .await?;
@@ -544,7 +548,7 @@ struct NewEntry<'a> {
 /// no intermediate value can overflow on either backend.
 async fn bump_account(
     conn: &mut AnyConnection,
-    t: &TenantId,
+    tenant: &TenantId,
     customer_id: &str,
     points: i64,
     earned: i64,
@@ -557,7 +561,7 @@ async fn bump_account(
          WHERE tenant_id = $1 AND customer_id = $2 AND balance + $3 >= 0 AND balance <= $6 - $3 \
          RETURNING last_seq, balance",
     )
-    .bind(t.as_str())
+    .bind(tenant.as_str())
     .bind(customer_id)
     .bind(points)
     .bind(earned)
@@ -574,7 +578,7 @@ async fn bump_account(
 
 async fn insert_entry(
     conn: &mut AnyConnection,
-    t: &TenantId,
+    tenant: &TenantId,
     e: &NewEntry<'_>,
     seq: i64,
     now: i64,
@@ -585,7 +589,7 @@ async fn insert_entry(
              idempotency_key, interaction_id, reward_id, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
     )
-    .bind(t.as_str())
+    .bind(tenant.as_str())
     .bind(&id)
     .bind(e.customer_id)
     .bind(seq)
@@ -628,13 +632,13 @@ async fn insert_entry(
 
 async fn insert_allocation(
     conn: &mut AnyConnection,
-    t: &TenantId,
+    tenant: &TenantId,
     debit: &str,
     credit: &str,
     points: i64,
 ) -> StoreResult<()> {
     sqlx::query("INSERT INTO loyalty_allocations (tenant_id, debit_id, credit_id, points) VALUES ($1, $2, $3, $4)")
-        .bind(t.as_str())
+        .bind(tenant.as_str())
         .bind(debit)
         .bind(credit)
         .bind(points)
@@ -645,11 +649,16 @@ async fn insert_allocation(
 
 /// Records `expire` entries for every lot of the (locked) account whose
 /// expiry has passed, each allocated to its own lot. Returns how many.
-async fn sweep_account_tx(conn: &mut AnyConnection, t: &TenantId, customer_id: &str, now: i64) -> StoreResult<u64> {
-    let lots = open_lots(conn, t, customer_id).await?;
+async fn sweep_account_tx(
+    conn: &mut AnyConnection,
+    tenant: &TenantId,
+    customer_id: &str,
+    now: i64,
+) -> StoreResult<u64> {
+    let lots = open_lots(conn, tenant, customer_id).await?;
     let mut swept = 0;
     for lot in lots.into_iter().filter(|l| l.expires_at.is_some_and(|at| at <= now)) {
-        let (seq, _) = bump_account(conn, t, customer_id, -lot.remaining, 0, now)
+        let (seq, _) = bump_account(conn, tenant, customer_id, -lot.remaining, 0, now)
             .await?
             .ok_or_else(|| StoreError::Corrupt("account balance below its open lots".into()))?;
         let entry = NewEntry {
@@ -662,8 +671,8 @@ async fn sweep_account_tx(conn: &mut AnyConnection, t: &TenantId, customer_id: &
             interaction_id: None,
             reward_id: None,
         };
-        let expired = insert_entry(conn, t, &entry, seq, now).await?;
-        insert_allocation(conn, t, &expired.id, &lot.id, lot.remaining).await?;
+        let expired = insert_entry(conn, tenant, &entry, seq, now).await?;
+        insert_allocation(conn, tenant, &expired.id, &lot.id, lot.remaining).await?;
         swept += 1;
     }
     Ok(swept)
@@ -672,18 +681,18 @@ async fn sweep_account_tx(conn: &mut AnyConnection, t: &TenantId, customer_id: &
 /// Allocates a debit of `amount` (> 0) to the open lots, oldest first.
 async fn allocate_debit(
     conn: &mut AnyConnection,
-    t: &TenantId,
+    tenant: &TenantId,
     customer_id: &str,
     debit_id: &str,
     amount: i64,
 ) -> StoreResult<()> {
     let mut left = amount;
-    for lot in open_lots(conn, t, customer_id).await? {
+    for lot in open_lots(conn, tenant, customer_id).await? {
         if left == 0 {
             break;
         }
         let take = left.min(lot.remaining);
-        insert_allocation(conn, t, debit_id, &lot.id, take).await?;
+        insert_allocation(conn, tenant, debit_id, &lot.id, take).await?;
         left -= take;
     }
     if left > 0 {
@@ -694,9 +703,9 @@ async fn allocate_debit(
     Ok(())
 }
 
-async fn current_balance(conn: &mut AnyConnection, t: &TenantId, customer_id: &str) -> StoreResult<i64> {
+async fn current_balance(conn: &mut AnyConnection, tenant: &TenantId, customer_id: &str) -> StoreResult<i64> {
     let row = sqlx::query("SELECT balance FROM loyalty_accounts WHERE tenant_id = $1 AND customer_id = $2")
-        .bind(t.as_str())
+        .bind(tenant.as_str())
         .bind(customer_id)
         .fetch_optional(&mut *conn)
         .await?;
@@ -727,7 +736,7 @@ struct Fingerprint<'a> {
 /// `Some(write)` when `key` was used before by the same request (a replay).
 async fn replay(
     conn: &mut AnyConnection,
-    t: &TenantId,
+    tenant: &TenantId,
     key: Option<&str>,
     fp: Fingerprint<'_>,
 ) -> StoreResult<Option<LedgerWrite>> {
@@ -735,7 +744,7 @@ async fn replay(
     let row = sqlx::query(&format!(
         "SELECT {LEDGER_COLUMNS} FROM loyalty_ledger WHERE tenant_id = $1 AND idempotency_key = $2"
     ))
-    .bind(t.as_str())
+    .bind(tenant.as_str())
     .bind(key)
     .fetch_optional(&mut *conn)
     .await?;
@@ -753,7 +762,7 @@ async fn replay(
             "this idempotency key was already used for a different request",
         ));
     }
-    let balance = current_balance(conn, t, &entry.customer_id).await?;
+    let balance = current_balance(conn, tenant, &entry.customer_id).await?;
     Ok(Some(LedgerWrite {
         entry,
         balance,
@@ -765,7 +774,7 @@ async fn replay(
 #[allow(clippy::too_many_arguments)]
 async fn points_tx(
     conn: &mut AnyConnection,
-    t: &TenantId,
+    tenant: &TenantId,
     customer_id: &str,
     interaction_id: Option<&str>,
     kind: LedgerKind,
@@ -775,7 +784,7 @@ async fn points_tx(
     key: Option<&str>,
     now: i64,
 ) -> StoreResult<LedgerWrite> {
-    lock_account(conn, t, customer_id, now).await?;
+    lock_account(conn, tenant, customer_id, now).await?;
     let fp = Fingerprint {
         customer_id,
         kind,
@@ -784,13 +793,13 @@ async fn points_tx(
         expires_at: Some(expires_at),
         reward_id: None,
     };
-    if let Some(done) = replay(conn, t, key, fp).await? {
+    if let Some(done) = replay(conn, tenant, key, fp).await? {
         return Ok(done);
     }
-    sweep_account_tx(conn, t, customer_id, now).await?;
+    sweep_account_tx(conn, tenant, customer_id, now).await?;
     let earned = if kind == LedgerKind::Earn { points } else { 0 };
-    let Some((seq, balance)) = bump_account(conn, t, customer_id, points, earned, now).await? else {
-        let balance = current_balance(conn, t, customer_id).await?;
+    let Some((seq, balance)) = bump_account(conn, tenant, customer_id, points, earned, now).await? else {
+        let balance = current_balance(conn, tenant, customer_id).await?;
         if points > 0 {
             return Err(StoreError::invalid(
                 "points",
@@ -809,12 +818,12 @@ async fn points_tx(
         interaction_id,
         reward_id: None,
     };
-    let entry = insert_entry(conn, t, &new, seq, now).await?;
+    let entry = insert_entry(conn, tenant, &new, seq, now).await?;
     if points < 0 {
-        allocate_debit(conn, t, customer_id, &entry.id, -points).await?;
+        allocate_debit(conn, tenant, customer_id, &entry.id, -points).await?;
     } else {
         // A reward that just became affordable may have a message to go with it.
-        super::triggers::on_balance_rose_tx(conn, t, customer_id, &entry.id, balance - points, balance).await?;
+        super::triggers::on_balance_rose_tx(conn, tenant, customer_id, &entry.id, balance - points, balance).await?;
     }
     Ok(LedgerWrite {
         entry,
@@ -825,14 +834,14 @@ async fn points_tx(
 
 async fn redeem_tx(
     conn: &mut AnyConnection,
-    t: &TenantId,
+    tenant: &TenantId,
     customer_id: &str,
     interaction_id: Option<&str>,
     reward_id: &str,
     key: Option<&str>,
     now: i64,
 ) -> StoreResult<LedgerWrite> {
-    lock_account(conn, t, customer_id, now).await?;
+    lock_account(conn, tenant, customer_id, now).await?;
     let fp = Fingerprint {
         customer_id,
         kind: LedgerKind::Redeem,
@@ -841,10 +850,10 @@ async fn redeem_tx(
         expires_at: None,
         reward_id: Some(reward_id),
     };
-    if let Some(done) = replay(conn, t, key, fp).await? {
+    if let Some(done) = replay(conn, tenant, key, fp).await? {
         return Ok(done);
     }
-    let reward = get_reward_on(conn, t, reward_id).await?;
+    let reward = get_reward_tx(conn, tenant, reward_id).await?;
     if !reward.active {
         return Err(StoreError::conflict("reward_inactive", "this reward is not active"));
     }
@@ -853,7 +862,7 @@ async fn redeem_tx(
             "SELECT t.rank FROM loyalty_accounts a JOIN loyalty_tiers t ON t.tenant_id = a.tenant_id AND t.id = a.tier_id \
              WHERE a.tenant_id = $1 AND a.customer_id = $2",
         )
-        .bind(t.as_str())
+        .bind(tenant.as_str())
         .bind(customer_id)
         .fetch_optional(&mut *conn)
         .await?
@@ -866,10 +875,10 @@ async fn redeem_tx(
             ));
         }
     }
-    sweep_account_tx(conn, t, customer_id, now).await?;
+    sweep_account_tx(conn, tenant, customer_id, now).await?;
     let cost = reward.cost_points;
-    let Some((seq, balance)) = bump_account(conn, t, customer_id, -cost, 0, now).await? else {
-        let balance = current_balance(conn, t, customer_id).await?;
+    let Some((seq, balance)) = bump_account(conn, tenant, customer_id, -cost, 0, now).await? else {
+        let balance = current_balance(conn, tenant, customer_id).await?;
         return Err(insufficient(balance, cost));
     };
     if reward.stock.is_some() {
@@ -877,7 +886,7 @@ async fn redeem_tx(
             "UPDATE loyalty_rewards SET stock = stock - 1, updated_at = $3 \
              WHERE tenant_id = $1 AND id = $2 AND stock IS NOT NULL AND stock > 0",
         )
-        .bind(t.as_str())
+        .bind(tenant.as_str())
         .bind(reward_id)
         .bind(now)
         .execute(&mut *conn)
@@ -897,8 +906,8 @@ async fn redeem_tx(
         interaction_id,
         reward_id: Some(reward_id),
     };
-    let entry = insert_entry(conn, t, &new, seq, now).await?;
-    allocate_debit(conn, t, customer_id, &entry.id, cost).await?;
+    let entry = insert_entry(conn, tenant, &new, seq, now).await?;
+    allocate_debit(conn, tenant, customer_id, &entry.id, cost).await?;
     Ok(LedgerWrite {
         entry,
         balance,
@@ -910,18 +919,18 @@ async fn redeem_tx(
 /// the tier was already the requested one (nothing recorded).
 async fn set_tier_tx(
     conn: &mut AnyConnection,
-    t: &TenantId,
+    tenant: &TenantId,
     customer_id: &str,
     tier_id: Option<&str>,
     reason: &str,
     now: i64,
 ) -> StoreResult<Option<TierChange>> {
-    lock_account(conn, t, customer_id, now).await?;
+    lock_account(conn, tenant, customer_id, now).await?;
     if let Some(id) = tier_id {
-        get_tier_on(conn, t, id).await?;
+        get_tier_tx(conn, tenant, id).await?;
     }
     let row = sqlx::query("SELECT tier_id FROM loyalty_accounts WHERE tenant_id = $1 AND customer_id = $2")
-        .bind(t.as_str())
+        .bind(tenant.as_str())
         .bind(customer_id)
         .fetch_one(&mut *conn)
         .await?;
@@ -930,7 +939,7 @@ async fn set_tier_tx(
         return Ok(None);
     }
     sqlx::query("UPDATE loyalty_accounts SET tier_id = $3, updated_at = $4 WHERE tenant_id = $1 AND customer_id = $2")
-        .bind(t.as_str())
+        .bind(tenant.as_str())
         .bind(customer_id)
         .bind(tier_id)
         .bind(now)
@@ -948,7 +957,7 @@ async fn set_tier_tx(
         "INSERT INTO loyalty_tier_changes (tenant_id, id, customer_id, from_tier_id, to_tier_id, reason, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
-    .bind(t.as_str())
+    .bind(tenant.as_str())
     .bind(&change.id)
     .bind(customer_id)
     .bind(&change.from_tier_id)
@@ -960,7 +969,7 @@ async fn set_tier_tx(
     // Messages the tenant wants on a tier change go out with it (outbox).
     super::triggers::on_tier_changed_tx(
         conn,
-        t,
+        tenant,
         customer_id,
         &change.id,
         change.from_tier_id.as_deref(),
@@ -979,7 +988,7 @@ enum Applied {
 /// Validates and applies one operation inside the caller's write transaction.
 async fn apply_op_tx(
     conn: &mut AnyConnection,
-    t: &TenantId,
+    tenant: &TenantId,
     customer_id: &str,
     interaction_id: Option<&str>,
     op: &LedgerOp,
@@ -1004,7 +1013,7 @@ async fn apply_op_tx(
             Applied::Ledger(
                 points_tx(
                     conn,
-                    t,
+                    tenant,
                     customer_id,
                     interaction_id,
                     LedgerKind::Earn,
@@ -1029,7 +1038,7 @@ async fn apply_op_tx(
             Applied::Ledger(
                 points_tx(
                     conn,
-                    t,
+                    tenant,
                     customer_id,
                     interaction_id,
                     LedgerKind::Adjust,
@@ -1048,11 +1057,11 @@ async fn apply_op_tx(
         } => {
             check_key(idempotency_key)?;
             let key = idempotency_key.as_deref();
-            Applied::Ledger(redeem_tx(conn, t, customer_id, interaction_id, reward_id, key, now).await?)
+            Applied::Ledger(redeem_tx(conn, tenant, customer_id, interaction_id, reward_id, key, now).await?)
         }
         LedgerOp::SetTier { tier_id, reason } => {
             let reason = check_reason(reason)?;
-            Applied::Tier(set_tier_tx(conn, t, customer_id, tier_id.as_deref(), &reason, now).await?)
+            Applied::Tier(set_tier_tx(conn, tenant, customer_id, tier_id.as_deref(), &reason, now).await?)
         }
     })
 }
@@ -1063,7 +1072,7 @@ async fn apply_op_tx(
 /// order; `SetTier` produces none.
 pub async fn apply_ledger_ops_tx(
     conn: &mut AnyConnection,
-    t: &TenantId,
+    tenant: &TenantId,
     customer_id: &str,
     interaction_id: Option<&str>,
     ops: &[LedgerOp],
@@ -1071,7 +1080,7 @@ pub async fn apply_ledger_ops_tx(
     let now = now_ms();
     let mut entries = Vec::new();
     for op in ops {
-        if let Applied::Ledger(write) = apply_op_tx(conn, t, customer_id, interaction_id, op, now).await? {
+        if let Applied::Ledger(write) = apply_op_tx(conn, tenant, customer_id, interaction_id, op, now).await? {
             entries.push(write.entry);
         }
     }
@@ -1083,11 +1092,11 @@ pub async fn apply_ledger_ops_tx(
 /// for a reward plugin's snapshot of the account.
 pub(crate) async fn due_expiry_tx(
     conn: &mut AnyConnection,
-    t: &TenantId,
+    tenant: &TenantId,
     customer_id: &str,
     now: i64,
 ) -> StoreResult<i64> {
-    Ok(open_lots(conn, t, customer_id)
+    Ok(open_lots(conn, tenant, customer_id)
         .await?
         .iter()
         .filter(|lot| lot.expires_at.is_some_and(|at| at <= now))
@@ -1098,19 +1107,19 @@ pub(crate) async fn due_expiry_tx(
 /// Tenant-wide expiry of one customer's due lots, as its own sweep step.
 pub async fn expire_account_tx(
     conn: &mut AnyConnection,
-    t: &TenantId,
+    tenant: &TenantId,
     customer_id: &str,
     now: i64,
 ) -> StoreResult<u64> {
-    lock_account(conn, t, customer_id, now).await?;
-    sweep_account_tx(conn, t, customer_id, now).await
+    lock_account(conn, tenant, customer_id, now).await?;
+    sweep_account_tx(conn, tenant, customer_id, now).await
 }
 
-async fn get_tier_on(conn: &mut AnyConnection, t: &TenantId, id: &str) -> StoreResult<Tier> {
+async fn get_tier_tx(conn: &mut AnyConnection, tenant: &TenantId, id: &str) -> StoreResult<Tier> {
     let row = sqlx::query(&format!(
         "SELECT {TIER_COLUMNS} FROM loyalty_tiers WHERE tenant_id = $1 AND id = $2"
     ))
-    .bind(t.as_str())
+    .bind(tenant.as_str())
     .bind(id)
     .fetch_optional(&mut *conn)
     .await?
@@ -1118,11 +1127,11 @@ async fn get_tier_on(conn: &mut AnyConnection, t: &TenantId, id: &str) -> StoreR
     tier_from_row(&row)
 }
 
-async fn get_reward_on(conn: &mut AnyConnection, t: &TenantId, id: &str) -> StoreResult<Reward> {
+async fn get_reward_tx(conn: &mut AnyConnection, tenant: &TenantId, id: &str) -> StoreResult<Reward> {
     let row = sqlx::query(&format!(
         "SELECT {REWARD_COLUMNS} FROM loyalty_rewards WHERE tenant_id = $1 AND id = $2"
     ))
-    .bind(t.as_str())
+    .bind(tenant.as_str())
     .bind(id)
     .fetch_optional(&mut *conn)
     .await?
@@ -1153,11 +1162,11 @@ fn tier_conflict(err: sqlx::Error) -> StoreError {
 impl Store {
     /// Runs one ledger operation in its own write transaction, retrying when a
     /// concurrent request raced on the same idempotency key.
-    async fn apply_op(&self, t: &TenantId, customer_id: &str, op: &LedgerOp) -> StoreResult<Applied> {
+    async fn apply_op(&self, tenant: &TenantId, customer_id: &str, op: &LedgerOp) -> StoreResult<Applied> {
         let mut attempt = 1;
         loop {
             let mut tx = self.db().begin_write().await?;
-            match apply_op_tx(&mut tx, t, customer_id, None, op, now_ms()).await {
+            match apply_op_tx(&mut tx, tenant, customer_id, None, op, now_ms()).await {
                 Ok(applied) => {
                     tx.commit().await?;
                     return Ok(applied);
@@ -1169,11 +1178,11 @@ impl Store {
     }
 
     /// Earn, adjust or redeem for one customer (its own transaction).
-    pub async fn record_points(&self, t: &TenantId, customer_id: &str, op: &LedgerOp) -> StoreResult<LedgerWrite> {
+    pub async fn record_points(&self, tenant: &TenantId, customer_id: &str, op: &LedgerOp) -> StoreResult<LedgerWrite> {
         if matches!(op, LedgerOp::SetTier { .. }) {
             return Err(StoreError::invalid("kind", "use set_tier for tier changes"));
         }
-        match self.apply_op(t, customer_id, op).await? {
+        match self.apply_op(tenant, customer_id, op).await? {
             Applied::Ledger(write) => Ok(write),
             Applied::Tier(_) => Err(StoreError::Corrupt("ledger operation produced a tier change".into())),
         }
@@ -1182,13 +1191,13 @@ impl Store {
     /// Sets or clears a customer's tier; `None` when it was already so.
     pub async fn set_tier(
         &self,
-        t: &TenantId,
+        tenant: &TenantId,
         customer_id: &str,
         tier_id: Option<String>,
         reason: String,
     ) -> StoreResult<Option<TierChange>> {
         match self
-            .apply_op(t, customer_id, &LedgerOp::SetTier { tier_id, reason })
+            .apply_op(tenant, customer_id, &LedgerOp::SetTier { tier_id, reason })
             .await?
         {
             Applied::Tier(change) => Ok(change),
@@ -1197,15 +1206,15 @@ impl Store {
     }
 
     /// The account as of now, without writing (see module docs on expiry).
-    pub async fn get_account(&self, t: &TenantId, customer_id: &str) -> StoreResult<Account> {
+    pub async fn get_account(&self, tenant: &TenantId, customer_id: &str) -> StoreResult<Account> {
         let mut tx = begin_read(self).await?;
-        require_customer(&mut tx, t, customer_id).await?;
+        require_customer(&mut tx, tenant, customer_id).await?;
         let now = now_ms();
         let row = sqlx::query(
             "SELECT tier_id, balance, lifetime_earned, last_seq, created_at, updated_at FROM loyalty_accounts \
              WHERE tenant_id = $1 AND customer_id = $2",
         )
-        .bind(t.as_str())
+        .bind(tenant.as_str())
         .bind(customer_id)
         .fetch_optional(&mut *tx)
         .await?;
@@ -1225,7 +1234,7 @@ impl Store {
         let stored: i64 = row.try_get("balance")?;
         let mut expired = 0;
         let mut expiring = 0;
-        for lot in open_lots(&mut tx, t, customer_id).await? {
+        for lot in open_lots(&mut tx, tenant, customer_id).await? {
             match lot.expires_at {
                 Some(at) if at <= now => expired += lot.remaining,
                 Some(at) if at <= now + EXPIRING_WINDOW_MS => expiring += lot.remaining,
@@ -1233,7 +1242,7 @@ impl Store {
             }
         }
         let tier = match tier_id {
-            Some(id) => Some(get_tier_on(&mut tx, t, &id).await?),
+            Some(id) => Some(get_tier_tx(&mut tx, tenant, &id).await?),
             None => None,
         };
         Ok(Account {
@@ -1251,7 +1260,7 @@ impl Store {
     /// The customer's ledger, newest first, `limit` per page.
     pub async fn list_ledger(
         &self,
-        t: &TenantId,
+        tenant: &TenantId,
         customer_id: &str,
         limit: u32,
         after: Option<&str>,
@@ -1267,12 +1276,12 @@ impl Store {
             None => None,
         };
         let mut tx = begin_read(self).await?;
-        require_customer(&mut tx, t, customer_id).await?;
+        require_customer(&mut tx, tenant, customer_id).await?;
         let rows = sqlx::query(&format!(
             "SELECT {LEDGER_COLUMNS} FROM loyalty_ledger WHERE tenant_id = $1 AND customer_id = $2 AND seq < $3 \
              ORDER BY seq DESC LIMIT $4"
         ))
-        .bind(t.as_str())
+        .bind(tenant.as_str())
         .bind(customer_id)
         .bind(before_seq.unwrap_or(i64::MAX))
         .bind(i64::from(limit) + 1)
@@ -1289,14 +1298,14 @@ impl Store {
     }
 
     /// The customer's tier changes, newest first.
-    pub async fn list_tier_changes(&self, t: &TenantId, customer_id: &str) -> StoreResult<Vec<TierChange>> {
+    pub async fn list_tier_changes(&self, tenant: &TenantId, customer_id: &str) -> StoreResult<Vec<TierChange>> {
         let mut tx = begin_read(self).await?;
-        require_customer(&mut tx, t, customer_id).await?;
+        require_customer(&mut tx, tenant, customer_id).await?;
         let rows = sqlx::query(&format!(
             "SELECT {TIER_CHANGE_COLUMNS} FROM loyalty_tier_changes WHERE tenant_id = $1 AND customer_id = $2 \
              ORDER BY created_at DESC, id DESC"
         ))
-        .bind(t.as_str())
+        .bind(tenant.as_str())
         .bind(customer_id)
         .fetch_all(&mut *tx)
         .await?;
@@ -1306,7 +1315,7 @@ impl Store {
     /// Records `expire` entries for every due lot of the tenant, one account
     /// per transaction (so a large sweep never holds one long lock). Returns
     /// the number of entries written.
-    pub async fn expire_due_points(&self, t: &TenantId) -> StoreResult<u64> {
+    pub async fn expire_due_points(&self, tenant: &TenantId) -> StoreResult<u64> {
         let now = now_ms();
         let rows = sqlx::query(
             "SELECT DISTINCT l.customer_id FROM loyalty_ledger l WHERE l.tenant_id = $1 AND l.points > 0 \
@@ -1315,7 +1324,7 @@ impl Store {
                    WHERE a.tenant_id = l.tenant_id AND a.credit_id = l.id), 0) \
              ORDER BY l.customer_id",
         )
-        .bind(t.as_str())
+        .bind(tenant.as_str())
         .bind(now)
         .fetch_all(self.db().pool())
         .await?;
@@ -1323,7 +1332,7 @@ impl Store {
         for row in rows {
             let customer_id: String = row.try_get("customer_id")?;
             let mut tx = self.db().begin_write().await?;
-            total += expire_account_tx(&mut tx, t, &customer_id, now).await?;
+            total += expire_account_tx(&mut tx, tenant, &customer_id, now).await?;
             tx.commit().await?;
         }
         Ok(total)
@@ -1331,7 +1340,7 @@ impl Store {
 
     // --- tiers ---
 
-    pub async fn create_tier(&self, t: &TenantId, new: NewTier) -> StoreResult<Tier> {
+    pub async fn create_tier(&self, tenant: &TenantId, new: NewTier) -> StoreResult<Tier> {
         let name = check_name("name", &new.name)?;
         check_non_negative("rank", new.rank)?;
         check_non_negative("min_points", new.min_points)?;
@@ -1342,7 +1351,7 @@ impl Store {
             "INSERT INTO loyalty_tiers (tenant_id, id, name, rank, min_points, perks, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
-        .bind(t.as_str())
+        .bind(tenant.as_str())
         .bind(&id)
         .bind(&name)
         .bind(new.rank)
@@ -1362,24 +1371,24 @@ impl Store {
         })
     }
 
-    pub async fn list_tiers(&self, t: &TenantId) -> StoreResult<Vec<Tier>> {
+    pub async fn list_tiers(&self, tenant: &TenantId) -> StoreResult<Vec<Tier>> {
         let rows = sqlx::query(&format!(
             "SELECT {TIER_COLUMNS} FROM loyalty_tiers WHERE tenant_id = $1 ORDER BY rank"
         ))
-        .bind(t.as_str())
+        .bind(tenant.as_str())
         .fetch_all(self.db().pool())
         .await?;
         rows.iter().map(tier_from_row).collect()
     }
 
-    pub async fn get_tier(&self, t: &TenantId, id: &str) -> StoreResult<Tier> {
+    pub async fn get_tier(&self, tenant: &TenantId, id: &str) -> StoreResult<Tier> {
         let mut conn = self.db().pool().acquire().await?;
-        get_tier_on(&mut conn, t, id).await
+        get_tier_tx(&mut conn, tenant, id).await
     }
 
-    pub async fn update_tier(&self, t: &TenantId, id: &str, patch: TierPatch) -> StoreResult<Tier> {
+    pub async fn update_tier(&self, tenant: &TenantId, id: &str, patch: TierPatch) -> StoreResult<Tier> {
         let mut tx = self.db().begin_write().await?;
-        let current = get_tier_on(&mut tx, t, id).await?;
+        let current = get_tier_tx(&mut tx, tenant, id).await?;
         let name = check_name("name", patch.name.as_deref().unwrap_or(&current.name))?;
         let rank = patch.rank.unwrap_or(current.rank);
         check_non_negative("rank", rank)?;
@@ -1389,7 +1398,7 @@ impl Store {
         sqlx::query(
             "UPDATE loyalty_tiers SET name = $3, rank = $4, min_points = $5, perks = $6 WHERE tenant_id = $1 AND id = $2",
         )
-        .bind(t.as_str())
+        .bind(tenant.as_str())
         .bind(id)
         .bind(&name)
         .bind(rank)
@@ -1410,10 +1419,10 @@ impl Store {
     }
 
     /// Deletes a tier no account holds (409 `tier_in_use` otherwise).
-    pub async fn delete_tier(&self, t: &TenantId, id: &str) -> StoreResult<()> {
+    pub async fn delete_tier(&self, tenant: &TenantId, id: &str) -> StoreResult<()> {
         let mut tx = self.db().begin_write().await?;
-        get_tier_on(&mut tx, t, id).await?;
-        let holders = count_references(&mut tx, "loyalty_accounts", "tier_id", t, id).await?;
+        get_tier_tx(&mut tx, tenant, id).await?;
+        let holders = count_references(&mut tx, "loyalty_accounts", "tier_id", tenant, id).await?;
         if holders > 0 {
             return Err(StoreError::conflict(
                 "tier_in_use",
@@ -1421,7 +1430,7 @@ impl Store {
             ));
         }
         sqlx::query("DELETE FROM loyalty_tiers WHERE tenant_id = $1 AND id = $2")
-            .bind(t.as_str())
+            .bind(tenant.as_str())
             .bind(id)
             .execute(&mut *tx)
             .await?;
@@ -1431,7 +1440,7 @@ impl Store {
 
     // --- rewards ---
 
-    pub async fn create_reward(&self, t: &TenantId, new: NewReward) -> StoreResult<Reward> {
+    pub async fn create_reward(&self, tenant: &TenantId, new: NewReward) -> StoreResult<Reward> {
         let name = check_reward(
             &new.name,
             &new.description,
@@ -1455,7 +1464,7 @@ impl Store {
             "INSERT INTO loyalty_rewards (tenant_id, id, name, description, cost_points, min_tier_rank, stock, active, \
                  created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)",
         )
-        .bind(t.as_str())
+        .bind(tenant.as_str())
         .bind(&reward.id)
         .bind(&reward.name)
         .bind(&reward.description)
@@ -1470,11 +1479,11 @@ impl Store {
     }
 
     /// The catalogue, optionally only active (or inactive) rewards.
-    pub async fn list_rewards(&self, t: &TenantId, active: Option<bool>) -> StoreResult<Vec<Reward>> {
+    pub async fn list_rewards(&self, tenant: &TenantId, active: Option<bool>) -> StoreResult<Vec<Reward>> {
         let rows = sqlx::query(&format!(
             "SELECT {REWARD_COLUMNS} FROM loyalty_rewards WHERE tenant_id = $1 ORDER BY cost_points, id"
         ))
-        .bind(t.as_str())
+        .bind(tenant.as_str())
         .fetch_all(self.db().pool())
         .await?;
         let rewards = rows.iter().map(reward_from_row).collect::<StoreResult<Vec<_>>>()?;
@@ -1484,14 +1493,14 @@ impl Store {
             .collect())
     }
 
-    pub async fn get_reward(&self, t: &TenantId, id: &str) -> StoreResult<Reward> {
+    pub async fn get_reward(&self, tenant: &TenantId, id: &str) -> StoreResult<Reward> {
         let mut conn = self.db().pool().acquire().await?;
-        get_reward_on(&mut conn, t, id).await
+        get_reward_tx(&mut conn, tenant, id).await
     }
 
-    pub async fn update_reward(&self, t: &TenantId, id: &str, patch: RewardPatch) -> StoreResult<Reward> {
+    pub async fn update_reward(&self, tenant: &TenantId, id: &str, patch: RewardPatch) -> StoreResult<Reward> {
         let mut tx = self.db().begin_write().await?;
-        let cur = get_reward_on(&mut tx, t, id).await?;
+        let cur = get_reward_tx(&mut tx, tenant, id).await?;
         let description = patch.description.unwrap_or(cur.description);
         let cost_points = patch.cost_points.unwrap_or(cur.cost_points);
         let min_tier_rank = patch.min_tier_rank.unwrap_or(cur.min_tier_rank);
@@ -1509,7 +1518,7 @@ impl Store {
             "UPDATE loyalty_rewards SET name = $3, description = $4, cost_points = $5, min_tier_rank = $6, stock = $7, \
                  active = $8, updated_at = $9 WHERE tenant_id = $1 AND id = $2",
         )
-        .bind(t.as_str())
+        .bind(tenant.as_str())
         .bind(id)
         .bind(&name)
         .bind(&description)
@@ -1536,10 +1545,10 @@ impl Store {
 
     /// Deletes a reward never redeemed (409 `reward_in_use` otherwise: the
     /// ledger references it; deactivate it instead).
-    pub async fn delete_reward(&self, t: &TenantId, id: &str) -> StoreResult<()> {
+    pub async fn delete_reward(&self, tenant: &TenantId, id: &str) -> StoreResult<()> {
         let mut tx = self.db().begin_write().await?;
-        get_reward_on(&mut tx, t, id).await?;
-        let uses = count_references(&mut tx, "loyalty_ledger", "reward_id", t, id).await?;
+        get_reward_tx(&mut tx, tenant, id).await?;
+        let uses = count_references(&mut tx, "loyalty_ledger", "reward_id", tenant, id).await?;
         if uses > 0 {
             return Err(StoreError::conflict(
                 "reward_in_use",
@@ -1547,7 +1556,7 @@ impl Store {
             ));
         }
         sqlx::query("DELETE FROM loyalty_rewards WHERE tenant_id = $1 AND id = $2")
-            .bind(t.as_str())
+            .bind(tenant.as_str())
             .bind(id)
             .execute(&mut *tx)
             .await?;
@@ -1562,13 +1571,13 @@ async fn count_references(
     conn: &mut AnyConnection,
     table: &'static str,
     column: &'static str,
-    t: &TenantId,
+    tenant: &TenantId,
     id: &str,
 ) -> StoreResult<i64> {
     let row = sqlx::query(&format!(
         "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM {table} WHERE tenant_id = $1 AND {column} = $2"
     ))
-    .bind(t.as_str())
+    .bind(tenant.as_str())
     .bind(id)
     .fetch_one(&mut *conn)
     .await?;

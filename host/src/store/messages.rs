@@ -455,11 +455,11 @@ fn validate(new: &NewMessage) -> StoreResult<String> {
 
 /// The stored message for `key`, if the same request stored it; a conflict
 /// if a different request did.
-async fn replay(conn: &mut AnyConnection, t: &TenantId, key: &str, hash: &str) -> StoreResult<Option<Message>> {
+async fn replay(conn: &mut AnyConnection, tenant: &TenantId, key: &str, hash: &str) -> StoreResult<Option<Message>> {
     let row = sqlx::query(&format!(
         "SELECT {COLUMNS}, request_hash FROM messages WHERE tenant_id = $1 AND idempotency_key = $2"
     ))
-    .bind(t.as_str())
+    .bind(tenant.as_str())
     .bind(key)
     .fetch_optional(&mut *conn)
     .await?;
@@ -475,13 +475,13 @@ async fn replay(conn: &mut AnyConnection, t: &TenantId, key: &str, hash: &str) -
 }
 
 /// The customer's loyalty balance and tier name, for templates.
-async fn loyalty_vars(conn: &mut AnyConnection, t: &TenantId, customer_id: &str) -> StoreResult<Value> {
+async fn loyalty_vars(conn: &mut AnyConnection, tenant: &TenantId, customer_id: &str) -> StoreResult<Value> {
     let row = sqlx::query(
         "SELECT a.balance, a.lifetime_earned, lt.name AS tier FROM loyalty_accounts a \
          LEFT JOIN loyalty_tiers lt ON lt.tenant_id = a.tenant_id AND lt.id = a.tier_id \
          WHERE a.tenant_id = $1 AND a.customer_id = $2",
     )
-    .bind(t.as_str())
+    .bind(tenant.as_str())
     .bind(customer_id)
     .fetch_optional(&mut *conn)
     .await?;
@@ -496,12 +496,12 @@ async fn loyalty_vars(conn: &mut AnyConnection, t: &TenantId, customer_id: &str)
     })
 }
 
-async fn template_tx(conn: &mut AnyConnection, t: &TenantId, name: &str) -> StoreResult<Option<MessageTemplate>> {
+async fn template_tx(conn: &mut AnyConnection, tenant: &TenantId, name: &str) -> StoreResult<Option<MessageTemplate>> {
     let row = sqlx::query(
         "SELECT name, channel, subject, body, created_at, updated_at FROM message_templates \
          WHERE tenant_id = $1 AND name = $2",
     )
-    .bind(t.as_str())
+    .bind(tenant.as_str())
     .bind(name)
     .fetch_optional(&mut *conn)
     .await?;
@@ -520,20 +520,20 @@ async fn template_tx(conn: &mut AnyConnection, t: &TenantId, name: &str) -> Stor
 ///
 /// On SQLite, call it inside a write transaction (`Db::begin_write`) so the
 /// idempotency check and the insert are one atomic step.
-pub async fn enqueue_tx(conn: &mut AnyConnection, t: &TenantId, new: NewMessage) -> StoreResult<(Message, bool)> {
+pub async fn enqueue_tx(conn: &mut AnyConnection, tenant: &TenantId, new: NewMessage) -> StoreResult<(Message, bool)> {
     let key = validate(&new)?;
     let hash = request_hash(&new);
-    if let Some(existing) = replay(conn, t, &key, &hash).await? {
+    if let Some(existing) = replay(conn, tenant, &key, &hash).await? {
         return Ok((existing, false));
     }
-    let customer = get_customer_tx(conn, t, &new.customer_id).await?;
+    let customer = get_customer_tx(conn, tenant, &new.customer_id).await?;
     if customer.erased_at.is_some() {
         return Err(StoreError::conflict(
             "customer_erased",
             "this customer's data has been erased",
         ));
     }
-    if super::suppressions::is_suppressed_tx(conn, t, &customer.id, &new.channel).await? {
+    if super::suppressions::is_suppressed_tx(conn, tenant, &customer.id, &new.channel).await? {
         return Err(StoreError::conflict(
             "customer_unsubscribed",
             format!("this customer unsubscribed from channel {:?}", new.channel),
@@ -542,7 +542,7 @@ pub async fn enqueue_tx(conn: &mut AnyConnection, t: &TenantId, new: NewMessage)
     let (subject, body) = match &new.template {
         None => (new.subject.clone(), new.body.clone().unwrap_or_default()),
         Some(name) => {
-            let template = template_tx(conn, t, name)
+            let template = template_tx(conn, tenant, name)
                 .await?
                 .ok_or_else(|| StoreError::invalid("template", format!("no message template named {name:?}")))?;
             if let Some(only) = &template.channel
@@ -556,7 +556,7 @@ pub async fn enqueue_tx(conn: &mut AnyConnection, t: &TenantId, new: NewMessage)
             let ctx = json!({
                 "customer": customer,
                 "data": new.data,
-                "loyalty": loyalty_vars(conn, t, &customer.id).await?,
+                "loyalty": loyalty_vars(conn, tenant, &customer.id).await?,
             });
             let subject = template
                 .subject
@@ -597,7 +597,7 @@ pub async fn enqueue_tx(conn: &mut AnyConnection, t: &TenantId, new: NewMessage)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'pending', 0, $12, $12, 0, $12, $12) \
          ON CONFLICT (tenant_id, idempotency_key) DO NOTHING",
     )
-    .bind(t.as_str())
+    .bind(tenant.as_str())
     .bind(&id)
     .bind(&customer.id)
     .bind(&new.channel)
@@ -613,19 +613,19 @@ pub async fn enqueue_tx(conn: &mut AnyConnection, t: &TenantId, new: NewMessage)
     .await?;
     if inserted.rows_affected() == 0 {
         // Lost a race on the key: the winner's row is visible now.
-        let existing = replay(conn, t, &key, &hash)
+        let existing = replay(conn, tenant, &key, &hash)
             .await?
             .ok_or_else(|| StoreError::Corrupt("idempotency key conflicted but no message holds it".into()))?;
         return Ok((existing, false));
     }
-    Ok((get_message_tx(conn, t, &id).await?, true))
+    Ok((get_message_tx(conn, tenant, &id).await?, true))
 }
 
-pub async fn get_message_tx(conn: &mut AnyConnection, t: &TenantId, id: &str) -> StoreResult<Message> {
+pub async fn get_message_tx(conn: &mut AnyConnection, tenant: &TenantId, id: &str) -> StoreResult<Message> {
     let row = sqlx::query(&format!(
         "SELECT {COLUMNS} FROM messages WHERE tenant_id = $1 AND id = $2"
     ))
-    .bind(t.as_str())
+    .bind(tenant.as_str())
     .bind(id)
     .fetch_optional(&mut *conn)
     .await?
@@ -640,14 +640,14 @@ pub async fn get_message_tx(conn: &mut AnyConnection, t: &TenantId, id: &str) ->
 /// Returns how many messages were scrubbed.
 pub(crate) async fn erase_customer_messages_tx(
     conn: &mut AnyConnection,
-    t: &TenantId,
+    tenant: &TenantId,
     customer_id: &str,
 ) -> StoreResult<u64> {
     sqlx::query(
         "UPDATE message_attempts SET error = NULL WHERE tenant_id = $1 AND error IS NOT NULL AND message_id IN \
          (SELECT id FROM messages WHERE tenant_id = $1 AND customer_id = $2)",
     )
-    .bind(t.as_str())
+    .bind(tenant.as_str())
     .bind(customer_id)
     .execute(&mut *conn)
     .await?;
@@ -659,7 +659,7 @@ pub(crate) async fn erase_customer_messages_tx(
          lease_owner = NULL, lease_expires_at = NULL, updated_at = $3 \
          WHERE tenant_id = $1 AND customer_id = $2",
     )
-    .bind(t.as_str())
+    .bind(tenant.as_str())
     .bind(customer_id)
     .bind(now_ms())
     .execute(&mut *conn)
@@ -679,28 +679,28 @@ fn clip(text: &str) -> String {
 
 impl Store {
     /// [`enqueue_tx`] in a transaction of its own.
-    pub async fn enqueue_message(&self, t: &TenantId, new: NewMessage) -> StoreResult<(Message, bool)> {
+    pub async fn enqueue_message(&self, tenant: &TenantId, new: NewMessage) -> StoreResult<(Message, bool)> {
         let mut tx = self.db().begin_write().await?;
-        let result = enqueue_tx(&mut tx, t, new).await?;
+        let result = enqueue_tx(&mut tx, tenant, new).await?;
         tx.commit().await?;
         Ok(result)
     }
 
-    pub async fn get_message(&self, t: &TenantId, id: &str) -> StoreResult<Message> {
+    pub async fn get_message(&self, tenant: &TenantId, id: &str) -> StoreResult<Message> {
         let mut conn = self.db().pool().acquire().await?;
-        get_message_tx(&mut conn, t, id).await
+        get_message_tx(&mut conn, tenant, id).await
     }
 
     /// The message's delivery log, oldest attempt first (404 for an unknown
     /// message).
-    pub async fn message_attempts(&self, t: &TenantId, id: &str) -> StoreResult<Vec<MessageAttempt>> {
+    pub async fn message_attempts(&self, tenant: &TenantId, id: &str) -> StoreResult<Vec<MessageAttempt>> {
         let mut conn = self.db().pool().acquire().await?;
-        get_message_tx(&mut conn, t, id).await?;
+        get_message_tx(&mut conn, tenant, id).await?;
         let rows = sqlx::query(
             "SELECT attempt, node, connector, started_at, latency_ms, outcome, error FROM message_attempts \
              WHERE tenant_id = $1 AND message_id = $2 ORDER BY attempt, started_at",
         )
-        .bind(t.as_str())
+        .bind(tenant.as_str())
         .bind(id)
         .fetch_all(&mut *conn)
         .await?;
@@ -721,11 +721,11 @@ impl Store {
     }
 
     /// Every message to one customer, oldest first (the GDPR export).
-    pub async fn customer_messages(&self, t: &TenantId, customer_id: &str) -> StoreResult<Vec<Message>> {
+    pub async fn customer_messages(&self, tenant: &TenantId, customer_id: &str) -> StoreResult<Vec<Message>> {
         let rows = sqlx::query(&format!(
             "SELECT {COLUMNS} FROM messages WHERE tenant_id = $1 AND customer_id = $2 ORDER BY id"
         ))
-        .bind(t.as_str())
+        .bind(tenant.as_str())
         .bind(customer_id)
         .fetch_all(self.db().pool())
         .await?;
@@ -733,10 +733,10 @@ impl Store {
     }
 
     /// The tenant's messages, newest first.
-    pub async fn list_messages(&self, t: &TenantId, filter: MessageFilter) -> StoreResult<Page<Message>> {
+    pub async fn list_messages(&self, tenant: &TenantId, filter: MessageFilter) -> StoreResult<Page<Message>> {
         let limit = page_limit(filter.limit)?;
         let mut sql = Sql::new(&format!("SELECT {COLUMNS} FROM messages WHERE tenant_id = "));
-        let p = sql.arg(Arg::Text(t.0.clone()));
+        let p = sql.arg(Arg::Text(tenant.0.clone()));
         sql.push(&p);
         if let Some(c) = &filter.cursor {
             let (before_id,): (String,) = cursor::decode(c)?;
@@ -937,11 +937,11 @@ impl Store {
     /// window. Its attempts so far stay in the delivery log. 409
     /// `message_not_dead` for any other status, `customer_erased` when its
     /// customer's data was erased (the message was blanked).
-    pub async fn replay_message(&self, t: &TenantId, id: &str) -> StoreResult<Message> {
+    pub async fn replay_message(&self, tenant: &TenantId, id: &str) -> StoreResult<Message> {
         let now = now_ms();
         let mut tx = self.db().begin_write().await?;
-        let message = get_message_tx(&mut tx, t, id).await?;
-        if get_customer_tx(&mut tx, t, &message.customer_id)
+        let message = get_message_tx(&mut tx, tenant, id).await?;
+        if get_customer_tx(&mut tx, tenant, &message.customer_id)
             .await?
             .erased_at
             .is_some()
@@ -957,11 +957,11 @@ impl Store {
              WHERE tenant_id = $2 AND id = $3 AND status = 'dead'",
         )
         .bind(now)
-        .bind(t.as_str())
+        .bind(tenant.as_str())
         .bind(id)
         .execute(&mut *tx)
         .await?;
-        let message = get_message_tx(&mut tx, t, id).await?;
+        let message = get_message_tx(&mut tx, tenant, id).await?;
         if updated.rows_affected() == 0 {
             return Err(StoreError::conflict(
                 "message_not_dead",
@@ -990,7 +990,7 @@ impl Store {
     /// than at the first message.
     pub async fn put_template(
         &self,
-        t: &TenantId,
+        tenant: &TenantId,
         name: &str,
         body: TemplateBody,
     ) -> StoreResult<(MessageTemplate, bool)> {
@@ -1016,7 +1016,7 @@ impl Store {
         .bind(&body.subject)
         .bind(&body.body)
         .bind(now)
-        .bind(t.as_str())
+        .bind(tenant.as_str())
         .bind(name)
         .execute(&mut *tx)
         .await?;
@@ -1026,7 +1026,7 @@ impl Store {
                 "INSERT INTO message_templates (tenant_id, name, channel, subject, body, created_at, updated_at) \
                  VALUES ($1, $2, $3, $4, $5, $6, $6)",
             )
-            .bind(t.as_str())
+            .bind(tenant.as_str())
             .bind(name)
             .bind(&body.channel)
             .bind(&body.subject)
@@ -1035,38 +1035,38 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
-        let template = template_tx(&mut tx, t, name)
+        let template = template_tx(&mut tx, tenant, name)
             .await?
             .ok_or_else(|| StoreError::Corrupt("template vanished inside its transaction".into()))?;
         tx.commit().await?;
         Ok((template, created))
     }
 
-    pub async fn get_template(&self, t: &TenantId, name: &str) -> StoreResult<MessageTemplate> {
+    pub async fn get_template(&self, tenant: &TenantId, name: &str) -> StoreResult<MessageTemplate> {
         let mut conn = self.db().pool().acquire().await?;
-        template_tx(&mut conn, t, name).await?.ok_or(StoreError::NotFound {
+        template_tx(&mut conn, tenant, name).await?.ok_or(StoreError::NotFound {
             entity: "message template",
         })
     }
 
-    pub async fn list_templates(&self, t: &TenantId) -> StoreResult<Vec<MessageTemplate>> {
+    pub async fn list_templates(&self, tenant: &TenantId) -> StoreResult<Vec<MessageTemplate>> {
         let rows = sqlx::query(
             "SELECT name, channel, subject, body, created_at, updated_at FROM message_templates \
              WHERE tenant_id = $1 ORDER BY name",
         )
-        .bind(t.as_str())
+        .bind(tenant.as_str())
         .fetch_all(self.db().pool())
         .await?;
         rows.iter().map(template_from_row).collect()
     }
 
     /// Deletes a template. Messages rendered from it keep their text.
-    pub async fn delete_template(&self, t: &TenantId, name: &str) -> StoreResult<()> {
+    pub async fn delete_template(&self, tenant: &TenantId, name: &str) -> StoreResult<()> {
         let mut tx = self.db().begin_write().await?;
         // Triggers name templates (composite foreign key): say which rule is
         // in the way rather than fail on the constraint.
         let users: i64 = sqlx::query("SELECT COUNT(*) FROM message_triggers WHERE tenant_id = $1 AND template = $2")
-            .bind(t.as_str())
+            .bind(tenant.as_str())
             .bind(name)
             .fetch_one(&mut *tx)
             .await?
@@ -1078,7 +1078,7 @@ impl Store {
             ));
         }
         let deleted = sqlx::query("DELETE FROM message_templates WHERE tenant_id = $1 AND name = $2")
-            .bind(t.as_str())
+            .bind(tenant.as_str())
             .bind(name)
             .execute(&mut *tx)
             .await?;

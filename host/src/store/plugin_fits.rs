@@ -94,7 +94,7 @@ fn decode_value(bytes: Vec<u8>) -> (KvEncoding, Value) {
 
 impl Store {
     /// Records a plugin's fit, replacing the previous one.
-    pub async fn record_plugin_fit(&self, t: &TenantId, fit: NewFit<'_>) -> StoreResult<()> {
+    pub async fn record_plugin_fit(&self, tenant: &TenantId, fit: NewFit<'_>) -> StoreResult<()> {
         let (status, summary, code, message) = match fit.result {
             Ok(summary) => ("succeeded", Some(summary), None, None),
             Err((code, message)) => ("failed", None, Some(code), Some(message)),
@@ -107,7 +107,7 @@ impl Store {
              error_message = excluded.error_message, job_id = excluded.job_id, as_of = excluded.as_of, \
              duration_ms = excluded.duration_ms",
         )
-        .bind(t.as_str())
+        .bind(tenant.as_str())
         .bind(fit.plugin_id)
         .bind(fit.fitted_at)
         .bind(status)
@@ -123,12 +123,12 @@ impl Store {
     }
 
     /// The plugin's last fit for the tenant, if it was ever fitted.
-    pub async fn plugin_fit(&self, t: &TenantId, plugin: &str) -> StoreResult<Option<PluginFit>> {
+    pub async fn plugin_fit(&self, tenant: &TenantId, plugin: &str) -> StoreResult<Option<PluginFit>> {
         let Some(row) = sqlx::query(
             "SELECT fitted_at, status, summary, error_code, error_message, job_id, as_of, duration_ms \
              FROM plugin_fits WHERE tenant_id = $1 AND plugin_id = $2",
         )
-        .bind(t.as_str())
+        .bind(tenant.as_str())
         .bind(plugin)
         .fetch_optional(self.db().pool())
         .await?
@@ -169,7 +169,7 @@ impl Store {
     /// order, after key `after`, at most `limit`.
     pub async fn plugin_kv_page(
         &self,
-        t: &TenantId,
+        tenant: &TenantId,
         plugin: &str,
         after: Option<&str>,
         limit: i64,
@@ -178,7 +178,7 @@ impl Store {
             "SELECT key, value, updated_at FROM plugin_kv WHERE tenant_id = $1 AND plugin_id = $2 \
              AND ($3 IS NULL OR key > $3) ORDER BY key LIMIT $4",
         )
-        .bind(t.as_str())
+        .bind(tenant.as_str())
         .bind(plugin)
         .bind(after)
         .bind(limit.max(1))

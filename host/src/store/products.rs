@@ -167,7 +167,7 @@ fn validate(fields: ProductFields) -> StoreResult<Validated> {
 
 impl Store {
     /// Creates a product; 409 `product_exists` if the SKU is taken.
-    pub async fn create_product(&self, t: &TenantId, new: NewProduct) -> StoreResult<Product> {
+    pub async fn create_product(&self, tenant: &TenantId, new: NewProduct) -> StoreResult<Product> {
         let (sku, fields) = new.into_parts();
         validate_product_sku(&sku)?;
         let v = validate(fields)?;
@@ -176,7 +176,7 @@ impl Store {
             "INSERT INTO products (tenant_id, sku, name, category, price_minor, currency, attributes, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)",
         )
-        .bind(t.as_str())
+        .bind(tenant.as_str())
         .bind(&sku)
         .bind(&v.name)
         .bind(&v.category)
@@ -209,13 +209,18 @@ impl Store {
     /// Creates or replaces a product; `true` when it was created. The write
     /// is `ON CONFLICT DO UPDATE` (both backends), so two concurrent PUTs
     /// never fail, and the original `created_at` is kept.
-    pub async fn upsert_product(&self, t: &TenantId, sku: &str, fields: ProductFields) -> StoreResult<(Product, bool)> {
+    pub async fn upsert_product(
+        &self,
+        tenant: &TenantId,
+        sku: &str,
+        fields: ProductFields,
+    ) -> StoreResult<(Product, bool)> {
         validate_product_sku(sku)?;
         let v = validate(fields)?;
         let now = now_ms();
         let mut tx = self.db().begin_write().await?;
         let existed = sqlx::query("SELECT sku FROM products WHERE tenant_id = $1 AND sku = $2")
-            .bind(t.as_str())
+            .bind(tenant.as_str())
             .bind(sku)
             .fetch_optional(&mut *tx)
             .await?
@@ -228,7 +233,7 @@ impl Store {
              updated_at = excluded.updated_at \
              RETURNING {COLUMNS}"
         ))
-        .bind(t.as_str())
+        .bind(tenant.as_str())
         .bind(sku)
         .bind(&v.name)
         .bind(&v.category)
@@ -243,11 +248,11 @@ impl Store {
         Ok((product, !existed))
     }
 
-    pub async fn get_product(&self, t: &TenantId, sku: &str) -> StoreResult<Product> {
+    pub async fn get_product(&self, tenant: &TenantId, sku: &str) -> StoreResult<Product> {
         let row = sqlx::query(&format!(
             "SELECT {COLUMNS} FROM products WHERE tenant_id = $1 AND sku = $2"
         ))
-        .bind(t.as_str())
+        .bind(tenant.as_str())
         .bind(sku)
         .fetch_optional(self.db().pool())
         .await?
@@ -255,9 +260,9 @@ impl Store {
         product_from_row(&row)
     }
 
-    pub async fn delete_product(&self, t: &TenantId, sku: &str) -> StoreResult<()> {
+    pub async fn delete_product(&self, tenant: &TenantId, sku: &str) -> StoreResult<()> {
         let deleted = sqlx::query("DELETE FROM products WHERE tenant_id = $1 AND sku = $2")
-            .bind(t.as_str())
+            .bind(tenant.as_str())
             .bind(sku)
             .execute(self.db().pool())
             .await?;
@@ -268,10 +273,10 @@ impl Store {
     }
 
     /// Products by SKU, optionally of one category.
-    pub async fn list_products(&self, t: &TenantId, filter: ProductFilter) -> StoreResult<Page<Product>> {
+    pub async fn list_products(&self, tenant: &TenantId, filter: ProductFilter) -> StoreResult<Page<Product>> {
         let limit = page_limit(filter.limit)?;
         let mut sql = Sql::new(&format!("SELECT {COLUMNS} FROM products WHERE tenant_id = "));
-        let p = sql.arg(Arg::Text(t.0.clone()));
+        let p = sql.arg(Arg::Text(tenant.0.clone()));
         sql.push(&p);
         if let Some(c) = &filter.cursor {
             let (after,): (String,) = cursor::decode(c)?;
@@ -300,11 +305,15 @@ impl Store {
     /// Which of `skus` the tenant's catalogue holds: what a plugin's
     /// recommendations are checked against. One query per 500 SKUs, so a
     /// plugin returning thousands stays under the backends' parameter caps.
-    pub async fn known_skus(&self, t: &TenantId, skus: &[String]) -> StoreResult<std::collections::HashSet<String>> {
+    pub async fn known_skus(
+        &self,
+        tenant: &TenantId,
+        skus: &[String],
+    ) -> StoreResult<std::collections::HashSet<String>> {
         let mut known = std::collections::HashSet::new();
         for chunk in skus.chunks(500) {
             let mut sql = Sql::new("SELECT sku FROM products WHERE tenant_id = ");
-            let p = sql.arg(Arg::Text(t.0.clone()));
+            let p = sql.arg(Arg::Text(tenant.0.clone()));
             sql.push(&p);
             sql.push(" AND sku IN (");
             for (i, sku) in chunk.iter().enumerate() {

@@ -399,12 +399,12 @@ fn list_placeholders(from: usize, count: usize) -> String {
 /// (about a second later). Idempotent: enqueuing a queued customer only
 /// bumps its generation. Call it in the same transaction as the write that
 /// made the scores stale, so the two commit or roll back together.
-pub async fn enqueue_rescore_tx(conn: &mut AnyConnection, t: &TenantId, customer_id: &str) -> StoreResult<()> {
+pub async fn enqueue_rescore_tx(conn: &mut AnyConnection, tenant: &TenantId, customer_id: &str) -> StoreResult<()> {
     sqlx::query(
         "INSERT INTO rescore_queue (tenant_id, customer_id, enqueued_at, generation) VALUES ($1, $2, $3, 1) \
          ON CONFLICT (tenant_id, customer_id) DO UPDATE SET generation = rescore_queue.generation + 1",
     )
-    .bind(t.as_str())
+    .bind(tenant.as_str())
     .bind(customer_id)
     .bind(now_ms())
     .execute(&mut *conn)
@@ -419,7 +419,7 @@ pub async fn enqueue_rescore_tx(conn: &mut AnyConnection, t: &TenantId, customer
 /// briefly.
 pub async fn enqueue_rescore_many_tx(
     conn: &mut AnyConnection,
-    t: &TenantId,
+    tenant: &TenantId,
     customer_ids: &[String],
 ) -> StoreResult<()> {
     let mut ids: Vec<&str> = customer_ids.iter().map(String::as_str).collect();
@@ -432,7 +432,7 @@ pub async fn enqueue_rescore_many_tx(
              ON CONFLICT (tenant_id, customer_id) DO UPDATE SET generation = rescore_queue.generation + 1",
             rows.join(", ")
         );
-        let mut query = sqlx::query(&sql).bind(t.as_str()).bind(now_ms());
+        let mut query = sqlx::query(&sql).bind(tenant.as_str()).bind(now_ms());
         for id in chunk {
             query = query.bind(*id);
         }
@@ -443,12 +443,16 @@ pub async fn enqueue_rescore_many_tx(
 
 /// Removes everything scoring keeps about a customer (current scores,
 /// history, queue entry), for deleting the customer in the same transaction.
-pub async fn delete_customer_scores_tx(conn: &mut AnyConnection, t: &TenantId, customer_id: &str) -> StoreResult<()> {
+pub async fn delete_customer_scores_tx(
+    conn: &mut AnyConnection,
+    tenant: &TenantId,
+    customer_id: &str,
+) -> StoreResult<()> {
     for table in ["customer_scores", "customer_score_history", "rescore_queue"] {
         sqlx::query(&format!(
             "DELETE FROM {table} WHERE tenant_id = $1 AND customer_id = $2"
         ))
-        .bind(t.as_str())
+        .bind(tenant.as_str())
         .bind(customer_id)
         .execute(&mut *conn)
         .await?;
@@ -519,7 +523,7 @@ impl Store {
     /// a newer one is stored, and appends every score to the history, all in
     /// one transaction. Scores of customers deleted meanwhile are dropped.
     /// Returns how many scores were stored.
-    pub async fn save_scores(&self, t: &TenantId, scores: &[NewScore]) -> StoreResult<u64> {
+    pub async fn save_scores(&self, tenant: &TenantId, scores: &[NewScore]) -> StoreResult<u64> {
         if scores.is_empty() {
             return Ok(0);
         }
@@ -544,12 +548,12 @@ impl Store {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match self.save_scores_once(t, &current, &rows).await {
+            match self.save_scores_once(tenant, &current, &rows).await {
                 Ok(n) => return Ok(n),
                 Err(e) if is_foreign_key_violation(&e) => {
                     // A customer was deleted after its history was read:
                     // keep the others' scores.
-                    let existing = self.existing_customers(t, &current).await?;
+                    let existing = self.existing_customers(tenant, &current).await?;
                     let current: Vec<&NewScore> = current
                         .iter()
                         .copied()
@@ -560,7 +564,7 @@ impl Store {
                         .copied()
                         .filter(|s| existing.contains_key(s.customer_id.as_str()))
                         .collect();
-                    return self.save_scores_once(t, &current, &rows).await;
+                    return self.save_scores_once(tenant, &current, &rows).await;
                 }
                 Err(e) if retryable(&e) && attempt < WRITE_ATTEMPTS => {
                     tokio::time::sleep(std::time::Duration::from_millis(20 * u64::from(attempt))).await;
@@ -570,7 +574,7 @@ impl Store {
         }
     }
 
-    async fn existing_customers(&self, t: &TenantId, scores: &[&NewScore]) -> StoreResult<HashMap<String, ()>> {
+    async fn existing_customers(&self, tenant: &TenantId, scores: &[&NewScore]) -> StoreResult<HashMap<String, ()>> {
         let mut ids: Vec<String> = scores.iter().map(|s| s.customer_id.clone()).collect();
         ids.dedup();
         let mut existing = HashMap::new();
@@ -579,7 +583,7 @@ impl Store {
                 "SELECT id FROM customers WHERE tenant_id = $1 AND id IN ({})",
                 list_placeholders(2, chunk.len())
             );
-            let mut q = sqlx::query(&sql).bind(t.as_str());
+            let mut q = sqlx::query(&sql).bind(tenant.as_str());
             for id in chunk {
                 q = q.bind(id.as_str());
             }
@@ -590,7 +594,7 @@ impl Store {
         Ok(existing)
     }
 
-    async fn save_scores_once(&self, t: &TenantId, current: &[&NewScore], all: &[&NewScore]) -> StoreResult<u64> {
+    async fn save_scores_once(&self, tenant: &TenantId, current: &[&NewScore], all: &[&NewScore]) -> StoreResult<u64> {
         // Bind values per row of the current-score and the history INSERTs.
         const WIDTH: usize = 11;
         const HISTORY_WIDTH: usize = 12;
@@ -598,13 +602,13 @@ impl Store {
         let mut tx = self.db().begin_write().await?;
         // Triggers on score crossings need the values being replaced; read
         // them only when the tenant has such a trigger.
-        let triggers = super::triggers::enabled_triggers_tx(&mut tx, t, "score_crossed").await?;
+        let triggers = super::triggers::enabled_triggers_tx(&mut tx, tenant, "score_crossed").await?;
         let mut stored = 0;
         for chunk in current.chunks(INSERT_ROWS_PER_STATEMENT) {
             let previous = if triggers.is_empty() {
                 HashMap::new()
             } else {
-                previous_scores(&mut tx, t, chunk).await?
+                previous_scores(&mut tx, tenant, chunk).await?
             };
             let values: Vec<String> = (0..chunk.len())
                 .map(|i| row_placeholders(backend, 1 + i * WIDTH, WIDTH))
@@ -622,7 +626,7 @@ impl Store {
             let mut q = sqlx::query(&sql);
             for (s, components) in chunk.iter().zip(&components) {
                 q = q
-                    .bind(t.as_str())
+                    .bind(tenant.as_str())
                     .bind(s.customer_id.as_str())
                     .bind(s.plugin_id.as_str())
                     .bind(s.value)
@@ -653,7 +657,7 @@ impl Store {
                         }
                     })
                     .collect();
-                super::triggers::on_scores_tx(&mut tx, t, &triggers, &changes).await?;
+                super::triggers::on_scores_tx(&mut tx, tenant, &triggers, &changes).await?;
             }
         }
         for chunk in all.chunks(INSERT_ROWS_PER_STATEMENT) {
@@ -672,7 +676,7 @@ impl Store {
             let mut q = sqlx::query(&sql);
             for (s, (id, components)) in chunk.iter().zip(&rows) {
                 q = q
-                    .bind(t.as_str())
+                    .bind(tenant.as_str())
                     .bind(s.customer_id.as_str())
                     .bind(s.plugin_id.as_str())
                     .bind(s.computed_at)
@@ -691,9 +695,9 @@ impl Store {
         Ok(stored)
     }
 
-    async fn require_customer(&self, t: &TenantId, customer_id: &str) -> StoreResult<()> {
+    async fn require_customer(&self, tenant: &TenantId, customer_id: &str) -> StoreResult<()> {
         sqlx::query("SELECT id FROM customers WHERE tenant_id = $1 AND id = $2")
-            .bind(t.as_str())
+            .bind(tenant.as_str())
             .bind(customer_id)
             .fetch_optional(self.db().pool())
             .await?
@@ -705,17 +709,17 @@ impl Store {
     /// plugin id. 404 for a customer the tenant does not have.
     pub async fn customer_scores(
         &self,
-        t: &TenantId,
+        tenant: &TenantId,
         customer_id: &str,
         plugin: Option<&str>,
     ) -> StoreResult<Vec<StoredScore>> {
-        self.require_customer(t, customer_id).await?;
+        self.require_customer(tenant, customer_id).await?;
         let filter = if plugin.is_some() { " AND plugin_id = $3" } else { "" };
         let sql = format!(
             "SELECT {SCORE_COLUMNS} FROM customer_scores WHERE tenant_id = $1 AND customer_id = $2{filter} \
              ORDER BY plugin_id"
         );
-        let mut q = sqlx::query(&sql).bind(t.as_str()).bind(customer_id);
+        let mut q = sqlx::query(&sql).bind(tenant.as_str()).bind(customer_id);
         if let Some(p) = plugin {
             q = q.bind(p);
         }
@@ -729,12 +733,12 @@ impl Store {
     /// A customer's score history, newest first, at most `limit` entries.
     pub async fn customer_score_history(
         &self,
-        t: &TenantId,
+        tenant: &TenantId,
         customer_id: &str,
         plugin: Option<&str>,
         limit: i64,
     ) -> StoreResult<Vec<StoredScore>> {
-        self.require_customer(t, customer_id).await?;
+        self.require_customer(tenant, customer_id).await?;
         let (filter, limit_at) = if plugin.is_some() {
             (" AND plugin_id = $3", "$4")
         } else {
@@ -744,7 +748,7 @@ impl Store {
             "SELECT {SCORE_COLUMNS} FROM customer_score_history WHERE tenant_id = $1 AND customer_id = $2{filter} \
              ORDER BY computed_at DESC, id DESC LIMIT {limit_at}"
         );
-        let mut q = sqlx::query(&sql).bind(t.as_str()).bind(customer_id);
+        let mut q = sqlx::query(&sql).bind(tenant.as_str()).bind(customer_id);
         if let Some(p) = plugin {
             q = q.bind(p);
         }
@@ -758,13 +762,13 @@ impl Store {
 
     /// How many customers each plugin (or just `plugin`) put in each
     /// segment, largest first.
-    pub async fn segment_sizes(&self, t: &TenantId, plugin: Option<&str>) -> StoreResult<Vec<SegmentSize>> {
+    pub async fn segment_sizes(&self, tenant: &TenantId, plugin: Option<&str>) -> StoreResult<Vec<SegmentSize>> {
         let filter = if plugin.is_some() { " AND plugin_id = $2" } else { "" };
         let sql = format!(
             "SELECT plugin_id, segment, CAST(COUNT(*) AS BIGINT) AS customers FROM customer_scores \
              WHERE tenant_id = $1{filter} GROUP BY plugin_id, segment ORDER BY plugin_id, customers DESC, segment"
         );
-        let mut q = sqlx::query(&sql).bind(t.as_str());
+        let mut q = sqlx::query(&sql).bind(tenant.as_str());
         if let Some(p) = plugin {
             q = q.bind(p);
         }
@@ -781,10 +785,10 @@ impl Store {
             .collect()
     }
 
-    pub async fn count_customers(&self, t: &TenantId) -> StoreResult<i64> {
+    pub async fn count_customers(&self, tenant: &TenantId) -> StoreResult<i64> {
         Ok(
             sqlx::query("SELECT CAST(COUNT(*) AS BIGINT) AS n FROM customers WHERE tenant_id = $1")
-                .bind(t.as_str())
+                .bind(tenant.as_str())
                 .fetch_one(self.db().pool())
                 .await?
                 .try_get("n")?,
@@ -800,10 +804,10 @@ impl Store {
     /// customers. `kind || ''` keeps the purchases on the per-customer
     /// timeline index, which already yields the order (SQLite would
     /// otherwise pick the kind index and sort).
-    pub async fn population(&self, t: &TenantId) -> StoreResult<Vec<PopulationMember>> {
+    pub async fn population(&self, tenant: &TenantId) -> StoreResult<Vec<PopulationMember>> {
         let mut members: Vec<PopulationMember> = Vec::new();
         let mut rows = sqlx::query("SELECT id, created_at FROM customers WHERE tenant_id = $1 ORDER BY id")
-            .bind(t.as_str())
+            .bind(tenant.as_str())
             .fetch(self.db().pool());
         while let Some(row) = rows.try_next().await? {
             members.push(PopulationMember {
@@ -817,7 +821,7 @@ impl Store {
             "SELECT customer_id, occurred_at, amount_minor, currency FROM interactions \
              WHERE tenant_id = $1 AND kind || '' = 'purchase' ORDER BY customer_id, occurred_at, id",
         )
-        .bind(t.as_str())
+        .bind(tenant.as_str())
         .fetch(self.db().pool());
         // Both scans are in the database's id order, so the purchases'
         // customers appear in the same order as `members`: advance until
@@ -848,12 +852,14 @@ impl Store {
     /// `limit`), each with their history: two queries, both index range scans.
     pub async fn scoring_histories_page(
         &self,
-        t: &TenantId,
+        tenant: &TenantId,
         after: Option<&str>,
         limit: usize,
         max_interactions: usize,
     ) -> StoreResult<Vec<ScoringHistory>> {
-        let (histories, _) = self.histories_page(t, after, limit, max_interactions, false).await?;
+        let (histories, _) = self
+            .histories_page(tenant, after, limit, max_interactions, false)
+            .await?;
         Ok(histories)
     }
 
@@ -864,17 +870,17 @@ impl Store {
     /// the read (a newer generation) stays queued.
     pub async fn scoring_histories_page_with_queue(
         &self,
-        t: &TenantId,
+        tenant: &TenantId,
         after: Option<&str>,
         limit: usize,
         max_interactions: usize,
     ) -> StoreResult<(Vec<ScoringHistory>, Vec<QueuedRescore>)> {
-        self.histories_page(t, after, limit, max_interactions, true).await
+        self.histories_page(tenant, after, limit, max_interactions, true).await
     }
 
     async fn histories_page(
         &self,
-        t: &TenantId,
+        tenant: &TenantId,
         after: Option<&str>,
         limit: usize,
         max_interactions: usize,
@@ -888,7 +894,7 @@ impl Store {
                     "SELECT {SCORING_CUSTOMER_COLUMNS} FROM customers WHERE tenant_id = $1 AND id > $2 \
                      ORDER BY id LIMIT $3"
                 ))
-                .bind(t.as_str())
+                .bind(tenant.as_str())
                 .bind(after)
                 .bind(limit)
                 .fetch_all(&mut *conn)
@@ -898,7 +904,7 @@ impl Store {
                 sqlx::query(&format!(
                     "SELECT {SCORING_CUSTOMER_COLUMNS} FROM customers WHERE tenant_id = $1 ORDER BY id LIMIT $2"
                 ))
-                .bind(t.as_str())
+                .bind(tenant.as_str())
                 .bind(limit)
                 .fetch_all(&mut *conn)
                 .await?
@@ -914,7 +920,7 @@ impl Store {
                 "SELECT customer_id, generation FROM rescore_queue \
                  WHERE tenant_id = $1 AND customer_id >= $2 AND customer_id <= $3",
             )
-            .bind(t.as_str())
+            .bind(tenant.as_str())
             .bind(first.as_str())
             .bind(last.as_str())
             .fetch_all(&mut *conn)
@@ -934,7 +940,7 @@ impl Store {
             first: &first,
             last: &last,
         };
-        let histories = attach_histories(&mut conn, t, customers, scope, max_interactions).await?;
+        let histories = attach_histories(&mut conn, tenant, customers, scope, max_interactions).await?;
         Ok((histories, queued))
     }
 
@@ -942,7 +948,7 @@ impl Store {
     /// their histories, in id order: two queries.
     pub async fn scoring_histories(
         &self,
-        t: &TenantId,
+        tenant: &TenantId,
         customer_ids: &[String],
         max_interactions: usize,
     ) -> StoreResult<Vec<ScoringHistory>> {
@@ -963,7 +969,7 @@ impl Store {
             "SELECT {SCORING_CUSTOMER_COLUMNS} FROM customers WHERE tenant_id = $1 AND id IN ({}) ORDER BY id",
             list_placeholders(2, ids.len())
         );
-        let mut q = sqlx::query(&sql).bind(t.as_str());
+        let mut q = sqlx::query(&sql).bind(tenant.as_str());
         for id in &ids {
             q = q.bind(id.as_str());
         }
@@ -977,16 +983,23 @@ impl Store {
         if found.is_empty() {
             return Ok(Vec::new());
         }
-        attach_histories(&mut conn, t, customers, HistoryScope::Ids(&found), max_interactions).await
+        attach_histories(
+            &mut conn,
+            tenant,
+            customers,
+            HistoryScope::Ids(&found),
+            max_interactions,
+        )
+        .await
     }
 
     // -----------------------------------------------------------------
     // Rescore queue
 
     /// Enqueues one customer outside any other transaction.
-    pub async fn enqueue_rescore(&self, t: &TenantId, customer_id: &str) -> StoreResult<()> {
+    pub async fn enqueue_rescore(&self, tenant: &TenantId, customer_id: &str) -> StoreResult<()> {
         let mut conn = self.db().pool().acquire().await?;
-        enqueue_rescore_tx(&mut conn, t, customer_id).await
+        enqueue_rescore_tx(&mut conn, tenant, customer_id).await
     }
 
     /// Tenants with customers waiting to be rescored and not leased by a
@@ -1017,7 +1030,7 @@ impl Store {
     /// or hand back with [`Store::release_rescores`].
     pub async fn claim_rescores(
         &self,
-        t: &TenantId,
+        tenant: &TenantId,
         node: &str,
         lease_ms: i64,
         limit: usize,
@@ -1047,7 +1060,7 @@ impl Store {
         };
         let mut tx = self.db().begin_write().await?;
         let rows = sqlx::query(&sql)
-            .bind(t.as_str())
+            .bind(tenant.as_str())
             .bind(node)
             .bind(now)
             .bind(limit)
@@ -1079,17 +1092,17 @@ impl Store {
     /// lease, so the next pass rescores it at once; an entry whose lease was
     /// taken over is left to the claim that took it. Returns how many were
     /// removed.
-    pub async fn ack_rescores(&self, t: &TenantId, claim: &RescoreClaim) -> StoreResult<u64> {
-        self.settle_rescores(t, claim, true).await
+    pub async fn ack_rescores(&self, tenant: &TenantId, claim: &RescoreClaim) -> StoreResult<u64> {
+        self.settle_rescores(tenant, claim, true).await
     }
 
     /// Hands the claimed entries back unrescored (the worker failed), so the
     /// next pass of any node may take them without waiting for the lease.
-    pub async fn release_rescores(&self, t: &TenantId, claim: &RescoreClaim) -> StoreResult<()> {
-        self.settle_rescores(t, claim, false).await.map(|_| ())
+    pub async fn release_rescores(&self, tenant: &TenantId, claim: &RescoreClaim) -> StoreResult<()> {
+        self.settle_rescores(tenant, claim, false).await.map(|_| ())
     }
 
-    async fn settle_rescores(&self, t: &TenantId, claim: &RescoreClaim, done: bool) -> StoreResult<u64> {
+    async fn settle_rescores(&self, tenant: &TenantId, claim: &RescoreClaim, done: bool) -> StoreResult<u64> {
         // Fenced on (owner, expiry): the expiry is unique to one claim in
         // practice, so even a later claim of the same node is not ours.
         let ours = "tenant_id = $1 AND customer_id = $2 AND lease_owner = $3 AND lease_expires_at = $4";
@@ -1104,7 +1117,7 @@ impl Store {
                 for e in &claim.entries {
                     if done {
                         let deleted = sqlx::query(&delete)
-                            .bind(t.as_str())
+                            .bind(tenant.as_str())
                             .bind(e.customer_id.as_str())
                             .bind(claim.node.as_str())
                             .bind(claim.lease_expires_at)
@@ -1118,7 +1131,7 @@ impl Store {
                         }
                     }
                     sqlx::query(&unlease)
-                        .bind(t.as_str())
+                        .bind(tenant.as_str())
                         .bind(e.customer_id.as_str())
                         .bind(claim.node.as_str())
                         .bind(claim.lease_expires_at)
@@ -1143,7 +1156,7 @@ impl Store {
     /// read made after these generations were seen covers them (see
     /// [`Store::scoring_histories_page_with_queue`]). A worker holding one
     /// then acknowledges nothing. Returns how many were removed.
-    pub async fn clear_rescores(&self, t: &TenantId, entries: &[QueuedRescore]) -> StoreResult<u64> {
+    pub async fn clear_rescores(&self, tenant: &TenantId, entries: &[QueuedRescore]) -> StoreResult<u64> {
         if entries.is_empty() {
             return Ok(0);
         }
@@ -1163,7 +1176,7 @@ impl Store {
                         "DELETE FROM rescore_queue WHERE tenant_id = $1 AND ({})",
                         terms.join(" OR ")
                     );
-                    let mut q = sqlx::query(&sql).bind(t.as_str());
+                    let mut q = sqlx::query(&sql).bind(tenant.as_str());
                     for e in chunk {
                         q = q.bind(e.customer_id.as_str()).bind(e.generation);
                     }
@@ -1184,13 +1197,13 @@ impl Store {
 
     /// Pauses (or resumes) the background rescore worker for the tenant, on
     /// every node. Idempotent; returns the new state.
-    pub async fn set_rescore_paused(&self, t: &TenantId, paused: bool) -> StoreResult<RescoreWorkerState> {
+    pub async fn set_rescore_paused(&self, tenant: &TenantId, paused: bool) -> StoreResult<RescoreWorkerState> {
         if paused {
             sqlx::query(
                 "INSERT INTO rescore_pauses (tenant_id, paused_at) VALUES ($1, $2) \
                  ON CONFLICT (tenant_id) DO NOTHING",
             )
-            .bind(t.as_str())
+            .bind(tenant.as_str())
             .bind(now_ms())
             .execute(self.db().pool())
             .await
@@ -1200,24 +1213,24 @@ impl Store {
             })?;
         } else {
             sqlx::query("DELETE FROM rescore_pauses WHERE tenant_id = $1")
-                .bind(t.as_str())
+                .bind(tenant.as_str())
                 .execute(self.db().pool())
                 .await?;
         }
-        self.rescore_worker_state(t).await
+        self.rescore_worker_state(tenant).await
     }
 
     /// Whether the tenant paused the worker, how many customers wait, and
     /// the running job the worker waits for, if any.
-    pub async fn rescore_worker_state(&self, t: &TenantId) -> StoreResult<RescoreWorkerState> {
+    pub async fn rescore_worker_state(&self, tenant: &TenantId) -> StoreResult<RescoreWorkerState> {
         let paused_at: Option<i64> = sqlx::query("SELECT paused_at FROM rescore_pauses WHERE tenant_id = $1")
-            .bind(t.as_str())
+            .bind(tenant.as_str())
             .fetch_optional(self.db().pool())
             .await?
             .map(|row| row.try_get(0))
             .transpose()?;
         let queued: i64 = sqlx::query("SELECT CAST(COUNT(*) AS BIGINT) FROM rescore_queue WHERE tenant_id = $1")
-            .bind(t.as_str())
+            .bind(tenant.as_str())
             .fetch_one(self.db().pool())
             .await?
             .try_get(0)?;
@@ -1225,7 +1238,7 @@ impl Store {
             "SELECT id FROM scoring_jobs WHERE tenant_id = $1 AND status = 'running' AND updated_at > $2 \
              ORDER BY id LIMIT 1",
         )
-        .bind(t.as_str())
+        .bind(tenant.as_str())
         .bind(now_ms() - JOB_STALE_MS)
         .fetch_optional(self.db().pool())
         .await?
@@ -1244,8 +1257,8 @@ impl Store {
 
     /// Creates a queued job scoring as of now (see
     /// [`Store::create_scoring_job_as_of`]).
-    pub async fn create_scoring_job(&self, t: &TenantId, plugin: Option<&str>) -> StoreResult<ScoringJob> {
-        self.create_scoring_job_as_of(t, plugin, None).await
+    pub async fn create_scoring_job(&self, tenant: &TenantId, plugin: Option<&str>) -> StoreResult<ScoringJob> {
+        self.create_scoring_job_as_of(tenant, plugin, None).await
     }
 
     /// Creates a queued job, scoring as of `as_of` (epoch ms) when given.
@@ -1255,7 +1268,7 @@ impl Store {
     /// ago is marked failed instead.
     pub async fn create_scoring_job_as_of(
         &self,
-        t: &TenantId,
+        tenant: &TenantId,
         plugin: Option<&str>,
         as_of: Option<i64>,
     ) -> StoreResult<ScoringJob> {
@@ -1263,17 +1276,17 @@ impl Store {
         let mut tx = self.db().begin_write().await?;
         // Serialises job creation per tenant on PostgreSQL (a row lock);
         // SQLite's BEGIN IMMEDIATE already did.
-        let tenant = sqlx::query("UPDATE tenants SET name = name WHERE id = $1")
-            .bind(t.as_str())
+        let locked = sqlx::query("UPDATE tenants SET name = name WHERE id = $1")
+            .bind(tenant.as_str())
             .execute(&mut *tx)
             .await?;
-        if tenant.rows_affected() == 0 {
+        if locked.rows_affected() == 0 {
             return Err(StoreError::NotFound { entity: "tenant" });
         }
         let active = sqlx::query(
             "SELECT id, updated_at FROM scoring_jobs WHERE tenant_id = $1 AND status IN ('queued', 'running')",
         )
-        .bind(t.as_str())
+        .bind(tenant.as_str())
         .fetch_all(&mut *tx)
         .await?;
         for row in &active {
@@ -1291,7 +1304,7 @@ impl Store {
             )
             .bind("abandoned: no progress for 10 minutes (the process running it stopped)")
             .bind(now)
-            .bind(t.as_str())
+            .bind(tenant.as_str())
             .bind(&id)
             .execute(&mut *tx)
             .await?;
@@ -1301,7 +1314,7 @@ impl Store {
             "INSERT INTO scoring_jobs (tenant_id, id, plugin_id, status, created_at, updated_at, as_of) \
              VALUES ($1, $2, $3, 'queued', $4, $4, $5)",
         )
-        .bind(t.as_str())
+        .bind(tenant.as_str())
         .bind(&id)
         .bind(plugin)
         .bind(now)
@@ -1309,14 +1322,14 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        self.get_scoring_job(t, &id).await
+        self.get_scoring_job(tenant, &id).await
     }
 
-    pub async fn get_scoring_job(&self, t: &TenantId, id: &str) -> StoreResult<ScoringJob> {
+    pub async fn get_scoring_job(&self, tenant: &TenantId, id: &str) -> StoreResult<ScoringJob> {
         let row = sqlx::query(&format!(
             "SELECT {JOB_COLUMNS} FROM scoring_jobs WHERE tenant_id = $1 AND id = $2"
         ))
-        .bind(t.as_str())
+        .bind(tenant.as_str())
         .bind(id)
         .fetch_optional(self.db().pool())
         .await?
@@ -1326,7 +1339,7 @@ impl Store {
 
     /// Queued -> running, with the number of customers to score. 409
     /// `scoring_job_not_queued` if it already started (or finished).
-    pub async fn start_scoring_job(&self, t: &TenantId, id: &str, total: i64) -> StoreResult<()> {
+    pub async fn start_scoring_job(&self, tenant: &TenantId, id: &str, total: i64) -> StoreResult<()> {
         let now = now_ms();
         let updated = sqlx::query(
             "UPDATE scoring_jobs SET status = 'running', total = $1, started_at = $2, updated_at = $2 \
@@ -1334,12 +1347,12 @@ impl Store {
         )
         .bind(total)
         .bind(now)
-        .bind(t.as_str())
+        .bind(tenant.as_str())
         .bind(id)
         .execute(self.db().pool())
         .await?;
         if updated.rows_affected() == 0 {
-            self.get_scoring_job(t, id).await?;
+            self.get_scoring_job(tenant, id).await?;
             return Err(StoreError::conflict(
                 "scoring_job_not_queued",
                 format!("scoring job {id} was already started"),
@@ -1349,25 +1362,25 @@ impl Store {
     }
 
     /// Records progress (and is the job's heartbeat).
-    pub async fn scoring_job_progress(&self, t: &TenantId, id: &str, done: i64, failed: i64) -> StoreResult<()> {
+    pub async fn scoring_job_progress(&self, tenant: &TenantId, id: &str, done: i64, failed: i64) -> StoreResult<()> {
         sqlx::query(
             "UPDATE scoring_jobs SET done = $1, failed_customers = $2, updated_at = $3 WHERE tenant_id = $4 AND id = $5",
         )
         .bind(done)
         .bind(failed)
         .bind(now_ms())
-        .bind(t.as_str())
+        .bind(tenant.as_str())
         .bind(id)
         .execute(self.db().pool())
         .await?;
         Ok(())
     }
 
-    pub async fn scoring_job_fit_summary(&self, t: &TenantId, id: &str, summary: &Value) -> StoreResult<()> {
+    pub async fn scoring_job_fit_summary(&self, tenant: &TenantId, id: &str, summary: &Value) -> StoreResult<()> {
         sqlx::query("UPDATE scoring_jobs SET fit_summary = $1, updated_at = $2 WHERE tenant_id = $3 AND id = $4")
             .bind(summary.to_string())
             .bind(now_ms())
-            .bind(t.as_str())
+            .bind(tenant.as_str())
             .bind(id)
             .execute(self.db().pool())
             .await?;
@@ -1378,7 +1391,7 @@ impl Store {
     /// succeed and each plugin's outcome.
     pub async fn finish_scoring_job(
         &self,
-        t: &TenantId,
+        tenant: &TenantId,
         id: &str,
         status: JobStatus,
         error: Option<&str>,
@@ -1394,12 +1407,12 @@ impl Store {
         .bind(status.as_str())
         .bind(error)
         .bind(now)
-        .bind(t.as_str())
+        .bind(tenant.as_str())
         .bind(id)
         .bind(outcomes)
         .execute(self.db().pool())
         .await?;
-        self.get_scoring_job(t, id).await
+        self.get_scoring_job(tenant, id).await
     }
 
     // -----------------------------------------------------------------
@@ -1410,7 +1423,7 @@ impl Store {
     /// the customers (for their external ids).
     pub async fn plugin_scores_page(
         &self,
-        t: &TenantId,
+        tenant: &TenantId,
         plugin: &str,
         after: Option<&str>,
         limit: i64,
@@ -1421,7 +1434,7 @@ impl Store {
              FROM customer_scores s JOIN customers c ON c.tenant_id = s.tenant_id AND c.id = s.customer_id \
              WHERE s.tenant_id = $1 AND s.plugin_id = $2 AND s.customer_id > $3 ORDER BY s.customer_id LIMIT $4",
         )
-        .bind(t.as_str())
+        .bind(tenant.as_str())
         .bind(plugin)
         .bind(after.unwrap_or(""))
         .bind(limit.max(1))
@@ -1442,7 +1455,7 @@ impl Store {
     /// customer id (at most [`MAX_HISTORY_CHUNK`] ids).
     pub async fn plugin_scores_of(
         &self,
-        t: &TenantId,
+        tenant: &TenantId,
         plugin: &str,
         customer_ids: &[String],
     ) -> StoreResult<HashMap<String, StoredScore>> {
@@ -1460,7 +1473,7 @@ impl Store {
              AND customer_id IN ({})",
             list_placeholders(3, customer_ids.len())
         );
-        let mut q = sqlx::query(&sql).bind(t.as_str()).bind(plugin);
+        let mut q = sqlx::query(&sql).bind(tenant.as_str()).bind(plugin);
         for id in customer_ids {
             q = q.bind(id.as_str());
         }
@@ -1490,7 +1503,7 @@ const ITEM_FIELD_SEP: &str = "\u{1d}";
 /// fields are packed as `v<value>` or `n` (NULL).
 async fn attach_histories(
     conn: &mut AnyConnection,
-    t: &TenantId,
+    tenant: &TenantId,
     customers: Vec<ScoringCustomer>,
     scope: HistoryScope<'_>,
     max_interactions: usize,
@@ -1509,7 +1522,7 @@ async fn attach_histories(
         HistoryScope::Range { first, last } => {
             let sql = format!("{SELECT}i.customer_id >= $6 AND i.customer_id <= $7{GROUP}");
             sqlx::query(&sql)
-                .bind(t.as_str())
+                .bind(tenant.as_str())
                 .bind(FIELD_SEP)
                 .bind(ITEM_FIELD_SEP)
                 .bind(ITEM_SEP)
@@ -1522,7 +1535,7 @@ async fn attach_histories(
         HistoryScope::Ids(ids) => {
             let sql = format!("{SELECT}i.customer_id IN ({}){GROUP}", list_placeholders(6, ids.len()));
             let mut q = sqlx::query(&sql)
-                .bind(t.as_str())
+                .bind(tenant.as_str())
                 .bind(FIELD_SEP)
                 .bind(ITEM_FIELD_SEP)
                 .bind(ITEM_SEP)
@@ -1616,7 +1629,7 @@ fn unpack_interaction(record: &str) -> StoreResult<ScoringInteraction> {
 /// The stored (value, computed_at) of each (customer, plugin) in `chunk`.
 async fn previous_scores(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    t: &TenantId,
+    tenant: &TenantId,
     chunk: &[&NewScore],
 ) -> StoreResult<HashMap<(String, String), (f64, i64)>> {
     let sql = format!(
@@ -1624,7 +1637,7 @@ async fn previous_scores(
          AND customer_id IN ({})",
         list_placeholders(2, chunk.len())
     );
-    let mut q = sqlx::query(&sql).bind(t.as_str());
+    let mut q = sqlx::query(&sql).bind(tenant.as_str());
     for s in chunk {
         q = q.bind(s.customer_id.as_str());
     }

@@ -50,14 +50,14 @@ fn suppression_from_row(row: &AnyRow) -> StoreResult<Suppression> {
 /// Whether `customer_id` unsubscribed from `channel`.
 pub async fn is_suppressed_tx(
     conn: &mut AnyConnection,
-    t: &TenantId,
+    tenant: &TenantId,
     customer_id: &str,
     channel: &str,
 ) -> StoreResult<bool> {
     Ok(sqlx::query(
         "SELECT channel FROM message_suppressions WHERE tenant_id = $1 AND customer_id = $2 AND channel = $3",
     )
-    .bind(t.as_str())
+    .bind(tenant.as_str())
     .bind(customer_id)
     .bind(channel)
     .fetch_optional(&mut *conn)
@@ -68,11 +68,11 @@ pub async fn is_suppressed_tx(
 /// Removes a customer's suppressions (the customer is being deleted).
 pub async fn delete_customer_suppressions_tx(
     conn: &mut AnyConnection,
-    t: &TenantId,
+    tenant: &TenantId,
     customer_id: &str,
 ) -> StoreResult<()> {
     sqlx::query("DELETE FROM message_suppressions WHERE tenant_id = $1 AND customer_id = $2")
-        .bind(t.as_str())
+        .bind(tenant.as_str())
         .bind(customer_id)
         .execute(&mut *conn)
         .await?;
@@ -84,7 +84,7 @@ impl Store {
     /// an existing suppression as it is. 404 for an unknown customer.
     pub async fn suppress(
         &self,
-        t: &TenantId,
+        tenant: &TenantId,
         customer_id: &str,
         channel: &str,
         source: &str,
@@ -99,12 +99,12 @@ impl Store {
             ));
         }
         let mut tx = self.db().begin_write().await?;
-        super::customers::get_customer_tx(&mut tx, t, customer_id).await?;
+        super::customers::get_customer_tx(&mut tx, tenant, customer_id).await?;
         sqlx::query(
             "INSERT INTO message_suppressions (tenant_id, customer_id, channel, source, reason, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (tenant_id, customer_id, channel) DO NOTHING",
         )
-        .bind(t.as_str())
+        .bind(tenant.as_str())
         .bind(customer_id)
         .bind(channel)
         .bind(source)
@@ -116,7 +116,7 @@ impl Store {
             "SELECT channel, source, reason, created_at FROM message_suppressions \
              WHERE tenant_id = $1 AND customer_id = $2 AND channel = $3",
         )
-        .bind(t.as_str())
+        .bind(tenant.as_str())
         .bind(customer_id)
         .bind(channel)
         .fetch_one(&mut *tx)
@@ -126,14 +126,14 @@ impl Store {
     }
 
     /// The customer's suppressions, by channel. 404 for an unknown customer.
-    pub async fn list_suppressions(&self, t: &TenantId, customer_id: &str) -> StoreResult<Vec<Suppression>> {
+    pub async fn list_suppressions(&self, tenant: &TenantId, customer_id: &str) -> StoreResult<Vec<Suppression>> {
         let mut conn = self.db().pool().acquire().await?;
-        super::customers::get_customer_tx(&mut conn, t, customer_id).await?;
+        super::customers::get_customer_tx(&mut conn, tenant, customer_id).await?;
         let rows = sqlx::query(
             "SELECT channel, source, reason, created_at FROM message_suppressions \
              WHERE tenant_id = $1 AND customer_id = $2 ORDER BY channel",
         )
-        .bind(t.as_str())
+        .bind(tenant.as_str())
         .bind(customer_id)
         .fetch_all(&mut *conn)
         .await?;
@@ -142,10 +142,10 @@ impl Store {
 
     /// Lets the customer be messaged on `channel` again. 404 when there is
     /// no such suppression (or customer).
-    pub async fn lift_suppression(&self, t: &TenantId, customer_id: &str, channel: &str) -> StoreResult<()> {
+    pub async fn lift_suppression(&self, tenant: &TenantId, customer_id: &str, channel: &str) -> StoreResult<()> {
         let done =
             sqlx::query("DELETE FROM message_suppressions WHERE tenant_id = $1 AND customer_id = $2 AND channel = $3")
-                .bind(t.as_str())
+                .bind(tenant.as_str())
                 .bind(customer_id)
                 .bind(channel)
                 .execute(self.db().pool())

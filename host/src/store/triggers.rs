@@ -173,11 +173,11 @@ fn validate(new: &NewTrigger) -> StoreResult<()> {
 }
 
 impl Store {
-    pub async fn create_trigger(&self, t: &TenantId, new: NewTrigger) -> StoreResult<Trigger> {
+    pub async fn create_trigger(&self, tenant: &TenantId, new: NewTrigger) -> StoreResult<Trigger> {
         validate(&new)?;
         let mut tx = self.db().begin_write().await?;
         let count: i64 = sqlx::query("SELECT COUNT(*) FROM message_triggers WHERE tenant_id = $1")
-            .bind(t.as_str())
+            .bind(tenant.as_str())
             .fetch_one(&mut *tx)
             .await?
             .try_get(0)?;
@@ -188,7 +188,7 @@ impl Store {
             ));
         }
         let template_exists = sqlx::query("SELECT name FROM message_templates WHERE tenant_id = $1 AND name = $2")
-            .bind(t.as_str())
+            .bind(tenant.as_str())
             .bind(&new.template)
             .fetch_optional(&mut *tx)
             .await?
@@ -213,7 +213,7 @@ impl Store {
         };
         if let Some((field, query, id)) = reference {
             let found = sqlx::query(query)
-                .bind(t.as_str())
+                .bind(tenant.as_str())
                 .bind(id)
                 .fetch_optional(&mut *tx)
                 .await?
@@ -230,7 +230,7 @@ impl Store {
             "INSERT INTO message_triggers (tenant_id, id, name, event, conditions, channel, template, enabled, \
              created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)",
         )
-        .bind(t.as_str())
+        .bind(tenant.as_str())
         .bind(&id)
         .bind(new.name.trim())
         .bind(new.when.event())
@@ -251,14 +251,14 @@ impl Store {
             other => other?,
         };
         tx.commit().await?;
-        self.get_trigger(t, &id).await
+        self.get_trigger(tenant, &id).await
     }
 
-    pub async fn get_trigger(&self, t: &TenantId, id: &str) -> StoreResult<Trigger> {
+    pub async fn get_trigger(&self, tenant: &TenantId, id: &str) -> StoreResult<Trigger> {
         let row = sqlx::query(&format!(
             "SELECT {COLUMNS} FROM message_triggers WHERE tenant_id = $1 AND id = $2"
         ))
-        .bind(t.as_str())
+        .bind(tenant.as_str())
         .bind(id)
         .fetch_optional(self.db().pool())
         .await?
@@ -266,21 +266,21 @@ impl Store {
         trigger_from_row(&row)
     }
 
-    pub async fn list_triggers(&self, t: &TenantId) -> StoreResult<Vec<Trigger>> {
+    pub async fn list_triggers(&self, tenant: &TenantId) -> StoreResult<Vec<Trigger>> {
         let rows = sqlx::query(&format!(
             "SELECT {COLUMNS} FROM message_triggers WHERE tenant_id = $1 ORDER BY name"
         ))
-        .bind(t.as_str())
+        .bind(tenant.as_str())
         .fetch_all(self.db().pool())
         .await?;
         rows.iter().map(trigger_from_row).collect()
     }
 
     /// Switches a trigger on or off.
-    pub async fn set_trigger_enabled(&self, t: &TenantId, id: &str, enabled: bool) -> StoreResult<Trigger> {
+    pub async fn set_trigger_enabled(&self, tenant: &TenantId, id: &str, enabled: bool) -> StoreResult<Trigger> {
         let done =
             sqlx::query("UPDATE message_triggers SET enabled = $3, updated_at = $4 WHERE tenant_id = $1 AND id = $2")
-                .bind(t.as_str())
+                .bind(tenant.as_str())
                 .bind(id)
                 .bind(enabled)
                 .bind(now_ms())
@@ -289,12 +289,12 @@ impl Store {
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound { entity: "trigger" });
         }
-        self.get_trigger(t, id).await
+        self.get_trigger(tenant, id).await
     }
 
-    pub async fn delete_trigger(&self, t: &TenantId, id: &str) -> StoreResult<()> {
+    pub async fn delete_trigger(&self, tenant: &TenantId, id: &str) -> StoreResult<()> {
         let done = sqlx::query("DELETE FROM message_triggers WHERE tenant_id = $1 AND id = $2")
-            .bind(t.as_str())
+            .bind(tenant.as_str())
             .bind(id)
             .execute(self.db().pool())
             .await?;
@@ -307,11 +307,15 @@ impl Store {
 
 /// The tenant's enabled triggers for `event`, read inside the caller's
 /// transaction.
-pub async fn enabled_triggers_tx(conn: &mut AnyConnection, t: &TenantId, event: &str) -> StoreResult<Vec<Trigger>> {
+pub async fn enabled_triggers_tx(
+    conn: &mut AnyConnection,
+    tenant: &TenantId,
+    event: &str,
+) -> StoreResult<Vec<Trigger>> {
     let rows = sqlx::query(&format!(
         "SELECT {COLUMNS} FROM message_triggers WHERE tenant_id = $1 AND event = $2 AND enabled ORDER BY id"
     ))
-    .bind(t.as_str())
+    .bind(tenant.as_str())
     .bind(event)
     .fetch_all(&mut *conn)
     .await?;
@@ -323,7 +327,7 @@ pub async fn enabled_triggers_tx(conn: &mut AnyConnection, t: &TenantId, event: 
 /// channel, a template that no longer renders) are logged, not returned.
 async fn fire_tx(
     conn: &mut AnyConnection,
-    t: &TenantId,
+    tenant: &TenantId,
     trigger: &Trigger,
     customer_id: &str,
     event_key: &str,
@@ -345,12 +349,12 @@ async fn fire_tx(
         metadata: serde_json::Map::new(),
         idempotency_key: Some(format!("trigger:{}:{event_key}", trigger.id)),
     };
-    match enqueue_tx(conn, t, message).await {
+    match enqueue_tx(conn, tenant, message).await {
         Ok(_) => Ok(()),
         Err(StoreError::Database(e)) => Err(StoreError::Database(e)),
         Err(StoreError::Corrupt(e)) => Err(StoreError::Corrupt(e)),
         Err(skipped) => {
-            tracing::warn!(tenant = %t, trigger = %trigger.id, customer = customer_id, reason = %skipped,
+            tracing::warn!(tenant = %tenant, trigger = %trigger.id, customer = customer_id, reason = %skipped,
                 "trigger fired but no message was queued");
             Ok(())
         }
@@ -358,12 +362,16 @@ async fn fire_tx(
 }
 
 /// A tier's rank and name; no tier ranks below every tier.
-async fn tier_rank(conn: &mut AnyConnection, t: &TenantId, tier: Option<&str>) -> StoreResult<(i64, Option<String>)> {
+async fn tier_rank(
+    conn: &mut AnyConnection,
+    tenant: &TenantId,
+    tier: Option<&str>,
+) -> StoreResult<(i64, Option<String>)> {
     let Some(tier) = tier else {
         return Ok((i64::MIN, None));
     };
     let row = sqlx::query("SELECT rank, name FROM loyalty_tiers WHERE tenant_id = $1 AND id = $2")
-        .bind(t.as_str())
+        .bind(tenant.as_str())
         .bind(tier)
         .fetch_optional(&mut *conn)
         .await?;
@@ -376,17 +384,18 @@ async fn tier_rank(conn: &mut AnyConnection, t: &TenantId, tier: Option<&str>) -
 /// Fires `tier_changed` triggers for a recorded tier change.
 pub async fn on_tier_changed_tx(
     conn: &mut AnyConnection,
-    t: &TenantId,
+    tenant: &TenantId,
     customer_id: &str,
     change_id: &str,
     from: Option<&str>,
     to: Option<&str>,
 ) -> StoreResult<()> {
-    let triggers = enabled_triggers_tx(conn, t, "tier_changed").await?;
+    let triggers = enabled_triggers_tx(conn, tenant, "tier_changed").await?;
     if triggers.is_empty() {
         return Ok(());
     }
-    let ((from_rank, from_name), (to_rank, to_name)) = (tier_rank(conn, t, from).await?, tier_rank(conn, t, to).await?);
+    let ((from_rank, from_name), (to_rank, to_name)) =
+        (tier_rank(conn, tenant, from).await?, tier_rank(conn, tenant, to).await?);
     let direction = if to_rank >= from_rank {
         TierDirection::Up
     } else {
@@ -405,7 +414,7 @@ pub async fn on_tier_changed_tx(
         }
         let data = json!({ "event": "tier_changed", "from_tier": from, "to_tier": to,
             "from_tier_name": from_name, "to_tier_name": to_name, "direction": direction });
-        fire_tx(conn, t, trigger, customer_id, change_id, data).await?;
+        fire_tx(conn, tenant, trigger, customer_id, change_id, data).await?;
     }
     Ok(())
 }
@@ -414,7 +423,7 @@ pub async fn on_tier_changed_tx(
 /// `before` to `after` (ledger entry `entry_id`).
 pub async fn on_balance_rose_tx(
     conn: &mut AnyConnection,
-    t: &TenantId,
+    tenant: &TenantId,
     customer_id: &str,
     entry_id: &str,
     before: i64,
@@ -423,7 +432,7 @@ pub async fn on_balance_rose_tx(
     if after <= before {
         return Ok(());
     }
-    let triggers = enabled_triggers_tx(conn, t, "reward_redeemable").await?;
+    let triggers = enabled_triggers_tx(conn, tenant, "reward_redeemable").await?;
     if triggers.is_empty() {
         return Ok(());
     }
@@ -437,7 +446,7 @@ pub async fn on_balance_rose_tx(
               WHERE a.tenant_id = $1 AND a.customer_id = $4), -1)) \
          ORDER BY r.cost_points, r.id",
     )
-    .bind(t.as_str())
+    .bind(tenant.as_str())
     .bind(before)
     .bind(after)
     .bind(customer_id)
@@ -456,7 +465,15 @@ pub async fn on_balance_rose_tx(
             }
             let data = json!({ "event": "reward_redeemable", "reward": { "id": reward_id, "name": reward_name,
                 "cost_points": cost }, "balance": after });
-            fire_tx(conn, t, trigger, customer_id, &format!("{entry_id}:{reward_id}"), data).await?;
+            fire_tx(
+                conn,
+                tenant,
+                trigger,
+                customer_id,
+                &format!("{entry_id}:{reward_id}"),
+                data,
+            )
+            .await?;
         }
     }
     Ok(())
@@ -489,7 +506,7 @@ pub fn crosses(previous: Option<f64>, value: f64, threshold: f64, direction: Cro
 /// are the tenant's enabled `score_crossed` triggers (read once per batch).
 pub async fn on_scores_tx(
     conn: &mut sqlx::Transaction<'_, Any>,
-    t: &TenantId,
+    tenant: &TenantId,
     triggers: &[Trigger],
     changes: &[ScoreChange<'_>],
 ) -> StoreResult<()> {
@@ -518,7 +535,7 @@ pub async fn on_scores_tx(
             let data = json!({ "event": "score_crossed", "plugin": plugin, "threshold": threshold,
                 "direction": direction, "previous": change.previous, "score": change.value });
             let key = format!("{}:{}:{}", change.customer_id, change.plugin_id, change.computed_at);
-            fire_tx(&mut *conn, t, trigger, change.customer_id, &key, data).await?;
+            fire_tx(&mut *conn, tenant, trigger, change.customer_id, &key, data).await?;
         }
     }
     Ok(())
