@@ -244,7 +244,7 @@ fn newton_polish(data: &Weighted, theta: &mut Vec<f64>) {
             }
         }
         // Solve H δ = -g (H is negative definite at a maximum).
-        let Some(delta) = solve4(hess, g.map(|v| -v)) else {
+        let Some(delta) = crate::optimize::solve(hess, g.map(|v| -v)) else {
             return;
         };
         let candidate: Vec<f64> = theta.iter().zip(&delta).map(|(t, d)| t + d).collect();
@@ -261,32 +261,6 @@ fn newton_polish(data: &Weighted, theta: &mut Vec<f64>) {
         }
         *theta = candidate;
     }
-}
-
-/// Gaussian elimination with partial pivoting for a 4×4 system.
-fn solve4(mut m: [[f64; 4]; 4], mut rhs: [f64; 4]) -> Option<[f64; 4]> {
-    for col in 0..4 {
-        let pivot = (col..4).max_by(|&i, &j| m[i][col].abs().total_cmp(&m[j][col].abs()))?;
-        if m[pivot][col].abs() < 1e-300 {
-            return None;
-        }
-        m.swap(col, pivot);
-        rhs.swap(col, pivot);
-        for row in col + 1..4 {
-            let factor = m[row][col] / m[col][col];
-            let pivot_row = m[col];
-            for (dst, src) in m[row][col..].iter_mut().zip(&pivot_row[col..]) {
-                *dst -= factor * src;
-            }
-            rhs[row] -= factor * rhs[col];
-        }
-    }
-    let mut x = [0.0; 4];
-    for row in (0..4).rev() {
-        let tail: f64 = (row + 1..4).map(|k| m[row][k] * x[k]).sum();
-        x[row] = (rhs[row] - tail) / m[row][row];
-    }
-    x.iter().all(|v| v.is_finite()).then_some(x)
 }
 
 /// ψ(v) = d/dv ln Γ(v) for v > 0: the recurrence ψ(v) = ψ(v+1) - 1/v up

@@ -116,6 +116,34 @@ pub fn nelder_mead(
     }
 }
 
+/// Solves `m x = rhs` by Gaussian elimination with partial pivoting (the
+/// Newton steps of the BG/NBD and Gamma-Gamma fits); `None` when `m` is
+/// singular or the solution is not finite.
+pub(crate) fn solve<const N: usize>(mut m: [[f64; N]; N], mut rhs: [f64; N]) -> Option<[f64; N]> {
+    for col in 0..N {
+        let pivot = (col..N).max_by(|&i, &j| m[i][col].abs().total_cmp(&m[j][col].abs()))?;
+        if m[pivot][col].abs() < 1e-300 {
+            return None;
+        }
+        m.swap(col, pivot);
+        rhs.swap(col, pivot);
+        for row in col + 1..N {
+            let factor = m[row][col] / m[col][col];
+            let pivot_row = m[col];
+            for (dst, src) in m[row][col..].iter_mut().zip(&pivot_row[col..]) {
+                *dst -= factor * src;
+            }
+            rhs[row] -= factor * rhs[col];
+        }
+    }
+    let mut x = [0.0; N];
+    for row in (0..N).rev() {
+        let tail: f64 = (row + 1..N).map(|k| m[row][k] * x[k]).sum();
+        x[row] = (rhs[row] - tail) / m[row][row];
+    }
+    x.iter().all(|v| v.is_finite()).then_some(x)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

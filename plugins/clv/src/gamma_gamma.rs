@@ -217,7 +217,7 @@ fn newton_polish(rows: &[(u32, f64)], theta: &mut Vec<f64>, mean_ll: &dyn Fn(&[f
                 hess[i][j] = (gu[i] - gd[i]) / (2.0 * h);
             }
         }
-        let Some(delta) = solve3(hess, g.map(|v| -v)) else {
+        let Some(delta) = crate::optimize::solve(hess, g.map(|v| -v)) else {
             return;
         };
         let candidate: Vec<f64> = theta.iter().zip(&delta).map(|(t, d)| t + d).collect();
@@ -231,32 +231,6 @@ fn newton_polish(rows: &[(u32, f64)], theta: &mut Vec<f64>, mean_ll: &dyn Fn(&[f
         }
         *theta = candidate;
     }
-}
-
-/// Gaussian elimination with partial pivoting for a 3×3 system.
-fn solve3(mut m: [[f64; 3]; 3], mut rhs: [f64; 3]) -> Option<[f64; 3]> {
-    for col in 0..3 {
-        let pivot = (col..3).max_by(|&i, &j| m[i][col].abs().total_cmp(&m[j][col].abs()))?;
-        if m[pivot][col].abs() < 1e-300 {
-            return None;
-        }
-        m.swap(col, pivot);
-        rhs.swap(col, pivot);
-        for row in col + 1..3 {
-            let factor = m[row][col] / m[col][col];
-            let pivot_row = m[col];
-            for (dst, src) in m[row][col..].iter_mut().zip(&pivot_row[col..]) {
-                *dst -= factor * src;
-            }
-            rhs[row] -= factor * rhs[col];
-        }
-    }
-    let mut x = [0.0; 3];
-    for row in (0..3).rev() {
-        let tail: f64 = (row + 1..3).map(|k| m[row][k] * x[k]).sum();
-        x[row] = (rhs[row] - tail) / m[row][row];
-    }
-    x.iter().all(|v| v.is_finite()).then_some(x)
 }
 
 /// Gradient of the mean log-likelihood with respect to (ln p, ln q, ln v).
