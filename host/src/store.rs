@@ -15,6 +15,7 @@ pub mod plugin_fits;
 pub mod plugins;
 pub mod products;
 pub mod scores;
+mod sql;
 pub mod suppressions;
 pub mod tenants;
 pub mod triggers;

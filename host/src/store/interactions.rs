@@ -37,10 +37,11 @@ use sqlx::{AnyConnection, Executor, Row};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 
-use super::customers::{Arg, NewCustomer, Sql, ensure_customer_tx, get_customer_tx, page_limit};
+use super::customers::{NewCustomer, ensure_customer_tx, get_customer_tx};
 use super::loyalty::{
     LEDGER_COLUMNS, LedgerEntry, LedgerOp, Tier, apply_ledger_ops_tx, entry_from_row, expire_account_tx,
 };
+use super::sql::{Arg, Sql, page_limit};
 use super::{Page, Store, StoreError, StoreResult, TenantId, cursor, from_millis, json_column, millis, new_id, now_ms};
 
 /// The ceiling on any amount, in minor units (10^15: USD 10 trillion).

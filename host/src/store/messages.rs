@@ -26,7 +26,8 @@ use sqlx::{AnyConnection, Row};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 
-use super::customers::{Arg, Sql, get_customer_tx, page_limit};
+use super::customers::get_customer_tx;
+use super::sql::{Arg, Sql, page_limit};
 use super::{Page, Store, StoreError, StoreResult, TenantId, cursor, from_millis, json_column, new_id, now_ms};
 use crate::db::Backend;
 
