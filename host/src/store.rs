@@ -11,6 +11,7 @@ pub mod gdpr;
 pub mod interactions;
 pub mod loyalty;
 pub mod messages;
+pub mod money;
 pub mod plugin_fits;
 pub mod plugins;
 pub mod products;

@@ -9,7 +9,7 @@ use sqlx::{AnyConnection, Row};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 
-use super::interactions::Money;
+use super::money::Money;
 use super::sql::{Arg, Sql, like_escape, page_limit};
 use super::{
     Page, Store, StoreError, StoreResult, TenantId, cursor, from_millis, is_unique_violation, json_column, millis,
@@ -618,7 +618,7 @@ impl Store {
             "SELECT currency, {} FROM interactions \
              WHERE tenant_id = $1 AND customer_id = $2 AND kind || '' = 'purchase' AND amount_minor IS NOT NULL \
              GROUP BY currency ORDER BY currency",
-            super::interactions::exact_sum_sql("amount_minor", "total")
+            super::money::exact_sum_sql("amount_minor", "total")
         ))
         .bind(tenant.as_str())
         .bind(id)
@@ -627,8 +627,8 @@ impl Store {
         let mut total_spend = Vec::with_capacity(spend_rows.len());
         for r in &spend_rows {
             let currency: String = r.try_get("currency")?;
-            let total = super::interactions::exact_sum(r, "total")?;
-            total_spend.push(Money::stored(&currency, super::interactions::saturate(total))?);
+            let total = super::money::exact_sum(r, "total")?;
+            total_spend.push(Money::stored(&currency, super::money::saturate(total))?);
         }
         let opt_time = |name: &str| -> StoreResult<Option<OffsetDateTime>> {
             Ok(row.try_get::<Option<i64>, _>(name)?.map(from_millis))
