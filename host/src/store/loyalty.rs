@@ -40,6 +40,14 @@ use super::{
 };
 use crate::db::Backend;
 
+mod reward_plugins;
+
+pub use reward_plugins::{
+    AppliedReward, ROLLING_SPEND_WINDOW_MS, RewardAccount, RewardSnapshot, RewardTierChange, apply_reward_ops_tx,
+    lock_reward_account_tx, predict_reward_ops, reward_account_tx, reward_entries_tx, reward_key, reward_tiers_tx,
+    rolling_spend_tx,
+};
+
 /// The window reported as "expiring soon" on an account.
 pub const EXPIRING_WINDOW_MS: i64 = 30 * 24 * 60 * 60 * 1000;
 /// Bound on a single entry's points.
