@@ -2,8 +2,7 @@
 //! summary and per-plugin outcome, finish. Apart from the queue because a job
 //! is an operator's batch run, with a status the API reports.
 
-use serde::Deserialize;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::Row;
 use sqlx::any::AnyRow;

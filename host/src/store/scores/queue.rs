@@ -4,8 +4,7 @@
 //! file because its locking (leases, generations) is what a queue bug is about.
 
 use serde::Serialize;
-use sqlx::AnyConnection;
-use sqlx::Row;
+use sqlx::{AnyConnection, Row};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 

@@ -3,11 +3,11 @@
 //! rows. Apart because they are tuned for a million customers (one streamed
 //! query; two queries per chunk) and read nothing else.
 
-use futures_util::TryStreamExt;
-use sqlx::AnyConnection;
-use sqlx::Row;
-use sqlx::any::AnyRow;
 use std::collections::HashMap;
+
+use futures_util::TryStreamExt;
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
 
 use super::{QueuedRescore, list_placeholders};
 use crate::store::{Store, StoreError, StoreResult, TenantId};

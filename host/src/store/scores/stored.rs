@@ -3,9 +3,9 @@
 //! per segment and per plugin (paged export). Apart from the queue and jobs
 //! because it is what every score, whoever computed it, goes through.
 
-use sqlx::AnyConnection;
-use sqlx::Row;
 use std::collections::HashMap;
+
+use sqlx::{AnyConnection, Row};
 
 use super::{
     CustomerScore, INSERT_ROWS_PER_STATEMENT, MAX_HISTORY_CHUNK, NewScore, SCORE_COLUMNS, SegmentSize, StoredScore,
