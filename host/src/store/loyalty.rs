@@ -20,8 +20,9 @@ mod catalogue;
 mod ledger;
 mod reward_plugins;
 
+use ledger::due_expiry_tx;
+pub(in crate::store) use ledger::require_customer;
 pub use ledger::{apply_ledger_ops_tx, expire_account_tx};
-pub(crate) use ledger::{due_expiry_tx, require_customer};
 
 pub use reward_plugins::{
     AppliedReward, ROLLING_SPEND_WINDOW_MS, RewardAccount, RewardSnapshot, RewardTierChange, apply_reward_ops_tx,
@@ -281,10 +282,10 @@ pub enum LedgerOp {
 // ---------------------------------------------------------------------------
 // Row mapping
 
-pub(crate) const LEDGER_COLUMNS: &str = "id, customer_id, seq, kind, points, reason, expires_at, \
+pub(in crate::store) const LEDGER_COLUMNS: &str = "id, customer_id, seq, kind, points, reason, expires_at, \
      idempotency_key, interaction_id, reward_id, created_at";
 
-pub(crate) fn entry_from_row(row: &AnyRow) -> StoreResult<LedgerEntry> {
+pub(in crate::store) fn entry_from_row(row: &AnyRow) -> StoreResult<LedgerEntry> {
     let kind: String = row.try_get("kind")?;
     let expires: Option<i64> = row.try_get("expires_at")?;
     Ok(LedgerEntry {
@@ -339,9 +340,9 @@ fn reward_from_row(row: &AnyRow) -> StoreResult<Reward> {
     })
 }
 
-pub(crate) const TIER_CHANGE_COLUMNS: &str = "id, customer_id, from_tier_id, to_tier_id, reason, created_at";
+pub(in crate::store) const TIER_CHANGE_COLUMNS: &str = "id, customer_id, from_tier_id, to_tier_id, reason, created_at";
 
-pub(crate) fn tier_change_from_row(row: &AnyRow) -> StoreResult<TierChange> {
+pub(in crate::store) fn tier_change_from_row(row: &AnyRow) -> StoreResult<TierChange> {
     Ok(TierChange {
         id: row.try_get("id")?,
         customer_id: row.try_get("customer_id")?,
@@ -355,7 +356,7 @@ pub(crate) fn tier_change_from_row(row: &AnyRow) -> StoreResult<TierChange> {
 // ---------------------------------------------------------------------------
 // Validation
 
-pub(crate) fn check_reason(reason: &str) -> StoreResult<String> {
+fn check_reason(reason: &str) -> StoreResult<String> {
     let reason = reason.trim();
     if reason.is_empty() || reason.chars().count() > MAX_REASON_CHARS {
         return Err(StoreError::invalid(
@@ -378,7 +379,7 @@ fn check_key(key: &Option<String>) -> StoreResult<()> {
     Ok(())
 }
 
-pub(crate) fn check_points(points: i64, positive: bool) -> StoreResult<()> {
+fn check_points(points: i64, positive: bool) -> StoreResult<()> {
     if positive && points <= 0 {
         return Err(StoreError::invalid("points", "must be greater than 0"));
     }
@@ -472,7 +473,7 @@ async fn get_reward_tx(conn: &mut AnyConnection, tenant: &TenantId, id: &str) ->
 
 /// Starts a read transaction with one snapshot for all its statements
 /// (PostgreSQL defaults to a fresh snapshot per statement).
-pub(crate) async fn begin_read(store: &Store) -> StoreResult<sqlx::Transaction<'static, sqlx::Any>> {
+pub(in crate::store) async fn begin_read(store: &Store) -> StoreResult<sqlx::Transaction<'static, sqlx::Any>> {
     let mut tx = store.db().pool().begin().await?;
     if store.db().backend() == Backend::Postgres {
         sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")

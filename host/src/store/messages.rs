@@ -15,7 +15,7 @@ use super::{StoreError, StoreResult, TenantId, from_millis, json_column};
 mod outbox;
 mod templates;
 
-pub(crate) use outbox::erase_customer_messages_tx;
+pub(in crate::store) use outbox::erase_customer_messages_tx;
 pub use outbox::{enqueue_tx, get_message_tx};
 pub use templates::{MessageTemplate, TemplateBody, validate_template_name};
 

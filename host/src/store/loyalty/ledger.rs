@@ -44,7 +44,7 @@ use crate::store::{
 // Transaction building blocks (all expect a write transaction)
 
 /// 404 unless the customer exists in this tenant.
-pub(crate) async fn require_customer(
+pub(in crate::store) async fn require_customer(
     conn: &mut AnyConnection,
     tenant: &TenantId,
     customer_id: &str,
@@ -676,7 +676,7 @@ pub async fn apply_ledger_ops_tx(
 /// Points of the account's lots whose expiry has passed by `now` but that
 /// no sweep has recorded yet: what the next write will expire. Read-only,
 /// for a reward plugin's snapshot of the account.
-pub(crate) async fn due_expiry_tx(
+pub(super) async fn due_expiry_tx(
     conn: &mut AnyConnection,
     tenant: &TenantId,
     customer_id: &str,

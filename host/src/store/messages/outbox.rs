@@ -259,7 +259,7 @@ pub async fn get_message_tx(conn: &mut AnyConnection, tenant: &TenantId, id: &st
 /// an address) are blanked; messages not yet delivered become `dead` so they
 /// are never sent, and a worker delivering one right now loses its lease.
 /// Returns how many messages were scrubbed.
-pub(crate) async fn erase_customer_messages_tx(
+pub(in crate::store) async fn erase_customer_messages_tx(
     conn: &mut AnyConnection,
     tenant: &TenantId,
     customer_id: &str,
