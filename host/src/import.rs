@@ -28,7 +28,8 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::sync::mpsc;
 
 use crate::store::customers::{NewCustomer, ensure_customer_tx};
-use crate::store::interactions::{Amount, Currency, IngestOutcome, MAX_BATCH, NewInteraction, NewLineItem};
+use crate::store::interactions::{IngestOutcome, MAX_BATCH, NewInteraction, NewLineItem};
+use crate::store::money::{Amount, Currency};
 use crate::store::{Store, StoreError, TenantId};
 
 pub use summary::{Rejections, Summary};

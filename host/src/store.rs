@@ -2,19 +2,23 @@
 //! [`TenantId`]. Only `host/src/store*` writes SQL.
 //!
 //! Each area lives in its own file (`store/customers.rs`, `store/loyalty.rs`,
-//! ...) as an `impl Store` block. Functions that must compose inside one
-//! transaction (ingest + reward ledger operations, say) also come in a
-//! `*_tx(&mut AnyConnection, ...)` form.
+//! ...) as an `impl Store` block; a large area is split into parts under
+//! `store/<area>/` (ARCHITECTURE.md's code map says which part holds what).
+//! `sql` and `money` are the helpers every area shares. Functions that must
+//! compose inside one transaction (ingest + reward ledger operations, say)
+//! also come in a `*_tx(&mut AnyConnection, ...)` form.
 
 pub mod customers;
 pub mod gdpr;
 pub mod interactions;
 pub mod loyalty;
 pub mod messages;
+pub mod money;
 pub mod plugin_fits;
 pub mod plugins;
 pub mod products;
 pub mod scores;
+mod sql;
 pub mod suppressions;
 pub mod tenants;
 pub mod triggers;

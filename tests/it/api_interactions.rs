@@ -848,7 +848,7 @@ async fn concurrent_batches_creating_the_same_customers(backend: Backend) {
 // request can: the sums must still not overflow.
 #[allow(clippy::disallowed_methods)]
 async fn money_ceiling_and_overflow_safe_sums(backend: Backend) {
-    use rapport::store::interactions::MAX_AMOUNT_MINOR;
+    use rapport::store::money::MAX_AMOUNT_MINOR;
     let app = TestApp::start(backend).await;
     let acme = app.tenant("Acme").await;
     let cid = new_customer(&app, &acme.write, "rich").await;

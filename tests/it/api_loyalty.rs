@@ -311,14 +311,50 @@ async fn fifo_lots_and_expiry(backend: Backend) {
     assert_eq!(export["loyalty"]["account"]["balance"], 20);
 }
 
+/// One customer's account walked through the ledger, rewards and tiers on one
+/// app, as named steps: each relies on what the previous ones left (balances,
+/// ledger seqs), so they run in this order.
 async fn idempotency_stock_tiers(backend: Backend) {
     let app = TestApp::start(backend).await;
     let t = app.tenant("Acme").await;
     let cid = customer(&app, &t, "c-1").await;
     let path = format!("/v1/customers/{cid}/loyalty/ledger");
     let redeem = format!("/v1/customers/{cid}/loyalty/redeem");
+    let c = Account {
+        app: &app,
+        t: &t,
+        tier_path: format!("/v1/customers/{cid}/loyalty/tier"),
+        cid,
+        path,
+        redeem,
+    };
+    account_without_entries_reads_zeros(&c).await;
+    earn_is_idempotent_and_checked(&c).await;
+    adjust_may_not_overdraw(&c).await;
+    let limited = redemption_is_idempotent_and_bounded_by_stock(&c).await;
+    inactive_unknown_and_redeemed_rewards(&c, &limited).await;
+    let (silver_id, gold_id) = tiers_gate_rewards(&c).await;
+    tier_crud(&c, &silver_id, &gold_id).await;
+    ledger_pages_newest_first(&c).await;
+    unknown_customer_is_not_found(&c).await;
+}
 
-    // GET on a customer without an account: zeros, and nothing written.
+/// What the steps of [`idempotency_stock_tiers`] share: one tenant's
+/// customer and the paths of its account.
+struct Account<'a> {
+    app: &'a TestApp,
+    t: &'a TestTenant,
+    cid: String,
+    path: String,
+    redeem: String,
+    tier_path: String,
+}
+
+/// Reading a customer without an account: zeros, and nothing written.
+async fn account_without_entries_reads_zeros(c: &Account<'_>) {
+    let app = c.app;
+    let t = c.t;
+    let cid = c.cid.as_str();
     let (s, account) = app.get(&format!("/v1/customers/{cid}/loyalty"), &t.read).await;
     assert_eq!(s, 200);
     assert_eq!(
@@ -330,18 +366,23 @@ async fn idempotency_stock_tiers(backend: Backend) {
         ),
         (Some(0), Some(0), true, true)
     );
+}
 
-    // Idempotent earn: the retry returns the first entry (200), no second entry.
+/// An earn retried with its key replays; invalid points and reasons are 422.
+async fn earn_is_idempotent_and_checked(c: &Account<'_>) {
+    let app = c.app;
+    let t = c.t;
+    let path = c.path.as_str();
     let body = json!({ "kind": "earn", "points": 500, "reason": "welcome", "idempotency_key": "k1" });
-    let (s, first) = app.post(&path, &t.write, body.clone()).await;
+    let (s, first) = app.post(path, &t.write, body.clone()).await;
     assert_eq!((s.as_u16(), first["balance"].as_i64()), (201, Some(500)), "{first}");
-    let (s, again) = app.post(&path, &t.write, body).await;
+    let (s, again) = app.post(path, &t.write, body).await;
     assert_eq!(s, 200, "{again}");
     assert_eq!(again["entry"], first["entry"]);
     assert_eq!(again["balance"], 500);
     let (s, b) = app
         .post(
-            &path,
+            path,
             &t.write,
             json!({ "kind": "earn", "points": 501, "reason": "welcome", "idempotency_key": "k1" }),
         )
@@ -352,7 +393,7 @@ async fn idempotency_stock_tiers(backend: Backend) {
     for points in [0, -5] {
         let (s, b) = app
             .post(
-                &path,
+                path,
                 &t.write,
                 json!({ "kind": "earn", "points": points, "reason": "x" }),
             )
@@ -360,14 +401,19 @@ async fn idempotency_stock_tiers(backend: Backend) {
         assert_error(s, &b, 422, "validation_failed");
     }
     let (s, b) = app
-        .post(&path, &t.write, json!({ "kind": "earn", "points": 5, "reason": "  " }))
+        .post(path, &t.write, json!({ "kind": "earn", "points": 5, "reason": "  " }))
         .await;
     assert_error(s, &b, 422, "validation_failed");
+}
 
-    // A negative adjust may not overdraw.
+/// A negative adjust may not overdraw; a positive one credits.
+async fn adjust_may_not_overdraw(c: &Account<'_>) {
+    let app = c.app;
+    let t = c.t;
+    let path = c.path.as_str();
     let (s, b) = app
         .post(
-            &path,
+            path,
             &t.admin,
             json!({ "kind": "adjust", "points": -501, "reason": "fix" }),
         )
@@ -376,7 +422,7 @@ async fn idempotency_stock_tiers(backend: Backend) {
     assert_eq!(b["error"]["details"], json!({ "balance": 500, "required": 501 }));
     let (s, b) = app
         .post(
-            &path,
+            path,
             &t.admin,
             json!({ "kind": "adjust", "points": 25, "reason": "bonus" }),
         )
@@ -385,12 +431,19 @@ async fn idempotency_stock_tiers(backend: Backend) {
         (s.as_u16(), b["balance"].as_i64(), b["entry"]["kind"].as_str()),
         (201, Some(525), Some("adjust"))
     );
+}
 
-    // Idempotent redemption, stock and out-of-stock.
-    let limited = reward(&app, &t, json!({ "name": "Poster", "cost_points": 100, "stock": 1 })).await;
+/// Redemption replays by key, stops at the stock, and resumes once restocked;
+/// returns the reward redeemed.
+async fn redemption_is_idempotent_and_bounded_by_stock(c: &Account<'_>) -> String {
+    let app = c.app;
+    let t = c.t;
+    let cid = c.cid.as_str();
+    let redeem = c.redeem.as_str();
+    let limited = reward(app, t, json!({ "name": "Poster", "cost_points": 100, "stock": 1 })).await;
     let (s, r1) = app
         .post(
-            &redeem,
+            redeem,
             &t.write,
             json!({ "reward_id": limited, "idempotency_key": "r1" }),
         )
@@ -399,7 +452,7 @@ async fn idempotency_stock_tiers(backend: Backend) {
     assert_eq!(r1["entry"]["reward_id"], limited.as_str());
     let (s, r1b) = app
         .post(
-            &redeem,
+            redeem,
             &t.write,
             json!({ "reward_id": limited, "idempotency_key": "r1" }),
         )
@@ -411,7 +464,7 @@ async fn idempotency_stock_tiers(backend: Backend) {
     );
     let (s, b) = app
         .post(
-            &redeem,
+            redeem,
             &t.write,
             json!({ "reward_id": limited, "idempotency_key": "k1" }),
         )
@@ -419,9 +472,9 @@ async fn idempotency_stock_tiers(backend: Backend) {
     assert_error(s, &b, 409, "idempotency_conflict");
     let (_, r) = app.get(&format!("/v1/loyalty/rewards/{limited}"), &t.read).await;
     assert_eq!(r["stock"], 0);
-    let (s, b) = app.post(&redeem, &t.write, json!({ "reward_id": limited })).await;
+    let (s, b) = app.post(redeem, &t.write, json!({ "reward_id": limited })).await;
     assert_error(s, &b, 409, "out_of_stock");
-    assert_eq!(balance(&app, &t, &cid).await, 425);
+    assert_eq!(balance(app, t, cid).await, 425);
     // Restock to unlimited (null), then it redeems again.
     let (s, r) = app
         .patch(
@@ -435,16 +488,23 @@ async fn idempotency_stock_tiers(backend: Backend) {
         (200, true, Some(100)),
         "{r}"
     );
-    let (s, _) = app.post(&redeem, &t.write, json!({ "reward_id": limited })).await;
+    let (s, _) = app.post(redeem, &t.write, json!({ "reward_id": limited })).await;
     assert_eq!(s, 201);
-    assert_eq!(balance(&app, &t, &cid).await, 325);
+    assert_eq!(balance(app, t, cid).await, 325);
+    limited
+}
 
-    // Inactive and unknown rewards.
-    let inactive = reward(&app, &t, json!({ "name": "Old", "cost_points": 10, "active": false })).await;
-    let (s, b) = app.post(&redeem, &t.write, json!({ "reward_id": inactive })).await;
+/// Inactive and unknown rewards are refused; a redeemed reward cannot be
+/// deleted, an unused one can.
+async fn inactive_unknown_and_redeemed_rewards(c: &Account<'_>, limited: &str) {
+    let app = c.app;
+    let t = c.t;
+    let redeem = c.redeem.as_str();
+    let inactive = reward(app, t, json!({ "name": "Old", "cost_points": 10, "active": false })).await;
+    let (s, b) = app.post(redeem, &t.write, json!({ "reward_id": inactive })).await;
     assert_error(s, &b, 409, "reward_inactive");
     let (s, b) = app
-        .post(&redeem, &t.write, json!({ "reward_id": "no-such-reward" }))
+        .post(redeem, &t.write, json!({ "reward_id": "no-such-reward" }))
         .await;
     assert_error(s, &b, 404, "not_found");
     let (_, list) = app.get("/v1/loyalty/rewards?active=true", &t.read).await;
@@ -470,8 +530,16 @@ async fn idempotency_stock_tiers(backend: Backend) {
         app.get(&format!("/v1/loyalty/rewards/{inactive}"), &t.read).await.0,
         404
     );
+}
 
-    // Tiers and tier gating.
+/// Tiers gate rewards by rank; tier changes are recorded, newest first.
+/// Returns the silver and gold tier ids.
+async fn tiers_gate_rewards(c: &Account<'_>) -> (String, String) {
+    let app = c.app;
+    let t = c.t;
+    let cid = c.cid.as_str();
+    let redeem = c.redeem.as_str();
+    let tier_path = c.tier_path.as_str();
     let (s, silver) = app
         .post(
             "/v1/loyalty/tiers",
@@ -503,16 +571,15 @@ async fn idempotency_stock_tiers(backend: Backend) {
     assert_error(s, &b, 422, "validation_failed");
     let (silver_id, gold_id) = (silver["id"].as_str().unwrap(), gold["id"].as_str().unwrap());
     let vip = reward(
-        &app,
-        &t,
+        app,
+        t,
         json!({ "name": "Lounge", "cost_points": 50, "min_tier_rank": 2 }),
     )
     .await;
-    let (s, b) = app.post(&redeem, &t.write, json!({ "reward_id": vip })).await;
+    let (s, b) = app.post(redeem, &t.write, json!({ "reward_id": vip })).await;
     assert_error(s, &b, 409, "tier_too_low");
-    let tier_path = format!("/v1/customers/{cid}/loyalty/tier");
     let (s, b) = app
-        .put(&tier_path, &t.admin, json!({ "tier_id": silver_id, "reason": "spend" }))
+        .put(tier_path, &t.admin, json!({ "tier_id": silver_id, "reason": "spend" }))
         .await;
     assert_eq!(s, 200, "{b}");
     assert_eq!(
@@ -523,11 +590,11 @@ async fn idempotency_stock_tiers(backend: Backend) {
         (true, Some(silver_id))
     );
     assert_eq!(b["account"]["tier"]["name"], "Silver");
-    let (s, b) = app.post(&redeem, &t.write, json!({ "reward_id": vip })).await;
+    let (s, b) = app.post(redeem, &t.write, json!({ "reward_id": vip })).await;
     assert_error(s, &b, 409, "tier_too_low");
     let (s, b) = app
         .put(
-            &tier_path,
+            tier_path,
             &t.admin,
             json!({ "tier_id": gold_id, "reason": "promotion" }),
         )
@@ -538,14 +605,14 @@ async fn idempotency_stock_tiers(backend: Backend) {
         "{b}"
     );
     let (s, b) = app
-        .put(&tier_path, &t.admin, json!({ "tier_id": gold_id, "reason": "again" }))
+        .put(tier_path, &t.admin, json!({ "tier_id": gold_id, "reason": "again" }))
         .await;
     assert_eq!((s.as_u16(), b["change"].is_null()), (200, true), "{b}");
     let (s, b) = app
-        .put(&tier_path, &t.admin, json!({ "tier_id": "nope", "reason": "x" }))
+        .put(tier_path, &t.admin, json!({ "tier_id": "nope", "reason": "x" }))
         .await;
     assert_error(s, &b, 404, "not_found");
-    let (s, b) = app.post(&redeem, &t.write, json!({ "reward_id": vip })).await;
+    let (s, b) = app.post(redeem, &t.write, json!({ "reward_id": vip })).await;
     assert_eq!((s.as_u16(), b["balance"].as_i64()), (201, Some(275)), "{b}");
     let (_, changes) = app
         .get(&format!("/v1/customers/{cid}/loyalty/tier-changes"), &t.read)
@@ -563,8 +630,14 @@ async fn idempotency_stock_tiers(backend: Backend) {
             (Value::Null, json!(silver_id), json!("spend"))
         ]
     );
+    (silver_id.to_string(), gold_id.to_string())
+}
 
-    // Tier CRUD: list by rank, patch, in-use delete refused, unused delete.
+/// Tier CRUD: list by rank, patch, in-use delete refused, unused delete.
+async fn tier_crud(c: &Account<'_>, silver_id: &str, gold_id: &str) {
+    let app = c.app;
+    let t = c.t;
+    let tier_path = c.tier_path.as_str();
     let (_, tiers) = app.get("/v1/loyalty/tiers", &t.read).await;
     assert_eq!(
         tiers
@@ -602,11 +675,16 @@ async fn idempotency_stock_tiers(backend: Backend) {
     );
     assert_eq!(app.get(&format!("/v1/loyalty/tiers/{silver_id}"), &t.read).await.0, 404);
     let (s, b) = app
-        .put(&tier_path, &t.admin, json!({ "tier_id": null, "reason": "reset" }))
+        .put(tier_path, &t.admin, json!({ "tier_id": null, "reason": "reset" }))
         .await;
     assert_eq!((s.as_u16(), b["account"]["tier"].is_null()), (200, true), "{b}");
+}
 
-    // Ledger pagination, newest first.
+/// The ledger pages newest first; bad limits and cursors are refused.
+async fn ledger_pages_newest_first(c: &Account<'_>) {
+    let app = c.app;
+    let t = c.t;
+    let path = c.path.as_str();
     let (s, page1) = app.get(&format!("{path}?limit=3"), &t.read).await;
     assert_eq!(s, 200);
     let seqs = |p: &Value| {
@@ -628,8 +706,12 @@ async fn idempotency_stock_tiers(backend: Backend) {
     assert_error(s, &b, 422, "validation_failed");
     let (s, b) = app.get(&format!("{path}?limit=abc"), &t.read).await;
     assert_error(s, &b, 400, "invalid_query");
+}
 
-    // Unknown customer.
+/// An unknown customer is 404 on read and write.
+async fn unknown_customer_is_not_found(c: &Account<'_>) {
+    let app = c.app;
+    let t = c.t;
     let (s, b) = app.get("/v1/customers/nobody/loyalty", &t.read).await;
     assert_error(s, &b, 404, "not_found");
     let (s, b) = app

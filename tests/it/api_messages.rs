@@ -234,6 +234,9 @@ fn errors(m: &Value) -> Vec<Value> {
         .collect()
 }
 
+/// Messages through stored, delivered, retried, dead, replayed and listed, as
+/// named steps on one app: each relies on what the previous ones sent (the
+/// list checks their order), so they run in this order.
 async fn delivery_lifecycle(backend: Backend) {
     let Setup {
         app,
@@ -243,9 +246,43 @@ async fn delivery_lifecycle(backend: Backend) {
         ..
     } = start(backend, true).await;
     let cid = customer(&app, &acme, json!({ "external_id": "C1", "name": "Ada" })).await;
-    let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
+    let c = Delivery {
+        app: &app,
+        acme: &acme,
+        receiver: &receiver,
+        port,
+        cid,
+    };
+    let (request, id) = delivered_with_the_exact_body(&c).await;
+    let by_header = idempotency_by_body_or_header_key(&c, &request, &id).await;
+    let flaky = retry_then_success(&c).await;
+    let down = dead_letter_then_replay(&c, &id).await;
+    let bad = not_retryable_is_dead_at_once(&c).await;
+    list_newest_first_filtered_and_paged(&c, &by_header, &flaky, &down, &bad).await;
+    metrics_are_exported(&c).await;
 
-    // Happy path: stored (202), then delivered with the exact JSON body.
+    app.server.stop().await.unwrap();
+}
+
+/// What the steps of [`delivery_lifecycle`] share: the app, the tenant, the
+/// receiving end and the customer messaged.
+struct Delivery<'a> {
+    app: &'a TestApp,
+    acme: &'a TestTenant,
+    receiver: &'a Receiver,
+    port: u16,
+    cid: String,
+}
+
+/// Happy path: stored (202), then delivered with the exact JSON body.
+/// Returns the request and the message id.
+async fn delivered_with_the_exact_body(c: &Delivery<'_>) -> (Value, String) {
+    let app = c.app;
+    let acme = c.acme;
+    let receiver = c.receiver;
+    let cid = c.cid.as_str();
+    let port = c.port;
+    let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
     let request = json!({
         "customer_id": cid, "channel": "webhook", "to": url("/ok"),
         "subject": "Hello", "body": "hello Ada", "metadata": { "campaign": "spring" },
@@ -256,7 +293,7 @@ async fn delivery_lifecycle(backend: Backend) {
     let id = m["id"].as_str().unwrap().to_string();
     assert_eq!(m["to"], url("/ok"));
     assert_eq!(m["idempotency_key"], "k-ok");
-    let m = wait_for(&app, &acme, &id, status_is("delivered")).await;
+    let m = wait_for(app, acme, &id, status_is("delivered")).await;
     assert_eq!(m["attempts"], 1);
     assert_eq!(m["connector"], "hook");
     assert_eq!(m["provider_id"], "prov-1");
@@ -274,12 +311,19 @@ async fn delivery_lifecycle(backend: Backend) {
             "metadata": { "campaign": "spring" }, "subject": "Hello", "to": url("/ok"),
         })
     );
+    (request, id)
+}
 
-    // Idempotency: the same request replays (200, same message); another
+/// Idempotency: the same request replays (200, same message); another
+/// request with the key is a conflict; the key may come as a header. A read
+/// key may not send. Returns the message sent with the header key.
+async fn idempotency_by_body_or_header_key(c: &Delivery<'_>, request: &Value, id: &str) -> Value {
+    let app = c.app;
+    let acme = c.acme;
     // request with the key is a conflict; the key may come as a header.
     let (s, again) = app.post("/v1/messages", &acme.write, request.clone()).await;
     assert_eq!(s, 200, "{again}");
-    assert_eq!(again["id"], id.as_str());
+    assert_eq!(again["id"], id);
     let mut other = request.clone();
     other["body"] = json!("something else");
     let (s, b) = app.post("/v1/messages", &acme.write, other).await;
@@ -301,13 +345,13 @@ async fn delivery_lifecycle(backend: Backend) {
     assert_eq!(resp.status(), 202);
     let by_header: Value = resp.json().await.unwrap();
     assert_eq!(by_header["idempotency_key"], "k-header");
-    wait_for(&app, &acme, by_header["id"].as_str().unwrap(), status_is("delivered")).await;
+    wait_for(app, acme, by_header["id"].as_str().unwrap(), status_is("delivered")).await;
     let resp = app
         .client
         .post(app.url("/v1/messages"))
         .bearer_auth(&acme.write)
         .header("Idempotency-Key", "k-other")
-        .json(&request)
+        .json(request)
         .send()
         .await
         .unwrap();
@@ -315,8 +359,17 @@ async fn delivery_lifecycle(backend: Backend) {
     // A read key may not send.
     let (s, b) = app.post("/v1/messages", &acme.read, request.clone()).await;
     assert_error(s, &b, 403, "forbidden");
+    by_header
+}
 
-    // Retry then success: 503 twice, then 200.
+/// Retry then success: 503 twice, then 200. Returns the message id.
+async fn retry_then_success(c: &Delivery<'_>) -> String {
+    let app = c.app;
+    let acme = c.acme;
+    let receiver = c.receiver;
+    let cid = c.cid.as_str();
+    let port = c.port;
+    let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
     receiver.script("/flaky", &[503, 503]);
     let (s, m) = app
         .post(
@@ -327,7 +380,7 @@ async fn delivery_lifecycle(backend: Backend) {
         .await;
     assert_eq!(s, 202, "{m}");
     let flaky = m["id"].as_str().unwrap().to_string();
-    let m = wait_for(&app, &acme, &flaky, status_is("delivered")).await;
+    let m = wait_for(app, acme, &flaky, status_is("delivered")).await;
     assert_eq!(m["attempts"], 3);
     assert_eq!(outcomes(&m), ["retryable", "retryable", "delivered"]);
     assert_eq!(errors(&m), [json!("HTTP 503"), json!("HTTP 503"), Value::Null]);
@@ -338,8 +391,18 @@ async fn delivery_lifecycle(backend: Backend) {
         .map(|r| r.body["attempt"].as_i64().unwrap())
         .collect();
     assert_eq!(attempts, [1, 2, 3]);
+    flaky
+}
 
-    // Dead letter after max_attempts (3), then replay once the endpoint heals.
+/// Dead letter after max_attempts (3), then replay once the endpoint heals;
+/// only dead messages can be replayed. Returns the message id.
+async fn dead_letter_then_replay(c: &Delivery<'_>, id: &str) -> String {
+    let app = c.app;
+    let acme = c.acme;
+    let receiver = c.receiver;
+    let cid = c.cid.as_str();
+    let port = c.port;
+    let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
     receiver.fix("/down", Some(503));
     let (s, m) = app
         .post(
@@ -350,7 +413,7 @@ async fn delivery_lifecycle(backend: Backend) {
         .await;
     assert_eq!(s, 202, "{m}");
     let down = m["id"].as_str().unwrap().to_string();
-    let m = wait_for(&app, &acme, &down, status_is("dead")).await;
+    let m = wait_for(app, acme, &down, status_is("dead")).await;
     assert_eq!(m["attempts"], 3);
     assert_eq!(outcomes(&m), ["retryable", "retryable", "retryable"]);
     assert_eq!(m["last_error"], "HTTP 503");
@@ -375,12 +438,21 @@ async fn delivery_lifecycle(backend: Backend) {
         .await;
     assert_eq!(s, 202, "{m}");
     assert_eq!(m["status"], "pending");
-    let m = wait_for(&app, &acme, &down, status_is("delivered")).await;
+    let m = wait_for(app, acme, &down, status_is("delivered")).await;
     assert_eq!(m["attempts"], 4);
     assert_eq!(outcomes(&m), ["retryable", "retryable", "retryable", "delivered"]);
     assert_eq!(receiver.at("/down").last().unwrap().body["attempt"], 4);
+    down
+}
 
-    // Not retryable (400): dead at once.
+/// Not retryable (400): dead at once. Returns the message id.
+async fn not_retryable_is_dead_at_once(c: &Delivery<'_>) -> String {
+    let app = c.app;
+    let acme = c.acme;
+    let receiver = c.receiver;
+    let cid = c.cid.as_str();
+    let port = c.port;
+    let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
     receiver.fix("/bad", Some(400));
     let (s, m) = app
         .post(
@@ -391,13 +463,19 @@ async fn delivery_lifecycle(backend: Backend) {
         .await;
     assert_eq!(s, 202, "{m}");
     let bad = m["id"].as_str().unwrap().to_string();
-    let m = wait_for(&app, &acme, &bad, status_is("dead")).await;
+    let m = wait_for(app, acme, &bad, status_is("dead")).await;
     assert_eq!(m["attempts"], 1);
     assert_eq!(outcomes(&m), ["failed"]);
     assert_eq!(m["last_error"], "HTTP 400");
     assert_eq!(receiver.at("/bad").len(), 1);
+    bad
+}
 
-    // The list: newest first, filters, cursor paging.
+/// The list: newest first, filters, cursor paging.
+async fn list_newest_first_filtered_and_paged(c: &Delivery<'_>, by_header: &Value, flaky: &str, down: &str, bad: &str) {
+    let app = c.app;
+    let acme = c.acme;
+    let cid = c.cid.as_str();
     let (s, page) = app.get("/v1/messages?limit=2", &acme.read).await;
     assert_eq!(s, 200, "{page}");
     let first: Vec<&str> = page["items"]
@@ -406,7 +484,7 @@ async fn delivery_lifecycle(backend: Backend) {
         .iter()
         .map(|m| m["id"].as_str().unwrap())
         .collect();
-    assert_eq!(first, [bad.as_str(), down.as_str()]);
+    assert_eq!(first, [bad, down]);
     let cursor = page["next_cursor"].as_str().unwrap();
     let (_, page) = app
         .get(&format!("/v1/messages?limit=2&cursor={cursor}"), &acme.read)
@@ -417,7 +495,7 @@ async fn delivery_lifecycle(backend: Backend) {
         .iter()
         .map(|m| m["id"].as_str().unwrap())
         .collect();
-    assert_eq!(second, [flaky.as_str(), by_header["id"].as_str().unwrap()]);
+    assert_eq!(second, [flaky, by_header["id"].as_str().unwrap()]);
     let (_, page) = app
         .get(
             &format!("/v1/messages?status=delivered&customer_id={cid}&channel=webhook"),
@@ -429,8 +507,11 @@ async fn delivery_lifecycle(backend: Backend) {
     assert_eq!(page["items"], json!([]));
     let (s, b) = app.get("/v1/messages?status=sent", &acme.read).await;
     assert_error(s, &b, 422, "validation_failed");
+}
 
-    // Metrics (process-wide, so only presence is checked).
+/// Metrics (process-wide, so only presence is checked).
+async fn metrics_are_exported(c: &Delivery<'_>) {
+    let app = c.app;
     let metrics = app
         .client
         .get(app.url("/metrics"))
@@ -448,8 +529,6 @@ async fn delivery_lifecycle(backend: Backend) {
     ] {
         assert!(metrics.contains(line), "{line} missing from /metrics");
     }
-
-    app.server.stop().await.unwrap();
 }
 
 async fn templates_and_addresses(backend: Backend) {

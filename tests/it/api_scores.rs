@@ -213,6 +213,9 @@ async fn app_read_key(app: &TestApp) -> String {
         .token
 }
 
+/// Two tenants' customers scored by jobs and the worker, as named steps on
+/// one app: each relies on what the previous ones stored (scores, history,
+/// jobs), so they run in this order.
 async fn job_stores_scores_with_history_segments_and_filters(backend: Backend) {
     let (app, _dir) = start_with_manifest(backend, manifest).await;
     let acme = app.tenant_with_id("acme").await;
@@ -221,15 +224,56 @@ async fn job_stores_scores_with_history_segments_and_filters(backend: Backend) {
     let bob = customer(&app, &acme, "bob").await;
     let carol = customer(&app, &acme, "carol").await;
     let dave = customer(&app, &globex, "dave").await;
+    let c = Scored {
+        app: &app,
+        acme: &acme,
+        globex: &globex,
+        alice,
+        bob,
+        carol,
+        dave,
+    };
+    no_scores_until_a_job_and_bulk_histories(&c).await;
+    let job_id = admins_run_a_job_that_scores_everyone(&c).await;
+    stored_values_are_exact(&c, &job_id).await;
+    segment_sizes_are_per_tenant(&c).await;
+    customer_list_filters_on_the_stored_score(&c).await;
+    a_second_job_appends_to_the_history(&c, &job_id).await;
+    tenants_are_isolated(&c, &job_id).await;
+    each_tenant_job_uses_its_own_config(&c).await;
+    one_job_per_tenant_at_a_time(&c).await;
+    scored_customer_can_be_deleted(&c).await;
+}
 
-    // Nothing stored yet.
+/// What the steps of [`job_stores_scores_with_history_segments_and_filters`]
+/// share: two tenants and their customers.
+struct Scored<'a> {
+    app: &'a TestApp,
+    acme: &'a TestTenant,
+    globex: &'a TestTenant,
+    alice: String,
+    bob: String,
+    carol: String,
+    dave: String,
+}
+
+/// No scores before a job; the purchases and an email open read back through
+/// the bulk histories.
+async fn no_scores_until_a_job_and_bulk_histories(c: &Scored<'_>) {
+    let app = c.app;
+    let acme = c.acme;
+    let globex = c.globex;
+    let alice = &c.alice;
+    let bob = &c.bob;
+    let carol = &c.carol;
+    let dave = &c.dave;
     let (s, body) = app.get(&format!("/v1/customers/{alice}/scores"), &acme.read).await;
     assert_eq!(s, 200, "{body}");
     assert_eq!(body, json!({ "customer_id": alice, "scores": [] }));
 
-    purchase(&app, &acme, &alice, "10.00").await;
-    purchase(&app, &acme, &alice, "5.25").await;
-    purchase(&app, &acme, &carol, "1.00").await;
+    purchase(app, acme, alice, "10.00").await;
+    purchase(app, acme, alice, "5.25").await;
+    purchase(app, acme, carol, "1.00").await;
     let (s, b) = app
         .post(
             "/v1/interactions",
@@ -239,10 +283,15 @@ async fn job_stores_scores_with_history_segments_and_filters(backend: Backend) {
         )
         .await;
     assert_eq!(s, 201, "{b}");
-    check_bulk_histories(&app, &[&alice, &bob, &carol]).await;
-    purchase(&app, &globex, &dave, "3.00").await;
+    check_bulk_histories(app, &[alice, bob, carol]).await;
+    purchase(app, globex, dave, "3.00").await;
+}
 
-    // Starting a job is for tenant admins.
+/// Starting a job is for tenant admins, with checked input; the job scores
+/// all three customers. Returns its id.
+async fn admins_run_a_job_that_scores_everyone(c: &Scored<'_>) -> String {
+    let app = c.app;
+    let acme = c.acme;
     for key in [&acme.read, &acme.write] {
         let (s, b) = app.post("/v1/scoring/jobs", key, json!({})).await;
         assert_error(s, &b, 403, "forbidden");
@@ -263,7 +312,7 @@ async fn job_stores_scores_with_history_segments_and_filters(backend: Backend) {
         .await;
     assert_error(s, &b, 409, "plugin_not_active");
 
-    let job = run_job(&app, &acme, json!({})).await;
+    let job = run_job(app, acme, json!({})).await;
     let job_id = job["id"].as_str().unwrap();
     assert_eq!(job["status"], "succeeded", "{job}");
     assert_eq!(
@@ -279,8 +328,15 @@ async fn job_stores_scores_with_history_segments_and_filters(backend: Backend) {
         job["error"].is_null() && job["started_at"].is_string() && job["finished_at"].is_string(),
         "{job}"
     );
+    job_id.to_string()
+}
 
-    // Exact stored values (bonus 0.5 from acme's config).
+/// Exact stored values (bonus 0.5 from acme's config).
+async fn stored_values_are_exact(c: &Scored<'_>, job_id: &str) {
+    let app = c.app;
+    let acme = c.acme;
+    let alice = &c.alice;
+    let bob = &c.bob;
     let (s, body) = app.get(&format!("/v1/customers/{alice}/scores"), &acme.read).await;
     assert_eq!(s, 200, "{body}");
     assert_eq!(body["scores"].as_array().unwrap().len(), 1, "{body}");
@@ -300,8 +356,13 @@ async fn job_stores_scores_with_history_segments_and_filters(backend: Backend) {
     );
     // Bob has no interactions: only the job scored him.
     assert_eq!(score["job_id"], job_id, "{body}");
+}
 
-    // Segment sizes, largest first; another tenant's are its own.
+/// Segment sizes, largest first; another tenant's are its own.
+async fn segment_sizes_are_per_tenant(c: &Scored<'_>) {
+    let app = c.app;
+    let acme = c.acme;
+    let globex = c.globex;
     let (s, body) = app.get("/v1/segments?plugin=scorer", &acme.read).await;
     assert_eq!(s, 200, "{body}");
     assert_eq!(
@@ -311,7 +372,7 @@ async fn job_stores_scores_with_history_segments_and_filters(backend: Backend) {
     );
     // globex ran no job: its only score is the worker's of dave (after his
     // purchase, within about a second), never one of acme's customers.
-    let body = poll(&app, "/v1/segments", &globex.read, Duration::from_secs(10), |b| {
+    let body = poll(app, "/v1/segments", &globex.read, Duration::from_secs(10), |b| {
         b["segments"].as_array().is_some_and(|s| !s.is_empty())
     })
     .await;
@@ -324,35 +385,44 @@ async fn job_stores_scores_with_history_segments_and_filters(backend: Backend) {
     assert_eq!(body["segments"], json!([]));
     let (s, b) = app.get("/v1/segments?plugins=scorer", &acme.read).await;
     assert_error(s, &b, 400, "invalid_query");
+}
 
-    // Customer list filters on the stored score.
+/// Customer list filters on the stored score.
+async fn customer_list_filters_on_the_stored_score(c: &Scored<'_>) {
+    let app = c.app;
+    let acme = c.acme;
+    let globex = c.globex;
+    let alice = &c.alice;
+    let bob = &c.bob;
+    let carol = &c.carol;
+    let dave = &c.dave;
     assert_eq!(
-        ids(&app, &acme, "score_plugin=scorer&segment=buyer").await,
-        sorted(vec![&alice, &carol])
+        ids(app, acme, "score_plugin=scorer&segment=buyer").await,
+        sorted(vec![alice, carol])
     );
     assert_eq!(
-        ids(&app, &acme, "score_plugin=scorer&min_score=1.6").await,
+        ids(app, acme, "score_plugin=scorer&min_score=1.6").await,
         vec![alice.clone()]
     );
     assert_eq!(
-        ids(&app, &acme, "score_plugin=scorer&min_score=1.5&max_score=1.5").await,
+        ids(app, acme, "score_plugin=scorer&min_score=1.5&max_score=1.5").await,
         vec![carol.clone()]
     );
     assert_eq!(
-        ids(&app, &acme, "score_plugin=scorer&max_score=1").await,
+        ids(app, acme, "score_plugin=scorer&max_score=1").await,
         vec![bob.clone()]
     );
     assert_eq!(
-        ids(&app, &acme, "score_plugin=scorer").await,
-        sorted(vec![&alice, &bob, &carol])
+        ids(app, acme, "score_plugin=scorer").await,
+        sorted(vec![alice, bob, carol])
     );
     assert_eq!(
-        ids(&app, &acme, "score_plugin=scorer&segment=prospect&external_id=bob").await,
+        ids(app, acme, "score_plugin=scorer&segment=prospect&external_id=bob").await,
         vec![bob.clone()]
     );
-    assert!(ids(&app, &acme, "score_plugin=other").await.is_empty());
+    assert!(ids(app, acme, "score_plugin=other").await.is_empty());
     assert_eq!(
-        ids(&app, &globex, "score_plugin=scorer").await,
+        ids(app, globex, "score_plugin=scorer").await,
         vec![dave.clone()],
         "another tenant's scores leaked"
     );
@@ -367,9 +437,15 @@ async fn job_stores_scores_with_history_segments_and_filters(backend: Backend) {
         .get("/v1/customers?score_plugin=scorer&min_score=high", &acme.read)
         .await;
     assert_error(s, &b, 400, "invalid_query");
+}
 
-    // A second job appends to the history; the current score stays one row.
-    let job2 = run_job(&app, &acme, json!({ "plugin": "scorer" })).await;
+/// A second job appends to the history; the current score stays one row.
+async fn a_second_job_appends_to_the_history(c: &Scored<'_>, job_id: &str) {
+    let app = c.app;
+    let acme = c.acme;
+    let alice = &c.alice;
+    let bob = &c.bob;
+    let job2 = run_job(app, acme, json!({ "plugin": "scorer" })).await;
     assert_eq!(job2["status"], "succeeded", "{job2}");
     assert_eq!(job2["plugin"], "scorer");
     let job2_id = job2["id"].as_str().unwrap();
@@ -425,8 +501,14 @@ async fn job_stores_scores_with_history_segments_and_filters(backend: Backend) {
         .get(&format!("/v1/customers/{bob}/scores?history=maybe"), &acme.read)
         .await;
     assert_error(s, &b, 400, "invalid_query");
+}
 
-    // Isolation: globex's keys see none of acme's customers, jobs or scores.
+/// Isolation: globex's keys see none of acme's customers, jobs or scores.
+async fn tenants_are_isolated(c: &Scored<'_>, job_id: &str) {
+    let app = c.app;
+    let acme = c.acme;
+    let globex = c.globex;
+    let alice = &c.alice;
     let (s, b) = app.get(&format!("/v1/customers/{alice}/scores"), &globex.read).await;
     assert_error(s, &b, 404, "not_found");
     let (s, b) = app.get(&format!("/v1/scoring/jobs/{job_id}"), &globex.read).await;
@@ -435,9 +517,15 @@ async fn job_stores_scores_with_history_segments_and_filters(backend: Backend) {
     assert_error(s, &b, 404, "not_found");
     let (s, b) = app.get(&format!("/v1/customers/{alice}/scores"), "not-a-key").await;
     assert_error(s, &b, 401, "unauthorized");
+}
 
-    // globex's own job scores only globex, with globex's config (no bonus).
-    let job = run_job(&app, &globex, json!({})).await;
+/// globex's own job scores only globex, with globex's config (no bonus).
+async fn each_tenant_job_uses_its_own_config(c: &Scored<'_>) {
+    let app = c.app;
+    let acme = c.acme;
+    let globex = c.globex;
+    let dave = &c.dave;
+    let job = run_job(app, globex, json!({})).await;
     assert_eq!(
         (job["status"].as_str(), job["total"].as_i64()),
         (Some("succeeded"), Some(1)),
@@ -452,18 +540,29 @@ async fn job_stores_scores_with_history_segments_and_filters(backend: Backend) {
     );
     let (_, body) = app.get("/v1/segments?plugin=scorer", &acme.read).await;
     assert_eq!(body["segments"][0]["customers"], 2, "acme's segments changed: {body}");
+}
 
-    // One job per tenant at a time: a queued one blocks the next.
+/// One job per tenant at a time: a queued one blocks the next, not another
+/// tenant's.
+async fn one_job_per_tenant_at_a_time(c: &Scored<'_>) {
+    let app = c.app;
+    let acme = c.acme;
+    let globex = c.globex;
     let tenant = rapport::store::TenantId::for_tests("globex");
     let queued = app.server.state.store.create_scoring_job(&tenant, None).await.unwrap();
     let (s, b) = app.post("/v1/scoring/jobs", &globex.admin, json!({})).await;
     assert_error(s, &b, 409, "scoring_job_active");
     assert!(b["error"]["message"].as_str().unwrap().contains(&queued.id), "{b}");
     // ...but not another tenant's.
-    let job = run_job(&app, &acme, json!({})).await;
+    let job = run_job(app, acme, json!({})).await;
     assert_eq!(job["status"], "succeeded", "{job}");
+}
 
-    // A customer without history can still be deleted once scored.
+/// A customer without history can still be deleted once scored.
+async fn scored_customer_can_be_deleted(c: &Scored<'_>) {
+    let app = c.app;
+    let acme = c.acme;
+    let bob = &c.bob;
     let (s, b) = app.delete(&format!("/v1/customers/{bob}"), &acme.write).await;
     assert_eq!(s, StatusCode::NO_CONTENT, "{b}");
     let (s, b) = app.get(&format!("/v1/customers/{bob}/scores"), &acme.read).await;

@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use crate::support::{Backend, TestApp};
 use rapport::import::{self, ImportError, Progress, Rejections, Summary};
 use rapport::store::customers::CustomerFilter;
-use rapport::store::interactions::{Money, TimelineFilter};
+use rapport::store::interactions::TimelineFilter;
+use rapport::store::money::Money;
 use rapport::store::{Store, TenantId};
 
 /// `<repo>/../shared/data/cdnow/`, where the CDNOW files live beside the repo.

@@ -23,12 +23,13 @@ use crate::runtime::contract::rewards::{InteractionContext, LedgerIntent, Reward
 use crate::runtime::contract::types;
 use crate::runtime::{CallContext, CallError, Plugin};
 use crate::store::interactions::{
-    Assigned, HookedIngest, IngestHook, IngestOutcome, Interaction, NewInteraction, ROLLING_SPEND_WINDOW_MS,
-    RewardAccount, RewardSnapshot, RewardTierChange, SNAPSHOT_STALE, apply_reward_ops_tx, is_stale,
-    lock_reward_account_tx, predict_reward_ops, reward_account_tx, reward_entries_tx, reward_key, reward_tiers_tx,
-    rolling_spend_tx,
+    Assigned, HookedIngest, IngestHook, IngestOutcome, Interaction, NewInteraction, SNAPSHOT_STALE, is_stale,
 };
-use crate::store::loyalty::{Account, LedgerEntry, LedgerOp, Reward, Tier};
+use crate::store::loyalty::{
+    Account, LedgerEntry, LedgerOp, ROLLING_SPEND_WINDOW_MS, Reward, RewardAccount, RewardSnapshot, RewardTierChange,
+    Tier, apply_reward_ops_tx, lock_reward_account_tx, predict_reward_ops, reward_account_tx, reward_entries_tx,
+    reward_key, reward_tiers_tx, rolling_spend_tx,
+};
 use crate::store::{StoreError, StoreResult, TenantId, millis, now_ms};
 
 /// Most ledger intents one plugin may return for one interaction: a reward

@@ -15,8 +15,9 @@ use crate::runtime::contract::rapport::crm::{catalog, customers, interactions, l
 use crate::runtime::contract::types;
 use crate::runtime::{HostServices, ServiceError};
 use crate::store::customers::{Customer, CustomerFilter};
-use crate::store::interactions::{Interaction, Money, TimelineFilter};
+use crate::store::interactions::{Interaction, TimelineFilter};
 use crate::store::loyalty::{LedgerEntry, LedgerKind};
+use crate::store::money::Money;
 use crate::store::products::{Product, ProductFilter};
 use crate::store::{Store, StoreError, TenantId, millis};
 

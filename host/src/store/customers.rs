@@ -1,19 +1,16 @@
 //! Store: customers. Create, look up (by id or by the tenant's own external
 //! id), merge-patch, delete (only without history: erasure is GDPR's job),
 //! list with filters and cursor pagination, and per-customer statistics.
-//!
-//! Also home of the small helpers the other list endpoints share: page
-//! limits and a dynamic-SQL builder that numbers `$N` placeholders, because
-//! filters are optional and `sqlx::Any` has no query builder of its own.
 
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
-use sqlx::any::{AnyArguments, AnyRow};
-use sqlx::{Any, AnyConnection, Row};
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 
-use super::interactions::Money;
+use super::money::Money;
+use super::sql::{Arg, Sql, like_escape, page_limit};
 use super::{
     Page, Store, StoreError, StoreResult, TenantId, cursor, from_millis, is_unique_violation, json_column, millis,
     new_id, now_ms,
@@ -26,10 +23,6 @@ pub const MAX_PHONE_CHARS: usize = 64;
 /// Attributes are free-form but bounded, so one customer cannot bloat every
 /// list page that includes it.
 pub const MAX_ATTRIBUTES_BYTES: usize = 16 * 1024;
-
-/// Page size of every list endpoint when `limit` is absent, and its maximum.
-pub const DEFAULT_PAGE_LIMIT: u32 = 50;
-pub const MAX_PAGE_LIMIT: u32 = 500;
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -145,78 +138,6 @@ pub struct CustomerFilter {
     pub max_score: Option<f64>,
     pub limit: Option<u32>,
     pub cursor: Option<String>,
-}
-
-/// Validates a requested page size: absent means the default, 1..=500 otherwise.
-pub fn page_limit(limit: Option<u32>) -> StoreResult<i64> {
-    match limit {
-        None => Ok(DEFAULT_PAGE_LIMIT as i64),
-        Some(n) if (1..=MAX_PAGE_LIMIT).contains(&n) => Ok(n as i64),
-        Some(_) => Err(StoreError::invalid(
-            "limit",
-            format!("must be between 1 and {MAX_PAGE_LIMIT}"),
-        )),
-    }
-}
-
-/// A bind value for [`Sql`].
-#[derive(Debug, Clone)]
-pub(crate) enum Arg {
-    Text(String),
-    Int(i64),
-    Float(f64),
-}
-
-/// SQL text assembled at run time with its arguments, numbering `$N`
-/// placeholders as they are added so optional filters stay correct.
-///
-/// Why not `sqlx::QueryBuilder`: with the `Any` driver it writes `?`
-/// placeholders (`AnyArguments` keeps the trait's default
-/// `format_placeholder`), which PostgreSQL rejects; `$N` works on both.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Sql {
-    pub text: String,
-    args: Vec<Arg>,
-}
-
-impl Sql {
-    pub fn new(text: &str) -> Sql {
-        Sql {
-            text: text.to_string(),
-            args: Vec::new(),
-        }
-    }
-    /// Adds an argument and returns its placeholder (`$N`).
-    pub fn arg(&mut self, arg: Arg) -> String {
-        self.args.push(arg);
-        format!("${}", self.args.len())
-    }
-    pub fn push(&mut self, text: &str) {
-        self.text.push_str(text);
-    }
-    pub fn query(&self) -> sqlx::query::Query<'_, Any, AnyArguments<'_>> {
-        let mut q = sqlx::query(&self.text);
-        for arg in &self.args {
-            q = match arg {
-                Arg::Text(s) => q.bind(s.as_str()),
-                Arg::Int(i) => q.bind(*i),
-                Arg::Float(f) => q.bind(*f),
-            };
-        }
-        q
-    }
-}
-
-/// Escapes `%`, `_` and `\` for a `LIKE ... ESCAPE '\'` pattern.
-pub(crate) fn like_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        if matches!(c, '%' | '_' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
 }
 
 const COLUMNS: &str = "id, external_id, name, email, phone, attributes, created_at, updated_at, erased_at";
@@ -697,7 +618,7 @@ impl Store {
             "SELECT currency, {} FROM interactions \
              WHERE tenant_id = $1 AND customer_id = $2 AND kind || '' = 'purchase' AND amount_minor IS NOT NULL \
              GROUP BY currency ORDER BY currency",
-            super::interactions::exact_sum_sql("amount_minor", "total")
+            super::money::exact_sum_sql("amount_minor", "total")
         ))
         .bind(tenant.as_str())
         .bind(id)
@@ -706,8 +627,8 @@ impl Store {
         let mut total_spend = Vec::with_capacity(spend_rows.len());
         for r in &spend_rows {
             let currency: String = r.try_get("currency")?;
-            let total = super::interactions::exact_sum(r, "total")?;
-            total_spend.push(Money::stored(&currency, super::interactions::saturate(total))?);
+            let total = super::money::exact_sum(r, "total")?;
+            total_spend.push(Money::stored(&currency, super::money::saturate(total))?);
         }
         let opt_time = |name: &str| -> StoreResult<Option<OffsetDateTime>> {
             Ok(row.try_get::<Option<i64>, _>(name)?.map(from_millis))

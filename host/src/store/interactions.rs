@@ -1,13 +1,6 @@
 //! Store: interactions (purchases, visits, emails, tickets, ... and
 //! tenant-defined kinds), their line items, idempotent ingest (single and
-//! batch), the customer timeline, and the money types every area shares.
-//!
-//! Money never touches floating point: amounts arrive as decimal strings (or
-//! JSON numbers, taken by their shortest textual form) and are converted
-//! exactly to integer minor units using the currency's ISO 4217 exponent.
-//! Every amount (an interaction's, a line's total, a unit or catalogue
-//! price) is at most [`MAX_AMOUNT_MINOR`] minor units in absolute value, and
-//! sums are taken exactly ([`exact_sum_sql`]): no input can overflow them.
+//! batch) and the customer timeline. Money is `store::money`.
 //!
 //! Idempotency: a request with an `idempotency_key` stores a sha256 of its
 //! canonical form (`request_hash`). A repeat with the same hash replays the
@@ -19,17 +12,17 @@
 //! ledger effects, see `plugins::rewards`) joins the ingest's transaction
 //! through an [`IngestHook`]: it runs on the same connection right after the
 //! interaction is stored (inside the item's savepoint in a batch). A hook
-//! that computed its work before the transaction (on a [`RewardSnapshot`])
+//! that computed its work before the transaction (on a `RewardSnapshot`)
 //! fixes the interactions' ids in advance ([`IngestHook::assigned`]) and
 //! aborts the transaction with [`SNAPSHOT_STALE`] when what it computed on
-//! changed meanwhile. The reward-specific reads and the per-plugin savepoint
-//! live at the end of this file ("Rewards"), so that the plugin service
-//! never writes SQL itself.
+//! changed meanwhile. The reward-specific reads (snapshots, predictions)
+//! and the per-plugin savepoint are the loyalty area's
+//! (`store/loyalty/reward_plugins.rs`), so that the plugin service never
+//! writes SQL itself.
 
 use std::collections::HashMap;
 
-use serde::de::{self, Visitor};
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use sqlx::any::AnyRow;
@@ -37,18 +30,10 @@ use sqlx::{AnyConnection, Executor, Row};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 
-use super::customers::{Arg, NewCustomer, Sql, ensure_customer_tx, get_customer_tx, page_limit};
-use super::loyalty::{
-    LEDGER_COLUMNS, LedgerEntry, LedgerOp, Tier, apply_ledger_ops_tx, entry_from_row, expire_account_tx,
-};
+use super::customers::{NewCustomer, ensure_customer_tx, get_customer_tx};
+use super::money::{Amount, Currency, MAX_AMOUNT_MINOR, Money, too_large};
+use super::sql::{Arg, Sql, page_limit};
 use super::{Page, Store, StoreError, StoreResult, TenantId, cursor, from_millis, json_column, millis, new_id, now_ms};
-
-/// The ceiling on any amount, in minor units (10^15: USD 10 trillion).
-/// Far above any real purchase, and far enough below `i64::MAX` that a
-/// customer's total stays exact for over nine thousand purchases at the
-/// ceiling (totals beyond `i64::MAX` minor units are capped, see
-/// [`saturate`]).
-pub const MAX_AMOUNT_MINOR: i64 = 1_000_000_000_000_000;
 
 /// Largest batch accepted by [`Store::ingest_batch`] and `POST /v1/interactions/batch`.
 pub const MAX_BATCH: usize = 1000;
@@ -81,304 +66,6 @@ pub const BUILT_IN_KINDS: &[(&str, &str)] = &[
 
 pub fn is_built_in_kind(name: &str) -> bool {
     BUILT_IN_KINDS.iter().any(|(k, _)| *k == name)
-}
-
-// ---------------------------------------------------------------------------
-// Money
-
-/// An amount as given by a client: a decimal string (`"29.33"`) or a JSON
-/// number (`29.33`). Kept as text until its currency is known, because only
-/// the currency says how many decimals are allowed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(transparent)]
-pub struct Amount(String);
-
-/// Documented as what it accepts: a string or a number.
-impl utoipa::PartialSchema for Amount {
-    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
-        OneOfBuilder::new()
-            .description(Some(
-                "An amount: a decimal string (`\"29.33\"`) or a JSON number (`29.33`, at most 15 significant \
-                 digits), with at most as many decimals as its currency has, and at most 10^15 minor units in \
-                 absolute value.",
-            ))
-            .item(ObjectBuilder::new().schema_type(Type::String))
-            .item(ObjectBuilder::new().schema_type(Type::Number))
-            .into()
-    }
-}
-
-impl utoipa::ToSchema for Amount {}
-
-impl Amount {
-    pub fn new(text: impl Into<String>) -> Amount {
-        Amount(text.into())
-    }
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-    /// Exact conversion to minor units of `currency` (already validated).
-    pub fn to_minor(&self, field: &str, currency: &Currency) -> StoreResult<i64> {
-        decimal_to_minor(&self.0, currency.exponent).map_err(|problem| {
-            StoreError::invalid(
-                field,
-                match problem {
-                    DecimalProblem::Syntax => format!("{:?} is not a decimal number", self.0),
-                    DecimalProblem::TooPrecise => {
-                        format!(
-                            "{} amounts have at most {} decimal places",
-                            currency.code, currency.exponent
-                        )
-                    }
-                    DecimalProblem::TooLarge => too_large(currency),
-                },
-            )
-        })
-    }
-}
-
-/// The message for an amount above [`MAX_AMOUNT_MINOR`].
-fn too_large(currency: &Currency) -> String {
-    format!(
-        "exceeds the ceiling of {} {} ({MAX_AMOUNT_MINOR} minor units)",
-        format_minor(MAX_AMOUNT_MINOR, currency.exponent),
-        currency.code
-    )
-}
-
-/// SQL selecting the exact sum of the BIGINT expression `column` as two
-/// BIGINT columns, `{alias}_hi` (sum of the high parts, `column / 2^32`) and
-/// `{alias}_lo` (sum of the low parts). Neither part's sum can overflow for
-/// fewer than 2^31 rows, on either backend (SQLite's `SUM` raises "integer
-/// overflow", PostgreSQL's `SUM(bigint)` is a numeric that a cast to BIGINT
-/// would refuse); [`exact_sum`] puts them back together.
-pub(crate) fn exact_sum_sql(column: &str, alias: &str) -> String {
-    format!(
-        "CAST(COALESCE(SUM(({column}) / 4294967296), 0) AS BIGINT) AS {alias}_hi, \
-         CAST(COALESCE(SUM(({column}) % 4294967296), 0) AS BIGINT) AS {alias}_lo"
-    )
-}
-
-/// The sum selected by [`exact_sum_sql`] (both backends truncate integer
-/// division towards zero, so `hi * 2^32 + lo` is each value again).
-pub(crate) fn exact_sum(row: &AnyRow, alias: &str) -> StoreResult<i128> {
-    let hi: i64 = row.try_get(format!("{alias}_hi").as_str())?;
-    let lo: i64 = row.try_get(format!("{alias}_lo").as_str())?;
-    Ok(i128::from(hi) * (1i128 << 32) + i128::from(lo))
-}
-
-/// A total in `i64`, capped at `i64::MAX` (or `-i64::MAX`): reachable only
-/// by millions of amounts at the ceiling, and better a capped figure than a
-/// customer whose statistics cannot be read.
-pub fn saturate(total: i128) -> i64 {
-    i64::try_from(total).unwrap_or(if total < 0 { -i64::MAX } else { i64::MAX })
-}
-
-/// JSON numbers with more significant digits than an f64 keeps exactly
-/// would silently change value, so they must be sent as strings.
-const MAX_NUMBER_DIGITS: usize = 15;
-
-impl<'de> Deserialize<'de> for Amount {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Amount, D::Error> {
-        struct AmountVisitor;
-        impl Visitor<'_> for AmountVisitor {
-            type Value = Amount;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a decimal amount, as a string (\"29.33\") or a number")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Amount, E> {
-                Ok(Amount(v.to_string()))
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Amount, E> {
-                Ok(Amount(v.to_string()))
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Amount, E> {
-                Ok(Amount(v.to_string()))
-            }
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Amount, E> {
-                // serde_json's shortest round-trip form: 29.33 -> "29.33".
-                let text = serde_json::Number::from_f64(v)
-                    .map(|n| n.to_string())
-                    .ok_or_else(|| E::custom("amount is not a finite number"))?;
-                let mantissa = text.split(['e', 'E']).next().unwrap_or("");
-                let digits = mantissa
-                    .chars()
-                    .filter(char::is_ascii_digit)
-                    .skip_while(|c| *c == '0')
-                    .count();
-                if digits > MAX_NUMBER_DIGITS {
-                    return Err(E::custom(format!(
-                        "amount {text} has more than {MAX_NUMBER_DIGITS} significant digits; send it as a decimal string"
-                    )));
-                }
-                Ok(Amount(text))
-            }
-        }
-        d.deserialize_any(AmountVisitor)
-    }
-}
-
-/// A validated ISO 4217 currency with a minor unit.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Currency {
-    pub code: String,
-    /// Number of decimals of the minor unit (USD 2, JPY 0, BHD 3).
-    pub exponent: u32,
-}
-
-impl Currency {
-    /// Accepts an ISO 4217 code (any case); codes without a minor unit
-    /// (gold, testing, "no currency") are refused.
-    pub fn parse(field: &str, code: &str) -> StoreResult<Currency> {
-        let upper = code.trim().to_ascii_uppercase();
-        match iso_currency::Currency::from_code(&upper).and_then(|c| c.exponent()) {
-            Some(exponent) => Ok(Currency {
-                code: upper,
-                exponent: u32::from(exponent),
-            }),
-            None => Err(StoreError::invalid(
-                field,
-                format!("{code:?} is not an ISO 4217 currency with a minor unit"),
-            )),
-        }
-    }
-}
-
-/// Money as the API returns it: `{"currency":"USD","amount":"29.33","amount_minor":2933}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct Money {
-    pub currency: String,
-    /// Exact decimal string with the currency's number of decimals.
-    pub amount: String,
-    /// The same amount in minor units (cents).
-    pub amount_minor: i64,
-}
-
-impl Money {
-    pub fn new(currency: &Currency, amount_minor: i64) -> Money {
-        Money {
-            currency: currency.code.clone(),
-            amount: format_minor(amount_minor, currency.exponent),
-            amount_minor,
-        }
-    }
-    /// Money read back from the database; an unknown currency there is corruption.
-    pub fn stored(currency: &str, amount_minor: i64) -> StoreResult<Money> {
-        let c = Currency::parse("currency", currency)
-            .map_err(|_| StoreError::Corrupt(format!("unknown stored currency {currency:?}")))?;
-        Ok(Money::new(&c, amount_minor))
-    }
-}
-
-/// A price or amount given as money: `{"currency":"USD","amount":"9.99"}`.
-/// `amount_minor` may be echoed back (from a GET) but must then agree.
-#[derive(Debug, Clone, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct MoneyInput {
-    pub currency: String,
-    pub amount: Amount,
-    #[serde(default)]
-    pub amount_minor: Option<i64>,
-}
-
-impl MoneyInput {
-    pub fn validate(&self, field: &str) -> StoreResult<Money> {
-        let currency = Currency::parse(&format!("{field}.currency"), &self.currency)?;
-        let minor = self.amount.to_minor(&format!("{field}.amount"), &currency)?;
-        if let Some(given) = self.amount_minor
-            && given != minor
-        {
-            return Err(StoreError::invalid(
-                format!("{field}.amount_minor"),
-                "does not match amount",
-            ));
-        }
-        Ok(Money::new(&currency, minor))
-    }
-}
-
-/// `2933, 2` -> `"29.33"`; `-5, 2` -> `"-0.05"`; `500, 0` -> `"500"`.
-pub fn format_minor(minor: i64, exponent: u32) -> String {
-    let sign = if minor < 0 { "-" } else { "" };
-    let abs = minor.unsigned_abs();
-    if exponent == 0 {
-        return format!("{sign}{abs}");
-    }
-    let unit = 10u64.pow(exponent);
-    format!("{sign}{}.{:0width$}", abs / unit, abs % unit, width = exponent as usize)
-}
-
-#[derive(Debug, PartialEq, Eq)]
-enum DecimalProblem {
-    Syntax,
-    TooPrecise,
-    TooLarge,
-}
-
-/// Exact decimal text (`-12.50`, `1e-2`, `3`) to minor units with `exponent`
-/// decimals. Trailing zeros beyond the exponent are fine (`"1.500"` USD is
-/// 150); any other extra digit is `TooPrecise`, never rounded.
-fn decimal_to_minor(text: &str, exponent: u32) -> Result<i64, DecimalProblem> {
-    let (negative, rest) = match text.strip_prefix('-') {
-        Some(rest) => (true, rest),
-        None => (false, text.strip_prefix('+').unwrap_or(text)),
-    };
-    let (mantissa, power) = match rest.find(['e', 'E']) {
-        Some(i) => {
-            let power: i32 = rest[i + 1..].parse().map_err(|_| DecimalProblem::Syntax)?;
-            (&rest[..i], power)
-        }
-        None => (rest, 0),
-    };
-    if !(-60..=60).contains(&power) {
-        return Err(if power > 0 {
-            DecimalProblem::TooLarge
-        } else {
-            DecimalProblem::TooPrecise
-        });
-    }
-    let (int_part, frac_part) = match mantissa.split_once('.') {
-        Some((i, f)) if !f.is_empty() => (i, f),
-        Some(_) => return Err(DecimalProblem::Syntax),
-        None => (mantissa, ""),
-    };
-    let all_digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
-    if int_part.is_empty() || !all_digits(int_part) || !all_digits(frac_part) {
-        return Err(DecimalProblem::Syntax);
-    }
-    let digits = format!("{int_part}{frac_part}");
-    let digits = digits.trim_start_matches('0');
-    // value = digits * 10^-scale; minor = digits * 10^shift
-    let shift = exponent as i32 + power - frac_part.len() as i32;
-    let kept = if shift >= 0 {
-        digits
-    } else {
-        let dropped = (-shift) as usize;
-        let cut = digits.len().saturating_sub(dropped);
-        if !digits[cut..].bytes().all(|b| b == b'0') {
-            return Err(DecimalProblem::TooPrecise);
-        }
-        &digits[..cut]
-    };
-    if kept.len() > 30 {
-        return Err(DecimalProblem::TooLarge);
-    }
-    let mut value: u128 = if kept.is_empty() {
-        0
-    } else {
-        kept.parse().map_err(|_| DecimalProblem::Syntax)?
-    };
-    if shift > 0 && value != 0 {
-        let factor = 10u128.checked_pow(shift as u32).ok_or(DecimalProblem::TooLarge)?;
-        value = value.checked_mul(factor).ok_or(DecimalProblem::TooLarge)?;
-    }
-    if value > MAX_AMOUNT_MINOR as u128 {
-        return Err(DecimalProblem::TooLarge);
-    }
-    // In range: at most 10^15 in absolute value.
-    let value = value as i64;
-    Ok(if negative { -value } else { value })
 }
 
 // ---------------------------------------------------------------------------
@@ -490,26 +177,26 @@ pub struct TimelineFilter {
 // Validation
 
 #[derive(Clone)]
-enum CustomerRef {
+pub(super) enum CustomerRef {
     Id(String),
     ExternalId(String),
 }
 
 /// A request that passed every check that needs no database.
 #[derive(Clone)]
-struct Prepared {
-    customer: CustomerRef,
-    kind: String,
+pub(super) struct Prepared {
+    pub(super) customer: CustomerRef,
+    pub(super) kind: String,
     channel: Option<String>,
-    occurred_at: i64,
+    pub(super) occurred_at: i64,
     /// Whether the request gave `occurred_at` (otherwise it is the ingest's time).
-    occurred_at_given: bool,
+    pub(super) occurred_at_given: bool,
     money: Option<(Currency, i64)>,
     items: Vec<(String, i64, i64)>,
     payload: Value,
     payload_text: String,
-    idempotency_key: Option<String>,
-    request_hash: String,
+    pub(super) idempotency_key: Option<String>,
+    pub(super) request_hash: String,
 }
 
 pub fn validate_kind_name(name: &str) -> StoreResult<()> {
@@ -549,7 +236,7 @@ fn short_text(field: &str, value: &str, max: usize) -> StoreResult<()> {
     Ok(())
 }
 
-fn prepare(new: NewInteraction) -> StoreResult<Prepared> {
+pub(super) fn prepare(new: NewInteraction) -> StoreResult<Prepared> {
     let customer = match (new.customer_id, new.customer_external_id) {
         (Some(id), None) => CustomerRef::Id(id),
         (None, Some(external)) => {
@@ -769,9 +456,9 @@ pub async fn get_interaction_tx(conn: &mut AnyConnection, tenant: &TenantId, id:
 // Ingest
 
 /// Custom kinds already looked up in this transaction (a batch asks once per name).
-type KindCache = HashMap<String, bool>;
+pub(super) type KindCache = HashMap<String, bool>;
 
-async fn kind_exists(
+pub(super) async fn kind_exists(
     conn: &mut AnyConnection,
     tenant: &TenantId,
     kind: &str,
@@ -795,7 +482,7 @@ async fn kind_exists(
 
 /// The outcome for a key that is already stored: a replay if the request is
 /// the same, a conflict otherwise.
-async fn replay(
+pub(super) async fn replay(
     conn: &mut AnyConnection,
     tenant: &TenantId,
     key: &str,
@@ -831,7 +518,7 @@ enum Rescore {
 }
 
 /// The interaction `p` becomes when stored with this id and time.
-fn interaction_of(p: &Prepared, id: String, customer_id: String, created_at: i64) -> Interaction {
+pub(super) fn interaction_of(p: &Prepared, id: String, customer_id: String, created_at: i64) -> Interaction {
     let items = match &p.money {
         Some((currency, _)) => p
             .items
@@ -1236,38 +923,6 @@ impl Store {
         Ok(results)
     }
 
-    /// Runs `hook` for the stored interaction `interaction_id` in a write
-    /// transaction of its own, as an ingest would have (re-running one
-    /// reward plugin for an interaction after it failed). 409
-    /// `rewards_already_applied` when `plugin` already has ledger entries for
-    /// it: its effect happened; the deterministic keys would refuse a second
-    /// one anyway.
-    pub async fn rerun_rewards_with<H: IngestHook>(
-        &self,
-        tenant: &TenantId,
-        interaction_id: &str,
-        plugin: &str,
-        hook: &H,
-    ) -> StoreResult<H::Output> {
-        let mut tx = self.db().begin_write().await?;
-        let interaction = get_interaction_tx(&mut tx, tenant, interaction_id).await?;
-        let applied = reward_entries_tx(&mut tx, tenant, interaction_id)
-            .await?
-            .into_iter()
-            .any(|(p, _)| p == plugin);
-        if applied {
-            return Err(StoreError::conflict(
-                "rewards_already_applied",
-                format!("plugin `{plugin}` already wrote ledger entries for this interaction"),
-            ));
-        }
-        let output = hook
-            .after_ingest(&mut tx, tenant, &interaction, IngestOutcome::Created)
-            .await?;
-        tx.commit().await?;
-        Ok(output)
-    }
-
     pub async fn get_interaction(&self, tenant: &TenantId, id: &str) -> StoreResult<Interaction> {
         let mut conn = self.db().pool().acquire().await?;
         get_interaction_tx(&mut conn, tenant, id).await
@@ -1402,493 +1057,6 @@ impl Store {
     }
 }
 
-// ---------------------------------------------------------------------------
-// Rewards: what the reward-plugin hook (`plugins::rewards`) reads and writes
-// inside the ingest's transaction.
-
-/// Length of the rolling window of [`rolling_spend_tx`]: 12 months, taken as
-/// 365 days.
-pub const ROLLING_SPEND_WINDOW_MS: i64 = 365 * 24 * 60 * 60 * 1000;
-
-/// The prefix of the idempotency keys of one interaction's reward entries.
-fn reward_key_prefix(interaction_id: &str) -> String {
-    format!("reward:{interaction_id}:")
-}
-
-/// The idempotency key of the `n`th (from 0) ledger intent that `plugin`
-/// returned for `interaction_id`. Deterministic, so the ledger's unique key
-/// guarantees an intent is applied at most once whatever happens upstream.
-pub fn reward_key(interaction_id: &str, plugin: &str, n: usize) -> String {
-    format!("{}{plugin}:{n}", reward_key_prefix(interaction_id))
-}
-
-/// A loyalty account as a reward plugin sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RewardAccount {
-    pub customer_id: String,
-    pub balance: i64,
-    pub lifetime_earned: i64,
-    pub tier_id: Option<String>,
-}
-
-/// A tier change a reward plugin made, as the ingest response reports it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
-pub struct RewardTierChange {
-    pub from_tier_id: Option<String>,
-    pub to_tier_id: Option<String>,
-    pub reason: String,
-}
-
-/// What one plugin's operations wrote.
-#[derive(Debug, Clone)]
-pub struct AppliedReward {
-    pub entries: Vec<LedgerEntry>,
-    /// `None` when the plugin asked for no change or for the current tier.
-    pub tier_change: Option<RewardTierChange>,
-}
-
-/// Creates the customer's account if needed, locks it for the rest of the
-/// transaction (so nothing changes it between what a plugin is shown and
-/// what is applied) and records any due expiry, then returns it. The stored
-/// balance is exact after the sweep.
-pub async fn lock_reward_account_tx(
-    conn: &mut AnyConnection,
-    tenant: &TenantId,
-    customer_id: &str,
-) -> StoreResult<RewardAccount> {
-    expire_account_tx(conn, tenant, customer_id, now_ms()).await?;
-    reward_account_tx(conn, tenant, customer_id).await
-}
-
-/// The account as this transaction sees it (zero when it has none yet).
-pub async fn reward_account_tx(
-    conn: &mut AnyConnection,
-    tenant: &TenantId,
-    customer_id: &str,
-) -> StoreResult<RewardAccount> {
-    let row = sqlx::query(
-        "SELECT balance, lifetime_earned, tier_id FROM loyalty_accounts WHERE tenant_id = $1 AND customer_id = $2",
-    )
-    .bind(tenant.as_str())
-    .bind(customer_id)
-    .fetch_optional(&mut *conn)
-    .await?;
-    Ok(match row {
-        Some(row) => RewardAccount {
-            customer_id: customer_id.to_string(),
-            balance: row.try_get("balance")?,
-            lifetime_earned: row.try_get("lifetime_earned")?,
-            tier_id: row.try_get("tier_id")?,
-        },
-        None => RewardAccount {
-            customer_id: customer_id.to_string(),
-            balance: 0,
-            lifetime_earned: 0,
-            tier_id: None,
-        },
-    })
-}
-
-/// The tenant's tiers, lowest rank first, as this transaction sees them.
-pub async fn reward_tiers_tx(conn: &mut AnyConnection, tenant: &TenantId) -> StoreResult<Vec<Tier>> {
-    let rows = sqlx::query(
-        "SELECT id, name, rank, min_points, perks, created_at FROM loyalty_tiers WHERE tenant_id = $1 ORDER BY rank",
-    )
-    .bind(tenant.as_str())
-    .fetch_all(&mut *conn)
-    .await?;
-    let mut tiers = Vec::with_capacity(rows.len());
-    for row in &rows {
-        let perks: String = row.try_get("perks")?;
-        tiers.push(Tier {
-            id: row.try_get("id")?,
-            name: row.try_get("name")?,
-            rank: row.try_get("rank")?,
-            min_points: row.try_get("min_points")?,
-            perks: json_column(&perks)?,
-            created_at: from_millis(row.try_get("created_at")?),
-        });
-    }
-    Ok(tiers)
-}
-
-/// The customer's purchase spend over the 12 months up to and including
-/// `interaction` (by `occurred_at`, so an imported historical interaction
-/// sees the spend as it was then), in the interaction's currency, minor
-/// units; the interaction itself counts when it is a purchase. An
-/// interaction without a currency uses the currency of the customer's latest
-/// purchase (0 when there is none): tier rules still need a spend figure for
-/// a visit. Purchases in other currencies are not converted, they are left
-/// out.
-pub async fn rolling_spend_tx(
-    conn: &mut AnyConnection,
-    tenant: &TenantId,
-    interaction: &Interaction,
-) -> StoreResult<i64> {
-    let currency = match &interaction.amount {
-        Some(money) => money.currency.clone(),
-        None => {
-            let row = sqlx::query(
-                "SELECT currency FROM interactions WHERE tenant_id = $1 AND customer_id = $2 AND kind = 'purchase' \
-                 AND currency IS NOT NULL ORDER BY occurred_at DESC, id DESC LIMIT 1",
-            )
-            .bind(tenant.as_str())
-            .bind(&interaction.customer_id)
-            .fetch_optional(&mut *conn)
-            .await?;
-            match row {
-                Some(row) => row.try_get("currency")?,
-                None => return Ok(0),
-            }
-        }
-    };
-    let end = millis(interaction.occurred_at);
-    let row = sqlx::query(&format!(
-        "SELECT {} FROM interactions \
-         WHERE tenant_id = $1 AND customer_id = $2 AND kind = 'purchase' AND currency = $3 \
-         AND occurred_at > $4 AND occurred_at <= $5",
-        exact_sum_sql("amount_minor", "spend")
-    ))
-    .bind(tenant.as_str())
-    .bind(&interaction.customer_id)
-    .bind(&currency)
-    .bind(end.saturating_sub(ROLLING_SPEND_WINDOW_MS))
-    .bind(end)
-    .fetch_one(&mut *conn)
-    .await?;
-    Ok(saturate(exact_sum(&row, "spend")?))
-}
-
-/// Applies one plugin's operations for `interaction` all or nothing, inside
-/// a savepoint of the caller's transaction. The outer `Err` is a fatal
-/// (database) error; the inner one says why the operations were refused (an
-/// invalid intent, a debit the balance does not cover, an unknown tier), in
-/// which case none of them was applied and the transaction goes on.
-pub async fn apply_reward_ops_tx(
-    conn: &mut AnyConnection,
-    tenant: &TenantId,
-    interaction: &Interaction,
-    ops: &[LedgerOp],
-) -> StoreResult<Result<AppliedReward, StoreError>> {
-    conn.execute("SAVEPOINT reward_plugin").await?;
-    let applied = apply_reward_ops_inner(conn, tenant, interaction, ops).await;
-    match applied {
-        Ok(applied) => {
-            conn.execute("RELEASE SAVEPOINT reward_plugin").await?;
-            Ok(Ok(applied))
-        }
-        Err(e) if is_fatal(&e) => Err(e),
-        Err(e) => {
-            // Also clears PostgreSQL's "transaction aborted" state after a
-            // failed statement, so the ingest can still commit.
-            conn.execute("ROLLBACK TO SAVEPOINT reward_plugin").await?;
-            conn.execute("RELEASE SAVEPOINT reward_plugin").await?;
-            Ok(Err(e))
-        }
-    }
-}
-
-async fn apply_reward_ops_inner(
-    conn: &mut AnyConnection,
-    tenant: &TenantId,
-    interaction: &Interaction,
-    ops: &[LedgerOp],
-) -> StoreResult<AppliedReward> {
-    let customer_id = interaction.customer_id.as_str();
-    let before = reward_account_tx(conn, tenant, customer_id).await?.tier_id;
-    let entries = apply_ledger_ops_tx(conn, tenant, customer_id, Some(&interaction.id), ops).await?;
-    let after = reward_account_tx(conn, tenant, customer_id).await?.tier_id;
-    let reason = ops.iter().rev().find_map(|op| match op {
-        LedgerOp::SetTier { reason, .. } => Some(reason.trim().to_string()),
-        _ => None,
-    });
-    let tier_change = match reason {
-        Some(reason) if before != after => Some(RewardTierChange {
-            from_tier_id: before,
-            to_tier_id: after,
-            reason,
-        }),
-        _ => None,
-    };
-    Ok(AppliedReward { entries, tier_change })
-}
-
-/// What a reward plugin is shown for one interaction, read *before* the
-/// ingest's write transaction (see `plugins::rewards`): the interaction as
-/// it will be stored (its id fixed in advance), the account with its due
-/// expiry deducted (what the ingest's sweep will leave), the tenant's tiers
-/// and the rolling spend including this interaction. The ingest compares
-/// it with what it reads under the lock and applies the plugins' answers
-/// only if they agree.
-#[derive(Debug, Clone)]
-pub struct RewardSnapshot {
-    pub interaction: Interaction,
-    pub account: RewardAccount,
-    pub tiers: Vec<Tier>,
-    pub rolling_spend_minor: i64,
-    /// The currency the rolling spend is in (`None`: no purchase to take it from).
-    pub spend_currency: Option<String>,
-}
-
-/// What one plugin's operations would make of `account` if the store
-/// accepts them, all or nothing as [`apply_reward_ops_tx`] applies them (the
-/// same checks; a refused set leaves the account as it was). Used to show
-/// the next plugin, or the customer's next interaction in a batch, the
-/// account as the ingest will have it; the ingest checks the guess.
-pub fn predict_reward_ops(account: &RewardAccount, tiers: &[Tier], ops: &[LedgerOp], now: i64) -> RewardAccount {
-    use super::loyalty::{check_points, check_reason};
-    let mut next = account.clone();
-    for op in ops {
-        let ok = match op {
-            LedgerOp::Earn {
-                points,
-                reason,
-                expires_at,
-                ..
-            } => {
-                let valid = check_points(*points, true).is_ok()
-                    && check_reason(reason).is_ok()
-                    && expires_at.is_none_or(|at| at > now);
-                match (
-                    next.balance.checked_add(*points),
-                    next.lifetime_earned.checked_add(*points),
-                ) {
-                    (Some(balance), Some(earned)) if valid => {
-                        next.balance = balance;
-                        next.lifetime_earned = earned;
-                        true
-                    }
-                    _ => false,
-                }
-            }
-            LedgerOp::Adjust { points, reason, .. } => {
-                let valid = check_points(*points, false).is_ok() && check_reason(reason).is_ok();
-                match next.balance.checked_add(*points) {
-                    Some(balance) if valid && balance >= 0 => {
-                        next.balance = balance;
-                        true
-                    }
-                    _ => false,
-                }
-            }
-            LedgerOp::SetTier { tier_id, reason } => {
-                let known = tier_id.as_ref().is_none_or(|id| tiers.iter().any(|t| &t.id == id));
-                if known && check_reason(reason).is_ok() {
-                    next.tier_id = tier_id.clone();
-                    true
-                } else {
-                    false
-                }
-            }
-            // Reward plugins never redeem.
-            LedgerOp::Redeem { .. } => false,
-        };
-        if !ok {
-            return account.clone();
-        }
-    }
-    next
-}
-
-/// The account as a snapshot shows it: stored, minus what is due to expire.
-async fn snapshot_account(
-    conn: &mut AnyConnection,
-    tenant: &TenantId,
-    customer_id: &str,
-    now: i64,
-) -> StoreResult<RewardAccount> {
-    let mut account = reward_account_tx(conn, tenant, customer_id).await?;
-    account.balance -= super::loyalty::due_expiry_tx(conn, tenant, customer_id, now).await?;
-    Ok(account)
-}
-
-/// The currency [`rolling_spend_tx`] sums in for `interaction`.
-async fn spend_currency_tx(
-    conn: &mut AnyConnection,
-    tenant: &TenantId,
-    interaction: &Interaction,
-) -> StoreResult<Option<String>> {
-    if let Some(money) = &interaction.amount {
-        return Ok(Some(money.currency.clone()));
-    }
-    let row = sqlx::query(
-        "SELECT currency FROM interactions WHERE tenant_id = $1 AND customer_id = $2 AND kind = 'purchase' \
-         AND currency IS NOT NULL ORDER BY occurred_at DESC, id DESC LIMIT 1",
-    )
-    .bind(tenant.as_str())
-    .bind(&interaction.customer_id)
-    .fetch_optional(&mut *conn)
-    .await?;
-    Ok(match row {
-        Some(row) => Some(row.try_get("currency")?),
-        None => None,
-    })
-}
-
-impl Store {
-    /// A [`RewardSnapshot`] of each of `items` as if ingested now with the
-    /// ids `assigned` (same order), read without the write lock; `None` for
-    /// an item that will not be created (invalid, a replay, an unknown
-    /// kind or customer, an erased customer): the ingest itself says why.
-    ///
-    /// A customer an item names by a new external id is created first, in
-    /// a short transaction of its own, so that the snapshot can name it
-    /// (creating it is idempotent: the ingest then finds it).
-    pub async fn reward_snapshots(
-        &self,
-        tenant: &TenantId,
-        items: &[NewInteraction],
-        assigned: &[Assigned],
-    ) -> StoreResult<Vec<Option<RewardSnapshot>>> {
-        let prepared: Vec<Option<Prepared>> = items.iter().map(|new| prepare(new.clone()).ok()).collect();
-        let mut created = false;
-        loop {
-            let mut tx = super::loyalty::begin_read(self).await?;
-            let mut kinds = KindCache::new();
-            let mut customers: Vec<Option<String>> = Vec::with_capacity(prepared.len());
-            let mut missing: Vec<String> = Vec::new();
-            // A key used again later in the same batch replays the first item.
-            let mut keys = std::collections::HashSet::new();
-            for p in &prepared {
-                customers.push(match p {
-                    Some(p) if p.idempotency_key.as_ref().is_none_or(|k| keys.insert(k.clone())) => {
-                        snapshot_customer(&mut tx, tenant, p, &mut kinds, &mut missing).await?
-                    }
-                    _ => None,
-                });
-            }
-            if !missing.is_empty() && !created {
-                drop(tx);
-                let mut write = self.db().begin_write().await?;
-                for external_id in missing {
-                    ensure_customer_tx(&mut write, tenant, NewCustomer::with_external_id(external_id)).await?;
-                }
-                write.commit().await?;
-                created = true;
-                continue;
-            }
-            let tiers = reward_tiers_tx(&mut tx, tenant).await?;
-            let now = now_ms();
-            let mut snapshots = Vec::with_capacity(prepared.len());
-            for ((p, customer), assigned) in prepared.iter().zip(customers).zip(assigned) {
-                let (Some(p), Some(customer_id)) = (p, customer) else {
-                    snapshots.push(None);
-                    continue;
-                };
-                let mut p = p.clone();
-                if !p.occurred_at_given {
-                    p.occurred_at = assigned.created_at;
-                }
-                let interaction = interaction_of(&p, assigned.id.clone(), customer_id, assigned.created_at);
-                let account = snapshot_account(&mut tx, tenant, &interaction.customer_id, now).await?;
-                // Not stored yet: add its own amount as the stored one would count.
-                let own = match (&interaction.amount, interaction.kind.as_str()) {
-                    (Some(money), "purchase") => money.amount_minor,
-                    _ => 0,
-                };
-                let stored = rolling_spend_tx(&mut tx, tenant, &interaction).await?;
-                let spend_currency = spend_currency_tx(&mut tx, tenant, &interaction).await?;
-                snapshots.push(Some(RewardSnapshot {
-                    rolling_spend_minor: stored.saturating_add(own),
-                    spend_currency,
-                    account,
-                    tiers: tiers.clone(),
-                    interaction,
-                }));
-            }
-            return Ok(snapshots);
-        }
-    }
-
-    /// A [`RewardSnapshot`] of the stored interaction `interaction_id` (an
-    /// admin's re-run of a reward plugin).
-    pub async fn reward_snapshot_of(&self, tenant: &TenantId, interaction_id: &str) -> StoreResult<RewardSnapshot> {
-        let mut tx = super::loyalty::begin_read(self).await?;
-        let interaction = get_interaction_tx(&mut tx, tenant, interaction_id).await?;
-        let account = snapshot_account(&mut tx, tenant, &interaction.customer_id, now_ms()).await?;
-        let tiers = reward_tiers_tx(&mut tx, tenant).await?;
-        let rolling_spend_minor = rolling_spend_tx(&mut tx, tenant, &interaction).await?;
-        let spend_currency = spend_currency_tx(&mut tx, tenant, &interaction).await?;
-        Ok(RewardSnapshot {
-            interaction,
-            account,
-            tiers,
-            rolling_spend_minor,
-            spend_currency,
-        })
-    }
-}
-
-/// The id of the customer `p` will be stored for, if it will be created at
-/// all; a new external id goes to `missing`.
-async fn snapshot_customer(
-    conn: &mut AnyConnection,
-    tenant: &TenantId,
-    p: &Prepared,
-    kinds: &mut KindCache,
-    missing: &mut Vec<String>,
-) -> StoreResult<Option<String>> {
-    if let Some(key) = &p.idempotency_key
-        && !matches!(replay(conn, tenant, key, &p.request_hash).await, Ok(None))
-    {
-        return Ok(None);
-    }
-    if !kind_exists(conn, tenant, &p.kind, kinds).await? {
-        return Ok(None);
-    }
-    let customer = match &p.customer {
-        CustomerRef::Id(id) => get_customer_tx(conn, tenant, id).await,
-        CustomerRef::ExternalId(external) => {
-            match super::customers::get_customer_by_external_id_tx(conn, tenant, external).await {
-                Err(StoreError::NotFound { .. }) => {
-                    missing.push(external.clone());
-                    return Ok(None);
-                }
-                other => other,
-            }
-        }
-    };
-    match customer {
-        Ok(c) if c.erased_at.is_none() => Ok(Some(c.id)),
-        Ok(_) | Err(StoreError::NotFound { .. }) => Ok(None),
-        Err(e) => Err(e),
-    }
-}
-
-/// The ledger entries reward plugins wrote for `interaction_id`, with the
-/// plugin each came from (read back from the idempotency key), in ledger
-/// order: what a replayed ingest reports.
-pub async fn reward_entries_tx(
-    conn: &mut AnyConnection,
-    tenant: &TenantId,
-    interaction_id: &str,
-) -> StoreResult<Vec<(String, LedgerEntry)>> {
-    let prefix = reward_key_prefix(interaction_id);
-    // Interaction ids are UUIDs: the prefix holds no LIKE wildcard.
-    let rows = sqlx::query(&format!(
-        "SELECT {LEDGER_COLUMNS} FROM loyalty_ledger WHERE tenant_id = $1 AND interaction_id = $2 \
-         AND idempotency_key LIKE $3 ORDER BY seq"
-    ))
-    .bind(tenant.as_str())
-    .bind(interaction_id)
-    .bind(format!("{prefix}%"))
-    .fetch_all(&mut *conn)
-    .await?;
-    let mut entries = Vec::with_capacity(rows.len());
-    for row in &rows {
-        let entry = entry_from_row(row)?;
-        let plugin = entry
-            .idempotency_key
-            .as_deref()
-            .and_then(|key| key.strip_prefix(&prefix))
-            .and_then(|rest| rest.rsplit_once(':'))
-            .map(|(plugin, _)| plugin.to_string())
-            .ok_or_else(|| StoreError::Corrupt(format!("reward entry {} has a malformed key", entry.id)))?;
-        entries.push((plugin, entry));
-    }
-    Ok(entries)
-}
-
 impl Store {
     /// The tenant's purchase baskets for cross-sell fits: the distinct SKUs
     /// of each purchase with line items, in ingest order. One query, read in
@@ -1919,70 +1087,5 @@ impl Store {
             }
         }
         Ok(baskets)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn decimals_convert_exactly() {
-        assert_eq!(decimal_to_minor("29.33", 2), Ok(2933));
-        assert_eq!(decimal_to_minor("0.1", 2), Ok(10));
-        assert_eq!(decimal_to_minor("-0.05", 2), Ok(-5));
-        assert_eq!(decimal_to_minor("1.500", 2), Ok(150));
-        assert_eq!(decimal_to_minor("1.005", 2), Err(DecimalProblem::TooPrecise));
-        assert_eq!(decimal_to_minor("500", 0), Ok(500));
-        assert_eq!(decimal_to_minor("500.5", 0), Err(DecimalProblem::TooPrecise));
-        assert_eq!(decimal_to_minor("1e2", 2), Ok(10000));
-        assert_eq!(decimal_to_minor("1e-2", 2), Ok(1));
-        assert_eq!(decimal_to_minor("0.000", 2), Ok(0));
-        assert_eq!(decimal_to_minor("1.234", 3), Ok(1234));
-        assert_eq!(decimal_to_minor("10000000000000", 2), Ok(MAX_AMOUNT_MINOR));
-        assert_eq!(decimal_to_minor("-10000000000000.00", 2), Ok(-MAX_AMOUNT_MINOR));
-        for too_large in [
-            "10000000000000.01",
-            "92233720368547758.07",
-            "92233720368547758.08",
-            "1e40",
-        ] {
-            assert_eq!(
-                decimal_to_minor(too_large, 2),
-                Err(DecimalProblem::TooLarge),
-                "{too_large}"
-            );
-        }
-        for bad in ["", "-", "1.", ".5", "1,5", "abc", "1e", "0x10", " 1"] {
-            assert_eq!(decimal_to_minor(bad, 2), Err(DecimalProblem::Syntax), "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn totals_saturate_instead_of_wrapping() {
-        assert_eq!(saturate(42), 42);
-        assert_eq!(saturate(i128::from(i64::MAX) * 3), i64::MAX);
-        assert_eq!(saturate(i128::from(i64::MIN) * 3), -i64::MAX);
-    }
-
-    #[test]
-    fn money_formats_with_the_exponent() {
-        assert_eq!(format_minor(2933, 2), "29.33");
-        assert_eq!(format_minor(-5, 2), "-0.05");
-        assert_eq!(format_minor(500, 0), "500");
-        assert_eq!(format_minor(1234, 3), "1.234");
-        assert_eq!(format_minor(i64::MIN, 2), "-92233720368547758.08");
-    }
-
-    #[test]
-    fn json_numbers_use_their_shortest_form() {
-        let a: Amount = serde_json::from_str("29.33").unwrap();
-        assert_eq!(a.as_str(), "29.33");
-        let a: Amount = serde_json::from_str("0.1").unwrap();
-        assert_eq!(a.as_str(), "0.1");
-        let a: Amount = serde_json::from_str("12").unwrap();
-        assert_eq!(a.as_str(), "12");
-        assert!(serde_json::from_str::<Amount>("1234567890.1234567").is_err());
-        assert!(serde_json::from_str::<Amount>("true").is_err());
     }
 }

@@ -9,8 +9,9 @@ use sqlx::any::AnyRow;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 
-use super::customers::{Arg, Sql, page_limit};
-use super::interactions::{MAX_SKU_CHARS, Money, MoneyInput};
+use super::interactions::MAX_SKU_CHARS;
+use super::money::{Money, MoneyInput};
+use super::sql::{Arg, Sql, page_limit};
 use super::{
     Page, Store, StoreError, StoreResult, TenantId, cursor, from_millis, is_unique_violation, json_column, now_ms,
 };
