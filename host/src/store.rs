@@ -61,7 +61,7 @@ impl TenantId {
     /// The runtime's load-time type check, which instantiates a plugin with
     /// no tenant's data behind any capability.
     pub fn load_check() -> TenantId {
-        TenantId::for_tests("(load check)")
+        TenantId("(load check)".to_owned())
     }
 
     /// Tests and benchmarks name their tenants directly; the feature is on
