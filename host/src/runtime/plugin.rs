@@ -78,6 +78,10 @@ impl CallReport {
 /// constant is the one definition: guests size their buffers by it.
 pub const FIT_CHUNK: usize = rapport_plugin_sdk::FIT_CHUNK_MAX;
 
+/// The shortest deadline the load-time instantiation gets, whatever the
+/// plugin's own `timeout_ms` (see `Session::prepare`).
+const LOAD_CHECK_MIN_DEADLINE: Duration = Duration::from_secs(1);
+
 /// Export indices of the plugin's kind, resolved once at load.
 enum Exports {
     Scoring(lift::ScoringIndices),
@@ -265,7 +269,8 @@ impl Plugin {
     /// component built against another revision of the contract (same
     /// names, other record fields) is refused here, with the mismatch named,
     /// instead of loading fine and failing every call. Runs under the
-    /// plugin's own deadline, fuel and memory limits like any call.
+    /// plugin's own fuel and memory limits like any call, and its deadline
+    /// with a floor of [`LOAD_CHECK_MIN_DEADLINE`].
     fn check_export_types(&self) -> Result<(), LoadError> {
         let ctx = CallContext {
             tenant: TenantId::load_check(),
@@ -587,6 +592,14 @@ impl Session<'_> {
             let permit = admit(plugin, &self.ctx.tenant, self.load_check).await?;
             let now = Instant::now();
             let mut store = plugin.new_store(&self.ctx);
+            if self.load_check {
+                // Instantiating to type-check the exports is the host's work
+                // at load, not a call: a plugin whose own deadline is a few
+                // ms must not fail to load because the machine is busy. A
+                // start function that loops still ends, at the floor.
+                let state = store.data_mut();
+                state.deadline = state.deadline.max(now + LOAD_CHECK_MIN_DEADLINE);
+            }
             store.set_epoch_deadline(1);
             if plugin.runtime.consume_fuel() {
                 // Errors only when fuel is off or the interval is 0, both
