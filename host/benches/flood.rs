@@ -164,7 +164,8 @@ async fn victim_loop(
         let t = Instant::now();
         match client
             .post(format!("{base}/v1/customers/{customer}/score"))
-            .bearer_auth(&read)
+            // Scoring on demand runs plugins: a write key.
+            .bearer_auth(&write)
             .json(&json!({}))
             .send()
             .await
@@ -264,9 +265,9 @@ async fn main() {
             .to_string()
     };
     let (m_write, v_read, v_write) = (
-        key("mallory", "tenant-write"),
-        key("victim", "tenant-read"),
-        key("victim", "tenant-write"),
+        key("mallory", "tenant_write"),
+        key("victim", "tenant_read"),
+        key("victim", "tenant_write"),
     );
     let child = Command::new(env!("CARGO_BIN_EXE_rapport"))
         .arg("--config")
