@@ -54,9 +54,8 @@ pub async fn build_state(config: &Config) -> anyhow::Result<AppState> {
     let manifest = Arc::new(manifest);
     let store = Store::new(db);
     let runtime_config = runtime_config(config);
-    // The recorder first: descriptions given before it exists are lost.
+    // The recorder first: what is recorded before it exists is lost.
     let metrics = Arc::new(Metrics::global());
-    crate::plugins::loader::describe_metrics();
     let plugins = Arc::new(crate::plugins::PluginService::new(
         runtime_config,
         manifest.clone(),

@@ -98,6 +98,18 @@ fn describe() {
         Unit::Seconds,
         "Time of one delivery attempt through a channel connector, by connector"
     );
+    describe_gauge!(
+        "rapport_plugin_unavailable",
+        "1 while the plugin cannot be loaded (artifact missing, changed, or not compiling), else 0"
+    );
+    describe_counter!(
+        "rapport_plugin_unknown_skus_total",
+        "Recommendations dropped because their SKU is not in the tenant's catalogue"
+    );
+    describe_counter!(
+        "rapport_reward_snapshot_retries_total",
+        "Ingests rolled back and run again because the account changed while a reward plugin ran"
+    );
     describe_gauge!("rapport_outbox_depth", "Messages pending or in delivery, all tenants");
 }
 

@@ -29,23 +29,6 @@ use crate::runtime::{Plugin, Runtime};
 /// Gauge, labelled `plugin`: 1 while the plugin is unavailable, else 0.
 pub const UNAVAILABLE_METRIC: &str = "rapport_plugin_unavailable";
 
-/// The HELP lines of the plugin service's own metrics (loading, validated
-/// results, reward retries), for `/metrics`.
-pub fn describe_metrics() {
-    metrics::describe_gauge!(
-        UNAVAILABLE_METRIC,
-        "1 while the plugin cannot be loaded (artifact missing, changed, or not compiling), else 0"
-    );
-    metrics::describe_counter!(
-        super::cross_sell::UNKNOWN_SKU_METRIC,
-        "Recommendations dropped because their SKU is not in the tenant's catalogue"
-    );
-    metrics::describe_counter!(
-        super::rewards::STALE_METRIC,
-        "Ingests rolled back and run again because the account changed while a reward plugin ran"
-    );
-}
-
 /// Where a plugin's load stands.
 #[derive(Clone)]
 pub enum LoadState {

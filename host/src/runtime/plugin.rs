@@ -135,9 +135,9 @@ struct TenantMetrics {
 pub const MAX_TENANT_LABELS: usize = 100;
 
 fn tenant_label(tenant: &TenantId) -> metrics::SharedString {
-    static LABELS: Mutex<Option<HashMap<String, metrics::SharedString>>> = Mutex::new(None);
+    static LABELS: std::sync::LazyLock<Mutex<HashMap<String, metrics::SharedString>>> =
+        std::sync::LazyLock::new(Mutex::default);
     let mut labels = LABELS.lock().unwrap_or_else(|p| p.into_inner());
-    let labels = labels.get_or_insert_with(HashMap::new);
     if let Some(label) = labels.get(tenant.as_str()) {
         return label.clone();
     }
