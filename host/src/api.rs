@@ -6,6 +6,7 @@
 //! so it cannot drift from the handlers. Browsable docs: `/v1/docs`.
 
 pub mod admin;
+pub mod audit;
 pub mod channels;
 pub mod customers;
 pub mod error;
@@ -200,6 +201,7 @@ impl utoipa::Modify for SharedErrors {
 pub fn v1() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     let (router, mut openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(admin::router())
+        .merge(audit::router())
         .merge(customers::router())
         .merge(interactions::router())
         .merge(products::router())

@@ -123,6 +123,12 @@ pub struct PluginsConfig {
     /// Plugin instances one tenant may hold of one plugin. Default 2.
     #[serde(default)]
     pub max_concurrent_calls_per_plugin: Option<u32>,
+    /// A TOML file of `name = "value"` secrets that plugin configs reference
+    /// as `{"secret": "file:name"}` (see `manifest::config_schema`). Read
+    /// when a plugin is called, so a rotated secret applies at once; keep it
+    /// readable by the server only.
+    #[serde(default)]
+    pub secrets_file: Option<PathBuf>,
 }
 
 fn default_listen() -> SocketAddr {
@@ -200,6 +206,7 @@ impl Config {
             };
             resolve(&mut config.plugins.manifest);
             resolve(&mut config.plugins.cache_dir);
+            resolve(&mut config.plugins.secrets_file);
         }
         let runtime = crate::server::runtime_config(&config);
         runtime

@@ -12,6 +12,7 @@ use clap::{Args, Parser, Subcommand};
 
 use rapport::config::Config;
 use rapport::db::Db;
+use rapport::store::audit::AuditEntry;
 use rapport::store::tenants::Role;
 use rapport::store::{Store, TenantId};
 
@@ -330,6 +331,17 @@ async fn key_command(store: &Store, command: KeyCommand) -> anyhow::Result<()> {
         KeyCommand::Create { tenant, role, name } => {
             let tenant = tenant.map(TenantId::from_operator);
             let key = store.create_key(tenant.as_ref(), role, &name).await?;
+            // The operator acted: no key id (`actor_key_id` null).
+            store
+                .record_audit(&AuditEntry {
+                    tenant: tenant.as_ref(),
+                    actor_key_id: None,
+                    action: "key.create",
+                    target: format!("key:{}", key.key.id),
+                    before: None,
+                    after: serde_json::to_value(&key.key).ok(),
+                })
+                .await?;
             println!("{}", key.token);
             eprintln!(
                 "key {} ({}) created; the token above is not shown again",
@@ -340,7 +352,17 @@ async fn key_command(store: &Store, command: KeyCommand) -> anyhow::Result<()> {
         }
         KeyCommand::Revoke { tenant, key_id } => {
             let tenant = tenant.map(TenantId::from_operator);
-            store.revoke_key(tenant.as_ref(), &key_id).await?;
+            let key = store.revoke_key(tenant.as_ref(), &key_id).await?;
+            store
+                .record_audit(&AuditEntry {
+                    tenant: tenant.as_ref(),
+                    actor_key_id: None,
+                    action: "key.revoke",
+                    target: format!("key:{key_id}"),
+                    before: None,
+                    after: serde_json::to_value(&key).ok(),
+                })
+                .await?;
             println!("revoked {key_id}");
             Ok(())
         }

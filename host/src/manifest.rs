@@ -14,6 +14,7 @@
 //! error. How the manifest combines with the per-tenant state that admins set
 //! through the API is described in [`effective`].
 
+pub mod config_schema;
 pub mod effective;
 mod parse;
 
@@ -77,6 +78,10 @@ pub struct PluginSpec {
     /// How the outbox retries and paces this connector's deliveries
     /// (defaults for other kinds, which never deliver).
     pub delivery: DeliveryPolicy,
+    /// JSON Schema of the per-tenant config (`[plugin.config_schema]`);
+    /// `None`: the plugin declares none and any JSON object is accepted.
+    #[schema(value_type = Option<Object>)]
+    pub config_schema: Option<serde_json::Value>,
 }
 
 impl PluginSpec {

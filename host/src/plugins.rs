@@ -19,12 +19,20 @@
 //!   database, and the plugin is suspended for that tenant after the manifest's
 //!   `max_consecutive_failures`, visible in `GET /v1/plugins` until an admin
 //!   resumes it. The database is the single source of truth for
-//!   suspension, so it survives restarts and is shared by several nodes.
+//!   suspension, so it survives restarts and is shared by several nodes;
+//! - a config the plugin refuses (`invalid-config`), or a secret reference
+//!   that does not resolve, is recorded as the plugin's `config_error`
+//!   (status `misconfigured`), never counted towards suspension;
+//! - secret references in the config are resolved into the call's config
+//!   only (`manifest::config_schema::resolve_secrets`), never stored;
+//! - every call is queued for the run history (`run_log`), off the call
+//!   path.
 
 pub mod cross_sell;
 pub mod inbound;
 pub mod loader;
 pub mod rewards;
+pub mod run_log;
 pub mod scoring;
 pub mod store_services;
 
@@ -33,11 +41,14 @@ use std::sync::{Arc, Mutex};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::manifest::effective::{EffectivePlugin, effective_plugin, effective_plugins};
+use crate::manifest::config_schema::{self, SecretSource};
+use crate::manifest::effective::{EffectivePlugin, PluginStatus, effective_plugin, effective_plugins};
 use crate::manifest::{ManifestHandle, PluginKind, PluginSpec};
+use crate::runtime::PluginErrorKind;
 use crate::runtime::contract::inputs::CustomerHistory;
 use crate::runtime::contract::types;
 use crate::runtime::{CallContext, CallError, CallReport, Plugin, PluginDefinition, Runtime, RuntimeConfig};
+use crate::store::plugin_runs::{NewRun, RunLogLine};
 use crate::store::{Store, StoreError, StoreResult, TenantId, now_ms};
 
 /// How much history a plugin gets with each customer. Beyond this the
@@ -93,6 +104,9 @@ pub struct PluginService {
     services: Arc<store_services::StoreServices>,
     loader: loader::Loader,
     reward_locks: rewards::CustomerLocks,
+    /// Where secret references in configs resolve.
+    secrets: SecretSource,
+    runs: run_log::RunLog,
 }
 
 fn failure(code: &str, message: impl Into<String>) -> PluginFailure {
@@ -100,6 +114,23 @@ fn failure(code: &str, message: impl Into<String>) -> PluginFailure {
         code: code.to_string(),
         message: message.into(),
         retry_after_ms: None,
+    }
+}
+
+/// Removes resolved secret values from what a call returned: its typed
+/// error and its log lines (see `config_schema::scrub`).
+pub(crate) fn scrub_secrets<T>(secrets: &[String], result: &mut Result<T, CallError>, report: &mut CallReport) {
+    if secrets.is_empty() {
+        return;
+    }
+    if let Err(CallError::Guest(_, message)) = result {
+        config_schema::scrub(message, secrets);
+    }
+    for line in &mut report.logs {
+        config_schema::scrub(&mut line.message, secrets);
+        for (_, value) in &mut line.fields {
+            config_schema::scrub(value, secrets);
+        }
     }
 }
 
@@ -174,7 +205,16 @@ impl PluginService {
             services,
             loader: loader::Loader::default(),
             reward_locks: rewards::CustomerLocks::default(),
+            secrets: SecretSource::default(),
+            runs: run_log::RunLog::default(),
         }
+    }
+
+    /// Where secret references in plugin configs resolve (the server
+    /// config's `[plugins] secrets_file`, and the environment).
+    pub fn with_secrets(mut self, secrets: SecretSource) -> PluginService {
+        self.secrets = secrets;
+        self
     }
 
     /// Starts compiling, in the background, every plugin of the current
@@ -343,20 +383,39 @@ impl PluginService {
                 };
             }
         };
+        let (config, secrets) = match self.call_config(tenant, plugin).await {
+            Ok(resolved) => resolved,
+            Err(fail) => {
+                return PluginRun {
+                    plugin: plugin.id.clone(),
+                    result: Err(fail),
+                    report: CallReport::default(),
+                };
+            }
+        };
         let ctx = CallContext {
             tenant: tenant.clone(),
-            config_json: plugin.config.to_string(),
+            config_json: config.to_string(),
             services: self.services.clone(),
         };
-        let (result, report) = call(loaded, ctx).await;
+        let started_at_ms = now_ms();
+        let (mut result, mut report) = call(loaded, ctx).await;
+        scrub_secrets(&secrets, &mut result, &mut report);
         let result = match result {
             Ok(value) => {
-                if plugin.consecutive_failures > 0
+                if (plugin.consecutive_failures > 0 || plugin.status == PluginStatus::Misconfigured)
                     && let Err(e) = self.store.record_plugin_success(tenant, &plugin.id).await
                 {
                     tracing::warn!(plugin = %plugin.id, error = %e, "could not record plugin success");
                 }
                 Ok(value)
+            }
+            // The plugin refused the tenant's config: the admin's to fix,
+            // so shown as the plugin's status, not counted as misbehaviour.
+            Err(CallError::Guest(PluginErrorKind::InvalidConfig, message)) => {
+                let fail = failure("plugin_invalid_config", message);
+                self.record_config_error(tenant, plugin, &fail.message).await;
+                Err(fail)
             }
             // A typed error the plugin returned on purpose (bad input, not
             // fitted yet, ...) is an answer, not misbehaviour: it is
@@ -371,15 +430,89 @@ impl PluginService {
                 Err(fail)
             }
             Err(err) => {
-                let fail = call_failure(&err);
+                let mut fail = call_failure(&err);
+                config_schema::scrub(&mut fail.message, &secrets);
                 self.record_failure(tenant, plugin, &fail).await;
                 Err(fail)
             }
         };
+        self.record_run(tenant, plugin, started_at_ms, &report, result.as_ref().err());
         PluginRun {
             plugin: plugin.id.clone(),
             result,
             report,
+        }
+    }
+
+    /// The config a call of `plugin` receives: its effective config with
+    /// secret references resolved, and the secret values (to scrub from
+    /// what comes back). A reference that does not resolve is the plugin's
+    /// config error (status `misconfigured`) and fails the call.
+    pub(crate) async fn call_config(
+        &self,
+        tenant: &TenantId,
+        plugin: &EffectivePlugin,
+    ) -> Result<(serde_json::Value, Vec<String>), PluginFailure> {
+        let schema = self
+            .manifest
+            .current()
+            .plugin(&plugin.id)
+            .and_then(|s| s.config_schema.clone())
+            .filter(config_schema::has_secrets);
+        let Some(schema) = schema else {
+            return Ok((plugin.config.clone(), Vec::new()));
+        };
+        match config_schema::resolve_secrets(&schema, &plugin.config, &self.secrets) {
+            Ok(resolved) => Ok(resolved),
+            Err(message) => {
+                let fail = failure("plugin_invalid_config", message);
+                self.record_config_error(tenant, plugin, &fail.message).await;
+                // A call that never reached the plugin is still a run.
+                self.record_run(tenant, plugin, now_ms(), &CallReport::default(), Some(&fail));
+                Err(fail)
+            }
+        }
+    }
+
+    /// Queues one call for the run history (never waits; see `run_log`).
+    pub(crate) fn record_run(
+        &self,
+        tenant: &TenantId,
+        plugin: &EffectivePlugin,
+        started_at_ms: i64,
+        report: &CallReport,
+        failure: Option<&PluginFailure>,
+    ) {
+        self.runs.record(
+            &self.store,
+            NewRun {
+                tenant: tenant.clone(),
+                plugin_id: plugin.id.clone(),
+                version: plugin.version.clone(),
+                started_at_ms,
+                duration_us: i64::try_from(report.duration.as_micros()).unwrap_or(i64::MAX),
+                fuel_used: report.fuel_used.map(|f| i64::try_from(f).unwrap_or(i64::MAX)),
+                outcome: if failure.is_none() { "ok" } else { "error" },
+                error_code: failure.map(|f| f.code.clone()),
+                error: failure.map(|f| f.message.clone()),
+                logs: report
+                    .logs
+                    .iter()
+                    .map(|l| RunLogLine {
+                        level: format!("{:?}", l.level).to_ascii_lowercase(),
+                        message: l.message.clone(),
+                        fields: l.fields.clone(),
+                    })
+                    .collect(),
+                logs_dropped: i64::from(report.logs_dropped),
+            },
+        );
+    }
+
+    pub(crate) async fn record_config_error(&self, tenant: &TenantId, plugin: &EffectivePlugin, message: &str) {
+        tracing::warn!(tenant = %tenant, plugin = %plugin.id, error = %message, "plugin refused its config (not counted towards suspension)");
+        if let Err(e) = self.store.record_plugin_config_error(tenant, &plugin.id, message).await {
+            tracing::error!(plugin = %plugin.id, error = %e, "could not record plugin config error");
         }
     }
 

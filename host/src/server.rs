@@ -56,11 +56,13 @@ pub async fn build_state(config: &Config) -> anyhow::Result<AppState> {
     let runtime_config = runtime_config(config);
     // The recorder first: what is recorded before it exists is lost.
     let metrics = Arc::new(Metrics::global());
-    let plugins = Arc::new(crate::plugins::PluginService::new(
-        runtime_config,
-        manifest.clone(),
-        store.clone(),
-    ));
+    let plugins = Arc::new(
+        crate::plugins::PluginService::new(runtime_config, manifest.clone(), store.clone()).with_secrets(
+            crate::manifest::config_schema::SecretSource {
+                file: config.plugins.secrets_file.clone(),
+            },
+        ),
+    );
     Ok(AppState {
         store,
         metrics,

@@ -8,6 +8,7 @@
 //! compose inside one transaction (ingest + reward ledger operations, say)
 //! also come in a `*_tx(&mut AnyConnection, ...)` form.
 
+pub mod audit;
 pub mod customers;
 pub mod gdpr;
 pub mod interactions;
@@ -15,6 +16,7 @@ pub mod loyalty;
 pub mod messages;
 pub mod money;
 pub mod plugin_fits;
+pub mod plugin_runs;
 pub mod plugins;
 pub mod products;
 pub mod scores;

@@ -65,6 +65,10 @@ fn describe() {
         "HTTP request handling time, by method, route and status"
     );
     describe_counter!(
+        "rapport_plugin_runs_dropped_total",
+        "Plugin run history records dropped because the background writer fell behind (the calls were not affected)"
+    );
+    describe_counter!(
         "rapport_plugin_calls_total",
         "Plugin calls, by plugin, tenant (the first 100 tenants, then `other`), kind and export"
     );

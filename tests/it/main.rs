@@ -18,6 +18,7 @@ mod api_interactions;
 mod api_loyalty;
 mod api_messages;
 mod api_plugin_calls;
+mod api_plugin_lifecycle;
 mod api_plugins;
 mod api_products;
 mod api_rewards;

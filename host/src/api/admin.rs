@@ -1,5 +1,7 @@
 //! Tenants and API keys. Platform admins create tenants and their first keys;
-//! tenant admins manage their own tenant's keys under `/v1/keys`.
+//! tenant admins manage their own tenant's keys under `/v1/keys`. Every
+//! creation and revocation is audited (`api::audit::record`; never the
+//! token, which is shown once).
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -8,6 +10,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::audit::{NONE, record};
 use super::extract::{Auth, Json, Path};
 use super::{ApiResult, AppState, Error};
 use crate::store::tenants::{ApiKey, CreatedKey, Role, Tenant};
@@ -47,10 +50,18 @@ async fn create_tenant(
     Json(body): Json<NewTenant>,
 ) -> ApiResult<(StatusCode, Json<Tenant>)> {
     auth.platform()?;
-    Ok((
-        StatusCode::CREATED,
-        Json(s.store.create_tenant(&body.name, body.id.as_deref()).await?),
-    ))
+    let tenant = s.store.create_tenant(&body.name, body.id.as_deref()).await?;
+    record(
+        &s,
+        &auth,
+        None,
+        "tenant.create",
+        format!("tenant:{}", tenant.id),
+        NONE,
+        Some(&tenant),
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(tenant)))
 }
 
 /// List tenants (platform admin).
@@ -82,6 +93,9 @@ async fn create_tenant_key(
         .store
         .create_key(Some(&tenant), tenant_role(body.role)?, &body.name)
         .await?;
+    // The tenant's record: its admins must see who holds keys to it.
+    let target = format!("key:{}", key.key.id);
+    record(&s, &auth, Some(&tenant), "key.create", target, NONE, Some(&key.key)).await?;
     Ok((StatusCode::CREATED, Json(key)))
 }
 
@@ -108,7 +122,18 @@ async fn revoke_tenant_key(
 ) -> ApiResult<Json<ApiKey>> {
     auth.platform()?;
     let tenant = s.store.existing_tenant(&tenant_id).await?;
-    Ok(Json(s.store.revoke_key(Some(&tenant), &key_id).await?))
+    let key = s.store.revoke_key(Some(&tenant), &key_id).await?;
+    record(
+        &s,
+        &auth,
+        Some(&tenant),
+        "key.revoke",
+        format!("key:{key_id}"),
+        NONE,
+        Some(&key),
+    )
+    .await?;
+    Ok(Json(key))
 }
 
 /// Create a key for the caller's own tenant (tenant admin).
@@ -124,6 +149,8 @@ async fn create_key(
         .store
         .create_key(Some(&tenant), tenant_role(body.role)?, &body.name)
         .await?;
+    let target = format!("key:{}", key.key.id);
+    record(&s, &auth, Some(&tenant), "key.create", target, NONE, Some(&key.key)).await?;
     Ok((StatusCode::CREATED, Json(key)))
 }
 
@@ -139,5 +166,16 @@ async fn list_keys(State(s): State<AppState>, auth: Auth) -> ApiResult<Json<Vec<
     params(("key_id" = String, Path)), responses((status = 200, body = ApiKey), (status = 404, body = super::error::ErrorBody)))]
 async fn revoke_key(State(s): State<AppState>, auth: Auth, Path(key_id): Path<String>) -> ApiResult<Json<ApiKey>> {
     let tenant = auth.admin()?;
-    Ok(Json(s.store.revoke_key(Some(&tenant), &key_id).await?))
+    let key = s.store.revoke_key(Some(&tenant), &key_id).await?;
+    record(
+        &s,
+        &auth,
+        Some(&tenant),
+        "key.revoke",
+        format!("key:{key_id}"),
+        NONE,
+        Some(&key),
+    )
+    .await?;
+    Ok(Json(key))
 }

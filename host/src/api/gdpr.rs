@@ -29,7 +29,20 @@ async fn export_customer(
     Path(customer_id): Path<String>,
 ) -> ApiResult<Json<CustomerExport>> {
     let t = auth.admin()?;
-    Ok(Json(s.store.export_customer(&t, &customer_id).await?))
+    let export = s.store.export_customer(&t, &customer_id).await?;
+    // Who exported whom; never the exported data itself.
+    let target = format!("customer:{customer_id}");
+    super::audit::record(
+        &s,
+        &auth,
+        Some(&t),
+        "gdpr.export",
+        target,
+        super::audit::NONE,
+        super::audit::NONE,
+    )
+    .await?;
+    Ok(Json(export))
 }
 
 /// Erase a customer's personal data (admin key). Name, email, phone and
@@ -45,5 +58,17 @@ async fn erase_customer(
     Path(customer_id): Path<String>,
 ) -> ApiResult<Json<Erasure>> {
     let t = auth.admin()?;
-    Ok(Json(s.store.erase_customer(&t, &customer_id).await?))
+    let erasure = s.store.erase_customer(&t, &customer_id).await?;
+    let target = format!("customer:{customer_id}");
+    super::audit::record(
+        &s,
+        &auth,
+        Some(&t),
+        "gdpr.erase",
+        target,
+        super::audit::NONE,
+        Some(&erasure),
+    )
+    .await?;
+    Ok(Json(erasure))
 }

@@ -273,6 +273,16 @@ async fn set_tier(
 ) -> ApiResult<Json<SetTierResult>> {
     let t = auth.admin()?;
     let change = s.store.set_tier(&t, &customer_id, body.tier_id, body.reason).await?;
+    super::audit::record(
+        &s,
+        &auth,
+        Some(&t),
+        "customer.tier_set",
+        format!("customer:{customer_id}"),
+        super::audit::NONE,
+        Some(&change),
+    )
+    .await?;
     let account = s.store.get_account(&t, &customer_id).await?;
     Ok(Json(SetTierResult { change, account }))
 }
@@ -306,7 +316,18 @@ async fn create_tier(
     Json(body): Json<NewTier>,
 ) -> ApiResult<(StatusCode, Json<Tier>)> {
     let t = auth.admin()?;
-    Ok((StatusCode::CREATED, Json(s.store.create_tier(&t, body).await?)))
+    let tier = s.store.create_tier(&t, body).await?;
+    super::audit::record(
+        &s,
+        &auth,
+        Some(&t),
+        "tier.create",
+        format!("tier:{}", tier.id),
+        super::audit::NONE,
+        Some(&tier),
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(tier)))
 }
 
 #[utoipa::path(get, path = "/v1/loyalty/tiers/{tier_id}", tag = "loyalty", params(("tier_id" = String, Path)),
@@ -326,7 +347,19 @@ async fn update_tier(
     Json(body): Json<TierPatch>,
 ) -> ApiResult<Json<Tier>> {
     let t = auth.admin()?;
-    Ok(Json(s.store.update_tier(&t, &tier_id, body).await?))
+    let before = s.store.get_tier(&t, &tier_id).await?;
+    let tier = s.store.update_tier(&t, &tier_id, body).await?;
+    super::audit::record(
+        &s,
+        &auth,
+        Some(&t),
+        "tier.update",
+        format!("tier:{tier_id}"),
+        Some(&before),
+        Some(&tier),
+    )
+    .await?;
+    Ok(Json(tier))
 }
 
 /// Delete a tier no customer holds (admin key).
@@ -334,7 +367,18 @@ async fn update_tier(
     responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn delete_tier(State(s): State<AppState>, auth: Auth, Path(tier_id): Path<String>) -> ApiResult<StatusCode> {
     let t = auth.admin()?;
+    let before = s.store.get_tier(&t, &tier_id).await?;
     s.store.delete_tier(&t, &tier_id).await?;
+    super::audit::record(
+        &s,
+        &auth,
+        Some(&t),
+        "tier.delete",
+        format!("tier:{tier_id}"),
+        Some(&before),
+        super::audit::NONE,
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -359,7 +403,18 @@ async fn create_reward(
     Json(body): Json<NewReward>,
 ) -> ApiResult<(StatusCode, Json<Reward>)> {
     let t = auth.admin()?;
-    Ok((StatusCode::CREATED, Json(s.store.create_reward(&t, body).await?)))
+    let reward = s.store.create_reward(&t, body).await?;
+    super::audit::record(
+        &s,
+        &auth,
+        Some(&t),
+        "reward.create",
+        format!("reward:{}", reward.id),
+        super::audit::NONE,
+        Some(&reward),
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(reward)))
 }
 
 #[utoipa::path(get, path = "/v1/loyalty/rewards/{reward_id}", tag = "loyalty", params(("reward_id" = String, Path)),
@@ -379,7 +434,19 @@ async fn update_reward(
     Json(body): Json<RewardPatch>,
 ) -> ApiResult<Json<Reward>> {
     let t = auth.admin()?;
-    Ok(Json(s.store.update_reward(&t, &reward_id, body).await?))
+    let before = s.store.get_reward(&t, &reward_id).await?;
+    let reward = s.store.update_reward(&t, &reward_id, body).await?;
+    super::audit::record(
+        &s,
+        &auth,
+        Some(&t),
+        "reward.update",
+        format!("reward:{reward_id}"),
+        Some(&before),
+        Some(&reward),
+    )
+    .await?;
+    Ok(Json(reward))
 }
 
 /// Delete a never-redeemed reward (admin key); deactivate redeemed ones instead.
@@ -387,7 +454,18 @@ async fn update_reward(
     responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn delete_reward(State(s): State<AppState>, auth: Auth, Path(reward_id): Path<String>) -> ApiResult<StatusCode> {
     let t = auth.admin()?;
+    let before = s.store.get_reward(&t, &reward_id).await?;
     s.store.delete_reward(&t, &reward_id).await?;
+    super::audit::record(
+        &s,
+        &auth,
+        Some(&t),
+        "reward.delete",
+        format!("reward:{reward_id}"),
+        Some(&before),
+        super::audit::NONE,
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

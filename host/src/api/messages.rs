@@ -160,7 +160,20 @@ async fn replay_message(
     Path(id): Path<String>,
 ) -> ApiResult<(StatusCode, Json<Message>)> {
     let tenant = auth.write()?;
-    Ok((StatusCode::ACCEPTED, Json(s.store.replay_message(&tenant, &id).await?)))
+    let message = s.store.replay_message(&tenant, &id).await?;
+    let after =
+        serde_json::json!({ "status": message.status, "channel": message.channel, "attempts": message.attempts });
+    super::audit::record(
+        &s,
+        &auth,
+        Some(&tenant),
+        "message.replay",
+        format!("message:{id}"),
+        Some(&serde_json::json!({ "status": "dead" })),
+        Some(&after),
+    )
+    .await?;
+    Ok((StatusCode::ACCEPTED, Json(message)))
 }
 
 /// The tenant's message templates, by name.

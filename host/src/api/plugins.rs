@@ -3,8 +3,11 @@
 //!
 //! Tenants see only the plugins the manifest makes available to them, with
 //! their effective state (see `manifest::effective` for the precedence
-//! rules); tenant admins enable, disable, configure and resume them. Platform
-//! admins inspect and reload the manifest.
+//! rules) and, one at a time, their config schema and recent runs; tenant
+//! admins enable, disable, configure (validated against the plugin's
+//! `config_schema`, see `manifest::config_schema`) and resume them. Platform
+//! admins inspect and reload the manifest. Every change is audited
+//! (`store::audit`).
 
 use axum::extract::State;
 use serde::Serialize;
@@ -16,9 +19,11 @@ use utoipa_axum::routes;
 use super::extract::{Auth, Json, Path};
 use super::{ApiResult, AppState, Error};
 use crate::manifest::effective::{EffectivePlugin, effective_plugin};
-use crate::manifest::{Limits, Manifest, ManifestError, PluginSpec, ReloadFailure};
+use crate::manifest::{Limits, Manifest, ManifestError, PluginSpec, ReloadFailure, config_schema};
 use crate::plugins::loader::LoadStatus;
 use crate::store::TenantId;
+use crate::store::audit::AuditEntry;
+use crate::store::plugin_runs::PluginRunRecord;
 use crate::store::plugins::{PluginFailure, PluginState};
 
 /// Largest accepted config override (compact JSON).
@@ -35,6 +40,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(reset_enabled))
         .routes(routes!(set_config, reset_config))
         .routes(routes!(resume_plugin))
+        .routes(routes!(list_runs))
         .routes(routes!(get_manifest))
         .routes(routes!(reload_manifest))
 }
@@ -45,8 +51,22 @@ pub struct PluginDetail {
     #[serde(flatten)]
     pub plugin: EffectivePlugin,
     pub limits: Limits,
+    /// The JSON Schema of the plugin's config (from the manifest's
+    /// `[plugin.config_schema]`), to draw a form from; null when the plugin
+    /// declares none. Properties marked `"x-secret": true` or `"format":
+    /// "secret"` take a reference, `{"secret": "env:RAPPORT_SECRET_NAME"}` or
+    /// `{"secret": "file:NAME"}`.
+    #[schema(value_type = Option<Object>)]
+    pub config_schema: Option<serde_json::Value>,
     /// Newest first.
     pub recent_failures: Vec<PluginFailure>,
+}
+
+/// A plugin's recent runs for the caller's tenant.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PluginRuns {
+    /// Newest first; at most the last 100 are kept per tenant and plugin.
+    pub items: Vec<PluginRunRecord>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -125,15 +145,51 @@ async fn get_plugin(State(s): State<AppState>, auth: Auth, Path(id): Path<String
     Ok(Json(PluginDetail {
         plugin,
         limits: spec.limits.clone(),
+        config_schema: spec.config_schema.clone(),
         recent_failures,
     }))
+}
+
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct RunsQuery {
+    /// At most this many (1-100, default 20).
+    #[param(minimum = 1, maximum = 100)]
+    limit: Option<u32>,
+}
+
+/// The caller's tenant's recent calls of a plugin: time, version, duration,
+/// fuel, outcome, error and captured log lines. Written in the background
+/// after each call, so the newest may take a moment to appear.
+#[utoipa::path(get, path = "/v1/plugins/{id}/runs", tag = "plugins", params(("id" = String, Path), RunsQuery),
+    responses((status = 200, body = PluginRuns), (status = 404, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
+async fn list_runs(
+    State(s): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+    super::extract::Query(q): super::extract::Query<RunsQuery>,
+) -> ApiResult<Json<PluginRuns>> {
+    let tenant = auth.read()?;
+    let manifest = s.manifest.current();
+    available(&manifest, &tenant, &id)?;
+    let limit = match q.limit {
+        None => 20,
+        Some(n @ 1..=100) => i64::from(n),
+        Some(_) => return Err(Error::invalid("limit", "must be between 1 and 100")),
+    };
+    let items = s.store.plugin_runs(&tenant, &id, limit).await?;
+    Ok(Json(PluginRuns { items }))
 }
 
 async fn set_enabled(s: &AppState, auth: &Auth, id: &str, enabled: Option<bool>) -> ApiResult<Json<EffectivePlugin>> {
     let tenant = auth.admin()?;
     let manifest = s.manifest.current();
     available(&manifest, &tenant, id)?;
-    let state = s.store.set_plugin_enabled(&tenant, id, enabled).await?;
+    let state = s
+        .store
+        .set_plugin_enabled(&tenant, id, enabled, Some(auth.0.key_id.as_str()))
+        .await?;
     Ok(Json(effective(s, &manifest, &tenant, &state)?))
 }
 
@@ -170,8 +226,30 @@ async fn reset_enabled(
     set_enabled(&s, &auth, &id, None).await
 }
 
+/// 422 `config_invalid`: `details.field` is the JSON pointer of the first
+/// violation; the message lists every one as `pointer: message`.
+fn config_invalid(violations: &[config_schema::Violation]) -> Error {
+    Error::UnprocessableCode {
+        code: "config_invalid",
+        field: violations.first().map(|v| v.pointer.clone()).unwrap_or_default(),
+        message: format!(
+            "the config does not match the plugin's config_schema: {}",
+            violations
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        ),
+    }
+}
+
 /// Replace the plugin's config for the caller's tenant. The body is the
-/// config itself: a JSON object of at most 64 KiB.
+/// config itself: a JSON object of at most 64 KiB, valid against the
+/// plugin's `config_schema` (`GET /v1/plugins/{id}`) once its defaults are
+/// filled in, else 422 `config_invalid` with the JSON pointer of the
+/// offending value in `details.field`. Secret fields take a reference
+/// (`{"secret": "env:RAPPORT_SECRET_NAME"}` or `{"secret": "file:NAME"}`),
+/// never the secret.
 #[utoipa::path(put, path = "/v1/plugins/{id}/config", tag = "plugins", params(("id" = String, Path)),
     request_body(content = Object, description = "The new config (a JSON object)"),
     responses((status = 200, body = EffectivePlugin), (status = 413, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
@@ -183,7 +261,7 @@ async fn set_config(
 ) -> ApiResult<Json<EffectivePlugin>> {
     let tenant = auth.admin()?;
     let manifest = s.manifest.current();
-    available(&manifest, &tenant, &id)?;
+    let spec = available(&manifest, &tenant, &id)?;
     if !config.is_object() {
         return Err(Error::invalid("body", "config must be a JSON object"));
     }
@@ -192,7 +270,17 @@ async fn set_config(
             limit: MAX_CONFIG_BYTES,
         });
     }
-    let state = s.store.set_plugin_config(&tenant, &id, Some(&config)).await?;
+    // Checked with the schema's defaults filled in, as the plugin will see
+    // it; stored as sent, so a later version's new defaults still apply.
+    if let Some(schema) = &spec.config_schema
+        && let Err(violations) = config_schema::validate(schema, &config_schema::with_defaults(schema, &config))
+    {
+        return Err(config_invalid(&violations));
+    }
+    let state = s
+        .store
+        .set_plugin_config(&tenant, &id, Some(&config), Some(auth.0.key_id.as_str()))
+        .await?;
     Ok(Json(effective(&s, &manifest, &tenant, &state)?))
 }
 
@@ -207,7 +295,10 @@ async fn reset_config(
     let tenant = auth.admin()?;
     let manifest = s.manifest.current();
     available(&manifest, &tenant, &id)?;
-    let state = s.store.set_plugin_config(&tenant, &id, None).await?;
+    let state = s
+        .store
+        .set_plugin_config(&tenant, &id, None, Some(auth.0.key_id.as_str()))
+        .await?;
     Ok(Json(effective(&s, &manifest, &tenant, &state)?))
 }
 
@@ -222,8 +313,32 @@ async fn resume_plugin(
     let tenant = auth.admin()?;
     let manifest = s.manifest.current();
     available(&manifest, &tenant, &id)?;
-    let state = s.store.resume_plugin(&tenant, &id).await?;
+    let state = s
+        .store
+        .resume_plugin(&tenant, &id, Some(auth.0.key_id.as_str()))
+        .await?;
     Ok(Json(effective(&s, &manifest, &tenant, &state)?))
+}
+
+/// What the audit log keeps of a manifest: each plugin's version and
+/// artifact digest, and each tenant's plugins.
+fn digests(manifest: &Manifest) -> serde_json::Value {
+    let plugins: serde_json::Map<String, serde_json::Value> = manifest
+        .plugins
+        .iter()
+        .map(|p| (p.id.clone(), json!({ "version": p.version, "sha256": p.sha256 })))
+        .collect();
+    let tenants: serde_json::Map<String, serde_json::Value> = manifest
+        .tenants
+        .iter()
+        .map(|t| {
+            (
+                t.tenant.clone(),
+                json!(t.plugins.iter().map(|p| p.plugin.clone()).collect::<Vec<_>>()),
+            )
+        })
+        .collect();
+    json!({ "plugins": plugins, "tenants": tenants })
 }
 
 fn summary(s: &AppState) -> ManifestSummary {
@@ -279,6 +394,7 @@ async fn get_manifest(State(s): State<AppState>, auth: Auth) -> ApiResult<Json<M
     responses((status = 200, body = ManifestSummary), (status = 409, body = super::error::ErrorBody)))]
 async fn reload_manifest(State(s): State<AppState>, auth: Auth) -> ApiResult<Json<ManifestSummary>> {
     auth.platform()?;
+    let before = digests(&s.manifest.current());
     let handle = s.manifest.clone();
     // Reading and hashing artifacts is blocking file I/O.
     let result = tokio::task::spawn_blocking(move || handle.reload())
@@ -290,6 +406,16 @@ async fn reload_manifest(State(s): State<AppState>, auth: Auth) -> ApiResult<Jso
             // New, changed and unavailable plugins are (re)loaded in the
             // background; the answer shows them `loading`.
             s.plugins.load_all(true);
+            s.store
+                .record_audit(&AuditEntry {
+                    tenant: None,
+                    actor_key_id: Some(auth.0.key_id.as_str()),
+                    action: "manifest.reload",
+                    target: format!("manifest:{}", manifest.path.display()),
+                    before: Some(before),
+                    after: Some(digests(&manifest)),
+                })
+                .await?;
             Ok(Json(summary(&s)))
         }
         Err(ManifestError::NotConfigured) => Err(Error::Conflict {

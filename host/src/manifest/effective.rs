@@ -12,11 +12,18 @@
 //!    clearing it (`DELETE .../config`, `DELETE .../enabled`) falls back to
 //!    the manifest (`source: manifest`). A config override replaces the
 //!    manifest's config wholesale rather than merging, so what the plugin
-//!    sees is exactly one document someone wrote.
+//!    sees is exactly one document someone wrote (plus the defaults of the
+//!    plugin's `config_schema`, filled in for keys it leaves out).
 //! 3. **Suspension** (too many consecutive failures) overrides enabled: a
 //!    suspended plugin does not run until an admin resumes it, even if
 //!    enabled. A disabled plugin reports `disabled` even while suspended.
-//! 4. **Unavailable** (its artifact is missing, changed or does not load;
+//! 4. **Misconfigured**: the plugin itself refused its config
+//!    (`invalid-config`), or a secret it references cannot be resolved. It
+//!    still runs (so a corrected config, or a secret set meanwhile, shows on
+//!    the next call) and is not counted towards suspension (the config is
+//!    the admin's, not the plugin's fault); `last_error` says why. A new
+//!    config, or a call that succeeds, clears it.
+//! 5. **Unavailable** (its artifact is missing, changed or does not load;
 //!    see `plugins::loader`) overrides active and suspended, since neither
 //!    running nor resuming can help; `last_error` says why. A disabled plugin
 //!    still reports `disabled`. This one is not stored: the plugin service
@@ -49,6 +56,9 @@ pub enum PluginStatus {
     Suspended,
     /// Enabled, but its artifact is missing, changed or does not load.
     Unavailable,
+    /// Enabled and running, but the plugin refused its config (or a secret
+    /// reference did not resolve) on its last call: see `last_error`.
+    Misconfigured,
 }
 
 /// A plugin as one tenant sees it.
@@ -62,7 +72,8 @@ pub struct EffectivePlugin {
     pub enabled: bool,
     /// Where `enabled` came from.
     pub source: SettingSource,
-    /// The config the plugin receives (a JSON object).
+    /// The config the plugin receives (a JSON object), with the schema's
+    /// defaults filled in; secret fields show their reference.
     #[schema(value_type = Object)]
     pub config: serde_json::Value,
     pub config_source: SettingSource,
@@ -79,7 +90,7 @@ pub struct EffectivePlugin {
 impl EffectivePlugin {
     /// Whether the runtime may call it.
     pub fn runs(&self) -> bool {
-        self.status == PluginStatus::Active
+        matches!(self.status, PluginStatus::Active | PluginStatus::Misconfigured)
     }
 
     /// The plugin cannot be loaded, for `reason` (rule 4 of the module doc).
@@ -100,11 +111,18 @@ fn combine(spec: &PluginSpec, entry: &TenantPlugin, state: Option<&PluginState>)
         Some(config) => (config, SettingSource::Admin),
         None => (entry.config.clone(), SettingSource::Manifest),
     };
+    let config = match &spec.config_schema {
+        Some(schema) => super::config_schema::with_defaults(schema, &config),
+        None => config,
+    };
+    let config_error = state.and_then(|s| s.config_error.clone());
     let suspended_at = state.and_then(|s| s.suspended_at);
     let status = if !enabled {
         PluginStatus::Disabled
     } else if suspended_at.is_some() {
         PluginStatus::Suspended
+    } else if config_error.is_some() {
+        PluginStatus::Misconfigured
     } else {
         PluginStatus::Active
     };
@@ -121,7 +139,7 @@ fn combine(spec: &PluginSpec, entry: &TenantPlugin, state: Option<&PluginState>)
         status,
         consecutive_failures: state.map_or(0, |s| s.consecutive_failures),
         max_consecutive_failures: spec.limits.max_consecutive_failures,
-        last_error: state.and_then(|s| s.last_error.clone()),
+        last_error: config_error.or_else(|| state.and_then(|s| s.last_error.clone())),
         last_failure_at: state.and_then(|s| s.last_failure_at),
         suspended_at,
     }
@@ -202,6 +220,7 @@ mod tests {
             limits: Limits::default(),
             channels: vec![],
             delivery: Default::default(),
+            config_schema: None,
         }
     }
 
@@ -247,6 +266,7 @@ mod tests {
             suspended_at: None,
             last_error: None,
             last_failure_at: None,
+            config_error: None,
             updated_at: time::OffsetDateTime::UNIX_EPOCH,
         }
     }

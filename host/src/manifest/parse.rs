@@ -40,6 +40,13 @@ struct RawPlugin {
     channels: Option<Spanned<Vec<Spanned<String>>>>,
     #[serde(default)]
     delivery: Option<Spanned<RawDelivery>>,
+    /// JSON Schema of the per-tenant config, as a TOML table.
+    #[serde(default)]
+    config_schema: Option<Spanned<toml::Table>>,
+    /// Or: a JSON file holding it (relative to the manifest), e.g. the
+    /// `config.schema.json` a plugin crate ships.
+    #[serde(default)]
+    config_schema_file: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -339,10 +346,14 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<(Manifest, Vec<ManifestIs
         plugins.extend(spec);
     }
 
+    let schemas: HashMap<String, serde_json::Value> = plugins
+        .iter()
+        .filter_map(|p: &PluginSpec| Some((p.id.clone(), p.config_schema.clone()?)))
+        .collect();
     let mut tenants = Vec::new();
     let mut first_tenant: HashMap<String, usize> = HashMap::new();
     for (j, raw) in raw_tenants {
-        tenants.extend(validate_tenant(&mut cx, j, raw, &declared, &mut first_tenant));
+        tenants.extend(validate_tenant(&mut cx, j, raw, &declared, &schemas, &mut first_tenant));
     }
 
     let mut artifact_issues = cx.artifact_issues;
@@ -568,6 +579,54 @@ fn validate_plugin(
         }
     }
 
+    let config_schema = match (raw.config_schema, raw.config_schema_file) {
+        (Some(_), Some(file)) => {
+            cx.issue(
+                file.span(),
+                f("config_schema_file"),
+                "give the config schema inline (config_schema) or as a file (config_schema_file), not both",
+            );
+            None
+        }
+        (Some(table), None) => {
+            let span = table.span();
+            match table_to_json(table.get_ref(), &f("config_schema")) {
+                Ok(schema) => Some((span, f("config_schema"), schema)),
+                Err((at, message)) => {
+                    cx.issue(span, at, message);
+                    None
+                }
+            }
+        }
+        (None, Some(file)) => {
+            let span = file.span();
+            let path = base_dir.join(file.get_ref());
+            let read = std::fs::read_to_string(&path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))
+                .and_then(|text| {
+                    serde_json::from_str::<serde_json::Value>(&text)
+                        .map_err(|e| format!("{}: not JSON: {e}", path.display()))
+                });
+            match read {
+                Ok(schema) => Some((span, f("config_schema_file"), schema)),
+                Err(message) => {
+                    cx.issue(span, f("config_schema_file"), message);
+                    None
+                }
+            }
+        }
+        (None, None) => None,
+    }
+    .and_then(
+        |(span, field, schema)| match super::config_schema::check_schema(&schema) {
+            Ok(()) => Some(schema),
+            Err(message) => {
+                cx.issue(span, field, message);
+                None
+            }
+        },
+    );
+
     if cx.issues.len() != before {
         return None;
     }
@@ -583,6 +642,7 @@ fn validate_plugin(
         limits,
         channels,
         delivery,
+        config_schema,
     })
 }
 
@@ -759,6 +819,7 @@ fn validate_tenant(
     j: usize,
     raw: RawTenant,
     declared: &HashSet<String>,
+    schemas: &HashMap<String, serde_json::Value>,
     first: &mut HashMap<String, usize>,
 ) -> Option<TenantPlugins> {
     let before = cx.issues.len();
@@ -805,6 +866,9 @@ fn validate_tenant(
         } else {
             seen.insert(plugin.clone(), cx.line_of(&entry.id.span()));
         }
+        // Where a schema violation is reported: the config table, or the
+        // entry's id when the config is absent (a required key missing).
+        let config_span = entry.config.as_ref().map_or_else(|| entry.id.span(), |t| t.span());
         let config = match entry.config {
             None => serde_json::Value::Object(Default::default()),
             Some(table) => {
@@ -818,6 +882,20 @@ fn validate_tenant(
                 }
             }
         };
+        if let Some(schema) = schemas.get(&plugin)
+            && config.is_object()
+        {
+            let filled = super::config_schema::with_defaults(schema, &config);
+            if let Err(violations) = super::config_schema::validate(schema, &filled) {
+                for v in violations {
+                    cx.issue(
+                        config_span.clone(),
+                        format!("{field}.config"),
+                        format!("does not match the plugin's config_schema: {v}"),
+                    );
+                }
+            }
+        }
         plugins.push(TenantPlugin {
             plugin,
             enabled: entry.enabled,

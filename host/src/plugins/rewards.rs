@@ -453,12 +453,32 @@ impl PluginService {
                 return Err(run);
             }
         };
+        let (config, secrets) = match self.call_config(tenant, &ready.plugin).await {
+            Ok(resolved) => resolved,
+            Err(fail) => {
+                // The tenant's config, not the plugin: never counted.
+                let mut run = RewardRun::failed(id, fail);
+                run.counts_as_failure = false;
+                return Err(run);
+            }
+        };
         let ctx = CallContext {
             tenant: tenant.clone(),
-            config_json: ready.plugin.config.to_string(),
+            config_json: config.to_string(),
             services: self.services.clone(),
         };
-        let (result, _report) = loaded.on_interaction(ctx, context).await;
+        let started_at_ms = crate::store::now_ms();
+        let (mut result, mut report) = loaded.on_interaction(ctx, context).await;
+        super::scrub_secrets(&secrets, &mut result, &mut report);
+        let fail = match &result {
+            Ok(_) => None,
+            Err(CallError::Guest(kind, message)) => Some(failure(&format!("plugin_{kind}"), message.clone())),
+            Err(err) => Some(call_failure(err)),
+        };
+        self.record_run(tenant, &ready.plugin, started_at_ms, &report, fail.as_ref());
+        if let Err(CallError::Guest(crate::runtime::PluginErrorKind::InvalidConfig, message)) = &result {
+            self.record_config_error(tenant, &ready.plugin, message).await;
+        }
         let outcome = match result {
             Ok(outcome) => outcome,
             Err(CallError::Guest(kind, message)) => {

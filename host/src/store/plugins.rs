@@ -9,11 +9,15 @@
 //! (`suspended_at`) stops an enabled plugin until `resume_plugin`. A row here
 //! for a plugin the manifest no longer lists is inert, and applies again if
 //! the plugin comes back.
+//!
+//! The admin's changes (enabled, config, resume) are audited in their own
+//! transaction (`audit::record_tx`), with the row before and after.
 
 use serde::Serialize;
-use sqlx::Row;
+use sqlx::{AnyConnection, Row};
 use utoipa::ToSchema;
 
+use super::audit::{self, AuditEntry};
 use super::{Store, StoreError, StoreResult, TenantId, from_millis, json_column, new_id, now_ms};
 
 /// Failures kept per (tenant, plugin) in the log; older ones are pruned.
@@ -37,6 +41,10 @@ pub struct PluginState {
     pub last_error: Option<String>,
     #[serde(with = "time::serde::rfc3339::option")]
     pub last_failure_at: Option<time::OffsetDateTime>,
+    /// Why the plugin refused this tenant's config on its last call (or a
+    /// secret reference did not resolve); cleared by a new config or a
+    /// successful call.
+    pub config_error: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
     pub updated_at: time::OffsetDateTime,
 }
@@ -57,7 +65,7 @@ pub struct PluginFailure {
 /// hands a BOOLEAN column over as an integer and PostgreSQL as a bool, and
 /// only an integer decodes the same way from both.
 const STATE_COLUMNS: &str = "plugin_id, CAST(CASE WHEN enabled THEN 1 WHEN NOT enabled THEN 0 END AS BIGINT) AS enabled, \
-                             config, consecutive_failures, suspended_at, last_error, last_failure_at, updated_at";
+                             config, consecutive_failures, suspended_at, last_error, last_failure_at, config_error, updated_at";
 
 fn state_from_row(row: &sqlx::any::AnyRow) -> StoreResult<PluginState> {
     let config: Option<String> = row.try_get("config")?;
@@ -71,7 +79,38 @@ fn state_from_row(row: &sqlx::any::AnyRow) -> StoreResult<PluginState> {
         suspended_at: suspended.map(from_millis),
         last_error: row.try_get("last_error")?,
         last_failure_at: last_failure.map(from_millis),
+        config_error: row.try_get("config_error")?,
         updated_at: from_millis(row.try_get("updated_at")?),
+    })
+}
+
+/// An admin's change of a (tenant, plugin) row.
+enum Change {
+    Enabled(Option<bool>),
+    /// The config as JSON text; `None` clears the override.
+    Config(Option<String>),
+    Resume,
+}
+
+async fn state_tx(conn: &mut AnyConnection, tenant: &TenantId, plugin: &str) -> StoreResult<Option<PluginState>> {
+    let row = sqlx::query(&format!(
+        "SELECT {STATE_COLUMNS} FROM plugin_tenant_state WHERE tenant_id = $1 AND plugin_id = $2"
+    ))
+    .bind(tenant.as_str())
+    .bind(plugin)
+    .fetch_optional(&mut *conn)
+    .await?;
+    row.as_ref().map(state_from_row).transpose()
+}
+
+/// What the audit log keeps of a row: the admin's settings and the
+/// suspension, not the failure bookkeeping that changes on every call.
+fn audit_view(state: &PluginState) -> serde_json::Value {
+    serde_json::json!({
+        "enabled": state.enabled,
+        "config": state.config,
+        "suspended": state.suspended_at.is_some(),
+        "consecutive_failures": state.consecutive_failures,
     })
 }
 
@@ -116,68 +155,142 @@ impl Store {
     }
 
     /// Sets (`Some`) or clears (`None`, back to the manifest) the admin's
-    /// enabled override.
+    /// enabled override; audited as `plugin.enable`, `plugin.disable` or
+    /// `plugin.enabled_reset` for `actor`.
     pub async fn set_plugin_enabled(
         &self,
         tenant: &TenantId,
         plugin: &str,
         enabled: Option<bool>,
+        actor: Option<&str>,
     ) -> StoreResult<PluginState> {
-        let now = now_ms();
-        sqlx::query(
-            "INSERT INTO plugin_tenant_state (tenant_id, plugin_id, enabled, consecutive_failures, updated_at) \
-             VALUES ($1, $2, $3, 0, $4) \
-             ON CONFLICT (tenant_id, plugin_id) DO UPDATE SET enabled = $3, updated_at = $4",
-        )
-        .bind(tenant.as_str())
-        .bind(plugin)
-        .bind(enabled)
-        .bind(now)
-        .execute(self.db().pool())
-        .await?;
-        self.require_state(tenant, plugin).await
+        self.audited_change(tenant, plugin, Change::Enabled(enabled), actor)
+            .await
     }
 
     /// Sets (`Some`, a JSON object) or clears (`None`) the admin's config
-    /// override. The override replaces the manifest's config wholesale.
+    /// override. The override replaces the manifest's config wholesale. A
+    /// new config clears the plugin's `config_error` (it gets a new
+    /// chance). Audited as `plugin.config` / `plugin.config_reset`. The
+    /// caller has validated it against the plugin's schema; secret fields
+    /// hold references, never values.
     pub async fn set_plugin_config(
         &self,
         tenant: &TenantId,
         plugin: &str,
         config: Option<&serde_json::Value>,
+        actor: Option<&str>,
     ) -> StoreResult<PluginState> {
         if config.is_some_and(|c| !c.is_object()) {
             return Err(StoreError::invalid("config", "must be a JSON object"));
         }
-        let text = config.map(|c| c.to_string());
+        let change = Change::Config(config.map(|c| c.to_string()));
+        self.audited_change(tenant, plugin, change, actor).await
+    }
+
+    /// Lifts a suspension and resets the counter (the last error is kept
+    /// for reference). Returns the state after resuming. Audited as
+    /// `plugin.resume`.
+    pub async fn resume_plugin(
+        &self,
+        tenant: &TenantId,
+        plugin: &str,
+        actor: Option<&str>,
+    ) -> StoreResult<PluginState> {
+        self.audited_change(tenant, plugin, Change::Resume, actor).await
+    }
+
+    /// One admin change of a (tenant, plugin) row: reads the row, applies
+    /// the change, reads it again and records both in the audit log, all
+    /// in one write transaction.
+    async fn audited_change(
+        &self,
+        tenant: &TenantId,
+        plugin: &str,
+        change: Change,
+        actor: Option<&str>,
+    ) -> StoreResult<PluginState> {
         let now = now_ms();
-        sqlx::query(
-            "INSERT INTO plugin_tenant_state (tenant_id, plugin_id, config, consecutive_failures, updated_at) \
-             VALUES ($1, $2, $3, 0, $4) \
-             ON CONFLICT (tenant_id, plugin_id) DO UPDATE SET config = $3, updated_at = $4",
-        )
-        .bind(tenant.as_str())
-        .bind(plugin)
-        .bind(text)
-        .bind(now)
-        .execute(self.db().pool())
-        .await?;
-        self.require_state(tenant, plugin).await
-    }
-
-    async fn require_state(&self, tenant: &TenantId, plugin: &str) -> StoreResult<PluginState> {
-        self.plugin_state(tenant, plugin)
+        let mut tx = self.db().begin_write().await?;
+        let before = state_tx(&mut tx, tenant, plugin).await?;
+        let action = match &change {
+            Change::Enabled(enabled) => {
+                sqlx::query(
+                    "INSERT INTO plugin_tenant_state (tenant_id, plugin_id, enabled, consecutive_failures, updated_at) \
+                     VALUES ($1, $2, $3, 0, $4) \
+                     ON CONFLICT (tenant_id, plugin_id) DO UPDATE SET enabled = $3, updated_at = $4",
+                )
+                .bind(tenant.as_str())
+                .bind(plugin)
+                .bind(*enabled)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                match enabled {
+                    Some(true) => "plugin.enable",
+                    Some(false) => "plugin.disable",
+                    None => "plugin.enabled_reset",
+                }
+            }
+            Change::Config(text) => {
+                sqlx::query(
+                    "INSERT INTO plugin_tenant_state (tenant_id, plugin_id, config, consecutive_failures, updated_at) \
+                     VALUES ($1, $2, $3, 0, $4) \
+                     ON CONFLICT (tenant_id, plugin_id) DO UPDATE SET config = $3, config_error = NULL, updated_at = $4",
+                )
+                .bind(tenant.as_str())
+                .bind(plugin)
+                .bind(text.as_deref())
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                if text.is_some() {
+                    "plugin.config"
+                } else {
+                    "plugin.config_reset"
+                }
+            }
+            Change::Resume => {
+                sqlx::query(
+                    "INSERT INTO plugin_tenant_state (tenant_id, plugin_id, consecutive_failures, updated_at) \
+                     VALUES ($1, $2, 0, $3) \
+                     ON CONFLICT (tenant_id, plugin_id) DO UPDATE SET \
+                       consecutive_failures = 0, suspended_at = NULL, updated_at = $3",
+                )
+                .bind(tenant.as_str())
+                .bind(plugin)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                "plugin.resume"
+            }
+        };
+        let after = state_tx(&mut tx, tenant, plugin)
             .await?
-            .ok_or_else(|| StoreError::Corrupt("plugin state row vanished after upsert".into()))
+            .ok_or_else(|| StoreError::Corrupt("plugin state row vanished after upsert".into()))?;
+        audit::record_tx(
+            &mut tx,
+            &AuditEntry {
+                tenant: Some(tenant),
+                actor_key_id: actor,
+                action,
+                target: format!("plugin:{plugin}"),
+                before: before.as_ref().map(audit_view),
+                after: Some(audit_view(&after)),
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(after)
     }
 
-    /// A successful call resets the consecutive-failure counter. A no-op
-    /// (no write) when there is nothing to reset, since this runs after
-    /// every call.
+    /// A successful call resets the consecutive-failure counter and clears
+    /// a config error (the plugin accepted its config). A no-op (no write)
+    /// when there is nothing to reset, since this runs after every call.
     pub async fn record_plugin_success(&self, tenant: &TenantId, plugin: &str) -> StoreResult<()> {
         sqlx::query(
-            "UPDATE plugin_tenant_state SET consecutive_failures = 0, updated_at = $3 \
-             WHERE tenant_id = $1 AND plugin_id = $2 AND consecutive_failures <> 0",
+            "UPDATE plugin_tenant_state SET consecutive_failures = 0, config_error = NULL, updated_at = $3 \
+             WHERE tenant_id = $1 AND plugin_id = $2 AND (consecutive_failures <> 0 OR config_error IS NOT NULL)",
         )
         .bind(tenant.as_str())
         .bind(plugin)
@@ -251,6 +364,30 @@ impl Store {
         Ok(suspended.is_some())
     }
 
+    /// The plugin refused this tenant's config (or a secret reference did
+    /// not resolve): shown as its status and `last_error` until a new
+    /// config or a successful call. Never counted towards suspension. A
+    /// no-op when the same error is already recorded.
+    pub async fn record_plugin_config_error(&self, tenant: &TenantId, plugin: &str, message: &str) -> StoreResult<()> {
+        let message = truncate_chars(message, MAX_ERROR_CHARS);
+        let now = now_ms();
+        sqlx::query(
+            "INSERT INTO plugin_tenant_state \
+               (tenant_id, plugin_id, consecutive_failures, config_error, last_error, last_failure_at, updated_at) \
+             VALUES ($1, $2, 0, $3, $3, $4, $4) \
+             ON CONFLICT (tenant_id, plugin_id) DO UPDATE SET \
+               config_error = $3, last_error = $3, last_failure_at = $4, updated_at = $4 \
+             WHERE plugin_tenant_state.config_error IS NULL OR plugin_tenant_state.config_error <> $3",
+        )
+        .bind(tenant.as_str())
+        .bind(plugin)
+        .bind(&message)
+        .bind(now)
+        .execute(self.db().pool())
+        .await?;
+        Ok(())
+    }
+
     /// (tenant, plugin) pairs suspended now, over every tenant (the
     /// suspended-plugins gauge).
     pub async fn suspended_plugin_count(&self) -> StoreResult<i64> {
@@ -259,24 +396,6 @@ impl Store {
                 .fetch_one(self.db().pool())
                 .await?;
         Ok(row.try_get("n")?)
-    }
-
-    /// Lifts a suspension and resets the counter (the last error is kept
-    /// for reference). Returns the state after resuming.
-    pub async fn resume_plugin(&self, tenant: &TenantId, plugin: &str) -> StoreResult<PluginState> {
-        let now = now_ms();
-        sqlx::query(
-            "INSERT INTO plugin_tenant_state (tenant_id, plugin_id, consecutive_failures, updated_at) \
-             VALUES ($1, $2, 0, $3) \
-             ON CONFLICT (tenant_id, plugin_id) DO UPDATE SET \
-               consecutive_failures = 0, suspended_at = NULL, updated_at = $3",
-        )
-        .bind(tenant.as_str())
-        .bind(plugin)
-        .bind(now)
-        .execute(self.db().pool())
-        .await?;
-        self.require_state(tenant, plugin).await
     }
 
     /// The most recent failures, newest first.
