@@ -8,6 +8,8 @@
 //! compose inside one transaction (ingest + reward ledger operations, say)
 //! also come in a `*_tx(&mut AnyConnection, ...)` form.
 
+pub mod campaigns;
+pub mod crm_metrics;
 pub mod customers;
 pub mod gdpr;
 pub mod interactions;
