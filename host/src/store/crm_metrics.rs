@@ -229,8 +229,10 @@ fn values(periods: &[(i64, i64)]) -> String {
 }
 
 /// Each buyer of `act` with their first purchase ever, read from their
-/// own timeline (see the module doc for `kind || ''`).
-const FIRSTS: &str = "firsts AS (SELECT c.customer_id AS customer_id, \
+/// own timeline (see the module doc for `kind || ''`). `MATERIALIZED`
+/// (SQLite 3.35, PostgreSQL 12) so it is read once per buyer, not once per
+/// reference to it in the outer query.
+const FIRSTS: &str = "firsts AS MATERIALIZED (SELECT c.customer_id AS customer_id, \
        (SELECT MIN(j.occurred_at) FROM interactions j WHERE j.tenant_id = $1 AND j.customer_id = c.customer_id \
         AND j.kind || '' = 'purchase') AS first_at \
      FROM (SELECT DISTINCT customer_id FROM act) c)";
