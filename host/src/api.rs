@@ -7,7 +7,9 @@
 
 pub mod admin;
 pub mod audit;
+pub mod campaigns;
 pub mod channels;
+pub mod crm_metrics;
 pub mod customers;
 pub mod error;
 pub mod extract;
@@ -213,6 +215,8 @@ pub fn v1() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(channels::router())
         .merge(messages::router())
         .merge(triggers::router())
+        .merge(campaigns::router())
+        .merge(crm_metrics::router())
         .split_for_parts();
     // After the merge: the modifier works on every operation of every router.
     utoipa::Modify::modify(&SharedErrors, &mut openapi);

@@ -133,6 +133,8 @@ pub async fn start_with_state(config: &Config, state: AppState) -> anyhow::Resul
             .clone()
             .spawn_rescore_worker(delivery.node().to_string(), interval, rx.clone());
     }
+    // Campaigns a stopped node left half-sent (see api/campaigns.rs).
+    tokio::spawn(api::campaigns::resume_unfinished(state.store.clone()));
     // Returns what bursts freed to the OS (see memory.rs).
     crate::memory::spawn_trimmer(rx.clone());
     let task = tokio::spawn(async move {

@@ -9,6 +9,8 @@
 //! also come in a `*_tx(&mut AnyConnection, ...)` form.
 
 pub mod audit;
+pub mod campaigns;
+pub mod crm_metrics;
 pub mod customers;
 pub mod gdpr;
 pub mod interactions;

@@ -101,6 +101,7 @@ struct Fixture {
     trigger: String,
     key: String,
     channel: String,
+    campaign: String,
 }
 
 async fn fixture(app: &TestApp, t: &TestTenant, tag: &str) -> Fixture {
@@ -184,6 +185,15 @@ async fn fixture(app: &TestApp, t: &TestTenant, tag: &str) -> Fixture {
         )
         .await;
     ok(s, &b);
+    let (s, campaign) = app
+        .post(
+            "/v1/campaigns",
+            &t.write,
+            json!({ "name": "fx", "channel": "email", "template": template,
+                    "audience": { "score_plugin": "rfm", "segment": "At Risk" }, "idempotency_key": "fx" }),
+        )
+        .await;
+    ok(s, &campaign);
     Fixture {
         tenant: t.id.clone(),
         customer,
@@ -197,6 +207,7 @@ async fn fixture(app: &TestApp, t: &TestTenant, tag: &str) -> Fixture {
         trigger: trigger["id"].as_str().unwrap().to_string(),
         key: key["id"].as_str().unwrap().to_string(),
         channel: "sms".into(),
+        campaign: campaign["id"].as_str().unwrap().to_string(),
     }
 }
 
@@ -220,6 +231,7 @@ fn param_value(path: &str, name: &str, f: &Fixture) -> String {
         "keys" => f.key.clone(),
         "tenants" => f.tenant.clone(),
         "suppressions" => f.channel.clone(),
+        "campaigns" => f.campaign.clone(),
         "jobs" => "no-such-job".into(),
         "plugins" => "no-such-plugin".into(),
         "channels" => "no-such-connector".into(),
@@ -276,6 +288,8 @@ fn sample_body(op: &Op, f: &Fixture, n: usize) -> Value {
             "template": f.template, "when": { "event": "tier_changed", "to_tier": f.tier } }),
         ("post", "/v1/customers/{customer_id}/suppressions") => json!({ "channel": "chat" }),
         ("put", "/v1/scoring/worker") => json!({ "paused": true }),
+        ("post", "/v1/campaigns") => json!({ "name": "sweep", "channel": "email", "template": f.template,
+            "audience": { "score_plugin": "rfm" }, "idempotency_key": format!("sweep-{n}") }),
         _ => json!({}),
     }
 }
@@ -524,6 +538,10 @@ async fn other_tenants_ids_are_not_found(backend: Backend) {
         format!("/v1/message-triggers/{}", theirs.trigger),
         "/v1/messages".to_string(),
         "/v1/customers".to_string(),
+        format!("/v1/campaigns/{}", theirs.campaign),
+        format!("/v1/campaigns/{}/recipients", theirs.campaign),
+        "/v1/campaigns".to_string(),
+        "/v1/metrics/crm?from=2020-01-01&to=2030-01-01".to_string(),
     ];
     let mut before = Vec::new();
     for p in &snapshot_paths {

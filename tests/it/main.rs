@@ -10,8 +10,10 @@
 mod support;
 
 mod api_admin;
+mod api_campaigns;
 mod api_channels;
 mod api_contract;
+mod api_crm_metrics;
 mod api_customers;
 mod api_gdpr;
 mod api_interactions;
