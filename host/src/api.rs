@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod channels;
+pub mod complaints;
 pub mod customers;
 pub mod error;
 pub mod extract;
@@ -15,9 +16,12 @@ pub mod health;
 pub mod interactions;
 pub mod loyalty;
 pub mod messages;
+pub mod playbook;
 pub mod plugin_calls;
 pub mod plugins;
 pub mod products;
+pub mod referrals;
+pub mod satisfaction;
 pub mod scores;
 pub mod triggers;
 
@@ -211,6 +215,10 @@ pub fn v1() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(channels::router())
         .merge(messages::router())
         .merge(triggers::router())
+        .merge(playbook::router())
+        .merge(complaints::router())
+        .merge(satisfaction::router())
+        .merge(referrals::router())
         .split_for_parts();
     // After the merge: the modifier works on every operation of every router.
     utoipa::Modify::modify(&SharedErrors, &mut openapi);

@@ -8,15 +8,19 @@
 //! compose inside one transaction (ingest + reward ledger operations, say)
 //! also come in a `*_tx(&mut AnyConnection, ...)` form.
 
+pub mod complaints;
 pub mod customers;
 pub mod gdpr;
 pub mod interactions;
 pub mod loyalty;
 pub mod messages;
 pub mod money;
+pub mod playbook;
 pub mod plugin_fits;
 pub mod plugins;
 pub mod products;
+pub mod referrals;
+pub mod satisfaction;
 pub mod scores;
 mod sql;
 pub mod suppressions;

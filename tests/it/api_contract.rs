@@ -101,6 +101,7 @@ struct Fixture {
     trigger: String,
     key: String,
     channel: String,
+    complaint: String,
 }
 
 async fn fixture(app: &TestApp, t: &TestTenant, tag: &str) -> Fixture {
@@ -184,6 +185,10 @@ async fn fixture(app: &TestApp, t: &TestTenant, tag: &str) -> Fixture {
         )
         .await;
     ok(s, &b);
+    let (s, complaint) = app
+        .post("/v1/complaints", &t.write, json!({ "customer_id": customer, "subject": "fx" }))
+        .await;
+    ok(s, &complaint);
     Fixture {
         tenant: t.id.clone(),
         customer,
@@ -197,6 +202,7 @@ async fn fixture(app: &TestApp, t: &TestTenant, tag: &str) -> Fixture {
         trigger: trigger["id"].as_str().unwrap().to_string(),
         key: key["id"].as_str().unwrap().to_string(),
         channel: "sms".into(),
+        complaint: complaint["id"].as_str().unwrap().to_string(),
     }
 }
 
@@ -220,6 +226,7 @@ fn param_value(path: &str, name: &str, f: &Fixture) -> String {
         "keys" => f.key.clone(),
         "tenants" => f.tenant.clone(),
         "suppressions" => f.channel.clone(),
+        "complaints" => f.complaint.clone(),
         "jobs" => "no-such-job".into(),
         "plugins" => "no-such-plugin".into(),
         "channels" => "no-such-connector".into(),
@@ -276,6 +283,11 @@ fn sample_body(op: &Op, f: &Fixture, n: usize) -> Value {
             "template": f.template, "when": { "event": "tier_changed", "to_tier": f.tier } }),
         ("post", "/v1/customers/{customer_id}/suppressions") => json!({ "channel": "chat" }),
         ("put", "/v1/scoring/worker") => json!({ "paused": true }),
+        ("post", "/v1/complaints") => json!({ "customer_id": f.customer, "subject": format!("sweep {n}") }),
+        ("patch", "/v1/complaints/{id}") => json!({ "status": "resolved", "goodwill_points": 5 }),
+        ("put", "/v1/playbook/settings") => {
+            json!({ "complaint_response_hours": 1, "goodwill_points": 0, "referral_points": 0 })
+        }
         _ => json!({}),
     }
 }
@@ -522,6 +534,11 @@ async fn other_tenants_ids_are_not_found(backend: Backend) {
         format!("/v1/loyalty/rewards/{}", theirs.reward),
         format!("/v1/message-templates/{}", theirs.template),
         format!("/v1/message-triggers/{}", theirs.trigger),
+        format!("/v1/complaints/{}", theirs.complaint),
+        format!("/v1/customers/{}/complaints", theirs.customer),
+        format!("/v1/customers/{}/referrals", theirs.customer),
+        format!("/v1/customers/{}/satisfaction", theirs.customer),
+        "/v1/playbook/settings".to_string(),
         "/v1/messages".to_string(),
         "/v1/customers".to_string(),
     ];
