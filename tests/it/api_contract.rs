@@ -668,13 +668,14 @@ async fn nul_is_refused_on_both_backends(backend: Backend) {
     assert_error(s, &b, 422, "validation_failed");
     assert_eq!(field_of(&b), "tenant");
 
-    // Nothing was stored: one customer, one interaction, no template `t`.
+    // Nothing was stored: one customer, the fixture's two interactions (a
+    // purchase and a complaint), no template `t`.
     let (_, list) = app.get("/v1/customers", &acme.read).await;
     assert_eq!(list["items"].as_array().unwrap().len(), 1, "{list}");
     let (_, timeline) = app
         .get(&format!("/v1/customers/{}/interactions", f.customer), &acme.read)
         .await;
-    assert_eq!(timeline["items"].as_array().unwrap().len(), 1, "{timeline}");
+    assert_eq!(timeline["items"].as_array().unwrap().len(), 2, "{timeline}");
     let (s, _) = app.get("/v1/message-templates/t", &acme.read).await;
     assert_eq!(s, 404);
 }
