@@ -585,7 +585,75 @@ async fn relationship_levels_on_hand_made_histories(backend: Backend) {
     assert_eq!(vip[0]["body"], "VIP complaint: Broken");
 }
 
+/// Satisfaction answers reported by a channel connector's inbound events
+/// (the `test-connector` turns a signed body into one event of the body's
+/// `event` kind, with the body as payload) go through the same checks.
+async fn satisfaction_from_inbound_channel_events(backend: Backend) {
+    use sha2::Digest;
+    let dir = tempfile::tempdir().unwrap();
+    let mut manifest = crate::support::plugin_manifest_entry(
+        "hook",
+        "test-connector",
+        "channel-connector",
+        &["log", "outbound-http"],
+        "timeout_ms = 2000",
+    )
+    .replace(
+        "[plugin.limits]",
+        "channels = [\"hook\"]\nallowed_hosts = [\"127.0.0.1:9\"]\n[plugin.limits]",
+    );
+    manifest += "[[tenant]]\nid = \"acme\"\n[[tenant.plugin]]\nid = \"hook\"\n";
+    let path = dir.path().join("plugins.toml");
+    std::fs::write(&path, manifest).unwrap();
+    let mut config = rapport::config::Config::default();
+    config.delivery.enabled = false;
+    config.plugins.rescore_interval_ms = Some(0);
+    config.plugins.manifest = Some(path);
+    config.plugins.cache_dir = Some(dir.path().join("cache"));
+    let app = TestApp::start_with(backend, config).await;
+    app.wait_ready().await;
+    let acme = app.tenant_with_id("acme").await;
+    let send = |body: Value| {
+        let body = body.to_string().into_bytes();
+        let signature = hex::encode(sha2::Sha256::digest(&body));
+        let request = app
+            .client
+            .post(app.url("/v1/channels/hook/inbound"))
+            .bearer_auth(&acme.write)
+            .header("content-type", "application/json")
+            .header("x-test-signature", signature)
+            .body(body);
+        async move {
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), 200);
+            response.json::<Value>().await.unwrap()
+        }
+    };
+    let ok = send(json!({ "customer": "sms-1", "event": "satisfaction", "id": "e1", "survey": "nps", "score": 9,
+                          "at": 1_772_359_200_000i64 }))
+    .await;
+    assert_eq!(ok["events"][0]["status"], "created", "{ok}");
+    let bad = send(json!({ "customer": "sms-1", "event": "satisfaction", "id": "e2", "survey": "nps", "score": 12,
+                           "at": 1_772_359_200_000i64 }))
+    .await;
+    assert_eq!(bad["events"][0]["status"], "failed", "{bad}");
+    assert_eq!(bad["events"][0]["error"]["details"]["field"], "payload.score", "{bad}");
+    let (_, c) = app.get("/v1/customers/by-external-id/sms-1", &acme.read).await;
+    let (_, h) = app
+        .get(&format!("/v1/customers/{}/satisfaction", c["id"].as_str().unwrap()), &acme.read)
+        .await;
+    let items = h["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{h}");
+    assert_eq!((items[0]["survey"].as_str(), items[0]["score"].as_i64()), (Some("nps"), Some(9)));
+    assert_eq!(items[0]["channel"], "hook");
+    let (_, r) = app
+        .get("/v1/satisfaction/nps?from=2026-03-01T00:00:00Z&to=2026-04-01T00:00:00Z", &acme.read)
+        .await;
+    assert_eq!(r["total"]["nps"].as_f64(), Some(100.0), "{r}");
+}
+
 both_backends!(
+    satisfaction_from_inbound_channel_events,
     relationship_levels_on_hand_made_histories,
     referral_credit_is_exactly_once_under_concurrent_first_purchases,
     self_referral_and_cycles_are_refused,
