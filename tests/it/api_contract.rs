@@ -186,7 +186,11 @@ async fn fixture(app: &TestApp, t: &TestTenant, tag: &str) -> Fixture {
         .await;
     ok(s, &b);
     let (s, complaint) = app
-        .post("/v1/complaints", &t.write, json!({ "customer_id": customer, "subject": "fx" }))
+        .post(
+            "/v1/complaints",
+            &t.write,
+            json!({ "customer_id": customer, "subject": "fx" }),
+        )
         .await;
     ok(s, &complaint);
     Fixture {

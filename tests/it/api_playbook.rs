@@ -61,7 +61,9 @@ async fn balance(app: &TestApp, t: &TestTenant, customer: &str) -> i64 {
 }
 
 async fn ledger(app: &TestApp, t: &TestTenant, customer: &str) -> Vec<Value> {
-    let (s, b) = app.get(&format!("/v1/customers/{customer}/loyalty/ledger"), &t.read).await;
+    let (s, b) = app
+        .get(&format!("/v1/customers/{customer}/loyalty/ledger"), &t.read)
+        .await;
     assert_eq!(s, 200, "{b}");
     b["items"].as_array().cloned().unwrap_or_default()
 }
@@ -92,7 +94,10 @@ async fn referral_credit_is_exactly_once_under_concurrent_first_purchases(backen
 
     let calls = (0..8).map(|i| {
         let (app, acme, bob) = (&app, &acme, &bob);
-        async move { app.post("/v1/interactions", &acme.write, purchase(bob, &format!("p{i}"))).await }
+        async move {
+            app.post("/v1/interactions", &acme.write, purchase(bob, &format!("p{i}")))
+                .await
+        }
     });
     for (s, b) in futures_util::future::join_all(calls).await {
         assert_eq!(s, 201, "{b}");
@@ -240,10 +245,21 @@ async fn complaint_lifecycle_with_escalation_and_goodwill(backend: Backend) {
     assert_eq!(s, 200, "{fresh}");
     let cases = fresh["items"].as_array().unwrap();
     assert_eq!(cases.len(), 2);
-    let fresh_id = cases.iter().find(|c| c["id"] != id.as_str()).unwrap()["id"].as_str().unwrap().to_owned();
+    let fresh_id = cases.iter().find(|c| c["id"] != id.as_str()).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let opened = messages(&app, &acme, &ann).await;
-    assert_eq!(opened.len(), 2, "one alert per case, none for the partners-only trigger: {opened:?}");
-    assert!(opened.iter().all(|m| m["body"].as_str().unwrap().starts_with("complaint_opened: ")));
+    assert_eq!(
+        opened.len(),
+        2,
+        "one alert per case, none for the partners-only trigger: {opened:?}"
+    );
+    assert!(
+        opened
+            .iter()
+            .all(|m| m["body"].as_str().unwrap().starts_with("complaint_opened: "))
+    );
 
     let (s, esc) = app.post("/v1/complaints/escalate", &acme.write, json!({})).await;
     assert_eq!(s, 200, "{esc}");
@@ -256,7 +272,9 @@ async fn complaint_lifecycle_with_escalation_and_goodwill(backend: Backend) {
     let all = messages(&app, &acme, &ann).await;
     assert_eq!(all.len(), 3);
     assert_eq!(
-        all.iter().filter(|m| m["body"] == "complaint_escalated: Late parcel").count(),
+        all.iter()
+            .filter(|m| m["body"] == "complaint_escalated: Late parcel")
+            .count(),
         1
     );
     let (_, list) = app.get("/v1/complaints?escalated=true", &acme.read).await;
@@ -296,7 +314,13 @@ async fn complaint_lifecycle_with_escalation_and_goodwill(backend: Backend) {
     assert_eq!(entries.len(), 2, "{entries:?}");
     let (_, list) = app.get("/v1/complaints?status=resolved", &acme.read).await;
     assert_eq!(list["items"].as_array().unwrap().len(), 2);
-    let (s, e) = app.post("/v1/complaints", &acme.write, json!({ "customer_id": ann, "subject": " " })).await;
+    let (s, e) = app
+        .post(
+            "/v1/complaints",
+            &acme.write,
+            json!({ "customer_id": ann, "subject": " " }),
+        )
+        .await;
     assert_error(s, &e, 422, "validation_failed");
 }
 
@@ -366,10 +390,19 @@ async fn nps_over_time_on_a_hand_computed_tenant(backend: Backend) {
             p["nps"].as_f64(),
         )
     };
-    assert_eq!(row(&periods[0]), ("2026-01-01T00:00:00Z".into(), 4, 2, 1, 1, Some(25.0)));
-    assert_eq!(row(&periods[1]), ("2026-02-01T00:00:00Z".into(), 3, 0, 1, 2, Some(-66.7)));
+    assert_eq!(
+        row(&periods[0]),
+        ("2026-01-01T00:00:00Z".into(), 4, 2, 1, 1, Some(25.0))
+    );
+    assert_eq!(
+        row(&periods[1]),
+        ("2026-02-01T00:00:00Z".into(), 3, 0, 1, 2, Some(-66.7))
+    );
     assert_eq!(row(&periods[2]), ("2026-03-01T00:00:00Z".into(), 0, 0, 0, 0, None));
-    assert_eq!(row(&r["total"]), ("2026-01-01T00:00:00Z".into(), 7, 2, 2, 3, Some(-14.3)));
+    assert_eq!(
+        row(&r["total"]),
+        ("2026-01-01T00:00:00Z".into(), 7, 2, 2, 3, Some(-14.3))
+    );
     let (s, e) = app
         .get(
             "/v1/satisfaction/nps?from=2026-01-01T00:00:00Z&to=2020-01-01T00:00:00Z",
@@ -402,7 +435,10 @@ async fn settings_and_other_tenants(backend: Backend) {
     let globex = app.tenant("Globex").await;
     let (s, b) = app.get("/v1/playbook/settings", &globex.read).await;
     assert_eq!(s, 200);
-    assert_eq!(b, json!({ "complaint_response_hours": 48, "goodwill_points": 0, "referral_points": 0 }));
+    assert_eq!(
+        b,
+        json!({ "complaint_response_hours": 48, "goodwill_points": 0, "referral_points": 0 })
+    );
     settings(&app, &acme, 12, 1, 2).await;
     let (_, b) = app.get("/v1/playbook/settings", &globex.read).await;
     assert_eq!(b["complaint_response_hours"], 48, "settings are per tenant");
@@ -425,7 +461,11 @@ async fn settings_and_other_tenants(backend: Backend) {
 
     let theirs = customer(&app, &globex, "g").await;
     let (s, case) = app
-        .post("/v1/complaints", &globex.write, json!({ "customer_id": theirs, "subject": "x" }))
+        .post(
+            "/v1/complaints",
+            &globex.write,
+            json!({ "customer_id": theirs, "subject": "x" }),
+        )
         .await;
     assert_eq!(s, 201, "{case}");
     let id = case["id"].as_str().unwrap();
@@ -439,7 +479,11 @@ async fn settings_and_other_tenants(backend: Backend) {
         assert_error(s, &e, 404, "not_found");
     }
     let (s, e) = app
-        .patch(&format!("/v1/complaints/{id}"), &acme.admin, json!({ "status": "resolved" }))
+        .patch(
+            &format!("/v1/complaints/{id}"),
+            &acme.admin,
+            json!({ "status": "resolved" }),
+        )
         .await;
     assert_error(s, &e, 404, "not_found");
     let (_, list) = app.get("/v1/complaints", &acme.read).await;
@@ -504,7 +548,9 @@ async fn relationship_levels_on_hand_made_histories(backend: Backend) {
                     "occurred_at": day(1 + 7 * w) })
         })
         .collect();
-    let (s, b) = app.post("/v1/interactions/batch", &acme.write, json!({ "items": items })).await;
+    let (s, b) = app
+        .post("/v1/interactions/batch", &acme.write, json!({ "items": items }))
+        .await;
     assert_eq!(s, 200, "{b}");
     assert_eq!(b["created"], 40, "{b}");
 
@@ -534,7 +580,13 @@ async fn relationship_levels_on_hand_made_histories(backend: Backend) {
     assert_eq!(basic["segment"], "basic", "{basic}");
     assert_eq!(basic["label"], "basic");
     assert_eq!(basic["components"]["level_rank"], 0.0);
-    assert!(basic["explanation"].as_str().unwrap().starts_with("basic: lifetime margin "), "{basic}");
+    assert!(
+        basic["explanation"]
+            .as_str()
+            .unwrap()
+            .starts_with("basic: lifetime margin "),
+        "{basic}"
+    );
     assert!(basic["value"].as_f64().unwrap() < 5.0, "{basic}");
     let (_, b) = app.get(&format!("/v1/customers/{star}/scores"), &acme.read).await;
     let top = level(&b);
@@ -549,8 +601,18 @@ async fn relationship_levels_on_hand_made_histories(backend: Backend) {
             .contains("x margin 50% is at least the partnership threshold 150.00 USD"),
         "{top}"
     );
-    let (_, seg) = app.get("/v1/customers?score_plugin=relationship-levels&segment=partnership", &acme.read).await;
-    let ids: Vec<&str> = seg["items"].as_array().unwrap().iter().map(|c| c["id"].as_str().unwrap()).collect();
+    let (_, seg) = app
+        .get(
+            "/v1/customers?score_plugin=relationship-levels&segment=partnership",
+            &acme.read,
+        )
+        .await;
+    let ids: Vec<&str> = seg["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids, vec![star.as_str()]);
 
     // Per-level treatment: complaints of partnership customers alert.
@@ -575,7 +637,11 @@ async fn relationship_levels_on_hand_made_histories(backend: Backend) {
     assert_eq!(b["audience"]["segments"], json!(["partnership"]));
     for who in [&gone, &star] {
         let (s, b) = app
-            .post("/v1/complaints", &acme.write, json!({ "customer_id": who, "subject": "Broken" }))
+            .post(
+                "/v1/complaints",
+                &acme.write,
+                json!({ "customer_id": who, "subject": "Broken" }),
+            )
             .await;
         assert_eq!(s, 201, "{b}");
     }
@@ -629,25 +695,38 @@ async fn satisfaction_from_inbound_channel_events(backend: Backend) {
             response.json::<Value>().await.unwrap()
         }
     };
-    let ok = send(json!({ "customer": "sms-1", "event": "satisfaction", "id": "e1", "survey": "nps", "score": 9,
-                          "at": 1_772_359_200_000i64 }))
+    let ok = send(
+        json!({ "customer": "sms-1", "event": "satisfaction", "id": "e1", "survey": "nps", "score": 9,
+                          "at": 1_772_359_200_000i64 }),
+    )
     .await;
     assert_eq!(ok["events"][0]["status"], "created", "{ok}");
-    let bad = send(json!({ "customer": "sms-1", "event": "satisfaction", "id": "e2", "survey": "nps", "score": 12,
-                           "at": 1_772_359_200_000i64 }))
+    let bad = send(
+        json!({ "customer": "sms-1", "event": "satisfaction", "id": "e2", "survey": "nps", "score": 12,
+                           "at": 1_772_359_200_000i64 }),
+    )
     .await;
     assert_eq!(bad["events"][0]["status"], "failed", "{bad}");
     assert_eq!(bad["events"][0]["error"]["details"]["field"], "payload.score", "{bad}");
     let (_, c) = app.get("/v1/customers/by-external-id/sms-1", &acme.read).await;
     let (_, h) = app
-        .get(&format!("/v1/customers/{}/satisfaction", c["id"].as_str().unwrap()), &acme.read)
+        .get(
+            &format!("/v1/customers/{}/satisfaction", c["id"].as_str().unwrap()),
+            &acme.read,
+        )
         .await;
     let items = h["items"].as_array().unwrap();
     assert_eq!(items.len(), 1, "{h}");
-    assert_eq!((items[0]["survey"].as_str(), items[0]["score"].as_i64()), (Some("nps"), Some(9)));
+    assert_eq!(
+        (items[0]["survey"].as_str(), items[0]["score"].as_i64()),
+        (Some("nps"), Some(9))
+    );
     assert_eq!(items[0]["channel"], "hook");
     let (_, r) = app
-        .get("/v1/satisfaction/nps?from=2026-03-01T00:00:00Z&to=2026-04-01T00:00:00Z", &acme.read)
+        .get(
+            "/v1/satisfaction/nps?from=2026-03-01T00:00:00Z&to=2026-04-01T00:00:00Z",
+            &acme.read,
+        )
         .await;
     assert_eq!(r["total"]["nps"].as_f64(), Some(100.0), "{r}");
 }

@@ -186,14 +186,12 @@ fn complaint_from_row(row: &AnyRow, now: i64) -> StoreResult<Complaint> {
 }
 
 pub async fn get_complaint_tx(conn: &mut AnyConnection, tenant: &TenantId, id: &str) -> StoreResult<Complaint> {
-    let row = sqlx::query(&format!(
-        "SELECT {COLUMNS} {FROM} WHERE c.tenant_id = $1 AND c.id = $2"
-    ))
-    .bind(tenant.as_str())
-    .bind(id)
-    .fetch_optional(&mut *conn)
-    .await?
-    .ok_or(StoreError::NotFound { entity: "complaint" })?;
+    let row = sqlx::query(&format!("SELECT {COLUMNS} {FROM} WHERE c.tenant_id = $1 AND c.id = $2"))
+        .bind(tenant.as_str())
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or(StoreError::NotFound { entity: "complaint" })?;
     complaint_from_row(&row, now_ms())
 }
 
@@ -302,7 +300,9 @@ impl Store {
             let (at, id): (i64, String) = cursor::decode(c)?;
             let at = sql.arg(super::sql::Arg::Int(at));
             let id = sql.arg(super::sql::Arg::Text(id));
-            sql.push(&format!(" AND (c.opened_at < {at} OR (c.opened_at = {at} AND c.id < {id}))"));
+            sql.push(&format!(
+                " AND (c.opened_at < {at} OR (c.opened_at = {at} AND c.id < {id}))"
+            ));
         }
         let p = sql.arg(super::sql::Arg::Int(limit + 1));
         sql.push(&format!(" ORDER BY c.opened_at DESC, c.id DESC LIMIT {p}"));
@@ -314,7 +314,9 @@ impl Store {
             .collect::<StoreResult<Vec<_>>>()?;
         let next_cursor = if items.len() as i64 > limit {
             items.truncate(limit as usize);
-            items.last().map(|c| cursor::encode(&(millis(c.opened_at), c.id.clone())))
+            items
+                .last()
+                .map(|c| cursor::encode(&(millis(c.opened_at), c.id.clone())))
         } else {
             None
         };
@@ -330,7 +332,10 @@ impl Store {
     ) -> StoreResult<Complaint> {
         let (from, set) = match update.status {
             ComplaintStatus::Open => {
-                return Err(StoreError::invalid("status", "a case cannot be reopened; move it to answered or resolved"));
+                return Err(StoreError::invalid(
+                    "status",
+                    "a case cannot be reopened; move it to answered or resolved",
+                ));
             }
             ComplaintStatus::Answered => ("('open')", "status = 'answered', answered_at = $3"),
             ComplaintStatus::Resolved => ("('open', 'answered')", "status = 'resolved', resolved_at = $3"),

@@ -54,8 +54,14 @@ pub const BUILT_IN_KINDS: &[(&str, &str)] = &[
     ("email_click", "A link in a marketing email was clicked"),
     ("support_ticket", "A support ticket was opened"),
     ("complaint", "A complaint was made"),
-    ("referral", "The customer referred someone: payload referred_customer_id or referred_external_id"),
-    ("satisfaction", "A satisfaction answer: payload survey (csat 1-5 or nps 0-10) and score"),
+    (
+        "referral",
+        "The customer referred someone: payload referred_customer_id or referred_external_id",
+    ),
+    (
+        "satisfaction",
+        "A satisfaction answer: payload survey (csat 1-5 or nps 0-10) and score",
+    ),
     // Reported by channel connectors (POST /v1/channels/{connector}/inbound).
     ("message_delivered", "A message reached the customer's channel"),
     ("message_opened", "The customer opened a message"),

@@ -54,9 +54,15 @@ fn validate(s: &PlaybookSettings) -> StoreResult<()> {
             format!("must be 1 to {MAX_RESPONSE_HOURS}"),
         ));
     }
-    for (field, v) in [("goodwill_points", s.goodwill_points), ("referral_points", s.referral_points)] {
+    for (field, v) in [
+        ("goodwill_points", s.goodwill_points),
+        ("referral_points", s.referral_points),
+    ] {
         if !(0..=MAX_PLAYBOOK_POINTS).contains(&v) {
-            return Err(StoreError::invalid(field, format!("must be 0 to {MAX_PLAYBOOK_POINTS}")));
+            return Err(StoreError::invalid(
+                field,
+                format!("must be 0 to {MAX_PLAYBOOK_POINTS}"),
+            ));
         }
     }
     Ok(())
@@ -121,7 +127,9 @@ pub(super) async fn on_interaction_tx(
 ) -> StoreResult<()> {
     match interaction.kind.as_str() {
         "satisfaction" => super::satisfaction::record_answer_tx(conn, tenant, interaction).await,
-        "complaint" => super::complaints::open_case_tx(conn, tenant, interaction).await.map(|_| ()),
+        "complaint" => super::complaints::open_case_tx(conn, tenant, interaction)
+            .await
+            .map(|_| ()),
         "referral" => super::referrals::record_referral_tx(conn, tenant, interaction).await,
         "purchase" => super::referrals::credit_first_purchase_tx(conn, tenant, interaction).await,
         _ => Ok(()),

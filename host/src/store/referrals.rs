@@ -110,7 +110,10 @@ pub(super) async fn record_referral_tx(
         return Err(unprocessable("self_referral", "a customer cannot refer itself"));
     }
     if referred.erased_at.is_some() {
-        return Err(StoreError::conflict("customer_erased", "the referred customer's data has been erased"));
+        return Err(StoreError::conflict(
+            "customer_erased",
+            "the referred customer's data has been erased",
+        ));
     }
     // Serialize the tenant's referral writes (see the module doc).
     sqlx::query("UPDATE tenants SET name = name WHERE id = $1")
@@ -157,7 +160,10 @@ pub(super) async fn record_referral_tx(
     if purchased {
         return Err(unprocessable(
             "not_a_new_customer",
-            format!("customer {} has already made a purchase; only new customers can be referred", referred.id),
+            format!(
+                "customer {} has already made a purchase; only new customers can be referred",
+                referred.id
+            ),
         ));
     }
     sqlx::query(

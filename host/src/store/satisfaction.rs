@@ -83,7 +83,10 @@ fn parse_answer(payload: &Value) -> StoreResult<(Survey, i64)> {
         .ok_or_else(|| {
             StoreError::invalid(
                 "payload.score",
-                format!("a {} answer's score must be an integer from {lo} to {hi}", survey.as_str()),
+                format!(
+                    "a {} answer's score must be an integer from {lo} to {hi}",
+                    survey.as_str()
+                ),
             )
         })?;
     if payload.get("comment").is_some_and(|c| !c.is_string()) {
@@ -184,8 +187,8 @@ fn period_bounds(from: OffsetDateTime, to: OffsetDateTime, interval: Interval) -
 
 fn add_months(t: OffsetDateTime, k: u32) -> StoreResult<OffsetDateTime> {
     let months = i64::from(t.month() as u8) - 1 + i64::from(k);
-    let year = i32::try_from(i64::from(t.year()) + months / 12)
-        .map_err(|_| StoreError::invalid("to", "out of range"))?;
+    let year =
+        i32::try_from(i64::from(t.year()) + months / 12).map_err(|_| StoreError::invalid("to", "out of range"))?;
     let month = Month::try_from((months % 12) as u8 + 1).map_err(|_| StoreError::invalid("to", "out of range"))?;
     let last = month.length(year);
     let date = Date::from_calendar_date(year, month, t.day().min(last))
@@ -302,8 +305,14 @@ mod tests {
 
     #[test]
     fn answers_are_checked() {
-        assert_eq!(parse_answer(&json!({"survey": "nps", "score": 0})).unwrap(), (Survey::Nps, 0));
-        assert_eq!(parse_answer(&json!({"survey": "csat", "score": 5})).unwrap(), (Survey::Csat, 5));
+        assert_eq!(
+            parse_answer(&json!({"survey": "nps", "score": 0})).unwrap(),
+            (Survey::Nps, 0)
+        );
+        assert_eq!(
+            parse_answer(&json!({"survey": "csat", "score": 5})).unwrap(),
+            (Survey::Csat, 5)
+        );
         assert!(parse_answer(&json!({"survey": "csat", "score": 0})).is_err());
         assert!(parse_answer(&json!({"survey": "nps", "score": 11})).is_err());
         assert!(parse_answer(&json!({"survey": "nps", "score": 7.5})).is_err());
@@ -317,7 +326,13 @@ mod tests {
         assert_eq!(nps(3, 2, 0), Some(66.7));
         assert_eq!(nps(0, 0, 0), None);
         let jan31 = time::macros::datetime!(2026-01-31 00:00 UTC);
-        assert_eq!(add_months(jan31, 1).unwrap(), time::macros::datetime!(2026-02-28 00:00 UTC));
-        assert_eq!(add_months(jan31, 12).unwrap(), time::macros::datetime!(2027-01-31 00:00 UTC));
+        assert_eq!(
+            add_months(jan31, 1).unwrap(),
+            time::macros::datetime!(2026-02-28 00:00 UTC)
+        );
+        assert_eq!(
+            add_months(jan31, 12).unwrap(),
+            time::macros::datetime!(2027-01-31 00:00 UTC)
+        );
     }
 }

@@ -215,7 +215,10 @@ fn validate(new: &NewTrigger) -> StoreResult<()> {
             return Err(StoreError::invalid("audience.plugin", "must name a scoring plugin"));
         }
         if a.segments.is_empty() || a.segments.len() > 20 || a.segments.iter().any(|s| s.is_empty() || s.len() > 100) {
-            return Err(StoreError::invalid("audience.segments", "1 to 20 segment names of 1 to 100 bytes"));
+            return Err(StoreError::invalid(
+                "audience.segments",
+                "1 to 20 segment names of 1 to 100 bytes",
+            ));
         }
     }
     Ok(())
@@ -430,16 +433,15 @@ async fn in_audience(
     audience: &Audience,
     customer_id: &str,
 ) -> StoreResult<bool> {
-    let segment: Option<Option<String>> = sqlx::query(
-        "SELECT segment FROM customer_scores WHERE tenant_id = $1 AND customer_id = $2 AND plugin_id = $3",
-    )
-    .bind(tenant.as_str())
-    .bind(customer_id)
-    .bind(&audience.plugin)
-    .fetch_optional(&mut *conn)
-    .await?
-    .map(|row| row.try_get("segment"))
-    .transpose()?;
+    let segment: Option<Option<String>> =
+        sqlx::query("SELECT segment FROM customer_scores WHERE tenant_id = $1 AND customer_id = $2 AND plugin_id = $3")
+            .bind(tenant.as_str())
+            .bind(customer_id)
+            .bind(&audience.plugin)
+            .fetch_optional(&mut *conn)
+            .await?
+            .map(|row| row.try_get("segment"))
+            .transpose()?;
     Ok(segment.flatten().is_some_and(|s| audience.segments.contains(&s)))
 }
 

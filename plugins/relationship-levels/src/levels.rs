@@ -160,7 +160,9 @@ impl Config {
             return bad("levels: reactive <= accountable <= proactive <= partnership, finite numbers");
         }
         if let Some(m) = &self.model {
-            m.bgnbd.validate().map_err(|e| LevelError::InvalidConfig(format!("model.bgnbd: {e}")))?;
+            m.bgnbd
+                .validate()
+                .map_err(|e| LevelError::InvalidConfig(format!("model.bgnbd: {e}")))?;
             m.gamma_gamma
                 .validate()
                 .map_err(|e| LevelError::InvalidConfig(format!("model.gamma_gamma: {e}")))?;
@@ -168,7 +170,9 @@ impl Config {
                 return bad("model.time_unit_days must be a positive number");
             }
         }
-        self.clv().validate().map_err(|e| LevelError::InvalidConfig(e.to_string()))?;
+        self.clv()
+            .validate()
+            .map_err(|e| LevelError::InvalidConfig(e.to_string()))?;
         Ok(())
     }
 
@@ -242,7 +246,12 @@ pub fn assign(config: &Config, clv: &ClvScore) -> Assignment {
     };
     let next = Level::ALL
         .get(level.rank() + 1)
-        .and_then(|n| config.levels.of(*n).map(|t| format!(", under {} at {t:.2} {cur}", n.name())))
+        .and_then(|n| {
+            config
+                .levels
+                .of(*n)
+                .map(|t| format!(", under {} at {t:.2} {cur}", n.name()))
+        })
         .unwrap_or_default();
     let explanation = format!(
         "{}: lifetime margin {margin:.2} {cur} = CLV {:.2} {cur} x margin {}% is {reached}{next}. \
@@ -281,7 +290,15 @@ mod tests {
         let config = config();
         let model = config.fixed_model().unwrap();
         let history = purchases.iter().map(|&(day, cents)| (day * MS_PER_DAY, "USD", cents));
-        let clv = score_purchases(&model, &config.clv(), "c", history, now_day * MS_PER_DAY, &mut Vec::new()).unwrap();
+        let clv = score_purchases(
+            &model,
+            &config.clv(),
+            "c",
+            history,
+            now_day * MS_PER_DAY,
+            &mut Vec::new(),
+        )
+        .unwrap();
         assign(&config, &clv)
     }
 
@@ -295,7 +312,10 @@ mod tests {
         let top = level_of(&weekly, 281);
         assert_eq!(top.level, Level::Partnership, "{}", top.explanation);
         assert!(top.explanation.starts_with("partnership: lifetime margin "));
-        assert!(top.explanation.contains("x margin 50% is at least the partnership threshold 150.00 USD"));
+        assert!(
+            top.explanation
+                .contains("x margin 50% is at least the partnership threshold 150.00 USD")
+        );
         // The margin is the CLV times the rate, and the level its bracket.
         for a in [&gone, &top] {
             let t = config().levels;
@@ -312,15 +332,27 @@ mod tests {
 
     #[test]
     fn config_is_checked() {
-        assert!(Config::from_json(r#"{"currency": "USD", "margin_rate": 1.5,
-            "levels": {"reactive": 1, "accountable": 2, "proactive": 3, "partnership": 4}}"#)
-        .is_err());
-        assert!(Config::from_json(r#"{"currency": "USD", "margin_rate": 0.5,
-            "levels": {"reactive": 5, "accountable": 2, "proactive": 3, "partnership": 4}}"#)
-        .is_err());
-        assert!(Config::from_json(r#"{"currency": "usd", "margin_rate": 0.5,
-            "levels": {"reactive": 1, "accountable": 2, "proactive": 3, "partnership": 4}}"#)
-        .is_err());
+        assert!(
+            Config::from_json(
+                r#"{"currency": "USD", "margin_rate": 1.5,
+            "levels": {"reactive": 1, "accountable": 2, "proactive": 3, "partnership": 4}}"#
+            )
+            .is_err()
+        );
+        assert!(
+            Config::from_json(
+                r#"{"currency": "USD", "margin_rate": 0.5,
+            "levels": {"reactive": 5, "accountable": 2, "proactive": 3, "partnership": 4}}"#
+            )
+            .is_err()
+        );
+        assert!(
+            Config::from_json(
+                r#"{"currency": "usd", "margin_rate": 0.5,
+            "levels": {"reactive": 1, "accountable": 2, "proactive": 3, "partnership": 4}}"#
+            )
+            .is_err()
+        );
         assert!(Config::from_json(r#"{"margin_rate": 0.5}"#).is_err());
     }
 }
