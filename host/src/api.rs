@@ -10,6 +10,7 @@ pub mod audit;
 pub mod campaigns;
 pub mod channels;
 pub mod crm_metrics;
+pub mod complaints;
 pub mod customers;
 pub mod error;
 pub mod extract;
@@ -18,9 +19,12 @@ pub mod health;
 pub mod interactions;
 pub mod loyalty;
 pub mod messages;
+pub mod playbook;
 pub mod plugin_calls;
 pub mod plugins;
 pub mod products;
+pub mod referrals;
+pub mod satisfaction;
 pub mod scores;
 pub mod triggers;
 
@@ -217,6 +221,10 @@ pub fn v1() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(triggers::router())
         .merge(campaigns::router())
         .merge(crm_metrics::router())
+        .merge(playbook::router())
+        .merge(complaints::router())
+        .merge(satisfaction::router())
+        .merge(referrals::router())
         .split_for_parts();
     // After the merge: the modifier works on every operation of every router.
     utoipa::Modify::modify(&SharedErrors, &mut openapi);

@@ -137,6 +137,9 @@ pub async fn start_with_state(config: &Config, state: AppState) -> anyhow::Resul
     tokio::spawn(api::campaigns::resume_unfinished(state.store.clone()));
     // Returns what bursts freed to the OS (see memory.rs).
     crate::memory::spawn_trimmer(rx.clone());
+    // Escalates complaint cases left unanswered past their due time (see
+    // store/complaints.rs); every node may run it: each case escalates once.
+    spawn_complaint_escalation(state.store.clone(), rx.clone());
     let task = tokio::spawn(async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(async move {
@@ -151,6 +154,25 @@ pub async fn start_with_state(config: &Config, state: AppState) -> anyhow::Resul
         task,
         delivery,
     })
+}
+
+/// How often the escalation check looks for overdue complaint cases.
+const ESCALATION_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+
+fn spawn_complaint_escalation(store: crate::store::Store, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = shutdown.wait_for(|stop| *stop) => return,
+                _ = tokio::time::sleep(ESCALATION_INTERVAL) => {}
+            }
+            match store.escalate_overdue_complaints().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(escalated = n, "overdue complaint cases escalated"),
+                Err(e) => tracing::warn!(error = %e, "complaint escalation check failed"),
+            }
+        }
+    });
 }
 
 /// Serves until SIGINT/SIGTERM.

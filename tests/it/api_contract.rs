@@ -102,6 +102,7 @@ struct Fixture {
     key: String,
     channel: String,
     campaign: String,
+    complaint: String,
 }
 
 async fn fixture(app: &TestApp, t: &TestTenant, tag: &str) -> Fixture {
@@ -194,6 +195,14 @@ async fn fixture(app: &TestApp, t: &TestTenant, tag: &str) -> Fixture {
         )
         .await;
     ok(s, &campaign);
+    let (s, complaint) = app
+        .post(
+            "/v1/complaints",
+            &t.write,
+            json!({ "customer_id": customer, "subject": "fx" }),
+        )
+        .await;
+    ok(s, &complaint);
     Fixture {
         tenant: t.id.clone(),
         customer,
@@ -208,6 +217,7 @@ async fn fixture(app: &TestApp, t: &TestTenant, tag: &str) -> Fixture {
         key: key["id"].as_str().unwrap().to_string(),
         channel: "sms".into(),
         campaign: campaign["id"].as_str().unwrap().to_string(),
+        complaint: complaint["id"].as_str().unwrap().to_string(),
     }
 }
 
@@ -232,6 +242,7 @@ fn param_value(path: &str, name: &str, f: &Fixture) -> String {
         "tenants" => f.tenant.clone(),
         "suppressions" => f.channel.clone(),
         "campaigns" => f.campaign.clone(),
+        "complaints" => f.complaint.clone(),
         "jobs" => "no-such-job".into(),
         "plugins" => "no-such-plugin".into(),
         "channels" => "no-such-connector".into(),
@@ -290,6 +301,11 @@ fn sample_body(op: &Op, f: &Fixture, n: usize) -> Value {
         ("put", "/v1/scoring/worker") => json!({ "paused": true }),
         ("post", "/v1/campaigns") => json!({ "name": "sweep", "channel": "email", "template": f.template,
             "audience": { "score_plugin": "rfm" }, "idempotency_key": format!("sweep-{n}") }),
+        ("post", "/v1/complaints") => json!({ "customer_id": f.customer, "subject": format!("sweep {n}") }),
+        ("patch", "/v1/complaints/{id}") => json!({ "status": "resolved", "goodwill_points": 5 }),
+        ("put", "/v1/playbook/settings") => {
+            json!({ "complaint_response_hours": 1, "goodwill_points": 0, "referral_points": 0 })
+        }
         _ => json!({}),
     }
 }
@@ -536,6 +552,11 @@ async fn other_tenants_ids_are_not_found(backend: Backend) {
         format!("/v1/loyalty/rewards/{}", theirs.reward),
         format!("/v1/message-templates/{}", theirs.template),
         format!("/v1/message-triggers/{}", theirs.trigger),
+        format!("/v1/complaints/{}", theirs.complaint),
+        format!("/v1/customers/{}/complaints", theirs.customer),
+        format!("/v1/customers/{}/referrals", theirs.customer),
+        format!("/v1/customers/{}/satisfaction", theirs.customer),
+        "/v1/playbook/settings".to_string(),
         "/v1/messages".to_string(),
         "/v1/customers".to_string(),
         format!("/v1/campaigns/{}", theirs.campaign),
@@ -669,13 +690,14 @@ async fn nul_is_refused_on_both_backends(backend: Backend) {
     assert_error(s, &b, 422, "validation_failed");
     assert_eq!(field_of(&b), "tenant");
 
-    // Nothing was stored: one customer, one interaction, no template `t`.
+    // Nothing was stored: one customer, the fixture's two interactions (a
+    // purchase and a complaint), no template `t`.
     let (_, list) = app.get("/v1/customers", &acme.read).await;
     assert_eq!(list["items"].as_array().unwrap().len(), 1, "{list}");
     let (_, timeline) = app
         .get(&format!("/v1/customers/{}/interactions", f.customer), &acme.read)
         .await;
-    assert_eq!(timeline["items"].as_array().unwrap().len(), 1, "{timeline}");
+    assert_eq!(timeline["items"].as_array().unwrap().len(), 2, "{timeline}");
     let (s, _) = app.get("/v1/message-templates/t", &acme.read).await;
     assert_eq!(s, 404);
 }

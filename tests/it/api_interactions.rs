@@ -626,6 +626,7 @@ async fn interaction_kinds(backend: Backend) {
             "support_ticket",
             "complaint",
             "referral",
+            "satisfaction",
             "message_delivered",
             "message_opened",
             "message_clicked",
@@ -636,7 +637,7 @@ async fn interaction_kinds(backend: Backend) {
         ]
     );
     let (_, b) = app.get("/v1/interaction-kinds", &other.read).await;
-    assert_eq!(b.as_array().unwrap().len(), 13, "another tenant's kinds are not listed");
+    assert_eq!(b.as_array().unwrap().len(), 14, "another tenant's kinds are not listed");
 
     // The custom kind can be ingested here, not in the other tenant.
     let (s, b) = app

@@ -19,6 +19,7 @@ mod api_gdpr;
 mod api_interactions;
 mod api_loyalty;
 mod api_messages;
+mod api_playbook;
 mod api_plugin_calls;
 mod api_plugin_lifecycle;
 mod api_plugins;

@@ -54,7 +54,14 @@ pub const BUILT_IN_KINDS: &[(&str, &str)] = &[
     ("email_click", "A link in a marketing email was clicked"),
     ("support_ticket", "A support ticket was opened"),
     ("complaint", "A complaint was made"),
-    ("referral", "The customer referred someone"),
+    (
+        "referral",
+        "The customer referred someone: payload referred_customer_id or referred_external_id",
+    ),
+    (
+        "satisfaction",
+        "A satisfaction answer: payload survey (csat 1-5 or nps 0-10) and score",
+    ),
     // Reported by channel connectors (POST /v1/channels/{connector}/inbound).
     ("message_delivered", "A message reached the customer's channel"),
     ("message_opened", "The customer opened a message"),
@@ -637,7 +644,11 @@ async fn ingest_prepared(
     if rescore == Rescore::Now {
         super::scores::enqueue_rescore_tx(conn, tenant, &customer.id).await?;
     }
-    Ok((interaction_of(&p, id, customer.id, created_at), IngestOutcome::Created))
+    let interaction = interaction_of(&p, id, customer.id, created_at);
+    // Satisfaction answers, complaint cases and referrals commit with their
+    // interaction, or refuse it (store/playbook.rs).
+    super::playbook::on_interaction_tx(conn, tenant, &interaction).await?;
+    Ok((interaction, IngestOutcome::Created))
 }
 
 /// Ingests one interaction on `conn`, which the caller has put in a write

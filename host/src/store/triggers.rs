@@ -19,6 +19,17 @@
 //! - `reward_redeemable`: points earned took the balance from below a
 //!   reward's cost to at least its cost (any active reward, or one named
 //!   `reward_id`), and the customer's tier is high enough for it.
+//! - `complaint_opened`, `complaint_escalated`: a complaint case was opened,
+//!   or escalated because it stayed unanswered past its due time
+//!   (`store/complaints.rs`). Template data: `complaint` (id, subject,
+//!   status, opened_at, due_at). Point the trigger at a channel whose
+//!   connector reaches the tenant's staff (a webhook, say) to alert them.
+//!
+//! Audience: any trigger may be limited to customers whose stored segment
+//! of one scoring plugin is in a list (`audience: {plugin, segments}`), e.g.
+//! the relationship level of `relationship-levels`, so that each level gets
+//! its own treatment. A customer without a score of that plugin is outside
+//! every audience.
 //!
 //! Exactly once. Each firing's message has the idempotency key
 //! `trigger:<trigger id>:<event key>`, where the event key names the
@@ -86,6 +97,21 @@ pub enum TriggerCondition {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reward_id: Option<String>,
     },
+    /// A complaint case was opened.
+    ComplaintOpened {},
+    /// An open complaint case passed its due time unanswered.
+    ComplaintEscalated {},
+}
+
+/// Customers a trigger is limited to: those whose stored segment of
+/// `plugin` is one of `segments`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Audience {
+    /// A scoring plugin, e.g. `relationship-levels`.
+    pub plugin: String,
+    /// Its segments, e.g. `["proactive", "partnership"]` (1 to 20).
+    pub segments: Vec<String>,
 }
 
 impl TriggerCondition {
@@ -94,6 +120,8 @@ impl TriggerCondition {
             TriggerCondition::TierChanged { .. } => "tier_changed",
             TriggerCondition::ScoreCrossed { .. } => "score_crossed",
             TriggerCondition::RewardRedeemable { .. } => "reward_redeemable",
+            TriggerCondition::ComplaintOpened {} => "complaint_opened",
+            TriggerCondition::ComplaintEscalated {} => "complaint_escalated",
         }
     }
 }
@@ -110,6 +138,9 @@ pub struct NewTrigger {
     pub template: String,
     #[serde(default = "yes")]
     pub enabled: bool,
+    /// Only customers in these segments of a scoring plugin (default: all).
+    #[serde(default)]
+    pub audience: Option<Audience>,
 }
 
 fn yes() -> bool {
@@ -124,6 +155,8 @@ pub struct Trigger {
     pub channel: String,
     pub template: String,
     pub enabled: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audience: Option<Audience>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
@@ -132,12 +165,19 @@ pub struct Trigger {
 
 /// `enabled` read as a BIGINT (see `store/plugins.rs` on BOOLEAN via Any).
 const COLUMNS: &str = "id, name, conditions, channel, template, \
-     CAST(CASE WHEN enabled THEN 1 ELSE 0 END AS BIGINT) AS enabled, created_at, updated_at";
+     CAST(CASE WHEN enabled THEN 1 ELSE 0 END AS BIGINT) AS enabled, created_at, updated_at, audience";
 
 fn trigger_from_row(row: &AnyRow) -> StoreResult<Trigger> {
     let conditions: String = row.try_get("conditions")?;
     let when = serde_json::from_value(json_column(&conditions)?)
         .map_err(|e| StoreError::Corrupt(format!("trigger conditions: {e}")))?;
+    let audience = match row.try_get::<Option<String>, _>("audience")? {
+        Some(text) => Some(
+            serde_json::from_value(json_column(&text)?)
+                .map_err(|e| StoreError::Corrupt(format!("trigger audience: {e}")))?,
+        ),
+        None => None,
+    };
     Ok(Trigger {
         id: row.try_get("id")?,
         name: row.try_get("name")?,
@@ -145,6 +185,7 @@ fn trigger_from_row(row: &AnyRow) -> StoreResult<Trigger> {
         channel: row.try_get("channel")?,
         template: row.try_get("template")?,
         enabled: row.try_get::<i64, _>("enabled")? != 0,
+        audience,
         created_at: from_millis(row.try_get("created_at")?),
         updated_at: from_millis(row.try_get("updated_at")?),
     })
@@ -167,6 +208,17 @@ fn validate(new: &NewTrigger) -> StoreResult<()> {
         }
         if !threshold.is_finite() {
             return Err(StoreError::invalid("when.threshold", "must be a finite number"));
+        }
+    }
+    if let Some(a) = &new.audience {
+        if a.plugin.trim().is_empty() {
+            return Err(StoreError::invalid("audience.plugin", "must name a scoring plugin"));
+        }
+        if a.segments.is_empty() || a.segments.len() > 20 || a.segments.iter().any(|s| s.is_empty() || s.len() > 100) {
+            return Err(StoreError::invalid(
+                "audience.segments",
+                "1 to 20 segment names of 1 to 100 bytes",
+            ));
         }
     }
     Ok(())
@@ -226,9 +278,15 @@ impl Store {
         let id = new_id();
         let conditions = serde_json::to_string(&new.when)
             .map_err(|e| StoreError::Corrupt(format!("cannot encode trigger conditions: {e}")))?;
+        let audience = new
+            .audience
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(|e| StoreError::Corrupt(format!("cannot encode trigger audience: {e}")))?;
         let inserted = sqlx::query(
             "INSERT INTO message_triggers (tenant_id, id, name, event, conditions, channel, template, enabled, \
-             created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)",
+             created_at, updated_at, audience) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10)",
         )
         .bind(tenant.as_str())
         .bind(&id)
@@ -239,6 +297,7 @@ impl Store {
         .bind(&new.template)
         .bind(new.enabled)
         .bind(now)
+        .bind(audience)
         .execute(&mut *tx)
         .await;
         match inserted {
@@ -333,6 +392,11 @@ async fn fire_tx(
     event_key: &str,
     data: Value,
 ) -> StoreResult<()> {
+    if let Some(audience) = &trigger.audience
+        && !in_audience(conn, tenant, audience, customer_id).await?
+    {
+        return Ok(());
+    }
     let mut data = match data {
         Value::Object(map) => map,
         other => [("value".to_owned(), other)].into_iter().collect(),
@@ -359,6 +423,50 @@ async fn fire_tx(
             Ok(())
         }
     }
+}
+
+/// Whether the customer's stored segment of the audience's plugin is one of
+/// its segments.
+async fn in_audience(
+    conn: &mut AnyConnection,
+    tenant: &TenantId,
+    audience: &Audience,
+    customer_id: &str,
+) -> StoreResult<bool> {
+    let segment: Option<Option<String>> =
+        sqlx::query("SELECT segment FROM customer_scores WHERE tenant_id = $1 AND customer_id = $2 AND plugin_id = $3")
+            .bind(tenant.as_str())
+            .bind(customer_id)
+            .bind(&audience.plugin)
+            .fetch_optional(&mut *conn)
+            .await?
+            .map(|row| row.try_get("segment"))
+            .transpose()?;
+    Ok(segment.flatten().is_some_and(|s| audience.segments.contains(&s)))
+}
+
+/// Fires `complaint_opened` or `complaint_escalated` (`event`) triggers for
+/// a case; the event key is the case id, so each case alerts once per
+/// event and trigger.
+pub async fn on_complaint_tx(
+    conn: &mut AnyConnection,
+    tenant: &TenantId,
+    event: &str,
+    complaint: &super::complaints::Complaint,
+) -> StoreResult<()> {
+    let triggers = enabled_triggers_tx(conn, tenant, event).await?;
+    for trigger in &triggers {
+        let data = json!({ "event": event, "complaint": {
+            "id": complaint.id, "subject": complaint.subject, "status": complaint.status,
+            "channel": complaint.channel,
+            "opened_at": rfc3339(complaint.opened_at), "due_at": rfc3339(complaint.due_at) } });
+        fire_tx(conn, tenant, trigger, &complaint.customer_id, &complaint.id, data).await?;
+    }
+    Ok(())
+}
+
+fn rfc3339(t: OffsetDateTime) -> Option<String> {
+    t.format(&time::format_description::well_known::Rfc3339).ok()
 }
 
 /// A tier's rank and name; no tier ranks below every tier.

@@ -28,7 +28,9 @@
 //! [`InboundEvent`] of kind `message_{type}` (the host's built-in
 //! interaction kinds `message_delivered`, `message_opened`, ...), with the
 //! event id as its idempotency key (the host scopes keys per connector) and
-//! the event object as its payload.
+//! the event object as its payload. The type [`SATISFACTION`] is a
+//! customer's survey answer (`"survey": "csat" | "nps", "score": n` in the
+//! event) and becomes the host's `satisfaction` kind, which checks it.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -47,6 +49,10 @@ pub const EVENT_TYPES: [&str; 6] = ["delivered", "opened", "clicked", "replied",
 
 /// Inbound kinds are `message_{type}`: the host's built-in interaction kinds.
 pub const KIND_PREFIX: &str = "message_";
+
+/// The event type of a satisfaction answer (CSAT or NPS), stored as the
+/// host's built-in `satisfaction` kind as it is.
+pub const SATISFACTION: &str = "satisfaction";
 
 pub const ID_HEADER: &str = "webhook-id";
 pub const TIMESTAMP_HEADER: &str = "webhook-timestamp";
@@ -192,9 +198,9 @@ fn event_from_json(event: Value, default_id: &str, received_at: Timestamp) -> Re
         }
     };
     let kind = text("type")?.ok_or("`type` is required")?;
-    if !EVENT_TYPES.contains(&kind) {
+    if !EVENT_TYPES.contains(&kind) && kind != SATISFACTION {
         return Err(format!(
-            "unknown `type` {kind:?}; expected one of {}",
+            "unknown `type` {kind:?}; expected one of {}, {SATISFACTION}",
             EVENT_TYPES.join(", ")
         ));
     }
@@ -212,7 +218,11 @@ fn event_from_json(event: Value, default_id: &str, received_at: Timestamp) -> Re
     }
     Ok(InboundEvent {
         customer_external_id: customer.to_owned(),
-        kind: format!("{KIND_PREFIX}{kind}"),
+        kind: if kind == SATISFACTION {
+            SATISFACTION.to_owned()
+        } else {
+            format!("{KIND_PREFIX}{kind}")
+        },
         occurred_at,
         idempotency_key: id.to_owned(),
         payload: event,
@@ -388,6 +398,18 @@ mod tests {
             parse_inbound(&secret, &r),
             Err(InboundError::Unauthenticated(_))
         ));
+    }
+
+    #[test]
+    fn satisfaction_answers_keep_their_kind() {
+        let secret = Secret::parse(SPEC_SECRET).unwrap();
+        let now = 1_700_000_000;
+        let body = r#"{"type":"satisfaction","customer":"E","survey":"nps","score":9}"#;
+        let sig = secret.sign(SPEC_ID, now, body.as_bytes());
+        let events = parse_inbound(&secret, &request(&sig, now, body, now)).unwrap();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].kind, "satisfaction");
+        assert_eq!(events[0].payload["score"], 9);
     }
 
     #[test]
