@@ -50,6 +50,9 @@ async fn buy(app: &TestApp, t: &TestTenant, customer: &str, at: &str, amount: &s
 /// Cohorts: Jan {B}: active [1, 1, 0]; Feb {C, D}: [2, 1]; Mar: none.
 /// Lifetime value (clv scores A 100, B 50.5): 2 customers, 150.5, 75.25.
 /// Loyalty: A 120 points, B 30: 2 accounts, 150 points, at 0.01 = 1.5.
+/// NPS answers (satisfaction interactions, not purchases): E 10 and A 9 in
+/// the range (promoters), B 3 (detractor), C 7 (passive), and E 0 in 2023
+/// (outside it): (2 - 1) / 4 = 25.0.
 async fn metrics_equal_hand_computed_values(backend: Backend) {
     let app = TestApp::start(backend).await;
     let acme = app.tenant("Acme").await;
@@ -76,6 +79,23 @@ async fn metrics_equal_hand_computed_values(backend: Backend) {
         )
         .await;
     assert_eq!(s, 201, "{v}");
+    for (who, at, score) in [
+        (&e, "2024-01-11T00:00:00Z", 10),
+        (&a, "2024-02-11T00:00:00Z", 9),
+        (&b, "2024-03-11T00:00:00Z", 3),
+        (&c, "2024-03-12T00:00:00Z", 7),
+        (&e, "2023-12-11T00:00:00Z", 0),
+    ] {
+        let (s, v) = app
+            .post(
+                "/v1/interactions",
+                &acme.write,
+                json!({ "customer_id": who, "kind": "satisfaction", "occurred_at": at,
+                        "payload": { "survey": "nps", "score": score } }),
+            )
+            .await;
+        assert_eq!(s, 201, "{v}");
+    }
     let tenant = TenantId::for_tests(acme.id.clone());
     let clv = |customer: &str, value: f64| NewScore {
         customer_id: customer.to_string(),
@@ -193,7 +213,7 @@ async fn metrics_equal_hand_computed_values(backend: Backend) {
         m["loyalty_liability"],
         json!({ "accounts": 2, "outstanding_points": 150, "value": 1.5 })
     );
-    assert_eq!(m["nps"], Value::Null);
+    assert_eq!(m["nps"], json!(25.0));
 
     // A week: Monday 2024-01-15 to Monday 2024-01-22 holds B's first
     // purchase only (A's of the 20th is a Saturday of that week too).

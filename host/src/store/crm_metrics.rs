@@ -138,7 +138,8 @@ pub struct CrmMetrics {
     /// Null when the plugin has stored no score.
     pub lifetime_value: Option<LifetimeValue>,
     pub loyalty_liability: LoyaltyLiability,
-    /// Net promoter score: null (no satisfaction data is stored yet).
+    /// Net promoter score of the range's NPS answers (-100 to 100, to 0.1);
+    /// null without answers.
     pub nps: Option<f64>,
 }
 
@@ -378,6 +379,7 @@ impl Store {
             .fetch_one(&mut *conn)
             .await?;
         let points: i64 = liability.try_get("points")?;
+        let nps = super::satisfaction::nps_counts(&mut *conn, tenant, req.from, req.to).await?;
         Ok(CrmMetrics {
             from: req.from,
             to: req.to,
@@ -395,7 +397,7 @@ impl Store {
                 outstanding_points: points,
                 value: req.point_value.map(|v| points as f64 * v),
             },
-            nps: None,
+            nps: nps.nps,
         })
     }
 

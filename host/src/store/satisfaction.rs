@@ -196,7 +196,9 @@ fn add_months(t: OffsetDateTime, k: u32) -> StoreResult<OffsetDateTime> {
     Ok(t.replace_date(date))
 }
 
-async fn nps_counts(
+/// Promoters, passives and detractors among the NPS answers of
+/// `[start, end)`; also the program's metrics' NPS.
+pub(crate) async fn nps_counts(
     conn: &mut AnyConnection,
     tenant: &TenantId,
     start: OffsetDateTime,
