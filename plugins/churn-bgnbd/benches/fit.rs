@@ -13,6 +13,10 @@
 //!   10 purchases each at uniformly random times over two years: every
 //!   customer buys at the same rate and none drops out, so the likelihood
 //!   has no interior maximum and the fit must fail, quickly.
+//!
+//! `RAPPORT_BENCH_FIXTURE=path` (with the first of `RAPPORT_BENCH_SIZES`)
+//! instead writes the `bgnbd` tenant as a `rapport plugin run` fixture, to
+//! time the same fit through the host's runtime (see the README).
 
 use std::time::Instant;
 
@@ -135,7 +139,47 @@ fn describe(result: &Result<FitReport, FitError>) -> (String, String, String) {
     }
 }
 
+/// Writes the `bgnbd` tenant of `n` customers as a `rapport plugin run`
+/// fixture (a scoring `fit` with every purchase), to time the fit through
+/// the host's runtime on the same data.
+fn write_fixture(path: &str, n: usize) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    write!(
+        out,
+        r#"{{"tenant":"bench","call":{{"export":"fit","input":{{"population":["#
+    )?;
+    let mut times = Vec::new();
+    for i in 0..n as u64 {
+        bgnbd_customer(i, &CDNOW, &mut times);
+        let purchases: Vec<String> = times
+            .iter()
+            .map(|t| format!(r#"{{"at":{t},"amount_minor":1000,"currency":"USD"}}"#))
+            .collect();
+        let sep = if i == 0 { "" } else { "," };
+        write!(
+            out,
+            r#"{sep}{{"customer_id":"c{i}","created_at":0,"purchases":[{}]}}"#,
+            purchases.join(",")
+        )?;
+    }
+    write!(out, r#"],"now":{}}}}}}}"#, NOW_DAY * MS_PER_DAY)?;
+    out.flush()
+}
+
 fn main() {
+    if let Ok(path) = std::env::var("RAPPORT_BENCH_FIXTURE") {
+        let n = std::env::var("RAPPORT_BENCH_SIZES")
+            .ok()
+            .and_then(|s| s.split(',').next().and_then(|v| v.trim().parse().ok()))
+            .unwrap_or(1_000_000);
+        if let Err(e) = write_fixture(&path, n) {
+            eprintln!("{path}: {e}");
+            std::process::exit(1);
+        }
+        println!("wrote {path} ({n} customers)");
+        return;
+    }
     let sizes: Vec<usize> = std::env::var("RAPPORT_BENCH_SIZES")
         .unwrap_or_else(|_| "25000,200000,1000000".into())
         .split(',')

@@ -143,7 +143,11 @@ pub fn fit_binned(population: &[CustomerSummary], bin: f64) -> Result<FitReport,
     };
     // Scaling times by s shifts each customer's ln L by −x ln s; a binned
     // fit reports the likelihood of the exact data.
-    let exact = if bin > 0.0 { &Grouped::new(population, scale, 0.0) } else { &data };
+    let exact = if bin > 0.0 {
+        &Grouped::new(population, scale, 0.0)
+    } else {
+        &data
+    };
     let log_likelihood = exact.total * exact.evaluate(&scaled).value + exact.sum_x * scale.ln();
     Ok(FitReport {
         params,
@@ -224,7 +228,10 @@ fn maximise(data: &Grouped, scale: f64) -> Result<Top, FitError> {
             // its gradient then shows.
             let tolerance = 1e-15 * (1.0 + at.value.abs());
             let finite = next.value.is_finite() && next.gradient.iter().all(|g| g.is_finite());
-            if finite && next.value >= at.value - tolerance && (next.value > at.value || norm(&next.gradient) < norm(&at.gradient)) {
+            if finite
+                && next.value >= at.value - tolerance
+                && (next.value > at.value || norm(&next.gradient) < norm(&at.gradient))
+            {
                 theta = candidate;
                 at = next;
                 iterations += 1;
@@ -245,7 +252,7 @@ fn maximise(data: &Grouped, scale: f64) -> Result<Top, FitError> {
         return Err(FitError::Degenerate(diagnose(&theta, scale)));
     }
     let gradient = norm(&at.gradient);
-    if !(gradient <= ACCEPT_GRADIENT) {
+    if gradient.is_nan() || gradient > ACCEPT_GRADIENT {
         return Err(FitError::NoConvergence { evaluations, gradient });
     }
     // A maximum has a negative definite Hessian; a flat ridge does not.
@@ -283,7 +290,11 @@ fn diagnose(theta: &[f64; 4], scale: f64) -> String {
         ));
     } else {
         for i in [0, 1].into_iter().filter(|&i| off(i)) {
-            let dir = if up(i) { "grows without bound" } else { "falls towards 0" };
+            let dir = if up(i) {
+                "grows without bound"
+            } else {
+                "falls towards 0"
+            };
             parts.push(format!("{} {dir}", NAMES[i]));
         }
     }
@@ -297,12 +308,20 @@ fn diagnose(theta: &[f64; 4], scale: f64) -> String {
     } else if up(3) || (off(2) && !up(2)) {
         parts.push(format!(
             "{}: no customer appears to drop out (p → 0)",
-            if up(3) { "b grows without bound" } else { "a falls towards 0" }
+            if up(3) {
+                "b grows without bound"
+            } else {
+                "a falls towards 0"
+            }
         ));
     } else if up(2) || off(3) {
         parts.push(format!(
             "{}: customers appear to drop out right after each purchase (p → 1)",
-            if up(2) { "a grows without bound" } else { "b falls towards 0" }
+            if up(2) {
+                "a grows without bound"
+            } else {
+                "b falls towards 0"
+            }
         ));
     }
     if parts.is_empty() {
@@ -349,10 +368,7 @@ mod tests {
         let Err(FitError::Degenerate(message)) = fit(&population) else {
             panic!("expected a degenerate fit, got {:?}", fit(&population));
         };
-        assert!(
-            message.contains("r and alpha grow without bound together"),
-            "{message}"
-        );
+        assert!(message.contains("r and alpha grow without bound together"), "{message}");
         // The common rate: (T − 1)/T purchases per time unit, T ≈ 10-49.
         assert!(message.contains("(r/alpha = 0.9"), "{message}");
     }

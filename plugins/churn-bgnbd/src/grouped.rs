@@ -79,7 +79,13 @@ impl Grouped {
     /// are first rounded to the nearest multiple of `bin` (t_x capped at
     /// T); `bin` = 0 groups exactly.
     pub(crate) fn new(population: &[CustomerSummary], scale: f64, bin: f64) -> Self {
-        let snap = |v: f64| if bin > 0.0 { (v / bin).round() * bin * scale } else { v * scale };
+        let snap = |v: f64| {
+            if bin > 0.0 {
+                (v / bin).round() * bin * scale
+            } else {
+                v * scale
+            }
+        };
         let scaled = |s: &CustomerSummary| {
             let age = snap(s.age);
             (s.frequency, snap(s.recency).min(age), age)
@@ -323,7 +329,11 @@ mod tests {
             down[k] -= h;
             let (u, d) = (grouped.evaluate(&params(up)), grouped.evaluate(&params(down)));
             let fd = (u.value - d.value) / (2.0 * h);
-            assert!((at.gradient[k] - fd).abs() < 1e-7, "gradient {k}: {} vs {fd}", at.gradient[k]);
+            assert!(
+                (at.gradient[k] - fd).abs() < 1e-7,
+                "gradient {k}: {} vs {fd}",
+                at.gradient[k]
+            );
             for i in 0..4 {
                 let fd = (u.gradient[i] - d.gradient[i]) / (2.0 * h);
                 assert!(

@@ -25,7 +25,10 @@ pub struct Minimum {
 /// Stops when the simplex's values differ by at most `f_tol` and its
 /// vertices by at most `x_tol` (max-norm), or after `max_evaluations`.
 /// `f` may return +∞ (or NaN, treated as +∞) to forbid a point.
-#[allow(dead_code, reason = "used by the clv crate's Gamma-Gamma fit, which compiles this file too")]
+#[allow(
+    dead_code,
+    reason = "used by the clv crate's Gamma-Gamma fit, which compiles this file too"
+)]
 pub fn nelder_mead(
     mut f: impl FnMut(&[f64]) -> f64,
     start: &[f64],
@@ -124,7 +127,10 @@ pub fn nelder_mead(
 /// Solves `m x = rhs` by Gaussian elimination with partial pivoting (the
 /// Newton steps of the Gamma-Gamma fit); `None` when `m` is
 /// singular or the solution is not finite.
-#[allow(dead_code, reason = "used by the clv crate's Gamma-Gamma fit, which compiles this file too")]
+#[allow(
+    dead_code,
+    reason = "used by the clv crate's Gamma-Gamma fit, which compiles this file too"
+)]
 pub(crate) fn solve<const N: usize>(mut m: [[f64; N]; N], mut rhs: [f64; N]) -> Option<[f64; N]> {
     for col in 0..N {
         let pivot = (col..N).max_by(|&i, &j| m[i][col].abs().total_cmp(&m[j][col].abs()))?;
@@ -163,7 +169,7 @@ pub(crate) fn cholesky_solve<const N: usize>(m: [[f64; N]; N], rhs: [f64; N]) ->
                 let d = m[i][i] - dot;
                 // Relative to the diagonal: a pivot lost in rounding is a
                 // zero pivot.
-                if !(d > 1e-14 * m[i][i].abs()) || d <= 0.0 {
+                if d.is_nan() || d <= 0.0 || d <= 1e-14 * m[i][i].abs() {
                     return None;
                 }
                 l[i][i] = d.sqrt();

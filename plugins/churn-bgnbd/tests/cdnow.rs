@@ -11,8 +11,7 @@ use std::path::Path;
 
 use rapport_plugin_churn_bgnbd::{
     Config, CustomerSummary, FittedModel, History, Interaction, MS_PER_DAY, PurchaseAggregate, fit, fit_binned,
-    fit_population,
-    score_history, summarise_purchases,
+    fit_population, score_history, summarise_purchases,
 };
 
 const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/data/cdnow/");
@@ -99,12 +98,22 @@ fn fit_reproduces_the_published_cdnow_parameters() {
     // nothing and changes nothing; weeks cost a little precision.
     let same = fit_binned(&population, 0.01).unwrap();
     assert_eq!(same.groups, report.groups);
-    for (got, want) in [(same.params.r, p.r), (same.params.alpha, p.alpha), (same.params.a, p.a), (same.params.b, p.b)] {
+    for (got, want) in [
+        (same.params.r, p.r),
+        (same.params.alpha, p.alpha),
+        (same.params.a, p.a),
+        (same.params.b, p.b),
+    ] {
         assert!(((got - want) / want).abs() < 1e-9, "{got} vs {want}");
     }
     let weeks = fit_binned(&population, 1.0).unwrap();
     assert!(weeks.groups < report.groups, "{weeks:?}");
-    for (got, want) in [(weeks.params.r, p.r), (weeks.params.alpha, p.alpha), (weeks.params.a, p.a), (weeks.params.b, p.b)] {
+    for (got, want) in [
+        (weeks.params.r, p.r),
+        (weeks.params.alpha, p.alpha),
+        (weeks.params.a, p.a),
+        (weeks.params.b, p.b),
+    ] {
         assert!(((got - want) / want).abs() < 0.05, "{got} vs {want}");
     }
     println!("binned to weeks: {weeks:?}");
