@@ -241,8 +241,9 @@ fn maximise(data: &Grouped, scale: f64) -> Result<Top, FitError> {
                 }
                 continue 'climb;
             }
-            if mu > 1e12 {
-                // No step, however short, improves: the top, to rounding.
+            if mu > 1e12 || norm(&step) < 1e-10 {
+                // No step, however short, improves: the top, to rounding
+                // (the likelihood is a sum of up to 10^6 rounded terms).
                 break 'climb;
             }
             mu = (mu * 4.0).max(1e-6);
