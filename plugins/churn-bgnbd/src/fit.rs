@@ -203,6 +203,11 @@ fn maximise(data: &Grouped, scale: f64) -> Result<Top, FitError> {
                 row[i] += mu;
             }
             let Some(mut step) = crate::optimize::cholesky_solve(m, at.gradient) else {
+                if mu > 1e12 {
+                    // Not even a huge shift makes it definite: a Hessian
+                    // that is not finite. The checks below report it.
+                    break 'climb;
+                }
                 mu = (mu * 4.0).max(1e-6);
                 continue;
             };
@@ -249,7 +254,7 @@ fn maximise(data: &Grouped, scale: f64) -> Result<Top, FitError> {
             mu = (mu * 4.0).max(1e-6);
         }
     }
-    if let Some(_far) = theta.iter().find(|t| t.abs() > FAR) {
+    if theta.iter().any(|t| t.abs() > FAR) {
         return Err(FitError::Degenerate(diagnose(&theta, scale)));
     }
     let gradient = norm(&at.gradient);
