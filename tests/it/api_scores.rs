@@ -1321,6 +1321,38 @@ async fn job_with_a_failing_fit_is_not_succeeded(backend: Backend) {
     let (_, fit) = app.get("/v1/plugins/churn/fit", &acme.read).await;
     assert_eq!(fit["fit"]["status"], "failed", "{fit}");
     assert_eq!(fit["fit"]["error"], churn["error"], "{fit}");
+
+    // Repeat buyers, but all buying every Monday and none stopping: one
+    // rate, no drop-out, so the BG/NBD likelihood has no interior maximum.
+    // The fit says which parameters run off (issue #18: it used to search
+    // until its deadline), as of the last Monday.
+    let mondays = [
+        "2021-01-04",
+        "2021-01-11",
+        "2021-01-18",
+        "2021-01-25",
+        "2021-02-01",
+        "2021-02-08",
+        "2021-02-15",
+        "2021-02-22",
+        "2021-03-01",
+    ];
+    for i in 0..6 {
+        let steady = customer(&app, &acme, &format!("steady-{i}")).await;
+        for day in &mondays[i..] {
+            purchase_at(&app, &acme, &steady, &format!("{day}T10:00:00Z"), "5.00").await;
+        }
+    }
+    let job = run_job(
+        &app,
+        &acme,
+        json!({ "plugin": "churn", "as_of": "2021-03-01T12:00:00Z" }),
+    )
+    .await;
+    assert_eq!(job["status"], "failed", "{job}");
+    let message = job["plugins"][0]["error"]["message"].as_str().unwrap();
+    assert!(message.contains("no interior maximum"), "{job}");
+    assert!(message.contains("without bound"), "{job}");
 }
 
 /// A plugin's stored scores read in bulk: pages that together hold exactly

@@ -17,7 +17,7 @@
 
 use rapport_plugin_sdk::{self as sdk, PluginError, PurchaseSummary as SdkSummary, Score, ScoringRule, kv};
 
-use crate::fit::fit;
+use crate::fit::fit_binned;
 use crate::score::{ChurnError, Config, FittedModel, score_purchase_times};
 use crate::summary::{CustomerSummary, summarise_purchases};
 
@@ -131,7 +131,7 @@ impl ScoringRule for ChurnPlugin {
 
     fn fit(rows: Vec<CustomerSummary>, now: i64) -> Result<serde_json::Value, PluginError> {
         let config = load_config()?;
-        let report = fit(&rows).map_err(|e| plugin_error(e.into()))?;
+        let report = fit_binned(&rows, config.fit_bin_width()).map_err(|e| plugin_error(e.into()))?;
         drop(rows);
         let model = FittedModel {
             version: FittedModel::VERSION,

@@ -16,18 +16,21 @@
 //! - [`summary`]: turns purchase timestamps into the model's sufficient
 //!   statistics (x, t_x, T).
 //! - [`model`]: the likelihood, P(alive) and conditional expectations.
-//! - [`fit`](mod@fit): maximum-likelihood fit of (r, α, a, b).
+//! - [`fit`](mod@fit): maximum-likelihood fit of (r, α, a, b) by damped
+//!   Newton steps; `grouped` (private): the likelihood with its gradient
+//!   and Hessian over the population's sufficient statistics.
 //! - [`score`]: configuration, the stored model and per-customer scores.
 
 pub mod component;
 pub mod fit;
+mod grouped;
 pub mod input;
 pub mod model;
 mod optimize;
 pub mod score;
 pub mod summary;
 
-pub use fit::{FitError, FitReport, fit};
+pub use fit::{FitError, FitReport, fit, fit_binned};
 pub use input::{History, Interaction, PurchaseAggregate};
 pub use model::{ModelError, Params};
 pub use rapport_plugin_sdk::Name;

@@ -1,10 +1,14 @@
-//! A small Nelder-Mead simplex minimiser (Nelder & Mead 1965, with the
-//! standard coefficients 1, 2, ½, ½ as in Lagarias et al. 1998).
+//! Small dense numerical helpers shared by the BG/NBD fit and (compiled
+//! into the `clv` crate through `#[path]`) its Gamma-Gamma fit: a
+//! Nelder-Mead simplex minimiser (Nelder & Mead 1965, coefficients 1, 2,
+//! ½, ½ as in Lagarias et al. 1998; the Gamma-Gamma fit's global search),
+//! Gaussian elimination and a Cholesky solve (the Newton steps).
 //!
-//! Written here rather than pulled in from `argmin` because the fit needs
-//! only a derivative-free minimiser over four unconstrained log-parameters:
-//! sixty lines keep the plugin's WebAssembly small, dependency-free and
-//! bit-for-bit deterministic across targets.
+//! Written here rather than pulled in from `argmin`: the fits are over
+//! three or four unconstrained log-parameters with closed-form gradients
+//! and Hessians, so a 4×4 solve is all the linear algebra they need;
+//! keeping it to these few lines keeps the plugins' WebAssembly small,
+//! dependency-free and bit-for-bit deterministic across targets.
 
 /// The result of one minimisation.
 #[derive(Debug, Clone, PartialEq)]
@@ -21,6 +25,10 @@ pub struct Minimum {
 /// Stops when the simplex's values differ by at most `f_tol` and its
 /// vertices by at most `x_tol` (max-norm), or after `max_evaluations`.
 /// `f` may return +∞ (or NaN, treated as +∞) to forbid a point.
+#[allow(
+    dead_code,
+    reason = "used by the clv crate's Gamma-Gamma fit, which compiles this file too"
+)]
 pub fn nelder_mead(
     mut f: impl FnMut(&[f64]) -> f64,
     start: &[f64],
@@ -117,8 +125,12 @@ pub fn nelder_mead(
 }
 
 /// Solves `m x = rhs` by Gaussian elimination with partial pivoting (the
-/// Newton steps of the BG/NBD and Gamma-Gamma fits); `None` when `m` is
+/// Newton steps of the Gamma-Gamma fit); `None` when `m` is
 /// singular or the solution is not finite.
+#[allow(
+    dead_code,
+    reason = "used by the clv crate's Gamma-Gamma fit, which compiles this file too"
+)]
 pub(crate) fn solve<const N: usize>(mut m: [[f64; N]; N], mut rhs: [f64; N]) -> Option<[f64; N]> {
     for col in 0..N {
         let pivot = (col..N).max_by(|&i, &j| m[i][col].abs().total_cmp(&m[j][col].abs()))?;
@@ -144,6 +156,42 @@ pub(crate) fn solve<const N: usize>(mut m: [[f64; N]; N], mut rhs: [f64; N]) -> 
     x.iter().all(|v| v.is_finite()).then_some(x)
 }
 
+/// Solves `m x = rhs` for a symmetric positive definite `m` by Cholesky
+/// factorisation; `None` when `m` is not positive definite (to rounding)
+/// or the solution is not finite. The BG/NBD fit's damped Newton step
+/// uses the failure as its test of definiteness.
+pub(crate) fn cholesky_solve<const N: usize>(m: [[f64; N]; N], rhs: [f64; N]) -> Option<[f64; N]> {
+    let mut l = [[0.0; N]; N];
+    for i in 0..N {
+        for j in 0..=i {
+            let dot: f64 = (0..j).map(|k| l[i][k] * l[j][k]).sum();
+            if i == j {
+                let d = m[i][i] - dot;
+                // Relative to the diagonal: a pivot lost in rounding is a
+                // zero pivot.
+                if d.is_nan() || d <= 0.0 || d <= 1e-14 * m[i][i].abs() {
+                    return None;
+                }
+                l[i][i] = d.sqrt();
+            } else {
+                l[i][j] = (m[i][j] - dot) / l[j][j];
+            }
+        }
+    }
+    // L y = rhs, then Lᵀ x = y.
+    let mut y = [0.0; N];
+    for i in 0..N {
+        let dot: f64 = (0..i).map(|k| l[i][k] * y[k]).sum();
+        y[i] = (rhs[i] - dot) / l[i][i];
+    }
+    let mut x = [0.0; N];
+    for i in (0..N).rev() {
+        let dot: f64 = (i + 1..N).map(|k| l[k][i] * x[k]).sum();
+        x[i] = (y[i] - dot) / l[i][i];
+    }
+    x.iter().all(|v| v.is_finite()).then_some(x)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,6 +202,18 @@ mod tests {
         let m = nelder_mead(rosenbrock, &[-1.2, 1.0], 0.5, 1e-15, 1e-10, 10_000);
         assert!(m.converged);
         assert!((m.x[0] - 1.0).abs() < 1e-7 && (m.x[1] - 1.0).abs() < 1e-7, "{m:?}");
+    }
+
+    #[test]
+    fn cholesky_solves_definite_systems_and_refuses_the_others() {
+        let m = [[4.0, 2.0, 0.6], [2.0, 5.0, 1.0], [0.6, 1.0, 3.0]];
+        let x = cholesky_solve(m, [1.0, 2.0, 3.0]).unwrap();
+        for (row, want) in m.iter().zip([1.0, 2.0, 3.0]) {
+            let got: f64 = row.iter().zip(&x).map(|(a, b)| a * b).sum();
+            assert!((got - want).abs() < 1e-12);
+        }
+        assert_eq!(cholesky_solve([[1.0, 2.0], [2.0, 1.0]], [1.0, 1.0]), None);
+        assert_eq!(cholesky_solve([[1.0, 1.0], [1.0, 1.0]], [1.0, 1.0]), None);
     }
 
     #[test]

@@ -18,7 +18,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::bgnbd::digamma;
+use crate::model::digamma;
 use crate::model::ln_gamma;
 use crate::optimize::nelder_mead;
 

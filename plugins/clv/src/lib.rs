@@ -6,7 +6,8 @@
 //! curves", 2005) for the spend per purchase, discounted month by month
 //! exactly as `lifetimes`' `GammaGammaFitter.customer_lifetime_value` does.
 //!
-//! The BG/NBD modules ([`summary`], [`model`], [`bgnbd`]) are the
+//! The BG/NBD modules ([`summary`], [`model`], [`bgnbd`], and `grouped`,
+//! `optimize` which the fit uses) are the
 //! `churn-bgnbd` plugin's own source files, compiled into this crate with
 //! `#[path]` rather than linked as a dependency: that crate also exports
 //! its component (the `scoring-rule` world's functions), and linking it
@@ -26,6 +27,8 @@
 pub mod bgnbd;
 pub mod component;
 pub mod gamma_gamma;
+#[path = "../../churn-bgnbd/src/grouped.rs"]
+mod grouped;
 #[path = "../../churn-bgnbd/src/model.rs"]
 pub mod model;
 #[path = "../../churn-bgnbd/src/optimize.rs"]
