@@ -17,6 +17,8 @@ pub mod bgnbd;
 pub mod component;
 #[path = "../../clv/src/gamma_gamma.rs"]
 pub mod gamma_gamma;
+#[path = "../../churn-bgnbd/src/grouped.rs"]
+mod grouped;
 pub mod levels;
 #[path = "../../churn-bgnbd/src/model.rs"]
 pub mod model;
