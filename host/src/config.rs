@@ -123,6 +123,11 @@ pub struct PluginsConfig {
     /// Plugin instances one tenant may hold of one plugin. Default 2.
     #[serde(default)]
     pub max_concurrent_calls_per_plugin: Option<u32>,
+    /// Guests that may run at once, all tenants together; the CPU they get
+    /// passes round-robin between tenants every epoch tick. Default: one
+    /// less than the cores (at least 1), leaving a core to request handling.
+    #[serde(default)]
+    pub guest_run_slots: Option<u32>,
 }
 
 fn default_listen() -> SocketAddr {
@@ -200,6 +205,12 @@ impl Config {
             };
             resolve(&mut config.plugins.manifest);
             resolve(&mut config.plugins.cache_dir);
+        }
+        if config.plugins.guest_run_slots == Some(0) {
+            return Err(ConfigError::Invalid {
+                path: path.to_path_buf(),
+                message: "[plugins]: guest_run_slots must be at least 1".into(),
+            });
         }
         let runtime = crate::server::runtime_config(&config);
         runtime
