@@ -216,7 +216,15 @@ async fn victim(base: &str, read: &str, write: &str, customer: &str, warmup: Dur
         rt.block_on(async move {
             let client = reqwest::Client::new();
             let until = Instant::now() + warmup;
-            let _ = victim_loop(client.clone(), base.clone(), read.clone(), write.clone(), customer.clone(), until).await;
+            let _ = victim_loop(
+                client.clone(),
+                base.clone(),
+                read.clone(),
+                write.clone(),
+                customer.clone(),
+                until,
+            )
+            .await;
             victim_loop(client, base, read, write, customer, Instant::now() + secs).await
         })
     })

@@ -329,7 +329,11 @@ impl PluginService {
     /// no database work while they wait. `Ok(None)`: the plugin does not
     /// load; the call itself reports why. `Err`: the run to report instead
     /// of calling (no capacity within the deadline).
-    async fn reserve<T>(&self, tenant: &TenantId, plugin: &str) -> Result<Option<crate::runtime::Reservation>, PluginRun<T>> {
+    async fn reserve<T>(
+        &self,
+        tenant: &TenantId,
+        plugin: &str,
+    ) -> Result<Option<crate::runtime::Reservation>, PluginRun<T>> {
         let Ok(loaded) = self.load(plugin).await else {
             return Ok(None);
         };

@@ -31,6 +31,14 @@
 //! budget of a small plugin). `tests/it/runtime_hostile.rs` proves other
 //! tenants' calls complete promptly while a hostile plugin loops.
 //!
+//! # Run slots: the CPU shared per tenant
+//! Yielding alone left every admitted guest runnable: a few spinning guests
+//! filled both workers of a 2-core node. A guest therefore runs only while
+//! its call holds one of `RuntimeConfig::guest_run_slots` (cores - 1), and
+//! gives it back at every yield; the next slot goes round-robin to the next
+//! *tenant* waiting (`runtime/run_slots.rs`). Deadlines stay wall-clock
+//! from the call's start: time waiting for a slot counts.
+//!
 //! # Fuel
 //! Fuel metering is compiled into the code or not at all (engine-wide), so
 //! [`RuntimeConfig::consume_fuel`] decides for every plugin; plugins without

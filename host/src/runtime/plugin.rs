@@ -599,7 +599,11 @@ macro_rules! guest_call {
                             // inside the deadline (see `runtime/lift.rs`);
                             // the guest runs only on a run slot.
                             let call = lift::capped(limit, $call);
-                            within(deadline, on_slot($session.plugin, &$session.ctx.tenant, $session.load_check, call)).await
+                            within(
+                                deadline,
+                                on_slot($session.plugin, &$session.ctx.tenant, $session.load_check, call),
+                            )
+                            .await
                         };
                         match raw {
                             Ok(v) => (Ok(v), started),
