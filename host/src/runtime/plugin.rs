@@ -363,7 +363,16 @@ impl Plugin {
     /// capacity without touching the database. Hand it to
     /// [`Session::with_reservation`]; dropped unused, it frees the share.
     pub async fn reserve(&self, tenant: &TenantId) -> Result<Reservation, CallError> {
-        let permit = admit(self, tenant, false).await?;
+        let permit = match admit(self, tenant, false).await {
+            Ok(permit) => permit,
+            Err(e) => {
+                // Counted like a call refused inside the runtime (`busy`);
+                // never towards suspension.
+                let tenant_label = self.metrics_for(tenant).tenant.clone();
+                metrics::counter!("rapport_plugin_errors_total", "plugin" => self.label.clone(), "tenant" => tenant_label, "cause" => e.cause()).increment(1);
+                return Err(e);
+            }
+        };
         Ok(Reservation {
             tenant: tenant.clone(),
             plugin: self.id.clone(),
