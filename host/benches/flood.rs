@@ -1,7 +1,9 @@
 //! A tenant's flood against a real `rapport serve` process, measured from
 //! outside (run: `cargo bench --bench flood` after `scripts/build-plugins`;
 //! `FLOOD_SECS`, `FLOOD_CONCURRENCY` and `FLOOD_SETTLE_SECS` override the
-//! defaults of 20 s, 3 x 300 and 60 s).
+//! defaults of 20 s, 3 x 300 and 60 s; `FLOOD_TENANT_SHARE`,
+//! `FLOOD_PLUGIN_SHARE` and `FLOOD_RUN_SLOTS` set the `[plugins]` shares
+//! and run slots).
 //!
 //! The server runs as its own process (SQLite in a temporary directory, the
 //! default `[plugins]` shares), with two tenants: `mallory` has three slow
@@ -199,6 +201,37 @@ async fn victim_loop(
     run
 }
 
+/// The victim's loop on a thread and runtime of its own, with its own
+/// connections, after `warmup` unmeasured: the victim is another client
+/// (another machine, in real life), so its requests must not queue behind
+/// the attacker's 900 client tasks in this process's executor; what it
+/// waits for is then the server alone (and the shared cores).
+async fn victim(base: &str, read: &str, write: &str, customer: &str, warmup: Duration, secs: Duration) -> VictimRun {
+    let (base, read, write, customer) = (base.to_owned(), read.to_owned(), write.to_owned(), customer.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("victim runtime");
+        rt.block_on(async move {
+            let client = reqwest::Client::new();
+            let until = Instant::now() + warmup;
+            let _ = victim_loop(
+                client.clone(),
+                base.clone(),
+                read.clone(),
+                write.clone(),
+                customer.clone(),
+                until,
+            )
+            .await;
+            victim_loop(client, base, read, write, customer, Instant::now() + secs).await
+        })
+    })
+    .await
+    .expect("victim thread")
+}
+
 #[tokio::main]
 async fn main() {
     let secs = env_or("FLOOD_SECS", 20);
@@ -233,6 +266,7 @@ async fn main() {
     for (var, key) in [
         ("FLOOD_TENANT_SHARE", "max_concurrent_calls_per_tenant"),
         ("FLOOD_PLUGIN_SHARE", "max_concurrent_calls_per_plugin"),
+        ("FLOOD_RUN_SLOTS", "guest_run_slots"),
     ] {
         if let Ok(v) = std::env::var(var) {
             shares += &format!("{key} = {v}\n");
@@ -309,23 +343,23 @@ async fn main() {
     let v_customer = customer(v_write.clone(), "v").await;
 
     // Warm up (compile the plugins, touch the pool), then the baseline.
-    let _ = victim_loop(
-        client.clone(),
-        server.base.clone(),
-        v_read.clone(),
-        v_write.clone(),
-        v_customer.clone(),
-        Instant::now() + Duration::from_secs(2),
+    let _ = victim(
+        &server.base,
+        &v_read,
+        &v_write,
+        &v_customer,
+        Duration::ZERO,
+        Duration::from_secs(2),
     )
     .await;
     let rss_start = rss_mib(pid);
-    let mut baseline = victim_loop(
-        client.clone(),
-        server.base.clone(),
-        v_read.clone(),
-        v_write.clone(),
-        v_customer.clone(),
-        Instant::now() + Duration::from_secs(secs.min(10)),
+    let mut baseline = victim(
+        &server.base,
+        &v_read,
+        &v_write,
+        &v_customer,
+        Duration::from_millis(500),
+        Duration::from_secs(secs.min(10)),
     )
     .await;
 
@@ -379,14 +413,16 @@ async fn main() {
             }
         })
     };
+    // The flood's first second is its ramp-up; the victim's half-second
+    // warm-up (its own connection) comes after it.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let mut during = victim_loop(
-        client.clone(),
-        server.base.clone(),
-        v_read.clone(),
-        v_write.clone(),
-        v_customer.clone(),
-        Instant::now() + Duration::from_secs(secs),
+    let mut during = victim(
+        &server.base,
+        &v_read,
+        &v_write,
+        &v_customer,
+        Duration::from_millis(500),
+        Duration::from_secs(secs),
     )
     .await;
     stop.store(true, Ordering::Relaxed);

@@ -129,6 +129,11 @@ pub struct PluginsConfig {
     /// readable by the server only.
     #[serde(default)]
     pub secrets_file: Option<PathBuf>,
+    /// Guests that may run at once, all tenants together; the CPU they get
+    /// passes round-robin between tenants every epoch tick. Default: one
+    /// less than the cores (at least 1), leaving a core to request handling.
+    #[serde(default)]
+    pub guest_run_slots: Option<u32>,
 }
 
 fn default_listen() -> SocketAddr {
@@ -207,6 +212,12 @@ impl Config {
             resolve(&mut config.plugins.manifest);
             resolve(&mut config.plugins.cache_dir);
             resolve(&mut config.plugins.secrets_file);
+        }
+        if config.plugins.guest_run_slots == Some(0) {
+            return Err(ConfigError::Invalid {
+                path: path.to_path_buf(),
+                message: "[plugins]: guest_run_slots must be at least 1".into(),
+            });
         }
         let runtime = crate::server::runtime_config(&config);
         runtime

@@ -362,6 +362,57 @@ impl PluginService {
             .map_err(|message| failure("plugin_load_failed", message))
     }
 
+    /// Admission ahead of a call's preparation: takes `tenant`'s share of
+    /// the instance pool for one call of `plugin` *before* the caller reads
+    /// the customer's history, so the calls of a flood that wait for
+    /// capacity (and are refused `plugin_busy` after their deadline) cost
+    /// no database work while they wait. `Ok(None)`: the plugin does not
+    /// load; the call itself reports why. `Err`: the run to report instead
+    /// of calling (no capacity within the deadline).
+    async fn reserve<T>(
+        &self,
+        tenant: &TenantId,
+        plugin: &str,
+    ) -> Result<Option<crate::runtime::Reservation>, PluginRun<T>> {
+        let Ok(loaded) = self.load(plugin).await else {
+            return Ok(None);
+        };
+        match loaded.reserve(tenant).await {
+            Ok(reservation) => Ok(Some(reservation)),
+            Err(err) => {
+                let fail = call_failure(&err);
+                tracing::debug!(tenant = %tenant, plugin, code = %fail.code, "plugin call refused before its preparation");
+                Err(PluginRun {
+                    plugin: plugin.to_owned(),
+                    result: Err(fail),
+                    report: CallReport::default(),
+                })
+            }
+        }
+    }
+
+    /// [`Self::reserve`] before even the plugin's state is read, when the
+    /// caller names one plugin (`only`) that the manifest gives the tenant
+    /// with this kind: what the manifest says needs no database. `Ok(None)`
+    /// otherwise; the caller reserves once it knows its plugins.
+    async fn reserve_ahead<T>(
+        &self,
+        tenant: &TenantId,
+        kind: PluginKind,
+        only: Option<&str>,
+    ) -> Result<Option<crate::runtime::Reservation>, PluginRun<T>> {
+        let Some(id) = only else { return Ok(None) };
+        let listed = self
+            .manifest
+            .current()
+            .tenant_plugin(tenant.as_str(), id)
+            .is_some_and(|(spec, _)| spec.kind == kind);
+        if !listed {
+            return Ok(None);
+        }
+        self.reserve(tenant, id).await
+    }
+
     /// Runs one call of one plugin for `tenant` and records its outcome.
     async fn run<T, F, Fut>(&self, tenant: &TenantId, plugin: &EffectivePlugin, call: F) -> PluginRun<T>
     where
@@ -557,15 +608,30 @@ impl PluginService {
         limit: u32,
         only: Option<&str>,
     ) -> StoreResult<Vec<PluginRun<Vec<crate::runtime::contract::cross_selling::Recommendation>>>> {
+        let mut reserved = match self.reserve_ahead(tenant, PluginKind::CrossSell, only).await {
+            Ok(r) => r,
+            Err(busy) => return Ok(vec![busy]),
+        };
         let plugins = self.selected(tenant, PluginKind::CrossSell, only).await?;
+        if reserved.is_none()
+            && let Some(first) = plugins.first()
+        {
+            reserved = match self.reserve(tenant, &first.id).await {
+                Ok(r) => r,
+                Err(busy) => return Ok(vec![busy]),
+            };
+        }
         let history = self.customer_history(tenant, customer_id).await?;
         let request = crate::runtime::contract::cross_selling::RecommendRequest { history, basket, limit };
         let mut runs = Vec::with_capacity(plugins.len());
         for plugin in &plugins {
             let request = &request;
+            let reservation = reserved.take();
             runs.push(
-                self.run(tenant, plugin, |p, ctx| async move { p.recommend(ctx, request).await })
-                    .await,
+                self.run(tenant, plugin, |p, ctx| async move {
+                    p.session(ctx).with_reservation(reservation).recommend(request).await
+                })
+                .await,
             );
         }
         self.drop_unknown_skus(tenant, &mut runs).await?;

@@ -31,6 +31,14 @@
 //! budget of a small plugin). `tests/it/runtime_hostile.rs` proves other
 //! tenants' calls complete promptly while a hostile plugin loops.
 //!
+//! # Run slots: the CPU shared per tenant
+//! Yielding alone left every admitted guest runnable: a few spinning guests
+//! filled both workers of a 2-core node. A guest therefore runs only while
+//! its call holds one of `RuntimeConfig::guest_run_slots` (cores - 1), and
+//! gives it back at every yield; the next slot goes round-robin to the next
+//! *tenant* waiting (`runtime/run_slots.rs`). Deadlines stay wall-clock
+//! from the call's start: time waiting for a slot counts.
+//!
 //! # Fuel
 //! Fuel metering is compiled into the code or not at all (engine-wide), so
 //! [`RuntimeConfig::consume_fuel`] decides for every plugin; plugins without
@@ -62,6 +70,7 @@ mod imports;
 mod lift;
 mod output;
 mod plugin;
+mod run_slots;
 pub mod services;
 
 use std::collections::{BTreeSet, HashMap};
@@ -83,7 +92,7 @@ pub use admission::AdmissionConfig;
 pub use contract_v0_1_0 as contract;
 pub use host_pattern::HostPattern;
 pub use host_state::{LogLevel, LogLine};
-pub use plugin::{CallContext, CallReport, FIT_CHUNK, Plugin, Session};
+pub use plugin::{CallContext, CallReport, FIT_CHUNK, Plugin, Reservation, Session};
 pub use services::{HostServices, ServiceError};
 
 /// The contract versions this host serves, side by side.
@@ -119,9 +128,23 @@ pub struct RuntimeConfig {
     /// sleeping thread can be starved for 100+ ms (measured on the 2-core
     /// CI machines), and a spinning guest must not hold a worker that long.
     pub fuel_yield_interval: u64,
+    /// How many guests may run at once, all tenants together (see
+    /// `runtime/run_slots.rs`): a guest runs only while its call holds a
+    /// run slot, and slots pass round-robin between tenants at every
+    /// yield. `None`: one less than the cores, at least one, so the other
+    /// cores stay free for request handling and the database.
+    pub guest_run_slots: Option<u32>,
 }
 
 impl RuntimeConfig {
+    /// The run slots in force: as configured, or one less than the cores.
+    pub fn guest_run_slots(&self) -> u32 {
+        self.guest_run_slots.unwrap_or_else(|| {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            u32::try_from(cores.saturating_sub(1)).unwrap_or(u32::MAX).max(1)
+        })
+    }
+
     /// The shares in force: as configured, or derived from the pool size.
     pub fn admission(&self) -> AdmissionConfig {
         self.admission
@@ -140,6 +163,7 @@ impl Default for RuntimeConfig {
             admission: None,
             epoch_tick: Duration::from_millis(1),
             fuel_yield_interval: 1_000_000,
+            guest_run_slots: None,
         }
     }
 }
@@ -558,6 +582,8 @@ struct RuntimeInner {
     compilations: AtomicU64,
     /// Shares of the instance pool per tenant and plugin.
     admission: admission::CallAdmission,
+    /// Who of the admitted guests runs now (the CPU, shared per tenant).
+    run_slots: run_slots::RunSlots,
     http: reqwest::Client,
 }
 
@@ -576,6 +602,9 @@ impl Runtime {
         }
         if config.fuel_yield_interval == 0 {
             return Err(RuntimeError::Config("fuel_yield_interval must be positive".into()));
+        }
+        if config.guest_run_slots == Some(0) {
+            return Err(RuntimeError::Config("guest_run_slots must be at least 1".into()));
         }
         let admission = config.admission();
         admission.check(config.max_instances).map_err(RuntimeError::Config)?;
@@ -628,6 +657,7 @@ impl Runtime {
             })?;
         }
         spawn_epoch_ticker(&engine, config.epoch_tick)?;
+        let run_slots = run_slots::RunSlots::new(config.guest_run_slots() as usize);
         let http = reqwest::Client::builder()
             // A redirect could lead anywhere: connectors see 3xx themselves.
             .redirect(reqwest::redirect::Policy::none())
@@ -644,6 +674,7 @@ impl Runtime {
                 components: Mutex::new(HashMap::new()),
                 compilations: AtomicU64::new(0),
                 admission: admission::CallAdmission::new(admission),
+                run_slots,
                 http,
             }),
         })
@@ -780,6 +811,10 @@ impl Runtime {
 
     pub(crate) fn admission(&self) -> &admission::CallAdmission {
         &self.inner.admission
+    }
+
+    pub(crate) fn run_slots(&self) -> &run_slots::RunSlots {
+        &self.inner.run_slots
     }
 
     /// Component instances alive now (calls in flight plus sessions), all

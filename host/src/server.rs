@@ -89,6 +89,7 @@ pub fn runtime_config(config: &Config) -> crate::runtime::RuntimeConfig {
                 .max_concurrent_calls_per_plugin
                 .unwrap_or(shares.max_concurrent_calls_per_plugin),
         }),
+        guest_run_slots: plugins.guest_run_slots.or(defaults.guest_run_slots),
         ..defaults
     }
 }

@@ -5,7 +5,8 @@
 //! oversized and garbage output, WASI escape attempts, and the circuit
 //! breaker after repeated failures. The concurrency tests prove that a
 //! spinning guest does not starve other tenants' calls, even on a
-//! single-threaded executor.
+//! single-threaded executor, and that a tenant's many guests get the CPU
+//! share of one tenant (run slots).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -296,6 +297,61 @@ async fn other_tenants_stay_responsive_on_a_single_thread() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn other_tenants_stay_responsive_on_two_workers() {
     other_tenants_stay_responsive().await;
+}
+
+/// The CPU is shared per tenant, not per call (`runtime/run_slots.rs`):
+/// with one run slot and acme keeping 40 spinning guests admitted, each of
+/// globex's calls waits for about one of acme's slices, not for all 40 of
+/// them. 50 calls in a row would take 50 x 40 slices (2 s at the 1 ms
+/// tick) if every waiting call took its turn; they all end while every one
+/// of acme's guests still runs towards its 1 s deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_many_guests_get_the_cpu_share_of_a_tenants_one_call() {
+    let rt = Runtime::new(RuntimeConfig {
+        admission: Some(AdmissionConfig {
+            max_concurrent_calls: 64,
+            max_concurrent_calls_per_tenant: 64,
+            max_concurrent_calls_per_plugin: 64,
+        }),
+        guest_run_slots: Some(1),
+        ..RuntimeConfig::default()
+    })
+    .unwrap();
+    let looping = load(
+        &rt,
+        "hostile-loop",
+        Limits {
+            timeout_ms: 1_000,
+            ..Limits::default()
+        },
+    );
+    let good = test_scorer(&rt);
+    let services = fixture();
+    let (warm, _) = good.score(ctx(GLOBEX, "{}", &services), &input()).await;
+    assert_eq!(warm.unwrap().value, 1.0);
+    let spinners: Vec<_> = (0..40)
+        .map(|_| {
+            let (looping, services) = (looping.clone(), services.clone());
+            tokio::spawn(async move {
+                let (result, _) = looping.score(ctx(ACME, "{}", &services), &input()).await;
+                (result, Instant::now())
+            })
+        })
+        .collect();
+    // Let every spinner be admitted and start spinning.
+    while rt.instances_in_use() < 40 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    for _ in 0..50 {
+        let (result, _) = good.score(ctx(GLOBEX, "{}", &services), &input()).await;
+        assert_eq!(result.unwrap().value, 1.0);
+    }
+    let good_done = Instant::now();
+    for s in spinners {
+        let (result, ended) = s.await.unwrap();
+        assert_eq!(result.unwrap_err(), CallError::Timeout { ms: 1_000 });
+        assert!(ended > good_done, "an acme guest ended before globex's 50 calls");
+    }
 }
 
 /// A pool slot that served one tenant is wiped before it serves the next:

@@ -16,6 +16,8 @@ use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+mod single_flight;
+
 use super::AppState;
 use super::error::Error;
 use crate::store::TenantId;
@@ -48,7 +50,11 @@ impl Auth {
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or(Error::Unauthorized)?;
-        let principal = state.store.authenticate(token).await?.ok_or(Error::Unauthorized)?;
+        // Shared with the token's other requests in flight (see
+        // `extract/single_flight.rs`): a flood of one key costs one lookup.
+        let principal = single_flight::authenticate(&state.store, token)
+            .await?
+            .ok_or(Error::Unauthorized)?;
         Ok(Auth(principal))
     }
 }

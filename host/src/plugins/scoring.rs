@@ -709,7 +709,22 @@ impl PluginService {
         only: Option<&str>,
         as_of: Option<i64>,
     ) -> StoreResult<Vec<PluginRun<CustomerScore>>> {
+        // The (first) plugin's share of the instance pool before the
+        // database is read: a call that finds no capacity waits, and is
+        // refused, without touching it (see `PluginService::reserve`).
+        let mut reserved = match self.reserve_ahead(tenant, PluginKind::ScoringRule, only).await {
+            Ok(r) => r,
+            Err(busy) => return Ok(vec![busy]),
+        };
         let plugins = self.selected(tenant, PluginKind::ScoringRule, only).await?;
+        if reserved.is_none()
+            && let Some(first) = plugins.first()
+        {
+            reserved = match self.reserve(tenant, &first.id).await {
+                Ok(r) => r,
+                Err(busy) => return Ok(vec![busy]),
+            };
+        }
         let read_at = now_ms();
         let history = self
             .store
@@ -721,9 +736,12 @@ impl PluginService {
         let mut runs = Vec::with_capacity(plugins.len());
         for plugin in &plugins {
             let history = &history;
+            let reservation = reserved.take();
             runs.push(
-                self.run(tenant, plugin, |p, ctx| async move { p.score(ctx, history).await })
-                    .await,
+                self.run(tenant, plugin, |p, ctx| async move {
+                    p.session(ctx).with_reservation(reservation).score(history).await
+                })
+                .await,
             );
         }
         Ok(runs)

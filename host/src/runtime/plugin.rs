@@ -352,7 +352,32 @@ impl Plugin {
             fresh_since: None,
             load_check: false,
             call_now: None,
+            reserved: None,
         }
+    }
+
+    /// Takes `tenant`'s share of the instance pool for one call of this
+    /// plugin now, waiting at most the plugin's deadline, so that a caller
+    /// can do its own expensive preparation (reading a customer's history)
+    /// only once the call is sure to run: a flood's calls then wait for
+    /// capacity without touching the database. Hand it to
+    /// [`Session::with_reservation`]; dropped unused, it frees the share.
+    pub async fn reserve(&self, tenant: &TenantId) -> Result<Reservation, CallError> {
+        let permit = match admit(self, tenant, false).await {
+            Ok(permit) => permit,
+            Err(e) => {
+                // Counted like a call refused inside the runtime (`busy`);
+                // never towards suspension.
+                let tenant_label = self.metrics_for(tenant).tenant.clone();
+                metrics::counter!("rapport_plugin_errors_total", "plugin" => self.label.clone(), "tenant" => tenant_label, "cause" => e.cause()).increment(1);
+                return Err(e);
+            }
+        };
+        Ok(Reservation {
+            tenant: tenant.clone(),
+            plugin: self.id.clone(),
+            permit,
+        })
     }
 
     pub async fn score(
@@ -509,6 +534,22 @@ impl Plugin {
     }
 }
 
+/// A share of the instance pool taken ahead of a call ([`Plugin::reserve`]).
+pub struct Reservation {
+    tenant: TenantId,
+    plugin: Arc<str>,
+    permit: Option<Permit>,
+}
+
+impl std::fmt::Debug for Reservation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reservation")
+            .field("tenant", &self.tenant)
+            .field("plugin", &self.plugin)
+            .finish_non_exhaustive()
+    }
+}
+
 /// One instance of a plugin kept across calls for one tenant. Each call
 /// gets its own deadline, fuel budget and log buffer.
 pub struct Session<'p> {
@@ -522,6 +563,9 @@ pub struct Session<'p> {
     /// The `now` the next call's input carries, which its WASI clocks show
     /// (the host's clock when the input has none).
     call_now: Option<Timestamp>,
+    /// A share taken ahead ([`Plugin::reserve`]), used by the first
+    /// instantiation instead of waiting for one.
+    reserved: Option<Permit>,
 }
 
 /// A live instance with its exports looked up once (type-checking an
@@ -561,8 +605,14 @@ macro_rules! guest_call {
                         let raw = {
                             let $store = &mut *store;
                             // The result is lifted under the output cap,
-                            // inside the deadline (see `runtime/lift.rs`).
-                            within(deadline, lift::capped(limit, $call)).await
+                            // inside the deadline (see `runtime/lift.rs`);
+                            // the guest runs only on a run slot.
+                            let call = lift::capped(limit, $call);
+                            within(
+                                deadline,
+                                on_slot($session.plugin, &$session.ctx.tenant, $session.load_check, call),
+                            )
+                            .await
                         };
                         match raw {
                             Ok(v) => (Ok(v), started),
@@ -577,6 +627,19 @@ macro_rules! guest_call {
 }
 
 impl Session<'_> {
+    /// Uses `reservation` for this session's first instance. One taken for
+    /// another tenant or plugin is dropped (freed) and the session waits
+    /// for its own share as usual.
+    pub fn with_reservation(mut self, reservation: Option<Reservation>) -> Self {
+        if let Some(r) = reservation
+            && r.tenant == self.ctx.tenant
+            && r.plugin == self.plugin.id
+        {
+            self.reserved = r.permit;
+        }
+        self
+    }
+
     /// Makes sure an instance exists (instantiating after a trap), then
     /// resets the per-call budget. Returns when the call's clock started.
     async fn prepare(&mut self) -> Result<Instant, CallError> {
@@ -589,7 +652,10 @@ impl Session<'_> {
             }
         }
         if self.live.is_none() {
-            let permit = admit(plugin, &self.ctx.tenant, self.load_check).await?;
+            let permit = match self.reserved.take() {
+                Some(permit) => Some(permit),
+                None => admit(plugin, &self.ctx.tenant, self.load_check).await?,
+            };
             let now = Instant::now();
             let mut store = plugin.new_store(&self.ctx);
             if self.load_check {
@@ -608,7 +674,13 @@ impl Session<'_> {
                 let _ = store.fuel_async_yield_interval(Some(plugin.runtime.fuel_yield_interval()));
             }
             let deadline = store.data().deadline;
-            let instantiated = within(deadline, plugin.pre.instantiate_async(&mut store)).await;
+            // A start function is guest code too: on a run slot.
+            let instantiate = plugin.pre.instantiate_async(&mut store);
+            let instantiated = within(
+                deadline,
+                on_slot(plugin, &self.ctx.tenant, self.load_check, instantiate),
+            )
+            .await;
             let loaded = instantiated.and_then(|instance| {
                 Ok(match &plugin.exports {
                     Exports::Scoring(i) => Loaded::Scoring(i.load(&mut store, &instance)?),
@@ -917,6 +989,18 @@ async fn admit(plugin: &Plugin, tenant: &TenantId, load_check: bool) -> Result<O
                 retry_after_ms: plugin.limits.timeout_ms.max(1_000),
             })
         }
+    }
+}
+
+/// Runs guest code (a call, an instantiation) only while it holds one of
+/// the runtime's run slots, shared round-robin between tenants (see
+/// `runtime/run_slots.rs`). The load check runs outside them, as it runs
+/// outside admission: loading a plugin never waits behind a tenant's flood.
+async fn on_slot<F: std::future::Future>(plugin: &Plugin, tenant: &TenantId, load_check: bool, fut: F) -> F::Output {
+    if load_check {
+        fut.await
+    } else {
+        plugin.runtime.run_slots().run(tenant, fut).await
     }
 }
 
