@@ -54,13 +54,16 @@ async fn plan(db: &Db, sql: &str, binds: &[Bind]) -> String {
         .join("\n")
 }
 
+/// A query to explain: name, SQL, binds, the index it must use, indexes it
+/// must not use.
+type Case = (&'static str, String, Vec<Bind>, &'static str, Vec<&'static str>);
+
 /// Every hot query's plan uses its intended index and nothing scans.
 async fn assert_plans(db: &Db, when: &str) {
     let sqlite = db.backend() == rapport::db::Backend::Sqlite;
     let customer = || Bind::Text("c005000".into());
     let t = || Bind::Text(TENANT.into());
-    // (query, SQL, binds, the index it must use, indexes it must not use)
-    let cases: Vec<(&str, String, Vec<Bind>, &str, Vec<&str>)> = vec![
+    let cases: Vec<Case> = vec![
         (
             "rolling spend",
             rolling_spend_sql(),
