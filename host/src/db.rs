@@ -57,7 +57,16 @@ impl Db {
                 Backend::Sqlite => 8,
                 Backend::Postgres => 16,
             })
-            .acquire_timeout(Duration::from_secs(30));
+            .acquire_timeout(Duration::from_secs(30))
+            // A connection must come back from a request exactly as it was
+            // lent: outside any transaction. `begin_write` cannot leak one
+            // (see there), but any future dropped between a `BEGIN` reaching
+            // the database and sqlx building its `Transaction` would leave
+            // the connection at non-zero depth, holding SQLite's write lock
+            // while idle, and every later `begin_with` on it fails. Such a
+            // connection is closed (closing rolls the transaction back) and
+            // the pool opens a fresh one.
+            .after_release(|conn, _meta| Box::pin(async move { released_clean(conn).await }));
         let options = if backend == Backend::Postgres {
             options.after_connect(|conn, _meta| {
                 Box::pin(async move {
@@ -124,17 +133,90 @@ impl Db {
     /// so two writers queue on `busy_timeout` instead of one failing with
     /// SQLITE_BUSY when it upgrades from reader to writer. PostgreSQL gets a
     /// plain `BEGIN`; its writers serialise on row locks (`UPDATE ... WHERE`).
+    ///
+    /// Cancel-safe: see [`Db::begin_with`].
     pub async fn begin_write(&self) -> Result<Transaction<'static, Any>, sqlx::Error> {
         match self.backend {
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
-            Backend::Postgres => self.pool.begin().await,
+            Backend::Sqlite => self.begin_with(Some("BEGIN IMMEDIATE")).await,
+            Backend::Postgres => self.begin_with(None).await,
         }
+    }
+
+    /// Starts a plain (deferred) transaction, cancel-safe like
+    /// [`Db::begin_write`].
+    pub async fn begin(&self) -> Result<Transaction<'static, Any>, sqlx::Error> {
+        self.begin_with(None).await
+    }
+
+    /// Acquires a connection and begins a transaction on it in a task of its
+    /// own, which the caller awaits.
+    ///
+    /// sqlx's begin is not cancel-safe: a caller dropped after the `BEGIN`
+    /// ran but before the `Transaction` exists (SQLite's begin has a second
+    /// await point after a custom `BEGIN`, and `BEGIN IMMEDIATE` itself can
+    /// wait `busy_timeout` for the lock) leaves the connection inside a
+    /// transaction that no one will end. That is how a client hanging up on
+    /// a batch ingest poisoned a pooled connection (`begin_with at non-zero
+    /// transaction depth`, then `database is locked` everywhere). Run to
+    /// completion in its own task, the begin always yields a `Transaction`;
+    /// if nobody awaits it any more it is dropped there, which rolls it back
+    /// and returns the connection to the pool. Past this point sqlx is
+    /// cancel-safe: dropping a `Transaction` at any await point queues its
+    /// rollback ahead of the connection's release.
+    async fn begin_with(&self, statement: Option<&'static str>) -> Result<Transaction<'static, Any>, sqlx::Error> {
+        let pool = self.pool.clone();
+        let begin = tokio::spawn(async move {
+            match statement {
+                Some(statement) => pool.begin_with(statement).await,
+                None => pool.begin().await,
+            }
+        });
+        begin
+            .await
+            .map_err(|e| sqlx::Error::Io(std::io::Error::other(format!("begin task failed: {e}"))))?
+    }
+
+    /// Refreshes the planner's statistics where they are missing or stale
+    /// (SQLite `PRAGMA optimize`, PostgreSQL `ANALYZE`), so plans do not
+    /// depend on autovacuum's timing. Cheap when nothing changed; the server
+    /// runs it on a schedule ([`OPTIMIZE_INTERVAL`]) and imports after
+    /// loading.
+    pub async fn optimize(&self) -> Result<(), sqlx::Error> {
+        match self.backend {
+            // 0x10002: also analyze tables never analyzed before (a fresh
+            // database), with the analysis limit optimize sets so it stays
+            // bounded on a large table.
+            Backend::Sqlite => sqlx::query("PRAGMA optimize = 0x10002").execute(&self.pool).await?,
+            Backend::Postgres => sqlx::query("ANALYZE").execute(&self.pool).await?,
+        };
+        Ok(())
     }
 
     /// Liveness of the database, for `/readyz`.
     pub async fn ping(&self) -> Result<(), sqlx::Error> {
         sqlx::query("SELECT 1").execute(&self.pool).await.map(|_| ())
     }
+}
+
+/// How often the server refreshes planner statistics ([`Db::optimize`]).
+pub const OPTIMIZE_INTERVAL: Duration = Duration::from_secs(15 * 60);
+
+/// `after_release`: keep a connection only if it is outside any transaction.
+async fn released_clean(conn: &mut sqlx::AnyConnection) -> Result<bool, sqlx::Error> {
+    use sqlx::Connection;
+    // SQLite runs commands on a worker thread in order: a round trip makes
+    // sure a `BEGIN` or a dropped transaction's rollback still queued there
+    // has run before the depth is read. PostgreSQL's depth is kept in the
+    // connection itself, so the check costs nothing there (the pool pings
+    // every released connection anyway).
+    if conn.backend_name() == "SQLite" {
+        conn.ping().await?;
+    }
+    if conn.is_in_transaction() {
+        tracing::warn!("a connection came back inside a transaction; closing it");
+        return Ok(false);
+    }
+    Ok(true)
 }
 
 impl FromStr for Backend {

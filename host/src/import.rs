@@ -101,6 +101,11 @@ pub async fn run(store: &Store, cmd: ImportCommand) -> anyhow::Result<()> {
             ("cdnow", file, summary)
         }
     };
+    // An import can grow a tenant a hundredfold at once: refresh the
+    // planner's statistics now rather than at the server's next round.
+    if let Err(error) = store.db().optimize().await {
+        tracing::warn!(%error, "refreshing planner statistics after the import failed");
+    }
     println!("import {label} from {}", path.display());
     println!("{summary}");
     println!("elapsed:               {:.1} s", started.elapsed().as_secs_f64());

@@ -141,6 +141,7 @@ pub async fn start_with_state(config: &Config, state: AppState) -> anyhow::Resul
     // Escalates complaint cases left unanswered past their due time (see
     // store/complaints.rs); every node may run it: each case escalates once.
     spawn_complaint_escalation(state.store.clone(), rx.clone());
+    spawn_optimizer(state.store.db().clone(), rx.clone());
     let task = tokio::spawn(async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(async move {
@@ -171,6 +172,35 @@ fn spawn_complaint_escalation(store: crate::store::Store, mut shutdown: tokio::s
                 Ok(0) => {}
                 Ok(n) => tracing::info!(escalated = n, "overdue complaint cases escalated"),
                 Err(e) => tracing::warn!(error = %e, "complaint escalation check failed"),
+            }
+        }
+    });
+}
+
+/// Refreshes the planner's statistics at start and every
+/// [`crate::db::OPTIMIZE_INTERVAL`] until shutdown. The hot queries are
+/// written so the intended index is the only sensible plan, but a planner
+/// working from statistics of an empty tenant (or none) can still pick a
+/// scan: with `ANALYZE` left to chance a rewarded ingest slowed 200x as the
+/// tenant grew (issue #18). A failure is logged and retried next time.
+fn spawn_optimizer(db: crate::db::Db, mut stop: tokio::sync::watch::Receiver<bool>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(crate::db::OPTIMIZE_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.wait_for(|stop| *stop) => return,
+            }
+            let started = std::time::Instant::now();
+            // Raced against shutdown too: a long ANALYZE must not hold up a
+            // stop (dropping it is safe, it runs outside any transaction).
+            tokio::select! {
+                result = db.optimize() => match result {
+                    Ok(()) => tracing::debug!(elapsed = ?started.elapsed(), "planner statistics refreshed"),
+                    Err(error) => tracing::warn!(%error, "refreshing planner statistics failed"),
+                },
+                _ = stop.wait_for(|stop| *stop) => return,
             }
         }
     });

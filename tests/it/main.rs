@@ -27,11 +27,13 @@ mod api_products;
 mod api_rewards;
 mod api_scores;
 mod api_triggers;
+mod cancellation;
 mod cluster_delivery;
 mod connectors;
 mod import;
 mod manifest;
 mod plugin_tool;
+mod query_plans;
 mod runtime_hostile;
 mod runtime_plugins;
 

@@ -487,6 +487,11 @@ pub(super) async fn kind_exists(
     Ok(found)
 }
 
+/// The idempotency lookup of an ingest: fully matches the `UNIQUE
+/// (tenant_id, idempotency_key)` index, so at most one row is read; its plan
+/// is asserted in `tests/it/query_plans.rs`.
+pub const REPLAY_SQL: &str = "SELECT id, request_hash FROM interactions WHERE tenant_id = $1 AND idempotency_key = $2";
+
 /// The outcome for a key that is already stored: a replay if the request is
 /// the same, a conflict otherwise.
 pub(super) async fn replay(
@@ -495,7 +500,7 @@ pub(super) async fn replay(
     key: &str,
     request_hash: &str,
 ) -> StoreResult<Option<(Interaction, IngestOutcome)>> {
-    let row = sqlx::query("SELECT id, request_hash FROM interactions WHERE tenant_id = $1 AND idempotency_key = $2")
+    let row = sqlx::query(REPLAY_SQL)
         .bind(tenant.as_str())
         .bind(key)
         .fetch_optional(&mut *conn)

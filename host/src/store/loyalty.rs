@@ -25,9 +25,9 @@ pub(in crate::store) use ledger::require_customer;
 pub use ledger::{apply_ledger_ops_tx, expire_account_tx};
 
 pub use reward_plugins::{
-    AppliedReward, ROLLING_SPEND_WINDOW_MS, RewardAccount, RewardSnapshot, RewardTierChange, apply_reward_ops_tx,
-    lock_reward_account_tx, predict_reward_ops, reward_account_tx, reward_entries_tx, reward_key, reward_tiers_tx,
-    rolling_spend_tx,
+    AppliedReward, LATEST_PURCHASE_CURRENCY_SQL, ROLLING_SPEND_WINDOW_MS, RewardAccount, RewardSnapshot,
+    RewardTierChange, apply_reward_ops_tx, lock_reward_account_tx, predict_reward_ops, reward_account_tx,
+    reward_entries_sql, reward_entries_tx, reward_key, reward_tiers_tx, rolling_spend_sql, rolling_spend_tx,
 };
 
 /// The window reported as "expiring soon" on an account.
@@ -474,7 +474,7 @@ async fn get_reward_tx(conn: &mut AnyConnection, tenant: &TenantId, id: &str) ->
 /// Starts a read transaction with one snapshot for all its statements
 /// (PostgreSQL defaults to a fresh snapshot per statement).
 pub(in crate::store) async fn begin_read(store: &Store) -> StoreResult<sqlx::Transaction<'static, sqlx::Any>> {
-    let mut tx = store.db().pool().begin().await?;
+    let mut tx = store.db().begin().await?;
     if store.db().backend() == Backend::Postgres {
         sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
             .execute(&mut *tx)
