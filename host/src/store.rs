@@ -8,6 +8,7 @@
 //! compose inside one transaction (ingest + reward ledger operations, say)
 //! also come in a `*_tx(&mut AnyConnection, ...)` form.
 
+mod bulk;
 pub mod customers;
 pub mod gdpr;
 pub mod interactions;
