@@ -791,7 +791,13 @@ impl PluginService {
     /// queue keeps draining for other tenants meanwhile. Every node's worker
     /// tries; `start_scoring_job` lets exactly one start each job, and the
     /// others' `scoring_job_not_queued` is expected, not an error.
+    /// Not while plugins are still loading (just after start-up, or a
+    /// reload): the job would find the tenant's scoring plugins not yet
+    /// active and end without scoring anyone.
     pub async fn start_import_jobs(self: &Arc<Self>) -> StoreResult<usize> {
+        if !self.pending().is_empty() {
+            return Ok(0);
+        }
         let jobs = self.store.queued_import_jobs().await?;
         let started = jobs.len();
         for (tenant, job_id) in jobs {

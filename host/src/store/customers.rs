@@ -381,11 +381,11 @@ pub async fn ensure_customers_tx(
         match prepare(new) {
             Err(e) => results[slot] = Some(Err(e)),
             Ok(row) => {
-                let external_id = row.customer.external_id.clone();
-                if first.contains_key(&external_id) {
-                    repeats.push((slot, external_id));
-                } else {
-                    first.insert(external_id, (slot, row));
+                match first.entry(row.customer.external_id.clone()) {
+                    std::collections::btree_map::Entry::Occupied(e) => repeats.push((slot, e.key().clone())),
+                    std::collections::btree_map::Entry::Vacant(e) => {
+                        e.insert((slot, row));
+                    }
                 }
             }
         }
