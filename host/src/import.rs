@@ -3,11 +3,18 @@
 //!
 //! A reader thread parses the file (blocking I/O stays off the async
 //! runtime) and sends rows down a bounded channel; the async side collects
-//! them into batches of 1000, ensures the batch's new customers in one
-//! transaction, and ingests its interactions through the store's batch
-//! ingest. Every row carries its line number, so a rejected row is reported
-//! as `line N: reason`. A malformed row never stops the import; an
-//! unreadable file, a broken header or a database failure does.
+//! them into chunks of [`CHUNK`] rows, ensures a chunk's customers in one
+//! transaction and stores its interactions in another, both with
+//! multi-row statements (`Store::ensure_customers`,
+//! `Store::import_interactions`): per-row transactions and statements made
+//! imports commit-bound (a few thousand rows a second). Every row carries
+//! its line number, so a rejected row is reported as `line N: reason`. A
+//! malformed row never stops the import; an unreadable file, a broken
+//! header or a database failure does.
+//!
+//! Imported interactions do not queue their customers for the background
+//! rescore worker one by one; the command schedules one scoring job for the
+//! tenant at the end ([`schedule_scoring`]), which a server's worker runs.
 //!
 //! Re-running an import is safe: customers are matched by external id and
 //! every interaction has a deterministic idempotency key, so rows already
@@ -27,16 +34,22 @@ use clap::Subcommand;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::sync::mpsc;
 
-use crate::store::customers::{NewCustomer, ensure_customer_tx};
-use crate::store::interactions::{IngestOutcome, MAX_BATCH, NewInteraction, NewLineItem};
+use crate::store::customers::NewCustomer;
+use crate::store::interactions::{IngestOutcome, NewInteraction, NewLineItem};
+use crate::store::scores::ScoringJob;
 use crate::store::money::{Amount, Currency};
 use crate::store::{Store, StoreError, TenantId};
 
 pub use summary::{Rejections, Summary};
 
-/// Rows parsed ahead of the database: enough to keep a batch ready while
+/// Rows per chunk (one transaction for its customers, one for its
+/// interactions): past a few thousand rows, commits no longer matter and
+/// bigger chunks only hold the write lock longer.
+pub const CHUNK: usize = 5_000;
+
+/// Rows parsed ahead of the database: enough to keep a chunk ready while
 /// the previous one commits, small enough to bound memory.
-const CHANNEL_ROWS: usize = 4 * MAX_BATCH;
+const CHANNEL_ROWS: usize = 2 * CHUNK;
 
 #[derive(Debug, Subcommand)]
 pub enum ImportCommand {
@@ -80,25 +93,29 @@ pub enum ImportCommand {
     },
 }
 
-/// Runs an import command and prints its summary on stdout.
+/// Runs an import command and prints its summary on stdout, then schedules
+/// the tenant's scoring job if it stored anything.
 pub async fn run(store: &Store, cmd: ImportCommand) -> anyhow::Result<()> {
     let started = Instant::now();
-    let (label, path, summary) = match cmd {
+    let (label, path, tenant, summary) = match cmd {
         ImportCommand::Customers { file, tenant } => {
             let progress = Progress::stderr("customers");
-            let summary = import_customers(store, &TenantId::from_operator(tenant), &file, &progress).await?;
-            ("customers", file, summary)
+            let tenant = TenantId::from_operator(tenant);
+            let summary = import_customers(store, &tenant, &file, &progress).await?;
+            ("customers", file, tenant, summary)
         }
         ImportCommand::Interactions { file, tenant } => {
             let progress = Progress::stderr("interactions");
-            let summary = import_interactions(store, &TenantId::from_operator(tenant), &file, &progress).await?;
-            ("interactions", file, summary)
+            let tenant = TenantId::from_operator(tenant);
+            let summary = import_interactions(store, &tenant, &file, &progress).await?;
+            ("interactions", file, tenant, summary)
         }
         ImportCommand::Cdnow { path, tenant, currency } => {
             let progress = Progress::stderr("cdnow");
             let file = cdnow::resolve(&path);
-            let summary = import_cdnow(store, &TenantId::from_operator(tenant), &file, &currency, &progress).await?;
-            ("cdnow", file, summary)
+            let tenant = TenantId::from_operator(tenant);
+            let summary = import_cdnow(store, &tenant, &file, &currency, &progress).await?;
+            ("cdnow", file, tenant, summary)
         }
     };
     // An import can grow a tenant a hundredfold at once: refresh the
@@ -109,7 +126,26 @@ pub async fn run(store: &Store, cmd: ImportCommand) -> anyhow::Result<()> {
     println!("import {label} from {}", path.display());
     println!("{summary}");
     println!("elapsed:               {:.1} s", started.elapsed().as_secs_f64());
+    if let Some(job) = schedule_scoring(store, &tenant, &summary).await? {
+        println!("scoring job:           {} queued (a server's rescore worker starts it)", job.id);
+    }
     Ok(())
+}
+
+/// Schedules the one scoring job an import needs
+/// ([`Store::schedule_import_scoring`]), if it stored any customer or
+/// interaction: imported rows do not queue their customers for the
+/// background worker. Library callers that score right away (tests,
+/// benchmarks) may skip it.
+pub async fn schedule_scoring(
+    store: &Store,
+    tenant: &TenantId,
+    summary: &Summary,
+) -> Result<Option<ScoringJob>, ImportError> {
+    if summary.customers_created == 0 && summary.interactions_created == 0 {
+        return Ok(None);
+    }
+    Ok(Some(store.schedule_import_scoring(tenant).await?))
 }
 
 /// Imports a customers CSV (see [`ImportCommand::Customers`]).
@@ -126,27 +162,29 @@ pub async fn import_customers(
     });
     let mut sink = Sink::new(store, tenant, progress);
     let consumed = async {
+        let mut chunk: Vec<(u64, NewCustomer)> = Vec::with_capacity(CHUNK);
         while let Some(row) = rows.recv().await {
             sink.summary.rows_read += 1;
             match row.parsed {
                 Err(reason) => sink.summary.reject(row.line, reason),
                 Ok(c) => {
-                    let new = NewCustomer {
-                        external_id: c.external_id,
-                        name: c.name,
-                        email: c.email,
-                        phone: c.phone,
-                        attributes: c.attributes,
-                    };
-                    match store.ensure_customer(tenant, new).await {
-                        Ok((_, true)) => sink.summary.customers_created += 1,
-                        Ok((_, false)) => sink.summary.replayed += 1,
-                        Err(e) => sink.row_error(row.line, e)?,
+                    chunk.push((
+                        row.line,
+                        NewCustomer {
+                            external_id: c.external_id,
+                            name: c.name,
+                            email: c.email,
+                            phone: c.phone,
+                            attributes: c.attributes,
+                        },
+                    ));
+                    if chunk.len() >= CHUNK {
+                        sink.customers_chunk(std::mem::take(&mut chunk)).await?;
                     }
                 }
             }
         }
-        Ok(())
+        sink.customers_chunk(chunk).await
     }
     .await;
     finish(rows, reader, consumed, progress).await?;
@@ -323,20 +361,20 @@ struct Pending {
 }
 
 /// The database side of an import: customers by external id, and
-/// interactions in batches of [`MAX_BATCH`].
+/// interactions in chunks of [`CHUNK`].
 ///
-/// Customers are ensured per batch, all in one write transaction, rather
-/// than one statement (and one commit) each: an import naming 20,000
-/// customers would otherwise spend most of its time committing. Their ids
-/// are cached for the run, and every interaction is ingested by
-/// `customer_id`, so its idempotency fingerprint is the same on every run.
+/// A chunk's customers are ensured in one write transaction, then its
+/// interactions stored in another, each with multi-row statements. The
+/// customers' ids are cached for the run, and every interaction is stored
+/// by `customer_id`, so its idempotency fingerprint is the same on every run.
 struct Sink<'a> {
     store: &'a Store,
     tenant: &'a TenantId,
     progress: &'a Progress,
     summary: Summary,
-    /// External id -> customer id, for customers already ensured this run.
-    customers: HashMap<String, String>,
+    /// External id -> what ensuring it gave this run: the customer's id, or
+    /// why its rows are rejected (invalid, erased).
+    customers: HashMap<String, Result<String, String>>,
     batch: Vec<Pending>,
 }
 
@@ -348,7 +386,7 @@ impl<'a> Sink<'a> {
             progress,
             summary: Summary::default(),
             customers: HashMap::new(),
-            batch: Vec::with_capacity(MAX_BATCH),
+            batch: Vec::with_capacity(CHUNK),
         }
     }
 
@@ -372,6 +410,25 @@ impl<'a> Sink<'a> {
         }
     }
 
+    /// Ensures a customers CSV's chunk of rows: new ones created, existing
+    /// ones (and a repeated row) counted as replayed, invalid ones rejected.
+    async fn customers_chunk(&mut self, chunk: Vec<(u64, NewCustomer)>) -> Result<(), ImportError> {
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        let (lines, news): (Vec<u64>, Vec<NewCustomer>) = chunk.into_iter().unzip();
+        let results = self.store.ensure_customers(self.tenant, news).await?;
+        for (line, result) in lines.into_iter().zip(results) {
+            match result {
+                Ok(e) if e.created => self.summary.customers_created += 1,
+                Ok(_) => self.summary.replayed += 1,
+                Err(e) => self.row_error(line, e)?,
+            }
+        }
+        self.progress.message(&self.summary);
+        Ok(())
+    }
+
     /// Queues an interaction of `customer` (created if new).
     async fn push(&mut self, line: u64, customer: NewCustomer, interaction: NewInteraction) -> Result<(), ImportError> {
         self.push_merged(line, Vec::new(), customer, interaction).await
@@ -392,41 +449,43 @@ impl<'a> Sink<'a> {
             customer,
             interaction,
         });
-        if self.batch.len() >= MAX_BATCH {
+        if self.batch.len() >= CHUNK {
             self.flush().await?;
         }
         Ok(())
     }
 
-    /// Ensures the batch's new customers, then ingests its interactions.
+    /// Ensures the chunk's new customers, then stores its interactions.
     async fn flush(&mut self) -> Result<(), ImportError> {
         if self.batch.is_empty() {
             return Ok(());
         }
         let batch = std::mem::take(&mut self.batch);
-        let invalid = self.ensure_customers(&batch).await?;
+        self.ensure_customers(&batch).await?;
         let mut lines = Vec::with_capacity(batch.len());
         let mut items = Vec::with_capacity(batch.len());
         for mut pending in batch {
             match self.customers.get(&pending.customer.external_id) {
-                Some(id) => {
+                Some(Ok(id)) => {
                     pending.interaction.customer_id = Some(id.clone());
                     lines.push((pending.line, pending.merged));
                     items.push(pending.interaction);
                 }
-                None => {
-                    let why = invalid.get(&pending.customer.external_id).cloned();
-                    let why = why.unwrap_or_else(|| "customer_external_id: not created".into());
+                found => {
+                    let why = match found {
+                        Some(Err(why)) => why.clone(),
+                        _ => "customer_external_id: not created".to_string(),
+                    };
                     for line in std::iter::once(pending.line).chain(pending.merged) {
                         self.summary.reject(line, why.clone());
                     }
                 }
             }
         }
-        let results = self.store.ingest_batch(self.tenant, items).await?;
+        let results = self.store.import_interactions(self.tenant, items).await?;
         for ((line, merged), result) in lines.into_iter().zip(results) {
             match result {
-                Ok((_, outcome)) => {
+                Ok(outcome) => {
                     match outcome {
                         IngestOutcome::Created => self.summary.interactions_created += 1,
                         IngestOutcome::Replayed => self.summary.replayed += 1,
@@ -441,45 +500,41 @@ impl<'a> Sink<'a> {
     }
 
     /// Creates (or finds) the customers of `batch` not seen yet this run, in
-    /// one transaction and in external-id order (so two concurrent imports
-    /// lock rows in the same order and cannot deadlock). Returns the
-    /// rejection reason of each customer that is invalid.
-    async fn ensure_customers(&mut self, batch: &[Pending]) -> Result<HashMap<String, String>, ImportError> {
+    /// one transaction (see `Store::ensure_customers`), and remembers each
+    /// one's id or why its rows are rejected.
+    async fn ensure_customers(&mut self, batch: &[Pending]) -> Result<(), ImportError> {
         let wanted: BTreeMap<&str, &NewCustomer> = batch
             .iter()
             .map(|p| (p.customer.external_id.as_str(), &p.customer))
             .filter(|(external_id, _)| !self.customers.contains_key(*external_id))
             .collect();
-        let mut invalid = HashMap::new();
         if wanted.is_empty() {
-            return Ok(invalid);
+            return Ok(());
         }
-        let mut tx = self.store.db().begin_write().await.map_err(StoreError::from)?;
-        let mut created = 0;
-        let mut ensured = Vec::with_capacity(wanted.len());
-        for (external_id, new) in wanted {
-            match ensure_customer_tx(&mut tx, self.tenant, new.clone()).await {
-                Ok((customer, is_new)) => {
-                    created += u64::from(is_new);
-                    ensured.push((external_id.to_string(), customer.id));
+        let (external_ids, news): (Vec<String>, Vec<NewCustomer>) =
+            wanted.into_iter().map(|(e, c)| (e.to_string(), c.clone())).unzip();
+        let results = self.store.ensure_customers(self.tenant, news).await?;
+        for (external_id, result) in external_ids.into_iter().zip(results) {
+            let known = match result {
+                Ok(e) if e.erased => Err(reason(&StoreError::conflict(
+                    "customer_erased",
+                    "this customer's data has been erased",
+                ))),
+                Ok(e) => {
+                    self.summary.customers_created += u64::from(e.created);
+                    Ok(e.id)
                 }
                 Err(e @ (StoreError::Database(_) | StoreError::Corrupt(_))) => return Err(e.into()),
-                // Validation happens before any SQL, so the transaction is
-                // still usable. The row names the customer in its customer
-                // column, hence the field name in the reason.
+                // The row names the customer in its customer column, hence
+                // the field name in the reason.
                 Err(StoreError::Invalid { field, message }) if field == "external_id" => {
-                    invalid.insert(external_id.to_string(), format!("customer_external_id: {message}"));
+                    Err(format!("customer_external_id: {message}"))
                 }
-                Err(other) => {
-                    invalid.insert(external_id.to_string(), reason(&other));
-                }
-            }
+                Err(other) => Err(reason(&other)),
+            };
+            self.customers.insert(external_id, known);
         }
-        tx.commit().await.map_err(StoreError::from)?;
-        // Only once committed do the ids exist for the batch ingest.
-        self.summary.customers_created += created;
-        self.customers.extend(ensured);
-        Ok(invalid)
+        Ok(())
     }
 }
 

@@ -12,6 +12,7 @@ pub mod audit;
 pub mod campaigns;
 pub mod crm_metrics;
 pub mod complaints;
+mod bulk;
 pub mod customers;
 pub mod gdpr;
 pub mod interactions;

@@ -461,8 +461,11 @@ async fn command_line_prints_the_summary(backend: Backend) {
     ] {
         assert!(stdout.contains(expected), "missing {expected:?} in:\n{stdout}");
     }
-    // The duplicate line is a second purchase, not a replay.
+    // One scoring job instead of a rescore-queue entry per customer.
+    assert!(stdout.contains("scoring job:") && stdout.contains("queued"), "{stdout}");
     let store = &app.server.state.store;
+    assert_eq!(store.rescore_worker_state(&tenant).await.unwrap().queued, 0);
+    // The duplicate line is a second purchase, not a replay.
     let c2 = store.get_customer_by_external_id(&tenant, "00002").await.unwrap();
     let stats = store.customer_stats(&tenant, &c2.id).await.unwrap();
     assert_eq!((stats.purchase_count, stats.total_spend), (2, vec![usd(15400)]));
@@ -473,6 +476,8 @@ async fn command_line_prints_the_summary(backend: Backend) {
         stdout.contains("interactions created:  0") && stdout.contains("replayed (present):    4"),
         "{stdout}"
     );
+    // Nothing new stored: nothing to score.
+    assert!(!stdout.contains("scoring job:"), "{stdout}");
 
     // A header error fails the command with a message naming the file.
     let bad = write(dir.path(), "bad.csv", "name\nAda\n");
@@ -738,7 +743,151 @@ async fn command_line_options_rescoring_and_plain_logs(backend: Backend) {
     assert!(line.contains("INFO"), "{line}");
 }
 
+/// An import larger than a chunk (5,000 rows): bad rows anywhere are
+/// reported by line and the rest stored, an idempotency key reused with
+/// other content is a conflict and with the same content a replay (within
+/// a chunk and across chunks), an erased customer's rows are refused, a
+/// re-run replays everything; nothing is queued for the rescore worker, and
+/// the one scoring job it schedules is started by the worker.
+async fn large_import_keeps_row_errors_and_schedules_one_scoring_job(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let store: &Store = &app.server.state.store;
+    let tenant = new_tenant(&app, "Big").await;
+    let dir = tempfile::tempdir().unwrap();
+
+    // An erased customer, known before the import.
+    let erased = store
+        .create_customer(&tenant, rapport::store::customers::NewCustomer::with_external_id("gone"))
+        .await
+        .unwrap();
+    store.erase_customer(&tenant, &erased.id).await.unwrap();
+    // Erasure replaced its external id; a file could still name it so.
+    let gone = store.get_customer(&tenant, &erased.id).await.unwrap().external_id;
+
+    let mut text = String::from("customer_external_id,kind,occurred_at,amount,currency,idempotency_key\n");
+    // Expected per customer: (purchases, cents).
+    let mut expected: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+    let (mut bad_dates, mut conflicts, mut replays) = (Vec::new(), Vec::new(), 0u64);
+    let rows = 12_345u64;
+    for n in 0..rows {
+        let line = n + 2;
+        let customer = format!("c{:04}", n % 3_001);
+        let cents = (n % 997) as i64 + 1;
+        let amount = format!("{}.{:02}", cents / 100, cents % 100);
+        if n % 1_000 == 500 {
+            text += &format!("{customer},purchase,2024-13-01,{amount},EUR,k{n}\n");
+            bad_dates.push(line);
+        } else if n % 2_500 == 7 && n > 2_500 {
+            // Reuses the key of a row 2,501 before (in another chunk, for
+            // some of them), with other content.
+            text += &format!("{customer},purchase,2024-05-01,{amount},EUR,k{}\n", n - 2_501);
+            conflicts.push(line);
+        } else if n % 3_000 == 11 && n > 0 {
+            // Repeats the row just before it exactly: a replay.
+            let prev = n - 1;
+            let pc = (prev % 997) as i64 + 1;
+            text += &format!(
+                "c{:04},purchase,2024-05-01,{}.{:02},EUR,k{prev}\n",
+                prev % 3_001,
+                pc / 100,
+                pc % 100
+            );
+            replays += 1;
+        } else {
+            text += &format!("{customer},purchase,2024-05-01,{amount},EUR,k{n}\n");
+            let e = expected.entry(customer).or_default();
+            e.0 += 1;
+            e.1 += cents;
+        }
+    }
+    text += &format!("{gone},purchase,2024-05-01,1.00,EUR,erased-1\n");
+    let erased_line = rows + 2;
+    let file = write(dir.path(), "big.csv", &text);
+
+    let summary = import::import_interactions(store, &tenant, &file, &Progress::hidden())
+        .await
+        .unwrap();
+    let stored: i64 = expected.values().map(|(n, _)| n).sum();
+    assert_eq!(summary.rows_read, rows + 1);
+    assert_eq!(summary.interactions_created, stored as u64);
+    assert_eq!(summary.customers_created, 3_001);
+    assert_eq!(summary.replayed, replays);
+    let got = rejections(&summary);
+    assert_eq!(got.len(), 3, "{got:?}");
+    assert_eq!(
+        got[0],
+        (
+            "idempotency key already stored with different content (idempotency_conflict)".to_string(),
+            conflicts.len() as u64,
+            conflicts.iter().copied().take(5).collect::<Vec<_>>()
+        )
+    );
+    assert_eq!(
+        got[1],
+        (
+            "occurred_at: not a valid calendar date".to_string(),
+            bad_dates.len() as u64,
+            bad_dates.iter().copied().take(5).collect::<Vec<_>>()
+        )
+    );
+    assert_eq!(
+        got[2],
+        (
+            "this customer's data has been erased (customer_erased)".to_string(),
+            1,
+            vec![erased_line]
+        )
+    );
+    // Every customer's purchases and spend, to the cent.
+    for external_id in ["c0000", "c1234", "c3000"] {
+        let c = store.get_customer_by_external_id(&tenant, external_id).await.unwrap();
+        let stats = store.customer_stats(&tenant, &c.id).await.unwrap();
+        let (count, cents) = expected[external_id];
+        let spend = stats.total_spend.iter().map(|m| m.amount_minor).sum::<i64>();
+        assert_eq!((stats.purchase_count, spend), (count, cents), "{external_id}");
+    }
+    let total = store.count_customers(&tenant).await.unwrap();
+    assert_eq!(total, 3_002);
+
+    // Nothing queued for the live worker; one job scheduled instead, and
+    // scheduling again (a second import) reuses the waiting one.
+    assert_eq!(store.rescore_worker_state(&tenant).await.unwrap().queued, 0);
+    let job = import::schedule_scoring(store, &tenant, &summary).await.unwrap().unwrap();
+    assert_eq!(job.status.as_str(), "queued");
+    let again = store.schedule_import_scoring(&tenant).await.unwrap();
+    assert_eq!(again.id, job.id);
+
+    // A re-run stores nothing and schedules nothing.
+    let rerun = import::import_interactions(store, &tenant, &file, &Progress::hidden())
+        .await
+        .unwrap();
+    assert_eq!(rerun.interactions_created, 0);
+    assert_eq!(rerun.customers_created, 0);
+    assert_eq!(rerun.replayed, stored as u64 + replays);
+    assert_eq!(rerun.rejected_rows(), summary.rejected_rows());
+    assert!(import::schedule_scoring(store, &tenant, &rerun).await.unwrap().is_none());
+
+    // The worker starts the job (here the tenant has no scoring plugin, so
+    // it ends saying so); another tenant never sees it.
+    app.server.state.plugins.start_import_jobs().await.unwrap();
+    let finished = loop {
+        let j = store.get_scoring_job(&tenant, &job.id).await.unwrap();
+        if j.status.is_finished() {
+            break j;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(
+        finished.error.as_deref(),
+        Some("this tenant has no active scoring plugin"),
+        "{finished:?}"
+    );
+    let other = new_tenant(&app, "Other").await;
+    assert!(store.get_scoring_job(&other, &job.id).await.is_err());
+}
+
 both_backends!(
+    large_import_keeps_row_errors_and_schedules_one_scoring_job,
     basket_csv_imports_as_multi_item_purchases,
     command_line_options_rescoring_and_plain_logs,
     cdnow_sample_totals_are_exact_and_reimport_is_a_no_op,

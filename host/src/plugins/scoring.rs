@@ -804,6 +804,35 @@ impl PluginService {
         Ok(outcome)
     }
 
+    /// Starts the scoring jobs imports queued (see
+    /// [`Store::schedule_import_scoring`]), each in a task of its own so the
+    /// queue keeps draining for other tenants meanwhile. Every node's worker
+    /// tries; `start_scoring_job` lets exactly one start each job, and the
+    /// others' `scoring_job_not_queued` is expected, not an error.
+    /// Not while plugins are still loading (just after start-up, or a
+    /// reload): the job would find the tenant's scoring plugins not yet
+    /// active and end without scoring anyone.
+    pub async fn start_import_jobs(self: &Arc<Self>) -> StoreResult<usize> {
+        if !self.pending().is_empty() {
+            return Ok(0);
+        }
+        let jobs = self.store.queued_import_jobs().await?;
+        let started = jobs.len();
+        for (tenant, job_id) in jobs {
+            let service = Arc::clone(self);
+            tokio::spawn(async move {
+                match service.run_job(&tenant, &job_id).await {
+                    Ok(job) => tracing::info!(tenant = %tenant, job = %job.id, status = job.status.as_str(),
+                        done = job.done, failed = job.failed_customers, "import scoring job finished"),
+                    Err(StoreError::Conflict { code: "scoring_job_not_queued", .. }) => {}
+                    Err(e) => tracing::warn!(tenant = %tenant, job = %job_id, error = %e,
+                        "import scoring job could not run"),
+                }
+            });
+        }
+        Ok(started)
+    }
+
     /// Starts the background worker that drains the rescore queue every
     /// `every`, until `shutdown` turns true (or its sender goes away).
     /// `node` names this node in the queue's leases.
@@ -823,6 +852,9 @@ impl PluginService {
                 }
                 if *shutdown.borrow() {
                     return;
+                }
+                if let Err(e) = self.start_import_jobs().await {
+                    tracing::warn!(error = %e, "rescore worker: cannot read the queued import jobs");
                 }
                 match self.drain_rescore_queue(&node).await {
                     Ok(o) if o.customers > 0 => tracing::debug!(

@@ -336,6 +336,132 @@ pub async fn ensure_customer_tx(
     Ok((existing, false))
 }
 
+/// What [`ensure_customers_tx`] found or made for one customer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ensured {
+    pub id: String,
+    /// Whether this call created it (`false`: it existed, left untouched).
+    pub created: bool,
+    /// Whether its personal data was erased (it takes no new interactions).
+    pub erased: bool,
+}
+
+const BULK_COLUMNS: [super::bulk::Column; 9] = [
+    super::bulk::text("tenant_id"),
+    super::bulk::text("id"),
+    super::bulk::text("external_id"),
+    super::bulk::text("name"),
+    super::bulk::text("email"),
+    super::bulk::text("phone"),
+    super::bulk::text("attributes"),
+    super::bulk::bigint("created_at"),
+    super::bulk::bigint("updated_at"),
+];
+
+/// [`ensure_customer_tx`] for many customers at once (imports): the valid
+/// ones inserted with multi-row statements in external-id order (so two
+/// concurrent imports take the unique index's locks in one order), then
+/// the ones that already existed read back in one pass. Each slot holds the
+/// customer's outcome or why its row is invalid; a later slot naming the
+/// same external id as an earlier one gets that customer, not created.
+pub async fn ensure_customers_tx(
+    conn: &mut AnyConnection,
+    backend: crate::db::Backend,
+    tenant: &TenantId,
+    news: Vec<NewCustomer>,
+) -> StoreResult<Vec<StoreResult<Ensured>>> {
+    use super::bulk::{Cell, insert, select_in, texts};
+    use std::collections::{BTreeMap, HashMap, HashSet};
+    let mut results: Vec<Option<StoreResult<Ensured>>> = Vec::with_capacity(news.len());
+    // External id -> (first slot naming it, its prepared row).
+    let mut first: BTreeMap<String, (usize, CustomerRow)> = BTreeMap::new();
+    let mut repeats: Vec<(usize, String)> = Vec::new();
+    for (slot, new) in news.into_iter().enumerate() {
+        results.push(None);
+        match prepare(new) {
+            Err(e) => results[slot] = Some(Err(e)),
+            Ok(row) => {
+                match first.entry(row.customer.external_id.clone()) {
+                    std::collections::btree_map::Entry::Occupied(e) => repeats.push((slot, e.key().clone())),
+                    std::collections::btree_map::Entry::Vacant(e) => {
+                        e.insert((slot, row));
+                    }
+                }
+            }
+        }
+    }
+    let rows: Vec<Vec<Cell>> = first
+        .values()
+        .map(|(_, row)| {
+            let c = &row.customer;
+            vec![
+                Cell::Text(Some(tenant.0.clone())),
+                Cell::Text(Some(c.id.clone())),
+                Cell::Text(Some(c.external_id.clone())),
+                Cell::Text(c.name.clone()),
+                Cell::Text(c.email.clone()),
+                Cell::Text(c.phone.clone()),
+                Cell::Text(Some(row.attributes_text.clone())),
+                Cell::Int(Some(millis(c.created_at))),
+                Cell::Int(Some(millis(c.updated_at))),
+            ]
+        })
+        .collect();
+    let inserted = insert(
+        conn,
+        backend,
+        "customers",
+        &BULK_COLUMNS,
+        &rows,
+        "ON CONFLICT (tenant_id, external_id) DO NOTHING RETURNING external_id",
+    )
+    .await?;
+    let inserted: HashSet<String> = texts(&inserted, "external_id")?.into_iter().collect();
+    let existing: Vec<&str> = first
+        .keys()
+        .filter(|e| !inserted.contains(*e))
+        .map(String::as_str)
+        .collect();
+    let mut found: HashMap<String, (String, bool)> = HashMap::with_capacity(existing.len());
+    for row in select_in(conn, tenant.as_str(), "customers", "id, external_id, erased_at", "external_id", &existing).await? {
+        let erased: Option<i64> = row.try_get("erased_at")?;
+        found.insert(row.try_get("external_id")?, (row.try_get("id")?, erased.is_some()));
+    }
+    let mut by_external: HashMap<String, Ensured> = HashMap::with_capacity(first.len());
+    for (external_id, (slot, row)) in first {
+        let ensured = if inserted.contains(&external_id) {
+            Ensured {
+                id: row.customer.id,
+                created: true,
+                erased: false,
+            }
+        } else {
+            let (id, erased) = found
+                .get(&external_id)
+                .cloned()
+                .ok_or_else(|| StoreError::Corrupt(format!("customer {external_id:?} conflicted but is not stored")))?;
+            Ensured {
+                id,
+                created: false,
+                erased,
+            }
+        };
+        results[slot] = Some(Ok(ensured.clone()));
+        by_external.insert(external_id, ensured);
+    }
+    for (slot, external_id) in repeats {
+        let ensured = by_external
+            .get(&external_id)
+            .map(|e| Ensured { created: false, ..e.clone() })
+            .ok_or_else(|| StoreError::Corrupt(format!("customer {external_id:?} lost in a bulk ensure")))?;
+        results[slot] = Some(Ok(ensured));
+    }
+    results
+        .into_iter()
+        .map(|r| r.ok_or_else(|| StoreError::Corrupt("a bulk ensure left a slot empty".into())))
+        .collect()
+}
+
 /// The stored-score filters of the customer list: an `EXISTS` on the
 /// customer's current score of `score_plugin` (a primary-key lookup).
 fn push_score_filter(sql: &mut Sql, filter: &CustomerFilter) -> StoreResult<()> {
@@ -378,6 +504,20 @@ fn push_score_filter(sql: &mut Sql, filter: &CustomerFilter) -> StoreResult<()> 
     }
     sql.push(")");
     Ok(())
+}
+
+impl Store {
+    /// [`ensure_customers_tx`] in a write transaction of its own.
+    pub async fn ensure_customers(
+        &self,
+        tenant: &TenantId,
+        news: Vec<NewCustomer>,
+    ) -> StoreResult<Vec<StoreResult<Ensured>>> {
+        let mut tx = self.db().begin_write().await?;
+        let results = ensure_customers_tx(&mut tx, self.db().backend(), tenant, news).await?;
+        tx.commit().await?;
+        Ok(results)
+    }
 }
 
 impl Store {

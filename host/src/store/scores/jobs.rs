@@ -233,6 +233,67 @@ impl Store {
         self.get_scoring_job(tenant, &id).await
     }
 
+    /// The scoring job an import asks for once it has stored its rows,
+    /// instead of queueing every imported customer for the background
+    /// worker (which would then compete with live ingest for the queue's
+    /// rows). A job of the tenant already waiting to start covers the
+    /// import and is returned; otherwise a new one is queued with origin
+    /// `import`, even while another runs (that one may have read the
+    /// customers before the import stored their rows). The rescore worker
+    /// of any node starts it ([`Store::queued_import_jobs`]).
+    pub async fn schedule_import_scoring(&self, tenant: &TenantId) -> StoreResult<ScoringJob> {
+        let now = now_ms();
+        let mut tx = self.db().begin_write().await?;
+        // Serialises scheduling with job creation (see create_scoring_job_as_of).
+        let locked = sqlx::query("UPDATE tenants SET name = name WHERE id = $1")
+            .bind(tenant.as_str())
+            .execute(&mut *tx)
+            .await?;
+        if locked.rows_affected() == 0 {
+            return Err(StoreError::NotFound { entity: "tenant" });
+        }
+        let queued = sqlx::query("SELECT id FROM scoring_jobs WHERE tenant_id = $1 AND status = 'queued' ORDER BY id")
+            .bind(tenant.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+        let id = match queued {
+            Some(row) => row.try_get("id")?,
+            None => {
+                let id = new_id();
+                sqlx::query(
+                    "INSERT INTO scoring_jobs (tenant_id, id, plugin_id, status, created_at, updated_at, origin) \
+                     VALUES ($1, $2, NULL, 'queued', $3, $3, 'import')",
+                )
+                .bind(tenant.as_str())
+                .bind(&id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                id
+            }
+        };
+        tx.commit().await?;
+        self.get_scoring_job(tenant, &id).await
+    }
+
+    /// Import jobs waiting to start, oldest first, leaving out tenants with
+    /// a job running (fresh heartbeat): one job at a time per tenant.
+    /// Deliberately cross-tenant: only the rescore worker calls it, and it
+    /// then runs each job through tenant-scoped calls.
+    pub async fn queued_import_jobs(&self) -> StoreResult<Vec<(TenantId, String)>> {
+        let rows = sqlx::query(
+            "SELECT q.tenant_id, q.id FROM scoring_jobs q WHERE q.status = 'queued' AND q.origin = 'import' \
+             AND NOT EXISTS (SELECT 1 FROM scoring_jobs r WHERE r.tenant_id = q.tenant_id \
+             AND r.status = 'running' AND r.updated_at > $1) ORDER BY q.created_at, q.id",
+        )
+        .bind(now_ms() - JOB_STALE_MS)
+        .fetch_all(self.db().pool())
+        .await?;
+        rows.iter()
+            .map(|row| Ok((TenantId::from_row(row.try_get("tenant_id")?), row.try_get("id")?)))
+            .collect()
+    }
+
     pub async fn get_scoring_job(&self, tenant: &TenantId, id: &str) -> StoreResult<ScoringJob> {
         let row = sqlx::query(&format!(
             "SELECT {JOB_COLUMNS} FROM scoring_jobs WHERE tenant_id = $1 AND id = $2"
