@@ -731,7 +731,50 @@ async fn satisfaction_from_inbound_channel_events(backend: Backend) {
     assert_eq!(r["total"]["nps"].as_f64(), Some(100.0), "{r}");
 }
 
+/// An import is a way in like any other: a referred customer's first
+/// purchase in a CSV credits the referrer (once, even when the file holds
+/// several), and a satisfaction row without its answer (the CSV has no
+/// payload column) is refused with the playbook's reason and not stored.
+async fn imported_interactions_go_through_the_playbook(backend: Backend) {
+    use rapport::import::{self, Progress};
+    let (app, acme) = start(backend).await;
+    settings(&app, &acme, 48, 0, 30).await;
+    let ann = customer(&app, &acme, "ann").await;
+    let (s, b) = refer(&app, &acme, &ann, json!({ "referred_external_id": "bob" })).await;
+    assert_eq!(s, 201, "{b}");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("interactions.csv");
+    std::fs::write(
+        &file,
+        "customer_external_id,kind,occurred_at,amount,currency,channel,idempotency_key,sku,quantity,unit_price\n\
+         bob,purchase,2026-05-01T10:00:00Z,20.00,USD,web,imp-1,,,\n\
+         bob,purchase,2026-05-02T10:00:00Z,30.00,USD,web,imp-2,,,\n\
+         ann,satisfaction,2026-05-03T10:00:00Z,,,email,imp-3,,,\n",
+    )
+    .unwrap();
+    let store = &app.server.state.store;
+    let tenant = rapport::store::TenantId::for_tests(acme.id.clone());
+    let summary = import::import_interactions(store, &tenant, &file, &Progress::hidden())
+        .await
+        .unwrap();
+    assert_eq!(summary.interactions_created, 2, "{summary:?}");
+    let reasons: Vec<&String> = summary.rejected.keys().collect();
+    assert_eq!(reasons.len(), 1, "{reasons:?}");
+    assert!(reasons[0].contains("survey"), "{reasons:?}");
+    assert_eq!(balance(&app, &acme, &ann).await, 30);
+    assert_eq!(ledger(&app, &acme, &ann).await.len(), 1);
+    let (_, h) = app.get(&format!("/v1/customers/{ann}/satisfaction"), &acme.read).await;
+    assert_eq!(h["items"], json!([]), "{h}");
+    // A re-run replays every row and credits nothing more.
+    let again = import::import_interactions(store, &tenant, &file, &Progress::hidden())
+        .await
+        .unwrap();
+    assert_eq!(again.interactions_created, 0, "{again:?}");
+    assert_eq!(balance(&app, &acme, &ann).await, 30);
+}
+
 both_backends!(
+    imported_interactions_go_through_the_playbook,
     satisfaction_from_inbound_channel_events,
     relationship_levels_on_hand_made_histories,
     referral_credit_is_exactly_once_under_concurrent_first_purchases,

@@ -742,6 +742,73 @@ fn batch_order(p: &Prepared) -> (u8, &str) {
 }
 
 /// Errors that mean the database, not the item, is at fault: they abort a batch.
+/// The CRM playbook's flows (satisfaction answers, complaint cases,
+/// referrals and a referred customer's first-purchase credit) for the rows
+/// an import chunk stored, in file order, in the chunk's transaction: an
+/// imported interaction is recorded or refused exactly as an ingested one
+/// (store/playbook.rs). A refused row is taken out again and reported in
+/// its slot. Purchases go through the hook only when their customer has a
+/// referral waiting for its credit, so a purchase history costs one
+/// indexed look-up per chunk, not a statement per row.
+async fn playbook_on_import(
+    tx: &mut AnyConnection,
+    tenant: &TenantId,
+    items: &[(usize, Prepared)],
+    inserted: &[(usize, String, String)],
+    created_at: i64,
+    results: &mut [Option<StoreResult<IngestOutcome>>],
+) -> StoreResult<()> {
+    const HOOKED: [&str; 3] = ["satisfaction", "complaint", "referral"];
+    let buyers: Vec<&str> = inserted
+        .iter()
+        .filter(|(n, _, _)| items[*n].1.kind == "purchase")
+        .map(|(_, _, customer)| customer.as_str())
+        .collect();
+    let mut waiting: std::collections::HashSet<String> = std::collections::HashSet::new();
+    if !buyers.is_empty() {
+        let rows = super::bulk::select_in(tx, tenant.as_str(), "referrals", "referred_id, credited_at", "referred_id", &buyers)
+            .await?;
+        for row in rows {
+            let credited: Option<i64> = row.try_get("credited_at")?;
+            if credited.is_none() {
+                waiting.insert(row.try_get("referred_id")?);
+            }
+        }
+    }
+    for (n, id, customer) in inserted {
+        let p = &items[*n].1;
+        let hooked = HOOKED.contains(&p.kind.as_str()) || (p.kind == "purchase" && waiting.contains(customer));
+        if !hooked {
+            continue;
+        }
+        let interaction = interaction_of(p, id.clone(), customer.clone(), created_at);
+        sqlx::query("SAVEPOINT import_playbook").execute(&mut *tx).await?;
+        match super::playbook::on_interaction_tx(tx, tenant, &interaction).await {
+            Ok(()) => {
+                sqlx::query("RELEASE SAVEPOINT import_playbook").execute(&mut *tx).await?;
+                if p.kind == "referral" {
+                    // Its customer's first purchase, later in this chunk, is credited.
+                    waiting.insert(customer.clone());
+                }
+            }
+            Err(e) if is_fatal(&e) => return Err(e),
+            Err(e) => {
+                sqlx::query("ROLLBACK TO SAVEPOINT import_playbook").execute(&mut *tx).await?;
+                sqlx::query("RELEASE SAVEPOINT import_playbook").execute(&mut *tx).await?;
+                for table in ["interaction_items WHERE tenant_id = $1 AND interaction_id = $2", "interactions WHERE tenant_id = $1 AND id = $2"] {
+                    sqlx::query(&format!("DELETE FROM {table}"))
+                        .bind(tenant.as_str())
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                results[*n] = Some(Err(e));
+            }
+        }
+    }
+    Ok(())
+}
+
 pub fn is_fatal(err: &StoreError) -> bool {
     matches!(err, StoreError::Database(_) | StoreError::Corrupt(_))
 }
@@ -1117,9 +1184,14 @@ impl Store {
             stored_hash.insert(row.try_get("idempotency_key")?, row.try_get("request_hash")?);
         }
         let mut line_items: Vec<Vec<Cell>> = Vec::new();
+        // (position in `items`, id, customer) of the rows stored, in file order.
+        let mut inserted_rows: Vec<(usize, String, String)> = Vec::with_capacity(offered.len());
         for (n, id) in offered {
             let p = &items[n].1;
             if inserted.contains(&id) {
+                if let CustomerRef::Id(customer_id) = &p.customer {
+                    inserted_rows.push((n, id.clone(), customer_id.clone()));
+                }
                 for (line_no, (sku, quantity, unit)) in p.items.iter().enumerate() {
                     line_items.push(vec![
                         Cell::Text(Some(tenant.0.clone())),
@@ -1144,6 +1216,7 @@ impl Store {
             });
         }
         insert(&mut tx, backend, "interaction_items", &ITEM_COLUMNS, &line_items, "").await?;
+        playbook_on_import(&mut tx, tenant, items, &inserted_rows, created_at, &mut results).await?;
         tx.commit().await?;
         results
             .into_iter()
