@@ -28,6 +28,7 @@ mod connectors;
 mod import;
 mod manifest;
 mod plugin_tool;
+mod plugin_versions;
 mod runtime_hostile;
 mod runtime_plugins;
 
