@@ -222,6 +222,7 @@ fn param_value(path: &str, name: &str, f: &Fixture) -> String {
         "suppressions" => f.channel.clone(),
         "jobs" => "no-such-job".into(),
         "plugins" => "no-such-plugin".into(),
+        "simulations" => "no-such-simulation".into(),
         "channels" => "no-such-connector".into(),
         other => panic!("no fixture value for {{{name}}} after {other:?} in {path}"),
     }
@@ -276,6 +277,8 @@ fn sample_body(op: &Op, f: &Fixture, n: usize) -> Value {
             "template": f.template, "when": { "event": "tier_changed", "to_tier": f.tier } }),
         ("post", "/v1/customers/{customer_id}/suppressions") => json!({ "channel": "chat" }),
         ("put", "/v1/scoring/worker") => json!({ "paused": true }),
+        ("post", "/v1/plugins/{id}/stage") => json!({ "version": "9.9.9", "percent": 10 }),
+        ("post", "/v1/plugins/{id}/simulate") => json!({ "version": "9.9.9" }),
         _ => json!({}),
     }
 }

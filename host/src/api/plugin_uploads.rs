@@ -36,14 +36,20 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 /// The metadata of an upload (query parameters; the body is the component).
+/// `id`, `kind`, `version` and `tenants` are required; they are checked
+/// after the key (422 naming the missing one), so that a key that may not
+/// upload is told so first.
 #[derive(Debug, Deserialize, IntoParams, ToSchema)]
 #[into_params(parameter_in = Query)]
 pub struct UploadQuery {
-    /// A plugin id the manifest declares.
+    /// A plugin id the manifest declares (required).
+    #[serde(default)]
     pub id: String,
-    /// Must be the manifest entry's kind (`scoring-rule`, `cross-sell`, ...).
+    /// Must be the manifest entry's kind (`scoring-rule`, `cross-sell`, ...; required).
+    #[serde(default)]
     pub kind: String,
-    /// A new version of the plugin (letters, digits, `.`, `-`, `+`; not the manifest's).
+    /// A new version of the plugin (letters, digits, `.`, `-`, `+`; not the manifest's; required).
+    #[serde(default)]
     pub version: String,
     /// The WIT package the component targets.
     #[serde(default = "default_contract")]
@@ -51,7 +57,8 @@ pub struct UploadQuery {
     /// Comma-separated capabilities it may import (e.g. `customers,kv`); empty: none.
     #[serde(default)]
     pub capabilities: String,
-    /// Comma-separated ids of the tenants that may stage or run it.
+    /// Comma-separated ids of the tenants that may stage or run it (required).
+    #[serde(default)]
     pub tenants: String,
 }
 
@@ -96,6 +103,16 @@ async fn upload_plugin(
     RawBody(body): RawBody,
 ) -> ApiResult<(StatusCode, Json<Artifact>)> {
     auth.platform()?;
+    for (field, value) in [
+        ("id", &q.id),
+        ("kind", &q.kind),
+        ("version", &q.version),
+        ("tenants", &q.tenants),
+    ] {
+        if value.trim().is_empty() {
+            return Err(Error::invalid(field, "is required"));
+        }
+    }
     let manifest = s.manifest.current();
     let spec = manifest.plugin(&q.id).ok_or_else(|| Error::UnprocessableCode {
         code: "unknown_plugin",

@@ -76,10 +76,13 @@ pub fn bucket(tenant: &TenantId, plugin: &str, customer: &str) -> i64 {
     i64::try_from(u64::from_be_bytes(first) % 100).unwrap_or(0)
 }
 
+/// (plugin id, version) -> the artifact's metadata and its compiled plugin.
+type Loaded = HashMap<(String, String), (Artifact, Arc<Plugin>)>;
+
 /// Uploaded versions compiled on this node, by (plugin id, version).
 #[derive(Default)]
 pub struct UploadCache {
-    loaded: Mutex<HashMap<(String, String), (Artifact, Arc<Plugin>)>>,
+    loaded: Mutex<Loaded>,
 }
 
 impl UploadCache {
