@@ -94,7 +94,8 @@ fn valid_version(v: &str) -> bool {
 /// names another component. Uploading the same bytes again answers 201
 /// with the stored artifact.
 #[utoipa::path(post, path = "/v1/admin/plugins", tag = "admin", params(UploadQuery),
-    request_body(content = Vec<u8>, description = "The WebAssembly component", content_type = "application/wasm"),
+    request_body(content = Vec<u8>, description = "The WebAssembly component (any content type; `application/wasm` or `application/octet-stream`)",
+        content_type = "application/octet-stream"),
     responses((status = 201, body = Artifact), (status = 409, body = super::error::ErrorBody)))]
 async fn upload_plugin(
     State(s): State<AppState>,
