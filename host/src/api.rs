@@ -21,11 +21,14 @@ pub mod loyalty;
 pub mod messages;
 pub mod playbook;
 pub mod plugin_calls;
+pub mod plugin_uploads;
+pub mod plugin_versions;
 pub mod plugins;
 pub mod products;
 pub mod referrals;
 pub mod satisfaction;
 pub mod scores;
+pub mod simulations;
 pub mod triggers;
 
 use std::sync::Arc;
@@ -215,6 +218,9 @@ pub fn v1() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(gdpr::router())
         .merge(plugins::router())
         .merge(plugin_calls::router())
+        .merge(plugin_versions::router())
+        .merge(plugin_uploads::router())
+        .merge(simulations::router())
         .merge(scores::router())
         .merge(channels::router())
         .merge(messages::router())

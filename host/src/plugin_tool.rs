@@ -6,6 +6,10 @@
 //!   time, the fuel used and any limit hit (see `plugin_tool/run.rs`).
 //! - `rapport plugin new KIND NAME` scaffolds a plugin crate that builds for
 //!   `wasm32-wasip2` and passes its own tests (see `plugin_tool/scaffold.rs`).
+//! - `rapport plugin simulate PLUGIN --version V` runs a simulation of a
+//!   plugin version on a running server, through its API, and prints the
+//!   report (see `plugin_tool/simulate.rs`; a tenant admin's tool, the one
+//!   subcommand here that talks to a server).
 //!
 //! This module belongs to the binary (declared in `main.rs`), not to the
 //! library: it is command-line plumbing over `rapport::runtime`, and its
@@ -14,6 +18,7 @@
 
 mod run;
 mod scaffold;
+mod simulate;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -33,6 +38,32 @@ pub enum PluginCommand {
     /// reward-scheme, channel-connector) named NAME, ready for
     /// `cargo test` and `cargo build --release --target wasm32-wasip2`.
     New(NewArgs),
+    /// Simulate a plugin version against a tenant's recorded history on a
+    /// running server, next to the active version (writes nothing), and
+    /// print the report. Exit 0 when it succeeded, 1 when it failed, 2 when
+    /// it could not be started.
+    Simulate(SimulateArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct SimulateArgs {
+    /// The plugin id.
+    pub plugin: String,
+    /// The version to simulate (`GET /v1/plugins/{id}/versions` lists them).
+    #[arg(long)]
+    pub version: String,
+    /// Run at most this many customers (in id order); default all.
+    #[arg(long)]
+    pub sample: Option<i64>,
+    /// Replay the history as of this RFC 3339 time.
+    #[arg(long)]
+    pub as_of: Option<String>,
+    /// The server's base URL.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub server: String,
+    /// A tenant admin API key.
+    #[arg(long, env = "RAPPORT_API_KEY", hide_env_values = true)]
+    pub key: String,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -109,6 +140,7 @@ pub struct NewArgs {
 pub async fn main(command: PluginCommand) -> ExitCode {
     match command {
         PluginCommand::Run(args) => run::main(args).await,
+        PluginCommand::Simulate(args) => simulate::main(args).await,
         PluginCommand::New(args) => match scaffold::create(&args) {
             Ok(created) => {
                 println!(

@@ -34,7 +34,9 @@ pub mod loader;
 pub mod rewards;
 pub mod run_log;
 pub mod scoring;
+pub mod simulate;
 pub mod store_services;
+pub mod versions;
 
 use std::sync::{Arc, Mutex};
 
@@ -89,6 +91,8 @@ pub fn busy_retry_after<T>(runs: &[PluginRun<T>]) -> Option<u64> {
 #[derive(Debug, Clone)]
 pub struct PluginRun<T> {
     pub plugin: String,
+    /// The plugin version that ran (empty when none could be chosen).
+    pub version: String,
     pub result: Result<T, PluginFailure>,
     pub report: CallReport,
 }
@@ -103,6 +107,8 @@ pub struct PluginService {
     store: Store,
     services: Arc<store_services::StoreServices>,
     loader: loader::Loader,
+    /// Uploaded versions compiled on this node (see [`versions`]).
+    uploads: versions::UploadCache,
     reward_locks: rewards::CustomerLocks,
     /// Where secret references in configs resolve.
     secrets: SecretSource,
@@ -204,6 +210,7 @@ impl PluginService {
             store,
             services,
             loader: loader::Loader::default(),
+            uploads: versions::UploadCache::default(),
             reward_locks: rewards::CustomerLocks::default(),
             secrets: SecretSource::default(),
             runs: run_log::RunLog::default(),
@@ -384,6 +391,8 @@ impl PluginService {
                 tracing::debug!(tenant = %tenant, plugin, code = %fail.code, "plugin call refused before its preparation");
                 Err(PluginRun {
                     plugin: plugin.to_owned(),
+                    // Refused before a version was picked.
+                    version: String::new(),
                     result: Err(fail),
                     report: CallReport::default(),
                 })
@@ -413,13 +422,58 @@ impl PluginService {
         self.reserve(tenant, id).await
     }
 
-    /// Runs one call of one plugin for `tenant` and records its outcome.
+    /// Runs one call of one plugin for `tenant`, with its active version,
+    /// and records its outcome.
     async fn run<T, F, Fut>(&self, tenant: &TenantId, plugin: &EffectivePlugin, call: F) -> PluginRun<T>
     where
         F: FnOnce(Arc<Plugin>, CallContext) -> Fut,
         Fut: std::future::Future<Output = (Result<T, CallError>, CallReport)>,
     {
-        let loaded = match self.load(&plugin.id).await {
+        self.run_for(tenant, plugin, None, call).await
+    }
+
+    /// [`PluginService::run`] for one customer: the version that serves
+    /// this customer (the staged one for its share, see [`versions`]).
+    async fn run_for<T, F, Fut>(
+        &self,
+        tenant: &TenantId,
+        plugin: &EffectivePlugin,
+        customer: Option<&str>,
+        call: F,
+    ) -> PluginRun<T>
+    where
+        F: FnOnce(Arc<Plugin>, CallContext) -> Fut,
+        Fut: std::future::Future<Output = (Result<T, CallError>, CallReport)>,
+    {
+        let version = match self.version_pick(tenant, &plugin.id).await {
+            Ok(pick) => pick.for_customer(tenant, &plugin.id, customer).to_owned(),
+            Err(fail) => {
+                return PluginRun {
+                    plugin: plugin.id.clone(),
+                    version: String::new(),
+                    result: Err(fail),
+                    report: CallReport::default(),
+                };
+            }
+        };
+        self.run_version(tenant, plugin, &version, call).await
+    }
+
+    /// Runs one call of `version` of one plugin for `tenant` and records its
+    /// outcome (a staged version's failures count towards the plugin's
+    /// suspension like the active one's).
+    async fn run_version<T, F, Fut>(
+        &self,
+        tenant: &TenantId,
+        plugin: &EffectivePlugin,
+        version: &str,
+        call: F,
+    ) -> PluginRun<T>
+    where
+        F: FnOnce(Arc<Plugin>, CallContext) -> Fut,
+        Fut: std::future::Future<Output = (Result<T, CallError>, CallReport)>,
+    {
+        let loaded = match self.load_version(tenant, &plugin.id, version).await {
             Ok(loaded) => loaded,
             // An artifact that does not load is the operator's problem, not
             // the plugin's behaviour for this tenant: reported, not counted.
@@ -429,6 +483,7 @@ impl PluginService {
                 tracing::warn!(tenant = %tenant, plugin = %plugin.id, code = %fail.code, error = %fail.message, "plugin unavailable");
                 return PluginRun {
                     plugin: plugin.id.clone(),
+                    version: version.to_owned(),
                     result: Err(fail),
                     report: CallReport::default(),
                 };
@@ -490,6 +545,7 @@ impl PluginService {
         self.record_run(tenant, plugin, started_at_ms, &report, result.as_ref().err());
         PluginRun {
             plugin: plugin.id.clone(),
+            version: version.to_owned(),
             result,
             report,
         }
@@ -628,7 +684,7 @@ impl PluginService {
             let request = &request;
             let reservation = reserved.take();
             runs.push(
-                self.run(tenant, plugin, |p, ctx| async move {
+                self.run_for(tenant, plugin, Some(customer_id), |p, ctx| async move {
                     p.session(ctx).with_reservation(reservation).recommend(request).await
                 })
                 .await,

@@ -245,6 +245,7 @@ fn param_value(path: &str, name: &str, f: &Fixture) -> String {
         "complaints" => f.complaint.clone(),
         "jobs" => "no-such-job".into(),
         "plugins" => "no-such-plugin".into(),
+        "simulations" => "no-such-simulation".into(),
         "channels" => "no-such-connector".into(),
         other => panic!("no fixture value for {{{name}}} after {other:?} in {path}"),
     }
@@ -306,6 +307,8 @@ fn sample_body(op: &Op, f: &Fixture, n: usize) -> Value {
         ("put", "/v1/playbook/settings") => {
             json!({ "complaint_response_hours": 1, "goodwill_points": 0, "referral_points": 0 })
         }
+        ("post", "/v1/plugins/{id}/stage") => json!({ "version": "9.9.9", "percent": 10 }),
+        ("post", "/v1/plugins/{id}/simulate") => json!({ "version": "9.9.9" }),
         _ => json!({}),
     }
 }

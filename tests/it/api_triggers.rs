@@ -216,6 +216,7 @@ async fn score_crossing_messages_on_the_crossing_only(backend: Backend) {
         computed_at: at,
         job_id: None,
         as_of: None,
+        plugin_version: None,
     };
     // First score: not a crossing (include_first_score is off).
     store.save_scores(&tenant, &[score(0.3, 1_000, "churn")]).await.unwrap();

@@ -34,6 +34,7 @@ mod import;
 mod manifest;
 mod plugin_tool;
 mod query_plans;
+mod plugin_versions;
 mod runtime_hostile;
 mod runtime_plugins;
 

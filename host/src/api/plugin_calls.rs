@@ -41,6 +41,9 @@ pub struct PluginQuery {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RunReport {
     pub plugin: String,
+    /// The plugin version that ran (the staged one for a customer in its
+    /// share; empty when no version could be chosen).
+    pub version: String,
     /// `ok` or `error`.
     pub status: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -65,6 +68,7 @@ fn refuse_if_busy<T>(runs: &[PluginRun<T>]) -> ApiResult<()> {
 fn report<T>(run: &PluginRun<T>) -> RunReport {
     RunReport {
         plugin: run.plugin.clone(),
+        version: run.version.clone(),
         status: if run.result.is_ok() { "ok" } else { "error" },
         error: run.result.as_ref().err().cloned(),
         duration_ms: run.report.duration.as_secs_f64() * 1000.0,
@@ -185,6 +189,8 @@ pub struct Recommendation {
     pub reason: String,
     /// Which plugin recommended it.
     pub plugin: String,
+    /// The version of that plugin that recommended it.
+    pub plugin_version: String,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -261,6 +267,7 @@ async fn recommendations(
                         score: r.score,
                         reason: r.reason.clone(),
                         plugin: run.plugin.clone(),
+                        plugin_version: run.version.clone(),
                     },
                 );
             }

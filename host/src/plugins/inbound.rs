@@ -160,6 +160,7 @@ impl PluginService {
         };
         let report = PluginRun {
             plugin: run.plugin,
+            version: run.version,
             result: Ok(()),
             report: run.report,
         };

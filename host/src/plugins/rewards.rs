@@ -428,7 +428,7 @@ impl PluginService {
     async fn reward_plugins(&self, tenant: &TenantId) -> StoreResult<Vec<ReadyPlugin>> {
         let mut plugins = Vec::new();
         for plugin in self.active(tenant, PluginKind::RewardScheme).await? {
-            let loaded = self.load(&plugin.id).await;
+            let loaded = self.load_active(tenant, &plugin.id).await;
             plugins.push(ReadyPlugin { plugin, loaded });
         }
         Ok(plugins)
@@ -696,7 +696,7 @@ impl PluginService {
                 return Err(StoreError::NotFound { entity: "plugin" });
             };
             let id = plugin.id.clone();
-            let loaded = self.load(&id).await;
+            let loaded = self.load_active(tenant, &id).await;
             let plugins = vec![ReadyPlugin { plugin, loaded }];
             let snapshot = self.store.reward_snapshot_of(tenant, interaction_id).await?;
             let plans = self.plan(tenant, &plugins, vec![Some(snapshot)]).await;

@@ -192,7 +192,7 @@ struct Provenance<'a> {
     as_of: Option<i64>,
 }
 
-fn new_score(customer_id: &str, plugin_id: &str, s: CustomerScore, from: Provenance<'_>) -> NewScore {
+fn new_score(customer_id: &str, plugin_id: &str, version: &str, s: CustomerScore, from: Provenance<'_>) -> NewScore {
     NewScore {
         customer_id: customer_id.to_string(),
         plugin_id: plugin_id.to_string(),
@@ -204,6 +204,7 @@ fn new_score(customer_id: &str, plugin_id: &str, s: CustomerScore, from: Provena
         computed_at: from.read_at,
         job_id: from.job_id.map(str::to_owned),
         as_of: from.as_of,
+        plugin_version: Some(version.to_owned()),
     }
 }
 
@@ -390,20 +391,77 @@ impl PluginService {
                 failed.iter_mut().for_each(|f| *f = true);
                 continue;
             }
-            let inputs = &inputs;
-            let run = self
-                .run(tenant, &running.plugin, |p, ctx| async move {
-                    p.score_batch(ctx, inputs).await
-                })
-                .await;
+            // The chunk's customers by the version that serves each (one
+            // group unless a version is staged; see `versions`).
+            let groups = match self.version_pick(tenant, &running.plugin.id).await {
+                Ok(pick) => {
+                    let mut groups: Vec<(String, Vec<usize>)> = Vec::new();
+                    for (i, id) in ids.iter().enumerate() {
+                        let version = pick.for_customer(tenant, &running.plugin.id, Some(id));
+                        match groups.iter_mut().find(|(v, _)| v == version) {
+                            Some((_, members)) => members.push(i),
+                            None => groups.push((version.to_owned(), vec![i])),
+                        }
+                    }
+                    groups
+                }
+                Err(fail) => {
+                    failed.iter_mut().for_each(|f| *f = true);
+                    running.stopped = Some(fail);
+                    continue;
+                }
+            };
+            for (version, members) in groups {
+                let subset: Vec<CustomerHistory>;
+                let inputs: &[CustomerHistory] = if members.len() == inputs.len() {
+                    &inputs
+                } else {
+                    subset = members.iter().map(|&i| inputs[i].clone()).collect();
+                    &subset
+                };
+                let run = self
+                    .run_version(tenant, &running.plugin, &version, |p, ctx| async move {
+                        p.score_batch(ctx, inputs).await
+                    })
+                    .await;
+                if !self
+                    .take_chunk_run(tenant, running, run, &ids, &members, &mut failed, &mut scores, from)
+                    .await
+                {
+                    break;
+                }
+            }
+        }
+        (scores, failed.iter().filter(|f| **f).count() as u64)
+    }
+
+    /// Records one version's run over part of a chunk (`members`, indexes
+    /// into `ids`); returns false when the plugin stopped (the rest of the
+    /// chunk is then left alone).
+    #[allow(clippy::too_many_arguments)]
+    async fn take_chunk_run(
+        &self,
+        tenant: &TenantId,
+        running: &mut RunningPlugin,
+        run: PluginRun<Vec<Result<CustomerScore, crate::runtime::CallError>>>,
+        ids: &[String],
+        members: &[usize],
+        failed: &mut [bool],
+        scores: &mut Vec<NewScore>,
+        from: Provenance<'_>,
+    ) -> bool {
+        {
             match run.result {
                 Ok(results) => {
                     running.plugin.consecutive_failures = 0;
-                    for ((customer_id, result), failed) in ids.iter().zip(results).zip(failed.iter_mut()) {
+                    for (&i, result) in members.iter().zip(results) {
+                        let customer_id = &ids[i];
                         match result {
-                            Ok(score) => scores.push(new_score(customer_id, &running.plugin.id, score, from)),
+                            Ok(score) => {
+                                scores.push(new_score(customer_id, &running.plugin.id, &run.version, score, from))
+                            }
                             Err(err) => {
-                                *failed = true;
+                                failed[i] = true;
                                 tracing::debug!(tenant = %tenant, plugin = %running.plugin.id, customer = %customer_id,
                                     error = %err, "plugin could not score a customer");
                             }
@@ -412,17 +470,20 @@ impl PluginService {
                 }
                 Err(fail) => {
                     running.plugin.consecutive_failures += 1;
-                    failed.iter_mut().for_each(|f| *f = true);
+                    members.iter().for_each(|&i| failed[i] = true);
                     // Suspended by this failure (or disabled meanwhile)?
                     // Then the rest of the run leaves it alone.
                     match self.find(tenant, &running.plugin.id).await {
                         Ok(Some(now)) if now.runs() => {}
-                        _ => running.stopped = Some(fail),
+                        _ => {
+                            failed.iter_mut().for_each(|f| *f = true);
+                            running.stopped = Some(fail);
+                        }
                     }
                 }
             }
         }
-        (scores, failed.iter().filter(|f| **f).count() as u64)
+        running.stopped.is_none()
     }
 
     /// Runs a queued job to the end: fit, then rescore every customer.
@@ -738,7 +799,7 @@ impl PluginService {
             let history = &history;
             let reservation = reserved.take();
             runs.push(
-                self.run(tenant, plugin, |p, ctx| async move {
+                self.run_for(tenant, plugin, Some(customer_id), |p, ctx| async move {
                     p.session(ctx).with_reservation(reservation).score(history).await
                 })
                 .await,

@@ -78,6 +78,8 @@ pub struct NewScore {
     /// The date the plugin scored the customer as of (its "now", and the
     /// cut-off of the history it saw), when a job set one (epoch ms).
     pub as_of: Option<i64>,
+    /// The plugin version that computed it (`None`: not known).
+    pub plugin_version: Option<String>,
 }
 
 /// A stored score (current or historical).
@@ -102,6 +104,9 @@ pub struct StoredScore {
     /// `computed_at`.
     #[serde(with = "time::serde::rfc3339::option")]
     pub as_of: Option<OffsetDateTime>,
+    /// The plugin version that computed it; `null` for scores stored
+    /// before versions were recorded.
+    pub plugin_version: Option<String>,
 }
 
 /// A plugin's current score of one customer, as the bulk read and export
@@ -123,7 +128,8 @@ pub struct SegmentSize {
     pub customers: i64,
 }
 
-const SCORE_COLUMNS: &str = "plugin_id, value, label, segment, explanation, components, computed_at, job_id, as_of";
+const SCORE_COLUMNS: &str =
+    "plugin_id, value, label, segment, explanation, components, computed_at, job_id, as_of, plugin_version";
 
 fn score_from_row(row: &AnyRow) -> StoreResult<StoredScore> {
     let components = match json_column(&row.try_get::<String, _>("components")?)? {
@@ -142,6 +148,7 @@ fn score_from_row(row: &AnyRow) -> StoreResult<StoredScore> {
         computed_at: from_millis(row.try_get("computed_at")?),
         job_id: row.try_get("job_id")?,
         as_of: row.try_get::<Option<i64>, _>("as_of")?.map(from_millis),
+        plugin_version: row.try_get("plugin_version")?,
     })
 }
 

@@ -136,8 +136,8 @@ impl Store {
 
     async fn save_scores_once(&self, tenant: &TenantId, current: &[&NewScore], all: &[&NewScore]) -> StoreResult<u64> {
         // Bind values per row of the current-score and the history INSERTs.
-        const WIDTH: usize = 11;
-        const HISTORY_WIDTH: usize = 12;
+        const WIDTH: usize = 12;
+        const HISTORY_WIDTH: usize = 13;
         let backend = self.db().backend();
         let mut tx = self.db().begin_write().await?;
         // Triggers on score crossings need the values being replaced; read
@@ -155,11 +155,12 @@ impl Store {
                 .collect();
             let sql = format!(
                 "INSERT INTO customer_scores (tenant_id, customer_id, plugin_id, value, label, segment, explanation, \
-                 components, computed_at, job_id, as_of) VALUES {} \
+                 components, computed_at, job_id, as_of, plugin_version) VALUES {} \
                  ON CONFLICT (tenant_id, customer_id, plugin_id) DO UPDATE SET value = excluded.value, \
                  label = excluded.label, segment = excluded.segment, explanation = excluded.explanation, \
                  components = excluded.components, computed_at = excluded.computed_at, job_id = excluded.job_id, \
-                 as_of = excluded.as_of WHERE customer_scores.computed_at <= excluded.computed_at",
+                 as_of = excluded.as_of, plugin_version = excluded.plugin_version \
+                 WHERE customer_scores.computed_at <= excluded.computed_at",
                 values.join(", ")
             );
             let components: Vec<String> = chunk.iter().map(|s| components_json(&s.components)).collect();
@@ -176,7 +177,8 @@ impl Store {
                     .bind(components.as_str())
                     .bind(s.computed_at)
                     .bind(s.job_id.as_deref())
-                    .bind(s.as_of);
+                    .bind(s.as_of)
+                    .bind(s.plugin_version.as_deref());
             }
             stored += q.execute(&mut *tx).await?.rows_affected();
             if !triggers.is_empty() {
@@ -206,7 +208,7 @@ impl Store {
                 .collect();
             let sql = format!(
                 "INSERT INTO customer_score_history (tenant_id, customer_id, plugin_id, computed_at, id, value, label, \
-                 segment, explanation, components, job_id, as_of) VALUES {}",
+                 segment, explanation, components, job_id, as_of, plugin_version) VALUES {}",
                 values.join(", ")
             );
             let rows: Vec<(String, String)> = chunk
@@ -227,7 +229,8 @@ impl Store {
                     .bind(s.explanation.as_str())
                     .bind(components.as_str())
                     .bind(s.job_id.as_deref())
-                    .bind(s.as_of);
+                    .bind(s.as_of)
+                    .bind(s.plugin_version.as_deref());
             }
             q.execute(&mut *tx).await?;
         }
@@ -337,7 +340,7 @@ impl Store {
     ) -> StoreResult<Vec<CustomerScore>> {
         let rows = sqlx::query(
             "SELECT s.customer_id, c.external_id, s.plugin_id, s.value, s.label, s.segment, s.explanation, \
-             s.components, s.computed_at, s.job_id, s.as_of \
+             s.components, s.computed_at, s.job_id, s.as_of, s.plugin_version \
              FROM customer_scores s JOIN customers c ON c.tenant_id = s.tenant_id AND c.id = s.customer_id \
              WHERE s.tenant_id = $1 AND s.plugin_id = $2 AND s.customer_id > $3 ORDER BY s.customer_id LIMIT $4",
         )
