@@ -307,6 +307,33 @@ async fn staged_versions_serve_their_share_on_every_node(backend: Backend) {
         )
         .await;
     assert_error(s, &e, 403, "forbidden");
+
+    // Every change is in the audit log, with the state before and after:
+    // the tenant's version changes for its admin, the upload for the
+    // platform admin (refused attempts leave nothing).
+    let (s, log) = app.get("/v1/audit?action=plugin.stage&limit=100", &acme.admin).await;
+    assert_eq!(s, 200, "{log}");
+    assert_eq!(log["items"].as_array().unwrap().len(), 2, "{log}");
+    assert_eq!(log["items"][1]["after"]["staged_percent"], STAGED_PERCENT, "{log}");
+    for (action, n) in [("plugin.promote", 1), ("plugin.rollback", 2)] {
+        let (s, log) = app.get(&format!("/v1/audit?action={action}&limit=100"), &acme.admin).await;
+        assert_eq!(s, 200, "{log}");
+        let items = log["items"].as_array().unwrap();
+        assert_eq!(items.len(), n, "{action}: {log}");
+        assert_eq!(items[0]["target"], "plugin:score", "{log}");
+        assert!(items[0]["before"].is_object() && items[0]["after"].is_object(), "{log}");
+    }
+    let (s, log) = app.get("/v1/audit?action=plugin.upload&limit=100", &app.platform).await;
+    assert_eq!(s, 200, "{log}");
+    let uploads: Vec<&str> = log["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["target"].as_str().unwrap())
+        .collect();
+    assert_eq!(uploads, ["plugin:score@2.0.0", "plugin:score@2.0.0"], "{log}");
+    let (_, theirs) = app.get("/v1/audit?action=plugin.stage", &globex.admin).await;
+    assert_eq!(theirs["items"], json!([]), "{theirs}");
     node_b.stop().await.unwrap();
 }
 

@@ -187,6 +187,17 @@ async fn upload_plugin(
         .map_err(|f| Error::Internal(anyhow::anyhow!("plugin runtime: {}", f.message)))?;
     compile(runtime, definition).await.map_err(rejected)?;
     let artifact = s.store.insert_artifact(new).await?;
+    // A platform action: the component's identity and who may use it.
+    super::audit::record(
+        &s,
+        &auth,
+        None,
+        "plugin.upload",
+        format!("plugin:{}@{}", artifact.plugin_id, artifact.version),
+        super::audit::NONE,
+        Some(&artifact),
+    )
+    .await?;
     Ok((StatusCode::CREATED, Json(artifact)))
 }
 

@@ -147,10 +147,12 @@ async fn stage_version(
             message: fail.message,
         });
     }
+    let before = s.store.plugin_version_state(&tenant, &id).await?;
     let state = s
         .store
         .stage_plugin_version(&tenant, &id, &req.version, req.percent)
         .await?;
+    audit(&s, &auth, &tenant, "plugin.stage", &id, &before, &state).await?;
     Ok(Json(view(&s, &tenant, &spec, state).await?))
 }
 
@@ -167,9 +169,10 @@ async fn promote_version(
 ) -> ApiResult<Json<PluginVersions>> {
     let tenant = auth.admin()?;
     let spec = spec(&s, &tenant, &id)?;
-    let state = s.store.plugin_version_state(&tenant, &id).await?;
-    let active = state.active_version.unwrap_or_else(|| spec.version.clone());
+    let before = s.store.plugin_version_state(&tenant, &id).await?;
+    let active = before.active_version.clone().unwrap_or_else(|| spec.version.clone());
     let state = s.store.promote_plugin_version(&tenant, &id, &active).await?;
+    audit(&s, &auth, &tenant, "plugin.promote", &id, &before, &state).await?;
     Ok(Json(view(&s, &tenant, &spec, state).await?))
 }
 
@@ -186,9 +189,25 @@ async fn rollback_version(
 ) -> ApiResult<Json<RollbackResponse>> {
     let tenant = auth.admin()?;
     let spec = spec(&s, &tenant, &id)?;
+    let before = s.store.plugin_version_state(&tenant, &id).await?;
     let (action, state) = s.store.rollback_plugin_version(&tenant, &id).await?;
+    audit(&s, &auth, &tenant, "plugin.rollback", &id, &before, &state).await?;
     Ok(Json(RollbackResponse {
         action,
         versions: view(&s, &tenant, &spec, state).await?,
     }))
+}
+
+/// Records a version change in the audit log: the tenant's version state
+/// before and after (versions and the staged share, nothing secret).
+async fn audit(
+    s: &AppState,
+    auth: &Auth,
+    tenant: &TenantId,
+    action: &str,
+    plugin: &str,
+    before: &VersionState,
+    after: &VersionState,
+) -> ApiResult<()> {
+    super::audit::record(s, auth, Some(tenant), action, format!("plugin:{plugin}"), Some(before), Some(after)).await
 }
