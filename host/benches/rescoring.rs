@@ -921,6 +921,7 @@ async fn store_io(url: &str, customers: i64) -> anyhow::Result<StoreFigures> {
                     computed_at: at,
                     job_id: None,
                     as_of: None,
+                    plugin_version: None,
                 });
             }
         }

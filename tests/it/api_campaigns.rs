@@ -59,6 +59,7 @@ async fn segment_customers(
             computed_at: 1,
             job_id: None,
             as_of: None,
+            plugin_version: None,
         });
         ids.insert(ext, id);
     }

@@ -108,6 +108,7 @@ async fn metrics_equal_hand_computed_values(backend: Backend) {
         computed_at: 1,
         job_id: None,
         as_of: None,
+        plugin_version: None,
     };
     app.server
         .state
