@@ -8,6 +8,7 @@
 //! compose inside one transaction (ingest + reward ledger operations, say)
 //! also come in a `*_tx(&mut AnyConnection, ...)` form.
 
+pub mod audience;
 pub mod audit;
 pub mod campaigns;
 pub mod crm_metrics;

@@ -499,7 +499,8 @@ async fn settings_and_other_tenants(backend: Backend) {
 /// fixed model, margin 50 %, levels from 5 / 20 / 60 / 150 USD) on
 /// hand-made histories: a one-off buyer of a year ago is `basic`, a weekly
 /// big spender `partnership`, each with its reason; a trigger whose
-/// audience is the partnership level alerts for the second only.
+/// audience is the partnership level alerts for the second only, and a
+/// reward for that level is theirs alone.
 async fn relationship_levels_on_hand_made_histories(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let mut manifest = crate::support::plugin_manifest_entry(
@@ -649,6 +650,63 @@ async fn relationship_levels_on_hand_made_histories(backend: Backend) {
     let vip = messages(&app, &acme, &star).await;
     assert_eq!(vip.len(), 1, "{vip:?}");
     assert_eq!(vip[0]["body"], "VIP complaint: Broken");
+
+    // Per-level rewards: a reward for the partnership level is redeemable
+    // by its customers only, until the audience is lifted.
+    let (s, reward) = app
+        .post(
+            "/v1/loyalty/rewards",
+            &acme.admin,
+            json!({ "name": "Studio visit", "cost_points": 10,
+                    "audience": { "plugin": "relationship-levels", "segments": ["partnership"] } }),
+        )
+        .await;
+    assert_eq!(s, 201, "{reward}");
+    assert_eq!(reward["audience"]["segments"], json!(["partnership"]));
+    let rid = reward["id"].as_str().unwrap().to_owned();
+    for who in [&gone, &star] {
+        let (s, b) = app
+            .post(
+                &format!("/v1/customers/{who}/loyalty/ledger"),
+                &acme.write,
+                json!({ "kind": "earn", "points": 50, "reason": "test" }),
+            )
+            .await;
+        assert_eq!(s, 201, "{b}");
+    }
+    let redeem = |who: String| {
+        let app = &app;
+        let key = acme.write.clone();
+        let rid = rid.clone();
+        async move {
+            app.post(
+                &format!("/v1/customers/{who}/loyalty/redeem"),
+                &key,
+                json!({ "reward_id": rid }),
+            )
+            .await
+        }
+    };
+    let (s, b) = redeem(gone.clone()).await;
+    assert_error(s, &b, 409, "not_in_audience");
+    assert_eq!(balance(&app, &acme, &gone).await, 50, "nothing taken");
+    let (s, b) = redeem(star.clone()).await;
+    assert_eq!(s, 201, "{b}");
+    let (s, bad) = app
+        .patch(
+            &format!("/v1/loyalty/rewards/{rid}"),
+            &acme.admin,
+            json!({ "audience": { "plugin": "relationship-levels", "segments": [] } }),
+        )
+        .await;
+    assert_error(s, &bad, 422, "validation_failed");
+    let (s, open) = app
+        .patch(&format!("/v1/loyalty/rewards/{rid}"), &acme.admin, json!({ "audience": null }))
+        .await;
+    assert_eq!(s, 200, "{open}");
+    assert!(open.get("audience").is_none(), "{open}");
+    let (s, b) = redeem(gone.clone()).await;
+    assert_eq!(s, 201, "{b}");
 }
 
 /// Satisfaction answers reported by a channel connector's inbound events

@@ -235,7 +235,7 @@ async fn post_ledger(
     params(("customer_id" = String, Path)), request_body = RedeemRequest,
     responses((status = 201, body = LedgerWrite), (status = 200, description = "idempotent replay", body = LedgerWrite),
         (status = 404, body = ErrorBody),
-        (status = 409, description = "insufficient_points, out_of_stock, reward_inactive, tier_too_low, idempotency_conflict", body = ErrorBody)))]
+        (status = 409, description = "insufficient_points, out_of_stock, reward_inactive, tier_too_low, not_in_audience, idempotency_conflict", body = ErrorBody)))]
 async fn redeem(
     State(s): State<AppState>,
     auth: Auth,

@@ -13,6 +13,7 @@ use sqlx::{AnyConnection, Row};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 
+use super::audience::Audience;
 use super::{Store, StoreError, StoreResult, TenantId, from_millis, json_column};
 use crate::db::Backend;
 
@@ -160,6 +161,10 @@ pub struct Reward {
     /// Units left; `null` means unlimited.
     pub stock: Option<i64>,
     pub active: bool,
+    /// Only customers in these segments of a scoring plugin may redeem it
+    /// (e.g. a relationship level); absent: every customer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audience: Option<Audience>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
@@ -183,6 +188,10 @@ pub struct NewReward {
     pub stock: Option<i64>,
     #[serde(default = "default_true")]
     pub active: bool,
+    /// Only customers in these segments of a scoring plugin may redeem it
+    /// (default: every customer).
+    #[serde(default)]
+    pub audience: Option<Audience>,
 }
 
 /// Distinguishes "field absent" (outer `None`) from "field set to null"
@@ -210,6 +219,10 @@ pub struct RewardPatch {
     #[schema(value_type = Option<i64>)]
     pub stock: Option<Option<i64>>,
     pub active: Option<bool>,
+    /// `null` opens the reward to every customer again.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<Audience>)]
+    pub audience: Option<Option<Audience>>,
 }
 
 /// A customer's loyalty account as seen now.
@@ -320,7 +333,7 @@ fn tier_from_row(row: &AnyRow) -> StoreResult<Tier> {
 /// `active` is read as a BIGINT 0/1: sqlx's Any driver refuses a row holding
 /// a SQLite column *declared* BOOLEAN, while an expression has no declared type.
 const REWARD_COLUMNS: &str = "id, name, description, cost_points, min_tier_rank, stock, \
-     CAST(CASE WHEN active THEN 1 ELSE 0 END AS BIGINT) AS active, created_at, updated_at";
+     CAST(CASE WHEN active THEN 1 ELSE 0 END AS BIGINT) AS active, created_at, updated_at, audience";
 
 fn get_bool(row: &AnyRow, column: &str) -> StoreResult<bool> {
     Ok(row.try_get::<i64, _>(column)? != 0)
@@ -335,6 +348,7 @@ fn reward_from_row(row: &AnyRow) -> StoreResult<Reward> {
         min_tier_rank: row.try_get("min_tier_rank")?,
         stock: row.try_get("stock")?,
         active: get_bool(row, "active")?,
+        audience: Audience::from_column(row.try_get("audience")?)?,
         created_at: from_millis(row.try_get("created_at")?),
         updated_at: from_millis(row.try_get("updated_at")?),
     })

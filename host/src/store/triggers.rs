@@ -103,16 +103,7 @@ pub enum TriggerCondition {
     ComplaintEscalated {},
 }
 
-/// Customers a trigger is limited to: those whose stored segment of
-/// `plugin` is one of `segments`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Audience {
-    /// A scoring plugin, e.g. `relationship-levels`.
-    pub plugin: String,
-    /// Its segments, e.g. `["proactive", "partnership"]` (1 to 20).
-    pub segments: Vec<String>,
-}
+pub use super::audience::Audience;
 
 impl TriggerCondition {
     pub fn event(&self) -> &'static str {
@@ -171,13 +162,7 @@ fn trigger_from_row(row: &AnyRow) -> StoreResult<Trigger> {
     let conditions: String = row.try_get("conditions")?;
     let when = serde_json::from_value(json_column(&conditions)?)
         .map_err(|e| StoreError::Corrupt(format!("trigger conditions: {e}")))?;
-    let audience = match row.try_get::<Option<String>, _>("audience")? {
-        Some(text) => Some(
-            serde_json::from_value(json_column(&text)?)
-                .map_err(|e| StoreError::Corrupt(format!("trigger audience: {e}")))?,
-        ),
-        None => None,
-    };
+    let audience = Audience::from_column(row.try_get("audience")?)?;
     Ok(Trigger {
         id: row.try_get("id")?,
         name: row.try_get("name")?,
@@ -211,15 +196,7 @@ fn validate(new: &NewTrigger) -> StoreResult<()> {
         }
     }
     if let Some(a) = &new.audience {
-        if a.plugin.trim().is_empty() {
-            return Err(StoreError::invalid("audience.plugin", "must name a scoring plugin"));
-        }
-        if a.segments.is_empty() || a.segments.len() > 20 || a.segments.iter().any(|s| s.is_empty() || s.len() > 100) {
-            return Err(StoreError::invalid(
-                "audience.segments",
-                "1 to 20 segment names of 1 to 100 bytes",
-            ));
-        }
+        a.validate()?;
     }
     Ok(())
 }
@@ -278,12 +255,7 @@ impl Store {
         let id = new_id();
         let conditions = serde_json::to_string(&new.when)
             .map_err(|e| StoreError::Corrupt(format!("cannot encode trigger conditions: {e}")))?;
-        let audience = new
-            .audience
-            .as_ref()
-            .map(serde_json::to_string)
-            .transpose()
-            .map_err(|e| StoreError::Corrupt(format!("cannot encode trigger audience: {e}")))?;
+        let audience = Audience::to_column(new.audience.as_ref())?;
         let inserted = sqlx::query(
             "INSERT INTO message_triggers (tenant_id, id, name, event, conditions, channel, template, enabled, \
              created_at, updated_at, audience) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10)",
@@ -393,7 +365,7 @@ async fn fire_tx(
     data: Value,
 ) -> StoreResult<()> {
     if let Some(audience) = &trigger.audience
-        && !in_audience(conn, tenant, audience, customer_id).await?
+        && !audience.includes_tx(conn, tenant, customer_id).await?
     {
         return Ok(());
     }
@@ -423,26 +395,6 @@ async fn fire_tx(
             Ok(())
         }
     }
-}
-
-/// Whether the customer's stored segment of the audience's plugin is one of
-/// its segments.
-async fn in_audience(
-    conn: &mut AnyConnection,
-    tenant: &TenantId,
-    audience: &Audience,
-    customer_id: &str,
-) -> StoreResult<bool> {
-    let segment: Option<Option<String>> =
-        sqlx::query("SELECT segment FROM customer_scores WHERE tenant_id = $1 AND customer_id = $2 AND plugin_id = $3")
-            .bind(tenant.as_str())
-            .bind(customer_id)
-            .bind(&audience.plugin)
-            .fetch_optional(&mut *conn)
-            .await?
-            .map(|row| row.try_get("segment"))
-            .transpose()?;
-    Ok(segment.flatten().is_some_and(|s| audience.segments.contains(&s)))
 }
 
 /// Fires `complaint_opened` or `complaint_escalated` (`event`) triggers for
@@ -544,9 +496,10 @@ pub async fn on_balance_rose_tx(
     if triggers.is_empty() {
         return Ok(());
     }
-    // Rewards that just became affordable and whose tier rule the customer meets.
+    // Rewards that just became affordable and whose tier rule the customer
+    // meets (and audience, checked below).
     let rows = sqlx::query(
-        "SELECT r.id, r.name, r.cost_points FROM loyalty_rewards r \
+        "SELECT r.id, r.name, r.cost_points, r.audience FROM loyalty_rewards r \
          WHERE r.tenant_id = $1 AND r.active AND r.cost_points > $2 AND r.cost_points <= $3 \
          AND (r.stock IS NULL OR r.stock > 0) \
          AND (r.min_tier_rank IS NULL OR r.min_tier_rank <= COALESCE((SELECT tr.rank FROM loyalty_accounts a \
@@ -564,6 +517,11 @@ pub async fn on_balance_rose_tx(
         let reward_id: String = row.try_get("id")?;
         let reward_name: String = row.try_get("name")?;
         let cost: i64 = row.try_get("cost_points")?;
+        if let Some(audience) = Audience::from_column(row.try_get("audience")?)?
+            && !audience.includes_tx(conn, tenant, customer_id).await?
+        {
+            continue;
+        }
         for trigger in &triggers {
             let TriggerCondition::RewardRedeemable { reward_id: only } = &trigger.when else {
                 continue;

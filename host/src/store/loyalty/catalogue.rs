@@ -8,6 +8,7 @@ use super::{
     NewReward, NewTier, REWARD_COLUMNS, Reward, RewardPatch, TIER_COLUMNS, Tier, TierPatch, check_name,
     check_non_negative, check_perks, check_reward, get_reward_tx, get_tier_tx, reward_from_row, tier_from_row,
 };
+use crate::store::audience::Audience;
 use crate::store::{
     Store, StoreError, StoreResult, TenantId, from_millis, is_unique_violation, json_column, new_id, now_ms,
 };
@@ -131,6 +132,9 @@ impl Store {
             new.min_tier_rank,
             new.stock,
         )?;
+        if let Some(a) = &new.audience {
+            a.validate()?;
+        }
         let now = now_ms();
         let reward = Reward {
             id: new_id(),
@@ -140,12 +144,13 @@ impl Store {
             min_tier_rank: new.min_tier_rank,
             stock: new.stock,
             active: new.active,
+            audience: new.audience,
             created_at: from_millis(now),
             updated_at: from_millis(now),
         };
         sqlx::query(
             "INSERT INTO loyalty_rewards (tenant_id, id, name, description, cost_points, min_tier_rank, stock, active, \
-                 created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)",
+                 created_at, updated_at, audience) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10)",
         )
         .bind(tenant.as_str())
         .bind(&reward.id)
@@ -156,6 +161,7 @@ impl Store {
         .bind(reward.stock)
         .bind(reward.active)
         .bind(now)
+        .bind(Audience::to_column(reward.audience.as_ref())?)
         .execute(self.db().pool())
         .await?;
         Ok(reward)
@@ -189,6 +195,10 @@ impl Store {
         let min_tier_rank = patch.min_tier_rank.unwrap_or(cur.min_tier_rank);
         let stock = patch.stock.unwrap_or(cur.stock);
         let active = patch.active.unwrap_or(cur.active);
+        let audience = patch.audience.unwrap_or(cur.audience);
+        if let Some(a) = &audience {
+            a.validate()?;
+        }
         let name = check_reward(
             patch.name.as_deref().unwrap_or(&cur.name),
             &description,
@@ -199,7 +209,7 @@ impl Store {
         let now = now_ms();
         sqlx::query(
             "UPDATE loyalty_rewards SET name = $3, description = $4, cost_points = $5, min_tier_rank = $6, stock = $7, \
-                 active = $8, updated_at = $9 WHERE tenant_id = $1 AND id = $2",
+                 active = $8, updated_at = $9, audience = $10 WHERE tenant_id = $1 AND id = $2",
         )
         .bind(tenant.as_str())
         .bind(id)
@@ -210,6 +220,7 @@ impl Store {
         .bind(stock)
         .bind(active)
         .bind(now)
+        .bind(Audience::to_column(audience.as_ref())?)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -221,6 +232,7 @@ impl Store {
             min_tier_rank,
             stock,
             active,
+            audience,
             created_at: cur.created_at,
             updated_at: from_millis(now),
         })

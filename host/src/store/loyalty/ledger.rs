@@ -461,6 +461,17 @@ async fn redeem_tx(
             ));
         }
     }
+    if let Some(audience) = &reward.audience
+        && !audience.includes_tx(conn, tenant, customer_id).await?
+    {
+        return Err(StoreError::conflict(
+            "not_in_audience",
+            format!(
+                "this reward is for customers in the {} segments {:?}",
+                audience.plugin, audience.segments
+            ),
+        ));
+    }
     sweep_account_tx(conn, tenant, customer_id, now).await?;
     let cost = reward.cost_points;
     let Some((seq, balance)) = bump_account(conn, tenant, customer_id, -cost, 0, now).await? else {
