@@ -494,6 +494,7 @@ impl PluginService {
             Err(fail) => {
                 return PluginRun {
                     plugin: plugin.id.clone(),
+                    version: version.to_owned(),
                     result: Err(fail),
                     report: CallReport::default(),
                 };

@@ -379,7 +379,7 @@ impl Store {
             .fetch_one(&mut *conn)
             .await?;
         let points: i64 = liability.try_get("points")?;
-        let nps = super::satisfaction::nps_counts(&mut *conn, tenant, req.from, req.to).await?;
+        let nps = super::satisfaction::nps_counts(&mut conn, tenant, req.from, req.to).await?;
         Ok(CrmMetrics {
             from: req.from,
             to: req.to,
