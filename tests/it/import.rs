@@ -13,7 +13,7 @@ use rapport::import::{self, ImportError, Progress, Rejections, Summary};
 use rapport::store::customers::CustomerFilter;
 use rapport::store::interactions::TimelineFilter;
 use rapport::store::money::Money;
-use rapport::store::{Store, TenantId};
+use rapport::store::{Store, StoreError, TenantId};
 
 /// `<repo>/../shared/data/cdnow/`, where the CDNOW files live beside the repo.
 fn cdnow_dir() -> PathBuf {
@@ -884,6 +884,31 @@ async fn large_import_keeps_row_errors_and_schedules_one_scoring_job(backend: Ba
     );
     let other = new_tenant(&app, "Other").await;
     assert!(store.get_scoring_job(&other, &job.id).await.is_err());
+
+    // An import's job no worker has started yet gives way to an operator's
+    // job of every plugin (`rapport score` right after `rapport import`):
+    // it becomes that job, with the operator's as-of. A job of one plugin
+    // does not cover it, and waits its turn (409).
+    let waiting = store.schedule_import_scoring(&tenant).await.unwrap();
+    let narrower = store.create_scoring_job_as_of(&tenant, Some("rfm"), None).await;
+    assert!(
+        matches!(narrower, Err(StoreError::Conflict { code: "scoring_job_active", .. })),
+        "{narrower:?}"
+    );
+    let taken = store
+        .create_scoring_job_as_of(&tenant, None, Some(899_251_200_000))
+        .await
+        .unwrap();
+    assert_eq!(taken.id, waiting.id);
+    assert_eq!(taken.status.as_str(), "queued");
+    assert_eq!(taken.as_of.map(rapport::store::millis), Some(899_251_200_000));
+    // Now the operator's: no worker starts it, and it is not taken over again.
+    assert!(store.queued_import_jobs().await.unwrap().iter().all(|(_, id)| id != &taken.id));
+    let again = store.create_scoring_job_as_of(&tenant, None, None).await;
+    assert!(
+        matches!(again, Err(StoreError::Conflict { code: "scoring_job_active", .. })),
+        "{again:?}"
+    );
 }
 
 both_backends!(

@@ -51,7 +51,7 @@ const DAY_MS: i64 = 86_400_000;
 /// filters as `GET /v1/customers`).
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct Audience {
+pub struct CampaignAudience {
     /// A scoring plugin of the tenant (e.g. `rfm`).
     pub score_plugin: String,
     /// Exact segment of its current score (e.g. `At Risk`).
@@ -78,7 +78,7 @@ pub struct NewCampaign {
     #[serde(default)]
     #[schema(value_type = Object)]
     pub data: Map<String, Value>,
-    pub audience: Audience,
+    pub audience: CampaignAudience,
     /// Share of the audience held out as the control group, 0 to 0.9
     /// (default 0.1).
     #[serde(default)]
@@ -171,7 +171,7 @@ pub struct Campaign {
     pub template: String,
     #[schema(value_type = Object)]
     pub data: Value,
-    pub audience: Audience,
+    pub audience: CampaignAudience,
     pub control_share: f64,
     pub conversion_window_days: i64,
     pub idempotency_key: String,
@@ -316,7 +316,7 @@ fn message_key(campaign_id: &str, customer_id: &str) -> String {
 async fn audience_batch(
     conn: &mut AnyConnection,
     tenant: &TenantId,
-    audience: &Audience,
+    audience: &CampaignAudience,
     after: Option<&str>,
     limit: i64,
 ) -> StoreResult<Vec<String>> {

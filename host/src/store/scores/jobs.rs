@@ -173,7 +173,11 @@ impl Store {
     /// 404 for an unknown tenant; 409 `scoring_job_active` while another
     /// job of the tenant is queued or running (one at a time: a job already
     /// rescores everyone). A job whose heartbeat stopped [`JOB_STALE_MS`]
-    /// ago is marked failed instead.
+    /// ago is marked failed instead. An import's job that no worker has
+    /// started yet is taken over by a job of every plugin: it becomes this
+    /// job (same id, the caller's `as_of`, run by the caller), since it
+    /// scores everyone the import touched and more; otherwise an import
+    /// followed by `rapport score` would wait on a worker that may not run.
     pub async fn create_scoring_job_as_of(
         &self,
         tenant: &TenantId,
@@ -192,7 +196,7 @@ impl Store {
             return Err(StoreError::NotFound { entity: "tenant" });
         }
         let active = sqlx::query(
-            "SELECT id, updated_at FROM scoring_jobs WHERE tenant_id = $1 AND status IN ('queued', 'running')",
+            "SELECT id, updated_at, status, origin FROM scoring_jobs WHERE tenant_id = $1 AND status IN ('queued', 'running')",
         )
         .bind(tenant.as_str())
         .fetch_all(&mut *tx)
@@ -200,6 +204,26 @@ impl Store {
         for row in &active {
             let id: String = row.try_get("id")?;
             let updated_at: i64 = row.try_get("updated_at")?;
+            let status: String = row.try_get("status")?;
+            let origin: String = row.try_get("origin")?;
+            if status == "queued" && origin == "import" && plugin.is_none() {
+                // Guarded by its status: a worker that started it meanwhile
+                // wins, and this caller gets the usual 409.
+                let taken = sqlx::query(
+                    "UPDATE scoring_jobs SET origin = 'api', as_of = $1, updated_at = $2 \
+                     WHERE tenant_id = $3 AND id = $4 AND status = 'queued'",
+                )
+                .bind(as_of)
+                .bind(now)
+                .bind(tenant.as_str())
+                .bind(&id)
+                .execute(&mut *tx)
+                .await?;
+                if taken.rows_affected() == 1 {
+                    tx.commit().await?;
+                    return self.get_scoring_job(tenant, &id).await;
+                }
+            }
             if now - updated_at < JOB_STALE_MS {
                 return Err(StoreError::conflict(
                     "scoring_job_active",
