@@ -11,8 +11,8 @@
 //! Roles: reads need any tenant key; starting a campaign a write key.
 
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 use serde::Deserialize;
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
@@ -20,7 +20,7 @@ use utoipa_axum::routes;
 
 use super::error::ErrorBody;
 use super::extract::{Auth, Json, Path, Query};
-use super::interactions::REPLAYED_HEADER;
+use super::interactions::created_or_replayed;
 use super::messages::IDEMPOTENCY_HEADER;
 use super::{ApiResult, AppState, Error};
 use crate::store::campaigns::{Campaign, CampaignRecipient, CampaignReport, NewCampaign};
@@ -109,19 +109,7 @@ async fn create_campaign(
     let (campaign, created) = s.store.create_campaign(&tenant, body).await?;
     run_detached(s.store.clone(), tenant.clone(), campaign.id.clone()).await?;
     let report = s.store.get_campaign(&tenant, &campaign.id).await?;
-    Ok(if created {
-        (StatusCode::CREATED, Json(report)).into_response()
-    } else {
-        (
-            StatusCode::OK,
-            [(
-                HeaderName::from_static(REPLAYED_HEADER),
-                HeaderValue::from_static("true"),
-            )],
-            Json(report),
-        )
-            .into_response()
-    })
+    Ok(created_or_replayed(created, StatusCode::CREATED, report))
 }
 
 /// The tenant's campaigns with their counts, newest first.

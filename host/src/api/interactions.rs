@@ -42,6 +42,25 @@ use crate::store::interactions::{IngestOutcome, Interaction, InteractionKind, Ne
 /// Response header set on a replayed ingest.
 pub const REPLAYED_HEADER: &str = "idempotent-replayed";
 
+/// The answer of an idempotent create (an ingest, a message, a campaign):
+/// `created_status` with the body for a new object, 200 with
+/// `Idempotent-Replayed: true` for a request its key already stored.
+pub fn created_or_replayed<T: serde::Serialize>(created: bool, created_status: StatusCode, body: T) -> Response {
+    if created {
+        (created_status, Json(body)).into_response()
+    } else {
+        (
+            StatusCode::OK,
+            [(
+                HeaderName::from_static(REPLAYED_HEADER),
+                HeaderValue::from_static("true"),
+            )],
+            Json(body),
+        )
+            .into_response()
+    }
+}
+
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(ingest))
@@ -158,18 +177,11 @@ async fn ingest(State(s): State<AppState>, auth: Auth, Json(body): Json<NewInter
     let tenant = auth.write()?;
     let (interaction, outcome, rewards) = s.plugins.ingest_with_rewards(&tenant, body).await?;
     let response = IngestResponse { interaction, rewards };
-    Ok(match outcome {
-        IngestOutcome::Created => (StatusCode::CREATED, Json(response)).into_response(),
-        IngestOutcome::Replayed => (
-            StatusCode::OK,
-            [(
-                HeaderName::from_static(REPLAYED_HEADER),
-                HeaderValue::from_static("true"),
-            )],
-            Json(response),
-        )
-            .into_response(),
-    })
+    Ok(created_or_replayed(
+        outcome == IngestOutcome::Created,
+        StatusCode::CREATED,
+        response,
+    ))
 }
 
 /// Ingest up to 1000 interactions in one transaction, with a result per item.

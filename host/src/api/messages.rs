@@ -12,8 +12,8 @@
 //! templates are the tenant's configuration, written with an admin key.
 
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -21,7 +21,7 @@ use utoipa_axum::routes;
 
 use super::error::ErrorBody;
 use super::extract::{Auth, Json, Path, Query};
-use super::interactions::REPLAYED_HEADER;
+use super::interactions::created_or_replayed;
 use super::{ApiResult, AppState, Error};
 use crate::store::Page;
 use crate::store::messages::{
@@ -99,19 +99,7 @@ async fn send_message(
         }
     }
     let (message, created) = s.store.enqueue_message(&tenant, body).await?;
-    Ok(if created {
-        (StatusCode::ACCEPTED, Json(message)).into_response()
-    } else {
-        (
-            StatusCode::OK,
-            [(
-                HeaderName::from_static(REPLAYED_HEADER),
-                HeaderValue::from_static("true"),
-            )],
-            Json(message),
-        )
-            .into_response()
-    })
+    Ok(created_or_replayed(created, StatusCode::ACCEPTED, message))
 }
 
 /// The tenant's messages, newest first.
