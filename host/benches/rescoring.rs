@@ -978,7 +978,10 @@ fn store_section(tokio: &tokio::runtime::Runtime) {
         format!("sqlite://{}", dir.path().join("store.db").display()),
         None::<(String, String)>,
     )];
-    if let Some(admin) = std::env::var("RAPPORT_BENCH_POSTGRES_URL").ok().filter(|u| !u.is_empty()) {
+    if let Some(admin) = std::env::var("RAPPORT_BENCH_POSTGRES_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+    {
         let name = format!("rapport_bench_{}", std::process::id());
         let base = admin.rsplit_once('/').map_or(admin.as_str(), |(base, _)| base);
         urls.push((format!("{base}/{name}"), Some((admin.clone(), name))));

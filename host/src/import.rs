@@ -36,8 +36,8 @@ use tokio::sync::mpsc;
 
 use crate::store::customers::NewCustomer;
 use crate::store::interactions::{IngestOutcome, NewInteraction, NewLineItem};
-use crate::store::scores::ScoringJob;
 use crate::store::money::{Amount, Currency};
+use crate::store::scores::ScoringJob;
 use crate::store::{Store, StoreError, TenantId};
 
 pub use summary::{Rejections, Summary};
@@ -127,7 +127,10 @@ pub async fn run(store: &Store, cmd: ImportCommand) -> anyhow::Result<()> {
     println!("{summary}");
     println!("elapsed:               {:.1} s", started.elapsed().as_secs_f64());
     if let Some(job) = schedule_scoring(store, &tenant, &summary).await? {
-        println!("scoring job:           {} queued (a server's rescore worker starts it)", job.id);
+        println!(
+            "scoring job:           {} queued (a server's rescore worker starts it)",
+            job.id
+        );
     }
     Ok(())
 }

@@ -8,13 +8,13 @@
 //! compose inside one transaction (ingest + reward ledger operations, say)
 //! also come in a `*_tx(&mut AnyConnection, ...)` form.
 
+pub mod artifacts;
 pub mod audience;
 pub mod audit;
-pub mod campaigns;
-pub mod crm_metrics;
-pub mod complaints;
 mod bulk;
-pub mod artifacts;
+pub mod campaigns;
+pub mod complaints;
+pub mod crm_metrics;
 pub mod customers;
 pub mod gdpr;
 pub mod interactions;

@@ -701,7 +701,11 @@ async fn relationship_levels_on_hand_made_histories(backend: Backend) {
         .await;
     assert_error(s, &bad, 422, "validation_failed");
     let (s, open) = app
-        .patch(&format!("/v1/loyalty/rewards/{rid}"), &acme.admin, json!({ "audience": null }))
+        .patch(
+            &format!("/v1/loyalty/rewards/{rid}"),
+            &acme.admin,
+            json!({ "audience": null }),
+        )
         .await;
     assert_eq!(s, 200, "{open}");
     assert!(open.get("audience").is_none(), "{open}");

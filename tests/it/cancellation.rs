@@ -96,7 +96,10 @@ async fn dropped_transactions_leave_clean_connections(backend: Backend) {
     let mut held = Vec::new();
     for _ in 0..db.pool().size() {
         let conn = db.pool().acquire().await.unwrap();
-        assert!(!sqlx::Connection::is_in_transaction(&*conn), "a pooled connection is inside a transaction");
+        assert!(
+            !sqlx::Connection::is_in_transaction(&*conn),
+            "a pooled connection is inside a transaction"
+        );
         held.push(conn);
     }
     drop(held);
@@ -199,7 +202,8 @@ async fn hung_up_batch_ingests_leave_the_server_healthy(backend: Backend) {
             let item = json!({ "customer_id": customer, "kind": "purchase", "currency": "USD", "amount": "2.00",
                                "idempotency_key": format!("after-{n}") });
             let (s, b) = if n % 4 == 0 {
-                app.post("/v1/interactions/batch", &token, json!({ "items": [item] })).await
+                app.post("/v1/interactions/batch", &token, json!({ "items": [item] }))
+                    .await
             } else {
                 app.post("/v1/interactions", &token, item).await
             };
@@ -213,15 +217,14 @@ async fn hung_up_batch_ingests_leave_the_server_healthy(backend: Backend) {
     // Whole or nothing: 2 points for each stored purchase, per customer.
     let pool = app.server.state.store.db().pool().clone();
     for customer in customers.iter() {
-        let purchases: i64 = sqlx::query(
-            "SELECT CAST(COUNT(*) AS BIGINT) FROM interactions WHERE tenant_id = $1 AND customer_id = $2",
-        )
-        .bind(&acme.id)
-        .bind(customer)
-        .fetch_one(&pool)
-        .await
-        .unwrap()
-        .get(0);
+        let purchases: i64 =
+            sqlx::query("SELECT CAST(COUNT(*) AS BIGINT) FROM interactions WHERE tenant_id = $1 AND customer_id = $2")
+                .bind(&acme.id)
+                .bind(customer)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+                .get(0);
         let points: i64 = sqlx::query(
             "SELECT CAST(COALESCE(SUM(points), 0) AS BIGINT) FROM loyalty_ledger \
              WHERE tenant_id = $1 AND customer_id = $2",
@@ -232,7 +235,11 @@ async fn hung_up_batch_ingests_leave_the_server_healthy(backend: Backend) {
         .await
         .unwrap()
         .get(0);
-        assert_eq!(points, 2 * purchases, "customer {customer}: {purchases} purchases, {points} points");
+        assert_eq!(
+            points,
+            2 * purchases,
+            "customer {customer}: {purchases} purchases, {points} points"
+        );
     }
 
     // The server stops (what SIGTERM runs) within a grace period: a

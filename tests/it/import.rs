@@ -757,7 +757,10 @@ async fn large_import_keeps_row_errors_and_schedules_one_scoring_job(backend: Ba
 
     // An erased customer, known before the import.
     let erased = store
-        .create_customer(&tenant, rapport::store::customers::NewCustomer::with_external_id("gone"))
+        .create_customer(
+            &tenant,
+            rapport::store::customers::NewCustomer::with_external_id("gone"),
+        )
         .await
         .unwrap();
     store.erase_customer(&tenant, &erased.id).await.unwrap();
@@ -852,7 +855,10 @@ async fn large_import_keeps_row_errors_and_schedules_one_scoring_job(backend: Ba
     // Nothing queued for the live worker; one job scheduled instead, and
     // scheduling again (a second import) reuses the waiting one.
     assert_eq!(store.rescore_worker_state(&tenant).await.unwrap().queued, 0);
-    let job = import::schedule_scoring(store, &tenant, &summary).await.unwrap().unwrap();
+    let job = import::schedule_scoring(store, &tenant, &summary)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(job.status.as_str(), "queued");
     let again = store.schedule_import_scoring(&tenant).await.unwrap();
     assert_eq!(again.id, job.id);
@@ -865,7 +871,12 @@ async fn large_import_keeps_row_errors_and_schedules_one_scoring_job(backend: Ba
     assert_eq!(rerun.customers_created, 0);
     assert_eq!(rerun.replayed, stored as u64 + replays);
     assert_eq!(rerun.rejected_rows(), summary.rejected_rows());
-    assert!(import::schedule_scoring(store, &tenant, &rerun).await.unwrap().is_none());
+    assert!(
+        import::schedule_scoring(store, &tenant, &rerun)
+            .await
+            .unwrap()
+            .is_none()
+    );
 
     // The worker starts the job (here the tenant has no scoring plugin, so
     // it ends saying so); another tenant never sees it.
@@ -892,7 +903,13 @@ async fn large_import_keeps_row_errors_and_schedules_one_scoring_job(backend: Ba
     let waiting = store.schedule_import_scoring(&tenant).await.unwrap();
     let narrower = store.create_scoring_job_as_of(&tenant, Some("rfm"), None).await;
     assert!(
-        matches!(narrower, Err(StoreError::Conflict { code: "scoring_job_active", .. })),
+        matches!(
+            narrower,
+            Err(StoreError::Conflict {
+                code: "scoring_job_active",
+                ..
+            })
+        ),
         "{narrower:?}"
     );
     let taken = store
@@ -903,10 +920,23 @@ async fn large_import_keeps_row_errors_and_schedules_one_scoring_job(backend: Ba
     assert_eq!(taken.status.as_str(), "queued");
     assert_eq!(taken.as_of.map(rapport::store::millis), Some(899_251_200_000));
     // Now the operator's: no worker starts it, and it is not taken over again.
-    assert!(store.queued_import_jobs().await.unwrap().iter().all(|(_, id)| id != &taken.id));
+    assert!(
+        store
+            .queued_import_jobs()
+            .await
+            .unwrap()
+            .iter()
+            .all(|(_, id)| id != &taken.id)
+    );
     let again = store.create_scoring_job_as_of(&tenant, None, None).await;
     assert!(
-        matches!(again, Err(StoreError::Conflict { code: "scoring_job_active", .. })),
+        matches!(
+            again,
+            Err(StoreError::Conflict {
+                code: "scoring_job_active",
+                ..
+            })
+        ),
         "{again:?}"
     );
 }

@@ -33,8 +33,8 @@ mod connectors;
 mod import;
 mod manifest;
 mod plugin_tool;
-mod query_plans;
 mod plugin_versions;
+mod query_plans;
 mod runtime_hostile;
 mod runtime_plugins;
 

@@ -316,7 +316,9 @@ async fn staged_versions_serve_their_share_on_every_node(backend: Backend) {
     assert_eq!(log["items"].as_array().unwrap().len(), 2, "{log}");
     assert_eq!(log["items"][1]["after"]["staged_percent"], STAGED_PERCENT, "{log}");
     for (action, n) in [("plugin.promote", 1), ("plugin.rollback", 2)] {
-        let (s, log) = app.get(&format!("/v1/audit?action={action}&limit=100"), &acme.admin).await;
+        let (s, log) = app
+            .get(&format!("/v1/audit?action={action}&limit=100"), &acme.admin)
+            .await;
         assert_eq!(s, 200, "{log}");
         let items = log["items"].as_array().unwrap();
         assert_eq!(items.len(), n, "{action}: {log}");

@@ -67,7 +67,13 @@ async fn assert_plans(db: &Db, when: &str) {
         (
             "rolling spend",
             rolling_spend_sql(),
-            vec![t(), customer(), Bind::Text("USD".into()), Bind::Int(0), Bind::Int(ROWS * 60_000)],
+            vec![
+                t(),
+                customer(),
+                Bind::Text("USD".into()),
+                Bind::Int(0),
+                Bind::Int(ROWS * 60_000),
+            ],
             "interactions_timeline",
             vec!["interactions_kind"],
         ),
@@ -92,7 +98,11 @@ async fn assert_plans(db: &Db, when: &str) {
         (
             "reward entries of a replayed ingest",
             reward_entries_sql(),
-            vec![t(), Bind::Text("i0050000".into()), Bind::Text("reward:i0050000:%".into())],
+            vec![
+                t(),
+                Bind::Text("i0050000".into()),
+                Bind::Text("reward:i0050000:%".into()),
+            ],
             "loyalty_ledger_interaction",
             if sqlite {
                 vec!["sqlite_autoindex"]

@@ -209,5 +209,14 @@ async fn audit(
     before: &VersionState,
     after: &VersionState,
 ) -> ApiResult<()> {
-    super::audit::record(s, auth, Some(tenant), action, format!("plugin:{plugin}"), Some(before), Some(after)).await
+    super::audit::record(
+        s,
+        auth,
+        Some(tenant),
+        action,
+        format!("plugin:{plugin}"),
+        Some(before),
+        Some(after),
+    )
+    .await
 }

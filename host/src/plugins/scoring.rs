@@ -885,7 +885,10 @@ impl PluginService {
                 match service.run_job(&tenant, &job_id).await {
                     Ok(job) => tracing::info!(tenant = %tenant, job = %job.id, status = job.status.as_str(),
                         done = job.done, failed = job.failed_customers, "import scoring job finished"),
-                    Err(StoreError::Conflict { code: "scoring_job_not_queued", .. }) => {}
+                    Err(StoreError::Conflict {
+                        code: "scoring_job_not_queued",
+                        ..
+                    }) => {}
                     Err(e) => tracing::warn!(tenant = %tenant, job = %job_id, error = %e,
                         "import scoring job could not run"),
                 }

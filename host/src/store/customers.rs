@@ -380,14 +380,12 @@ pub async fn ensure_customers_tx(
         results.push(None);
         match prepare(new) {
             Err(e) => results[slot] = Some(Err(e)),
-            Ok(row) => {
-                match first.entry(row.customer.external_id.clone()) {
-                    std::collections::btree_map::Entry::Occupied(e) => repeats.push((slot, e.key().clone())),
-                    std::collections::btree_map::Entry::Vacant(e) => {
-                        e.insert((slot, row));
-                    }
+            Ok(row) => match first.entry(row.customer.external_id.clone()) {
+                std::collections::btree_map::Entry::Occupied(e) => repeats.push((slot, e.key().clone())),
+                std::collections::btree_map::Entry::Vacant(e) => {
+                    e.insert((slot, row));
                 }
-            }
+            },
         }
     }
     let rows: Vec<Vec<Cell>> = first
@@ -423,7 +421,16 @@ pub async fn ensure_customers_tx(
         .map(String::as_str)
         .collect();
     let mut found: HashMap<String, (String, bool)> = HashMap::with_capacity(existing.len());
-    for row in select_in(conn, tenant.as_str(), "customers", "id, external_id, erased_at", "external_id", &existing).await? {
+    for row in select_in(
+        conn,
+        tenant.as_str(),
+        "customers",
+        "id, external_id, erased_at",
+        "external_id",
+        &existing,
+    )
+    .await?
+    {
         let erased: Option<i64> = row.try_get("erased_at")?;
         found.insert(row.try_get("external_id")?, (row.try_get("id")?, erased.is_some()));
     }
@@ -452,7 +459,10 @@ pub async fn ensure_customers_tx(
     for (slot, external_id) in repeats {
         let ensured = by_external
             .get(&external_id)
-            .map(|e| Ensured { created: false, ..e.clone() })
+            .map(|e| Ensured {
+                created: false,
+                ..e.clone()
+            })
             .ok_or_else(|| StoreError::Corrupt(format!("customer {external_id:?} lost in a bulk ensure")))?;
         results[slot] = Some(Ok(ensured));
     }

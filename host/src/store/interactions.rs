@@ -766,8 +766,15 @@ async fn playbook_on_import(
         .collect();
     let mut waiting: std::collections::HashSet<String> = std::collections::HashSet::new();
     if !buyers.is_empty() {
-        let rows = super::bulk::select_in(tx, tenant.as_str(), "referrals", "referred_id, credited_at", "referred_id", &buyers)
-            .await?;
+        let rows = super::bulk::select_in(
+            tx,
+            tenant.as_str(),
+            "referrals",
+            "referred_id, credited_at",
+            "referred_id",
+            &buyers,
+        )
+        .await?;
         for row in rows {
             let credited: Option<i64> = row.try_get("credited_at")?;
             if credited.is_none() {
@@ -785,7 +792,9 @@ async fn playbook_on_import(
         sqlx::query("SAVEPOINT import_playbook").execute(&mut *tx).await?;
         match super::playbook::on_interaction_tx(tx, tenant, &interaction).await {
             Ok(()) => {
-                sqlx::query("RELEASE SAVEPOINT import_playbook").execute(&mut *tx).await?;
+                sqlx::query("RELEASE SAVEPOINT import_playbook")
+                    .execute(&mut *tx)
+                    .await?;
                 if p.kind == "referral" {
                     // Its customer's first purchase, later in this chunk, is credited.
                     waiting.insert(customer.clone());
@@ -793,9 +802,16 @@ async fn playbook_on_import(
             }
             Err(e) if is_fatal(&e) => return Err(e),
             Err(e) => {
-                sqlx::query("ROLLBACK TO SAVEPOINT import_playbook").execute(&mut *tx).await?;
-                sqlx::query("RELEASE SAVEPOINT import_playbook").execute(&mut *tx).await?;
-                for table in ["interaction_items WHERE tenant_id = $1 AND interaction_id = $2", "interactions WHERE tenant_id = $1 AND id = $2"] {
+                sqlx::query("ROLLBACK TO SAVEPOINT import_playbook")
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("RELEASE SAVEPOINT import_playbook")
+                    .execute(&mut *tx)
+                    .await?;
+                for table in [
+                    "interaction_items WHERE tenant_id = $1 AND interaction_id = $2",
+                    "interactions WHERE tenant_id = $1 AND id = $2",
+                ] {
                     sqlx::query(&format!("DELETE FROM {table}"))
                         .bind(tenant.as_str())
                         .bind(id)
@@ -1115,7 +1131,9 @@ impl Store {
         let mut offered: Vec<(usize, String)> = Vec::with_capacity(items.len());
         let mut rows: Vec<Vec<Cell>> = Vec::with_capacity(items.len());
         for (n, (_, p)) in items.iter().enumerate() {
-            let CustomerRef::Id(customer_id) = &p.customer else { continue };
+            let CustomerRef::Id(customer_id) = &p.customer else {
+                continue;
+            };
             let refused = match customers.get(customer_id) {
                 None => Some(StoreError::NotFound { entity: "customer" }),
                 Some(true) => Some(StoreError::conflict(
@@ -1212,7 +1230,11 @@ impl Store {
                     "idempotency_conflict",
                     format!("idempotency key {key:?} was already used with a different request"),
                 )),
-                None => return Err(StoreError::Corrupt("idempotency key conflicted but no row holds it".into())),
+                None => {
+                    return Err(StoreError::Corrupt(
+                        "idempotency key conflicted but no row holds it".into(),
+                    ));
+                }
             });
         }
         insert(&mut tx, backend, "interaction_items", &ITEM_COLUMNS, &line_items, "").await?;

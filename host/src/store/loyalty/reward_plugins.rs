@@ -172,10 +172,10 @@ pub async fn rolling_spend_tx(
         Some(money) => money.currency.clone(),
         None => {
             let row = sqlx::query(LATEST_PURCHASE_CURRENCY_SQL)
-            .bind(tenant.as_str())
-            .bind(&interaction.customer_id)
-            .fetch_optional(&mut *conn)
-            .await?;
+                .bind(tenant.as_str())
+                .bind(&interaction.customer_id)
+                .fetch_optional(&mut *conn)
+                .await?;
             match row {
                 Some(row) => row.try_get("currency")?,
                 None => return Ok(0),
@@ -184,13 +184,13 @@ pub async fn rolling_spend_tx(
     };
     let end = millis(interaction.occurred_at);
     let row = sqlx::query(&rolling_spend_sql())
-    .bind(tenant.as_str())
-    .bind(&interaction.customer_id)
-    .bind(&currency)
-    .bind(end.saturating_sub(ROLLING_SPEND_WINDOW_MS))
-    .bind(end)
-    .fetch_one(&mut *conn)
-    .await?;
+        .bind(tenant.as_str())
+        .bind(&interaction.customer_id)
+        .bind(&currency)
+        .bind(end.saturating_sub(ROLLING_SPEND_WINDOW_MS))
+        .bind(end)
+        .fetch_one(&mut *conn)
+        .await?;
     Ok(saturate(exact_sum(&row, "spend")?))
 }
 
@@ -541,11 +541,11 @@ pub async fn reward_entries_tx(
     let prefix = reward_key_prefix(interaction_id);
     // Interaction ids are UUIDs: the prefix holds no LIKE wildcard.
     let rows = sqlx::query(&reward_entries_sql())
-    .bind(tenant.as_str())
-    .bind(interaction_id)
-    .bind(format!("{prefix}%"))
-    .fetch_all(&mut *conn)
-    .await?;
+        .bind(tenant.as_str())
+        .bind(interaction_id)
+        .bind(format!("{prefix}%"))
+        .fetch_all(&mut *conn)
+        .await?;
     let mut entries = Vec::with_capacity(rows.len());
     for row in &rows {
         let entry = entry_from_row(row)?;
