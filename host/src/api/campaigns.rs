@@ -21,7 +21,7 @@ use utoipa_axum::routes;
 use super::error::ErrorBody;
 use super::extract::{Auth, Json, Path, Query};
 use super::interactions::created_or_replayed;
-use super::messages::IDEMPOTENCY_HEADER;
+use super::messages::idempotency_key_from;
 use super::{ApiResult, AppState, Error};
 use crate::store::campaigns::{Campaign, CampaignRecipient, CampaignReport, NewCampaign};
 use crate::store::{Page, Store, TenantId};
@@ -91,21 +91,7 @@ async fn create_campaign(
     Json(mut body): Json<NewCampaign>,
 ) -> ApiResult<Response> {
     let tenant = auth.write()?;
-    if let Some(value) = headers.get(IDEMPOTENCY_HEADER) {
-        let key = value
-            .to_str()
-            .map_err(|_| Error::bad_request("invalid_header", "Idempotency-Key must be visible ASCII"))?;
-        match &body.idempotency_key {
-            None => body.idempotency_key = Some(key.to_string()),
-            Some(in_body) if in_body != key => {
-                return Err(Error::invalid(
-                    "idempotency_key",
-                    "the body's idempotency_key and the Idempotency-Key header differ",
-                ));
-            }
-            Some(_) => {}
-        }
-    }
+    idempotency_key_from(&headers, &mut body.idempotency_key)?;
     let (campaign, created) = s.store.create_campaign(&tenant, body).await?;
     run_detached(s.store.clone(), tenant.clone(), campaign.id.clone()).await?;
     let report = s.store.get_campaign(&tenant, &campaign.id).await?;

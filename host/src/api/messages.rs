@@ -32,6 +32,29 @@ use crate::store::suppressions::{NewSuppression, Suppression};
 /// Request header carrying the idempotency key (when the body has none).
 pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
 
+/// Takes an `Idempotency-Key` header into a create's body (messages,
+/// campaigns): the header fills an absent `idempotency_key`, and a body
+/// that names another key is refused (422) rather than silently preferred.
+pub fn idempotency_key_from(headers: &HeaderMap, in_body: &mut Option<String>) -> ApiResult<()> {
+    let Some(value) = headers.get(IDEMPOTENCY_HEADER) else {
+        return Ok(());
+    };
+    let key = value
+        .to_str()
+        .map_err(|_| Error::bad_request("invalid_header", "Idempotency-Key must be visible ASCII"))?;
+    match in_body {
+        None => *in_body = Some(key.to_string()),
+        Some(given) if given != key => {
+            return Err(Error::invalid(
+                "idempotency_key",
+                "the body's idempotency_key and the Idempotency-Key header differ",
+            ));
+        }
+        Some(_) => {}
+    }
+    Ok(())
+}
+
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(send_message, list_messages))
@@ -83,21 +106,7 @@ async fn send_message(
     Json(mut body): Json<NewMessage>,
 ) -> ApiResult<Response> {
     let tenant = auth.write()?;
-    if let Some(value) = headers.get(IDEMPOTENCY_HEADER) {
-        let key = value
-            .to_str()
-            .map_err(|_| Error::bad_request("invalid_header", "Idempotency-Key must be visible ASCII"))?;
-        match &body.idempotency_key {
-            None => body.idempotency_key = Some(key.to_string()),
-            Some(in_body) if in_body != key => {
-                return Err(Error::invalid(
-                    "idempotency_key",
-                    "the body's idempotency_key and the Idempotency-Key header differ",
-                ));
-            }
-            Some(_) => {}
-        }
-    }
+    idempotency_key_from(&headers, &mut body.idempotency_key)?;
     let (message, created) = s.store.enqueue_message(&tenant, body).await?;
     Ok(created_or_replayed(created, StatusCode::ACCEPTED, message))
 }
